@@ -1,0 +1,24 @@
+"""formrelay: an embeddable form backend that OpenPGP-encrypts every submission."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+__version__ = "0.1.0"
+
+
+def create_app(config: Any = None, *, environ: Mapping[str, str] | None = None,
+               clock: Callable[[], datetime] | None = None) -> Flask:
+    """The app factory. `config` is a Settings, a TOML path, a parsed mapping, or None
+    (then FORMRELAY_CONFIG names the file)."""
+    from .web import build_app
+
+    return build_app(config, environ=environ, clock=clock)
+
+
+__all__ = ["create_app", "__version__", "Path"]

@@ -1,0 +1,196 @@
+"""The submission use case: validate -> encrypt -> store -> enqueue.
+
+`Relay` is shared by the web views, the CLI and the tests. It holds the settings, the
+store and the keyring, takes plain data (form fields and files as mappings) and returns
+a `Receipt`. It fails closed: if any recipient key of the form is unusable, or gpg
+fails, nothing is stored and `FormUnavailable` is raised. The plaintext exists only
+in this call's memory and gpg's stdin; what reaches disk is the ciphertext.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from werkzeug.datastructures import MultiDict
+
+from . import forms
+from .config import FormSpec, Settings
+from .crypto import CryptoError, Keyring, KeyStatus
+from .errors import FormUnavailable, InvalidSubmission, NotFound
+from .i18n import translations
+from .mime import IterStream, payload_parts
+from .store import Store, iso, utcnow
+from .submission import Submission, new_reference
+
+log = logging.getLogger("formrelay.relay")
+
+KEY_RECHECK_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class Receipt:
+    reference: str
+    form_id: str
+    received_at: datetime
+    delivery: str
+    size: int
+    extras: dict[str, Any]
+
+
+class Relay:
+    def __init__(self, settings: Settings, store: Store | None = None,
+                 keyring: Keyring | None = None, clock: Callable[[], datetime] = utcnow):
+        self.settings = settings
+        self.clock = clock
+        data = settings.data_dir
+        data.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.store = store or Store(data / "formrelay.db", clock)
+        self.keyring = keyring or Keyring(data / "gnupg")
+        self.tmp = data / "tmp"
+        self.tmp.mkdir(mode=0o700, exist_ok=True)
+        self._keys: dict[str, KeyStatus] = {}
+        self._keys_at = 0.0
+        self._lock = threading.Lock()
+        # Extra steps run inside the submission's transaction (outbox, patient copy...).
+        self.on_store: list[Callable[[sqlite3.Connection, Submission, FormSpec, dict[str, Any]],
+                                     None]] = []
+        # Steps run on the validated plaintext before it is dropped (patient copy).
+        self.before_store: list[Callable[[Submission, FormSpec, dict[str, Any],
+                                          MultiDict[str, Any]], None]] = []
+
+    # -- keys -------------------------------------------------------------------------
+    def sync_keys(self) -> dict[str, KeyStatus]:
+        """Import every configured key file and remember the result."""
+        with self._lock:
+            self._keys = self.keyring.sync(self.settings.recipients, self.settings.resolve,
+                                           self.clock())
+            self._keys_at = time.monotonic()
+            for st in self._keys.values():
+                if not st.usable:
+                    log.error("key refused: %s", st.line())
+                elif st.warning:
+                    log.warning("key warning: %s", st.line())
+            return dict(self._keys)
+
+    def key_status(self) -> dict[str, KeyStatus]:
+        with self._lock:
+            stale = time.monotonic() - self._keys_at > KEY_RECHECK_SECONDS
+            if not self._keys:
+                stale = True
+        if stale:
+            recheck = {rid: self.keyring.status(r, self.clock())
+                       for rid, r in self.settings.recipients.items()}
+            with self._lock:
+                # a key refused at import stays refused until the next import
+                for rid, st in recheck.items():
+                    old = self._keys.get(rid)
+                    if old and not old.usable and "not imported" in st.problem:
+                        recheck[rid] = old
+                self._keys, self._keys_at = recheck, time.monotonic()
+        return dict(self._keys)
+
+    def form_problems(self, spec: FormSpec) -> list[str]:
+        status = self.key_status()
+        return [status[r].line() for r in spec.recipients if not status[r].usable]
+
+    def form(self, form_id: str) -> FormSpec:
+        spec = self.settings.form(form_id)
+        if spec is None:
+            raise NotFound("There is no form with this address.")
+        return spec
+
+    def require_available(self, spec: FormSpec) -> None:
+        problems = self.form_problems(spec)
+        if problems:
+            for p in problems:
+                log.error("form %s unavailable: %s", spec.id, p)
+            raise FormUnavailable("This form is temporarily unavailable. Please call the "
+                                  "practice at %(phone)s.",
+                                  phone=self.settings.server.practice_phone)
+
+    # -- the use case -----------------------------------------------------------------
+    def submit(self, form_id: str, lang: str, formdata: MultiDict[str, Any],
+               files: MultiDict[str, Any] | None = None, *, ip: str = "") -> Receipt:
+        spec = self.form(form_id)
+        self.require_available(spec)
+        result = forms.validate(spec, lang, formdata, files or MultiDict())
+        if not result.ok:
+            log.info("form %s: rejected post (%s)", form_id, ", ".join(sorted(result.errors)))
+            raise InvalidSubmission("Please correct the marked fields.", errors=result.errors)
+        sub = Submission(reference=new_reference(), form_id=spec.id, form_title=spec.title,
+                         lang=lang, received_at=self.clock(), answers=result.answers,
+                         uploads=result.uploads)
+        extras: dict[str, Any] = {}
+        for step in self.before_store:
+            step(sub, spec, extras, formdata)
+        size = self._encrypt_and_store(sub, spec, extras, ip)
+        log.info("form %s: received %s (%d bytes ciphertext, %d files)", spec.id,
+                 sub.reference, size, len(sub.uploads))
+        return Receipt(sub.reference, spec.id, sub.received_at, spec.delivery, size, extras)
+
+    def _encrypt_and_store(self, sub: Submission, spec: FormSpec, extras: dict[str, Any],
+                           ip: str) -> int:
+        fprs = [self.settings.recipients[r].fingerprint for r in spec.recipients]
+        emails = [self.settings.recipients[r].email for r in spec.recipients]
+        tr = translations(spec.lang)
+        labels = {k: tr.gettext(v) for k, v in
+                  (("reference", "Reference"), ("received", "Received"), ("practice", "Practice"))}
+        sender = self.settings.smtp.from_address or f"formrelay@{self.domain}"
+        parts = payload_parts(sub, sender=sender, recipients=emails,
+                              subject=f"{spec.title} - {sub.reference}", domain=self.domain,
+                              practice=self.settings.server.practice_name, labels=labels)
+        out = self.tmp / f"{sub.reference}.{os.getpid()}.asc"
+        for attempt in range(3):
+            try:
+                stream = io.BufferedReader(IterStream(parts), 1 << 16)
+                size = self.keyring.encrypt_stream(stream, fprs, out,
+                                                   compress=not sub.uploads)
+                status = "queued" if spec.delivery == "email" else "held"
+                row = {"reference": sub.reference, "form_id": spec.id,
+                       "received_at": iso(sub.received_at), "delivery": spec.delivery,
+                       "status": status, "file_count": len(sub.uploads)}
+
+                def also(sub: Submission = sub, row: dict[str, Any] = row) -> None:
+                    self.store.audit("received", actor="patient", ip=ip,
+                                     reference=sub.reference, form_id=spec.id,
+                                     detail=f"{row['delivery']}, {len(sub.uploads)} files")
+                    for step in self.on_store:
+                        step(self.store.conn, sub, spec, extras)
+
+                self.store.add_submission(row, out, also)
+                return size
+            except CryptoError as exc:
+                log.error("form %s: encryption failed, nothing stored: %s", spec.id, exc)
+                self.store.audit("received", "failed", actor="patient", ip=ip, form_id=spec.id,
+                                 detail="encryption failed")
+                raise FormUnavailable("This form is temporarily unavailable. Please call the "
+                                      "practice at %(phone)s.",
+                                      phone=self.settings.server.practice_phone) from None
+            except sqlite3.IntegrityError:
+                if attempt == 2:
+                    raise
+                # reference collision: draw a new one (the payload names it, so re-encrypt)
+                sub.reference = new_reference()
+                parts = payload_parts(sub, sender=sender, recipients=emails,
+                                      subject=f"{spec.title} - {sub.reference}",
+                                      domain=self.domain,
+                                      practice=self.settings.server.practice_name,
+                                      labels=labels)
+            finally:
+                out.unlink(missing_ok=True)
+        raise AssertionError("unreachable")
+
+    @property
+    def domain(self) -> str:
+        from urllib.parse import urlsplit
+
+        return urlsplit(self.settings.server.base_url).hostname or "formrelay.invalid"

@@ -1,0 +1,68 @@
+"""The Flask layer: builds the app around a `Relay` and registers the blueprints.
+
+Views stay thin: they parse the request, call the core, render the answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+from ..config import CONFIG_ENV, ConfigError, Settings, load_config, parse_config
+from ..relay import Relay
+from ..store import utcnow
+from . import errors, headers, health, public
+from .request import InMemoryRequest
+
+
+def settings_from(config: Any, environ: Mapping[str, str]) -> Settings:
+    if isinstance(config, Settings):
+        return config
+    if isinstance(config, str | Path):
+        return load_config(config, environ)
+    if isinstance(config, Mapping):
+        return parse_config(config, Path.cwd() / "config.toml", environ)
+    if config is None:
+        path = environ.get(CONFIG_ENV)
+        if not path:
+            raise ConfigError(f"no configuration: pass --config or set {CONFIG_ENV}")
+        return load_config(path, environ)
+    raise TypeError(f"unsupported config {type(config).__name__}")
+
+
+def build_app(config: Any, *, environ: Mapping[str, str] | None = None,
+              clock: Callable[[], datetime] | None = None) -> Flask:
+    env = os.environ if environ is None else environ
+    settings = settings_from(config, env)
+    app = Flask("formrelay", template_folder=str(Path(__file__).parent.parent / "templates"),
+                static_folder=str(Path(__file__).parent.parent / "static"))
+    app.request_class = InMemoryRequest
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        MAX_CONTENT_LENGTH=settings.server.max_request_mb * 1024 * 1024,
+        MAX_FORM_PARTS=settings.server.max_fields + 20,
+        MAX_FORM_MEMORY_SIZE=1024 * 1024,
+        JSON_AS_ASCII=False,
+    )
+    # Never expose config to templates.
+    app.jinja_env.globals.pop("config", None)
+    logging.getLogger("formrelay").setLevel(settings.server.log_level)
+    relay = Relay(settings, clock=clock or utcnow)
+    relay.sync_keys()
+    app.extensions["formrelay"] = relay
+    if settings.server.trusted_proxies:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        n = settings.server.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
+    errors.register(app)
+    headers.register(app)
+    app.register_blueprint(public.bp)
+    app.register_blueprint(health.bp)
+    return app

@@ -1,0 +1,35 @@
+"""Small helpers every blueprint uses: the relay, the language, rendering."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import current_app, render_template, request
+
+from ..forms import field_attrs
+from ..i18n import pick_language, translations
+from ..relay import Relay
+
+
+def relay() -> Relay:
+    r: Relay = current_app.extensions["formrelay"]
+    return r
+
+
+def language(default: str = "nl") -> str:
+    return pick_language(request.values.get("_lang") or request.args.get("lang"), default)
+
+
+def wants_json() -> bool:
+    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
+    return best == "application/json" and request.accept_mimetypes[best] > \
+        request.accept_mimetypes["text/html"]
+
+
+def render(template: str, lang: str, **ctx: Any) -> str:
+    tr = translations(lang)
+    s = relay().settings.server
+    return render_template(template, _=tr.gettext, lang=lang, practice_name=s.practice_name,
+                           field_attrs=field_attrs,
+                           practice_phone=s.practice_phone, practice_email=s.practice_email,
+                           **ctx)

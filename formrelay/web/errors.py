@@ -1,0 +1,67 @@
+"""The one error handler: FormrelayError -> translated HTML page or the JSON shape.
+
+Unhandled exceptions are logged with their traceback (never the form's content) and
+shown as a calm generic page; werkzeug's HTTP errors (413, 404, 405...) get the same
+friendly treatment instead of a bare page.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+from ..errors import FormrelayError
+from ..i18n import gettext
+from .common import language, relay, render, wants_json
+
+log = logging.getLogger("formrelay.web")
+
+_HTTP_MESSAGES = {
+    400: "The request could not be read. Please reload the page and try again.",
+    404: "This page does not exist.",
+    405: "This page cannot be used this way.",
+    413: "What you sent is too large. Make attached files smaller and try again.",
+    429: "Too many attempts. Please wait a moment and try again.",
+}
+_GENERIC = "Something went wrong on our side. Your answers were not stored; please try " \
+           "again later or call the practice."
+
+
+def error_body(message: str, errors: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    return {"ok": False, "error": message, "errors": errors or {}}
+
+
+def respond(status: int, message: str, errors: dict[str, list[str]] | None = None,
+            lang: str | None = None) -> Any:
+    lang = lang or language()
+    if wants_json():
+        return jsonify(error_body(message, errors)), status
+    return render("error.html", lang, status=status, message=message), status
+
+
+def register(app: Flask) -> None:
+    @app.errorhandler(FormrelayError)
+    def formrelay_error(exc: FormrelayError) -> Any:
+        lang = language()
+        msg = gettext(lang, exc.message, **exc.params)
+        return respond(exc.status, msg, exc.errors, lang)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Any:
+        code = exc.code or 500
+        lang = language() if code != 413 else "nl"  # reading args is safe; the body is not
+        text = _HTTP_MESSAGES.get(code, exc.description or "")
+        return respond(code, gettext(lang, text), lang=lang)
+
+    @app.errorhandler(Exception)
+    def unhandled(exc: Exception) -> Any:
+        # The traceback names code, not content: form values are never in the message.
+        log.error("unhandled error: %s", type(exc).__name__, exc_info=exc)
+        try:
+            relay()
+            return respond(500, gettext(language(), _GENERIC))
+        except Exception:  # noqa: BLE001 - the error page itself must not fail
+            return "Internal error", 500

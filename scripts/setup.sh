@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Install what formrelay needs on a Debian machine, then a virtualenv in .venv.
+#   scripts/setup.sh          the service (gnupg, Python packages)
+#   scripts/setup.sh --test   also the test tools (rnp, chromium, systemd tools, test packages)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(gnupg python3 python3-venv python3-pip ca-certificates)
+if [[ "${1:-}" == "--test" ]]; then
+  packages+=(rnp chromium systemd)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  SUDO=""
+  [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+  echo "installing: ${missing[*]}"
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" >/dev/null
+fi
+
+if [[ ! -x .venv/bin/python ]]; then
+  python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+if [[ "${1:-}" == "--test" ]]; then
+  .venv/bin/python -m pip install -q -e '.[test]'
+else
+  .venv/bin/python -m pip install -q -e .
+fi

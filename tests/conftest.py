@@ -1,0 +1,160 @@
+"""Shared fixtures: real gpg keys, a temp data folder, the app, its client and CLI runner."""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tomli_w
+from click.testing import CliRunner
+from flask import Flask
+from flask.testing import FlaskClient
+
+from formrelay import create_app
+from formrelay.config import SECRET_KEY_ENV
+
+from .keys import TestKey, make_all
+
+SECRET = "test-secret-" + "x" * 40
+ENV = {SECRET_KEY_ENV: SECRET}
+
+
+@pytest.fixture(scope="session")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, TestKey]:
+    return make_all(tmp_path_factory.mktemp("keys"))
+
+
+ALL_FIELDS: list[dict[str, Any]] = [
+    {"name": "name", "type": "text", "label": "Naam", "required": True, "autocomplete": "name"},
+    {"name": "complaint", "type": "textarea", "label": "Klacht", "required": True,
+     "max_length": 2000, "help": "Beschrijf uw klacht."},
+    {"name": "email", "type": "email", "label": "E-mail"},
+    {"name": "phone", "type": "tel", "label": "Telefoon"},
+    {"name": "visit", "type": "date", "label": "Datum bezoek"},
+    {"name": "age", "type": "number", "label": "Leeftijd", "min": 0, "max": 130},
+    {"name": "insurer", "type": "select", "label": "Verzekeraar", "choices": ["Zilveren Kruis",
+                                                                            "VGZ", "Anders"]},
+    {"name": "contact", "type": "radio", "label": "Contact via", "choices": ["telefoon", "mail"]},
+    {"name": "symptoms", "type": "checkboxes", "label": "Klachten",
+     "choices": ["hoofdpijn", "koorts", "overig"]},
+    {"name": "bsn", "type": "bsn", "label": "BSN"},
+    {"name": "born", "type": "birthdate", "label": "Geboortedatum"},
+    {"name": "attachment", "type": "file", "label": "Bijlage", "accept": ["pdf", "png", "txt"]},
+    {"name": "consent", "type": "consent", "label": "Ik ga akkoord met de verwerking."},
+]
+
+
+def make_config_dict(data_dir: Path, keys: dict[str, TestKey], *, recipients: tuple[str, ...]
+                     = ("alice",), fields: list[dict[str, Any]] | None = None,
+                     delivery: str = "hold", **form: Any) -> dict[str, Any]:
+    server = {"data_dir": str(data_dir), "practice_name": "Praktijk Test",
+              "practice_phone": "020 555 0101", "min_fill_seconds": 0,
+              "base_url": "http://localhost"}
+    server.update(form.pop("server", {}))
+    cfg: dict[str, Any] = {
+        "server": server,
+        "smtp": form.pop("smtp", {"from_address": "forms@praktijk.test",
+                                  "sink_dir": str(data_dir.parent / "mail")}),
+        "recipients": {name: {"email": f"{name}@praktijk.test", "key_file": str(keys[name].public),
+                              "fingerprint": keys[name].fingerprint} for name in set(recipients)
+                       | set(form.pop("extra_recipients", ()))},
+        "forms": {"intake": {"title": "Intake fysiotherapie", "recipients": list(recipients),
+                             "delivery": delivery, "fields": fields or ALL_FIELDS, **form}},
+    }
+    return cfg
+
+
+def write_config(path: Path, cfg: dict[str, Any]) -> Path:
+    path.write_text(tomli_w.dumps(cfg), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def make_app(tmp_path: Path, keys: dict[str, TestKey]) -> Callable[..., Flask]:
+    def factory(**kw: Any) -> Flask:
+        clock = kw.pop("clock", None)
+        cfg = make_config_dict(tmp_path / "data", keys, **kw)
+        path = write_config(tmp_path / "config.toml", cfg)
+        app = create_app(path, environ=ENV, clock=clock)
+        app.testing = True
+        return app
+
+    return factory
+
+
+@pytest.fixture
+def app(make_app: Callable[..., Flask]) -> Flask:
+    return make_app()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture
+def logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    caplog.set_level(logging.DEBUG)
+    yield caplog
+
+
+def form_token(client: FlaskClient, form_id: str = "intake") -> dict[str, str]:
+    """The hidden control fields of a freshly shown form (token etc.), for posting."""
+    html = client.get(f"/f/{form_id}").get_data(as_text=True)
+    fields = dict(re.findall(r'<input[^>]*type="hidden"[^>]*name="(_[a-z]+)"[^>]*value="([^"]*)"',
+                             html))
+    fields.update(re.findall(r'<input[^>]*name="(_[a-z]+)"[^>]*type="hidden"[^>]*value="([^"]*)"',
+                             html))
+    return fields
+
+
+def canary() -> str:
+    return "CANARY-" + secrets.token_hex(8)
+
+
+def valid_answers(mark: str = "") -> dict[str, Any]:
+    return {"name": f"Jeroen Brünhilde {mark}".strip(), "complaint": f"Pijn in de knie 🦵 {mark}",
+            "consent": "y"}
+
+
+def encode_multipart(data: dict[str, Any], boundary: str = "frtestboundary") -> bytes:
+    """A multipart body built in memory (werkzeug's test builder spools big bodies to
+    temp files, which would muddy the no-plaintext-on-disk checks)."""
+    out = bytearray()
+    for key, value in data.items():
+        values = value if isinstance(value, list) else [value]
+        for item in values:
+            out += f"--{boundary}\r\n".encode()
+            if isinstance(item, tuple):
+                stream, filename = item[0], item[1]
+                ctype = item[2] if len(item) > 2 else "application/octet-stream"
+                out += (f'Content-Disposition: form-data; name="{key}"; filename="{filename}"'
+                        f"\r\nContent-Type: {ctype}\r\n\r\n").encode()
+                out += stream.read() if hasattr(stream, "read") else stream
+            else:
+                out += f'Content-Disposition: form-data; name="{key}"\r\n\r\n'.encode()
+                out += item if isinstance(item, bytes) else str(item).encode()
+            out += b"\r\n"
+    out += f"--{boundary}--\r\n".encode()
+    return bytes(out)
+
+
+def post_form(client: FlaskClient, data: dict[str, Any], *, json_answer: bool = False,
+              form_id: str = "intake", headers: dict[str, str] | None = None,
+              query: str = "") -> Any:
+    """Post like a browser would: show the form first (for its token), then send."""
+    body = {**form_token(client, form_id), **data}
+    hdrs = {"Accept": "application/json"} if json_answer else {}
+    hdrs.update(headers or {})
+    return client.post(f"/f/{form_id}{query}", data=encode_multipart(body), headers=hdrs,
+                       content_type="multipart/form-data; boundary=frtestboundary")
