@@ -141,7 +141,7 @@ def keys_list(ctx: Context) -> None:
       formrelay --config config.toml keys list
     """
     relay = ctx.relay()
-    for rid, st in relay.key_status().items():
+    for rid, st in relay.sync_keys().items():
         r = relay.settings.recipients[rid]
         click.echo(f"{rid} <{r.email}>")
         click.echo(f"  fingerprint {st.fingerprint}")
@@ -157,7 +157,7 @@ def keys_list(ctx: Context) -> None:
 @keys.command("check")
 @pass_ctx
 def keys_check(ctx: Context) -> None:
-    """Check every imported key; exit 0 ok, 1 expiring within 30 days, 2 unusable.
+    """Re-read and check every key file; exit 0 ok, 1 expiring within 30 days, 2 unusable.
 
     \b
     Example:
@@ -165,7 +165,7 @@ def keys_check(ctx: Context) -> None:
     """
     relay = ctx.relay()
     code = EXIT_OK
-    for st in relay.key_status().values():
+    for st in relay.sync_keys().values():
         click.echo(st.line())
         if not st.usable:
             code = EXIT_ERROR

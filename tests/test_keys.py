@@ -1,0 +1,151 @@
+"""Recipient keys: pinned, scanned before import, refused with a message that says why."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from flask import Flask
+
+from formrelay.cli import cli
+from formrelay.config import Recipient
+from formrelay.crypto import Keyring, KeyRefused
+
+from .conftest import ENV, make_config_dict, post_form, valid_answers, write_config
+from .keys import TestKey
+
+
+def recipient(key: TestKey, **kw: Any) -> Recipient:
+    return Recipient(id=kw.pop("id", "dr-test"), email="dr@praktijk.test",
+                     key_file=str(kw.pop("path", key.public)),
+                     fingerprint=kw.pop("fingerprint", key.fingerprint))
+
+
+@pytest.fixture
+def ring(tmp_path: Path) -> Keyring:
+    return Keyring(tmp_path / "gnupg")
+
+
+def test_good_key_is_usable(ring: Keyring, keys: dict[str, TestKey]) -> None:
+    st = ring.import_recipient(recipient(keys["alice"]), keys["alice"].public)
+    assert st.usable and not st.problem and not st.warning
+    assert st.expires is not None and st.expires > datetime.now(UTC) + timedelta(days=300)
+
+
+def test_rsa_2048_is_usable(ring: Keyring, keys: dict[str, TestKey]) -> None:
+    assert ring.import_recipient(recipient(keys["bob"]), keys["bob"].public).usable
+
+
+@pytest.mark.parametrize(("name", "problem"), [
+    ("expired", "key expired on 2020-01-02"),
+    ("revoked", "REVOKED"),
+    ("signonly", "no usable encryption subkey"),
+    ("weak", "1024 bits is too weak"),
+])
+def test_unusable_keys_are_refused(ring: Keyring, keys: dict[str, TestKey], name: str,
+                                   problem: str) -> None:
+    st = ring.import_recipient(recipient(keys[name]), keys[name].public)
+    assert not st.usable
+    assert problem in st.problem
+    assert "dr-test" in st.line()
+    assert "formrelay keys import" in st.problem or "new key" in st.problem
+
+
+def test_fingerprint_mismatch(ring: Keyring, keys: dict[str, TestKey]) -> None:
+    r = recipient(keys["alice"], fingerprint=keys["bob"].fingerprint)
+    with pytest.raises(KeyRefused, match="dr-test: fingerprint mismatch.*check the fingerprint"):
+        ring.import_recipient(r, keys["alice"].public)
+    assert ring.gpg.list_keys() == []
+
+
+def test_secret_key_material_is_refused(ring: Keyring, keys: dict[str, TestKey]) -> None:
+    assert keys["alice"].secret is not None
+    with pytest.raises(KeyRefused, match="SECRET key material"):
+        ring.import_recipient(recipient(keys["alice"]), keys["alice"].secret)
+    assert ring.gpg.list_keys(secret=True) == []
+
+
+def test_missing_and_garbage_files(ring: Keyring, keys: dict[str, TestKey],
+                                   tmp_path: Path) -> None:
+    with pytest.raises(KeyRefused, match="not found"):
+        ring.import_recipient(recipient(keys["alice"]), tmp_path / "nope.asc")
+    junk = tmp_path / "junk.asc"
+    junk.write_text("not a key")
+    with pytest.raises(KeyRefused, match="holds no OpenPGP key"):
+        ring.import_recipient(recipient(keys["alice"]), junk)
+
+
+def test_two_keys_in_one_file_refused(ring: Keyring, keys: dict[str, TestKey],
+                                      tmp_path: Path) -> None:
+    both = tmp_path / "both.asc"
+    both.write_bytes(keys["alice"].public.read_bytes() + keys["bob"].public.read_bytes())
+    with pytest.raises(KeyRefused, match="holds 2 keys"):
+        ring.import_recipient(recipient(keys["alice"]), both)
+
+
+def test_expiry_warning_within_30_days(ring: Keyring, keys: dict[str, TestKey]) -> None:
+    st = ring.import_recipient(recipient(keys["soon"]), keys["soon"].public)
+    assert st.usable and "expires in" in st.warning
+    later = ring.status(recipient(keys["soon"]), datetime.now(UTC) + timedelta(days=11))
+    assert not later.usable and "expired" in later.problem
+
+
+@pytest.mark.parametrize("name", ["expired", "revoked", "signonly", "weak"])
+def test_form_with_unusable_key_fails_closed(make_app: Any, keys: dict[str, TestKey],
+                                             name: str, logs: pytest.LogCaptureFixture) -> None:
+    app: Flask = make_app(recipients=(name,))
+    client = app.test_client()
+    page = client.get("/f/intake")
+    assert page.status_code == 503
+    html = page.get_data(as_text=True)
+    assert "tijdelijk niet beschikbaar" in html and "020 555 0101" in html
+    r = post_form(client, valid_answers("geheim-antwoord"))
+    assert r.status_code == 503
+    j = post_form(client, valid_answers(), json_answer=True)
+    assert j.status_code == 503 and j.get_json()["ok"] is False
+    assert app.extensions["formrelay"].store.submissions() == []
+    assert any(name in rec.getMessage() and "unavailable" in rec.getMessage()
+               for rec in logs.records)
+    assert "geheim-antwoord" not in logs.text
+
+
+def test_gpg_failure_during_post_fails_closed(app: Flask, keys: dict[str, TestKey],
+                                              logs: pytest.LogCaptureFixture) -> None:
+    relay = app.extensions["formrelay"]
+    client = app.test_client()
+    post_form(client, valid_answers(), json_answer=True)  # warm up: the key is fine
+    before = len(relay.store.submissions())
+    relay.keyring.gpg.gpgbinary = "/bin/false"  # gpg now fails on every call
+    r = post_form(client, valid_answers("tijdens-storing"), json_answer=True)
+    assert r.status_code == 503 and "020 555 0101" in r.get_json()["error"]
+    assert len(relay.store.submissions()) == before
+    assert "encryption failed" in logs.text and "tijdens-storing" not in logs.text
+
+
+def _cli(tmp_path: Path, keys: dict[str, TestKey], *args: str, **cfg: Any) -> Any:
+    config = write_config(tmp_path / "config.toml",
+                          make_config_dict(tmp_path / "data", keys, **cfg))
+    return CliRunner().invoke(cli, ["--config", str(config), *args], env=ENV)
+
+
+def test_keys_commands(tmp_path: Path, keys: dict[str, TestKey]) -> None:
+    r = _cli(tmp_path, keys, "keys", "import", recipients=("alice", "bob"))
+    assert r.exit_code == 0, r.output
+    assert f"imported alice {keys['alice'].fingerprint}: ok" in r.output
+    r = _cli(tmp_path, keys, "keys", "list", recipients=("alice", "bob"))
+    assert "alice <alice@praktijk.test>" in r.output and "alice@praktijk.test>" in r.output
+    assert "cv25519" in r.output or "ed25519" in r.output
+    r = _cli(tmp_path, keys, "keys", "check", recipients=("alice",))
+    assert r.exit_code == 0 and ": ok" in r.output
+
+
+def test_keys_check_exit_codes(tmp_path: Path, keys: dict[str, TestKey]) -> None:
+    r = _cli(tmp_path, keys, "keys", "check", recipients=("soon",))
+    assert r.exit_code == 1 and "expires in" in r.output
+    r = _cli(tmp_path, keys, "keys", "import", recipients=("revoked",))
+    assert r.exit_code == 2 and "REVOKED" in r.output
+    r = _cli(tmp_path, keys, "keys", "import", "nobody", recipients=("alice",))
+    assert r.exit_code == 1 and "unknown recipient 'nobody'" in r.output
