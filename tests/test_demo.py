@@ -30,7 +30,8 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], seconds: float = 60) -> N
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         if proc.poll() is not None:
-            raise AssertionError(f"demo exited: {proc.stdout.read().decode() if proc.stdout else ''}")
+            out = proc.stdout.read().decode() if proc.stdout else ""
+            raise AssertionError(f"demo exited: {out}")
         try:
             urllib.request.urlopen(url, timeout=2)  # noqa: S310 - loopback
             return

@@ -12,7 +12,7 @@ from flask import Flask
 
 from formrelay.cli import cli
 from formrelay.config import Recipient
-from formrelay.crypto import Keyring, KeyRefused
+from formrelay.crypto import KeyRefused, Keyring
 
 from .conftest import ENV, make_config_dict, post_form, valid_answers, write_config
 from .keys import TestKey
