@@ -1,24 +1,57 @@
 """The operator's pre-flight: what `formrelay check` reports, line by line.
 
 Each check returns (level, text) lines; the worst level decides the exit code
-(0 ok, 1 warning, 2 error) so monitoring can run it.
+(0 ok, 1 warning, 2 error) so monitoring can run it. The essentials - data folder,
+database, keys, the packet gpg writes, outbox, clock - are computed once here as
+`Fact`s: `check` prints their text, `/healthz` serves their data (no paths, no secrets).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
-import stat
+import tempfile
+import threading
+import time
 from collections.abc import Callable
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
 
 from .config import Settings
 from .crypto import CryptoError
+from .packets import SEIPD_V1, PacketError, encryption_packet
 from .relay import Relay
-from .store import StoreError, utcnow
+from .store import StoreError, iso, utcnow
 
 OK, WARN, ERROR = "ok", "warn", "error"
+RANK = {OK: 0, WARN: 1, ERROR: 2}
 Line = tuple[str, str]
 CHECKS: list[Callable[[Settings, Relay, datetime], list[Line]]] = []
+
+# A mail still queued after this long means delivery is stuck (worker down, relay
+# refusing); after the second, patients' messages are hours late.
+OUTBOX_WARN_AFTER = timedelta(minutes=30)
+OUTBOX_ERROR_AFTER = timedelta(hours=4)
+# The database's newest entry may be this far ahead of the clock (other processes).
+CLOCK_SLACK = timedelta(minutes=5)
+EARLIEST_SANE = datetime(2025, 1, 1, tzinfo=UTC)
+PROBE = b"formrelay check: which packet does gpg write?\n"
+PROBE_CACHE_SECONDS = 3600
+
+
+@dataclass(frozen=True)
+class Fact:
+    """One essential: a level, the line for `check`, and the data for /healthz."""
+
+    level: str
+    text: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def line(self) -> Line:
+        return (self.level, self.text)
 
 
 def check(fn: Callable[[Settings, Relay, datetime], list[Line]]) -> Callable[..., list[Line]]:
@@ -26,24 +59,179 @@ def check(fn: Callable[[Settings, Relay, datetime], list[Line]]) -> Callable[...
     return fn
 
 
-@check
-def data_folder(settings: Settings, relay: Relay, now: datetime) -> list[Line]:
+def worst(levels: Any) -> str:
+    return max(levels, key=lambda lv: RANK[lv], default=OK)
+
+
+def _is_local(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _age(delta: timedelta) -> str:
+    minutes = int(delta.total_seconds() // 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if hours < 48 else f"{hours // 24} days"
+
+
+# -- facts ---------------------------------------------------------------------------
+def data_folder_fact(settings: Settings) -> Fact:
+    """The data folder exists (or can be made), is writable by this user and private.
+    Runs before anything opens the database, so its problem is reported plainly."""
     data = settings.data_dir
-    mode = stat.S_IMODE(data.stat().st_mode)
-    lines: list[Line] = []
-    if not os.access(data, os.W_OK):
-        return [(ERROR, f"data folder {data} is not writable; fix its owner or permissions")]
+    fix = (f"create it for the service user, e.g. `install -d -m 700 -o formrelay {data}`, "
+           "or set server.data_dir")
+    try:
+        data.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        return Fact(ERROR, f"data folder {data} cannot be created ({exc.strerror}); {fix}",
+                    {"writable": False})
+    if not data.is_dir():
+        return Fact(ERROR, f"data folder {data} is not a folder; {fix}", {"writable": False})
+    st = data.stat()
+    if os.geteuid() == 0 and st.st_uid != 0:
+        # Files root makes there (database journal, gpg keyring) would lock the service out.
+        return Fact(ERROR, f"data folder {data} belongs to uid {st.st_uid} but check runs as "
+                           "root, which would leave root-owned files there; run it as the "
+                           "service user, e.g. `sudo -u formrelay formrelay check`",
+                    {"writable": True})
+    try:
+        with tempfile.NamedTemporaryFile(dir=data, prefix=".check-") as fh:
+            fh.write(b"x")
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        return Fact(ERROR, f"data folder {data} is not writable ({exc.strerror}); give the "
+                           "service user ownership (`chown -R formrelay: "
+                           f"{data}`) or free disk space", {"writable": False})
+    mode = st.st_mode & 0o777
     if mode & 0o077:
-        lines.append((WARN, f"data folder {data} is readable by others (mode {mode:o}); "
-                            f"run `chmod 700 {data}`"))
-    else:
-        lines.append((OK, f"data folder {data}"))
+        return Fact(WARN, f"data folder {data} can be read by other users (mode {mode:o}); "
+                          f"run `chmod 700 {data}`", {"writable": True, "private": False})
+    return Fact(OK, f"data folder {data} (mode {mode:o})", {"writable": True, "private": True})
+
+
+def database_fact(relay: Relay) -> Fact:
     try:
         relay.store.check_writable()
-        lines.append((OK, f"database {relay.store.path}"))
-    except Exception as exc:  # noqa: BLE001 - reported as a check line
-        lines.append((ERROR, f"database {relay.store.path} is not writable ({exc})"))
+    except Exception as exc:  # noqa: BLE001 - reported as a line
+        return Fact(ERROR, f"database {relay.store.path} is not writable ({type(exc).__name__}"
+                           f": {exc}); check the data folder's owner and free disk space",
+                    {"writable": False})
+    return Fact(OK, f"database {relay.store.path}", {"writable": True})
+
+
+_probe_cache: dict[tuple[str, ...], tuple[float, list[Fact]]] = {}
+_probe_lock = threading.Lock()
+
+
+def encryption_facts(relay: Relay, *, cached: bool = False) -> list[Fact]:
+    """Encrypt a probe to each usable key and read the packet gpg wrote: SEIPD v1 is
+    what every client reads (see packets.py). One gpg run per key; /healthz caches it."""
+    status = relay.key_status()
+    usable = sorted(rid for rid, st in status.items() if st.usable)
+    cache_key = tuple(status[rid].fingerprint for rid in usable)
+    if cached:
+        with _probe_lock:
+            hit = _probe_cache.get(cache_key)
+        if hit and time.monotonic() - hit[0] < PROBE_CACHE_SECONDS:
+            return hit[1]
+    version = ".".join(str(v) for v in relay.keyring.gpg.version or ())
+    facts: list[Fact] = []
+    good: list[str] = []
+    for rid in usable:
+        out = relay.tmp / f"check-probe.{os.getpid()}.{threading.get_ident()}.asc"
+        try:
+            relay.keyring.encrypt_bytes(PROBE, [status[rid].fingerprint], out)
+            packet = encryption_packet(out.read_bytes())
+        except (CryptoError, PacketError, OSError) as exc:
+            facts.append(Fact(ERROR, f"encryption to {rid} failed: {exc}",
+                              {"recipient": rid, "packet": ""}))
+            continue
+        finally:
+            out.unlink(missing_ok=True)
+        if packet == SEIPD_V1:
+            good.append(rid)
+        else:
+            facts.append(Fact(ERROR, f"gpg {version} wrote an {packet} packet for {rid}; "
+                                     "several mail clients cannot read it - run formrelay with "
+                                     "a GnuPG that honours --rfc4880 (2.2, or Debian's 2.4)",
+                              {"recipient": rid, "packet": packet}))
+    if good:
+        facts.insert(0, Fact(OK, f"gpg {version} writes {SEIPD_V1} (readable by every client) "
+                                 f"for {', '.join(good)}",
+                             {"gnupg": version, "packet": SEIPD_V1, "recipients": good}))
+    with _probe_lock:
+        _probe_cache[cache_key] = (time.monotonic(), facts)
+    return facts
+
+
+def outbox_fact(relay: Relay, now: datetime) -> Fact:
+    state = relay.store.outbox_state(now - timedelta(hours=24))
+    queued, oldest, failed = state["queued"], state["oldest"], state["failed"]
+    age = now - oldest if oldest else timedelta(0)
+    data = {"queued": queued, "oldest_age_seconds": int(age.total_seconds()),
+            "failed_24h": failed, "error_class": state["error_class"]}
+    last = f"; last error: {state['error']}" if state["error"] else ""
+    if failed:
+        return Fact(ERROR, f"outbox: {failed} mail(s) failed for good in the last 24 hours"
+                           f"{last}; see `formrelay outbox`", data)
+    if not queued:
+        return Fact(OK, "outbox empty", data)
+    text = f"outbox: {queued} mail(s) waiting, the oldest since {oldest:%Y-%m-%d %H:%M} UTC " \
+           f"({_age(age)}){last}"
+    if age >= OUTBOX_ERROR_AFTER:
+        return Fact(ERROR, f"{text}; is `formrelay worker` running and the relay reachable?",
+                    data)
+    if age >= OUTBOX_WARN_AFTER:
+        return Fact(WARN, f"{text}; is `formrelay worker` running?", data)
+    return Fact(OK, text, data)
+
+
+def clock_fact(relay: Relay, now: datetime) -> Fact:
+    newest = relay.store.newest_timestamp()
+    data = {"now": iso(now)}
+    fix = "fix the system clock (NTP: `timedatectl set-ntp true`); key expiry, link " \
+          "lifetimes and the audit log depend on it"
+    if now < EARLIEST_SANE:
+        return Fact(ERROR, f"clock says {now:%Y-%m-%d %H:%M} UTC, which cannot be right; {fix}",
+                    {**data, "ok": False})
+    if newest and newest - now > CLOCK_SLACK:
+        return Fact(ERROR, f"clock is {_age(newest - now)} behind the newest database entry "
+                           f"({newest:%Y-%m-%d %H:%M} UTC); {fix}", {**data, "ok": False})
+    return Fact(OK, f"clock {now:%Y-%m-%d %H:%M} UTC", {**data, "ok": True})
+
+
+# -- the checks `formrelay check` runs, in order --------------------------------------
+@check
+def config(settings: Settings, relay: Relay, now: datetime) -> list[Line]:
+    s = settings.server
+    lines: list[Line] = []
+    if not _is_local(s.base_url):
+        if not s.base_url.startswith("https://"):
+            lines.append((ERROR, f"server.base_url {s.base_url} is not https; patients' "
+                                 "answers must only travel over HTTPS - put the TLS proxy in "
+                                 "front and write https://"))
+        elif not s.trusted_proxies:
+            lines.append((WARN, "server.trusted_proxies is 0 while base_url is https: behind "
+                                "a proxy (Caddy, nginx) set it to 1, or client addresses and "
+                                "HSTS are wrong"))
+        if settings.smtp.host and not s.operator_email:
+            lines.append((WARN, "server.operator_email is empty: nobody is told about expiring "
+                                "keys or stuck mail"))
     return lines
+
+
+@check
+def database(settings: Settings, relay: Relay, now: datetime) -> list[Line]:
+    return [database_fact(relay).line]
 
 
 @check
@@ -62,18 +250,111 @@ def keys(settings: Settings, relay: Relay, now: datetime) -> list[Line]:
     return lines
 
 
-def run_checks(settings: Settings, now: datetime | None = None) -> tuple[list[Line], int]:
+@check
+def encryption(settings: Settings, relay: Relay, now: datetime) -> list[Line]:
+    return [f.line for f in encryption_facts(relay)]
+
+
+@check
+def mail_relay(settings: Settings, relay: Relay, now: datetime) -> list[Line]:
+    return [smtp_fact(settings).line]
+
+
+@check
+def outbox(settings: Settings, relay: Relay, now: datetime) -> list[Line]:
+    return [outbox_fact(relay, now).line]
+
+
+@check
+def clock(settings: Settings, relay: Relay, now: datetime) -> list[Line]:
+    return [clock_fact(relay, now).line]
+
+
+OFFLINE_SKIPS = {"mail_relay"}
+
+
+def smtp_fact(settings: Settings) -> Fact:
+    """Connect to the relay: TLS handshake, certificate check, login - then quit."""
+    from .mailer import MailError, probe
+
+    smtp = settings.smtp
+    uses_mail = any(f.delivery == "email" for f in settings.forms.values())
+    if smtp.sink_dir:
+        level = OK if _is_local(settings.server.base_url) else WARN
+        return Fact(level, f"mail is written to {settings.resolve(smtp.sink_dir)} (sink_dir), "
+                           "not sent - for demos and tests only", {"sink": True})
+    if not smtp.host:
+        level = ERROR if uses_mail else OK
+        return Fact(level, "smtp: no relay configured" + (
+            "" if not uses_mail else "; forms with delivery = \"email\" need [smtp] host"), {})
+    try:
+        text = probe(settings)
+    except MailError as exc:
+        hint = {
+            "relay does not offer STARTTLS": "use port 465 with security = \"tls\", or ask the "
+                                             "provider for STARTTLS",
+            "relay certificate not trusted": "fix the relay's certificate, or set smtp.ca_file "
+                                             "for a private CA",
+            "relay refused the login": "check smtp.username and FORMRELAY_SMTP_PASSWORD",
+        }.get(getattr(exc, "error_class", ""), "check smtp.host, smtp.port and the firewall")
+        return Fact(ERROR, f"smtp: {exc}; nothing is sent in clear - mail stays queued until "
+                           f"this is fixed: {hint}", {"reachable": False})
+    return Fact(OK, f"smtp: {text}", {"reachable": True})
+
+
+# -- running them --------------------------------------------------------------------
+def run_checks(settings: Settings, now: datetime | None = None, *,
+               offline: bool = False) -> tuple[list[Line], int]:
     now = now or utcnow()
     lines: list[Line] = [(OK, f"config {settings.path}")]
+    folder = data_folder_fact(settings)
+    lines.append(folder.line)
+    if folder.level == ERROR:  # nothing else can be checked without it
+        return lines, RANK[ERROR]
     try:
         relay = Relay(settings)
     except (StoreError, CryptoError, OSError) as exc:
         lines.append((ERROR, str(exc)))
-        return lines, 2
-    for fn in CHECKS:
-        try:
-            lines.extend(fn(settings, relay, now))
-        except OSError as exc:
-            lines.append((ERROR, f"{fn.__name__.replace('_', ' ')}: {exc}"))
-    worst = max((2 if lv == ERROR else 1 if lv == WARN else 0) for lv, _ in lines)
-    return lines, worst
+        return lines, RANK[ERROR]
+    try:
+        for fn in CHECKS:
+            if offline and fn.__name__ in OFFLINE_SKIPS:
+                continue
+            try:
+                lines.extend(fn(settings, relay, now))
+            except (OSError, StoreError, CryptoError) as exc:
+                lines.append((ERROR, f"{fn.__name__.replace('_', ' ')}: {exc}"))
+    finally:
+        relay.store.close()
+    return lines, RANK[worst(lv for lv, _ in lines)]
+
+
+def essentials(relay: Relay, now: datetime) -> tuple[str, dict[str, Any]]:
+    """What /healthz serves: the worst level and each essential's data (no paths, no
+    secrets, no network calls; the encryption probe is cached for an hour)."""
+    facts: dict[str, Fact | list[Fact]] = {
+        "data_folder": data_folder_fact(relay.settings),
+        "database": database_fact(relay),
+        "encryption": encryption_facts(relay, cached=True),
+        "outbox": outbox_fact(relay, now),
+        "clock": clock_fact(relay, now),
+    }
+    out: dict[str, Any] = {}
+    levels: list[str] = []
+    for name, fact in facts.items():
+        items = fact if isinstance(fact, list) else [fact]
+        level = worst(f.level for f in items)
+        levels.append(level)
+        merged: dict[str, Any] = {"level": level}
+        for f in items:
+            merged.update(f.data)
+        out[name] = merged
+    keys: dict[str, Any] = {}
+    for rid, st in relay.key_status().items():
+        level = ERROR if not st.usable else WARN if st.warning else OK
+        levels.append(level)
+        keys[rid] = {"level": level, "usable": st.usable, "problem": st.problem,
+                     "warning": st.warning,
+                     "expires": st.expires.date().isoformat() if st.expires else None}
+    out["keys"] = keys
+    return worst(levels), out

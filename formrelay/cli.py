@@ -71,21 +71,58 @@ def _exit(code: int) -> None:
 
 # -- check ------------------------------------------------------------------------------
 @cli.command()
+@click.option("--offline", is_flag=True, help="Skip the connection to the mail relay.")
 @pass_ctx
-def check(ctx: Context) -> None:
-    """Check config, data folder and every recipient key; exit 0 ok, 1 warning, 2 error.
+def check(ctx: Context, offline: bool) -> None:
+    """The operator's pre-flight: config, data folder, database, every key's state and
+    expiry, the packet gpg writes (SEIPD v1), the mail relay (TLS handshake and
+    certificate), the outbox's oldest mail and the clock. One line each; exit 0 ok,
+    1 warning, 2 error, for monitoring.
 
     \b
     Example:
       formrelay --config config.toml check
+      formrelay --config config.toml check --offline
     """
     from .checks import run_checks
 
-    lines, code = run_checks(ctx.settings())
+    try:
+        settings = ctx.settings()
+    except click.ClickException as exc:  # a broken config is an error, not a warning
+        click.echo(f"error {exc.message}")
+        click.echo("errors")
+        _exit(EXIT_ERROR)
+    lines, code = run_checks(settings, offline=offline)
     for level, text in lines:
         click.echo(f"{level:<5} {text}")
     click.echo({EXIT_OK: "ok", EXIT_WARN: "warnings", EXIT_ERROR: "errors"}[code])
     _exit(code)
+
+
+# -- backup -----------------------------------------------------------------------------
+@cli.command()
+@click.argument("dest", type=click.Path())
+@pass_ctx
+def backup(ctx: Context, dest: str) -> None:
+    """Copy the database to DEST (a file, or a folder for a dated file) while the service
+    keeps running, using SQLite's online backup API. The copy holds ciphertext and
+    metadata only; it is checked, then written with mode 0600. Restore: stop the service,
+    put the file in the data folder as formrelay.db (remove formrelay.db-wal and -shm),
+    start, run `formrelay check`.
+
+    \b
+    Example:
+      formrelay --config config.toml backup /var/backups/formrelay/
+    """
+    from .backup import run_backup
+
+    try:
+        path, counts = run_backup(ctx.settings(), dest)
+    except (OSError, StoreError) as exc:
+        raise click.ClickException(f"backup failed: {exc}") from None
+    click.echo(f"backup {path}: {counts['bytes']} bytes, {counts['submissions']} submissions "
+               f"({counts['ciphertexts']} still encrypted in it), {counts['audit_events']} "
+               "audit events")
 
 
 # -- keys -------------------------------------------------------------------------------
@@ -236,6 +273,108 @@ def demo(folder: str, port: int, no_serve: bool) -> None:
         click.echo(line)
     if not no_serve:
         run_demo(info)
+
+
+# -- worker, outbox (delivery) ----------------------------------------------------------
+@cli.command()
+@click.option("--once", is_flag=True, help="One pass (deliver what is due, check key "
+              "expiry), then exit; for cron or tests.")
+@click.option("--interval", default=2.0, show_default=True, help="Seconds between passes.")
+@pass_ctx
+def worker(ctx: Context, once: bool, interval: float) -> None:
+    """Deliver queued mail from the outbox (retrying with backoff) and mail the operator
+    30, 7 and 1 days before a recipient key expires. Stops cleanly on SIGTERM or Ctrl+C;
+    several workers (and several hosts sharing the database) may run at once.
+
+    \b
+    Example:
+      formrelay --config config.toml worker
+    """
+    import signal
+    import threading
+
+    from . import delivery
+    from .logs import configure_logging
+
+    relay = ctx.relay()
+    settings = relay.settings
+    configure_logging(settings.server.log_level)  # JSON lines, redacted (logs.py)
+    if once:
+        result = delivery.deliver_pending(settings, relay.store)
+        delivery.check_key_expiry(settings, relay.store, relay.sync_keys(), relay.store.clock())
+        click.echo(f"sent {result.sent}, deferred {result.deferred}, failed {result.failed}")
+        _exit(EXIT_OK if not (result.deferred or result.failed) else EXIT_WARN)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    delivery.run_worker(settings, relay.store, stop=stop, interval=interval,
+                        key_status=relay.sync_keys)
+
+
+@cli.command()
+@click.option("--all", "show_all", is_flag=True, help="Also list sent mail (metadata only).")
+@click.option("--retry", metavar="ID|REFERENCE", help="Queue a failed mail again, due now.")
+@pass_ctx
+def outbox(ctx: Context, show_all: bool, retry: str | None) -> None:
+    """Show the mail queue: what is queued or failed, why, since when, how many attempts
+    and the next try. Exit 0 if nothing failed in the last 7 days, else 1.
+
+    \b
+    Examples:
+      formrelay --config config.toml outbox
+      formrelay --config config.toml outbox --retry FR-7K2M-9QXD
+    """
+    from datetime import timedelta
+
+    from . import delivery
+    from .store import parse_iso
+
+    relay = ctx.relay()
+    store = relay.store
+    if retry:
+        mails = delivery.retry(store, retry)
+        if not mails:
+            raise click.ClickException(f"no failed mail with id or reference {retry!r}; see "
+                                       "`formrelay outbox`")
+        for m in mails:
+            click.echo(f"#{m.id} {m.kind} {m.reference} queued again")
+        return
+    now = store.clock()
+    statuses = ("queued", "failed", "sent") if show_all else ("queued", "failed")
+    rows = store.outbox_rows(statuses)
+    for r in rows:
+        since = parse_iso(r["created_at"])
+        line = (f"#{r['id']} {r['kind']} {r['reference'] or '-'} (form {r['form_id'] or '-'}): "
+                f"{r['status']} since {since:%Y-%m-%d %H:%M} UTC ({_ago(now - since)}), "
+                f"{r['attempts']} attempt(s)")
+        if r["status"] == "queued":
+            if r["lease_until"] and parse_iso(r["lease_until"]) > now:
+                line += ", being sent now"
+            else:
+                line += f", next try {parse_iso(r['next_attempt_at']):%Y-%m-%d %H:%M} UTC"
+        if r["error"]:
+            line += f"\n    why: {r['error']}"
+        click.echo(line)
+    state = store.outbox_state(now - timedelta(days=7))
+    click.echo(f"{state['queued']} queued, {state['failed']} failed in the last 7 days"
+               + ("; retry one with `formrelay outbox --retry ID`" if state["failed"] else ""))
+    _exit(EXIT_WARN if state["failed"] else EXIT_OK)
+
+
+def _ago(delta: Any) -> str:
+    minutes = int(delta.total_seconds() // 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    if minutes < 48 * 60:
+        return f"{minutes // 60} h {minutes % 60} min"
+    return f"{minutes // (24 * 60)} days"
+
+
+# users, audit, purge: the clinician area's commands live in their own module
+from .cli_clinician import COMMANDS as _CLINICIAN_COMMANDS  # noqa: E402
+
+for _command in _CLINICIAN_COMMANDS:
+    cli.add_command(_command)
 
 
 def main() -> None:

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .theme import problems as theme_problems
+
 REQUIRED: Any = object()
 
 FIELD_TYPES = (
@@ -88,6 +90,29 @@ class ServerSettings:
     trusted_proxies: int = setting(
         0, "Number of reverse proxies in front whose X-Forwarded-* headers are trusted."
     )
+    session_idle_minutes: int = setting(
+        15, "Clinician area: log out after this many minutes without a request."
+    )
+    session_max_hours: int = setting(8, "Clinician area: log out this many hours after login.")
+    login_max_failures: int = setting(
+        5, "Failed clinician logins per account within 15 minutes before it is paused."
+    )
+    login_max_failures_ip: int = setting(
+        20, "Failed clinician logins per client address within 15 minutes before it is paused."
+    )
+    audit_retention_years: int = setting(
+        5, "Years audit log rows are kept (NEN 7513 asks at least 5)."
+    )
+    copy_expiry_days: int = setting(
+        7, "Days a patient copy link works (1 to 30); then the copy is deleted."
+    )
+    copy_downloads: int = setting(
+        3, "Downloads of a patient copy (1 to 10); the last one deletes it."
+    )
+    copy_mail_subject: str = setting(
+        "", "Subject of the mail with a patient's copy link; neutral, never the form title. "
+        "Empty = 'Uw kopie staat klaar' / 'Your copy is ready' and the practice name."
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -109,7 +134,29 @@ class SmtpSettings:
     max_message_mb: int = setting(
         7, "Largest encrypted message sent by mail, in MB (7 fits a 10 MB relay limit)."
     )
+    retry_seconds: int = setting(
+        60, "First retry after a temporary delivery failure, in seconds; doubles each time."
+    )
+    retry_max_minutes: int = setting(360, "Longest wait between two delivery attempts.")
+    give_up_days: int = setting(
+        5, "Days a mail is retried before it is marked failed and the operator is told."
+    )
+    lease_seconds: int = setting(
+        300, "How long one worker owns a mail it is sending; after a crash another worker "
+        "sends it once this has passed. Must be longer than timeout_seconds."
+    )
     password: str = setting("", "Not read from the file: set FORMRELAY_SMTP_PASSWORD.")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ThemeSettings:
+    accent: str = setting("#1f5f8b", "Buttons and links, as #rrggbb (white text on it must "
+                          "be readable).")
+    text: str = setting("#1d2733", "Text colour, as #rrggbb.")
+    background: str = setting("#ffffff", "Page background, as #rrggbb.")
+    font: str = setting('system-ui, -apple-system, "Segoe UI", Roboto, sans-serif',
+                        "Font list (CSS font-family); the patient's own fonts, nothing loaded.")
+    radius: str = setting("6px", "Corner radius of fields and buttons, e.g. 6px or 0.")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -156,7 +203,18 @@ class FormSpec:
         [], "Websites allowed to embed the form, e.g. https://www.praktijk.nl."
     )
     retention_days: int = setting(30, "Days held submissions are kept before deletion.")
+    oversize: str = setting(
+        "refuse", "Email delivery: a submission larger than smtp.max_message_mb is refused "
+        "at the form (refuse) or held for download instead (hold).", ("refuse", "hold"))
+    notify_batch_minutes: int = setting(
+        0, "Hold mode: at most one notification mail per this many minutes (0 = one per "
+        "submission)."
+    )
     patient_copy: bool = setting(False, "Offer the patient a copy (link + pickup code).")
+    patient_copy_pgp: bool = setting(
+        False, "With patient_copy: also offer a field for the patient's own OpenPGP public "
+        "key; the copy is then also mailed to them encrypted to that key."
+    )
     notice: str = setting("", "Notice shown at the top, e.g. 'Bij spoed: bel 112'.")
     intro: str = setting("", "Short introduction under the title.")
     fields: tuple[FieldSpec, ...] = setting(help="The questions, as [[forms.<id>.fields]].")
@@ -170,6 +228,7 @@ class Settings:
     smtp: SmtpSettings
     recipients: Mapping[str, Recipient]
     forms: Mapping[str, FormSpec]
+    theme: ThemeSettings = field(default_factory=lambda: ThemeSettings())
 
     @property
     def data_dir(self) -> Path:
@@ -187,6 +246,7 @@ class Settings:
 SECTIONS: dict[str, type] = {
     "server": ServerSettings,
     "smtp": SmtpSettings,
+    "theme": ThemeSettings,
     "recipients.<id>": Recipient,
     "forms.<id>": FormSpec,
     "forms.<id>.fields": FieldSpec,
@@ -310,9 +370,9 @@ def parse_config(raw: Mapping[str, Any], path: Path, environ: Mapping[str, str])
     """Check an already-parsed TOML mapping; `path` names it in errors and anchors paths."""
     ld = _Loader(path)
     for key in raw:
-        if key not in ("server", "smtp", "recipients", "forms"):
-            raise ld.fail(key, "unknown section", "use [server], [smtp], [recipients.<id>] "
-                          "and [forms.<id>]")
+        if key not in ("server", "smtp", "theme", "recipients", "forms"):
+            raise ld.fail(key, "unknown section", "use [server], [smtp], [theme], "
+                          "[recipients.<id>] and [forms.<id>]")
     if "server" not in raw:
         raise ld.fail("server", "missing", "add a [server] section with practice_name and "
                       "practice_phone")
@@ -322,6 +382,9 @@ def parse_config(raw: Mapping[str, Any], path: Path, environ: Mapping[str, str])
     smtp: SmtpSettings = ld.build(SmtpSettings, smtp_raw, "smtp", {"password": password})
     _check_server(ld, server)
     _check_smtp(ld, smtp)
+    theme: ThemeSettings = ld.build(ThemeSettings, raw.get("theme", {}), "theme")
+    for key, problem, fix in theme_problems(theme):
+        raise ld.fail(f"theme.{key}", problem, fix)
 
     recipients: dict[str, Recipient] = {}
     rtables = raw.get("recipients", {})
@@ -356,7 +419,7 @@ def parse_config(raw: Mapping[str, Any], path: Path, environ: Mapping[str, str])
             "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`"
         )
     return Settings(path=path, secret_key=secret, server=server, smtp=smtp,
-                    recipients=recipients, forms=forms)
+                    recipients=recipients, forms=forms, theme=theme)
 
 
 def _check_server(ld: _Loader, server: ServerSettings) -> None:
@@ -365,6 +428,17 @@ def _check_server(ld: _Loader, server: ServerSettings) -> None:
                       "write e.g. https://forms.example.nl")
     if server.max_request_mb < 1:
         raise ld.fail("server.max_request_mb", "must be at least 1", "e.g. 25")
+    for key in ("session_idle_minutes", "session_max_hours", "login_max_failures",
+                "login_max_failures_ip", "audit_retention_years"):
+        if getattr(server, key) < 1:
+            raise ld.fail(f"server.{key}", "must be at least 1",
+                          f"e.g. {key} = {ServerSettings.__dataclass_fields__[key].default}")
+    # patient copies: a link that works for months, or for many downloads, is no longer
+    # the short-lived pickup the patient was promised
+    for key, top in (("copy_expiry_days", 30), ("copy_downloads", 10)):
+        if not 1 <= getattr(server, key) <= top:
+            raise ld.fail(f"server.{key}", f"must be between 1 and {top}",
+                          f"e.g. {key} = {ServerSettings.__dataclass_fields__[key].default}")
 
 
 def _check_smtp(ld: _Loader, smtp: SmtpSettings) -> None:
@@ -373,6 +447,13 @@ def _check_smtp(ld: _Loader, smtp: SmtpSettings) -> None:
                       "use starttls or tls; plain SMTP is only allowed to a loopback relay")
     if (smtp.host or smtp.sink_dir) and "@" not in smtp.from_address:
         raise ld.fail("smtp.from_address", "missing", "set the practice's sender address")
+    if smtp.lease_seconds <= smtp.timeout_seconds:
+        raise ld.fail("smtp.lease_seconds", "must be longer than timeout_seconds",
+                      f"e.g. lease_seconds = {max(300, smtp.timeout_seconds * 3)}")
+    for key in ("max_message_mb", "retry_seconds", "retry_max_minutes", "give_up_days",
+                "timeout_seconds"):
+        if getattr(smtp, key) < 1:
+            raise ld.fail(f"smtp.{key}", "must be at least 1", "use 1 or more")
 
 
 def _is_loopback(host: str) -> bool:
@@ -429,6 +510,15 @@ def _build_form(ld: _Loader, fid: str, table: Any, recipients: Mapping[str, Reci
     if form.delivery == "email" and not (smtp.host or smtp.sink_dir):
         raise ld.fail(f"{where}.delivery", "email needs a mail relay",
                       "configure [smtp] host (or sink_dir), or set delivery = \"hold\"")
+    if form.patient_copy and not (smtp.host or smtp.sink_dir):
+        raise ld.fail(f"{where}.patient_copy", "the copy's link is sent by mail",
+                      "configure [smtp] host (or sink_dir), or set patient_copy = false")
+    if form.patient_copy_pgp and not form.patient_copy:
+        raise ld.fail(f"{where}.patient_copy_pgp", "needs patient_copy = true",
+                      "set patient_copy = true, or remove patient_copy_pgp")
+    if form.retention_days < 1:
+        raise ld.fail(f"{where}.retention_days", "must be at least 1",
+                      "e.g. retention_days = 30 (held submissions are deleted after it)")
     return form
 
 

@@ -131,6 +131,7 @@ def prepare_demo(folder: Path, port: int) -> DemoInfo:
     info = DemoInfo(folder, settings, port, home)
     info.lines = [
         "formrelay demo",
+        f"  practice page: http://localhost:{port + 1}/ (the form embedded by the widget)",
         f"  form:          {base}/f/intake",
         f"  widget script: {base}/widget.js",
         f"  config:        {cfg}",
@@ -145,7 +146,21 @@ def prepare_demo(folder: Path, port: int) -> DemoInfo:
 
 
 def run_demo(info: DemoInfo) -> None:
-    from . import create_app
+    from . import create_app, delivery
+    from .logs import configure_logging
 
+    configure_logging(info.settings.server.log_level)  # JSON lines, redacted (logs.py)
     app = create_app(info.settings)
-    app.run(host="127.0.0.1", port=info.port, threaded=True, use_reloader=False)
+    relay = app.extensions["formrelay"]
+    # The delivery worker runs beside the web server, so mail lands in the mail folder.
+    _, stop = delivery.start_background(info.settings, relay.store,
+                                        key_status=relay.key_status)
+    # The example practice page on another origin (in the demo form's allowed_origins).
+    from .hostpage import example_page, serve_pages
+
+    host = serve_pages(info.port + 1, {"/": example_page(info.settings.server.base_url)})
+    try:
+        app.run(host="127.0.0.1", port=info.port, threaded=True, use_reloader=False)
+    finally:
+        stop.set()
+        host.shutdown()

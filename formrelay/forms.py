@@ -28,8 +28,9 @@ from .config import FieldSpec, FormSpec
 from .i18n import translations
 from .submission import Answer, Upload
 
-# Posted names that are not answers: form token, honeypot, copy tick, language.
-CONTROL_FIELDS = frozenset({"_token", "_hp", "_copy", "_lang", "_js"})
+# Posted names that are not answers: form token, honeypot, copy tick (with the copy's
+# e-mail address and the patient's own OpenPGP key, see copies.py), language.
+CONTROL_FIELDS = frozenset({"_token", "_hp", "_copy", "_lang", "_js", "_copy_email", "_copy_key"})
 
 _MAGIC: dict[str, tuple[str, ...]] = {
     "pdf": ("application/pdf",),

@@ -22,12 +22,12 @@ from typing import Any
 
 from werkzeug.datastructures import MultiDict
 
-from . import forms
+from . import delivery, forms, notify
 from .config import FormSpec, Settings
 from .crypto import CryptoError, Keyring, KeyStatus
 from .errors import FormUnavailable, InvalidSubmission, NotFound
 from .i18n import translations
-from .mime import IterStream, payload_parts
+from .mime import IterStream, encrypted_size, payload_parts
 from .store import Store, iso, utcnow
 from .submission import Submission, new_reference
 
@@ -66,6 +66,10 @@ class Relay:
         # Steps run on the validated plaintext before it is dropped (patient copy).
         self.before_store: list[Callable[[Submission, FormSpec, dict[str, Any],
                                           MultiDict[str, Any]], None]] = []
+        # Email delivery: the PGP/MIME mail is queued in the submission's transaction.
+        self.on_store.append(delivery.queue_submission(self.store, settings, self.domain))
+        # Hold delivery: the notification mail (no patient data), same transaction.
+        self.on_store.append(notify.queue_notice(self.store, settings))
 
     # -- keys -------------------------------------------------------------------------
     def sync_keys(self) -> dict[str, KeyStatus]:
@@ -135,7 +139,8 @@ class Relay:
         size = self._encrypt_and_store(sub, spec, extras, ip)
         log.info("form %s: received %s (%d bytes ciphertext, %d files)", spec.id,
                  sub.reference, size, len(sub.uploads))
-        return Receipt(sub.reference, spec.id, sub.received_at, spec.delivery, size, extras)
+        return Receipt(sub.reference, spec.id, sub.received_at,
+                       extras.get("delivery", spec.delivery), size, extras)
 
     def _encrypt_and_store(self, sub: Submission, spec: FormSpec, extras: dict[str, Any],
                            ip: str) -> int:
@@ -154,9 +159,10 @@ class Relay:
                 stream = io.BufferedReader(IterStream(parts), 1 << 16)
                 size = self.keyring.encrypt_stream(stream, fprs, out,
                                                    compress=not sub.uploads)
-                status = "queued" if spec.delivery == "email" else "held"
+                extras["delivery"] = self._delivery_for(sub, spec, size, ip)
+                status = "queued" if extras["delivery"] == "email" else "held"
                 row = {"reference": sub.reference, "form_id": spec.id,
-                       "received_at": iso(sub.received_at), "delivery": spec.delivery,
+                       "received_at": iso(sub.received_at), "delivery": extras["delivery"],
                        "status": status, "file_count": len(sub.uploads)}
 
                 def also(sub: Submission = sub, row: dict[str, Any] = row) -> None:
@@ -188,6 +194,28 @@ class Relay:
             finally:
                 out.unlink(missing_ok=True)
         raise AssertionError("unreachable")
+
+    def _delivery_for(self, sub: Submission, spec: FormSpec, size: int, ip: str) -> str:
+        """The form's delivery, unless its mail would be over smtp.max_message_mb: then
+        held for download (oversize = "hold") or refused at the form, nothing stored."""
+        limit_mb = self.settings.smtp.max_message_mb
+        if spec.delivery != "email" or encrypted_size(size) <= limit_mb * 1024 * 1024:
+            return spec.delivery
+        if spec.oversize == "hold":
+            log.info("form %s: %s too large for mail (%d bytes), held instead", spec.id,
+                     sub.reference, size)
+            return "hold"
+        log.info("form %s: refused post, too large for mail (%d bytes ciphertext)", spec.id,
+                 size)
+        self.store.audit("received", "refused", actor="patient", ip=ip, form_id=spec.id,
+                         detail=f"too large for mail: {size} bytes")
+        message = ("Your answers and files together are too large to send by e-mail (at "
+                   "most %(mb)s MB). Please make the files smaller or send fewer, and try "
+                   "again.")
+        field_error = translations(sub.lang).gettext(
+            "Together with the other files this is too large to send.")
+        raise InvalidSubmission(message, status=413, mb=limit_mb,
+                                errors={u.field: [field_error] for u in sub.uploads})
 
     @property
     def domain(self) -> str:

@@ -1,10 +1,87 @@
-"""Run the app under gunicorn from the CLI (`formrelay serve`)."""
+"""gunicorn settings for formrelay, kept in this one place.
+
+`deploy/gunicorn.conf.py` (containers, systemd) and `formrelay serve` both take their
+settings from `gunicorn_options()`, so the two ways to run the service cannot drift.
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from typing import Any
 
 from .config import Settings
+
+DEFAULT_BIND = "127.0.0.1:8000"
+DEFAULT_WORKERS = 2
+DEFAULT_THREADS = 4
+# The access line's text; gunicorn's atoms are replaced by redacted ones in
+# logs.GunicornLogger, so %(U)s is the path without query string and without any
+# patient-copy link secret (/copy/[redacted]). The JSON line has the same facts as fields.
+ACCESS_LOG_FORMAT = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms'
+
+
+def gunicorn_options(*, bind: str = DEFAULT_BIND, workers: int = DEFAULT_WORKERS,
+                     threads: int = DEFAULT_THREADS, log_level: str = "info") -> dict[str, Any]:
+    """gunicorn settings: a few processes with threads (gpg runs as a subprocess, so a
+    request mostly waits), generous timeouts for uploads over slow mobile links."""
+    opts: dict[str, Any] = {
+        "bind": bind,
+        "workers": workers,
+        "threads": threads,
+        "worker_class": "gthread",
+        # a worker silent this long is restarted; a 25 MB upload on a slow link plus
+        # encryption fits well within it
+        "timeout": 120,
+        "graceful_timeout": 30,
+        "keepalive": 5,
+        # recycle workers now and then; jitter so they do not all restart together
+        "max_requests": 2000,
+        "max_requests_jitter": 200,
+        # no preload: each worker opens its own SQLite connections after the fork
+        "preload_app": False,
+        # the app trusts forwarded headers through ProxyFix (server.trusted_proxies)
+        # only; gunicorn must not decide on its own that a request came over https
+        "forwarded_allow_ips": "127.0.0.1",
+        "secure_scheme_headers": {},
+        "limit_request_line": 8190,
+        "limit_request_fields": 100,
+        "accesslog": "-",
+        "errorlog": "-",
+        "loglevel": log_level.lower(),
+        "access_log_format": ACCESS_LOG_FORMAT,
+        "logger_class": "formrelay.logs.GunicornLogger",
+        "proc_name": "formrelay",
+        "umask": 0o077,
+    }
+    known = _known_settings()
+    if "forwarder_headers" in known:
+        # no SCRIPT_NAME / PATH_INFO from request headers, whoever sends them
+        opts["forwarder_headers"] = ""
+    if "control_socket_disable" in known:
+        # gunicorn 24+ opens a control socket in $HOME; nothing here uses it, and under
+        # systemd's ProtectHome or a read-only container there is no writable home
+        opts["control_socket_disable"] = True
+    if os.path.isdir("/dev/shm"):  # noqa: S108 - heartbeat files in memory, not on disk
+        # heartbeat files: tmpfs avoids stalls when /tmp is on a slow or read-only disk
+        opts["worker_tmp_dir"] = "/dev/shm"  # noqa: S108
+    return opts
+
+
+def _known_settings() -> set[str]:
+    from gunicorn.config import KNOWN_SETTINGS
+
+    return {s.name for s in KNOWN_SETTINGS}
+
+
+def options_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    """gunicorn settings from FORMRELAY_BIND / _WORKERS / _THREADS (deploy/gunicorn.conf.py)."""
+    return gunicorn_options(
+        bind=environ.get("FORMRELAY_BIND", DEFAULT_BIND),
+        workers=int(environ.get("FORMRELAY_WORKERS", DEFAULT_WORKERS)),
+        threads=int(environ.get("FORMRELAY_THREADS", DEFAULT_THREADS)),
+        log_level=environ.get("FORMRELAY_LOG_LEVEL", "info"),
+    )
 
 
 def run_gunicorn(settings: Settings, *, bind: str, workers: int, threads: int,
@@ -15,11 +92,8 @@ def run_gunicorn(settings: Settings, *, bind: str, workers: int, threads: int,
 
     class App(BaseApplication):
         def load_config(self) -> None:
-            opts = {"bind": bind, "workers": workers, "threads": threads,
-                    "worker_class": "gthread", "timeout": 60, "graceful_timeout": 30,
-                    # no query strings in the access log: they may hold link secrets
-                    "accesslog": "-", "access_log_format": '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(L)s',
-                    **(extra or {})}
+            opts = {**gunicorn_options(bind=bind, workers=workers, threads=threads,
+                                       log_level=settings.server.log_level), **(extra or {})}
             for key, value in opts.items():
                 self.cfg.set(key, value)
 

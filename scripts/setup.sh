@@ -5,9 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(gnupg python3 python3-venv python3-pip ca-certificates)
+# fonts: DejaVu Sans for patient-copy PDFs, Symbola for the emoji DejaVu lacks
+packages=(gnupg python3 python3-venv python3-pip ca-certificates fonts-dejavu-core fonts-symbola)
 if [[ "${1:-}" == "--test" ]]; then
-  packages+=(rnp chromium systemd)
+  packages+=(rnp chromium systemd caddy)
 fi
 
 missing=()

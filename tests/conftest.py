@@ -19,14 +19,22 @@ from formrelay import create_app
 from formrelay.config import SECRET_KEY_ENV
 
 from .keys import TestKey, make_all
+from .smtpd import TlsFiles, make_tls_files
 
 SECRET = "test-secret-" + "x" * 40
+ORIGIN = "http://localhost"  # make_config_dict's base_url: posts from the form page itself
 ENV = {SECRET_KEY_ENV: SECRET}
 
 
 @pytest.fixture(scope="session")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, TestKey]:
     return make_all(tmp_path_factory.mktemp("keys"))
+
+
+@pytest.fixture(scope="session")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    """A test CA, a server certificate it signed, and an untrusted one (tests/smtpd.py)."""
+    return make_tls_files(tmp_path_factory.mktemp("tls"))
 
 
 ALL_FIELDS: list[dict[str, Any]] = [
@@ -152,9 +160,11 @@ def encode_multipart(data: dict[str, Any], boundary: str = "frtestboundary") -> 
 def post_form(client: FlaskClient, data: dict[str, Any], *, json_answer: bool = False,
               form_id: str = "intake", headers: dict[str, str] | None = None,
               query: str = "") -> Any:
-    """Post like a browser would: show the form first (for its token), then send."""
+    """Post like a browser would: show the form first (for its token), then send from
+    formrelay's own origin (the form page's Origin; base_url is http://localhost)."""
     body = {**form_token(client, form_id), **data}
     hdrs = {"Accept": "application/json"} if json_answer else {}
+    hdrs["Origin"] = ORIGIN
     hdrs.update(headers or {})
     return client.post(f"/f/{form_id}{query}", data=encode_multipart(body), headers=hdrs,
                        content_type="multipart/form-data; boundary=frtestboundary")

@@ -15,7 +15,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from .conftest import form_token, post_form, valid_answers
+from .conftest import ORIGIN, form_token, post_form, valid_answers
 from .keys import TestKey, gpg_decrypt, packet_tags, rnp_decrypt
 
 post = post_form
@@ -158,7 +158,8 @@ def test_unknown_field_refused(app: Flask, client: FlaskClient) -> None:
 
 def test_unknown_form_is_404(client: FlaskClient) -> None:
     assert client.get("/f/nope").status_code == 404
-    r = client.post("/f/nope", data={"a": "b"}, headers={"Accept": "application/json"})
+    r = client.post("/f/nope", data={"a": "b"},
+                    headers={"Accept": "application/json", "Origin": ORIGIN})
     assert r.status_code == 404 and r.get_json()["ok"] is False
 
 
@@ -182,12 +183,13 @@ def test_five_thousand_fields(app: Flask, client: FlaskClient) -> None:
     fields = [(k, v.encode()) for k, v in {**form_token(client), **valid_answers()}.items()]
     body = multipart(fields + [(f"f{i}", b"x") for i in range(5000)])
     r = client.post("/f/intake", data=body, content_type="multipart/form-data; boundary=xyz",
-                    headers={"Accept": "application/json"})
+                    headers={"Accept": "application/json", "Origin": ORIGIN})
     assert r.status_code == 413
     assert r.get_json()["ok"] is False
     urlencoded = "&".join(f"f{i}=x" for i in range(5000)) + "&name=Jan&complaint=a&consent=y"
-    r = client.post("/f/intake", data=urlencoded, headers={"Accept": "application/json"},
-                    content_type="application/x-www-form-urlencoded")
+    urlencoded += "".join(f"&{k}={v}" for k, v in form_token(client).items())
+    r = client.post("/f/intake", data=urlencoded, content_type="application/x-www-form-urlencoded",
+                    headers={"Accept": "application/json", "Origin": ORIGIN})
     assert r.status_code == 400 and "f0" in r.get_json()["errors"]["_form"][0]
     assert count_rows(app) == 0
 
@@ -195,7 +197,7 @@ def test_five_thousand_fields(app: Flask, client: FlaskClient) -> None:
 def test_malformed_multipart(app: Flask, client: FlaskClient) -> None:
     body = b"--xyz\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\nJan\r\n--xy"
     r = client.post("/f/intake", data=body, content_type="multipart/form-data; boundary=xyz",
-                    headers={"Accept": "application/json"})
+                    headers={"Accept": "application/json", "Origin": ORIGIN})
     assert r.status_code == 400 and r.get_json()["ok"] is False
     assert count_rows(app) == 0
 
@@ -205,7 +207,7 @@ def test_invalid_utf8(app: Flask, client: FlaskClient) -> None:
     body = multipart([*fields, ("name", b"Jan \xff\xfe"), ("complaint", b"pijn"),
                       ("consent", b"y")])
     r = client.post("/f/intake", data=body, content_type="multipart/form-data; boundary=xyz",
-                    headers={"Accept": "application/json"})
+                    headers={"Accept": "application/json", "Origin": ORIGIN})
     assert r.status_code == 400 and "name" in r.get_json()["errors"]
     assert count_rows(app) == 0
 

@@ -17,7 +17,8 @@ from flask import Flask
 from ..config import CONFIG_ENV, ConfigError, Settings, load_config, parse_config
 from ..relay import Relay
 from ..store import utcnow
-from . import errors, headers, health, public
+from . import clinician, errors, headers, health, protect, public, widget
+from . import copy as copy_view
 from .request import InMemoryRequest
 
 
@@ -64,5 +65,9 @@ def build_app(config: Any, *, environ: Mapping[str, str] | None = None,
     errors.register(app)
     headers.register(app)
     app.register_blueprint(public.bp)
+    protect.register(app, relay)  # tokens and rate limits on the form's POST route
+    widget.register(app)
     app.register_blueprint(health.bp)
+    copy_view.register(app)  # patient copies: relay hooks + /copy/<token>
+    clinician.register(app)  # /clinician/: sessions, login, inbox, account, API
     return app

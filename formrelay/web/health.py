@@ -1,4 +1,10 @@
-"""GET /healthz: liveness and readiness, as JSON without secrets."""
+"""GET /healthz: liveness and readiness, as JSON without secrets.
+
+The same essentials as `formrelay check` (see checks.essentials): data folder,
+database, each key's state and expiry, the packet gpg writes, the outbox's oldest
+mail and the clock; no paths, no network calls. 200 when nothing is an error (warnings
+are listed), 503 otherwise, so a container HEALTHCHECK or an uptime monitor sees it.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ from typing import Any
 
 from flask import Blueprint, jsonify
 
+from ..checks import ERROR, essentials
 from .common import relay
 
 bp = Blueprint("health", __name__)
@@ -14,17 +21,6 @@ bp = Blueprint("health", __name__)
 @bp.get("/healthz")
 def healthz() -> Any:
     r = relay()
-    checks: dict[str, Any] = {}
-    ok = True
-    keys = r.key_status()
-    checks["keys"] = {rid: {"usable": st.usable, "problem": st.problem, "warning": st.warning,
-                            "expires": st.expires.date().isoformat() if st.expires else None}
-                      for rid, st in keys.items()}
-    ok &= all(st.usable for st in keys.values())
-    try:
-        r.store.check_writable()
-        checks["database"] = {"writable": True}
-    except Exception as exc:  # noqa: BLE001 - reported, not raised
-        checks["database"] = {"writable": False, "problem": type(exc).__name__}
-        ok = False
-    return jsonify({"ok": ok, "checks": checks}), 200 if ok else 503
+    level, checks = essentials(r, r.clock())
+    return jsonify({"ok": level != ERROR, "status": level, "checks": checks}), \
+        200 if level != ERROR else 503

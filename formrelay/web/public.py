@@ -2,26 +2,48 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, jsonify, request
+from werkzeug.datastructures import MultiDict
 
 from .. import forms
+from ..config import FormSpec
 from ..errors import FormUnavailable, InvalidSubmission
 from ..i18n import gettext
+from . import protect
 from .common import language, relay, render, wants_json
+from .errors import respond
 from .headers import allow_framing
 
 bp = Blueprint("public", __name__)
 
 
 def _page(form_id: str, lang: str, form: Any, status: int = 200,
-          errors: dict[str, list[str]] | None = None, message: str = "") -> Any:
+          errors: dict[str, list[str]] | None = None, message: str = "",
+          shown_at: datetime | None = None) -> Any:
     spec = relay().form(form_id)
     allow_framing(spec.allowed_origins)
     html = render("form.html", lang, spec=spec, form=form, errors=errors or {},
-                  message=message, embed=request.args.get("embed") == "1")
+                  message=message, embed=request.args.get("embed") == "1",
+                  token=protect.issue_token(spec.id, shown_at))
     return html, status
+
+
+def _kept(spec: FormSpec, lang: str) -> Any:
+    """The form filled with what the patient sent (files cannot be sent back)."""
+    names = {f.name for f in spec.fields}
+    return forms.empty_form(spec, lang, MultiDict(
+        [(k, v) for k, v in request.form.items(multi=True) if k in names]))
+
+
+@bp.before_request
+def frame_form_pages() -> None:
+    """Form pages (and their error and 429 answers) may be framed by the form's sites."""
+    spec = relay().settings.form((request.view_args or {}).get("form_id", ""))
+    if spec is not None:
+        allow_framing(spec.allowed_origins)
 
 
 @bp.get("/f/<form_id>")
@@ -29,7 +51,6 @@ def show(form_id: str) -> Any:
     r = relay()
     spec = r.form(form_id)
     lang = language(spec.lang)
-    allow_framing(spec.allowed_origins)
     if r.form_problems(spec):
         r.require_available(spec)
     return _page(form_id, lang, forms.empty_form(spec, lang))
@@ -40,17 +61,26 @@ def submit(form_id: str) -> Any:
     r = relay()
     spec = r.form(form_id)
     lang = language(spec.lang)
-    allow_framing(spec.allowed_origins)
+    protect.check_origin(spec)
+    r.require_available(spec)  # an unusable key says "call the practice" before anything
+    shown_at: datetime | None = None
     try:
+        shown_at = protect.check_post(spec)
         receipt = r.submit(form_id, lang, request.form, request.files,
                            ip=request.remote_addr or "")
+    except protect.SendAgain as exc:
+        message = exc.message(lang)
+        if any(f.filename for f in request.files.values()):
+            message += " " + gettext(lang, "Please add your attachments again.")
+        if wants_json():
+            return respond(400, message, lang=lang)
+        return _page(form_id, lang, _kept(spec, lang), 400, message=message,
+                     shown_at=exc.shown_at)
     except InvalidSubmission as exc:
         if wants_json():
             raise
-        kept = {k: v for k, v in request.form.items(multi=True) if k in
-                {f.name for f in spec.fields}}
-        form = forms.empty_form(spec, lang, kept)
-        return _page(form_id, lang, form, 400, exc.errors, gettext(lang, exc.message))
+        return _page(form_id, lang, _kept(spec, lang), exc.status, exc.errors,
+                     gettext(lang, exc.message, **exc.params), shown_at=shown_at)
     except FormUnavailable:
         raise
     if wants_json():

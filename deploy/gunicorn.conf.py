@@ -1,0 +1,28 @@
+"""gunicorn configuration for formrelay (containers and systemd).
+
+    FORMRELAY_CONFIG=/etc/formrelay/config.toml gunicorn --config deploy/gunicorn.conf.py
+
+The settings themselves live in formrelay/server.py (`gunicorn_options`), shared with
+`formrelay serve`. What they amount to:
+
+* gthread workers: FORMRELAY_WORKERS processes (default 2) x FORMRELAY_THREADS threads
+  (default 4), bound to FORMRELAY_BIND (default 127.0.0.1:8000; the container uses
+  0.0.0.0:8000 behind Caddy);
+* timeout 120 s, graceful_timeout 30 s, keepalive 5 s, workers recycled after ~2000
+  requests, no preload (each worker opens its own SQLite connections);
+* logs: JSON lines on stdout/stderr; the access line holds method, path, status,
+  bytes, duration and client address - never a query string and never the secret of a
+  patient-copy link (/copy/[redacted]); no headers, no referrer;
+* forwarded headers are trusted only through the app's ProxyFix, with the count set
+  in config.toml (server.trusted_proxies), never by gunicorn itself.
+"""
+
+import os
+
+from formrelay.server import options_from_env
+
+# Every name defined here is read by gunicorn as a setting.
+globals().update(options_from_env(os.environ))
+
+# The app factory; it reads the file named by FORMRELAY_CONFIG.
+wsgi_app = "formrelay:create_app()"

@@ -1,0 +1,165 @@
+"""Logging for operators: one JSON line per event, never form content, never a link secret.
+
+`configure_logging()` puts a `JsonFormatter` on the root logger (used by `formrelay
+serve`, `worker` and `demo`); `GunicornLogger` does the same for gunicorn's own error
+and access logs. Every line passes `redact()`, which removes patient-copy link secrets
+and query strings from anything that looks like a URL path, so even a careless log
+call or a custom access-log format cannot write them. Exceptions are logged as their
+type and stack frames only: an exception's message can quote the value that caused it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+import traceback
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import IO, Any
+
+from gunicorn import glogging
+
+# Attributes every LogRecord has; anything else was passed with `extra=` and is logged
+# as its own field.
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+_MARK = "_formrelay_json"
+# gunicorn's own loggers are set up by gunicorn; werkzeug's dev-server request lines
+# (demo) are what an access log says.
+OWN_LOGGERS = ("formrelay", "werkzeug")
+
+
+# /copy/<token>: the patient-copy module owns this rule (copies.redact_path); this
+# copy of it is only used if that module cannot be imported, so logging never fails.
+_COPY_SECRET = re.compile(r"(/copy/)[^/\s?#\"'<>]+")
+# A query string after a path (it may hold codes or tokens): drop it.
+_QUERY = re.compile(r"(/[^\s?#\"'<>]*)\?[^\s#\"'<>]*")
+REDACTED = "[redacted]"
+
+
+def redact(text: str) -> str:
+    """`text` without link secrets or query strings."""
+    if "/" not in text:
+        return text
+    text = _QUERY.sub(r"\1", text)
+    return _copy_redactor()(text)
+
+
+def _copy_redactor() -> Callable[[str], str]:
+    global _redact_copy
+    if _redact_copy is None:
+        try:
+            from .copies import redact_path as copies_rule
+
+            _redact_copy = copies_rule
+        except ImportError:
+            _redact_copy = _fallback_copy_rule
+    return _redact_copy
+
+
+def _fallback_copy_rule(text: str) -> str:
+    return _COPY_SECRET.sub(r"\1" + REDACTED, text)
+
+
+_redact_copy: Callable[[str], str] | None = None
+
+
+def redact_path(path: str) -> str:
+    """A request path as it may be logged: no query, no link secret."""
+    return redact(path.split("?", 1)[0])
+
+
+class JsonFormatter(logging.Formatter):
+    """`{"time", "level", "logger", "msg", ...extra fields, "exc"}` on one line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).strftime(
+                "%Y-%m-%dT%H:%M:%S.") + f"{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": redact(record.getMessage()),
+            "pid": record.process,
+        }
+        for key, value in vars(record).items():
+            if key in _STANDARD or key.startswith("_") or key in out:
+                continue
+            out[key] = redact(value) if isinstance(value, str) else value
+        if record.exc_info and record.exc_info[0] is not None:
+            etype, _, tb = record.exc_info
+            out["exc"] = {"type": etype.__name__,
+                          "frames": [f"{os.path.basename(f.filename)}:{f.lineno} in {f.name}"
+                                     for f in traceback.extract_tb(tb)]}
+        return json.dumps(out, ensure_ascii=False, default=str)
+
+
+def configure_logging(level: str | int = "INFO", stream: IO[str] | None = None) -> None:
+    """JSON lines on stderr for the whole process (idempotent)."""
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if getattr(h, _MARK, False):
+            root.removeHandler(h)
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    setattr(handler, _MARK, True)
+    root.addHandler(handler)
+    wanted = logging.getLevelName(level.upper()) if isinstance(level, str) else level
+    # Our own events at the configured level; libraries only from WARNING up: their
+    # INFO lines can describe content (fontTools lists the glyphs of a patient's PDF).
+    root.setLevel(max(wanted, logging.WARNING))
+    for name in OWN_LOGGERS:
+        logging.getLogger(name).setLevel(wanted)
+
+
+# -- gunicorn -------------------------------------------------------------------------
+# The only request facts an access line may hold; anything else (headers, the raw
+# request line, environ) is left out, so a custom access_log_format cannot add it.
+_SAFE_ATOMS = ("h", "m", "U", "s", "B", "b", "M", "D", "L", "T", "p", "H", "t", "r", "q")
+
+
+class GunicornLogger(glogging.Logger):
+    """gunicorn's logger, writing JSON lines with redacted request paths."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        for log in (self.error_log, self.access_log):
+            for h in log.handlers:
+                h.setFormatter(JsonFormatter())
+        # the app's own loggers (formrelay.*) reach the root logger: same format, stderr
+        configure_logging(cfg.loglevel)
+
+    def now(self) -> str:
+        return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def atoms(self, resp: Any, req: Any, environ: dict[str, Any],
+              request_time: Any) -> dict[str, Any]:
+        status = resp.status.split(None, 1)[0] if isinstance(resp.status, str) else resp.status
+        path = redact_path(environ.get("PATH_INFO") or "")
+        sent = getattr(resp, "sent", None) or 0
+        method = environ.get("REQUEST_METHOD", "-")
+        proto = environ.get("SERVER_PROTOCOL", "-")
+        return {
+            "h": environ.get("REMOTE_ADDR", "-"), "m": method, "U": path,
+            "r": f"{method} {path} {proto}", "q": "", "H": proto, "s": str(status),
+            "B": sent, "b": str(sent), "t": self.now(), "p": f"<{os.getpid()}>",
+            "T": request_time.seconds,
+            "D": request_time.seconds * 1_000_000 + request_time.microseconds,
+            "M": request_time.seconds * 1000 + request_time.microseconds // 1000,
+            "L": f"{request_time.seconds}.{request_time.microseconds:06d}",
+        }
+
+    def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> None:
+        if not self.access_log_enabled:
+            return
+        atoms = self.atoms(resp, req, environ, request_time)
+        safe = self.atoms_wrapper_class({k: atoms[k] for k in _SAFE_ATOMS})
+        try:
+            msg = self.cfg.access_log_format % safe
+        except (KeyError, TypeError, ValueError):
+            msg = f"{atoms['m']} {atoms['U']} {atoms['s']}"
+        self.access_log.info("%s", msg, extra={
+            "event": "http", "method": atoms["m"], "path": atoms["U"],
+            "status": int(atoms["s"]) if str(atoms["s"]).isdigit() else atoms["s"],
+            "bytes": atoms["B"], "ms": atoms["M"], "remote": atoms["h"]})

@@ -1,0 +1,115 @@
+"""The notification mail for held submissions: nothing a reader could learn about a patient.
+
+When a submission is held for download, the form's recipients get a plain mail naming
+the practice, the form's title, the reference, the time and the link to the clinician
+area. It is queued in the submission's own transaction (through the outbox, so it gets
+TLS and retries like any mail). A form with `notify_batch_minutes` gets at most one mail
+per that many minutes, listing every reference since the last one; the worker sends
+those batches (`flush`, run from `retention.periodic`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from . import delivery
+from .config import FormSpec, Settings
+from .i18n import gettext
+from .mailer import Message, transport_configured
+from .store import OutboxMail, Store, iso, parse_iso
+from .submission import Submission
+
+log = logging.getLogger("formrelay.notify")
+
+KIND = "held-notice"
+
+
+def _emails(settings: Settings, spec: FormSpec) -> list[str]:
+    return [settings.recipients[r].email for r in spec.recipients if r in settings.recipients]
+
+
+def _enqueue(settings: Settings, store: Store, spec: FormSpec,
+             items: list[dict[str, str]]) -> None:
+    payload = json.dumps({"form_id": spec.id, "items": items}).encode()
+    store.enqueue(KIND, items[0]["reference"] if len(items) == 1 else "", _emails(settings, spec),
+                  payload=payload, form_id=spec.id)
+
+
+def queue_notice(store: Store, settings: Settings) -> Callable[..., None]:
+    """The `Relay.on_store` step: a held submission's notification, or its place in the
+    next batch, in the submission's own transaction."""
+
+    def step(conn: sqlite3.Connection, sub: Submission, spec: FormSpec,
+             extras: dict[str, Any]) -> None:
+        if extras.get("delivery", spec.delivery) != "hold":
+            return
+        if not transport_configured(settings):
+            log.warning("form %s: %s held, but no notification sent: configure [smtp]",
+                        spec.id, sub.reference)
+            return
+        if spec.notify_batch_minutes:
+            store.notice_add(sub.reference, spec.id, sub.received_at)
+        else:
+            _enqueue(settings, store, spec, [{"reference": sub.reference,
+                                              "received_at": iso(sub.received_at)}])
+
+    return step
+
+
+def flush(settings: Settings, store: Store, now: datetime | None = None) -> int:
+    """Queue every batch that is due; returns how many mails were queued."""
+    queued = 0
+    for form_id in store.notice_forms():
+        spec = settings.form(form_id)
+        if spec is None or not transport_configured(settings):
+            continue
+        with store.transaction():
+            rows = store.notices_due(form_id, spec.notify_batch_minutes)
+            if rows:
+                _enqueue(settings, store, spec, rows)
+                queued += 1
+    return queued
+
+
+def _body(settings: Settings, spec: FormSpec | None, form_id: str,
+          items: list[dict[str, str]], lang: str) -> tuple[str, str]:
+    s = settings.server
+
+    def t(msg: str, **params: object) -> str:
+        return gettext(lang, msg, **params)
+
+    title = spec.title if spec else form_id
+    days = spec.retention_days if spec else 30
+    subject = t("%(practice)s: new form to download", practice=s.practice_name) \
+        if len(items) == 1 else \
+        t("%(practice)s: %(n)s new forms to download", practice=s.practice_name, n=len(items))
+    lines = [t("New answers to the form \"%(title)s\" of %(practice)s are stored encrypted "
+               "and wait for you to download them.", title=title, practice=s.practice_name),
+             ""]
+    for item in items:
+        received = parse_iso(item["received_at"])
+        lines.append(t("Reference %(reference)s, received %(time)s UTC, deleted after "
+                       "%(date)s", reference=item["reference"],
+                       time=f"{received:%Y-%m-%d %H:%M}",
+                       date=f"{received + timedelta(days=days):%Y-%m-%d}"))
+    lines += ["", t("Log in to download them:"),
+              settings.server.base_url.rstrip("/") + "/clinician/", "",
+              t("This mail holds no answers and no patient details. It was sent "
+                "automatically by formrelay.")]
+    return subject, "\n".join(lines) + "\n"
+
+
+def build(mail: OutboxMail, settings: Settings, store: Store) -> Message:
+    data = json.loads(mail.payload)
+    spec = settings.form(data["form_id"])
+    subject, body = _body(settings, spec, data["form_id"], data["items"],
+                          spec.lang if spec else "nl")
+    return delivery.plain_message(mail, settings, subject, body)
+
+
+delivery.register_kind(KIND, build)

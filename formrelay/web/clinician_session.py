@@ -1,0 +1,147 @@
+"""Server-side sessions for the clinician area, with real timeouts and logout.
+
+The cookie `__Host-formrelay` (Secure, HttpOnly, SameSite=Strict, Path=/, no Domain)
+holds only a random id; the database keeps a hash of it with the session's data, when it
+started and when it was last used. A session unused for `server.session_idle_minutes`
+or older than `server.session_max_hours` is deleted when it comes back (and audited), and
+logout deletes it, so an old cookie is worth nothing. Views call `regenerate()` at login
+for a new id (no session fixation) and `end()` at logout. Outside /clinician/ (and on the
+token-authenticated API) this interface hands over to Flask's default one untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from datetime import datetime, timedelta
+from typing import Any
+
+from flask import Flask, Request, Response
+from flask.sessions import SecureCookieSessionInterface, SessionInterface, SessionMixin
+from werkzeug.datastructures import CallbackDict
+
+from ..relay import Relay
+from ..store import Store, parse_iso
+
+COOKIE = "__Host-formrelay"
+AREA = "/clinician/"
+API = "/clinician/api/"
+
+
+def _hash(sid: str) -> str:
+    return hashlib.sha256(sid.encode()).hexdigest()
+
+
+class ClinicianSession(CallbackDict[str, Any], SessionMixin):
+    def __init__(self, data: dict[str, Any] | None = None, sid: str = "",
+                 created_at: datetime | None = None, *, stateless: bool = False):
+        def on_update(_: CallbackDict[str, Any]) -> None:
+            self.modified = True
+
+        super().__init__(data or {}, on_update)
+        self.sid = sid
+        self.created_at = created_at
+        self.new = not sid
+        self.modified = False
+        self.stateless = stateless
+        self.rotate = False
+        self.destroy = False
+
+    def regenerate(self) -> None:
+        """Use a new session id from this response on (call at login)."""
+        self.rotate = True
+        self.modified = True
+
+    def end(self) -> None:
+        """Delete the session and its cookie (logout)."""
+        self.clear()
+        self.destroy = True
+
+
+def _store(app: Flask) -> Store:
+    relay: Relay = app.extensions["formrelay"]
+    return relay.store
+
+
+class ClinicianSessionInterface(SessionInterface):
+    def __init__(self, fallback: SessionInterface | None = None):
+        self.fallback = fallback or SecureCookieSessionInterface()
+
+    @staticmethod
+    def applies(request: Request) -> bool:
+        return request.path.startswith(AREA)
+
+    def open_session(self, app: Flask, request: Request) -> SessionMixin | None:
+        if not self.applies(request):
+            return self.fallback.open_session(app, request)
+        if request.path.startswith(API):  # bearer tokens, never cookies
+            return ClinicianSession(stateless=True)
+        store = _store(app)
+        sid = request.cookies.get(COOKIE, "")
+        row = store.session_row(_hash(sid)) if 20 <= len(sid) <= 100 else None
+        if row is None:
+            return ClinicianSession()
+        relay: Relay = app.extensions["formrelay"]
+        server = relay.settings.server
+        now = store.clock()
+        created, seen = parse_iso(row["created_at"]), parse_iso(row["seen_at"])
+        data = _loads(row["data"])
+        why = ("idle" if now - seen > timedelta(minutes=server.session_idle_minutes) else
+               "too old" if now - created > timedelta(hours=server.session_max_hours) else "")
+        if not why:
+            return ClinicianSession(data, sid, created)
+        with store.transaction():
+            store.session_delete(_hash(sid))
+            if data.get("uid"):
+                store.audit("session expired", actor=data.get("actor", ""),
+                            ip=request.remote_addr or "",
+                            detail=f"{why}: idle {_minutes(now - seen)} min, "
+                                   f"age {_minutes(now - created)} min")
+        fresh = ClinicianSession()
+        if data.get("uid") or data.get("pending"):
+            fresh["notice"] = "expired"
+        return fresh
+
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        if not isinstance(session, ClinicianSession):
+            self.fallback.save_session(app, session, response)
+            return
+        if session.stateless:
+            return
+        store = _store(app)
+        response.vary.add("Cookie")
+        if session.destroy:
+            if session.sid:
+                store.session_delete(_hash(session.sid))
+            response.delete_cookie(COOKIE, path="/", secure=True, httponly=True,
+                                   samesite="Strict")
+            return
+        if session.new and not session:
+            return  # nothing to remember: no cookie at all
+        now = store.clock()
+        if session.rotate and session.sid:
+            store.session_delete(_hash(session.sid))
+        if session.rotate or session.new:
+            session.sid, session.created_at = secrets.token_urlsafe(32), now
+        # Every request counts as activity (seen_at), so this is written every time.
+        # Tied to the user also half-way through the login, so disabling or removing
+        # the account ends that too.
+        uid = session.get("uid") or (session.get("pending") or {}).get("uid")
+        store.session_save(_hash(session.sid), uid, session.created_at or now, now,
+                           dict(session))
+        if session.rotate or session.new:
+            response.set_cookie(COOKIE, session.sid, path="/", secure=True, httponly=True,
+                                samesite="Strict")
+
+
+def _minutes(delta: timedelta) -> int:
+    return int(delta.total_seconds() // 60)
+
+
+def _loads(text: str) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -1,0 +1,128 @@
+"""`/copy/<token>`: the patient picks up their copy with the link and the pickup code.
+
+GET shows the pickup form (static/copy.js copies the link's secret from the URL
+fragment into it); POST checks the secret and the code (or the thank-you page's
+15-minute grant) through copies.Copies and sends the PDF as an attachment. Anything
+that stops a download gets a calm page with the practice's contact line: a wrong code
+(with the tries left), an altered, expired, used-up or locked link.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, request, url_for
+
+from ..copies import MAX_FAILURES, Copies, CopyInfo, CopyRefused, install
+from ..i18n import gettext
+from ..pdf import local_time
+from .common import language, relay, render
+
+bp = Blueprint("copy", __name__)
+
+# state -> (HTTP status, title, message); the messages tell the patient what to do next.
+_GONE: dict[str, tuple[int, str, str]] = {
+    "altered": (400, "This link does not work",
+                "The link is incomplete or was changed. Open it again from the e-mail, or "
+                "copy the whole link into your browser. If that does not help, contact the "
+                "practice."),
+    "unknown": (404, "This copy is no longer available",
+                "Copies are deleted after their time or their last download. Contact the "
+                "practice if you need your answers again."),
+    "expired": (410, "This link has expired",
+                "Your copy was deleted when the link expired. Contact the practice if you "
+                "need your answers again."),
+    "used_up": (410, "This copy has been downloaded already",
+                "It could be downloaded a limited number of times and has now been deleted. "
+                "Contact the practice if you need your answers again."),
+    "locked": (403, "This copy is locked",
+               f"The wrong pickup code was entered {MAX_FAILURES} times, so the copy was "
+               "deleted to protect it. Contact the practice if you need your answers again."),
+}
+
+
+def copies() -> Copies:
+    c: Copies = current_app.extensions["formrelay.copies"]
+    return c
+
+
+def _headers(resp: Response) -> Response:
+    resp.headers["Cache-Control"] = "no-store"
+    resp.headers["Referrer-Policy"] = "no-referrer"
+    resp.headers["X-Robots-Tag"] = "noindex"
+    return resp
+
+
+def _gone(exc: CopyRefused) -> Response:
+    lang = language(exc.lang or "nl")
+    status, title, message = _GONE.get(exc.state, _GONE["altered"])
+    html = render("copy_gone.html", lang, title=gettext(lang, title),
+                  message=gettext(lang, message))
+    return _headers(Response(html, status, mimetype="text/html"))
+
+
+def _form(token: str, info: CopyInfo, lang: str, *, key: str = "", error: str = "",
+          status: int = 200) -> Response:
+    html = render("copy.html", lang, token=token, key=key, error=error,
+                  expires=local_time(info.expires_at), downloads_left=info.downloads_left,
+                  action=url_for("copy.fetch", token=token, lang=lang),
+                  other_lang="en" if lang == "nl" else "nl")
+    return _headers(Response(html, status, mimetype="text/html"))
+
+
+@bp.get("/copy/<token>")
+def show(token: str) -> Any:
+    # A mail client may turn the link's '#' into '%23': then the secret arrives here.
+    token, _, key = token.partition("#")
+    try:
+        info = copies().info(token)
+    except CopyRefused as exc:
+        return _gone(exc)
+    return _form(token, info, language(info.lang), key=key)
+
+
+@bp.post("/copy/<token>")
+def fetch(token: str) -> Any:
+    token = token.partition("#")[0]
+    c = copies()
+    key = request.form.get("key", "")
+    try:
+        info = c.info(token)
+        opened = c.open(token, key, code=request.form.get("code", ""),
+                        grant=request.form.get("grant", ""), ip=request.remote_addr or "")
+    except CopyRefused as exc:
+        lang = language(exc.lang or "nl")
+        if exc.state == "wrong_code":
+            msg = gettext(lang, "This pickup code is not right. Tries left before the copy "
+                                "is locked: %(n)s.", n=exc.tries_left)
+            return _form(token, info, lang, key=key, error=msg, status=403)
+        if exc.state == "code_needed":
+            return _form(token, info, lang, key=key, status=400,
+                         error=gettext(lang, "Enter the pickup code that was shown after "
+                                             "you sent the form."))
+        if exc.state == "quick_ended":
+            return _form(token, info, lang, key=key, status=403,
+                         error=gettext(lang, "Downloading without the code was possible for "
+                                             "15 minutes only. Enter your pickup code."))
+        return _gone(exc)
+    resp = Response(opened.pdf, 200, mimetype="application/pdf")
+    resp.headers["Content-Disposition"] = f'attachment; filename="{opened.filename}"'
+    resp.headers["X-Content-Type-Options"] = "nosniff"
+    return _headers(resp)
+
+
+def register(app: Flask) -> Copies:
+    """Hook patient copies into the app's relay and add the /copy routes."""
+    c = install(relay_of(app))
+    app.extensions["formrelay.copies"] = c
+    app.jinja_env.globals["copy_policy"] = {"days": c.expiry.days,
+                                            "downloads": c.max_downloads}
+    app.register_blueprint(bp)
+    return c
+
+
+def relay_of(app: Flask) -> Any:
+    return app.extensions["formrelay"]
+
+
+__all__ = ["bp", "register", "relay"]

@@ -1,0 +1,191 @@
+"""Protection of the public form without cookies: origin, honeypot, form token, limits.
+
+A post to /f/<form_id> must come from a page of one of the form's `allowed_origins` or
+of formrelay itself (the `Origin` header, else the `Referer`), leave the honeypot field
+empty, and carry a genuine form token that is neither too fresh, too old nor used
+before (tokens.py). Refusals a patient can cause by accident (an old tab, a double
+click, autofill in the hidden field) show the form again with what they typed and a
+fresh token ("please send again"); a foreign origin gets a plain 403 page.
+
+flask-limiter counts posts per client address and per form; the counters live in the
+database (ratelimit.py) unless `server.rate_limit_storage` names another `limits`
+storage, so they hold across all gunicorn workers. Over the limit: a translated 429 page
+with `Retry-After`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+from flask import Flask, current_app, request
+from flask_limiter import Limiter
+from flask_limiter.errors import RateLimitExceeded
+
+from ..config import FormSpec
+from ..errors import FormrelayError
+from ..i18n import gettext
+from ..ratelimit import SCHEME
+from ..relay import Relay
+from ..tokens import FormTokens, TokenProblem
+from .common import language, relay
+
+log = logging.getLogger("formrelay.web")
+
+HONEYPOT = "_hp"
+TOKEN = "_token"  # noqa: S105 - a field name, not a secret
+
+SEND_AGAIN = {
+    "missing": "This form could not be checked. Please send it again.",
+    "invalid": "This form could not be checked. Please send it again.",
+    "too_fast": "That was very fast. Please check your answers and send the form again.",
+    "too_old": "This form was open for a long time. For your safety, please check your "
+               "answers and send it again.",
+    "replayed": "This form was already sent once. If you did not see a reference, please "
+                "send it again.",
+    "honeypot": "Your form could not be sent. Please check your answers and send it again.",
+}
+FOREIGN_ORIGIN = ("This form can only be sent from the practice's own website. Please open "
+                  "the form there and send it again.")
+
+
+class SendAgain(Exception):
+    """A refused post the patient can simply send again; `shown_at` for the new token."""
+
+    def __init__(self, kind: str, shown_at: datetime | None):
+        super().__init__(kind)
+        self.kind = kind
+        self.shown_at = shown_at
+
+    def message(self, lang: str) -> str:
+        return gettext(lang, SEND_AGAIN[self.kind])
+
+
+@dataclass
+class Protection:
+    tokens: FormTokens
+    own_origin: str
+    limiter: Limiter
+
+
+def protection() -> Protection:
+    p: Protection = current_app.extensions["formrelay.protect"]
+    return p
+
+
+def origin_of(url: str) -> str:
+    parts = urlsplit(url.strip())
+    if not parts.scheme or not parts.hostname:
+        return ""
+    host = parts.hostname.lower()
+    port = parts.port
+    default = {"http": 80, "https": 443}.get(parts.scheme.lower())
+    netloc = host if port in (None, default) else f"{host}:{port}"
+    return f"{parts.scheme.lower()}://{netloc}"
+
+
+def check_origin(spec: FormSpec) -> None:
+    """The post must come from an allowed page (browsers always send Origin on POST)."""
+    origin = request.headers.get("Origin", "")
+    if not origin or origin == "null":
+        origin = origin_of(request.headers.get("Referer", ""))
+    else:
+        origin = origin_of(origin)
+    allowed = {origin_of(o) for o in spec.allowed_origins} | {protection().own_origin}
+    if origin and origin in allowed:
+        return
+    log.info("form %s: refused a post from origin %s", spec.id, origin or "(none)")
+    raise FormrelayError(FOREIGN_ORIGIN, status=403)
+
+
+def check_post(spec: FormSpec) -> datetime:
+    """Honeypot and form token; returns when the patient first saw the form. Raises
+    SendAgain (show the form again with their answers) on any refusal."""
+    p = protection()
+    token = request.form.get(TOKEN, "")
+    if request.form.get(HONEYPOT):
+        log.info("form %s: refused a post with the honeypot filled", spec.id)
+        raise SendAgain("honeypot", None)
+    try:
+        ft = p.tokens.check(token, spec.id, relay().store.use_form_token)
+    except TokenProblem as exc:
+        log.info("form %s: refused a post: token %s", spec.id, exc.kind)
+        shown: datetime | None = None
+        if exc.kind == "too_fast" and exc.token:
+            shown = exc.token.shown_at
+        elif exc.kind == "too_old":
+            # they filled it in already: the new token may be sent at once
+            shown = p.tokens.clock() - p.tokens.min_fill
+        raise SendAgain(exc.kind, shown) from None
+    return ft.shown_at
+
+
+def issue_token(form_id: str, shown_at: datetime | None = None) -> str:
+    return protection().tokens.issue(form_id, shown_at)
+
+
+# -- rate limits -------------------------------------------------------------------------
+def client_key() -> str:
+    """The client address; an IPv6 client is counted per /64 (one household or phone
+    gets a whole /64 and could otherwise rotate through it)."""
+    addr = request.remote_addr or "unknown"
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return addr
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
+def form_key() -> str:
+    form_id = (request.view_args or {}).get("form_id", "")
+    # unknown ids share one counter (they are refused anyway) so they cannot fill the table
+    return f"form:{form_id}" if form_id in relay().settings.forms else "form:?"
+
+
+def _too_many(exc: RateLimitExceeded) -> Any:
+    from .errors import respond
+
+    r = relay()
+    spec = r.settings.form((request.view_args or {}).get("form_id", ""))
+    lang = language(spec.lang if spec else "nl")
+    log.info("rate limit reached: %s", exc.description)
+    resp = respond(429, gettext(lang, "Too many attempts. Please wait a moment and try again."),
+                   lang=lang)
+    current = protection().limiter.current_limit
+    wait = 60
+    if current is not None:
+        wait = max(1, math.ceil(current.reset_at - r.clock().timestamp()))
+    body, status = resp
+    out = current_app.make_response((body, status))
+    out.headers["Retry-After"] = str(wait)
+    return out
+
+
+def register(app: Flask, r: Relay) -> None:
+    """Set up tokens and the rate limits on the form's POST route (call after the
+    public blueprint is registered)."""
+    s = r.settings.server
+    tokens = FormTokens(r.settings.secret_key, r.clock, min_fill_seconds=s.min_fill_seconds,
+                        max_age_minutes=s.form_token_max_age_minutes)
+    uri = s.rate_limit_storage or f"{SCHEME}://"
+    options: dict[str, Any] = {"store": r.store} if uri.startswith(f"{SCHEME}:") else {}
+    limiter = Limiter(client_key, app=app, storage_uri=uri,
+                      storage_options=cast(dict[str, str | int], options),
+                      strategy="fixed-window", headers_enabled=False, key_prefix="fr")
+    own = origin_of(s.base_url)
+    app.extensions["formrelay.protect"] = Protection(tokens, own, limiter)
+    view = app.view_functions["public.submit"]
+    per_form = limiter.limit(s.rate_limit_form, key_func=form_key, methods=["POST"],
+                             scope="form")
+    per_ip = limiter.limit(s.rate_limit_ip, methods=["POST"], scope="ip")
+    app.view_functions["public.submit"] = per_ip(per_form(view))  # type: ignore[assignment]
+    app.register_error_handler(RateLimitExceeded, _too_many)

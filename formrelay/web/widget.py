@@ -1,0 +1,87 @@
+"""The embed script (`GET /widget.js`), the practice's theme (`GET /theme.css`) and the
+versioned URLs of the form page's own static files.
+
+widget.js is `widgets/formrelay.js`, served as it is: no dependencies, no cookies, no
+tracking. Web builders paste the plain `/widget.js` URL, so that answer is cached for a
+day and revalidated by its ETag (a hash of the content); `/widget.js?v=<hash>` (the
+pinned variant the README also shows) is cached for a year. Templates get
+`asset_url()` (static files with `?v=<hash>`, cached for a year by headers.py),
+`theme_url`, `embed` and `frame_origins` (who may receive the frame's size messages).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, g, request, url_for
+
+from .. import theme
+from .common import relay
+
+bp = Blueprint("widget", __name__)
+
+PACKAGE = Path(__file__).resolve().parent.parent
+# The repository's widgets/ folder (a checkout or an editable install); a packaged
+# install may carry a copy inside the package.
+WIDGET_PATHS = (PACKAGE.parent / "widgets" / "formrelay.js", PACKAGE / "widgets" / "formrelay.js")
+DAY, YEAR = 86400, 365 * 86400
+
+
+@functools.cache
+def widget_source() -> tuple[bytes, str]:
+    for path in WIDGET_PATHS:
+        if path.is_file():
+            data = path.read_bytes()
+            return data, hashlib.sha256(data).hexdigest()[:16]
+    looked = ", ".join(map(str, WIDGET_PATHS))
+    raise FileNotFoundError(f"widget script not found; looked in {looked}")
+
+
+@functools.cache
+def _static_version(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+
+
+def asset_url(filename: str) -> str:
+    folder = current_app.static_folder or ""
+    return url_for("static", filename=filename, v=_static_version(str(Path(folder) / filename)))
+
+
+def _cached(resp: Response, etag: str, pinned: bool) -> Response:
+    resp.set_etag(etag)
+    resp.headers["Cache-Control"] = (f"public, max-age={YEAR}, immutable" if pinned else
+                                     f"public, max-age={DAY}, stale-while-revalidate={DAY}")
+    # Host pages may set Cross-Origin-Embedder-Policy; the script is meant for them.
+    resp.headers["Cross-Origin-Resource-Policy"] = "cross-origin"
+    resp.make_conditional(request)  # 304 when the browser's copy is current
+    return resp
+
+
+@bp.get("/widget.js")
+def widget_js() -> Response:
+    data, digest = widget_source()
+    resp = Response(data, mimetype="text/javascript")
+    return _cached(resp, digest, request.args.get("v") == digest)
+
+
+@bp.get("/theme.css")
+def theme_css() -> Response:
+    t = relay().settings.theme
+    version = theme.version(t)
+    resp = Response(theme.stylesheet(t), mimetype="text/css")
+    return _cached(resp, version, request.args.get("v") == version)
+
+
+def register(app: Flask) -> None:
+    app.register_blueprint(bp)
+
+    @app.context_processor
+    def page_context() -> dict[str, Any]:
+        origins = getattr(g, "frame_ancestors", None) or []
+        return {"asset_url": asset_url, "embed": request.args.get("embed") == "1",
+                "frame_origins": origins,
+                "theme_url": url_for("widget.theme_css",
+                                     v=theme.version(relay().settings.theme))}

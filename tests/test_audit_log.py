@@ -1,0 +1,175 @@
+"""The audit log is append-only and tamper-evident: `formrelay audit verify` finds a
+changed, inserted or deleted row, also one cut off the end, and still verifies after the
+retention purge removed old rows behind its anchor."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from flask import Flask
+
+from formrelay.audit import verify
+from formrelay.retention import purge
+from formrelay.store import Store, audit_hash
+
+from .area import Clock, cli_run
+
+
+def events(store: Store, n: int = 6) -> None:
+    for i in range(n):
+        store.audit("login", "ok" if i % 2 else "failed", actor=f"user:u{i}", ip="192.0.2.1",
+                    detail=f"event {i}")
+
+
+def attacker(store: Store) -> sqlite3.Connection:
+    """Someone with the database file: the triggers are no obstacle to them."""
+    con = sqlite3.connect(store.path, isolation_level=None)
+    con.execute("DROP TRIGGER audit_no_update")
+    con.execute("DROP TRIGGER audit_no_delete")
+    return con
+
+
+def row(store: Store, rid: int) -> dict[str, object]:
+    return next(r for r in store.audit_rows() if r["id"] == rid)
+
+
+def change(store: Store) -> None:
+    attacker(store).execute("UPDATE audit SET outcome = 'ok' WHERE id = 3")
+
+
+def change_and_rehash(store: Store) -> None:
+    r = {**row(store, 3), "outcome": "ok"}
+    attacker(store).execute("UPDATE audit SET outcome = 'ok', hash = ? WHERE id = 3",
+                            (audit_hash(str(r["prev_hash"]), r),))
+
+
+def delete_middle(store: Store) -> None:
+    attacker(store).execute("DELETE FROM audit WHERE id = 3")
+
+
+def delete_tail(store: Store) -> None:
+    attacker(store).execute("DELETE FROM audit WHERE id >= 5")
+
+
+def delete_head(store: Store) -> None:
+    attacker(store).execute("DELETE FROM audit WHERE id <= 2")
+
+
+def insert_forged(store: Store) -> None:
+    last = row(store, 6)
+    fake = {"id": 7, "at": last["at"], "action": "login", "outcome": "ok", "actor": "user:x",
+            "ip": "", "reference": "", "form_id": "", "detail": "", "prev_hash": last["hash"]}
+    fake["hash"] = "f" * 64
+    attacker(store).execute(
+        "INSERT INTO audit VALUES (:id, :at, :action, :outcome, :actor, :ip, :reference, "
+        ":form_id, :detail, :prev_hash, :hash)", fake)
+
+
+def insert_with_gap(store: Store) -> None:
+    last = row(store, 6)
+    fake = {"id": 9, "at": last["at"], "action": "deleted", "outcome": "ok", "actor": "system",
+            "ip": "", "reference": "", "form_id": "", "detail": "", "prev_hash": last["hash"]}
+    fake["hash"] = audit_hash(str(last["hash"]), fake)
+    attacker(store).execute(
+        "INSERT INTO audit VALUES (:id, :at, :action, :outcome, :actor, :ip, :reference, "
+        ":form_id, :detail, :prev_hash, :hash)", fake)
+
+
+@pytest.mark.parametrize(("tamper", "found"), [
+    (change, "row #3 was changed"),
+    (change_and_rehash, "row #4 does not follow"),
+    (delete_middle, "row #3 missing"),
+    (delete_tail, "row #5 to #6 missing at the end"),
+    (delete_head, "row #1 to #2 missing"),
+    (insert_forged, "row #7 was changed"),
+    (insert_with_gap, "row #7 to #8 missing"),
+])
+def test_tampering_is_detected(tmp_path: Path, tamper: Callable[[Store], None],
+                               found: str) -> None:
+    store = Store(tmp_path / "formrelay.db")
+    events(store)
+    assert verify(store).ok
+    tamper(store)
+    problems = verify(store).problems
+    assert any(found in p for p in problems), problems
+
+
+def test_audit_verify_command(make_app: Callable[..., Flask], tmp_path: Path) -> None:
+    store = make_app().extensions["formrelay"].store
+    events(store)
+    ok = cli_run(tmp_path, "audit", "verify")
+    assert ok.exit_code == 0 and "ok: the audit log is intact" in ok.output
+    change(store)
+    result = cli_run(tmp_path, "audit", "verify")
+    assert result.exit_code == 2
+    assert "PROBLEM row #3 was changed" in result.output and "FAILED" in result.output
+
+
+def test_the_database_refuses_changes_and_deletions(tmp_path: Path) -> None:
+    store = Store(tmp_path / "formrelay.db")
+    events(store, 2)
+    con = sqlite3.connect(store.path)
+    for sql in ("UPDATE audit SET detail = 'x' WHERE id = 1", "DELETE FROM audit WHERE id = 1",
+                "UPDATE audit_anchor SET upto_id = 0", "DELETE FROM audit_anchor"):
+        if "anchor" in sql:
+            con.execute("INSERT INTO audit_anchor (at, upto_id, upto_hash) VALUES ('', 0, '')")
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            con.execute(sql)
+    assert verify(store).ok
+
+
+def test_retention_purge_keeps_the_chain_verifiable(make_app: Callable[..., Flask],
+                                                    tmp_path: Path) -> None:
+    clock = Clock()
+    app = make_app(clock=clock, server={"audit_retention_years": 5})
+    relay = app.extensions["formrelay"]
+    store = relay.store
+    events(store, 4)
+    first_old = len(store.audit_rows())
+    clock.advance(days=365 * 5 - 30)
+    events(store, 3)
+    clock.advance(days=60)  # the first events are now over 5 years old, the others not
+    report = purge(relay.settings, store, clock.now)
+    assert report.audit_rows == first_old
+    rows = store.audit_rows()
+    assert rows[0]["id"] == first_old + 1 and rows[-1]["action"] == "audit purged"
+    assert f"up to #{first_old}" in rows[-1]["detail"]
+    assert verify(store).ok, verify(store).problems
+    assert purge(relay.settings, store, clock.now).audit_rows == 0  # nothing more is due
+    # deleting more at the start (behind the anchor's back) is still seen
+    attacker(store).execute("DELETE FROM audit WHERE id = ?", (first_old + 1,))
+    problems = verify(store).problems
+    assert any(f"row #{first_old + 1} missing" in p for p in problems), problems
+
+
+def test_export_for_an_unknown_reference(make_app: Callable[..., Flask], tmp_path: Path) -> None:
+    make_app()
+    r = cli_run(tmp_path, "audit", "export", "--reference", "fr-2222-2222")
+    assert r.exit_code == 0 and "FR-2222-2222" in r.output and "No events" in r.output
+    assert cli_run(tmp_path, "audit", "export").exit_code == 2  # --reference is required
+
+
+def test_a_log_from_before_the_id_chain_is_upgraded(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from formrelay import store as store_module
+    from formrelay.store import GENESIS, _audit_hash_v1
+
+    early = [m for m in store_module.MIGRATIONS if m[0] in ("0001_submissions", "0002_audit")]
+    monkeypatch.setattr(store_module, "MIGRATIONS", early)
+    old = Store(tmp_path / "formrelay.db")
+    prev = GENESIS
+    for i in range(3):  # written the way 0002-era code did: no id in the hash
+        r = {"at": f"2026-01-0{i + 1}T00:00:00.000000Z", "action": "received", "outcome": "ok",
+             "actor": "patient", "ip": "", "reference": "", "form_id": "intake", "detail": ""}
+        r["prev_hash"], r["hash"] = prev, _audit_hash_v1(prev, r)
+        old.db["audit"].insert(r)
+        prev = r["hash"]
+    old.close()
+    monkeypatch.undo()
+    upgraded = Store(tmp_path / "formrelay.db")
+    assert verify(upgraded).ok and verify(upgraded).rows == 3
+    upgraded.audit("login")
+    assert verify(upgraded).ok and upgraded.audit_rows()[-1]["id"] == 4

@@ -1,0 +1,223 @@
+"""`formrelay check`, the operator's pre-flight, and /healthz, which serves the same
+essentials: each trouble an operator must hear about gives its own line and exit code."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from formrelay import create_app
+from formrelay.cli import cli
+from formrelay.packets import PacketError, encryption_packet
+from formrelay.store import Store, utcnow
+
+from .conftest import ENV, make_config_dict, write_config
+from .keys import TestKey
+from .smtpd import TlsFiles, smtp_config, smtp_server
+
+
+def run_check(tmp_path: Path, keys: dict[str, TestKey], *args: str, **cfg: Any) -> Result:
+    data = cfg.pop("data_dir", tmp_path / "data")
+    path = write_config(tmp_path / "config.toml", make_config_dict(data, keys, **cfg))
+    return CliRunner().invoke(cli, ["--config", str(path), "check", *args], env=ENV)
+
+
+def lines(result: Result) -> list[str]:
+    return result.output.splitlines()
+
+
+def line_with(result: Result, text: str) -> str:
+    """The first line whose message (after the level column) holds `text`."""
+    found = [ln for ln in lines(result) if text in ln[6:]]
+    assert found, f"no line with {text!r} in:\n{result.output}"
+    return found[0]
+
+
+def test_healthy_setup_is_all_ok(tmp_path: Path, keys: dict[str, TestKey]) -> None:
+    r = run_check(tmp_path, keys, recipients=("alice", "bob"))
+    assert r.exit_code == 0, r.output
+    assert all(ln.startswith("ok") for ln in lines(r)), r.output
+    assert lines(r)[-1] == "ok"
+    # every essential has its line
+    for text in ("config ", "data folder ", "database ", "key alice ", "key bob ",
+                 "form intake (hold)", "writes SEIPD v1", "outbox empty", "clock "):
+        line_with(r, text)
+    # the SEIPD proof names every key it encrypted a probe to
+    assert "alice, bob" in line_with(r, "SEIPD v1")
+
+
+def test_expired_key_is_an_error(tmp_path: Path, keys: dict[str, TestKey]) -> None:
+    r = run_check(tmp_path, keys, recipients=("expired",))
+    assert r.exit_code == 2, r.output
+    line = line_with(r, "key expired")
+    assert line.startswith("error key expired ")
+    assert "ask the clinician for a renewed key and run `formrelay keys import expired`" in line
+    assert line_with(r, "form intake").startswith("error form intake is unavailable")
+    assert lines(r)[-1] == "errors"
+
+
+def test_key_expiring_soon_is_a_warning(tmp_path: Path, keys: dict[str, TestKey]) -> None:
+    r = run_check(tmp_path, keys, recipients=("soon",))
+    assert r.exit_code == 1, r.output
+    assert line_with(r, "key soon").startswith("warn  key soon ")
+    assert "expires in" in line_with(r, "key soon")
+    assert lines(r)[-1] == "warnings"
+
+
+def test_relay_without_starttls_is_an_error(tmp_path: Path, keys: dict[str, TestKey],
+                                             tls: TlsFiles) -> None:
+    with smtp_server(tls, mode="plain") as (handler, port):
+        r = run_check(tmp_path, keys, smtp=smtp_config(tls, port), delivery="email")
+    assert r.exit_code == 2, r.output
+    line = line_with(r, "smtp:")
+    assert line.startswith("error smtp: relay does not offer STARTTLS")
+    assert "nothing is sent in clear" in line and "port 465" in line
+    assert "MAIL" not in handler.commands  # the probe never starts a mail in clear
+
+
+def test_relay_with_untrusted_certificate_is_an_error(tmp_path: Path, keys: dict[str, TestKey],
+                                                      tls: TlsFiles) -> None:
+    with smtp_server(tls, trusted=False) as (_, port):
+        r = run_check(tmp_path, keys, smtp=smtp_config(tls, port), delivery="email")
+    assert r.exit_code == 2, r.output
+    assert line_with(r, "smtp:").startswith("error smtp: relay certificate not trusted")
+
+
+def test_relay_with_tls_is_ok_and_offline_skips_it(tmp_path: Path, keys: dict[str, TestKey],
+                                                   tls: TlsFiles) -> None:
+    with smtp_server(tls) as (handler, port):
+        r = run_check(tmp_path, keys, smtp=smtp_config(tls, port), delivery="email")
+        assert r.exit_code == 0, r.output
+        assert "certificate verified" in line_with(r, "smtp:")
+        assert not handler.messages
+    r = run_check(tmp_path, keys, "--offline", smtp=smtp_config(tls, port), delivery="email")
+    assert r.exit_code == 0, r.output
+    assert "smtp" not in r.output
+
+
+def test_unwritable_data_folder_is_an_error(tmp_path: Path, keys: dict[str, TestKey]) -> None:
+    # Tests run as root, for whom every mode is writable: a folder under a plain file
+    # cannot be made by anyone.
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    r = run_check(tmp_path, keys, data_dir=blocker / "data")
+    assert r.exit_code == 2, r.output
+    line = line_with(r, "data folder")
+    assert line.startswith(f"error data folder {blocker / 'data'} cannot be created")
+    assert "install -d -m 700 -o formrelay" in line
+    assert lines(r)[-1] == "errors"
+    assert not (tmp_path / "data").exists()
+
+
+def test_data_folder_readable_by_others_is_a_warning(tmp_path: Path,
+                                                     keys: dict[str, TestKey]) -> None:
+    data = tmp_path / "data"
+    data.mkdir(mode=0o755)
+    data.chmod(0o755)
+    r = run_check(tmp_path, keys)
+    assert r.exit_code == 1, r.output
+    assert line_with(r, "data folder").startswith("warn  data folder")
+    assert f"chmod 700 {data}" in line_with(r, "data folder")
+
+
+def _queue_mail(data: Path, age: timedelta) -> None:
+    then = utcnow() - age
+    store = Store(data / "formrelay.db", clock=lambda: then)
+    store.enqueue("submission", "FR-AAAA-BBBB", ["alice@praktijk.test"], form_id="intake")
+    store.close()
+
+
+@pytest.mark.parametrize(("age", "code", "level"), [
+    (timedelta(minutes=5), 0, "ok"),
+    (timedelta(minutes=45), 1, "warn"),
+    (timedelta(hours=6), 2, "error"),
+])
+def test_old_outbox_message(tmp_path: Path, keys: dict[str, TestKey], age: timedelta,
+                            code: int, level: str) -> None:
+    _queue_mail(tmp_path / "data", age)
+    r = run_check(tmp_path, keys)
+    assert r.exit_code == code, r.output
+    line = line_with(r, "outbox:")
+    assert line.startswith(f"{level:<5} outbox: 1 mail(s) waiting, the oldest since")
+    if code:
+        assert "is `formrelay worker` running" in line
+
+
+def test_clock_behind_the_database_is_an_error(tmp_path: Path, keys: dict[str, TestKey]) -> None:
+    future = utcnow() + timedelta(days=3, hours=1)
+    store = Store(tmp_path / "data" / "formrelay.db", clock=lambda: future)
+    store.audit("received", actor="patient", reference="FR-AAAA-BBBB", form_id="intake")
+    store.close()
+    r = run_check(tmp_path, keys)
+    assert r.exit_code == 2, r.output
+    line = line_with(r, "clock ")
+    assert line.startswith("error clock is 3 days behind the newest database entry")
+    assert "timedatectl set-ntp true" in line
+
+
+def test_config_error_is_exit_2_for_monitoring(tmp_path: Path,
+                                               keys: dict[str, TestKey]) -> None:
+    cfg = make_config_dict(tmp_path / "data", keys)
+    cfg["server"]["colour"] = "blue"
+    path = write_config(tmp_path / "config.toml", cfg)
+    r = CliRunner().invoke(cli, ["--config", str(path), "check"], env=ENV)
+    assert r.exit_code == 2
+    assert lines(r)[0].startswith("error ") and "server.colour: unknown setting" in lines(r)[0]
+
+
+def test_production_config_without_https_is_an_error(tmp_path: Path,
+                                                     keys: dict[str, TestKey]) -> None:
+    r = run_check(tmp_path, keys, server={"base_url": "http://forms.praktijk.nl"})
+    assert r.exit_code == 2, r.output
+    assert line_with(r, "base_url").startswith("error server.base_url http://forms.praktijk.nl "
+                                               "is not https")
+    r = run_check(tmp_path, keys, server={"base_url": "https://forms.praktijk.nl"})
+    assert r.exit_code == 1, r.output
+    assert line_with(r, "trusted_proxies").startswith("warn  server.trusted_proxies is 0")
+
+
+def test_healthz_reports_the_same_essentials_without_secrets(tmp_path: Path,
+                                                             keys: dict[str, TestKey]) -> None:
+    _queue_mail(tmp_path / "data", timedelta(hours=6))
+    cfg = make_config_dict(tmp_path / "data", keys, recipients=("alice", "soon"))
+    app = create_app(write_config(tmp_path / "config.toml", cfg), environ=ENV)
+    r = app.test_client().get("/healthz")
+    assert r.status_code == 503
+    body = r.get_json()
+    assert body["ok"] is False and body["status"] == "error"
+    checks = body["checks"]
+    assert checks["outbox"]["level"] == "error" and checks["outbox"]["queued"] == 1
+    assert checks["outbox"]["oldest_age_seconds"] >= 6 * 3600
+    assert checks["keys"]["alice"]["level"] == "ok"
+    assert checks["keys"]["soon"]["level"] == "warn" and checks["keys"]["soon"]["expires"]
+    assert checks["encryption"] == {"level": "ok", "gnupg": checks["encryption"]["gnupg"],
+                                    "packet": "SEIPD v1", "recipients": ["alice", "soon"]}
+    assert checks["database"]["writable"] and checks["data_folder"]["writable"]
+    assert checks["clock"]["ok"] is True
+    text = json.dumps(body)
+    for secret in (ENV["FORMRELAY_SECRET_KEY"], str(tmp_path)):
+        assert secret not in text
+
+
+def test_healthz_ok_when_only_warnings(make_app: Any) -> None:
+    app = make_app(recipients=("soon",))
+    r = app.test_client().get("/healthz")
+    assert r.status_code == 200
+    assert r.get_json()["ok"] is True and r.get_json()["status"] == "warn"
+
+
+def test_packet_reader_tells_ocb_and_seipd_v2_apart() -> None:
+    pkesk = bytes([0xC1, 3, 3, 0, 0])  # a (dummy) public-key session-key packet
+    assert encryption_packet(pkesk + bytes([0xD2, 2, 1, 0])) == "SEIPD v1"
+    assert encryption_packet(pkesk + bytes([0xD2, 2, 2, 0])) == "SEIPD v2"
+    assert encryption_packet(pkesk + bytes([0xD4, 2, 1, 9])) == "OCB (AEAD, LibrePGP)"
+    assert encryption_packet(pkesk + bytes([0xC9, 1, 0])).startswith("SED")
+    with pytest.raises(PacketError):
+        encryption_packet(b"not a message")
+    with pytest.raises(PacketError):
+        encryption_packet(pkesk)

@@ -1,0 +1,345 @@
+"""Hold for download, the whole way through HTTP: account by CLI, first login with TOTP
+enrolment, the notification mail on a real SMTP server, the inbox, .eml and .asc that
+GnuPG and RNP decrypt, "mark processed", gone. Then every refusal, each audited."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+
+import pyotp
+import pytest
+from flask import Flask
+
+from formrelay import create_app, delivery
+
+from .area import (
+    COOKIE,
+    PASSWORD,
+    Browser,
+    Clock,
+    add_user,
+    answers,
+    audit,
+    cheap_hashing,
+    cli_run,
+    totp_at,
+)
+from .canary import leaks
+from .conftest import ENV, canary, make_config_dict, post_form, valid_answers, write_config
+from .keys import TestKey, gpg_decrypt, rnp_decrypt
+from .smtpd import TlsFiles, smtp_config, smtp_server
+
+
+@pytest.fixture(autouse=True)
+def _cheap_hashes(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    if request.node.name != "test_the_whole_hold_flow":  # that one keeps the real cost
+        cheap_hashing(monkeypatch)
+
+
+def submit(app: Flask, mark: str = "", form_id: str = "intake",
+           origin: str = "http://localhost") -> str:
+    r = post_form(app.test_client(), valid_answers(mark), json_answer=True, form_id=form_id,
+                  headers={"Origin": origin})
+    assert r.status_code == 200, r.get_data(as_text=True)
+    return str(r.get_json()["reference"])
+
+
+def test_the_whole_hold_flow(make_app: Callable[..., Flask], tls: TlsFiles, tmp_path: Path,
+                             keys: dict[str, TestKey]) -> None:
+    clock = Clock()
+    with smtp_server(tls) as (server, port):
+        app = make_app(clock=clock, smtp=smtp_config(tls, port),
+                       server={"base_url": "https://forms.praktijk.test"})
+        added = add_user(tmp_path, "anna", "--recipient", "alice", "--email",
+                         "anna@praktijk.test")
+        assert "sees forms: intake" in added.output
+        mark = canary()
+        ref = submit(app, mark, origin="https://forms.praktijk.test")
+        relay = app.extensions["formrelay"]
+        assert delivery.deliver_pending(relay.settings, relay.store).sent == 1
+
+    [mail] = server.messages
+    assert mail.tls and mail.rcpt_tos == ["alice@praktijk.test"]
+    note = mail.parsed()
+    body = note.get_content()
+    assert "Praktijk Test" in note["Subject"]
+    for expected in ("Praktijk Test", "Intake fysiotherapie", ref,
+                     f"{clock.now:%Y-%m-%d %H:%M}", "https://forms.praktijk.test/clinician/"):
+        assert expected in body, expected
+    assert leaks(mark, blobs=[mail.data]) == []
+    for private in ("Jeroen", "Brünhilde", "knie", "Naam", "Klacht"):
+        assert private not in mail.data.decode("utf-8", "replace")
+
+    # First login: password, then the authenticator is set up from the QR page.
+    b = Browser(app)
+    r = b.enrol("anna", totp_at(clock))
+    assert r.status_code == 200 and len(b.recovery) == 10
+    inbox = b.get("/clinician/").get_data(as_text=True)
+    assert ref in inbox and "Intake fysiotherapie" in inbox and "nog niet" in inbox
+
+    eml = b.get(f"/clinician/s/{ref}/eml")
+    assert eml.status_code == 200 and eml.mimetype == "message/rfc822"
+    assert f'filename="{ref}.eml"' in eml.headers["Content-Disposition"]
+    outer = message_from_bytes(eml.data, policy=policy.default)
+    assert isinstance(outer, EmailMessage)
+    assert outer.get_content_type() == "multipart/encrypted"
+    assert outer.get_param("protocol") == "application/pgp-encrypted"
+    assert leaks(mark, blobs=[eml.data]) == []
+    version, encrypted = outer.get_payload()  # type: ignore[misc]
+    assert version.get_payload().strip() == "Version: 1"
+    armour = encrypted.get_payload(decode=True)
+    asc = b.get(f"/clinician/s/{ref}/asc")
+    assert asc.status_code == 200 and asc.data.startswith(b"-----BEGIN PGP MESSAGE-----")
+    assert asc.headers["Content-Disposition"] == f'attachment; filename="{ref}.asc"'
+    for blob in (armour, asc.data):
+        for decrypt in (gpg_decrypt, rnp_decrypt):
+            got = answers(decrypt(keys["alice"], blob))
+            assert got["answers"]["name"] == f"Jeroen Brünhilde {mark}"
+            assert got["reference"] == ref
+
+    inbox = b.get("/clinician/").get_data(as_text=True)
+    assert f"anna ({clock.now:%Y-%m-%d %H:%M})" in inbox  # downloaded by whom, when
+
+    confirm = b.get(f"/clinician/s/{ref}/processed")
+    assert confirm.status_code == 200 and "verwijder" in confirm.get_data(as_text=True).lower()
+    r = b.post(f"/clinician/s/{ref}/processed")
+    assert r.status_code == 302
+    inbox = b.get("/clinician/").get_data(as_text=True)
+    assert f'id="row-{ref}"' not in inbox and "verwerkt" in inbox
+    assert b.get(f"/clinician/s/{ref}/asc").status_code == 404
+    with pytest.raises(KeyError):
+        relay.store.ciphertext(ref)
+
+    history = cli_run(tmp_path, "audit", "export", "--reference", ref)
+    assert history.exit_code == 0
+    for line in ("received", "queued", "sent", "downloaded", "deleted", "user:anna"):
+        assert line in history.output, history.output
+    assert "verified, unchanged" in history.output and mark not in history.output
+    assert cli_run(tmp_path, "audit", "verify").exit_code == 0
+
+
+def test_session_cookie_and_new_id_at_login(make_app: Callable[..., Flask],
+                                            tmp_path: Path) -> None:
+    clock = Clock()
+    app = make_app(clock=clock)
+    add_user(tmp_path, "anna", "--recipient", "alice")
+    b = Browser(app)
+    r = b.get("/clinician/login")
+    header = r.headers["Set-Cookie"]
+    assert header.startswith(f"{COOKIE}=")
+    for attr in ("Secure", "HttpOnly", "SameSite=Strict", "Path=/"):
+        assert attr in header
+    assert "Domain" not in header
+    before = b.cookie()
+    b.post("/clinician/login", {"username": "anna", "password": PASSWORD})
+    after_password = b.cookie()
+    page = b.get("/clinician/enrol").get_data(as_text=True)
+    assert '<img class="qr" src="data:image/svg+xml' in page  # no script: CSP img-src data:
+    code = pyotp.TOTP(page.split('<code id="secret">')[1].split("<")[0].replace(" ", ""))
+    b.post("/clinician/enrol", {"code": code.at(clock.now)})
+    after_login = b.cookie()
+    assert len({before, after_password, after_login}) == 3
+    # the id from before the login is worth nothing now
+    old = Browser(app)
+    old.client.set_cookie(COOKIE, str(before), domain="localhost", path="/")
+    assert old.get("/clinician/").status_code == 302
+    # logout: the session is gone server-side; replaying its cookie does not work
+    assert b.get("/clinician/").status_code == 200
+    b.post("/clinician/logout")
+    replay = Browser(app)
+    replay.client.set_cookie(COOKIE, str(after_login), domain="localhost", path="/")
+    assert replay.get("/clinician/").status_code == 302
+    assert audit(app, "logout")
+
+
+def test_wrong_password_and_wrong_or_reused_totp(make_app: Callable[..., Flask],
+                                                 tmp_path: Path) -> None:
+    clock = Clock()
+    app = make_app(clock=clock)
+    add_user(tmp_path, "anna", "--recipient", "alice")
+    b = Browser(app)
+    r = b.password("anna", "verkeerd wachtwoord!")
+    assert r.status_code == 401 and "Onjuiste gebruikersnaam of wachtwoord" in r.get_data(
+        as_text=True)
+    r = b.password("niemand", PASSWORD)
+    assert r.status_code == 401 and "Onjuiste gebruikersnaam of wachtwoord" in r.get_data(
+        as_text=True)
+    assert b.get("/clinician/").status_code == 302
+    failed = [row["detail"] for row in audit(app, "login", "failed")]
+    assert failed[0] == "wrong password" and "unknown user" in failed[1]
+
+    b.enrol("anna", totp_at(clock))
+    b.post("/clinician/logout")
+    clock.advance(seconds=30)
+    code = pyotp.TOTP(b.secret).at(clock.now)
+    wrong = f"{(int(code) + 1) % 1_000_000:06d}"
+    r = b.login("anna", wrong)
+    assert r.status_code == 401 and "Deze code is niet geldig" in r.get_data(as_text=True)
+    assert b.get("/clinician/").status_code == 302
+    r = b.post("/clinician/login/code", {"code": code})
+    assert r.status_code == 302 and b.get("/clinician/").status_code == 200
+    b.post("/clinician/logout")
+    r = b.login("anna", code)  # the same code again, still inside its 30 seconds
+    assert r.status_code == 401 and b.get("/clinician/").status_code == 302
+    reasons = [row["detail"] for row in audit(app, "login", "failed")]
+    assert "wrong TOTP code" in reasons and "TOTP code used before" in reasons
+    # a recovery code works once instead
+    r = b.login("anna", b.recovery[0])
+    assert r.status_code == 302 and b.get("/clinician/").status_code == 200
+    b.post("/clinician/logout")
+    assert b.login("anna", b.recovery[0]).status_code == 401
+    ok = [row["detail"] for row in audit(app, "login", "ok")]
+    assert any(d.startswith("recovery code (9 left)") for d in ok)
+
+
+def test_logins_are_limited_per_account_and_per_address(make_app: Callable[..., Flask],
+                                                        tmp_path: Path) -> None:
+    clock = Clock()
+    app = make_app(clock=clock, server={"login_max_failures": 3, "login_max_failures_ip": 5})
+    add_user(tmp_path, "anna", "--recipient", "alice")
+    add_user(tmp_path, "bert", "--recipient", "alice")
+    attacker = Browser(app, ip="203.0.113.9")
+    for _ in range(3):
+        assert attacker.password("anna", "niet het wachtwoord").status_code == 401
+    # the account is paused: even the right password, even from another address
+    r = Browser(app, ip="198.51.100.7").password("anna")
+    assert r.status_code == 429 and "Wacht 15 minuten" in r.get_data(as_text=True)
+    for _ in range(2):
+        assert attacker.password("bert", "ook niet goed").status_code == 401
+    # the address is paused, for every account
+    assert attacker.password("bert").status_code == 429
+    assert Browser(app, ip="198.51.100.7").password("bert").status_code == 302
+    assert any(r["detail"] == "too many failed attempts" for r in audit(app, "login", "failed"))
+    clock.advance(minutes=16)
+    assert Browser(app, ip="198.51.100.7").password("anna").status_code == 302
+
+
+def test_sessions_expire_when_idle_and_after_eight_hours(make_app: Callable[..., Flask],
+                                                         tmp_path: Path) -> None:
+    clock = Clock()
+    app = make_app(clock=clock)
+    add_user(tmp_path, "anna", "--recipient", "alice")
+    b = Browser(app)
+    b.enrol("anna", totp_at(clock))
+    clock.advance(minutes=14)
+    assert b.get("/clinician/").status_code == 200
+    clock.advance(minutes=16)
+    r = b.get("/clinician/")
+    assert r.status_code == 302 and r.headers["Location"].endswith("/clinician/login")
+    assert "Uw sessie is beëindigd" in b.get("/clinician/login").get_data(as_text=True)
+    [expired] = audit(app, "session expired")
+    assert expired["actor"] == "user:anna" and expired["detail"].startswith("idle")
+
+    clock.advance(seconds=60)
+    b.login("anna", pyotp.TOTP(b.secret).at(clock.now))
+    for _ in range(8 * 6 + 1):  # busy all day: a request every 10 minutes
+        clock.advance(minutes=10)
+        if b.get("/clinician/").status_code != 200:
+            break
+    assert b.get("/clinician/").status_code == 302
+    assert audit(app, "session expired")[-1]["detail"].startswith("too old")
+
+
+def test_csrf_token_is_required_on_every_post(make_app: Callable[..., Flask],
+                                              tmp_path: Path) -> None:
+    clock = Clock()
+    app = make_app(clock=clock)
+    add_user(tmp_path, "anna", "--recipient", "alice")
+    ref = submit(app)
+    b = Browser(app)
+    b.get("/clinician/login")
+    r = b.post("/clinician/login", {"username": "anna", "password": PASSWORD}, csrf=False)
+    assert r.status_code == 400 and b.cookie() is not None
+    b.enrol("anna", totp_at(clock))
+    for path in (f"/clinician/s/{ref}/processed", "/clinician/logout",
+                 "/clinician/account/tokens"):
+        assert b.post(path, csrf=False).status_code == 400
+        assert b.post(path, {"csrf_token": "forged"}, csrf=False).status_code == 400
+    r = b.post(f"/clinician/s/{ref}/processed", headers={"Origin": "https://evil.example"})
+    assert r.status_code == 400
+    assert app.extensions["formrelay"].store.submission(ref)["status"] == "held"
+    assert b.get("/clinician/").status_code == 200  # still logged in
+    refused = audit(app, "request", "refused")
+    assert len(refused) == 8 and "CSRF" in refused[0]["detail"]
+    assert refused[-1]["actor"] == "user:anna" and "foreign origin" in refused[-1]["detail"]
+
+
+def test_another_practices_reference_cannot_be_read_listed_or_deleted(
+        tmp_path: Path, keys: dict[str, TestKey]) -> None:
+    clock = Clock()
+    # a second form, of another practitioner, on the same service
+    cfg = make_config_dict(tmp_path / "data", keys, extra_recipients=("bob",))
+    cfg["forms"]["contact"] = {"title": "Contact", "recipients": ["bob"], "delivery": "hold",
+                               "fields": [{"name": "vraag", "type": "text", "label": "Vraag"}]}
+    app = create_app(write_config(tmp_path / "config.toml", cfg), environ=ENV, clock=clock)
+    app.testing = True
+    add_user(tmp_path, "anna", "--recipient", "alice")
+    add_user(tmp_path, "bram", "--form", "contact")
+    mine = submit(app)
+    r = post_form(app.test_client(), {"vraag": "Wanneer open?"}, json_answer=True,
+                  form_id="contact")
+    theirs = r.get_json()["reference"]
+
+    bram = Browser(app, ip="192.0.2.44")
+    bram.enrol("bram", totp_at(clock))
+    inbox = bram.get("/clinician/").get_data(as_text=True)
+    assert theirs in inbox and mine not in inbox
+    for attempt in (f"/clinician/s/{mine}/asc", f"/clinician/s/{mine}/eml",
+                    f"/clinician/s/{mine}/processed", "/clinician/s/FR-2222-2222/asc"):
+        r = bram.get(attempt)
+        assert r.status_code == 404, attempt
+    assert bram.post(f"/clinician/s/{mine}/processed").status_code == 404
+    store = app.extensions["formrelay"].store
+    assert store.submission(mine)["status"] == "held" and store.ciphertext(mine)
+    refused = audit(app, "downloaded", "refused") + audit(app, "deleted", "refused")
+    assert len(refused) == 5
+    assert all(r["actor"] == "user:bram" and r["ip"] == "192.0.2.44" for r in refused)
+    assert {r["reference"] for r in refused} == {mine, "FR-2222-2222"}
+    assert "not one of the user's forms" in refused[0]["detail"]
+    # not-found and not-yours answer the same
+    a = bram.get(f"/clinician/s/{mine}/asc").get_data(as_text=True)
+    b = bram.get("/clinician/s/FR-3333-3333/asc").get_data(as_text=True)
+    assert a == b
+
+
+def test_http_without_tls_is_refused(make_app: Callable[..., Flask], tmp_path: Path) -> None:
+    app = make_app()
+    r = Browser(app, base="http://forms.praktijk.test").get("/clinician/login")
+    assert r.status_code == 403 and "HTTPS" in r.get_data(as_text=True)
+    assert "Set-Cookie" not in r.headers
+
+
+def test_behind_the_tls_proxy(make_app: Callable[..., Flask], tmp_path: Path) -> None:
+    app = make_app(server={"trusted_proxies": 1})
+    b = Browser(app, base="http://forms.praktijk.test")
+    r = b.get("/clinician/login", headers={"X-Forwarded-Proto": "https",
+                                           "X-Forwarded-For": "203.0.113.5"})
+    assert r.status_code == 200 and COOKIE in r.headers["Set-Cookie"]
+    r = b.post("/clinician/login", {"username": "x", "password": "y"},
+               headers={"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.5"})
+    assert r.status_code == 401
+    assert audit(app, "login", "failed")[-1]["ip"] == "203.0.113.5"
+
+
+def test_disabled_and_removed_users(make_app: Callable[..., Flask], tmp_path: Path) -> None:
+    clock = Clock()
+    app = make_app(clock=clock)
+    add_user(tmp_path, "anna", "--recipient", "alice")
+    b = Browser(app)
+    b.enrol("anna", totp_at(clock))
+    assert cli_run(tmp_path, "users", "disable", "anna").exit_code == 0
+    assert b.get("/clinician/").status_code == 302  # session ended
+    assert b.password("anna").status_code == 401
+    assert cli_run(tmp_path, "users", "enable", "anna").exit_code == 0
+    assert b.password("anna").status_code == 302
+    assert cli_run(tmp_path, "users", "remove", "anna", "--yes").exit_code == 0
+    assert b.password("anna").status_code == 401
+    actions = [r["detail"] for r in audit(app, "user changed")]
+    assert "user:anna: disabled" in actions[-2] and "enabled" in actions[-1]
+    assert audit(app, "user removed")[0]["actor"] == "operator"
+    assert sqlite3.connect(app.extensions["formrelay"].store.path).execute(
+        "SELECT COUNT(*) FROM sessions WHERE user_id IS NOT NULL").fetchone()[0] == 0

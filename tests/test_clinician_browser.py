@@ -1,0 +1,94 @@
+"""The clinician area in a real browser (Debian's Chromium via Playwright): the `__Host-`
+cookie is accepted (http://localhost is a secure context), the QR code renders under the
+CSP (`img-src data:`, no script), and first login, download and "mark processed" work
+with nothing the CSP had to block."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pyotp
+import pytest
+from flask import Flask
+from playwright.sync_api import sync_playwright
+from werkzeug.serving import make_server
+
+from .area import COOKIE, PASSWORD, add_user, answers, cheap_hashing
+from .conftest import post_form, valid_answers
+from .keys import TestKey, gpg_decrypt
+from .smtpd import free_port
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--no-first-run"]
+
+
+@pytest.fixture
+def live(make_app: Callable[..., Flask], tmp_path: Path,
+         monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Flask, str]]:
+    cheap_hashing(monkeypatch)
+    port = free_port()
+    base = f"http://localhost:{port}"
+    app = make_app(server={"base_url": base})
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield app, base
+    finally:
+        server.shutdown()
+        thread.join(10)
+
+
+def test_first_login_download_and_processed_in_chromium(live: tuple[Flask, str],
+                                                         tmp_path: Path,
+                                                         keys: dict[str, TestKey]) -> None:
+    app, base = live
+    add_user(tmp_path, "anna", "--recipient", "alice")
+    r = post_form(app.test_client(), valid_answers("browser"), json_answer=True,
+                  headers={"Origin": base})
+    ref = r.get_json()["reference"]
+    problems: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_context(accept_downloads=True).new_page()
+        page.on("console", lambda m: problems.append(f"{m.text} {m.location.get('url')}")
+                if m.type == "error" and "favicon.ico" not in m.location.get("url", "")
+                else None)
+        page.on("response", lambda r: problems.append(f"{r.status} {r.url}")
+                if r.status >= 400 else None)
+        page.goto(f"{base}/clinician/login")
+        page.get_by_label("Gebruikersnaam").fill("anna")
+        page.get_by_label("Wachtwoord").fill(PASSWORD)
+        page.get_by_role("button", name="Volgende").click()
+        page.wait_for_url("**/clinician/enrol")
+        qr = page.locator("img.qr")
+        assert qr.evaluate("img => img.complete && img.naturalWidth > 0")
+        secret = page.locator("#secret").inner_text().replace(" ", "")
+        page.get_by_label("Code", exact=True).fill(pyotp.TOTP(secret).now())
+        page.get_by_role("button", name="Bevestigen").click()
+        assert page.locator("#recovery-codes li").count() == 10
+        cookie = next(c for c in page.context.cookies() if c["name"] == COOKIE)
+        assert cookie["secure"] and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+        page.get_by_role("link", name="Ik heb ze bewaard, verder").click()
+        row = page.locator(f"#row-{ref}")
+        assert "Intake fysiotherapie" in row.inner_text()
+        with page.expect_download() as dl:
+            row.get_by_role("link", name=".asc").click()
+        path = dl.value.path()
+        assert dl.value.suggested_filename == f"{ref}.asc"
+        got = answers(gpg_decrypt(keys["alice"], Path(path).read_bytes()))
+        assert got["answers"]["name"] == "Jeroen Brünhilde browser"
+        page.goto(f"{base}/clinician/")
+        page.locator(f"#row-{ref}").get_by_role("link", name="Markeren als verwerkt").click()
+        page.get_by_role("button", name="Ja, verwijder het van de server").click()
+        page.wait_for_url(f"{base}/clinician/")
+        assert page.locator(f"#row-{ref}").count() == 0
+        assert "gemarkeerd als verwerkt" in page.locator(".flash").inner_text()
+        page.get_by_role("button", name="Uitloggen (anna)").click()
+        page.wait_for_url("**/clinician/login")
+        browser.close()
+    assert problems == []
+    assert app.extensions["formrelay"].store.submission(ref)["status"] == "processed"

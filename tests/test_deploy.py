@@ -1,0 +1,339 @@
+"""The deployment files: gunicorn with deploy/gunicorn.conf.py serves the real app and
+logs no secret; the systemd units verify; the Dockerfile lints; Caddyfile and compose
+hold what the README promises. (No Docker engine runs here, so the image itself is not
+built in the tests: see deploy/README.md.)"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from formrelay.server import gunicorn_options, options_from_env
+from formrelay.store import Store
+
+from .conftest import ENV, canary, make_config_dict, write_config
+from .keys import TestKey
+from .smtpd import free_port
+
+ROOT = Path(__file__).parent.parent
+DEPLOY = ROOT / "deploy"
+VENV_BIN = Path(sys.executable).parent
+UNITS = ("formrelay.service", "formrelay-worker.service")
+
+
+def _http(url: str, data: bytes | None = None, headers: dict[str, str] | None = None,
+          ) -> tuple[int, bytes, str]:
+    req = urllib.request.Request(url, data=data, headers=headers or {})  # noqa: S310
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310 - loopback
+            return r.status, r.read(), r.headers.get("Content-Type", "")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read(), exc.headers.get("Content-Type", "")
+
+
+def _wait(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    end = time.monotonic() + 60
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise AssertionError(f"gunicorn exited:\n{log.read_text()}")
+        try:
+            urllib.request.urlopen(url, timeout=2)  # noqa: S310 - loopback
+            return
+        except urllib.error.HTTPError:
+            return  # it answers
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError(f"{url} did not answer:\n{log.read_text()}")
+
+
+@contextmanager
+def gunicorn(tmp_path: Path, config: Path, port: int) -> Iterator[Path]:
+    """deploy/gunicorn.conf.py running the app on 127.0.0.1:port; yields its log file."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FORMRELAY_")}
+    env.update(ENV, FORMRELAY_CONFIG=str(config), FORMRELAY_BIND=f"127.0.0.1:{port}",
+               FORMRELAY_WORKERS="2", FORMRELAY_THREADS="2")
+    log = tmp_path / "gunicorn.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "--config",
+                                 str(DEPLOY / "gunicorn.conf.py")], cwd=tmp_path, env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        _wait(f"http://127.0.0.1:{port}/healthz", proc, log)
+        yield log
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+
+
+def _hidden(page: bytes) -> dict[str, str]:
+    return dict(re.findall(r'name="(_[a-z]+)"[^>]*value="([^"]*)"', page.decode()))
+
+
+def test_gunicorn_conf_serves_a_submission_and_logs_no_secret(
+        tmp_path: Path, keys: dict[str, TestKey]) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    cfg = make_config_dict(tmp_path / "data", keys, server={"base_url": base},
+                           patient_copy=True)
+    config = write_config(tmp_path / "config.toml", cfg)
+    with gunicorn(tmp_path, config, port) as log:
+        # a patient fills in the form: show it (for its token), then post it
+        status, page, _ = _http(f"{base}/f/intake?embed=1&lang=nl")
+        assert status == 200
+        hidden = _hidden(page)
+        mark = canary()
+        body = urllib.parse.urlencode({**hidden, "name": f"Anna {mark}", "complaint": mark,
+                                       "email": "anna@example.nl", "consent": "y",
+                                       "_copy": "y"}).encode()
+        status, answer, _ = _http(f"{base}/f/intake", body, {
+            "Accept": "application/json", "Origin": base,
+            "Content-Type": "application/x-www-form-urlencoded"})
+        assert status == 200, answer
+        receipt = json.loads(answer)
+        assert re.fullmatch(r"FR-[2-9A-Z]{4}-[2-9A-Z]{4}", receipt["reference"])
+        copy = receipt["public_copy"]
+        token_url = copy["download"]["url"]
+        # the patient downloads the copy now, then opens the pickup page with a query
+        status, pdf, ctype = _http(f"{base}{token_url}?lang=nl", urllib.parse.urlencode(
+            {"key": copy["download"]["key"], "grant": copy["download"]["grant"]}).encode(),
+            {"Origin": base, "Content-Type": "application/x-www-form-urlencoded"})
+        assert status == 200 and ctype == "application/pdf" and pdf.startswith(b"%PDF")
+        status, _, _ = _http(f"{base}{token_url}?code={copy['code']}&lang=nl")
+        assert status in (200, 410)
+        status, health, _ = _http(f"{base}/healthz")
+        assert status == 200 and json.loads(health)["ok"] is True
+    text = log.read_text(encoding="utf-8")
+    entries = [json.loads(ln) for ln in text.splitlines() if ln.strip()]  # JSON lines only
+    # only formrelay's and gunicorn's own events: a library's chatter can describe content
+    # (fontTools lists the glyphs in a patient's PDF)
+    assert {e["logger"].split(".")[0] for e in entries} <= {"formrelay", "gunicorn"}
+    access = [e for e in entries if e.get("event") == "http"]
+    seen = {(e["method"], e["path"], e["status"]) for e in access}
+    assert ("POST", "/f/intake", 200) in seen
+    assert ("POST", "/copy/[redacted]", 200) in seen
+    assert ("GET", "/f/intake", 200) in seen
+    assert all("?" not in e["path"] and "?" not in e["msg"] for e in access)
+    app_lines = [e["msg"] for e in entries if e["logger"].startswith("formrelay")]
+    assert any(receipt["reference"] in msg for msg in app_lines)  # the app logs as JSON too
+    token = token_url.rsplit("/", 1)[1]
+    for secret in (mark, token, copy["download"]["key"], copy["download"]["grant"],
+                   copy["code"], "anna@example.nl", ENV["FORMRELAY_SECRET_KEY"]):
+        assert secret not in text, f"{secret!r} is in the log"
+
+
+def test_serve_and_gunicorn_conf_share_one_set_of_options() -> None:
+    assert options_from_env({}) == gunicorn_options()
+    opts = options_from_env({"FORMRELAY_BIND": "0.0.0.0:8000", "FORMRELAY_WORKERS": "3"})
+    assert opts["bind"] == "0.0.0.0:8000" and opts["workers"] == 3
+    assert opts["worker_class"] == "gthread" and opts["timeout"] >= 60
+    assert opts["logger_class"] == "formrelay.logs.GunicornLogger"
+    assert "%(q)s" not in opts["access_log_format"] and "%(r)s" not in opts["access_log_format"]
+    assert opts["secure_scheme_headers"] == {}  # forwarded headers: ProxyFix only
+
+
+def _units(tmp_path: Path) -> list[Path]:
+    """The units with the install prefix pointed at this virtualenv, since verify checks
+    that ExecStart's program exists."""
+    out = []
+    for name in UNITS:
+        text = (DEPLOY / name).read_text().replace("/opt/formrelay/bin/", f"{VENV_BIN}/")
+        (tmp_path / name).write_text(text)
+        out.append(tmp_path / name)
+    return out
+
+
+def test_systemd_units_verify_and_are_hardened(tmp_path: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    if not analyze:
+        pytest.skip("systemd-analyze not installed (scripts/setup.sh --test installs systemd)")
+    units = _units(tmp_path)
+    r = subprocess.run([analyze, "verify", *map(str, units)], capture_output=True, text=True,
+                       timeout=120, cwd=tmp_path)
+    assert r.returncode == 0 and not r.stderr.strip(), r.stderr
+    for unit in units:
+        # exposure 0 (locked down) .. 10 (unsafe); the threshold is in tenths
+        r = subprocess.run([analyze, "security", "--offline=yes", "--threshold=20", str(unit)],
+                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        assert r.returncode == 0, r.stdout[-2000:]
+        score = float(re.search(r"Overall exposure level for \S+: ([\d.]+)", r.stdout)[1])
+        assert score <= 2.0
+    for name in UNITS:
+        text = (DEPLOY / name).read_text()
+        for line in ("NoNewPrivileges=yes", "ProtectSystem=strict", "PrivateTmp=yes",
+                     "ProtectHome=yes", "ReadWritePaths=/var/lib/formrelay",
+                     "CapabilityBoundingSet=\n", "User=formrelay", "UMask=0077",
+                     "EnvironmentFile=/etc/formrelay/formrelay.env"):
+            assert line in text, f"{name}: {line.strip()}"
+        assert re.findall(r"^ReadWritePaths=(.*)$", text, re.M) == ["/var/lib/formrelay"]
+    web = (DEPLOY / "formrelay.service").read_text()
+    assert "gunicorn --config /etc/formrelay/gunicorn.conf.py" in web
+    assert "formrelay worker" in (DEPLOY / "formrelay-worker.service").read_text()
+
+
+def test_dockerfile_lints_and_keeps_its_promises() -> None:
+    text = (DEPLOY / "Dockerfile").read_text()
+    hadolint = shutil.which("hadolint") or shutil.which("hadolint", path=str(VENV_BIN))
+    if hadolint:
+        r = subprocess.run([hadolint, "--no-color", str(DEPLOY / "Dockerfile")],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0 and not r.stdout.strip(), r.stdout
+    froms = re.findall(r"^ARG PYTHON_IMAGE=(\S+)", text, re.M)
+    assert froms and re.fullmatch(r"python:3\.\d+-slim-\w+", froms[0])
+    assert "apt-get install -y --no-install-recommends gnupg" in text
+    user = re.findall(r"^USER (\S+)", text, re.M)
+    assert user and user[-1].split(":")[0] not in ("root", "0")
+    assert re.search(r"^HEALTHCHECK .*\n?.*/healthz", text, re.M)
+    assert 'VOLUME ["/data"]' in text and "install -d -m 0700 -o formrelay" in text
+    # no secrets baked in: no ENV/ARG naming a secret, nothing copied but code and conf
+    assert not re.search(r"^(ENV|ARG)\b.*(SECRET|PASSWORD)", text, re.M)
+    copies = re.findall(r"^COPY (?:--from=\S+ )?(.+) \S+$", text, re.M)
+    assert all(src.split()[0] in ("pyproject.toml", "formrelay", "/opt/formrelay",
+                                  "widgets/formrelay.js", "deploy/gunicorn.conf.py")
+               for src in copies), copies
+    ignore = (ROOT / ".dockerignore").read_text().splitlines()
+    allowed = {ln[1:] for ln in ignore if ln.startswith("!")}
+    assert "*" in ignore and allowed == {"pyproject.toml", "README.md", "formrelay/",
+                                         "widgets/formrelay.js", "deploy/gunicorn.conf.py"}
+
+
+def test_compose_wires_proxy_service_worker_and_secrets() -> None:
+    compose: dict[str, Any] = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    services = compose["services"]
+    assert set(services) == {"formrelay", "worker", "caddy"}
+    web, worker, caddy = services["formrelay"], services["worker"], services["caddy"]
+    assert "ports" not in web and "ports" not in worker  # only Caddy faces the internet
+    assert "443:443" in caddy["ports"] and "80:80" in caddy["ports"]
+    assert web["command"][:3] == ["gunicorn", "--config", "/etc/formrelay/gunicorn.conf.py"]
+    assert worker["command"] == ["formrelay", "worker"]
+    for svc in (web, worker):
+        assert svc["env_file"] == "formrelay.env" and "data:/data" in svc["volumes"]
+        assert svc["read_only"] is True and svc["cap_drop"] == ["ALL"]
+        assert svc["build"]["dockerfile"] == "deploy/Dockerfile"
+        assert not any("SECRET" in k or "PASSWORD" in k for k in svc.get("environment", {}))
+    assert caddy["environment"]["FORMRELAY_UPSTREAM"] == "formrelay:8000"
+    assert "env_file" not in caddy  # the proxy never sees the secrets
+    ignored = (ROOT / ".gitignore").read_text().splitlines()
+    for path in ("deploy/formrelay.env", "deploy/.env", "deploy/site/"):
+        assert path in ignored
+    example = (DEPLOY / "formrelay.env.example").read_text()
+    assert re.findall(r"^(FORMRELAY_\w+)=$", example, re.M) == [
+        "FORMRELAY_SECRET_KEY", "FORMRELAY_SMTP_PASSWORD"]
+
+
+def test_caddyfile_is_valid_and_proxies_to_formrelay(tmp_path: Path) -> None:
+    caddy = shutil.which("caddy")
+    if not caddy:
+        pytest.skip("caddy not installed (scripts/setup.sh --test installs it)")
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path),
+           "XDG_DATA_HOME": str(tmp_path / "data"), "XDG_CONFIG_HOME": str(tmp_path / "cfg")}
+    for extra, upstream in (({}, "127.0.0.1:8000"),
+                            ({"FORMRELAY_UPSTREAM": "formrelay:8000"}, "formrelay:8000")):
+        r = subprocess.run([caddy, "adapt", "--config", str(DEPLOY / "Caddyfile"),
+                            "--adapter", "caddyfile"], capture_output=True, text=True,
+                           timeout=60, env={**env, "FORMRELAY_DOMAIN": "forms.praktijk.test",
+                                            **extra})
+        assert r.returncode == 0, r.stderr
+        adapted = r.stdout
+        assert '"forms.praktijk.test"' in adapted and f'"dial":"{upstream}"' in adapted
+        assert '"Strict-Transport-Security":["max-age=31536000' in adapted
+        assert '"logs"' not in adapted  # no access log with query strings or copy links
+    r = subprocess.run([caddy, "validate", "--config", str(DEPLOY / "Caddyfile"), "--adapter",
+                        "caddyfile"], capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 0, r.stderr
+
+
+def test_deploy_readme_config_is_valid_and_the_guide_is_complete(tmp_path: Path) -> None:
+    import tomllib
+
+    from formrelay.config import parse_config
+
+    guide = (DEPLOY / "README.md").read_text(encoding="utf-8")
+    [block] = re.findall(r"```toml\n(.*?)```", guide, re.S)
+    raw = tomllib.loads(block + '\n[[forms.intake.fields]]\nname = "name"\ntype = "text"\n'
+                        'label = "Naam"\n')
+    settings = parse_config(raw, tmp_path / "config.toml", ENV)
+    assert settings.server.trusted_proxies == 1 and settings.server.data_dir == "/data"
+    assert settings.server.base_url.startswith("https://")
+    for topic in ("Server and DNS", "Thunderbird", "Kleopatra", "GPG Suite", "Proton",
+                  "fingerprint by phone", "Configuration", "Secrets", "Start", "snippet",
+                  "test submission", "What the clinician sees", "Key renewal", "Upgrade",
+                  "Backup", "Restore", "Without Docker", "formrelay check",
+                  "formrelay backup", "data-formrelay="):
+        assert topic in guide, topic
+    privacy = (DEPLOY / "PRIVACY.md").read_text(encoding="utf-8")
+    compliance = ROOT.parent / "shared" / "compliance.md"
+    lines = 25
+    if compliance.exists():  # the numbered lines of the shared compliance list
+        lines = len(re.findall(r"^\d+\. ", compliance.read_text(encoding="utf-8"), re.M))
+    for n in range(1, lines + 1):
+        assert re.search(rf"^\| {n} \| ", privacy, re.M), f"compliance line {n} not mapped"
+
+
+def test_behind_caddy_forwarded_headers_come_only_from_the_proxy(
+        tmp_path: Path, keys: dict[str, TestKey]) -> None:
+    """deploy/Caddyfile in front of deploy/gunicorn.conf.py with trusted_proxies = 1: a
+    client's own X-Forwarded-For / -Proto are not believed."""
+    caddy = shutil.which("caddy")
+    if not caddy:
+        pytest.skip("caddy not installed (scripts/setup.sh --test installs it)")
+    app_port, proxy_port = free_port(), free_port()
+    base = f"http://127.0.0.1:{proxy_port}"
+    cfg = make_config_dict(tmp_path / "data", keys,
+                           server={"base_url": base, "trusted_proxies": 1})
+    config = write_config(tmp_path / "config.toml", cfg)
+    # the real Caddyfile, imported under a test-only global block (no admin endpoint)
+    (tmp_path / "Caddyfile").write_text(f"{{\n\tadmin off\n}}\nimport {DEPLOY / 'Caddyfile'}\n")
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path),
+           "XDG_DATA_HOME": str(tmp_path / "caddy-data"),
+           "XDG_CONFIG_HOME": str(tmp_path / "caddy-config"),
+           "FORMRELAY_DOMAIN": base, "FORMRELAY_UPSTREAM": f"127.0.0.1:{app_port}"}
+    with gunicorn(tmp_path, config, app_port), \
+            (tmp_path / "caddy.log").open("wb") as caddy_log:
+        proxy = subprocess.Popen([caddy, "run", "--config", str(tmp_path / "Caddyfile"),
+                                  "--adapter", "caddyfile"], env=env, stdout=caddy_log,
+                                 stderr=subprocess.STDOUT, cwd=tmp_path)
+        try:
+            _wait(f"{base}/healthz", proxy, tmp_path / "caddy.log")
+            # the patient comes from 127.0.0.2, so Caddy (127.0.0.1) and the patient differ
+            spoof = {"X-Forwarded-For": "6.6.6.6", "X-Forwarded-Proto": "https"}
+            conn = http.client.HTTPConnection("127.0.0.1", proxy_port, timeout=30,
+                                              source_address=("127.0.0.2", 0))
+            conn.request("GET", "/f/intake", headers=spoof)
+            page = conn.getresponse()
+            assert page.status == 200
+            body = urllib.parse.urlencode({**_hidden(page.read()), "name": "Test",
+                                           "complaint": "test", "consent": "y"})
+            conn.request("POST", "/f/intake", body=body, headers={
+                **spoof, "Accept": "application/json", "Origin": base,
+                "Content-Type": "application/x-www-form-urlencoded"})
+            answer = conn.getresponse()
+            assert answer.status == 200
+            assert answer.getheader("Server") is None  # Caddy drops it
+            assert answer.getheader("Strict-Transport-Security", "").startswith("max-age=3153")
+            reference = json.loads(answer.read())["reference"]
+            conn.close()
+        finally:
+            proxy.terminate()
+            proxy.wait(timeout=30)
+    store = Store(tmp_path / "data" / "formrelay.db")
+    [received] = [r for r in store.audit_rows(reference) if r["action"] == "received"]
+    store.close()
+    # what Caddy saw, not the spoofed header and not Caddy's own address
+    assert received["ip"] == "127.0.0.2"

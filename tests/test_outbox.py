@@ -1,0 +1,218 @@
+"""The durable outbox: nothing lost, nothing sent twice at once, across outages and kill -9.
+
+Workers run as real processes (`python -m formrelay worker`) against the same SQLite
+file the app writes, and a real aiosmtpd server on 127.0.0.1 (tests/smtpd.py).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from email import message_from_bytes, policy
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+from formrelay import delivery
+from formrelay.store import Store
+
+from .conftest import ENV
+from .keys import TestKey, gpg_decrypt
+from .smtpd import TlsFiles, free_port, smtp_config, smtp_server
+from .test_mail import Clock, attachment, deliver, mail_app, store_of, submit
+
+ROOT = Path(__file__).parent.parent
+
+
+def worker(config: Path, *args: str, log: Path) -> subprocess.Popen[bytes]:
+    """`formrelay worker` as its own process."""
+    with log.open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "formrelay", "--config", str(config),
+                                 "worker", *args], cwd=ROOT, env={**os.environ, **ENV},
+                                stdout=out, stderr=subprocess.STDOUT)
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    """Poll until `condition` holds (a wait with a generous ceiling, not a timing test)."""
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, f"gave up waiting for {what}"
+        time.sleep(0.05)
+
+
+def all_sent(store: Store, refs: list[str]) -> bool:
+    return all(store.submission(r)["status"] == "sent" for r in refs)
+
+
+def test_relay_down_then_up_delivers_each_exactly_once(make_app: Callable[..., Flask],
+                                                       tls: TlsFiles) -> None:
+    clock = Clock()
+    port = free_port()
+    app = mail_app(make_app, tls, port, clock=clock)
+    refs = [submit(app, f"n{i}") for i in range(3)]  # the patient is told "received"
+    store = store_of(app)
+    result = deliver(app)
+    assert (result.sent, result.deferred) == (0, 3)  # one try, then all deferred
+    assert result.errors == ["relay unreachable"] * 3
+    assert [store.submission(r)["status"] for r in refs] == ["queued"] * 3
+    clock.advance(minutes=1)
+    deliver(app)
+    with smtp_server(tls, port=port) as (server, _):
+        clock.advance(minutes=10)
+        assert deliver(app).sent == 3
+        clock.advance(days=1)
+        assert deliver(app).sent == 0
+    assert sorted(m.parsed()["Message-ID"] for m in server.messages) == \
+        sorted(f"<{r.lower()}@localhost>" for r in refs)
+    assert all_sent(store, refs)
+
+
+def test_several_worker_processes_never_send_one_mail_twice(
+        make_app: Callable[..., Flask], tls: TlsFiles, tmp_path: Path) -> None:
+    with smtp_server(tls) as (server, port):
+        app = mail_app(make_app, tls, port)
+        refs = [submit(app, f"n{i}") for i in range(12)]
+        config = tmp_path / "config.toml"
+        procs = [worker(config, "--once", log=tmp_path / f"worker{i}.log") for i in range(3)]
+        codes = [p.wait(timeout=120) for p in procs]
+    logs = "".join((tmp_path / f"worker{i}.log").read_text() for i in range(3))
+    assert codes == [0, 0, 0], logs
+    ids = [m.parsed()["Message-ID"] for m in server.messages]
+    assert sorted(ids) == sorted(f"<{r.lower()}@localhost>" for r in refs)  # once each
+    assert all_sent(store_of(app), refs)
+
+
+def test_lease_keeps_a_mail_to_one_sender_until_it_expires(make_app: Callable[..., Flask],
+                                                           tls: TlsFiles) -> None:
+    clock = Clock()
+    app = mail_app(make_app, tls, 1, clock=clock)
+    ref = submit(app)
+    settings = app.extensions["formrelay"].settings
+    one = store_of(app)
+    other = Store(one.path, clock)  # a second process on the same file
+    [mail] = one.claim_mails("worker-a", settings.smtp.lease_seconds, 10)
+    assert mail.reference == ref and mail.attempts == 1
+    assert other.claim_mails("worker-b", 300, 10) == []
+    clock.advance(seconds=settings.smtp.lease_seconds - 5)
+    assert one.renew_leases("worker-a", settings.smtp.lease_seconds) == 1
+    clock.advance(seconds=10)
+    assert other.claim_mails("worker-b", 300, 10) == []  # renewed: still a's
+    assert other.renew_leases("worker-b", 300) == 0
+    clock.advance(seconds=settings.smtp.lease_seconds)
+    [again] = other.claim_mails("worker-b", 300, 10)  # a died: b sends it, same id
+    assert again.message_id == mail.message_id and again.attempts == 2
+
+
+def test_kill_9_mid_send_then_restart_delivers_everything(
+        make_app: Callable[..., Flask], tls: TlsFiles, tmp_path: Path) -> None:
+    release = threading.Event()
+    with smtp_server(tls) as (server, port):
+        server.stall = release  # the first DATA is received, then never answered
+        app = mail_app(make_app, tls, port, smtp=smtp_config(
+            tls, port, timeout_seconds=2, lease_seconds=3))
+        refs = [submit(app, f"n{i}") for i in range(3)]
+        config, log = tmp_path / "config.toml", tmp_path / "worker.log"
+        first = worker(config, "--interval", "0.2", log=log)
+        assert server.data_started.wait(60), log.read_text()
+        first.send_signal(signal.SIGKILL)
+        assert first.wait(timeout=30) == -signal.SIGKILL
+        release.set()
+        store = store_of(app)
+        assert not all_sent(store, refs)
+        second = worker(config, "--interval", "0.2", log=log)
+        wait_for(lambda: all_sent(store, refs), "delivery after the restart")
+        second.send_signal(signal.SIGTERM)  # graceful stop
+        assert second.wait(timeout=30) == 0, log.read_text()
+    by_id = server.by_message_id()
+    assert sorted(by_id) == sorted(f"<{r.lower()}@localhost>" for r in refs)
+    resent = [copies for copies in by_id.values() if len(copies) > 1]
+    assert len(resent) == 1  # the one in flight at the kill, re-sent with its Message-ID
+    assert len({c.data for c in resent[0]}) == 1  # byte for byte the same message
+    assert "delivery worker" in log.read_text() and "stopped" in log.read_text()
+
+
+def vm_hwm_kb(pid: int) -> int:
+    """The peak resident set of a running process since its exec (from /proc)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split("VmHWM:")[1].split()[0])
+
+
+def test_20_mb_attachment_is_streamed_with_bounded_memory(
+        make_app: Callable[..., Flask], tls: TlsFiles, tmp_path: Path,
+        keys: dict[str, TestKey]) -> None:
+    fields: list[dict[str, Any]] = [
+        {"name": "volledige_naam", "type": "text", "label": "Naam", "required": True},
+        {"name": "klachtomschrijving", "type": "textarea", "label": "Klacht"},
+        {"name": "verwijsbrief", "type": "file", "label": "Scan", "accept": ["pdf"],
+         "max_size_mb": 25}]
+    scan = b"%PDF-1.7\n" + os.urandom(20 * 1024 * 1024)
+    config, log = tmp_path / "config.toml", tmp_path / "worker.log"
+    with smtp_server(tls) as (server, port):
+        app = mail_app(make_app, tls, port, fields=fields, server={"max_request_mb": 30},
+                       smtp=smtp_config(tls, port, max_message_mb=40))
+        store = store_of(app)
+        proc = worker(config, "--interval", "0.1", log=log)
+        try:
+            warm = submit(app, verwijsbrief=(b"%PDF-1.7\n" + os.urandom(50_000), "a.pdf"))
+            wait_for(lambda: all_sent(store, [warm]), "the warm-up mail")
+            idle = vm_hwm_kb(proc.pid)  # every code path has run once
+            ref = submit(app, verwijsbrief=(scan, "scan.pdf"))
+            size = store.submission(ref)["size"]
+            wait_for(lambda: all_sent(store, [ref]), "the 20 MB mail", timeout=120)
+            sending = vm_hwm_kb(proc.pid)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+    got = server.messages[-1]
+    assert len(got.data) > size > 27 * 1024 * 1024  # 20 MB, base64 and armour
+    armour = got.parsed().get_payload()[1].get_payload(decode=True)
+    assert attachment(delivery_inner(keys, armour), "scan.pdf") == scan
+    grew_mb = (sending - idle) / 1024
+    print(f"\nworker peak RSS: {idle / 1024:.1f} MB before, {sending / 1024:.1f} MB after "
+          f"sending a {len(got.data) / 2**20:.1f} MB message (+{grew_mb:.1f} MB)")
+    assert grew_mb < 16, (idle, sending)  # far less than the message: it was streamed
+
+
+def delivery_inner(keys: dict[str, TestKey], armour: bytes) -> Any:
+    return message_from_bytes(gpg_decrypt(keys["alice"], armour), policy=policy.default)
+
+
+def test_temporary_failures_give_up_after_days_and_tell_the_operator(
+        make_app: Callable[..., Flask], tls: TlsFiles) -> None:
+    clock = Clock()
+    port = free_port()
+    app = mail_app(make_app, tls, port, clock=clock)
+    ref = submit(app)
+    store = store_of(app)
+    while store.submission(ref)["status"] == "queued":
+        clock.advance(hours=6)
+        deliver(app)
+    [row] = store.outbox_rows(("failed",))
+    assert row["error_class"] == "gave up after 5 days: relay unreachable"
+    assert 5 < row["attempts"] < 40
+    kinds = [r["kind"] for r in store.outbox_rows(("queued",))]
+    assert kinds == [delivery.OPERATOR]  # waits for the relay like everything else
+    with smtp_server(tls, port=port) as (server, _):
+        clock.advance(hours=6)
+        assert deliver(app).sent == 1
+    assert server.messages[0].rcpt_tos == ["beheer@praktijk.test"]
+    assert "gave up after 5 days" in server.messages[0].parsed().get_content()
+
+
+def test_worker_thread_stops_cleanly(make_app: Callable[..., Flask], tls: TlsFiles) -> None:
+    with smtp_server(tls) as (server, port):
+        app = mail_app(make_app, tls, port)
+        relay = app.extensions["formrelay"]
+        thread, stop = delivery.start_background(relay.settings, relay.store, interval=0.05)
+        ref = submit(app)
+        wait_for(lambda: relay.store.submission(ref)["status"] == "sent", "the thread to send")
+        stop.set()
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+    assert len(server.messages) == 1
