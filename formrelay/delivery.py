@@ -9,65 +9,49 @@ leaves the lease to expire and the next claim sends it again with the same Messa
 Temporary failures back off exponentially (``smtp.retry_seconds`` doubling up to
 ``smtp.retry_max_minutes``, for ``smtp.give_up_days``); a permanent 5xx refusal marks the
 mail failed at once, is audited and mailed to the operator, and `formrelay outbox
---retry` queues it again. After the relay accepted a mail its payload is deleted.
-
-How other features queue their own mail (the interface; keep it stable):
-
-1. Register a kind once, at import time of your module::
-
-       from formrelay import delivery
-       def build(mail: OutboxMail, settings: Settings, store: Store) -> bytes: ...
-       delivery.register_kind("notification", build, on_sent=None, on_failed=None)
-
-   `build` returns the complete RFC 5322 message as bytes (or a `mime.Streamed` for
-   something large). It is called at every attempt, in the worker process, with the
-   claimed `store.OutboxMail` (id, kind, reference, form_id, recipients, payload,
-   message_id, created_at, attempts). `delivery.plain_message(mail, settings, subject,
-   body)` makes a correct plain-text mail (From, To, Date, fixed Message-ID). Raise
-   `delivery.BuildError("short reason")` if the mail can never be built (it is then
-   marked failed); any other exception defers it. `on_sent(mail, store)` and
-   `on_failed(mail, store)` run inside the transaction that marks the row. The module
-   that registers the kind must be imported by the worker: add it to `KIND_MODULES`.
-
-2. Queue a mail, inside your own transaction if you have one::
-
-       store.enqueue("notification", reference, ["dr@praktijk.nl"], payload=b"...",
-                     form_id=form_id)
-
-   `payload` is an opaque blob only your builder reads (encrypt it yourself if it is
-   secret: it sits in the database until sent, then it is deleted). Never put patient
-   data in any mail. Check `mailer.transport_configured(settings)` first: without a
-   relay or sink folder nothing can be sent and the mail would wait forever.
+--retry` queues it again. After the relay accepted a mail its payload and recipients'
+addresses are deleted; the records of sent and failed mails go when their form's
+retention has passed (a purge step). The kinds of mail and how a feature queues its
+own are in mail_kinds.py (re-exported here: `delivery.register_kind` etc.); key-expiry
+reminders in reminders.py.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib
-import json
 import logging
 import os
 import socket
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from email.message import EmailMessage
-from email.policy import SMTP
-from email.utils import format_datetime
-from typing import Any
-from urllib.parse import urlsplit
 
-from . import mime, retention
-from .config import FormSpec, Settings
+from . import retention
+from .config import Settings
 from .crypto import KeyStatus
-from .i18n import gettext
+from .inbox import DEFAULT_RETENTION_DAYS
+from .mail_kinds import (  # noqa: F401 - re-exported
+    KIND_MODULES,
+    KINDS,
+    OPERATOR,
+    SUBMISSION,
+    Builder,
+    BuildError,
+    Hook,
+    Kind,
+    load_kinds,
+    mail_domain,
+    message_id,
+    plain_message,
+    queue_submission,
+    register_kind,
+    tell_operator,
+)
 from .mailer import (
     FileSink,
     MailError,
-    Message,
     Rejected,
     SmtpSession,
     TransportError,
@@ -75,132 +59,15 @@ from .mailer import (
     open_transport,
 )
 from .mailer import transport_configured as transport_configured
+from .reminders import REMINDER_DAYS, check_key_expiry  # noqa: F401 - re-exported
 from .store import OutboxMail, Store
-from .submission import Submission
 
 log = logging.getLogger("formrelay.delivery")
 
-Builder = Callable[[OutboxMail, Settings, Store], Message]
-Hook = Callable[[OutboxMail, Store], None]
-
-SUBMISSION, OPERATOR = "submission", "operator"
-# Modules that register mail kinds; the worker imports them so it can build their mail.
-KIND_MODULES: list[str] = ["formrelay.notify", "formrelay.copy_mail"]
-REMINDER_DAYS = (30, 7, 1, 0)  # key-expiry mails to the operator; 0 = it has expired
 KEY_CHECK_SECONDS = 24 * 3600
 BATCH = 20  # mails claimed per transaction
 MARK_AFTER_SECONDS = 0.5  # longest a sent mail waits to be recorded as sent
 LARGE_MESSAGE = 1 << 20  # before sending one this large, record what was sent before
-
-
-class BuildError(Exception):
-    """A builder cannot ever make this mail (e.g. its ciphertext is gone)."""
-
-
-@dataclass(frozen=True)
-class Kind:
-    build: Builder
-    on_sent: Hook | None = None
-    on_failed: Hook | None = None
-
-
-KINDS: dict[str, Kind] = {}
-
-
-def register_kind(kind: str, builder: Builder, *, on_sent: Hook | None = None,
-                  on_failed: Hook | None = None) -> None:
-    """Teach the worker to build mails of `kind` (see the module docstring)."""
-    KINDS[kind] = Kind(builder, on_sent, on_failed)
-
-
-# -- helpers for builders ----------------------------------------------------------------
-def mail_domain(settings: Settings) -> str:
-    return urlsplit(settings.server.base_url).hostname or "formrelay.invalid"
-
-
-def message_id(mail: OutboxMail, settings: Settings) -> str:
-    """The mail's fixed Message-ID: every attempt sends the same one."""
-    if mail.message_id.startswith("<"):
-        return mail.message_id
-    return f"<{mail.message_id}@{mail_domain(settings)}>"
-
-
-def plain_message(mail: OutboxMail, settings: Settings, subject: str, body: str) -> bytes:
-    """A plain-text UTF-8 mail from the practice's address to the mail's recipients."""
-    msg = EmailMessage(policy=SMTP)
-    msg["From"] = settings.smtp.from_address
-    msg["To"] = ", ".join(mail.recipients)
-    msg["Subject"] = subject
-    msg["Date"] = format_datetime(mail.created_at)
-    msg["Message-ID"] = message_id(mail, settings)
-    msg["Auto-Submitted"] = "auto-generated"
-    msg.set_content(body, charset="utf-8", cte="quoted-printable")
-    return msg.as_bytes()
-
-
-# -- the submission's PGP/MIME mail ------------------------------------------------------
-def queue_submission(store: Store, settings: Settings, domain: str) -> Callable[..., None]:
-    """The `Relay.on_store` step that queues an email-delivery submission's mail in the
-    submission's own transaction (the effective delivery is in extras["delivery"])."""
-
-    def step(conn: sqlite3.Connection, sub: Submission, spec: FormSpec,
-             extras: dict[str, Any]) -> None:
-        if extras.get("delivery", spec.delivery) != "email":
-            return
-        emails = [settings.recipients[r].email for r in spec.recipients]
-        store.enqueue(SUBMISSION, sub.reference, emails, form_id=spec.id,
-                      message_id=mime.message_id(sub.reference, domain))
-
-    return step
-
-
-def _build_submission(mail: OutboxMail, settings: Settings, store: Store) -> Message:
-    row = store.submission(mail.reference)
-    if row is None or row["deleted_at"] or not row["size"]:
-        raise BuildError("ciphertext no longer stored")
-    spec = settings.form(mail.form_id)
-    subject = gettext(spec.lang if spec else "nl", "Encrypted form submission %(reference)s",
-                      reference=mail.reference)
-    return mime.encrypted_message(
-        sender=settings.smtp.from_address, recipients=mail.recipients, subject=subject,
-        date=mail.created_at, message_id=message_id(mail, settings),
-        ciphertext=lambda dest: store.copy_ciphertext(mail.reference, dest),
-        ciphertext_size=row["size"])
-
-
-def _submission_sent(mail: OutboxMail, store: Store) -> None:
-    store.set_status(mail.reference, "sent", drop_ciphertext=True)
-    store.audit("deleted", reference=mail.reference, form_id=mail.form_id,
-                detail="ciphertext deleted after the relay accepted the mail")
-
-
-def _submission_failed(mail: OutboxMail, store: Store) -> None:
-    store.set_status(mail.reference, "failed")
-
-
-register_kind(SUBMISSION, _build_submission, on_sent=_submission_sent,
-              on_failed=_submission_failed)
-
-
-# -- mail to the operator (plain, never patient data) ------------------------------------
-def tell_operator(store: Store, settings: Settings, subject: str, body: str, *,
-                  reference: str = "", form_id: str = "") -> bool:
-    """Queue a plain mail to `server.operator_email`; False if none is configured."""
-    to = settings.server.operator_email
-    if not to or not transport_configured(settings):
-        log.warning("no operator mail sent (set server.operator_email and [smtp]): %s", subject)
-        return False
-    payload = json.dumps({"subject": subject, "body": body}).encode()
-    store.enqueue(OPERATOR, reference, [to], payload=payload, form_id=form_id)
-    return True
-
-
-def _build_operator(mail: OutboxMail, settings: Settings, store: Store) -> Message:
-    data = json.loads(mail.payload)
-    return plain_message(mail, settings, f"[formrelay] {data['subject']}", data["body"])
-
-
-register_kind(OPERATOR, _build_operator)
 
 
 # -- one delivery pass -------------------------------------------------------------------
@@ -233,16 +100,11 @@ def _sink_name(mail: OutboxMail) -> str:
     return f"{mail.reference or 'mail'}-{mail.kind}-{mail.id}"
 
 
-def _load_kinds() -> None:
-    for name in KIND_MODULES:
-        importlib.import_module(name)
-
-
 def deliver_pending(settings: Settings, store: Store, *, owner: str | None = None,
                     stop: threading.Event | None = None, limit: int | None = None) -> PassResult:
     """Send every due mail once (one pass); returns what happened. Safe to run in any
     number of processes at once: each mail is leased to one sender."""
-    _load_kinds()
+    load_kinds()
     result = PassResult()
     if not transport_configured(settings):
         return result
@@ -430,40 +292,16 @@ def retry(store: Store, ident: str) -> list[OutboxMail]:
     return mails
 
 
-# -- key expiry reminders ----------------------------------------------------------------
-def check_key_expiry(settings: Settings, store: Store, statuses: Mapping[str, KeyStatus],
-                     now: datetime) -> list[str]:
-    """Mail the operator 30, 7 and 1 days before a recipient key expires (and when it
-    has expired), each reminder once; returns the recipient ids reminded now."""
-    reminded = []
-    for rid, st in statuses.items():
-        if st.expires is None:
-            continue
-        left = (st.expires - now) / timedelta(days=1)
-        due = [d for d in REMINDER_DAYS if left <= d]
-        if not due:
-            continue
-        days = min(due)
-        forms = [f.id for f in settings.forms.values() if rid in f.recipients]
-        when = ("has EXPIRED" if days == 0 else "expires within a day" if left < 1
-                else f"expires in {int(left)} days")
-        subject = f"key of {rid} {when} ({st.expires:%Y-%m-%d})"
-        body = (f"The OpenPGP key of recipient {rid} (fingerprint {st.fingerprint}) "
-                f"{when}, on {st.expires:%Y-%m-%d %H:%M} UTC.\n\n"
-                f"From then on these forms refuse submissions: {', '.join(forms) or 'none'}.\n"
-                f"Ask the clinician for a renewed key (or a new one, and update the "
-                f"fingerprint in the config), then run `formrelay keys import {rid}`.\n")
-        if not settings.server.operator_email:
-            log.warning("%s; set server.operator_email to be mailed about it", subject)
-            continue
+# -- retention of sent and failed mail records --------------------------------------------
+def purge_done(settings: Settings, store: Store, now: datetime) -> int:
+    """Delete the records of mails sent or failed longer ago than their form's
+    `retention_days` (mail of no configured form: the default); each is audited."""
+    cutoffs = {form_id: now - timedelta(days=spec.retention_days)
+               for form_id, spec in settings.forms.items()}
+    return len(store.purge_mails(cutoffs, now - timedelta(days=DEFAULT_RETENTION_DAYS)))
 
-        def queue(subject: str = subject, body: str = body) -> None:
-            tell_operator(store, settings, subject, body)
 
-        if store.first_key_reminder(st.fingerprint, f"{st.expires:%Y-%m-%d}", days, queue):
-            log.warning("%s; operator mailed", subject)
-            reminded.append(rid)
-    return reminded
+retention.register_purger("sent and failed mail records removed", purge_done)
 
 
 # -- the worker loop ---------------------------------------------------------------------

@@ -42,6 +42,7 @@ delivery = "email"
 allowed_origins = ["http://127.0.0.1:{host_port}", "http://localhost:{host_port}"]
 notice = "Bij spoed: bel 112 of de huisartsenpost."
 intro = "Vul dit formulier in om u in te schrijven. Uw antwoorden worden versleuteld."
+patient_copy = true
 
 [[forms.intake.fields]]
 name = "name"

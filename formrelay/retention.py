@@ -32,7 +32,7 @@ Purger = Callable[[Settings, Store, datetime], int]
 PURGERS: dict[str, Purger] = {}
 # Modules that register such steps; imported before each purge, so `formrelay purge`
 # in a fresh process runs them too.
-PURGER_MODULES = ["formrelay.copy_mail"]
+PURGER_MODULES = ["formrelay.copy_mail", "formrelay.delivery"]
 
 
 def register_purger(name: str, step: Purger) -> None:

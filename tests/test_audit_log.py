@@ -154,11 +154,11 @@ def test_export_for_an_unknown_reference(make_app: Callable[..., Flask], tmp_pat
 
 def test_a_log_from_before_the_id_chain_is_upgraded(tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    from formrelay import store as store_module
-    from formrelay.store import GENESIS, _audit_hash_v1
+    from formrelay.store import GENESIS, base
+    from formrelay.store.schema import _audit_hash_v1
 
-    early = [m for m in store_module.MIGRATIONS if m[0] in ("0001_submissions", "0002_audit")]
-    monkeypatch.setattr(store_module, "MIGRATIONS", early)
+    early = [m for m in base.MIGRATIONS if m[0] in ("0001_submissions", "0002_audit")]
+    monkeypatch.setattr(base, "MIGRATIONS", early)  # where Store.migrate reads them
     old = Store(tmp_path / "formrelay.db")
     prev = GENESIS
     for i in range(3):  # written the way 0002-era code did: no id in the hash

@@ -19,12 +19,15 @@ from typing import Any
 
 from flask import Flask
 
-from formrelay import delivery
+from formrelay import delivery, retention
+from formrelay.audit import verify
 from formrelay.store import Store
 
-from .conftest import ENV
+from .conftest import ENV, canary, post_form
 from .keys import TestKey, gpg_decrypt
 from .smtpd import TlsFiles, free_port, smtp_config, smtp_server
+from .test_copy import FIELDS as COPY_FIELDS
+from .test_copy import answers, thanks
 from .test_mail import Clock, attachment, deliver, mail_app, store_of, submit
 
 ROOT = Path(__file__).parent.parent
@@ -216,3 +219,46 @@ def test_worker_thread_stops_cleanly(make_app: Callable[..., Flask], tls: TlsFil
         thread.join(timeout=30)
         assert not thread.is_alive()
     assert len(server.messages) == 1
+
+
+def test_sent_mail_keeps_no_address_and_old_mail_records_are_purged(
+        make_app: Callable[..., Flask], tls: TlsFiles) -> None:
+    clock = Clock()
+    with smtp_server(tls) as (server, port):
+        app = mail_app(make_app, tls, port, clock=clock, fields=COPY_FIELDS, patient_copy=True,
+                       retention_days=30)
+        ref = thanks(post_form(app.test_client(), answers(canary())))["reference"]
+        assert deliver(app).sent == 2  # to the clinician, and the link to the patient
+    assert sorted(m.rcpt_tos[0] for m in server.messages) == ["alice@praktijk.test",
+                                                                "zoe@example.nl"]
+    relay = app.extensions["formrelay"]
+    store: Store = relay.store
+    # after sending, the outbox keeps metadata only: not the patient's address, no payload
+    rows = [dict(r) for r in store.conn.execute("SELECT * FROM outbox ORDER BY id")]
+    assert [(r["kind"], r["status"], r["recipients"], r["payload"]) for r in rows] == [
+        ("submission", "sent", "1 recipient", None), ("patient_copy", "sent", "1 recipient", None)]
+    store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # old page versions too
+    db = store.path
+    for f in (db, Path(f"{db}-wal")):
+        assert b"zoe@example.nl" not in f.read_bytes()
+
+    # a failed mail keeps its address (for `outbox --retry`) until the purge; queued
+    # mail is never purged, however old
+    failed = store.enqueue(delivery.OPERATOR, "", ["beheer@praktijk.test"], b"{}")
+    [mail] = store.claim_mails("test", 60)
+    store.mail_done(mail, "failed", "550 no such user", error_class="refused")
+    queued = store.enqueue(delivery.OPERATOR, "", ["beheer@praktijk.test"], b"{}")
+    clock.advance(days=29)
+    report = retention.purge(relay.settings, store, clock.now)
+    assert report.other["sent and failed mail records removed"] == 0
+    assert len(store.outbox_rows(("sent", "failed"))) == 3
+    clock.advance(days=2)  # past the form's retention_days (and the default for no form)
+    report = retention.purge(relay.settings, store, clock.now)
+    assert report.other["sent and failed mail records removed"] == 3
+    assert [r["id"] for r in store.outbox_rows(("queued", "sent", "failed"))] == [queued]
+    purged = [r for r in store.audit_rows() if r["action"] == "deleted"
+              and r["detail"].startswith("retention: record of")]
+    assert [(r["reference"], r["detail"].split()[3:6]) for r in purged] == [
+        (ref, ["sent", "submission", "mail"]), (ref, ["sent", "patient_copy", "mail"]),
+        ("", ["failed", "operator", "mail"])]
+    assert f"#{failed} " in purged[2]["detail"] and verify(store).ok

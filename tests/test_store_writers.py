@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from formrelay import store as store_module
 from formrelay.audit import verify
-from formrelay.store import Store
+from formrelay.store import Store, base
 
 THREADS, EVENTS = 4, 15
 
@@ -52,7 +51,7 @@ def test_concurrent_writers_from_two_processes_all_land(tmp_path: Path) -> None:
 
 def test_a_writer_that_never_gets_its_turn_gives_up(tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(store_module, "BUSY_SECONDS", 0.2)
+    monkeypatch.setattr(base, "BUSY_SECONDS", 0.2)
     path = tmp_path / "formrelay.db"
     first, second = Store(path), Store(path)
     with first.transaction():

@@ -24,9 +24,9 @@ from .common import relay
 bp = Blueprint("widget", __name__)
 
 PACKAGE = Path(__file__).resolve().parent.parent
-# The repository's widgets/ folder (a checkout or an editable install); a packaged
-# install may carry a copy inside the package.
-WIDGET_PATHS = (PACKAGE.parent / "widgets" / "formrelay.js", PACKAGE / "widgets" / "formrelay.js")
+# formrelay/widgets/formrelay.js links to the repository's widgets/formrelay.js; a
+# wheel carries the file itself, so both a checkout and an installed package find it.
+WIDGET_PATHS = (PACKAGE / "widgets" / "formrelay.js",)
 DAY, YEAR = 86400, 365 * 86400
 
 

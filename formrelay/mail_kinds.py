@@ -1,0 +1,184 @@
+"""The kinds of mail the outbox sends: a registry of builders, and the two core kinds.
+
+Every mail in the outbox has a kind; the kind's builder turns the stored row into the
+message at send time, and its hooks run when the row is marked sent or failed. Here
+are the registry, the helpers builders share (fixed Message-ID, plain-text mail) and
+the two kinds formrelay itself sends: the submission's PGP/MIME mail and plain mail to
+the operator. Other features register their own (notify.py, copy_mail.py). The worker
+that sends them is delivery.py, which re-exports these names: use `delivery.*`.
+
+How other features queue their own mail (the interface; keep it stable):
+
+1. Register a kind once, at import time of your module::
+
+       from formrelay import delivery
+       def build(mail: OutboxMail, settings: Settings, store: Store) -> bytes: ...
+       delivery.register_kind("notification", build, on_sent=None, on_failed=None)
+
+   `build` returns the complete RFC 5322 message as bytes (or a `mime.Streamed` for
+   something large). It is called at every attempt, in the worker process, with the
+   claimed `store.OutboxMail` (id, kind, reference, form_id, recipients, payload,
+   message_id, created_at, attempts). `delivery.plain_message(mail, settings, subject,
+   body)` makes a correct plain-text mail (From, To, Date, fixed Message-ID). Raise
+   `delivery.BuildError("short reason")` if the mail can never be built (it is then
+   marked failed); any other exception defers it. `on_sent(mail, store)` and
+   `on_failed(mail, store)` run inside the transaction that marks the row. The module
+   that registers the kind must be imported by the worker: add it to `KIND_MODULES`.
+
+2. Queue a mail, inside your own transaction if you have one::
+
+       store.enqueue("notification", reference, ["dr@praktijk.nl"], payload=b"...",
+                     form_id=form_id)
+
+   `payload` is an opaque blob only your builder reads (encrypt it yourself if it is
+   secret: it sits in the database until sent, then it is deleted, and the recipients'
+   addresses with it). Never put patient data in any mail. Check
+   `mailer.transport_configured(settings)` first: without a relay or sink folder
+   nothing can be sent and the mail would wait forever.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from . import mime
+from .config import FormSpec, Settings
+from .i18n import gettext
+from .mailer import Message, transport_configured
+from .store import OutboxMail, Store
+from .submission import Submission
+
+log = logging.getLogger("formrelay.delivery")  # as before the split: operators filter on it
+
+Builder = Callable[[OutboxMail, Settings, Store], Message]
+Hook = Callable[[OutboxMail, Store], None]
+
+SUBMISSION, OPERATOR = "submission", "operator"
+# Modules that register mail kinds; the worker imports them so it can build their mail.
+KIND_MODULES: list[str] = ["formrelay.notify", "formrelay.copy_mail"]
+
+
+class BuildError(Exception):
+    """A builder cannot ever make this mail (e.g. its ciphertext is gone)."""
+
+
+@dataclass(frozen=True)
+class Kind:
+    build: Builder
+    on_sent: Hook | None = None
+    on_failed: Hook | None = None
+
+
+KINDS: dict[str, Kind] = {}
+
+
+def register_kind(kind: str, builder: Builder, *, on_sent: Hook | None = None,
+                  on_failed: Hook | None = None) -> None:
+    """Teach the worker to build mails of `kind` (see the module docstring)."""
+    KINDS[kind] = Kind(builder, on_sent, on_failed)
+
+
+def load_kinds() -> None:
+    """Import the modules of KIND_MODULES, so their kinds are registered here."""
+    for name in KIND_MODULES:
+        importlib.import_module(name)
+
+
+# -- helpers for builders ----------------------------------------------------------------
+def mail_domain(settings: Settings) -> str:
+    return urlsplit(settings.server.base_url).hostname or "formrelay.invalid"
+
+
+def message_id(mail: OutboxMail, settings: Settings) -> str:
+    """The mail's fixed Message-ID: every attempt sends the same one."""
+    if mail.message_id.startswith("<"):
+        return mail.message_id
+    return f"<{mail.message_id}@{mail_domain(settings)}>"
+
+
+def plain_message(mail: OutboxMail, settings: Settings, subject: str, body: str) -> bytes:
+    """A plain-text UTF-8 mail from the practice's address to the mail's recipients."""
+    msg = EmailMessage(policy=SMTP)
+    msg["From"] = settings.smtp.from_address
+    msg["To"] = ", ".join(mail.recipients)
+    msg["Subject"] = subject
+    msg["Date"] = format_datetime(mail.created_at)
+    msg["Message-ID"] = message_id(mail, settings)
+    msg["Auto-Submitted"] = "auto-generated"
+    msg.set_content(body, charset="utf-8", cte="quoted-printable")
+    return msg.as_bytes()
+
+
+# -- the submission's PGP/MIME mail ------------------------------------------------------
+def queue_submission(store: Store, settings: Settings, domain: str) -> Callable[..., None]:
+    """The `Relay.on_store` step that queues an email-delivery submission's mail in the
+    submission's own transaction (the effective delivery is in extras["delivery"])."""
+
+    def step(conn: sqlite3.Connection, sub: Submission, spec: FormSpec,
+             extras: dict[str, Any]) -> None:
+        if extras.get("delivery", spec.delivery) != "email":
+            return
+        emails = [settings.recipients[r].email for r in spec.recipients]
+        store.enqueue(SUBMISSION, sub.reference, emails, form_id=spec.id,
+                      message_id=mime.message_id(sub.reference, domain))
+
+    return step
+
+
+def _build_submission(mail: OutboxMail, settings: Settings, store: Store) -> Message:
+    row = store.submission(mail.reference)
+    if row is None or row["deleted_at"] or not row["size"]:
+        raise BuildError("ciphertext no longer stored")
+    spec = settings.form(mail.form_id)
+    subject = gettext(spec.lang if spec else "nl", "Encrypted form submission %(reference)s",
+                      reference=mail.reference)
+    return mime.encrypted_message(
+        sender=settings.smtp.from_address, recipients=mail.recipients, subject=subject,
+        date=mail.created_at, message_id=message_id(mail, settings),
+        ciphertext=lambda dest: store.copy_ciphertext(mail.reference, dest),
+        ciphertext_size=row["size"])
+
+
+def _submission_sent(mail: OutboxMail, store: Store) -> None:
+    store.set_status(mail.reference, "sent", drop_ciphertext=True)
+    store.audit("deleted", reference=mail.reference, form_id=mail.form_id,
+                detail="ciphertext deleted after the relay accepted the mail")
+
+
+def _submission_failed(mail: OutboxMail, store: Store) -> None:
+    store.set_status(mail.reference, "failed")
+
+
+register_kind(SUBMISSION, _build_submission, on_sent=_submission_sent,
+              on_failed=_submission_failed)
+
+
+# -- mail to the operator (plain, never patient data) ------------------------------------
+def tell_operator(store: Store, settings: Settings, subject: str, body: str, *,
+                  reference: str = "", form_id: str = "") -> bool:
+    """Queue a plain mail to `server.operator_email`; False if none is configured."""
+    to = settings.server.operator_email
+    if not to or not transport_configured(settings):
+        log.warning("no operator mail sent (set server.operator_email and [smtp]): %s", subject)
+        return False
+    payload = json.dumps({"subject": subject, "body": body}).encode()
+    store.enqueue(OPERATOR, reference, [to], payload=payload, form_id=form_id)
+    return True
+
+
+def _build_operator(mail: OutboxMail, settings: Settings, store: Store) -> Message:
+    data = json.loads(mail.payload)
+    return plain_message(mail, settings, f"[formrelay] {data['subject']}", data["body"])
+
+
+register_kind(OPERATOR, _build_operator)

@@ -1,0 +1,216 @@
+"""The outbox's storage: the durable queue every mail leaves formrelay through.
+
+A mail is a row queued in the transaction of whatever caused it; a sender leases due
+rows (so one process sends each), then marks them deferred, sent or failed, each
+audited. Once sent, a row keeps metadata only (no payload, no addresses); sent and
+failed rows are deleted when their form's retention has passed. Also the record of
+which key-expiry reminders went out. delivery.py is the worker that sends.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from .audit import AuditLog
+from .base import iso, parse_iso
+
+PURGE_BATCH = 500  # outbox rows deleted per transaction
+
+
+@dataclass(frozen=True)
+class OutboxMail:
+    """One claimed outbox row, as handed to a kind's builder (see delivery.py)."""
+
+    id: int
+    kind: str
+    reference: str
+    form_id: str
+    recipients: tuple[str, ...]
+    payload: bytes
+    message_id: str
+    created_at: datetime
+    attempts: int
+
+
+def _addresses(recipients: str) -> tuple[str, ...]:
+    """The addresses of a queued or failed mail; a sent one keeps only "2 recipients"."""
+    return tuple(json.loads(recipients)) if recipients.startswith("[") else ()
+
+
+def _outbox_mail(row: sqlite3.Row, attempts: int) -> OutboxMail:
+    return OutboxMail(id=row["id"], kind=row["kind"], reference=row["reference"],
+                      form_id=row["form_id"], recipients=_addresses(row["recipients"]),
+                      payload=row["payload"] or b"", message_id=row["message_id"],
+                      created_at=parse_iso(row["created_at"]), attempts=attempts)
+
+
+class Outbox(AuditLog):
+    """Queue, lease, mark and list mails; purge finished ones."""
+
+    def enqueue(self, kind: str, reference: str, recipients: list[str] | tuple[str, ...],
+                payload: bytes = b"", form_id: str = "", *, message_id: str = "") -> int:
+        """Queue one mail; joins the caller's transaction if there is one. `payload` is
+        opaque here (the kind's builder reads it). Without `message_id` a random token
+        is stored and delivery.message_id() turns it into a fixed Message-ID."""
+        if not recipients:
+            raise ValueError("a mail needs at least one recipient")
+        now = iso(self.clock())
+        mid = message_id or f"{kind}.{secrets.token_hex(12)}"
+        with self.transaction() as conn:
+            cur = conn.execute(
+                "INSERT INTO outbox (kind, reference, form_id, recipients, payload, message_id, "
+                "created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (kind, reference, form_id, json.dumps(list(recipients)), payload, mid, now, now))
+            self.audit("queued", reference=reference, form_id=form_id,
+                       detail=f"{kind} mail to {len(recipients)} recipient(s)")
+        return int(cur.lastrowid or 0)
+
+    def claim_mails(self, owner: str, lease_seconds: int, limit: int = 1) -> list[OutboxMail]:
+        """Lease up to `limit` due mails to `owner`, oldest first. The attempt is counted
+        now, so a process killed mid-send still moves the backoff on. No fsync: a claim
+        lost to a power cut only means a mail may be sent again."""
+        now = self.clock()
+        with self._relaxed() as conn:
+            rows = conn.execute(
+                "SELECT * FROM outbox WHERE status = 'queued' AND next_attempt_at <= ? "
+                "AND (lease_until IS NULL OR lease_until <= ?) "
+                "ORDER BY next_attempt_at, id LIMIT ?", (iso(now), iso(now), limit)).fetchall()
+            conn.executemany("UPDATE outbox SET lease_owner = ?, lease_until = ?, "
+                             "attempts = attempts + 1, last_attempt_at = ? WHERE id = ?",
+                             [(owner, iso(now + timedelta(seconds=lease_seconds)), iso(now),
+                               row["id"]) for row in rows])
+        return [_outbox_mail(row, attempts=row["attempts"] + 1) for row in rows]
+
+    def renew_leases(self, owner: str, lease_seconds: int) -> int:
+        """Extend every lease `owner` holds (during a long send); returns how many."""
+        until = iso(self.clock() + timedelta(seconds=lease_seconds))
+        with self._relaxed() as conn:
+            cur = conn.execute("UPDATE outbox SET lease_until = ? WHERE lease_owner = ? AND "
+                               "status = 'queued'", (until, owner))
+        return cur.rowcount
+
+    def mail_deferred(self, mail: OutboxMail, owner: str, next_at: datetime, error_class: str,
+                      error: str) -> None:
+        """Give the lease back and schedule the next try (a temporary failure)."""
+        with self.transaction() as conn:
+            cur = conn.execute(
+                "UPDATE outbox SET lease_owner = NULL, lease_until = NULL, next_attempt_at = ?, "
+                "error_class = ?, error = ? WHERE id = ? AND lease_owner = ? "
+                "AND status = 'queued'", (iso(next_at), error_class, error, mail.id, owner))
+            if cur.rowcount:
+                self.audit("deferred", "retry", reference=mail.reference, form_id=mail.form_id,
+                           detail=f"{mail.kind} mail, attempt {mail.attempts}: {error}; "
+                                  f"next try {iso(next_at)}")
+
+    def mail_done(self, mail: OutboxMail, status: str, detail: str, *, error_class: str = "",
+                  also: Callable[[], None] | None = None) -> None:
+        """Mark a mail `sent` (its payload and addresses are dropped) or `failed` (kept
+        for a retry), audit it, and run `also` (the kind's own bookkeeping) in the same
+        transaction."""
+        if status not in ("sent", "failed"):
+            raise ValueError(f"unknown final status {status!r}")
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE outbox SET status = ?, lease_owner = NULL, lease_until = NULL, "
+                "done_at = ?, error_class = ?, error = ? WHERE id = ?",
+                (status, iso(self.clock()), error_class, detail if status == "failed" else "",
+                 mail.id))
+            if status == "sent":  # what was sent, and to whom (a patient's address), is not kept
+                n = len(mail.recipients)
+                conn.execute("UPDATE outbox SET payload = NULL, recipients = ? WHERE id = ?",
+                             (f"{n} recipient{'' if n == 1 else 's'}", mail.id))
+            self.audit(status, "ok" if status == "sent" else "failed", reference=mail.reference,
+                       form_id=mail.form_id, detail=f"{mail.kind} mail, attempt "
+                                                    f"{mail.attempts}: {detail}")
+            if also:
+                also()
+
+    def retry_mail(self, ident: str) -> list[OutboxMail]:
+        """Queue failed mails again (by outbox id or reference), due now."""
+        with self.transaction() as conn:
+            rows = conn.execute("SELECT id FROM outbox WHERE status = 'failed' AND "
+                                "(CAST(id AS TEXT) = ? OR reference = ?)",
+                                (ident, ident.upper())).fetchall()
+            out = []
+            for row in rows:
+                conn.execute("UPDATE outbox SET status = 'queued', next_attempt_at = ?, "
+                             "done_at = NULL WHERE id = ?", (iso(self.clock()), row["id"]))
+                mail = self.outbox_mail(row["id"])
+                self.audit("queued", actor="operator", reference=mail.reference,
+                           form_id=mail.form_id, detail=f"{mail.kind} mail queued again")
+                out.append(mail)
+        return out
+
+    def outbox_mail(self, mail_id: int) -> OutboxMail:
+        row = self.conn.execute("SELECT * FROM outbox WHERE id = ?", (mail_id,)).fetchone()
+        if row is None:
+            raise KeyError(mail_id)
+        return _outbox_mail(row, attempts=row["attempts"])
+
+    def outbox_rows(self, statuses: tuple[str, ...] = ("queued", "failed"),
+                    limit: int = 500) -> list[dict[str, Any]]:
+        """Metadata of outbox rows (never the payload), oldest first."""
+        cur = self.conn.execute(
+            "SELECT id, kind, reference, form_id, status, created_at, attempts, "
+            "next_attempt_at, last_attempt_at, lease_owner, lease_until, error_class, error, "
+            "done_at FROM outbox WHERE status IN (SELECT value FROM json_each(?)) "
+            "ORDER BY id LIMIT ?", (json.dumps(list(statuses)), limit))
+        return [dict(r) for r in cur]
+
+    def outbox_state(self, failed_since: datetime) -> dict[str, Any]:
+        """What health checks report: queue length, oldest queued, latest error, failures."""
+        conn = self.conn
+        queued, oldest = conn.execute("SELECT COUNT(*), MIN(created_at) FROM outbox "
+                                      "WHERE status = 'queued'").fetchone()
+        failed = conn.execute("SELECT COUNT(*) FROM outbox WHERE status = 'failed' AND "
+                              "done_at >= ?", (iso(failed_since),)).fetchone()[0]
+        err = conn.execute("SELECT error_class, error, last_attempt_at FROM outbox WHERE "
+                           "status = 'queued' AND error_class != '' "
+                           "ORDER BY last_attempt_at DESC LIMIT 1").fetchone()
+        return {"queued": queued, "oldest": parse_iso(oldest) if oldest else None,
+                "failed": failed, "error_class": err[0] if err else "",
+                "error": err[1] if err else "",
+                "error_at": parse_iso(err[2]) if err and err[2] else None}
+
+    def first_key_reminder(self, fingerprint: str, expires: str, days: int,
+                           also: Callable[[], None]) -> bool:
+        """Record the `days`-before reminder for a key and run `also` (queue the mail) in
+        one transaction; False, doing nothing, if it was recorded before."""
+        with self.transaction() as conn:
+            cur = conn.execute("INSERT OR IGNORE INTO key_reminders (fingerprint, expires, days, "
+                               "sent_at) VALUES (?, ?, ?, ?)",
+                               (fingerprint, expires, days, iso(self.clock())))
+            if cur.rowcount:
+                also()
+        return bool(cur.rowcount)
+
+    def purge_mails(self, cutoffs: Mapping[str, datetime],
+                    default: datetime) -> list[dict[str, Any]]:
+        """Delete sent and failed mails finished before their form's cutoff (`default`
+        for mail of no configured form, such as the operator's), each deletion audited;
+        returns what was deleted. Works in batches so intake is not held up long."""
+        cuts = json.dumps({form_id: iso(at) for form_id, at in cutoffs.items()})
+        gone: list[dict[str, Any]] = []
+        while True:
+            with self.transaction() as conn:
+                rows = [dict(r) for r in conn.execute(
+                    "WITH cut AS (SELECT key AS form_id, value AS before FROM json_each(?)) "
+                    "SELECT o.id, o.kind, o.reference, o.form_id, o.status, o.done_at "
+                    "FROM outbox AS o LEFT JOIN cut ON cut.form_id = o.form_id "
+                    "WHERE o.status IN ('sent', 'failed') "
+                    "AND o.done_at < COALESCE(cut.before, ?) ORDER BY o.id LIMIT ?",
+                    (cuts, iso(default), PURGE_BATCH))]
+                for r in rows:
+                    conn.execute("DELETE FROM outbox WHERE id = ?", (r["id"],))
+                    self.audit("deleted", reference=r["reference"], form_id=r["form_id"],
+                               detail=f"retention: record of {r['status']} {r['kind']} mail "
+                                      f"#{r['id']} (done {r['done_at'][:10]}) deleted")
+            gone += rows
+            if len(rows) < PURGE_BATCH:
+                return gone

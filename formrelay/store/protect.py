@@ -1,0 +1,57 @@
+"""The public form's protection storage: used form tokens and rate-limit counters.
+
+Both live in the database, not in memory, so every gunicorn worker process refuses the
+same replayed token (one INSERT decides) and counts against the same limits
+(ratelimit.py). Counters are written without fsync: losing one to a power cut only
+lets a few more requests through.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from .base import StoreBase
+
+
+class FormProtection(StoreBase):
+    """Replay protection for form tokens; fixed-window counters."""
+
+    def use_form_token(self, token_id: str, expires_at: datetime) -> bool:
+        """Record that a form token was posted; False if it was posted before (a replay).
+        One INSERT decides, so two processes cannot both accept the same token."""
+        now = self.clock().timestamp()
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM used_form_tokens WHERE expires_at <= ?", (now,))
+            cur = conn.execute("INSERT OR IGNORE INTO used_form_tokens (id, expires_at) "
+                               "VALUES (?, ?)", (token_id, expires_at.timestamp()))
+        return cur.rowcount == 1
+
+    def hit_counter(self, key: str, expiry: float, amount: int = 1) -> int:
+        """Add `amount` to a fixed-window counter that expires `expiry` seconds after its
+        first hit; returns the new count."""
+        now = self.clock().timestamp()
+        with self._relaxed() as conn:
+            row = conn.execute("UPDATE rate_limits SET count = count + ? WHERE key = ? AND "
+                               "expires_at > ? RETURNING count", (amount, key, now)).fetchone()
+            if row is not None:
+                return int(row[0])
+            conn.execute("DELETE FROM rate_limits WHERE expires_at <= ?", (now,))
+            conn.execute("INSERT OR REPLACE INTO rate_limits (key, count, expires_at) "
+                         "VALUES (?, ?, ?)", (key, amount, now + expiry))
+        return amount
+
+    def counter(self, key: str) -> tuple[int, float]:
+        """A counter's value and expiry (Unix seconds); (0, now) when it has none."""
+        now = self.clock().timestamp()
+        row = self.conn.execute("SELECT count, expires_at FROM rate_limits WHERE key = ? AND "
+                                "expires_at > ?", (key, now)).fetchone()
+        return (int(row[0]), float(row[1])) if row else (0, now)
+
+    def clear_counters(self, key: str | None = None) -> int:
+        """Drop one counter, or all of them; returns how many were dropped."""
+        with self._relaxed() as conn:
+            if key is None:
+                cur = conn.execute("DELETE FROM rate_limits")
+            else:
+                cur = conn.execute("DELETE FROM rate_limits WHERE key = ?", (key,))
+        return cur.rowcount

@@ -1,0 +1,142 @@
+"""Submissions: their metadata and ciphertext, and the notices of held ones.
+
+A submission row holds what gpg wrote (ASCII-armoured ciphertext) and metadata only:
+reference, form, time, delivery, status, size. Large ciphertexts are streamed into and
+out of the BLOB with SQLite's incremental blob I/O, so they are never whole in memory.
+Held submissions also wait here for their batched notification mail (notify.py), and
+the retention purge forgets rows whose ciphertext is long gone.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import IO, Any
+
+from .base import CHUNK, StoreBase, iso, parse_iso
+
+
+def _quote(column: str) -> str:
+    """A column name for SQL (names come from code, never from a request)."""
+    return '"' + column.replace('"', '""') + '"'
+
+
+class Submissions(StoreBase):
+    """Store, read, stream and delete submissions; queue and batch held notices."""
+
+    def add_submission(self, row: dict[str, Any], ciphertext: Path,
+                       also: Callable[[], None] | None = None) -> None:
+        """Commit a submission row and its ciphertext (copied from the file gpg wrote),
+        plus whatever `also` writes (outbox, audit), in one transaction."""
+        size = ciphertext.stat().st_size
+        with self.transaction() as conn:
+            # the row with a zero-filled blob of the right size, then the ciphertext streamed in
+            cols = ", ".join(_quote(c) for c in row)
+            marks = ", ".join("?" * len(row))
+            cur = conn.execute(
+                f"INSERT INTO submissions ({cols}, size, ciphertext) "  # noqa: S608 - quoted names
+                f"VALUES ({marks}, ?, zeroblob(?))", [*row.values(), size, size])
+            with conn.blobopen("submissions", "ciphertext", cur.lastrowid or 0) as blob, \
+                    ciphertext.open("rb") as src:
+                shutil.copyfileobj(src, blob, CHUNK)
+            if also:
+                also()
+
+    def submission(self, reference: str) -> dict[str, Any] | None:
+        row = self.conn.execute(
+            "SELECT reference, form_id, received_at, delivery, status, size, file_count, "
+            "deleted_at FROM submissions WHERE reference = ?", (reference,)).fetchone()
+        return dict(row) if row else None
+
+    def submissions(self, form_ids: list[str] | None = None,
+                    status: str | None = None) -> list[dict[str, Any]]:
+        sql = ("SELECT reference, form_id, received_at, delivery, status, size, file_count, "
+               "deleted_at FROM submissions WHERE 1=1")
+        args: list[Any] = []
+        if form_ids is not None:
+            sql += f" AND form_id IN ({','.join('?' * len(form_ids))})"
+            args += form_ids
+        if status:
+            sql += " AND status = ?"
+            args.append(status)
+        return [dict(r) for r in self.conn.execute(sql + " ORDER BY received_at DESC", args)]
+
+    def copy_ciphertext(self, reference: str, dest: IO[bytes]) -> int:
+        """Stream a submission's ciphertext into `dest`; returns bytes written."""
+        conn = self.conn
+        row = conn.execute("SELECT rowid, size FROM submissions WHERE reference = ? "
+                           "AND ciphertext IS NOT NULL AND size > 0", (reference,)).fetchone()
+        if not row:
+            raise KeyError(reference)
+        with conn.blobopen("submissions", "ciphertext", row[0], readonly=True) as blob:
+            shutil.copyfileobj(blob, dest, CHUNK)
+        return int(row[1])
+
+    def ciphertext(self, reference: str) -> bytes:
+        buf = io.BytesIO()
+        self.copy_ciphertext(reference, buf)
+        return buf.getvalue()
+
+    def set_status(self, reference: str, status: str, *, drop_ciphertext: bool = False) -> None:
+        with self.transaction() as conn:
+            if drop_ciphertext:
+                conn.execute("UPDATE submissions SET status = ?, ciphertext = NULL, "
+                             "deleted_at = ? WHERE reference = ?",
+                             (status, iso(self.clock()), reference))
+            else:
+                conn.execute("UPDATE submissions SET status = ? WHERE reference = ?",
+                             (status, reference))
+
+    def stream_ciphertext(self, reference: str) -> Iterator[bytes]:
+        """The ciphertext in chunks (for a download response), never whole in memory."""
+        conn = self.conn
+        row = conn.execute("SELECT rowid FROM submissions WHERE reference = ? AND "
+                           "ciphertext IS NOT NULL AND size > 0", (reference,)).fetchone()
+        if not row:
+            raise KeyError(reference)
+        with conn.blobopen("submissions", "ciphertext", row[0], readonly=True) as blob:
+            while chunk := blob.read(CHUNK):
+                yield chunk
+
+    # batched notifications of held submissions
+    def notice_add(self, reference: str, form_id: str, received_at: datetime) -> None:
+        with self.transaction() as conn:
+            conn.execute("INSERT OR IGNORE INTO held_notices (reference, form_id, received_at) "
+                         "VALUES (?, ?, ?)", (reference, form_id, iso(received_at)))
+
+    def notices_due(self, form_id: str, batch_minutes: int) -> list[dict[str, Any]] | None:
+        """Unmailed notices of a form if its next batch is due now (and mark them
+        mailed, with the batch time); None when nothing is due. Call inside a
+        transaction with the enqueue, so a batch is mailed exactly once."""
+        now = self.clock()
+        with self.transaction() as conn:
+            last = conn.execute("SELECT last_at FROM notice_batches WHERE form_id = ?",
+                                (form_id,)).fetchone()
+            if last and parse_iso(last[0]) + timedelta(minutes=batch_minutes) > now:
+                return None
+            rows = [dict(r) for r in conn.execute(
+                "SELECT reference, received_at FROM held_notices WHERE form_id = ? AND "
+                "mailed_at IS NULL ORDER BY received_at", (form_id,))]
+            if not rows:
+                return None
+            conn.execute("UPDATE held_notices SET mailed_at = ? WHERE form_id = ? AND "
+                         "mailed_at IS NULL", (iso(now), form_id))
+            conn.execute("INSERT INTO notice_batches (form_id, last_at) VALUES (?, ?) "
+                         "ON CONFLICT (form_id) DO UPDATE SET last_at = excluded.last_at",
+                         (form_id, iso(now)))
+        return rows
+
+    def notice_forms(self) -> list[str]:
+        return [r[0] for r in self.conn.execute(
+            "SELECT DISTINCT form_id FROM held_notices WHERE mailed_at IS NULL")]
+
+    def purge_metadata(self, before: datetime) -> int:
+        """Forget submission rows whose ciphertext is long gone (kept as long as the audit
+        log, so an export still names the form); and their notices."""
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM held_notices WHERE received_at < ?", (iso(before),))
+            return conn.execute("DELETE FROM submissions WHERE ciphertext IS NULL AND "
+                                "received_at < ?", (iso(before),)).rowcount
