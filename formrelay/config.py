@@ -2,9 +2,9 @@
 
 `load_config(path, environ)` is a pure function: it reads one TOML file, takes the
 secrets from ``FORMRELAY_*`` environment variables and returns frozen settings. Every
-setting is declared exactly once, below, as a dataclass field with its default and help
-text; the loader, `config.example.toml` and the documentation tests all read those
-declarations. Any problem raises `ConfigError` naming the file, the key and the fix.
+setting is declared exactly once, in settings.py (re-exported here); this module checks
+a file against those declarations. Any problem raises `ConfigError` naming the file,
+the key and the fix.
 """
 
 from __future__ import annotations
@@ -14,254 +14,34 @@ import ipaddress
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .theme import problems as theme_problems
-
-REQUIRED: Any = object()
-
-FIELD_TYPES = (
-    "text",
-    "textarea",
-    "email",
-    "tel",
-    "date",
-    "number",
-    "select",
-    "radio",
-    "checkboxes",
-    "consent",
-    "file",
-    "bsn",
-    "birthdate",
+from .settings import (  # noqa: F401 - re-exported: callers import settings from here
+    CHOICE_TYPES,
+    CONFIG_ENV,
+    FIELD_TYPES,
+    LANGUAGES,
+    NOT_IN_FILE,
+    REQUIRED,
+    SECRET_KEY_ENV,
+    SECTIONS,
+    SMTP_PASSWORD_ENV,
+    FieldSpec,
+    FormSpec,
+    Recipient,
+    ServerSettings,
+    Settings,
+    SmtpSettings,
+    ThemeSettings,
+    documented_keys,
+    setting,
 )
-CHOICE_TYPES = ("select", "radio", "checkboxes")
-LANGUAGES = ("nl", "en")
-SECRET_KEY_ENV = "FORMRELAY_SECRET_KEY"  # noqa: S105 - a variable name, not a secret
-SMTP_PASSWORD_ENV = "FORMRELAY_SMTP_PASSWORD"  # noqa: S105 - a variable name, not a secret
-CONFIG_ENV = "FORMRELAY_CONFIG"
+from .theme import problems as theme_problems
 
 
 class ConfigError(Exception):
     """The configuration cannot be used; the message says where and how to fix it."""
-
-
-def setting(default: Any = REQUIRED, help: str = "", choices: tuple[Any, ...] = ()) -> Any:
-    """Declare one setting: its default (or REQUIRED), help text and allowed values."""
-    meta = {"default": default, "help": help, "choices": choices}
-    if default is REQUIRED:
-        return field(metadata=meta)
-    if isinstance(default, list | dict):
-        return field(default_factory=lambda: type(default)(default), metadata=meta)
-    return field(default=default, metadata=meta)
-
-
-@dataclass(frozen=True, kw_only=True)
-class ServerSettings:
-    base_url: str = setting(
-        "http://127.0.0.1:8000",
-        "Public URL of this service, used in widget code and links (https in production).",
-    )
-    data_dir: str = setting(
-        "data", "Folder for the database and the GnuPG home; relative to this file."
-    )
-    practice_name: str = setting(help="Practice name shown on forms, copies and mails.")
-    practice_phone: str = setting(help="Phone number patients call when a form is unavailable.")
-    practice_email: str = setting("", "Contact address shown to patients (optional).")
-    operator_email: str = setting("", "Who is told about expiring keys and stuck mail.")
-    log_level: str = setting("INFO", "Log level.", ("DEBUG", "INFO", "WARNING", "ERROR"))
-    max_request_mb: int = setting(25, "Largest accepted request body in MB (uploads included).")
-    max_fields: int = setting(200, "Most form fields accepted in one post.")
-    min_fill_seconds: int = setting(3, "Posts sent sooner after the form was shown are refused.")
-    form_token_max_age_minutes: int = setting(
-        240, "How long a shown form stays valid before the patient must send again."
-    )
-    rate_limit_ip: str = setting(
-        "10/minute;60/hour", "Posts allowed per client address (flask-limiter syntax)."
-    )
-    rate_limit_form: str = setting("600/hour", "Posts allowed per form, all clients together.")
-    rate_limit_storage: str = setting(
-        "",
-        "Where rate-limit counters live (limits storage URI); empty = the database file, "
-        "shared by all worker processes.",
-    )
-    trusted_proxies: int = setting(
-        0, "Number of reverse proxies in front whose X-Forwarded-* headers are trusted."
-    )
-    session_idle_minutes: int = setting(
-        15, "Clinician area: log out after this many minutes without a request."
-    )
-    session_max_hours: int = setting(8, "Clinician area: log out this many hours after login.")
-    login_max_failures: int = setting(
-        5, "Failed clinician logins per account within 15 minutes before it is paused."
-    )
-    login_max_failures_ip: int = setting(
-        20, "Failed clinician logins per client address within 15 minutes before it is paused."
-    )
-    audit_retention_years: int = setting(
-        5, "Years audit log rows are kept (NEN 7513 asks at least 5)."
-    )
-    copy_expiry_days: int = setting(
-        7, "Days a patient copy link works (1 to 30); then the copy is deleted."
-    )
-    copy_downloads: int = setting(
-        3, "Downloads of a patient copy (1 to 10); the last one deletes it."
-    )
-    copy_mail_subject: str = setting(
-        "", "Subject of the mail with a patient's copy link; neutral, never the form title. "
-        "Empty = 'Uw kopie staat klaar' / 'Your copy is ready' and the practice name."
-    )
-
-
-@dataclass(frozen=True, kw_only=True)
-class SmtpSettings:
-    host: str = setting("", "Mail relay host; empty = no mail is sent (hold mode only).")
-    port: int = setting(587, "Mail relay port (587 for STARTTLS, 465 for implicit TLS).")
-    security: str = setting(
-        "starttls",
-        "starttls or tls (certificate verified); none is only allowed for a loopback relay.",
-        ("starttls", "tls", "none"),
-    )
-    username: str = setting("", "Login name; the password comes from FORMRELAY_SMTP_PASSWORD.")
-    from_address: str = setting("", "Sender address of every mail formrelay sends.")
-    ca_file: str = setting("", "Extra CA certificate file to trust (private relays, tests).")
-    timeout_seconds: int = setting(30, "Timeout for each network step of a delivery.")
-    sink_dir: str = setting(
-        "", "Write mail as .eml files into this folder instead of sending (demo, tests)."
-    )
-    max_message_mb: int = setting(
-        7, "Largest encrypted message sent by mail, in MB (7 fits a 10 MB relay limit)."
-    )
-    retry_seconds: int = setting(
-        60, "First retry after a temporary delivery failure, in seconds; doubles each time."
-    )
-    retry_max_minutes: int = setting(360, "Longest wait between two delivery attempts.")
-    give_up_days: int = setting(
-        5, "Days a mail is retried before it is marked failed and the operator is told."
-    )
-    lease_seconds: int = setting(
-        300, "How long one worker owns a mail it is sending; after a crash another worker "
-        "sends it once this has passed. Must be longer than timeout_seconds."
-    )
-    password: str = setting("", "Not read from the file: set FORMRELAY_SMTP_PASSWORD.")
-
-
-@dataclass(frozen=True, kw_only=True)
-class ThemeSettings:
-    accent: str = setting("#1f5f8b", "Buttons and links, as #rrggbb (white text on it must "
-                          "be readable).")
-    text: str = setting("#1d2733", "Text colour, as #rrggbb.")
-    background: str = setting("#ffffff", "Page background, as #rrggbb.")
-    font: str = setting('system-ui, -apple-system, "Segoe UI", Roboto, sans-serif',
-                        "Font list (CSS font-family); the patient's own fonts, nothing loaded.")
-    radius: str = setting("6px", "Corner radius of fields and buttons, e.g. 6px or 0.")
-
-
-@dataclass(frozen=True, kw_only=True)
-class Recipient:
-    id: str = setting(help="The recipient's id (the table name).")
-    email: str = setting(help="Where this clinician receives encrypted mail.")
-    key_file: str = setting(help="Exported public key (.asc); relative to this file.")
-    fingerprint: str = setting(help="The key's full fingerprint, checked with the clinician.")
-
-
-@dataclass(frozen=True, kw_only=True)
-class FieldSpec:
-    name: str = setting(help="Field name: letters, digits and underscores.")
-    type: str = setting(help="Field type.", choices=FIELD_TYPES)
-    label: str = setting(help="Question shown to the patient (the exact consent text).")
-    required: bool = setting(False, "The patient must answer.")
-    min_length: int = setting(0, "Fewest characters for text answers.")
-    max_length: int = setting(0, "Most characters for text answers; 0 = the type's default.")
-    min: float | None = setting(None, "Lowest number (number fields).")
-    max: float | None = setting(None, "Highest number (number fields).")
-    choices: list[str] = setting([], "Options for select, radio and checkboxes.")
-    help: str = setting("", "Help text under the question.")
-    autocomplete: str = setting("", "HTML autocomplete hint, e.g. name, email, bday.")
-    accept: list[str] = setting(
-        ["pdf", "jpg", "jpeg", "png"], "File types allowed for file fields (extensions)."
-    )
-    max_size_mb: int = setting(10, "Largest file for a file field, in MB.")
-
-    @property
-    def text_limit(self) -> int:
-        if self.max_length:
-            return self.max_length
-        return 5000 if self.type == "textarea" else 200
-
-
-@dataclass(frozen=True, kw_only=True)
-class FormSpec:
-    id: str = setting(help="The form's id (the table name), used in URLs.")
-    title: str = setting(help="Title shown above the form and inside the encrypted message.")
-    lang: str = setting("nl", "Default language of the form.", LANGUAGES)
-    recipients: list[str] = setting(help="Ids of the [recipients.*] who can decrypt it.")
-    delivery: str = setting("email", "email (PGP/MIME) or hold (download).", ("email", "hold"))
-    allowed_origins: list[str] = setting(
-        [], "Websites allowed to embed the form, e.g. https://www.praktijk.nl."
-    )
-    retention_days: int = setting(30, "Days held submissions are kept before deletion.")
-    oversize: str = setting(
-        "refuse", "Email delivery: a submission larger than smtp.max_message_mb is refused "
-        "at the form (refuse) or held for download instead (hold).", ("refuse", "hold"))
-    notify_batch_minutes: int = setting(
-        0, "Hold mode: at most one notification mail per this many minutes (0 = one per "
-        "submission)."
-    )
-    patient_copy: bool = setting(False, "Offer the patient a copy (link + pickup code).")
-    patient_copy_pgp: bool = setting(
-        False, "With patient_copy: also offer a field for the patient's own OpenPGP public "
-        "key; the copy is then also mailed to them encrypted to that key."
-    )
-    notice: str = setting("", "Notice shown at the top, e.g. 'Bij spoed: bel 112'.")
-    intro: str = setting("", "Short introduction under the title.")
-    fields: tuple[FieldSpec, ...] = setting(help="The questions, as [[forms.<id>.fields]].")
-
-
-@dataclass(frozen=True, kw_only=True)
-class Settings:
-    path: Path
-    secret_key: str
-    server: ServerSettings
-    smtp: SmtpSettings
-    recipients: Mapping[str, Recipient]
-    forms: Mapping[str, FormSpec]
-    theme: ThemeSettings = field(default_factory=lambda: ThemeSettings())
-
-    @property
-    def data_dir(self) -> Path:
-        return self.resolve(self.server.data_dir)
-
-    def resolve(self, value: str) -> Path:
-        """A path from the config file, relative to the file's folder."""
-        p = Path(value).expanduser()
-        return p if p.is_absolute() else (self.path.parent / p).resolve()
-
-    def form(self, form_id: str) -> FormSpec | None:
-        return self.forms.get(form_id)
-
-
-SECTIONS: dict[str, type] = {
-    "server": ServerSettings,
-    "smtp": SmtpSettings,
-    "theme": ThemeSettings,
-    "recipients.<id>": Recipient,
-    "forms.<id>": FormSpec,
-    "forms.<id>.fields": FieldSpec,
-}
-NOT_IN_FILE = {("smtp", "password"), ("recipients.<id>", "id"), ("forms.<id>", "id")}
-
-
-def documented_keys() -> list[tuple[str, str]]:
-    """Every (section, key) a config file may hold; the docs tests check these."""
-    return [
-        (section, f.name)
-        for section, cls in SECTIONS.items()
-        for f in dataclasses.fields(cls)
-        if (section, f.name) not in NOT_IN_FILE
-    ]
 
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")

@@ -309,6 +309,7 @@ def test_behind_caddy_forwarded_headers_come_only_from_the_proxy(
         proxy = subprocess.Popen([caddy, "run", "--config", str(tmp_path / "Caddyfile"),
                                   "--adapter", "caddyfile"], env=env, stdout=caddy_log,
                                  stderr=subprocess.STDOUT, cwd=tmp_path)
+        conn: http.client.HTTPConnection | None = None
         try:
             _wait(f"{base}/healthz", proxy, tmp_path / "caddy.log")
             # the patient comes from 127.0.0.2, so Caddy (127.0.0.1) and the patient differ
@@ -328,8 +329,9 @@ def test_behind_caddy_forwarded_headers_come_only_from_the_proxy(
             assert answer.getheader("Server") is None  # Caddy drops it
             assert answer.getheader("Strict-Transport-Security", "").startswith("max-age=3153")
             reference = json.loads(answer.read())["reference"]
-            conn.close()
         finally:
+            if conn is not None:
+                conn.close()
             proxy.terminate()
             proxy.wait(timeout=30)
     store = Store(tmp_path / "data" / "formrelay.db")
