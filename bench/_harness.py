@@ -89,16 +89,20 @@ class Server:
 
 
 def start_server(kind: str, config: Path, log_dir: Path, *, workers: int, threads: int,
-                 port: int = 0, ready_path: str = "/healthz", timeout: float = 60) -> Server:
+                 port: int = 0, ready_path: str = "/healthz", timeout: float = 60,
+                 max_requests: int | None = None) -> Server:
     """Start `_serve.py <kind>` (formrelay or plain) on `port` of 127.0.0.1 (default: a
-    free one); wait until `ready_path` answers 200 and every worker is up."""
+    free one); wait until `ready_path` answers 200 and every worker is up. `max_requests`
+    overrides gunicorn's worker recycling (0 = never)."""
     port = port or free_port()
     log = log_dir / f"{kind}-{port}.log"
     env = {**os.environ, "FORMRELAY_SECRET_KEY": SECRET, "PYTHONPATH": str(ROOT)}
     with log.open("wb") as out:
         proc = subprocess.Popen([PY, str(BENCH / "_serve.py"), kind, str(config),
                                  "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
-                                 "--threads", str(threads)],
+                                 "--threads", str(threads),
+                                 *([] if max_requests is None else
+                                   ["--max-requests", str(max_requests)])],
                                 stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
     server = Server(kind, proc, port, log)
     deadline = time.monotonic() + timeout

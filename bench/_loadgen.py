@@ -61,6 +61,7 @@ class Client(threading.Thread):
         self.conn: http.client.HTTPConnection | None = None
         self.pool: list[dict[str, str]] = []
         self.inline_gets = 0
+        self.resent = 0
 
     def connect(self) -> http.client.HTTPConnection:
         if self.conn is None:
@@ -75,12 +76,8 @@ class Client(threading.Thread):
     def hidden_fields(self) -> dict[str, str]:
         if not self.spec.get("fetch_form", True):
             return {}
-        conn = self.connect()
-        conn.request("GET", self.spec["path"], headers={"Accept": "text/html"})
-        resp = conn.getresponse()
-        html = resp.read().decode("utf-8", "replace")
-        if resp.getheader("Connection", "").lower() == "close":
-            self.reset()
+        _, page = self.send("GET", self.spec["path"], None, {"Accept": "text/html"})
+        html = page.decode("utf-8", "replace")
         return {k: v for rx in HIDDEN for k, v in rx.findall(html)}
 
     def take(self) -> bool:
@@ -98,9 +95,11 @@ class Client(threading.Thread):
         try:
             self.pool = [self.hidden_fields() for _ in range(int(spec.get("prefetch", 0)))]
         finally:
+            self.reset()  # idle through the others' prefetch: the server closed it by now
             self.barrier.wait()
         t0 = self.clock["t0"]
         while time.monotonic() < self.clock["deadline"] and self.take():
+            start = time.perf_counter()
             try:
                 if self.pool:
                     hidden = self.pool.pop()
@@ -108,19 +107,36 @@ class Client(threading.Thread):
                     hidden = self.hidden_fields()
                     self.inline_gets += 1
                 body = multipart({**hidden, **spec["fields"]}, spec.get("upload"), boundary)
-                conn = self.connect()
                 start = time.perf_counter()
-                conn.request("POST", spec["path"], body=body, headers=headers)
-                resp = conn.getresponse()
-                resp.read()
-                end = time.perf_counter()
-                self.samples.append((start - t0, end - start, resp.status))
-                if resp.getheader("Connection", "").lower() == "close":
-                    self.reset()
+                status, _ = self.send("POST", spec["path"], body, headers)
+                self.samples.append((start - t0, time.perf_counter() - start, status))
             except (OSError, http.client.HTTPException):
-                self.samples.append((time.perf_counter() - t0, 0.0, 0))
+                self.samples.append((start - t0, 0.0, 0))
                 self.reset()
         self.reset()
+
+    def send(self, method: str, path: str, body: bytes | None,
+             headers: dict[str, str]) -> tuple[int, bytes]:
+        """One request on the kept-alive connection. If the server had closed it (idle
+        timeout, a recycled worker) before answering anything, send once more on a new
+        one, as browsers do; `resent` counts those."""
+        for attempt in (1, 2):
+            reused = self.conn is not None
+            conn = self.connect()
+            try:
+                conn.request(method, path, body=body, headers=headers)
+                resp = conn.getresponse()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                self.reset()
+                if reused and attempt == 1:
+                    self.resent += 1
+                    continue
+                raise
+            data = resp.read()
+            if resp.getheader("Connection", "").lower() == "close":
+                self.reset()
+            return resp.status, data
+        raise AssertionError("unreachable")
 
 
 def main() -> None:
@@ -145,6 +161,7 @@ def main() -> None:
     samples = [s for c in clients for s in c.samples]
     json.dump({"samples": samples, "elapsed": time.perf_counter() - clock["t0"],
                "inline_gets": sum(c.inline_gets for c in clients),
+               "resent": sum(c.resent for c in clients),
                "cpu": own_cpu() - clock["cpu0"]}, sys.stdout)
     print(flush=True)
 

@@ -82,6 +82,7 @@ def main() -> None:
     ap.add_argument("--bind", required=True)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=4)
+    ap.add_argument("--max-requests", type=int, help="override worker recycling (0 = off)")
     args = ap.parse_args()
     if args.kind == "plain":
         raw = tomllib.loads(args.config.read_text(encoding="utf-8"))
@@ -93,7 +94,9 @@ def main() -> None:
         settings = load_config(args.config, {"FORMRELAY_SECRET_KEY": "x" * 40})
     else:
         settings = load_config(args.config, os.environ)
-    run_gunicorn(settings, bind=args.bind, workers=args.workers, threads=args.threads)
+    extra = {} if args.max_requests is None else {"max_requests": args.max_requests}
+    run_gunicorn(settings, bind=args.bind, workers=args.workers, threads=args.threads,
+                 extra=extra)
 
 
 if __name__ == "__main__":

@@ -237,7 +237,7 @@ def measure(server: Server, clients: int, duration: float, warmup: float,
     return {"rate": len(ok) / (duration - warmup), "p50": percentile(ok, 50) * 1000,
             "p99": percentile(ok, 99) * 1000, "n": len(ok), "errors": sum(failed.values()),
             "cpu": tree / max(1, len(samples)) * 1000, "other": other / out["elapsed"],
-            "inline_gets": out["inline_gets"]}
+            "inline_gets": out["inline_gets"], "resent": out.get("resent", 0)}
 
 
 def upload_rss(server: Server) -> dict[str, Any]:
@@ -275,13 +275,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2)")
     ap.add_argument("--threads", type=int, default=4, help="threads per worker (default 4)")
     ap.add_argument("--duration", type=float, help="seconds per level (default 10, quick 4)")
+    ap.add_argument("--max-requests", type=int, help="recycle workers after this many "
+                    "requests (default: as `formrelay serve`; 0 = never)")
     args = ap.parse_args(argv)
     duration = args.duration or (4.0 if args.quick else 10.0)
     warmup = 1.0 if args.quick else 2.0
-    gun = {"workers": args.workers, "threads": args.threads}
+    gun = {"workers": args.workers, "threads": args.threads, "max_requests": args.max_requests}
 
     print(f"formrelay intake benchmark: {machine()}")
-    print(f"gunicorn gthread, {args.workers} workers x {args.threads} threads; "
+    recycle = "" if args.max_requests is None else f", max_requests {args.max_requests}"
+    print(f"gunicorn gthread, {args.workers} workers x {args.threads} threads{recycle}; "
           f"{duration:g} s per run, the first {warmup:g} s not counted")
     results: dict[int, dict[str, dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="formrelay-bench-") as tmp:
@@ -300,14 +303,17 @@ def main(argv: list[str] | None = None) -> int:
             best = 100.0
             for n in LEVELS:
                 # forms for the whole run, fetched before the clock starts
-                prefetch = int(best * 1.5 * (duration + 1) / n) + 5
+                prefetch = int(best * 2 * (duration + 1) / n) + 10
                 f = measure(fr, n, duration, warmup, prefetch)
                 p = measure(plain, n, duration, warmup, prefetch)
                 best = max(best, f["rate"])
                 results[n] = {"formrelay": f, "plain": p}
+                notes = [f"{f['inline_gets']} forms fetched inline"] if f["inline_gets"] else []
+                if f["resent"] + p["resent"]:
+                    notes.append(f"{f['resent'] + p['resent']} requests resent on a fresh "
+                                 f"connection (the server had closed the kept-alive one)")
                 print(f"  {n:>2} clients: formrelay {f['rate']:.0f}/s, plain {p['rate']:.0f}/s"
-                      + (f" ({f['inline_gets']} forms fetched inline)" if f["inline_gets"]
-                         else ""), flush=True)
+                      + (f" ({'; '.join(notes)})" if notes else ""), flush=True)
             n = max(LEVELS)
             flow = {name: measure(s, n, duration, warmup)
                     for name, s in (("formrelay", fr), ("plain", plain))}

@@ -7,7 +7,8 @@ database keeps the last id and hash ever written (`audit_head`), so a cut-off ta
 too, and the retention purge records an anchor (the last purged id and hash, confirmed
 by an "audit purged" event in the chain) from which the remaining rows verify. Someone
 able to rewrite the whole file can recompute everything; `verify` prints the head so an
-operator can keep it elsewhere and compare.
+operator can keep it elsewhere and compare. `formrelay check` and /healthz verify
+incrementally: from the last verified row (recorded in `audit_verified`) on.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ class Verification:
     head_id: int = 0
     head_hash: str = GENESIS
     problems: list[str] = field(default_factory=list)
+    since_id: int = 0  # incremental: rows up to this one were verified before
+    since_at: str = ""
 
     @property
     def ok(self) -> bool:
@@ -40,15 +43,46 @@ class Verification:
             self.problems.append("... more problems not shown")
 
 
-def verify(store: Store) -> Verification:
-    """Check the whole chain; `problems` says, row by row, what does not fit."""
+def verify(store: Store, *, incremental: bool = False, record: bool = False) -> Verification:
+    """Check the chain; `problems` says, row by row, what does not fit. The whole chain,
+    or (`incremental`) only the rows after the last verified one, plus that this row is
+    unchanged and the rows before it are all still there: fast on a log of years. A
+    change to an older row that leaves its hash as it was is only seen by the whole
+    check (`formrelay audit verify`). With `record`, how far a good chain verified is
+remembered for the next incremental check."""
+    with store.snapshot():  # one consistent view while the service keeps writing
+        result = _verify(store, incremental)
+        anchor = store.audit_anchor()
+    if record and result.ok and result.head_id:
+        store.record_audit_verified(result.head_id, result.head_hash,
+                                    anchor["id"] if anchor else 0)
+    return result
+
+
+def _verify(store: Store, incremental: bool) -> Verification:
     result = Verification()
     result.head_id, result.head_hash = store.audit_head()
     anchor = store.audit_anchor()
     expect_id = anchor["upto_id"] + 1 if anchor else 1
     prev = anchor["upto_hash"] if anchor else GENESIS
     anchor_confirmed = anchor is None
-    for row in store.iter_audit():
+    done = store.audit_verified() if incremental else None
+    if done and done["upto_id"] >= expect_id:
+        purged_upto = expect_id - 1
+        row = store.audit_row(done["upto_id"])
+        if row is None or row["hash"] != done["upto_hash"] or \
+                audit_hash(row["prev_hash"], row) != row["hash"]:
+            result.add(f"row #{done['upto_id']}, verified on {done['at'][:10]}, was changed or "
+                       "deleted since")
+        if store.audit_count(-1, purged_upto) or \
+                store.audit_count(purged_upto, done["upto_id"]) != done["upto_id"] - purged_upto:
+            result.add(f"rows up to #{done['upto_id']}, verified on {done['at'][:10]}, were "
+                       "deleted or inserted since; run `formrelay audit verify`")
+        if anchor is not None and anchor["id"] == done["anchor_id"]:
+            anchor_confirmed = True  # it was in force then, and confirmed then
+        expect_id, prev = done["upto_id"] + 1, done["upto_hash"]
+        result.since_id, result.since_at = done["upto_id"], done["at"]
+    for row in store.iter_audit(after=expect_id - 1 if result.since_id else -1):
         rid = row["id"]
         result.rows += 1
         result.first_id = result.first_id or rid

@@ -2,8 +2,9 @@
 
 Each check returns (level, text) lines; the worst level decides the exit code
 (0 ok, 1 warning, 2 error) so monitoring can run it. The essentials - data folder,
-database, keys, the packet gpg writes, outbox, clock - are computed once here as
-`Fact`s: `check` prints their text, `/healthz` serves their data (no paths, no secrets).
+database, keys, the packet gpg writes, outbox, clock, audit chain - are computed once
+here as `Fact`s: `check` prints their text, `/healthz` serves their data (no paths, no
+secrets).
 """
 
 from __future__ import annotations
@@ -209,6 +210,24 @@ def clock_fact(relay: Relay, now: datetime) -> Fact:
     return Fact(OK, f"clock {now:%Y-%m-%d %H:%M} UTC", {**data, "ok": True})
 
 
+def audit_fact(relay: Relay) -> Fact:
+    """The audit chain, verified from the last verified row on (fast on a log of years;
+    `formrelay audit verify` checks every row)."""
+    from .audit import verify
+
+    result = verify(relay.store, incremental=True, record=True)
+    data = {"ok": result.ok}  # /healthz is public: not how many events there are
+    if not result.ok:
+        more = f" (and {len(result.problems) - 1} more)" if len(result.problems) > 1 else ""
+        return Fact(ERROR, f"audit log: {result.problems[0]}{more}; the log was tampered with "
+                           "or damaged - run `formrelay audit verify` and keep the database "
+                           "file as evidence", data)
+    since = f" since #{result.since_id} (verified {result.since_at[:16].replace('T', ' ')})" \
+        if result.since_id else ""
+    return Fact(OK, f"audit log intact up to #{result.head_id} ({result.rows} row(s) "
+                    f"checked{since})", data)
+
+
 # -- the checks `formrelay check` runs, in order --------------------------------------
 @check
 def config(settings: Settings, relay: Relay, now: datetime) -> list[Line]:
@@ -268,6 +287,11 @@ def outbox(settings: Settings, relay: Relay, now: datetime) -> list[Line]:
 @check
 def clock(settings: Settings, relay: Relay, now: datetime) -> list[Line]:
     return [clock_fact(relay, now).line]
+
+
+@check
+def audit_log(settings: Settings, relay: Relay, now: datetime) -> list[Line]:
+    return [audit_fact(relay).line]
 
 
 OFFLINE_SKIPS = {"mail_relay"}
@@ -338,6 +362,7 @@ def essentials(relay: Relay, now: datetime) -> tuple[str, dict[str, Any]]:
         "encryption": encryption_facts(relay, cached=True),
         "outbox": outbox_fact(relay, now),
         "clock": clock_fact(relay, now),
+        "audit": audit_fact(relay),
     }
     out: dict[str, Any] = {}
     levels: list[str] = []

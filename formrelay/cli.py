@@ -76,8 +76,9 @@ def _exit(code: int) -> None:
 def check(ctx: Context, offline: bool) -> None:
     """The operator's pre-flight: config, data folder, database, every key's state and
     expiry, the packet gpg writes (SEIPD v1), the mail relay (TLS handshake and
-    certificate), the outbox's oldest mail and the clock. One line each; exit 0 ok,
-    1 warning, 2 error, for monitoring.
+    certificate), the outbox's oldest mail, the clock and the audit chain (the rows
+    since the last verification). One line each; exit 0 ok, 1 warning, 2 error, for
+    monitoring.
 
     \b
     Example:

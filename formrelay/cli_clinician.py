@@ -220,7 +220,7 @@ def audit_verify(ctx: Context) -> None:
     """
     from .audit import verify
 
-    result = verify(ctx.relay().store)
+    result = verify(ctx.relay().store, record=True)
     for problem in result.problems:
         click.echo(f"PROBLEM {problem}", err=True)
     click.echo(f"{result.rows} rows checked (#{result.first_id or '-'} to #{result.head_id}); "

@@ -213,6 +213,9 @@ def _check_server(ld: _Loader, server: ServerSettings) -> None:
         if getattr(server, key) < 1:
             raise ld.fail(f"server.{key}", "must be at least 1",
                           f"e.g. {key} = {ServerSettings.__dataclass_fields__[key].default}")
+    if server.audit_retention_years < 5:  # NEN 7513: the access log is kept 5 years at least
+        raise ld.fail("server.audit_retention_years", "must be at least 5 (NEN 7513)",
+                      "e.g. audit_retention_years = 5")
     # patient copies: a link that works for months, or for many downloads, is no longer
     # the short-lived pickup the patient was promised
     for key, top in (("copy_expiry_days", 30), ("copy_downloads", 10)):

@@ -410,7 +410,7 @@ def install(relay: Any) -> Copies:
     def on_store(conn: Any, sub: Submission, spec: FormSpec, extras: dict[str, Any]) -> None:
         pending = extras.get("_copy")
         if isinstance(pending, PendingCopy):
-            token = copies.record(sub, spec, pending)
+            token = copies.record(sub, spec, pending, ip=str(extras.get("_ip", "")))
             extras["public_copy"] = pending.public(token, copies.max_downloads)
 
     relay.before_store.append(before)

@@ -4,8 +4,9 @@
 the expiry date, "you need the pickup code shown after sending" and the contact line.
 No answers, a neutral subject (never the form title), no attachments. The link holds
 the copy's secret, so the outbox row keeps it only sealed with a key derived from
-FORMRELAY_SECRET_KEY (copies.Copies.seal); the builder opens it at send time, and the
-outbox drops the payload once the relay accepted the mail.
+FORMRELAY_SECRET_KEY (`seal`, with formrelay.sealing), and the patient's address too
+(`delivery.sealed_recipient`); the worker opens them at send time, and the outbox
+drops both once the relay accepted the mail.
 
 `patient_copy_pgp` (optional, `patient_copy_pgp = true`): the PDF itself, PGP/MIME
 encrypted to the patient's own public key. The key is checked like a clinician's key
@@ -16,7 +17,6 @@ throw-away GnuPG home; the outbox keeps only the ciphertext.
 from __future__ import annotations
 
 import json
-import secrets
 import tempfile
 from datetime import datetime
 from email.message import EmailMessage
@@ -24,12 +24,7 @@ from email.policy import SMTP
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
-from . import delivery, retention
+from . import delivery, retention, sealing
 from .config import FormSpec, Recipient, Settings
 from .crypto import CryptoError, Keyring
 from .errors import InvalidSubmission
@@ -90,25 +85,24 @@ def queue_mails(copies: Copies, pending: PendingCopy, sub: Submission, spec: For
     sealed = seal(copies.settings, {"link": link, "expires": iso(pending.expires_at),
                                     "lang": pending.lang, "downloads": copies.max_downloads},
                   sub.reference)
-    store.enqueue(LINK_KIND, sub.reference, [pending.email], sealed, spec.id)
+    # the patient's address is theirs: the outbox keeps it sealed too
+    to = [delivery.sealed_recipient(copies.settings, pending.email, sub.reference)]
+    store.enqueue(LINK_KIND, sub.reference, to, sealed, spec.id)
     if pending.pgp_ciphertext:
         # "<lang>\n" + the armoured ciphertext: only the patient's key opens it
-        store.enqueue(PGP_KIND, sub.reference, [pending.email],
+        store.enqueue(PGP_KIND, sub.reference, to,
                       f"{pending.lang}\n{pending.pgp_ciphertext}".encode("ascii"), spec.id)
 
 
-def _payload_key(settings: Settings) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
-                info=b"formrelay outbox patient-copy v1").derive(settings.secret_key.encode())
+PAYLOAD_PURPOSE = b"formrelay outbox patient-copy v1"
 
 
 def seal(settings: Settings, data: dict[str, Any], reference: str) -> bytes:
     """Encrypt a link mail's payload with a key derived from FORMRELAY_SECRET_KEY: the
     outbox row holds the link only in this form."""
-    nonce = secrets.token_bytes(12)
     body = json.dumps(data, ensure_ascii=False).encode()
-    return b"v1" + nonce + AESGCM(_payload_key(settings)).encrypt(
-        nonce, body, f"{LINK_KIND}|{reference}".encode())
+    return sealing.seal(settings.secret_key, PAYLOAD_PURPOSE, body,
+                        f"{LINK_KIND}|{reference}".encode())
 
 
 def unseal(settings: Settings, blob: bytes, reference: str) -> dict[str, Any]:
@@ -116,11 +110,9 @@ def unseal(settings: Settings, blob: bytes, reference: str) -> dict[str, Any]:
     from .delivery import BuildError
 
     try:
-        if not blob.startswith(b"v1"):
-            raise ValueError("unknown payload format")
-        data = AESGCM(_payload_key(settings)).decrypt(blob[2:14], blob[14:],
-                                                      f"{LINK_KIND}|{reference}".encode())
-    except (InvalidTag, ValueError):
+        data = sealing.unseal(settings.secret_key, PAYLOAD_PURPOSE, blob,
+                              f"{LINK_KIND}|{reference}".encode())
+    except sealing.Unsealable:
         raise BuildError("copy link payload cannot be opened (was FORMRELAY_SECRET_KEY "
                          "changed?)") from None
     out: dict[str, Any] = json.loads(data)

@@ -34,8 +34,9 @@ _INVALID = set("erdin")  # gpg validity letters: expired, revoked, disabled, inv
 # Options for every gpg call. --no-random-seed-file: concurrent gpg processes otherwise
 # queue on the seed-file lock. --rfc4880 keeps GnuPG 2.4 from writing its OCB packets
 # (which Sequoia, PGPainless, OpenKeychain cannot read) to keys that advertise AEAD.
+# --no-autostart: public-key work needs no gpg-agent, so none is left running per home.
 _GPG_OPTIONS = ["--no-random-seed-file", "--no-greeting", "--no-auto-key-retrieve",
-                "--no-auto-key-locate", "--no-emit-version", "--no-comments"]
+                "--no-auto-key-locate", "--no-emit-version", "--no-comments", "--no-autostart"]
 # Never --throw-keyids: RNP (Thunderbird) cannot find its key in such a message.
 _ENCRYPT_ARGS = ["--rfc4880", "--trust-model", "always", "--personal-compress-preferences",
                  "ZLIB ZIP Uncompressed"]

@@ -32,6 +32,7 @@ from . import retention
 from .config import Settings
 from .crypto import KeyStatus
 from .inbox import DEFAULT_RETENTION_DAYS
+from .logs import log_exception
 from .mail_kinds import (  # noqa: F401 - re-exported
     KIND_MODULES,
     KINDS,
@@ -44,9 +45,11 @@ from .mail_kinds import (  # noqa: F401 - re-exported
     load_kinds,
     mail_domain,
     message_id,
+    open_recipients,
     plain_message,
     queue_submission,
     register_kind,
+    sealed_recipient,
     tell_operator,
 )
 from .mailer import (
@@ -148,6 +151,7 @@ class _Pass:
                                        f"{mail.kind}: add its module to KIND_MODULES"))
             return
         try:
+            mail = open_recipients(mail, self.settings)  # sealed patient addresses
             message = kind.build(mail, self.settings, self.store)
             if message_size(message) > LARGE_MESSAGE:
                 self.flush()
@@ -167,8 +171,9 @@ class _Pass:
             self.broken = exc
             self.defer(mail, exc)
         except Exception as exc:  # a bug or a database hiccup: try again later
-            log.exception("mail #%d (%s %s) could not be sent", mail.id, mail.kind,
-                          mail.reference)
+            # no message: it could quote a patient's address
+            log_exception(log, "mail #%d (%s %s) could not be sent", mail.id, mail.kind,
+                          mail.reference, exc=exc)
             self._close_transport()  # it may be mid-transaction
             self.defer(mail, MailError("internal error", type(exc).__name__))
         else:
@@ -321,8 +326,9 @@ def run_worker(settings: Settings, store: Store, *, stop: threading.Event | None
             if key_status is not None and time.monotonic() >= next_key_check:
                 check_key_expiry(settings, store, key_status(), store.clock())
                 next_key_check = time.monotonic() + KEY_CHECK_SECONDS
-        except Exception:  # keep delivering; the next pass tries again
-            log.exception("delivery pass failed; trying again in %.0f s", interval)
+        except Exception as exc:  # keep delivering; the next pass tries again
+            log_exception(log, "delivery pass failed; trying again in %.0f s", interval,
+                          exc=exc)
         stop.wait(interval)
     log.info("delivery worker %s stopped", owner)
 

@@ -1,19 +1,26 @@
 """`formrelay demo`: everything on one machine with a throw-away clinician key.
 
 It makes a folder with a fresh key pair (the private half stays in the folder's own
-GnuPG home, playing the clinician's mail client), a demo config with an intake form,
-mail written as .eml files into a folder, and runs the service on 127.0.0.1.
+GnuPG home, playing the clinician's mail client), a demo config with an intake form
+(delivered by mail) and a question form (held for download in the clinician area), a
+clinician account with a throw-away password, mail written as .eml files into a folder,
+and runs the service on 127.0.0.1. The commands it prints are meant to be pasted as they
+are (tests/test_demo.py runs them).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
+import shlex
+import shutil
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import SECRET_KEY_ENV, Settings, load_config
+from .config import SECRET_KEY_ENV, ConfigError, Settings, load_config
 from .crypto import CryptoError
 
 DEMO_CONFIG = """\
@@ -82,7 +89,52 @@ required = true
 name = "consent"
 type = "consent"
 label = "Ik geef toestemming om mijn gegevens te gebruiken voor mijn inschrijving."
+
+[forms.vraag]
+title = "Vraag aan de huisarts"
+recipients = ["dr-demo"]
+delivery = "hold"
+allowed_origins = ["http://127.0.0.1:{host_port}", "http://localhost:{host_port}"]
+retention_days = 14
+notice = "Bij spoed: bel 112 of de huisartsenpost."
+intro = "Stel uw vraag aan de huisarts. U krijgt binnen drie werkdagen antwoord."
+
+[[forms.vraag.fields]]
+name = "name"
+type = "text"
+label = "Naam"
+required = true
+autocomplete = "name"
+
+[[forms.vraag.fields]]
+name = "birthdate"
+type = "birthdate"
+label = "Geboortedatum"
+required = true
+autocomplete = "bday"
+
+[[forms.vraag.fields]]
+name = "email"
+type = "email"
+label = "E-mailadres"
+required = true
+autocomplete = "email"
+
+[[forms.vraag.fields]]
+name = "question"
+type = "textarea"
+label = "Uw vraag"
+required = true
+
+[[forms.vraag.fields]]
+name = "photo"
+type = "file"
+label = "Foto of document (niet verplicht)"
+help = "Bijvoorbeeld een foto van een huidplek of een uitslag: pdf, jpg of png, tot 10 MB."
+accept = ["pdf", "jpg", "jpeg", "png"]
 """
+
+DEMO_USER = "dokter"
 
 
 @dataclass
@@ -109,6 +161,52 @@ def _make_key(home: Path) -> str:
     return next(ln.split(":")[9] for ln in out.splitlines() if ln.startswith("fpr:"))
 
 
+def _program() -> str:
+    """How to call this very formrelay again from a shell: `formrelay` when that is the
+    one on PATH, else its full path (scripts/demo.sh runs .venv/bin/formrelay, which is
+    not on PATH), or `python -m formrelay`."""
+    argv0 = Path(sys.argv[0])
+    if argv0.name == "formrelay":
+        found = shutil.which("formrelay")
+        if found and Path(found).resolve() == argv0.resolve():
+            return "formrelay"
+        return shlex.quote(str(argv0.absolute()))
+    return f"{shlex.quote(sys.executable)} -m formrelay"
+
+
+def _password() -> str:
+    return "-".join(secrets.token_urlsafe(6) for _ in range(3))
+
+
+def _demo_account(settings: Settings, folder: Path) -> str | None:
+    """The clinician account of the demo, made once with a throw-away password that is
+    kept in the folder (so every run can print it). None if the account exists but its
+    password is unknown (made by hand, or reset)."""
+    from .store import Store
+    from .users import AccountError, Accounts
+
+    pw_file = folder / ".clinician_password"
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    store = Store(settings.data_dir / "formrelay.db")
+    try:
+        accounts = Accounts(settings, store)
+        if accounts.get(DEMO_USER):
+            return pw_file.read_text().strip() if pw_file.exists() else None
+        password = _password()
+        while DEMO_USER in password.lower():
+            password = _password()
+        try:
+            accounts.add(DEMO_USER, password, email="dokter@praktijk.example",
+                         recipients=["dr-demo"])
+        except AccountError:  # a config edited by hand: no dr-demo any more
+            return None
+        pw_file.write_text(password)
+        pw_file.chmod(0o600)
+        return password
+    finally:
+        store.close()
+
+
 def prepare_demo(folder: Path, port: int) -> DemoInfo:
     folder = folder.resolve()
     folder.mkdir(parents=True, exist_ok=True)
@@ -127,23 +225,76 @@ def prepare_demo(folder: Path, port: int) -> DemoInfo:
         secret_file.chmod(0o600)
     os.environ[SECRET_KEY_ENV] = secret_file.read_text().strip()
     settings = load_config(cfg, os.environ)
+    base = settings.server.base_url.rstrip("/")
+    if base != f"http://127.0.0.1:{port}":
+        # the config (and its allowed_origins) was written for the port of the first run
+        raise ConfigError(f"{cfg}: this demo folder was made for {base}; run "
+                          f"`formrelay demo --dir {shlex.quote(str(folder))} --port "
+                          f"{base.rsplit(':', 1)[-1]}`, or use a new folder with --dir")
     (folder / "mail").mkdir(exist_ok=True)
-    base = settings.server.base_url
     info = DemoInfo(folder, settings, port, home)
-    info.lines = [
-        "formrelay demo",
-        f"  practice page: http://localhost:{port + 1}/ (the form embedded by the widget)",
-        f"  form:          {base}/f/intake",
-        f"  widget script: {base}/widget.js",
-        f"  config:        {cfg}",
-        f"  mail folder:   {folder / 'mail'} (the encrypted .eml files)",
-        "  read a submission as the clinician would:",
-        f"    formrelay --config {cfg} ciphertext FR-XXXX-XXXX | "
-        f"gpg --homedir {home} --decrypt",
-        f"    gpg --homedir {home} --decrypt {folder / 'mail'}/<file>.eml",
-        "  stop with Ctrl+C",
-    ]
+    info.lines = _lines(info, secret_file)
     return info
+
+
+def _lines(info: DemoInfo, secret_file: Path) -> list[str]:
+    """What the demo prints: the addresses to open, the mail folder's files, the demo
+    account and the commands to paste."""
+    settings, folder, port, home = info.settings, info.folder, info.port, info.clinician_home
+    base = settings.server.base_url.rstrip("/")
+    q = shlex.quote
+    fr = f"{_program()} --config {q(str(settings.path))}"
+    mail = folder / "mail"
+    held = [fid for fid, spec in settings.forms.items() if spec.delivery == "hold"]
+    lines = [
+        "formrelay demo",
+        f"  practice page:  http://localhost:{port + 1}/ (a practice website with the intake "
+        "form, embedded by the widget)",
+        f"  intake form:    {base}/f/intake (delivered to the clinician by encrypted mail)",
+    ]
+    lines += [f"  {fid + ' form:':<15} {base}/f/{fid} (held for download in the clinician "
+              "area)" for fid in held]
+    lines += [
+        f"  widget script:  {base}/widget.js",
+        f"  config:         {settings.path}",
+        f"  mail folder:    {mail} (one .eml file per mail):",
+        "    FR-….eml                 the clinician's encrypted mail (intake form)",
+        "    FR-…-patient_copy-….eml  the patient's link to their copy: open it in a mail "
+        "program",
+        "                             (the raw file splits the long link at a '=' line end)",
+    ]
+    if held:
+        lines.append("    FR-…-held-notice-….eml   the clinician's notice of a held submission "
+                     "(no answers)")
+        password = _demo_account(settings, folder)
+        lines.append(f"  clinician area: {base}/clinician/")
+        if password:
+            lines.append(f"                  user {DEMO_USER}, password {password} (throw-away; "
+                         "the first login sets up an authenticator app)")
+        else:
+            lines.append(f"                  user {DEMO_USER}; a new password (after the export "
+                         f"line below): {fr} users reset {DEMO_USER} --generate-password")
+    lines += [
+        "  read a mail as the clinician's mail program would:",
+        f"    gpg --homedir {q(str(home))} --decrypt {q(str(mail))}/FR-XXXX-XXXX.eml",
+        "  the command line, in another terminal:",
+        f"    export {SECRET_KEY_ENV}=\"$(cat {q(str(secret_file))})\"",
+        f"    {fr} check --offline",
+    ]
+    if held:
+        lines += [
+            f"    {fr} users add anna --recipient dr-demo --generate-password",
+            f"    {fr} ciphertext FR-XXXX-XXXX | gpg --homedir {q(str(home))} --decrypt"
+            "  # a held one",
+        ]
+    lines.append("  stop with Ctrl+C")
+    return lines
+
+
+class _NoBanner(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = str(record.msg)
+        return "development server" not in text and "CTRL+C" not in text
 
 
 def run_demo(info: DemoInfo) -> None:
@@ -151,6 +302,9 @@ def run_demo(info: DemoInfo) -> None:
     from .logs import configure_logging
 
     configure_logging(info.settings.server.log_level)  # JSON lines, redacted (logs.py)
+    # Werkzeug's red "development server" banner reads like an error in the JSON log; the
+    # demo is meant to run on it (`formrelay serve` is the production server).
+    logging.getLogger("werkzeug").addFilter(_NoBanner())
     app = create_app(info.settings)
     relay = app.extensions["formrelay"]
     # The delivery worker runs beside the web server, so mail lands in the mail folder.
@@ -161,7 +315,9 @@ def run_demo(info: DemoInfo) -> None:
 
     host = serve_pages(info.port + 1, {"/": example_page(info.settings.server.base_url)})
     try:
-        app.run(host="127.0.0.1", port=info.port, threaded=True, use_reloader=False)
+        # never the debugger, whatever FLASK_DEBUG or a .env file says (ASVS 16.2.5)
+        app.run(host="127.0.0.1", port=info.port, threaded=True, use_reloader=False,
+                debug=False, load_dotenv=False)
     finally:
         stop.set()
         host.shutdown()

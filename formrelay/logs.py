@@ -5,7 +5,8 @@ serve`, `worker` and `demo`); `GunicornLogger` does the same for gunicorn's own 
 and access logs. Every line passes `redact()`, which removes patient-copy link secrets
 and query strings from anything that looks like a URL path, so even a careless log
 call or a custom access-log format cannot write them. Exceptions are logged as their
-type and stack frames only: an exception's message can quote the value that caused it.
+type and stack frames only: an exception's message can quote the value that caused it
+(`log_exception` logs a caught one that way whatever the handler's formatter).
 """
 
 from __future__ import annotations
@@ -71,6 +72,25 @@ def redact_path(path: str) -> str:
     return redact(path.split("?", 1)[0])
 
 
+def exception_fields(exc: BaseException) -> dict[str, Any]:
+    """An exception as it may be logged: its type and stack frames, never its message
+    (which can quote the value that caused it: a patient's answer or address)."""
+    return {"type": type(exc).__name__,
+            "frames": [f"{os.path.basename(f.filename)}:{f.lineno} in {f.name}"
+                       for f in traceback.extract_tb(exc.__traceback__)]}
+
+
+def log_exception(logger: logging.Logger, msg: str, *args: Any,
+                  exc: BaseException) -> None:
+    """`logger.error` for a caught exception without `exc_info`: the type and where it
+    was raised, never the message, whatever formatter the operator's handlers use
+    (`exc` as an extra field, as JsonFormatter writes it)."""
+    info = exception_fields(exc)
+    where = info["frames"][-1] if info["frames"] else "?"
+    logger.error(f"{msg}: %s at %s", *args, info["type"], where, extra={"exc": info},
+                 stacklevel=2)
+
+
 class JsonFormatter(logging.Formatter):
     """`{"time", "level", "logger", "msg", ...extra fields, "exc"}` on one line."""
 
@@ -87,11 +107,8 @@ class JsonFormatter(logging.Formatter):
             if key in _STANDARD or key.startswith("_") or key in out:
                 continue
             out[key] = redact(value) if isinstance(value, str) else value
-        if record.exc_info and record.exc_info[0] is not None:
-            etype, _, tb = record.exc_info
-            out["exc"] = {"type": etype.__name__,
-                          "frames": [f"{os.path.basename(f.filename)}:{f.lineno} in {f.name}"
-                                     for f in traceback.extract_tb(tb)]}
+        if record.exc_info and record.exc_info[1] is not None:
+            out["exc"] = exception_fields(record.exc_info[1])
         return json.dumps(out, ensure_ascii=False, default=str)
 
 

@@ -32,7 +32,9 @@ How other features queue their own mail (the interface; keep it stable):
 
    `payload` is an opaque blob only your builder reads (encrypt it yourself if it is
    secret: it sits in the database until sent, then it is deleted, and the recipients'
-   addresses with it). Never put patient data in any mail. Check
+   addresses with it). A patient's address is patient data: queue it as
+   `delivery.sealed_recipient(settings, address, reference)`; the worker opens it, in
+   memory, just before building and sending. Never put patient data in any mail. Check
    `mailer.transport_configured(settings)` first: without a relay or sink folder
    nothing can be sent and the mail would wait forever.
 """
@@ -44,14 +46,14 @@ import json
 import logging
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from . import mime
+from . import mime, sealing
 from .config import FormSpec, Settings
 from .i18n import gettext
 from .mailer import Message, transport_configured
@@ -92,6 +94,32 @@ def load_kinds() -> None:
     """Import the modules of KIND_MODULES, so their kinds are registered here."""
     for name in KIND_MODULES:
         importlib.import_module(name)
+
+
+# -- sealed recipients (a patient's address is patient data) ---------------------------
+RECIPIENT_PURPOSE = b"formrelay outbox recipient v1"
+
+
+def sealed_recipient(settings: Settings, address: str, reference: str) -> str:
+    """An address as the outbox keeps it until the mail is sent: sealed (AES-GCM with a
+    key from FORMRELAY_SECRET_KEY, bound to the reference)."""
+    return sealing.seal_text(settings.secret_key, RECIPIENT_PURPOSE, address,
+                             f"rcpt|{reference}".encode())
+
+
+def open_recipients(mail: OutboxMail, settings: Settings) -> OutboxMail:
+    """The mail with its sealed recipients opened (in memory only); BuildError if one
+    cannot be opened."""
+    if not any(sealing.is_sealed_text(r) for r in mail.recipients):
+        return mail
+    try:
+        opened = tuple(sealing.unseal_text(settings.secret_key, RECIPIENT_PURPOSE, r,
+                                           f"rcpt|{mail.reference}".encode())
+                       if sealing.is_sealed_text(r) else r for r in mail.recipients)
+    except sealing.Unsealable:
+        raise BuildError("recipient address cannot be opened (was FORMRELAY_SECRET_KEY "
+                         "changed?)") from None
+    return replace(mail, recipients=opened)
 
 
 # -- helpers for builders ----------------------------------------------------------------

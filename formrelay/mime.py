@@ -43,7 +43,8 @@ def text_body(sub: Submission, practice: str, labels: dict[str, str]) -> str:
              f"{labels['received']}: {sub.received_at:%Y-%m-%d %H:%M} UTC",
              f"{labels['practice']}: {practice}", ""]
     for a in sub.answers:
-        lines.append(f"{a.label}:")
+        # no colon after a label that ends a sentence ("Waarvoor ...?", a consent text)
+        lines.append(a.label if a.label.endswith((".", "?", "!", ":")) else f"{a.label}:")
         value = a.display() or "-"
         lines.extend(f"  {ln}" for ln in value.splitlines() or ["-"])
         lines.append("")

@@ -15,7 +15,7 @@ import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -78,6 +78,14 @@ def local_time(dt: datetime) -> str:
     except ZoneInfoNotFoundError:  # no tzdata: say it is UTC rather than guess
         return f"{dt.astimezone(UTC):%d-%m-%Y %H:%M} UTC"
     return f"{dt.astimezone(zone):%d-%m-%Y %H:%M}"
+
+
+def _local_date(iso: str) -> str:
+    """A date answer as dd-mm-yyyy, like every other date in the copy (not ISO)."""
+    try:
+        return f"{date.fromisoformat(iso):%d-%m-%Y}"
+    except ValueError:
+        return iso
 
 
 def wrap_lines(text: str, width: float, measure: Callable[[str], float]) -> list[str]:
@@ -196,6 +204,10 @@ def copy_pdf(sub: Submission, practice: Practice, *, expires: datetime | None = 
         if a.type == "file":
             names = a.value if isinstance(a.value, list) else [a.value]
             value = "\n".join(f"• {n}" for n in names if n) or "—"
+        elif a.type == "consent":  # the label above is the consent text already
+            value = _("yes").capitalize() if a.value else "—"
+        elif a.type in ("date", "birthdate") and isinstance(a.value, str) and a.value:
+            value = _local_date(a.value)
         else:
             value = a.display() or "—"
         para(value, 10.5, gap=3.5)

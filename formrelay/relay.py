@@ -154,6 +154,7 @@ class Relay:
                               subject=f"{spec.title} - {sub.reference}", domain=self.domain,
                               practice=self.settings.server.practice_name, labels=labels)
         out = self.tmp / f"{sub.reference}.{os.getpid()}.asc"
+        extras["_ip"] = ip  # the access point, for the on_store steps' audit events
         for attempt in range(3):
             try:
                 stream = io.BufferedReader(IterStream(parts), 1 << 16)

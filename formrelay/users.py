@@ -3,9 +3,13 @@
 No Flask here: `formrelay users` and the clinician area both use `Accounts`. Passwords
 are hashed with argon2id (argon2-cffi). TOTP (pyotp, 30-second steps) is enrolled at the
 first login and each time step is accepted once per account, so an overheard code cannot
-be replayed. Recovery codes and API tokens are random, shown once and stored only as
-hashes. Failed logins are counted in the database, per account and per client address,
-so the limit holds across worker processes. Every change and every login is audited.
+be replayed. The TOTP secret (and, during enrolment, the one offered) is stored only
+sealed (formrelay.sealing: AES-GCM, key from FORMRELAY_SECRET_KEY, bound to the user
+id), so the database file alone cannot make login codes; a secret stored in clear by an
+older version is sealed at start-up and at its next use. Recovery codes and API tokens
+are random, shown once and stored only as hashes. Failed logins are counted in the
+database, per account and per client address, so the limit holds across worker
+processes. Every change and every login is audited.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import functools
 import hashlib
 import hmac
 import json
+import logging
 import re
 import secrets
 from dataclasses import dataclass
@@ -25,6 +30,7 @@ import segno
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from . import sealing
 from .config import Settings
 from .store import Store, iso, parse_iso
 
@@ -37,6 +43,11 @@ TOTP_STEP_SECONDS = 30
 RECOVERY_CODES = 10
 _RECOVERY_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i
 _hasher = PasswordHasher()  # argon2id, RFC 9106 "low memory" parameters (64 MiB, t=3)
+TOTP_PURPOSE = b"formrelay totp-secret v1"
+ENROL_PURPOSE = b"formrelay totp-enrolment v1"
+UNSEALABLE = "TOTP secret cannot be opened"
+
+log = logging.getLogger("formrelay.users")
 
 
 @functools.cache
@@ -270,7 +281,8 @@ class Accounts:
         row = self.store.user_row(user_id=user.id)
         if row is None or row["disabled_at"] or not row["totp_secret"]:
             raise self._fail(user.username, ip, "account disabled or not enrolled")
-        step = self._totp_step(row["totp_secret"], code)
+        secret = self._open_totp(row)
+        step = self._totp_step(secret, code) if secret else None
         if step is not None:
             if not self.store.totp_claim_step(user.id, step):
                 raise self._fail(user.username, ip, "TOTP code used before")
@@ -279,9 +291,61 @@ class Accounts:
                 self.store.recovery_code_use(user.id, sha256(_normal_code(code))):
             method = f"recovery code ({self.store.recovery_codes_left(user.id)} left)"
         else:
-            raise self._fail(user.username, ip, "wrong TOTP code")
+            raise self._fail(user.username, ip, "wrong TOTP code" if secret else UNSEALABLE)
         self.login_ok(user, ip, method)
         return method
+
+    # -- the TOTP secret at rest (sealed) ---------------------------------------------
+    def _totp_aad(self, user_id: int) -> bytes:
+        return f"totp|{user_id}".encode()
+
+    def _seal_totp(self, user_id: int, secret: str) -> str:
+        return sealing.seal_text(self.settings.secret_key, TOTP_PURPOSE, secret,
+                                 self._totp_aad(user_id))
+
+    def _open_totp(self, row: dict[str, Any]) -> str | None:
+        """The user's TOTP secret, or None when it cannot be opened (a changed
+        FORMRELAY_SECRET_KEY: the operator is told; recovery codes still work)."""
+        stored = str(row["totp_secret"] or "")
+        if not sealing.is_sealed_text(stored):
+            self._reseal(row["id"], stored)  # stored in clear by an older version
+            return stored
+        try:
+            return sealing.unseal_text(self.settings.secret_key, TOTP_PURPOSE, stored,
+                                       self._totp_aad(row["id"]))
+        except sealing.Unsealable:
+            log.error("user %s: the stored TOTP secret cannot be opened (was "
+                      "FORMRELAY_SECRET_KEY changed?); restore the old key, or run "
+                      "`formrelay users reset %s` so the next login enrols again",
+                      row["username"], row["username"])
+            return None
+
+    def _reseal(self, user_id: int, clear: str) -> None:
+        self.store.totp_reseal(user_id, clear, self._seal_totp(user_id, clear))
+
+    def seal_stored_secrets(self) -> int:
+        """Seal TOTP secrets an older version stored in clear (run at start-up);
+        returns how many. The write-ahead log that held them is then truncated."""
+        clear = [(r["id"], r["totp_secret"]) for r in self.store.user_rows()
+                 if r["totp_secret"] and not sealing.is_sealed_text(r["totp_secret"])]
+        for uid, secret in clear:
+            self._reseal(uid, secret)
+        if clear:
+            self.store.truncate_wal()
+            log.info("sealed the TOTP secrets of %d account(s) stored in clear", len(clear))
+        return len(clear)
+
+    def seal_enrolment(self, user: User, secret: str) -> str:
+        """The secret offered at enrolment, as the session (in the database) keeps it."""
+        return sealing.seal_text(self.settings.secret_key, ENROL_PURPOSE, secret,
+                                 f"enrol|{user.id}".encode())
+
+    def open_enrolment(self, user: User, sealed: str) -> str | None:
+        try:
+            return sealing.unseal_text(self.settings.secret_key, ENROL_PURPOSE, sealed,
+                                       f"enrol|{user.id}".encode())
+        except sealing.Unsealable:
+            return None
 
     def login_ok(self, user: User, ip: str, method: str) -> None:
         with self.store.transaction():
@@ -307,7 +371,8 @@ class Accounts:
         if step is None:
             raise self._fail(user.username, ip, "wrong TOTP code at enrolment")
         with self.store.transaction():
-            self.store.user_update(user.id, totp_secret=secret, totp_last_step=step)
+            self.store.user_update(user.id, totp_secret=self._seal_totp(user.id, secret),
+                                   totp_last_step=step)
             codes = self._new_recovery_codes(user)
             self.store.audit("user changed", actor=user.actor, ip=ip,
                              detail="TOTP enrolled, recovery codes issued")

@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 # fonts: DejaVu Sans for patient-copy PDFs, Symbola for the emoji DejaVu lacks
 packages=(gnupg python3 python3-venv python3-pip ca-certificates fonts-dejavu-core fonts-symbola)
 if [[ "${1:-}" == "--test" ]]; then
-  packages+=(rnp chromium systemd caddy)
+  # chromium-l10n: Chromium in Dutch for scripts/screenshot.py (date field "dd-mm-jjjj")
+  packages+=(rnp chromium chromium-l10n systemd caddy)
 fi
 
 missing=()

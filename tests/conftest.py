@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,12 @@ ENV = {SECRET_KEY_ENV: SECRET}
 
 
 @pytest.fixture(scope="session")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, TestKey]:
-    return make_all(tmp_path_factory.mktemp("keys"))
+def keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, TestKey]]:
+    made = make_all(tmp_path_factory.mktemp("keys"))
+    yield made
+    for key in made.values():  # the test keys' homes needed an agent to decrypt
+        subprocess.run(["gpgconf", "--homedir", str(key.home), "--kill", "all"],
+                       capture_output=True, timeout=30, check=False)
 
 
 @pytest.fixture(scope="session")

@@ -173,3 +173,80 @@ def test_a_log_from_before_the_id_chain_is_upgraded(tmp_path: Path,
     assert verify(upgraded).ok and verify(upgraded).rows == 3
     upgraded.audit("login")
     assert verify(upgraded).ok and upgraded.audit_rows()[-1]["id"] == 4
+
+
+# -- incremental verification (`formrelay check`, /healthz) --------------------------------
+def change_new(store: Store) -> None:
+    attacker(store).execute("UPDATE audit SET outcome = 'ok' WHERE id = 5")
+
+
+def change_verified(store: Store) -> None:
+    r = {**row(store, 4), "detail": "rewritten"}
+    attacker(store).execute("UPDATE audit SET detail = 'rewritten', hash = ? WHERE id = 4",
+                            (audit_hash(str(r["prev_hash"]), r),))
+
+
+def delete_verified(store: Store) -> None:
+    attacker(store).execute("DELETE FROM audit WHERE id = 2")
+
+
+def rewrite_from_verified(store: Store) -> None:
+    """Delete from the verified row on and write a consistent new tail."""
+    con = attacker(store)
+    con.execute("DELETE FROM audit WHERE id >= 4")
+    prev = str(row(store, 3)["hash"])
+    for rid in (4, 5, 6):
+        fake = {"id": rid, "at": "2026-01-01T00:00:00.000000Z", "action": "login",
+                "outcome": "ok", "actor": "user:x", "ip": "", "reference": "", "form_id": "",
+                "detail": "", "prev_hash": prev}
+        fake["hash"] = prev = audit_hash(prev, fake)
+        con.execute("INSERT INTO audit VALUES (:id, :at, :action, :outcome, :actor, :ip, "
+                    ":reference, :form_id, :detail, :prev_hash, :hash)", fake)
+    con.execute("UPDATE audit_head SET last_id = 6, last_hash = ?", (prev,))
+
+
+@pytest.mark.parametrize(("tamper", "found"), [
+    (change_new, "row #5 was changed"),
+    (change_verified, "row #4, verified on"),
+    (delete_verified, "were deleted or inserted since"),
+    (rewrite_from_verified, "row #4, verified on"),
+    (delete_tail, "row #5 to #6 missing at the end"),
+    (insert_forged, "row #7 was changed"),
+    (insert_with_gap, "row #7 to #8 missing"),
+])
+def test_incremental_verification_finds_what_changed_since(
+        tmp_path: Path, tamper: Callable[[Store], None], found: str) -> None:
+    store = Store(tmp_path / "formrelay.db")
+    events(store, 4)
+    first = verify(store, incremental=True, record=True)
+    assert first.ok and first.rows == 4 and first.since_id == 0
+    events(store, 2)
+    tamper(store)
+    problems = verify(store, incremental=True).problems
+    assert any(found in p for p in problems), problems
+
+
+def test_incremental_verification_reads_only_new_rows_and_survives_the_purge(
+        make_app: Callable[..., Flask]) -> None:
+    clock = Clock()
+    app = make_app(clock=clock, server={"audit_retention_years": 5})
+    relay = app.extensions["formrelay"]
+    store = relay.store
+    events(store, 4)
+    assert verify(store, incremental=True, record=True).ok
+    events(store, 3)
+    again = verify(store, incremental=True, record=True)
+    head = store.audit_head()[0]
+    assert again.ok and again.rows == 3 and again.since_id == head - 3
+    assert verify(store, incremental=True, record=True).rows == 0
+    clock.advance(days=365 * 5 + 30)  # everything is old now: the purge cuts it all
+    events(store, 1)
+    assert purge(relay.settings, store, clock.now).audit_rows == head
+    after = verify(store, incremental=True, record=True)
+    assert after.ok, after.problems
+    events(store, 2)
+    assert verify(store, incremental=True).ok and verify(store).ok
+    # the purge's own event, which confirms the anchor, cannot go missing unseen
+    purged = next(r["id"] for r in store.audit_rows() if r["action"] == "audit purged")
+    attacker(store).execute("DELETE FROM audit WHERE id = ?", (purged,))
+    assert not verify(store, incremental=True).ok

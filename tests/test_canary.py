@@ -1,22 +1,40 @@
 """Design non-negotiable 1: the plaintext exists only in the request's memory.
 
-A unique canary is submitted in every field type; afterwards the database file, its
-WAL, the data folder, the temp folder and the captured logs are searched: nothing."""
+One flow through everything the product does with a submission: unique canaries in
+every field type (typed text, the patient's own e-mail address, phone, dates, number,
+BSN, the chosen options and the consent text, an uploaded file's content and name) go
+to a form with `delivery = "email"` and `patient_copy = true` and to a held form; a
+rejected post carries them too. The delivery worker sends everything to a real
+STARTTLS SMTP server, the patient opens the copy with the link and the pickup code, a
+clinician logs in (TOTP) and downloads the held one. Then the database file, its WAL,
+the whole data folder, the temp folder, every captured log line (as text and as the
+JSON the service writes), every request line an access log could write and every mail
+received are searched: no canary anywhere in plaintext. Only the clinician's decrypted
+view and the patient's own PDF hold them (and the patient's address is of course on
+the one mail sent to it).
+"""
 
 from __future__ import annotations
 
 import io
 import random
+import re
+import secrets
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from formrelay import create_app, delivery
 from formrelay.forms import bsn_is_valid
+from formrelay.logs import JsonFormatter
 
-from .canary import found_in, leaks, start_clock, temp_root
-from .conftest import canary, post_form
+from .area import Browser, Clock, add_user, cheap_hashing, totp_at
+from .canary import found_in, leaks_of, start_clock, temp_root
+from .conftest import ENV, canary, make_config_dict, post_form, write_config
 from .keys import TestKey, gpg_decrypt
+from .smtpd import TlsFiles, smtp_config, smtp_server
 
 
 def random_bsn() -> str:
@@ -37,37 +55,165 @@ def test_canary_helper_catches_plain_and_base64() -> None:
     assert not found_in(b"nothing here", secret)
 
 
-def test_canary_is_nowhere_on_disk_or_in_logs(make_app: Any, keys: dict[str, TestKey],
-                                              logs: pytest.LogCaptureFixture,
-                                              tmp_path: Path) -> None:
-    since = start_clock()
-    app = make_app()
-    client = app.test_client()
-    c = canary()
-    phone = f"06 {random.randrange(10**7, 10**8)}"  # noqa: S311
-    bsn = random_bsn()
-    answers = {
-        "name": f"Naam {c}", "complaint": f"Klacht {c}\nregel twee", "email": f"{c}@example.nl",
-        "phone": phone, "visit": "2026-01-02", "age": "42", "insurer": "VGZ",
-        "contact": "mail", "symptoms": ["koorts", "overig"], "bsn": bsn, "born": "1970-05-06",
-        "consent": "y",
-        "attachment": (io.BytesIO(f"plain text file {c}".encode()), f"brief-{c}.txt"),
-    }
-    r = post_form(client, answers, json_answer=True)
-    assert r.status_code == 200, r.get_data(as_text=True)
-    ref = r.get_json()["reference"]
-    # a rejected post with the same canary must not leave it anywhere either
-    bad = post_form(client, {**answers, "age": "999"}, json_answer=True)
-    assert bad.status_code == 400
+class RequestLines:
+    """WSGI middleware keeping each request line (with its query) and Referer: what any
+    access log - gunicorn's, the TLS proxy's - could write, redacted or not."""
 
-    relay = app.extensions["formrelay"]
-    ciphertext = relay.store.ciphertext(ref)
-    plain = gpg_decrypt(keys["alice"], ciphertext).decode()
-    assert c in plain.replace("=\r\n", "") or c in plain  # the clinician reads it
+    def __init__(self, app: Callable[..., Any]) -> None:
+        self.app = app
+        self.lines: list[str] = []
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        query = environ.get("QUERY_STRING", "")
+        self.lines.append(f"{environ['REQUEST_METHOD']} {environ.get('PATH_INFO', '')}"
+                          f"{'?' + query if query else ''} {environ.get('HTTP_REFERER', '-')}")
+        return self.app(environ, start_response)
+
+
+def fields(option: str) -> list[dict[str, Any]]:
+    """Every field type; the options and the consent text (from the config) carry a
+    canary too, since the patient's choice among them is an answer."""
+    return [
+        {"name": "name", "type": "text", "label": "Naam", "required": True},
+        {"name": "complaint", "type": "textarea", "label": "Klacht", "required": True},
+        {"name": "email", "type": "email", "label": "E-mail"},
+        {"name": "phone", "type": "tel", "label": "Telefoon"},
+        {"name": "visit", "type": "date", "label": "Datum bezoek"},
+        {"name": "weight", "type": "number", "label": "Gewicht", "min": 0},
+        {"name": "insurer", "type": "select", "label": "Verzekeraar",
+         "choices": ["VGZ", f"Zorgverzekeraar {option}"]},
+        {"name": "contact", "type": "radio", "label": "Contact via",
+         "choices": ["telefoon", f"Brief {option}"]},
+        {"name": "symptoms", "type": "checkboxes", "label": "Klachten",
+         "choices": ["koorts", f"Anders {option}"]},
+        {"name": "bsn", "type": "bsn", "label": "BSN"},
+        {"name": "born", "type": "birthdate", "label": "Geboortedatum"},
+        {"name": "attachment", "type": "file", "label": "Bijlage", "accept": ["pdf", "txt"]},
+        {"name": "consent", "type": "consent", "label": f"Ik ga akkoord {option}"},
+    ]
+
+
+def kept_out(found: dict[str, list[str]], allowed: Iterable[str]) -> dict[str, list[str]]:
+    """Findings outside the places a canary may be (the test's own config and keys)."""
+    allowed = tuple(allowed)
+    out = {s: [p for p in places if not any(a in p for a in allowed)]
+           for s, places in found.items()}
+    return {s: p for s, p in out.items() if p}
+
+
+def test_canary_is_nowhere_but_in_the_ciphertext(
+        keys: dict[str, TestKey], tls: TlsFiles, tmp_path: Path,
+        logs: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    cheap_hashing(monkeypatch)
+    since = start_clock()
+    rng = random.Random()  # noqa: S311 - test data
+    typed, option = canary(), canary()
+    address = f"canary-{secrets.token_hex(8)}@example.nl"
+    phone = f"06 {rng.randrange(10**7, 10**8)}"
+    bsn = random_bsn()
+    visit = f"{rng.randrange(2101, 2199)}-{rng.randrange(1, 13):02d}-{rng.randrange(1, 29):02d}"
+    born = f"{rng.randrange(1901, 1930)}-{rng.randrange(1, 13):02d}-{rng.randrange(1, 29):02d}"
+    weight = f"{rng.randrange(10**8, 10**9)}.{rng.randrange(10, 100)}"
+    everything = [typed, option, phone, bsn, visit, born, weight]
+
+    def answers(copy: bool) -> dict[str, Any]:
+        return {"name": f"Naam {typed}", "complaint": f"Klacht {typed}\nregel twee",
+                "email": address, "phone": phone, "visit": visit, "weight": weight,
+                "insurer": f"Zorgverzekeraar {option}", "contact": f"Brief {option}",
+                "symptoms": ["koorts", f"Anders {option}"], "bsn": bsn, "born": born,
+                "consent": "y", "_copy": "1" if copy else "",
+                "attachment": (io.BytesIO(f"plain text file {typed}\n".encode()),
+                               f"brief-{typed}.txt", "text/plain")}
+
+    clock = Clock()
+    with smtp_server(tls) as (smtp, port):
+        cfg = make_config_dict(tmp_path / "data", keys, fields=fields(option), delivery="email",
+                               patient_copy=True, smtp=smtp_config(tls, port))
+        cfg["forms"]["held"] = {**cfg["forms"]["intake"], "title": "Vragenlijst",
+                                "delivery": "hold", "patient_copy": False}
+        config = write_config(tmp_path / "config.toml", cfg)
+        app = create_app(config, environ=ENV, clock=clock)
+        requests = RequestLines(app.wsgi_app)
+        app.wsgi_app = requests  # type: ignore[method-assign]
+        client = app.test_client()
+
+        # a rejected post carries every canary too, and leaves none behind
+        bad = post_form(client, {**answers(True), "weight": "-1"}, json_answer=True)
+        assert bad.status_code == 400 and "weight" in bad.get_json()["errors"]
+        sent = post_form(client, answers(True), json_answer=True)
+        assert sent.status_code == 200, sent.get_data(as_text=True)
+        ref, copy = sent.get_json()["reference"], sent.get_json()["public_copy"]
+        held = post_form(client, answers(False), json_answer=True, form_id="held")
+        assert held.status_code == 200, held.get_data(as_text=True)
+        held_ref = held.get_json()["reference"]
+
+        relay = app.extensions["formrelay"]
+        result = delivery.deliver_pending(relay.settings, relay.store)
+        assert (result.sent, result.deferred, result.failed) == (3, 0, 0), result.errors
+        mails = list(smtp.messages)
+    assert all(m.tls for m in mails)
+
+    # the clinician's mail client decrypts the PGP/MIME mail: every answer is in it
+    [pgp] = [m for m in mails if m.parsed().get_content_type() == "multipart/encrypted"]
+    assert pgp.rcpt_tos == ["alice@praktijk.test"]
+    inner = gpg_decrypt(keys["alice"], pgp.parsed().get_payload()[1].get_payload(decode=True))
+    assert ref.encode() in inner and found_in(inner, typed) and found_in(inner, option)
+
+    # the patient: the link from the mail, the pickup code from the thank-you page
+    [link_mail] = [m for m in mails if m.rcpt_tos == [address]]
+    body = link_mail.parsed().get_body(("plain",)).get_content()
+    link = re.search(r"http://localhost(/copy/\S+)#(\S+)", body)
+    assert link, body
+    assert client.get(link.group(1)).status_code == 200
+    pdf = client.post(link.group(1), data={"key": link.group(2), "code": copy["code"]})
+    assert pdf.status_code == 200 and pdf.data.startswith(b"%PDF")
+
+    # the clinician logs in and downloads the held submission
+    add_user(tmp_path, "anna", "--recipient", "alice")
+    b = Browser(app)
+    assert b.password("anna", f"wachtwoord {typed}").status_code == 401
+    assert b.enrol("anna", totp_at(clock)).status_code == 200
+    assert held_ref in b.get("/clinician/").get_data(as_text=True)
+    eml = b.get(f"/clinician/s/{held_ref}/eml")
+    asc = b.get(f"/clinician/s/{held_ref}/asc")
+    assert eml.status_code == asc.status_code == 200
+    assert found_in(gpg_decrypt(keys["alice"], asc.data), typed)
+    assert b.post(f"/clinician/s/{held_ref}/processed").status_code == 302
+
+    # now search everywhere
     data_dir = relay.settings.data_dir
-    assert (data_dir / "formrelay.db").exists()
+    db = relay.store.path
+    assert db.stat().st_size and Path(f"{db}-wal").stat().st_size  # the WAL is searched too
+    texts = [logs.text, *(JsonFormatter().format(r) for r in logs.records), *requests.lines]
+    blobs = [m.data for m in mails] + [m.mail_from.encode() + repr(m.rcpt_tos).encode()
+                                       for m in mails] + [eml.data, asc.data]
     roots = [data_dir, temp_root()]
-    for secret in (c, phone, bsn):
-        found = leaks(secret, roots=roots, texts=[logs.text], since=since)
-        found = [f for f in found if "/keys" not in f]
-        assert found == [], f"{secret} found in {found}"
+    # the test's own config (the options are set there) and its keys may hold them
+    allowed = [str(config), "/keys"]
+    found = leaks_of(everything, roots=roots, texts=texts, blobs=blobs, since=since)
+    assert kept_out(found, allowed) == {}, kept_out(found, allowed)
+    # the audit log (NEN 7513) saw it all, each event with its fields, never content
+    rows = relay.store.audit_rows()
+    assert {"received", "queued", "sent", "deleted", "copy issued", "copy mail sent",
+            "copy opened", "downloaded", "login", "user created",
+            "user changed"} <= {r["action"] for r in rows}
+    assert ("login", "failed") in {(r["action"], r["outcome"]) for r in rows}
+    for r in rows:
+        assert isinstance(r["id"], int) and r["outcome"] in ("ok", "failed", "refused", "retry")
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", r["at"])  # UTC
+        assert r["actor"] in ("patient", "system", "operator", "unknown") or \
+            r["actor"].startswith("user:"), r
+        if r["actor"] == "patient" or r["action"] in ("login", "downloaded"):
+            assert r["ip"] == "127.0.0.1", r  # the access point
+        if r["action"] in ("received", "sent", "deleted", "downloaded") or \
+                r["action"].startswith("copy"):
+            assert r["reference"] in (ref, held_ref) and r["form_id"] in ("intake", "held"), r
+    # the patient's address: only on the mail to it (the test SMTP server logs its
+    # traffic as "mail.log": not formrelay's log)
+    ours = [r for r in logs.records if not r.name.startswith("mail.log")]
+    texts = [*(r.getMessage() for r in ours), *(JsonFormatter().format(r) for r in ours),
+             *requests.lines]
+    others = [m.data for m in mails if m is not link_mail]
+    found = leaks_of([address], roots=roots, texts=texts, blobs=[*others, eml.data, asc.data],
+                     since=since)
+    assert kept_out(found, allowed) == {}, kept_out(found, allowed)

@@ -4,6 +4,7 @@ essentials: each trouble an operator must hear about gives its own line and exit
 from __future__ import annotations
 
 import json
+import sqlite3
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,8 @@ def test_healthy_setup_is_all_ok(tmp_path: Path, keys: dict[str, TestKey]) -> No
     assert lines(r)[-1] == "ok"
     # every essential has its line
     for text in ("config ", "data folder ", "database ", "key alice ", "key bob ",
-                 "form intake (hold)", "writes SEIPD v1", "outbox empty", "clock "):
+                 "form intake (hold)", "writes SEIPD v1", "outbox empty", "clock ",
+                 "audit log intact"):
         line_with(r, text)
     # the SEIPD proof names every key it encrypted a probe to
     assert "alice, bob" in line_with(r, "SEIPD v1")
@@ -209,6 +211,30 @@ def test_healthz_ok_when_only_warnings(make_app: Any) -> None:
     r = app.test_client().get("/healthz")
     assert r.status_code == 200
     assert r.get_json()["ok"] is True and r.get_json()["status"] == "warn"
+
+
+def test_tampered_audit_log_is_an_error_in_check_and_healthz(tmp_path: Path,
+                                                             keys: dict[str, TestKey]) -> None:
+    store = Store(tmp_path / "data" / "formrelay.db")
+    store.audit("login", actor="user:u0", ip="192.0.2.1")
+    first = run_check(tmp_path, keys)
+    assert first.exit_code == 0, first.output
+    assert "audit log intact up to #1 (1 row(s) checked)" in first.output
+    for i in range(3):
+        store.audit("login", actor=f"user:u{i}", ip="192.0.2.1")
+    again = run_check(tmp_path, keys)  # only what was added since the first check
+    assert "#4 (3 row(s) checked since #1" in line_with(again, "audit log intact"), again.output
+    con = sqlite3.connect(store.path, isolation_level=None)
+    con.execute("DROP TRIGGER audit_no_update")
+    con.execute("UPDATE audit SET actor = 'user:someone-else' WHERE action = 'login'")
+    con.close()
+    broken = run_check(tmp_path, keys)
+    assert broken.exit_code == 2, broken.output
+    line = line_with(broken, "audit log:")
+    assert line.startswith("error audit log: row #") and "formrelay audit verify" in line
+    app = create_app(tmp_path / "config.toml", environ=ENV)
+    r = app.test_client().get("/healthz")
+    assert r.status_code == 503 and r.get_json()["checks"]["audit"]["ok"] is False
 
 
 def test_packet_reader_tells_ocb_and_seipd_v2_apart() -> None:

@@ -343,3 +343,89 @@ def test_disabled_and_removed_users(make_app: Callable[..., Flask], tmp_path: Pa
     assert audit(app, "user removed")[0]["actor"] == "operator"
     assert sqlite3.connect(app.extensions["formrelay"].store.path).execute(
         "SELECT COUNT(*) FROM sessions WHERE user_id IS NOT NULL").fetchone()[0] == 0
+
+
+def _db_bytes(app: Flask) -> bytes:
+    db = app.extensions["formrelay"].store.path
+    return b"".join(p.read_bytes() for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm"))
+                    if p.exists())
+
+
+def test_totp_secret_is_sealed_at_rest(make_app: Callable[..., Flask], tmp_path: Path) -> None:
+    clock = Clock()
+    app = make_app(clock=clock)
+    add_user(tmp_path, "anna", "--recipient", "alice")
+    b = Browser(app)
+    b.password("anna")
+    page = b.get("/clinician/enrol").get_data(as_text=True)
+    offered = page.split('<code id="secret">')[1].split("<")[0].replace(" ", "")
+    assert len(offered) == 32
+    # the secret offered waits in the session, which lives in the database: sealed
+    assert offered.encode() not in _db_bytes(app)
+    again = b.get("/clinician/enrol").get_data(as_text=True)
+    assert again.split('<code id="secret">')[1].split("<")[0].replace(" ", "") == offered
+    r = b.post("/clinician/enrol", {"code": pyotp.TOTP(offered).at(clock.now)})
+    assert r.status_code == 200 and b.get("/clinician/").status_code == 200
+    data = _db_bytes(app)
+    assert offered.encode() not in data and offered.lower().encode() not in data
+    row = app.extensions["formrelay"].store.user_row(username="anna")
+    assert row["totp_secret"].startswith("sealed:v1:")
+    assert row["password_hash"].startswith("$argon2id$")  # and the password only hashed
+    b.post("/clinician/logout")
+    clock.advance(seconds=30)
+    assert b.login("anna", pyotp.TOTP(offered).at(clock.now)).status_code == 302
+    assert b.get("/clinician/").status_code == 200
+    # sealed to its account: copied into another user's row it opens nothing
+    add_user(tmp_path, "bert", "--recipient", "alice")
+    with sqlite3.connect(app.extensions["formrelay"].store.path) as con:
+        con.execute("UPDATE users SET totp_secret = ? WHERE username = 'bert'",
+                    (row["totp_secret"],))
+    con.close()
+    clock.advance(seconds=30)
+    assert Browser(app).login("bert", pyotp.TOTP(offered).at(clock.now)).status_code == 401
+    assert audit(app, "login", "failed")[-1]["detail"] == "TOTP secret cannot be opened"
+
+
+def test_totp_secret_stored_in_clear_by_an_older_version_is_sealed(
+        make_app: Callable[..., Flask], tmp_path: Path) -> None:
+    clock = Clock()
+    app = make_app(clock=clock)
+    add_user(tmp_path, "anna", "--recipient", "alice")
+    b = Browser(app)
+    b.enrol("anna", totp_at(clock))
+    b.post("/clinician/logout")
+    db = app.extensions["formrelay"].store.path
+    with sqlite3.connect(db) as con:  # what an older version wrote
+        con.execute("UPDATE users SET totp_secret = ? WHERE username = 'anna'", (b.secret,))
+    con.close()
+    assert b.secret.encode() in _db_bytes(app)
+    app.extensions["formrelay"].store.close()
+    again = create_app(tmp_path / "config.toml", environ=ENV, clock=clock)  # start-up
+    assert again.extensions["formrelay"].store.user_row(
+        username="anna")["totp_secret"].startswith("sealed:v1:")
+    assert b.secret.encode() not in _db_bytes(again)
+    clock.advance(seconds=30)
+    b2 = Browser(again)
+    assert b2.login("anna", pyotp.TOTP(b.secret).at(clock.now)).status_code == 302
+    assert b2.get("/clinician/").status_code == 200
+
+
+def test_changed_secret_key_refuses_totp_but_recovery_codes_work(
+        make_app: Callable[..., Flask], tmp_path: Path, logs: pytest.LogCaptureFixture) -> None:
+    clock = Clock()
+    app = make_app(clock=clock)
+    add_user(tmp_path, "anna", "--recipient", "alice")
+    b = Browser(app)
+    b.enrol("anna", totp_at(clock))
+    other = {**ENV, "FORMRELAY_SECRET_KEY": "another-secret-" + "y" * 40}
+    moved = create_app(tmp_path / "config.toml", environ=other, clock=clock)
+    clock.advance(seconds=30)
+    b2 = Browser(moved)
+    r = b2.login("anna", pyotp.TOTP(b.secret).at(clock.now))
+    assert r.status_code == 401  # refused calmly, no 500
+    failed = [row["detail"] for row in audit(moved, "login", "failed")]
+    assert "TOTP secret cannot be opened" in failed
+    assert any("formrelay users reset anna" in r.getMessage() for r in logs.records
+               if r.levelname == "ERROR")
+    assert b2.post("/clinician/login/code", {"code": b.recovery[0]}).status_code == 302
+    assert b2.get("/clinician/").status_code == 200

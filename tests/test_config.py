@@ -64,6 +64,8 @@ BAD = [
     ("forms.intake.fields.0.name", "bsn", "'bsn' is used twice"),
     ("forms.intake.fields.11.accept", ["exe"], "'exe' is not supported"),
     ("recipients.alice.fingerprint", "ABCD", "is not a full fingerprint"),
+    ("server.audit_retention_years", 4, "server.audit_retention_years: must be at least 5"),
+    ("server.audit_retention_years", 5, None),
 ]
 
 

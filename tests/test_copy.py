@@ -250,7 +250,7 @@ def test_lockout_after_five_wrong_codes(make_app: Any) -> None:
     wrong = "AAAAAA" if page["code"] != "AAAAAA" else "BBBBBB"
     for left in (4, 3, 2, 1):
         r = pick(client, page["url"], page["key"], code=wrong)
-        assert r.status_code == 403 and f": {left}." in r.get_data(as_text=True)
+        assert r.status_code == 403 and f"nog {left} keer" in r.get_data(as_text=True)
     r = pick(client, page["url"], page["key"], code=wrong)
     assert r.status_code == 403
     html = r.get_data(as_text=True)
@@ -264,6 +264,39 @@ def test_lockout_after_five_wrong_codes(make_app: Any) -> None:
     actions = [r["action"] for r in store.audit_rows(page["reference"])]
     assert actions.count("copy wrong code") == 5
     assert "copy locked" in actions and "copy deleted" in actions
+
+
+def test_copy_answers_are_never_cached_send_no_referrer_and_want_a_post(
+        make_app: Any) -> None:
+    clock = Clock()
+    app = make_app(fields=FIELDS, patient_copy=True, clock=clock)
+    client = app.test_client()
+    a = thanks(post_form(client, answers(canary())))
+    b = thanks(post_form(client, answers(canary())))
+    other_code = a["code"] if a["code"] != b["code"] else "AAAAAA"
+    got = {
+        "pickup page": client.get(a["url"]),
+        # the code and the secret only count when POSTed
+        "code in the query": client.get(f"{a['url']}?code={a['code']}&key={a['key']}"
+                                        f"&grant={a['grant']}"),
+        "no code": pick(client, a["url"], a["key"]),
+        # a code opens only its own copy; a secret only its own link
+        "another copy's code": pick(client, b["url"], b["key"], code=other_code),
+        "another copy's secret": pick(client, b["url"], a["key"], code=b["code"]),
+        "altered link": client.get(a["url"][:-3] + "abc"),
+        "pdf": pick(client, a["url"], a["key"], code=a["code"]),
+    }
+    clock.now += timedelta(days=8)
+    got["expired"] = client.get(b["url"])
+    for name, r in got.items():
+        assert r.headers["Cache-Control"] == "no-store", name
+        assert r.headers["Referrer-Policy"] == "no-referrer", name
+        assert r.headers["X-Content-Type-Options"] == "nosniff", name
+    assert [n for n, r in got.items() if r.mimetype == "application/pdf"] == ["pdf"]
+    assert got["code in the query"].status_code == 200
+    assert got["another copy's code"].status_code == 403
+    assert got["another copy's secret"].status_code == 400
+    assert got["expired"].status_code == 410
 
 
 def test_altered_links_are_refused(make_app: Any) -> None:
@@ -343,6 +376,24 @@ def test_no_tick_no_copy_and_no_mail(make_app: Any) -> None:
         assert conn.execute("SELECT count(*) FROM copies").fetchone()[0] == 0
         assert conn.execute("SELECT count(*) FROM outbox WHERE kind LIKE 'patient%'"
                             ).fetchone()[0] == 0
+
+
+def test_queued_link_mail_keeps_the_patients_address_sealed(make_app: Any,
+                                                             tmp_path: Path) -> None:
+    app = make_app(fields=FIELDS, patient_copy=True)
+    a = answers(canary())
+    address = f"patient-{canary().lower()}@example.nl"
+    thanks(post_form(app.test_client(), {**a, "email": address}))
+    assert db_files(app) and not leaks(address, roots=db_files(app))
+    relay = app.extensions["formrelay"]
+    with sqlite3.connect(relay.store.path) as conn:
+        [to] = conn.execute("SELECT recipients FROM outbox WHERE kind = 'patient_copy'"
+                            ).fetchone()
+    assert to.startswith('["sealed:v1:')
+    # the worker opens it, in memory, to send (here into the sink folder)
+    assert delivery.deliver_pending(relay.settings, relay.store).sent == 2
+    [eml] = [p for p in (tmp_path / "mail").iterdir() if "patient_copy" in p.name]
+    assert f"To: {address}" in eml.read_text()
 
 
 def test_form_without_copy_has_no_tick_and_ignores_it(make_app: Any) -> None:

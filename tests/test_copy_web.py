@@ -209,7 +209,7 @@ def test_browser_flow_with_axe(server: Server, tmp_path: Path) -> None:
             page.fill("#f-code", "AAAAAA" if code != "AAAAAA" else "BBBBBB")
             page.click("button[type=submit]")
             page.wait_for_selector("#e-code")
-            assert "Pogingen over" in page.inner_text("#e-code")
+            assert "U kunt het nog 4 keer proberen" in page.inner_text("#e-code")
             clean(page, "pickup page with a wrong code")
             page.fill("#f-code", code.lower())
             with page.expect_download() as dl:

@@ -1,7 +1,10 @@
-"""`formrelay demo` and `formrelay check`, run as a user would run them."""
+"""`formrelay demo` and `formrelay check`, run as a user would run them: the demo as a
+real process, its printed commands pasted into a shell as they are, and its practice page
+driven in Chromium the way a patient would (the copy downloaded inside the widget)."""
 
 from __future__ import annotations
 
+import email
 import os
 import re
 import socket
@@ -10,14 +13,23 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from email import policy
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
+from playwright.sync_api import sync_playwright
 
 from formrelay.cli import cli
 
 from .conftest import ENV, make_config_dict, write_config
 from .keys import TestKey
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--no-first-run"]
 
 
 def free_port() -> int:
@@ -35,12 +47,11 @@ def free_port() -> int:
     raise AssertionError("no two free ports in a row")
 
 
-def wait_http(url: str, proc: subprocess.Popen[bytes], seconds: float = 60) -> None:
+def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, seconds: float = 60) -> None:
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         if proc.poll() is not None:
-            out = proc.stdout.read().decode() if proc.stdout else ""
-            raise AssertionError(f"demo exited: {out}")
+            raise AssertionError(f"demo exited: {log.read_text()}")
         try:
             urllib.request.urlopen(url, timeout=2)  # noqa: S310 - loopback
             return
@@ -49,44 +60,183 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], seconds: float = 60) -> N
     raise AssertionError(f"{url} did not answer")
 
 
-def test_demo_serves_the_form_and_the_clinician_can_decrypt(tmp_path: Path) -> None:
+@dataclass
+class Demo:
+    base: str
+    port: int
+    folder: Path
+    log: Path
+    env: dict[str, str]
+
+    @property
+    def out(self) -> str:
+        return self.log.read_text()
+
+    def mail(self, pattern: str, seconds: float = 30) -> Path:
+        """A mail the demo's worker writes into its mail folder (it sends after the answer);
+        `pattern` as in glob (the name ends in the outbox's number)."""
+        folder = self.folder / "mail"
+        end = time.monotonic() + seconds
+        while not (found := sorted(folder.glob(pattern))) and time.monotonic() < end:
+            time.sleep(0.2)
+        assert found, (pattern, sorted(p.name for p in folder.iterdir()))
+        return found[0]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    tmp = tmp_path_factory.mktemp("demo")
     port = free_port()
-    folder = tmp_path / "demo"
     env = {k: v for k, v in os.environ.items() if not k.startswith("FORMRELAY_")}
-    proc = subprocess.Popen([sys.executable, "-m", "formrelay", "demo", "--dir", str(folder),
-                             "--port", str(port)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, env=env)
+    log = tmp / "demo.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "formrelay", "demo", "--dir",
+                                 str(tmp / "demo"), "--port", str(port)], stdout=out,
+                                stderr=subprocess.STDOUT, env=env)
     try:
-        base = f"http://127.0.0.1:{port}"
-        wait_http(f"{base}/healthz", proc)
-        page = urllib.request.urlopen(f"{base}/f/intake").read().decode()  # noqa: S310
-        assert "Aanmelden als nieuwe patiënt" in page
-        hidden = dict(re.findall(r'name="(_[a-z]+)"[^>]*value="([^"]*)"', page))
-        time.sleep(2.1)  # the demo form asks for a minimum fill time
-        body = urllib.parse.urlencode({**hidden, "name": "Anna de Vries", "birthdate":
-                                       "1980-02-03", "email": "anna@example.nl",
-                                       "complaint": "Rugpijn sinds één week", "consent": "y"})
-        req = urllib.request.Request(f"{base}/f/intake", data=body.encode(),  # noqa: S310
-                                     headers={"Accept": "application/json", "Origin": base})
-        answer = urllib.request.urlopen(req).read().decode()  # noqa: S310
-        ref = re.search(r"FR-\w{4}-\w{4}", answer)
-        assert ref, answer
+        wait_http(f"http://127.0.0.1:{port}/healthz", proc, log)
+        yield Demo(f"http://127.0.0.1:{port}", port, tmp / "demo", log, env)
     finally:
         proc.terminate()
-        out = proc.communicate(timeout=30)[0].decode()
-    assert f"{base}/f/intake" in out and "gpg --homedir" in out
-    cfg = folder / "config.toml"
-    env2 = {**env, "FORMRELAY_SECRET_KEY": (folder / ".secret_key").read_text()}
-    ct = subprocess.run([sys.executable, "-m", "formrelay", "--config", str(cfg), "ciphertext",
-                         ref.group(0)], capture_output=True, env=env2, timeout=60)
-    if ct.returncode == 0 and ct.stdout:
-        plain = subprocess.run(["gpg", "--homedir", str(folder / "clinician-gnupg"), "--batch",
-                                "--decrypt"], input=ct.stdout, capture_output=True, timeout=60)
-        assert b"Anna de Vries" in plain.stdout
-    else:  # already delivered: then the mail folder holds it, encrypted
-        mails = list((folder / "mail").glob("*.eml"))
-        assert mails, ct.stderr.decode()
-        assert all(b"Anna de Vries" not in m.read_bytes() for m in mails)
+        proc.wait(timeout=30)
+
+
+def _post(base: str, form_id: str, answers: dict[str, str]) -> str:
+    """Fill in `form_id` as a browser would (its hidden fields, the minimum fill time) and
+    return the reference of the JSON answer."""
+    page = urllib.request.urlopen(f"{base}/f/{form_id}").read().decode()  # noqa: S310
+    hidden = dict(re.findall(r'name="(_[a-z]+)"[^>]*value="([^"]*)"', page))
+    time.sleep(2.1)  # the demo forms ask for a minimum fill time
+    body = urllib.parse.urlencode({**hidden, **answers})
+    req = urllib.request.Request(f"{base}/f/{form_id}", data=body.encode(),  # noqa: S310
+                                 headers={"Accept": "application/json", "Origin": base})
+    answer = urllib.request.urlopen(req).read().decode()  # noqa: S310
+    ref = re.search(r"FR-\w{4}-\w{4}", answer)
+    assert ref, answer
+    return ref.group(0)
+
+
+def _printed_block(out: str, title: str) -> list[str]:
+    """The indented command lines the demo printed under `title`."""
+    lines = out.splitlines()
+    at = next(i for i, ln in enumerate(lines) if ln.strip() == title)
+    block = []
+    for ln in lines[at + 1:]:
+        if not ln.startswith("    "):
+            break
+        block.append(ln.strip())
+    assert block, out
+    return block
+
+
+def test_demo_serves_both_forms_and_its_printed_commands_work(demo: Demo) -> None:
+    base, env = demo.base, demo.env
+    page = urllib.request.urlopen(f"{base}/f/intake").read().decode()  # noqa: S310
+    assert "Aanmelden als nieuwe patiënt" in page
+    patient = {"name": "Anna de Vries", "birthdate": "1980-02-03", "email": "anna@example.nl"}
+    mailed = _post(base, "intake", {**patient, "complaint": "Rugpijn sinds één week",
+                                    "consent": "y"})
+    held = _post(base, "vraag", {**patient, "name": "Kees Bakker",
+                                 "question": "Een rode plek op mijn arm"})
+    assert urllib.request.urlopen(f"{base}/clinician/").status == 200  # noqa: S310
+    eml = demo.mail(f"{mailed}.eml")
+    assert b"Anna de Vries" not in eml.read_bytes()  # only ciphertext in the mail folder
+    assert demo.mail(f"{held}-held-notice-*.eml").read_bytes().count(held.encode())
+    out = demo.out
+    for url in (f"http://localhost:{demo.port + 1}/", f"{base}/f/intake", f"{base}/f/vraag",
+                f"{base}/clinician/"):
+        assert url in out, out
+    password = re.search(r"user dokter, password (\S+) ", out)
+    assert password, out
+    assert "development server" not in out  # Werkzeug's banner reads like an error
+
+    # the clinician reads the mail exactly as printed
+    [read_mail] = _printed_block(out, "read a mail as the clinician's mail program would:")
+    plain = subprocess.run(["bash", "-c", read_mail.replace("FR-XXXX-XXXX", mailed)],
+                           capture_output=True, env=env, timeout=60)
+    assert plain.returncode == 0 and b"Anna de Vries" in plain.stdout, plain.stderr
+    # the operator's commands, pasted into a shell as they are
+    script = "\n".join(["set -euo pipefail",
+                         *_printed_block(out, "the command line, in another terminal:")])
+    ran = subprocess.run(["bash", "-c", script.replace("FR-XXXX-XXXX", held)],
+                         capture_output=True, env=env, timeout=120)
+    assert ran.returncode == 0, ran.stdout.decode() + ran.stderr.decode()
+    assert b"created anna" in ran.stdout and b"Kees Bakker" in ran.stdout
+    assert b"form vraag (hold)" in ran.stdout
+
+    # the printed password opens the demo account (its authenticator app is set up in
+    # the browser at the first login)
+    from formrelay.config import load_config
+    from formrelay.store import Store
+    from formrelay.users import Accounts
+
+    settings = load_config(demo.folder / "config.toml",
+                           {"FORMRELAY_SECRET_KEY": (demo.folder / ".secret_key").read_text()})
+    store = Store(settings.data_dir / "formrelay.db")
+    try:
+        user = Accounts(settings, store).check_password("dokter", password.group(1),
+                                                         "127.0.0.1")
+        assert not user.enrolled
+    finally:
+        store.close()
+
+    # run again on another port: the config (base_url, allowed_origins) is for this one
+    again = subprocess.run([sys.executable, "-m", "formrelay", "demo", "--dir",
+                            str(demo.folder), "--port", str(demo.port + 2), "--no-serve"],
+                           capture_output=True, text=True, env=env, timeout=60)
+    assert again.returncode != 0
+    assert f"--port {demo.port}" in again.stderr, again.stderr
+
+
+def test_patient_downloads_the_copy_inside_the_widget_and_again_by_link(
+        demo: Demo, tmp_path: Path) -> None:
+    """The thank-you page's "download now" inside the practice page's frame (the sandbox
+    must allow downloads), then the mailed link with a wrong and a right pickup code; the
+    buttons work again after each download and no stale error stays on the page."""
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_context(accept_downloads=True).new_page()
+            page.set_default_timeout(15_000)
+            page.goto(f"http://localhost:{demo.port + 1}/")
+            form = page.frame_locator("[data-formrelay=intake] iframe")
+            form.get_by_label("Naam").fill("Zoë Jansen")
+            form.get_by_label("Geboortedatum").fill("1990-07-07")
+            form.get_by_label("E-mailadres").fill("zoe@example.nl")
+            form.get_by_label("Waarvoor wilt u de huisarts spreken?").fill("Hoofdpijn")
+            form.get_by_label("Ik geef toestemming", exact=False).check()
+            form.get_by_label("Stuur mij een kopie van mijn antwoorden").check()
+            time.sleep(2.1)  # the demo form's minimum fill time
+            form.get_by_role("button", name="Veilig versturen").click()
+            code = form.locator("#pickup-code").inner_text().strip()
+            reference = form.locator("#reference").inner_text().strip()
+            now = form.locator(".copy-now button")
+            with page.expect_download() as first:
+                now.click()
+            assert first.value.suggested_filename == f"{reference.lower()}.pdf"
+            form.locator(".copy-now button:not([disabled])").wait_for()  # usable again
+
+            mail = email.message_from_bytes(
+                demo.mail(f"{reference}-patient_copy-*.eml").read_bytes(),
+                policy=policy.default)
+            body = mail.get_body(("plain",))
+            assert body is not None
+            link = re.search(r"http://\S+/copy/\S+#\S+", body.get_content())
+            assert link, body.get_content()
+            page.goto(link.group(0))
+            page.fill("#f-code", "AAAAAA" if code != "AAAAAA" else "BBBBBB")
+            page.click("button[type=submit]")
+            assert "U kunt het nog 4 keer proberen" in page.inner_text("#e-code")
+            page.fill("#f-code", code.lower())
+            with page.expect_download() as second:
+                page.click("button[type=submit]")
+            saved = tmp_path / "copy.pdf"
+            second.value.save_as(saved)
+            assert saved.read_bytes().startswith(b"%PDF")
+            assert page.is_hidden("#error-summary") and page.is_hidden("#e-code")
+            page.locator("button[type=submit]:not([disabled])").wait_for()
+        finally:
+            browser.close()
 
 
 def test_check_ok_and_errors(tmp_path: Path, keys: dict[str, TestKey]) -> None:

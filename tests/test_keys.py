@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 from flask import Flask
 
+from formrelay import create_app
 from formrelay.cli import cli
 from formrelay.config import Recipient
 from formrelay.crypto import KeyRefused, Keyring
@@ -110,6 +111,21 @@ def test_form_with_unusable_key_fails_closed(make_app: Any, keys: dict[str, Test
     assert any(name in rec.getMessage() and "unavailable" in rec.getMessage()
                for rec in logs.records)
     assert "geheim-antwoord" not in logs.text
+
+
+def test_form_whose_key_file_is_missing_fails_closed(tmp_path: Path,
+                                                     keys: dict[str, TestKey]) -> None:
+    cfg = make_config_dict(tmp_path / "data", keys)
+    cfg["recipients"]["alice"]["key_file"] = str(tmp_path / "gone.asc")
+    app = create_app(write_config(tmp_path / "config.toml", cfg), environ=ENV)
+    client = app.test_client()
+    assert client.get("/f/intake").status_code == 503
+    r = post_form(client, valid_answers("zonder-sleutel"), json_answer=True)
+    assert r.status_code == 503 and "020 555 0101" in r.get_json()["error"]
+    assert app.extensions["formrelay"].store.submissions() == []
+    health = client.get("/healthz")
+    assert health.status_code == 503 and health.get_json()["checks"]["keys"]["alice"][
+        "usable"] is False
 
 
 def test_gpg_failure_during_post_fails_closed(app: Flask, keys: dict[str, TestKey],

@@ -10,7 +10,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from formrelay.logs import JsonFormatter, configure_logging, redact, redact_path
+from formrelay.logs import (
+    JsonFormatter,
+    configure_logging,
+    log_exception,
+    redact,
+    redact_path,
+)
 
 
 @pytest.fixture
@@ -69,6 +75,27 @@ def test_exceptions_are_logged_without_their_message(json_log: io.StringIO) -> N
     exc = entry["exc"]
     assert isinstance(exc, dict) and exc["type"] == "ValueError"
     assert any("test_logs.py" in frame for frame in exc["frames"])
+
+
+def test_caught_exceptions_are_logged_without_their_message_by_any_formatter(
+        json_log: io.StringIO) -> None:
+    plain = io.StringIO()
+    handler = logging.StreamHandler(plain)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))  # not ours
+    log = logging.getLogger("formrelay.web")
+    log.addHandler(handler)
+    try:
+        try:
+            int("Anna de Vries, 12-03-1980")
+        except ValueError as exc:
+            log_exception(log, "unhandled error in %s", "POST /f/intake", exc=exc)
+    finally:
+        log.removeHandler(handler)
+    assert "Anna" not in plain.getvalue() and "Anna" not in json_log.getvalue()
+    assert plain.getvalue().startswith("ERROR unhandled error in POST /f/intake: ValueError at "
+                                       "test_logs.py:")
+    [entry] = entries(json_log)
+    assert entry["exc"]["type"] == "ValueError"  # type: ignore[index]
 
 
 def test_library_info_lines_stay_out(json_log: io.StringIO) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import ssl
+import warnings
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
@@ -17,15 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiosmtpd.controller import Controller
 from click.testing import CliRunner
 from flask import Flask
 
-from formrelay import delivery, mime
+from formrelay import delivery, mailer, mime
 from formrelay.cli import cli
 
 from .conftest import ENV, canary, post_form
 from .keys import TestKey, gpg_decrypt, rnp_decrypt
-from .smtpd import TlsFiles, smtp_config, smtp_server
+from .smtpd import HOST, Recorder, TlsFiles, free_port, smtp_config, smtp_server
 
 FIELDS: list[dict[str, Any]] = [
     {"name": "volledige_naam", "type": "text", "label": "Volledige naam", "required": True},
@@ -204,6 +207,37 @@ def test_no_tls_means_nothing_sent_and_the_operator_is_told(
         store.clock = lambda: datetime.now(UTC) + timedelta(hours=1)
         assert deliver(app).sent == 0
         assert "MAIL" not in server.commands
+
+
+def test_relay_offering_only_tls_1_1_gets_nothing(make_app: Callable[..., Flask],
+                                                  tls: TlsFiles) -> None:
+    """TLS 1.2 at least: a relay that speaks only TLS 1.1 (allowed on its side) gets no
+    mail; it stays queued."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TLS 1.0/1.1 are deprecated
+        old = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        old.load_cert_chain(str(tls.cert), str(tls.key))
+        old.set_ciphers("DEFAULT:@SECLEVEL=0")
+        old.minimum_version = ssl.TLSVersion.TLSv1_1
+        old.maximum_version = ssl.TLSVersion.TLSv1_1
+    handler, port = Recorder(), free_port()
+    controller = Controller(handler, hostname=HOST, port=port, tls_context=old,
+                            require_starttls=True)
+    controller.start()
+    try:
+        app = mail_app(make_app, tls, port)
+        ref = submit(app)
+        result = deliver(app)
+    finally:
+        controller.stop()
+    assert (result.sent, result.deferred) == (0, 1)
+    assert "MAIL" not in handler.commands and handler.messages == []
+    store = store_of(app)
+    [row] = store.outbox_rows()
+    assert row["status"] == "queued" and row["error_class"] == "TLS handshake failed"
+    assert store.submission(ref)["status"] == "queued"
+    settings = app.extensions["formrelay"].settings
+    assert mailer.tls_context(settings).minimum_version >= ssl.TLSVersion.TLSv1_2
 
 
 @pytest.mark.parametrize(("stage", "reply"), [

@@ -232,3 +232,31 @@ def test_no_temp_files_for_uploads(app: Flask, client: FlaskClient, tmp_path: Pa
     assert r.status_code == 200
     data = app.extensions["formrelay"].settings.data_dir
     assert list((data / "tmp").iterdir()) == []
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"", "leeg"),
+    (b"%PDF-1.7\n" + b"0" * (1024 * 1024), "groter dan 1 MB"),
+])
+def test_empty_or_too_large_file_is_refused(make_app: Any, content: bytes,
+                                            message: str) -> None:
+    fields = [{"name": "name", "type": "text", "label": "Naam", "required": True},
+              {"name": "scan", "type": "file", "label": "Scan", "accept": ["pdf"],
+               "max_size_mb": 1}]
+    app = make_app(fields=fields)
+    r = post(app.test_client(), {"name": "Jan", "scan": (io.BytesIO(content), "scan.pdf")})
+    assert r.status_code == 400 and message in r.get_data(as_text=True)
+    assert count_rows(app) == 0
+
+
+def test_upload_gets_a_server_made_name_and_type(app: Flask, client: FlaskClient,
+                                                 keys: dict[str, TestKey]) -> None:
+    r = post(client, {**valid_answers(), "attachment": (
+        io.BytesIO(b"gewoon tekst\n"), "..\\..//etc/<script>pass wd\x07.TXT",
+        "application/x-msdownload")}, json_answer=True)
+    assert r.status_code == 200, r.get_data(as_text=True)
+    msg = inner(gpg_decrypt(keys["alice"], stored(app, r.get_json()["reference"])))
+    [part] = [p for p in msg.walk() if p.get_filename() not in (None, "answers.json")]
+    assert part.get_filename() == "scriptpass wd.txt"  # no path, no markup, its own type
+    assert part.get_content_type() == "text/plain"
+    assert part.get_payload(decode=True) == b"gewoon tekst\n"

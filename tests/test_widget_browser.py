@@ -36,7 +36,7 @@ CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--no-first-run", "--test-third-party-cookie-phaseout"]
 SANDBOX = {"allow-forms", "allow-scripts", "allow-same-origin", "allow-popups",
-           "allow-popups-to-escape-sandbox"}
+           "allow-popups-to-escape-sandbox", "allow-downloads"}
 FORM_LIMIT = 5  # posts per form per minute: low enough to reach the 429 page quickly
 
 

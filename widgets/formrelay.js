@@ -27,9 +27,10 @@
     frame.src = url;
     frame.title = el.getAttribute("data-title") || (lang === "en" ? "Form" : "Formulier");
     // scripts (height, focus) and posting the form, in formrelay's own origin so the
-    // messages can be checked; popups only for the practice's phone and mail links
+    // messages can be checked; popups only for the practice's phone and mail links;
+    // downloads for the patient's copy (PDF) on the thank-you page
     frame.setAttribute("sandbox", "allow-forms allow-scripts allow-same-origin " +
-                       "allow-popups allow-popups-to-escape-sandbox");
+                       "allow-popups allow-popups-to-escape-sandbox allow-downloads");
     frame.setAttribute("referrerpolicy", "no-referrer");
     frame.setAttribute("allow", "camera 'none'; microphone 'none'; geolocation 'none'");
     frame.style.display = "block";

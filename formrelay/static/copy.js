@@ -12,6 +12,19 @@
   if (warn && input && input.value) {
     warn.hidden = true;
   }
+  // A right code downloads the PDF and leaves this page as it is: drop the message of
+  // an earlier wrong code then (a wrong code again brings a new page with it).
+  var form = input ? input.form : null;
+  if (form) {
+    form.addEventListener("submit", function () {
+      var stale = document.querySelectorAll("#error-summary, #e-code");
+      for (var j = 0; j < stale.length; j++) stale[j].hidden = true;
+      var field = form.querySelector(".has-error");
+      if (field) field.classList.remove("has-error");
+      var code = document.getElementById("f-code");
+      if (code) code.removeAttribute("aria-invalid");
+    });
+  }
   var links = document.querySelectorAll("a[data-keep-hash]");
   for (var i = 0; i < links.length; i++) {
     if (key) {

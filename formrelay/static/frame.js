@@ -38,6 +38,11 @@
       if (button) {
         // after the submit event, so the post itself is not affected
         window.setTimeout(function () { button.disabled = true; }, 0);
+        // a form answered with a file (data-download) leaves this page as it is: allow
+        // the next press (the copy may be downloaded again) once the first has gone
+        if (form.hasAttribute("data-download")) {
+          window.setTimeout(function () { button.disabled = false; }, 3000);
+        }
       }
     });
     window.addEventListener("pageshow", function () {

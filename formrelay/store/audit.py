@@ -69,9 +69,9 @@ class AuditLog(StoreBase):
                                 "LIMIT 1").fetchone()
         return dict(row) if row else None
 
-    def iter_audit(self) -> Iterator[dict[str, Any]]:
-        """Every audit row in id order, read in pages (a log of years stays small in RAM)."""
-        after = -1
+    def iter_audit(self, after: int = -1) -> Iterator[dict[str, Any]]:
+        """Every audit row (after id `after`) in id order, read in pages (a log of years
+        stays small in RAM)."""
         while True:
             rows = self.conn.execute("SELECT * FROM audit WHERE id > ? ORDER BY id LIMIT 2000",
                                      (after,)).fetchall()
@@ -80,6 +80,32 @@ class AuditLog(StoreBase):
             for r in rows:
                 yield dict(r)
             after = rows[-1]["id"]
+
+    def audit_row(self, row_id: int) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT * FROM audit WHERE id = ?", (row_id,)).fetchone()
+        return dict(row) if row else None
+
+    def audit_count(self, after: int, upto: int) -> int:
+        """How many rows have an id in (after, upto]."""
+        return int(self.conn.execute("SELECT COUNT(*) FROM audit WHERE id > ? AND id <= ?",
+                                     (after, upto)).fetchone()[0])
+
+    # how far the chain was verified (formrelay.audit.verify, incremental)
+    def audit_verified(self) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT upto_id, upto_hash, anchor_id, at "
+                                "FROM audit_verified").fetchone()
+        return dict(row) if row else None
+
+    def record_audit_verified(self, upto_id: int, upto_hash: str, anchor_id: int) -> None:
+        """Remember that the chain verified up to row `upto_id`; never moves back."""
+        with self._relaxed() as conn:
+            conn.execute(
+                "INSERT INTO audit_verified (one, upto_id, upto_hash, anchor_id, at) "
+                "VALUES (1, ?, ?, ?, ?) ON CONFLICT (one) DO UPDATE SET "
+                "upto_id = excluded.upto_id, upto_hash = excluded.upto_hash, "
+                "anchor_id = excluded.anchor_id, at = excluded.at "
+                "WHERE excluded.upto_id >= audit_verified.upto_id",
+                (upto_id, upto_hash, anchor_id, iso(self.clock())))
 
     def purge_audit(self, before: datetime) -> tuple[int, int, str]:
         """Delete audit rows older than `before`, first recording an anchor (the last

@@ -185,6 +185,26 @@ class StoreBase:
                     applied.append(name)
         return applied
 
+    @contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """One read transaction: every read inside sees the same state of the file
+        (WAL), even while other processes write (for checks that read in pages)."""
+        conn = self.conn
+        if conn.in_transaction:
+            yield conn
+            return
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
+
+    def truncate_wal(self) -> None:
+        """Copy the write-ahead log into the file and empty it, so pages that held a
+        value since replaced (e.g. a secret now sealed) are not kept in it. Best effort:
+        while another process reads, SQLite leaves the log as it is."""
+        self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
     def check_writable(self) -> None:
         with self.transaction() as conn:
             conn.execute("CREATE TEMP TABLE IF NOT EXISTS _probe (x)")

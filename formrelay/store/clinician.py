@@ -1,9 +1,10 @@
 """The clinician area's storage: accounts, second factors, sessions and API tokens.
 
 Secrets are stored only as hashes (passwords by users.py with argon2id, recovery codes,
-session ids, API tokens); a TOTP step is claimed with one UPDATE, so a code is accepted
-once across all processes. Login failures and sessions live here, not in memory, so
-every gunicorn worker sees the same ones; the retention purge drops stale ones.
+session ids, API tokens) or sealed (TOTP secrets, by users.py); a TOTP step is claimed
+with one UPDATE, so a code is accepted once across all processes. Login failures and
+sessions live here, not in memory, so every gunicorn worker sees the same ones; the
+retention purge drops stale ones.
 """
 
 from __future__ import annotations
@@ -57,6 +58,13 @@ class Clinicians(StoreBase):
         """Delete a user; sessions, tokens and recovery codes go with it (cascade)."""
         with self.transaction() as conn:
             conn.execute("DELETE FROM users WHERE id = ?", (user_id,))
+
+    def totp_reseal(self, user_id: int, old: str, new: str) -> bool:
+        """Replace a stored TOTP secret with its sealed form (only if still `old`)."""
+        with self.transaction() as conn:
+            cur = conn.execute("UPDATE users SET totp_secret = ? WHERE id = ? AND "
+                               "totp_secret = ?", (new, user_id, old))
+        return cur.rowcount == 1
 
     def totp_claim_step(self, user_id: int, step: int) -> bool:
         """Accept TOTP time step `step` once: False if it (or a later one) was used."""

@@ -5,7 +5,8 @@ declared here; existing databases record the names in `_migrations`, so a releas
 step is never renamed, reordered or edited. A new step goes at the end of this file,
 numbered from its feature's range (0001-0009 submissions and audit log, 0010-0019
 outbox, 0020-0029 public form protection, 0030-0039 clinician area and audit chain,
-0040-0049 patient copies), so fresh and upgraded databases run the same steps.
+0040-0049 patient copies, 0050-0059 compliance review), so fresh and upgraded databases
+run the same steps.
 """
 
 from __future__ import annotations
@@ -275,3 +276,14 @@ def _copies(db: sqlite_utils.Database) -> None:
     db.conn.execute("CREATE VIEW copy_meta AS SELECT id, reference, form_id, lang, check_hash, "
                     "code_mac, quick_hash, quick_until, created_at, expires_at, max_downloads, "
                     "downloads, failures, state, size, deleted_at FROM copies")
+
+
+# -- compliance review (migrations 0050-0059) -------------------------------------------
+@migration("0050_audit_verified")
+def _audit_verified(db: sqlite_utils.Database) -> None:
+    # How far the audit chain was last verified (id and hash of that row, and the purge
+    # anchor then in force): `formrelay check` and /healthz verify only what came after,
+    # and that the rows up to it are still there with that row unchanged.
+    db.conn.execute("CREATE TABLE audit_verified (one INTEGER PRIMARY KEY CHECK (one = 1), "
+                    "upto_id INTEGER NOT NULL, upto_hash TEXT NOT NULL, "
+                    "anchor_id INTEGER NOT NULL, at TEXT NOT NULL)")

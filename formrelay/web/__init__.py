@@ -51,6 +51,9 @@ def build_app(config: Any, *, environ: Mapping[str, str] | None = None,
         MAX_FORM_MEMORY_SIZE=1024 * 1024,
         JSON_AS_ASCII=False,
     )
+    # Never debug mode (FLASK_DEBUG in the environment would turn it on): no debugger,
+    # no tracebacks to the browser (ASVS 16.2.5).
+    app.debug = False
     # Never expose config to templates.
     app.jinja_env.globals.pop("config", None)
     logging.getLogger("formrelay").setLevel(settings.server.log_level)

@@ -224,8 +224,12 @@ def enrol() -> Any:
     if user is None or user.enrolled:
         return redirect(url_for("clinician.login"))
     accounts = area().accounts
-    secret = session.get("enrol_secret") or accounts.new_totp_secret()
-    session["enrol_secret"] = secret
+    # the session lives in the database: it keeps the offered secret only sealed
+    sealed = session.get("enrol_secret")
+    secret = accounts.open_enrolment(user, sealed) if sealed else None
+    if secret is None:
+        secret = accounts.new_totp_secret()
+        session["enrol_secret"] = accounts.seal_enrolment(user, secret)
     uri = accounts.totp_uri(user, secret)
     ctx: dict[str, Any] = {"qr": qr_data_uri(uri),
                            "secret": " ".join(secret[i:i + 4] for i in range(0, len(secret), 4))}
@@ -327,6 +331,7 @@ def register(app: Flask) -> None:
 
     r = relay_of(app)
     accounts = Accounts(r.settings, r.store)
+    accounts.seal_stored_secrets()  # TOTP secrets an older version stored in clear
     app.extensions["formrelay_clinician"] = Area(accounts, Inbox(r.settings, r.store, accounts))
     app.session_interface = ClinicianSessionInterface(app.session_interface)
     app.register_blueprint(bp)

@@ -1,8 +1,8 @@
 """The one error handler: FormrelayError -> translated HTML page or the JSON shape.
 
-Unhandled exceptions are logged with their traceback (never the form's content) and
-shown as a calm generic page; werkzeug's HTTP errors (413, 404, 405...) get the same
-friendly treatment instead of a bare page.
+Unhandled exceptions are logged with their type and stack frames (never their message,
+which can quote the form's content) and shown as a calm generic page; werkzeug's HTTP
+errors (413, 404, 405...) get the same friendly treatment instead of a bare page.
 """
 
 from __future__ import annotations
@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from ..errors import FormrelayError
 from ..i18n import gettext
+from ..logs import log_exception, redact_path
 from .common import language, relay, render, wants_json
 
 log = logging.getLogger("formrelay.web")
@@ -58,8 +59,10 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def unhandled(exc: Exception) -> Any:
-        # The traceback names code, not content: form values are never in the message.
-        log.error("unhandled error: %s", type(exc).__name__, exc_info=exc)
+        # Its type and stack frames only: the message (and so a formatted traceback) can
+        # quote the value that caused it, a patient's answer.
+        log_exception(log, "unhandled error in %s %s", request.method,
+                      redact_path(request.path), exc=exc)
         try:
             relay()
             return respond(500, gettext(language(), _GENERIC))

@@ -2,7 +2,8 @@
 
 The same essentials as `formrelay check` (see checks.essentials): data folder,
 database, each key's state and expiry, the packet gpg writes, the outbox's oldest
-mail and the clock; no paths, no network calls. 200 when nothing is an error (warnings
+mail, the clock and the audit chain (verified from the last verified row on); no
+paths, no network calls. 200 when nothing is an error (warnings
 are listed), 503 otherwise, so a container HEALTHCHECK or an uptime monitor sees it.
 """
 
