@@ -9,7 +9,6 @@ secrets).
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import tempfile
 import threading
@@ -20,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from .config import Settings
+from .config import Settings, is_loopback
 from .crypto import CryptoError
 from .packets import SEIPD_V1, PacketError, encryption_packet
 from .relay import Relay
@@ -65,13 +64,7 @@ def worst(levels: Any) -> str:
 
 
 def _is_local(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback(urlsplit(url).hostname or "")
 
 
 def _age(delta: timedelta) -> str:

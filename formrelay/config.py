@@ -225,7 +225,7 @@ def _check_server(ld: _Loader, server: ServerSettings) -> None:
 
 
 def _check_smtp(ld: _Loader, smtp: SmtpSettings) -> None:
-    if smtp.security == "none" and smtp.host and not _is_loopback(smtp.host):
+    if smtp.security == "none" and smtp.host and not is_loopback(smtp.host):
         raise ld.fail("smtp.security", f"'none' is refused for {smtp.host}",
                       "use starttls or tls; plain SMTP is only allowed to a loopback relay")
     if (smtp.host or smtp.sink_dir) and "@" not in smtp.from_address:
@@ -239,7 +239,8 @@ def _check_smtp(ld: _Loader, smtp: SmtpSettings) -> None:
             raise ld.fail(f"smtp.{key}", "must be at least 1", "use 1 or more")
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Is `host` this machine (localhost or a loopback address)?"""
     if host == "localhost":
         return True
     try:
