@@ -199,7 +199,7 @@ class Accounts:
             self.store.recovery_codes_set(user.id, [])
             self.store.sessions_end(user.id)
             self.store.token_revoke(user.id)
-            self.store.login_failures_clear(user.username)
+            self.store.login_failures_clear(self._tag(user.username))
             self.store.audit("user changed", actor=OPERATOR,
                              detail=f"{user.actor}: password reset, TOTP to enrol again, "
                                     "sessions ended, API tokens revoked")
@@ -225,19 +225,28 @@ class Accounts:
         return iso(self.now())
 
     # -- login ------------------------------------------------------------------------
+    def _tag(self, username: str) -> str:
+        """A typed name is not written down (people type their password into the name
+        field, and the audit log is kept for years); this keyed tag still counts and
+        shows repeated tries of the same name."""
+        return hmac.new(self.settings.secret_key.encode(), username.encode(),
+                        hashlib.sha256).hexdigest()[:16]
+
     def limited(self, username: str, ip: str) -> bool:
         since = self.now() - FAILURE_WINDOW
         s = self.settings.server
-        return (self.store.login_failures(since, username=username) >= s.login_max_failures
+        by_name = self.store.login_failures(since, username=self._tag(username))
+        return (by_name >= s.login_max_failures
                 or self.store.login_failures(since, ip=ip) >= s.login_max_failures_ip)
 
     def _fail(self, username: str, ip: str, reason: str, *, count: bool = True) -> LoginRefused:
         with self.store.transaction():
             if count:
-                self.store.login_failure(username, ip)
+                self.store.login_failure(self._tag(username), ip)
             known = bool(username) and self.store.user_row(username=username) is not None
             self.store.audit("login", "failed", actor=f"user:{username}" if known else "unknown",
-                             ip=ip, detail=reason if known else f"{reason} {username!r}")
+                             ip=ip, detail=reason if known else
+                             f"{reason} (name tag {self._tag(username)})")
         return LoginRefused(reason)
 
     def check_password(self, username: str, password: str, ip: str) -> User:
@@ -350,7 +359,7 @@ class Accounts:
     def login_ok(self, user: User, ip: str, method: str) -> None:
         with self.store.transaction():
             self.store.user_update(user.id, last_login_at=self.store_now())
-            self.store.login_failures_clear(user.username)
+            self.store.login_failures_clear(self._tag(user.username))
             self.store.audit("login", actor=user.actor, ip=ip, detail=method)
 
     # -- TOTP enrolment and recovery codes --------------------------------------------

@@ -171,6 +171,12 @@ def test_wrong_password_and_wrong_or_reused_totp(make_app: Callable[..., Flask],
     assert b.get("/clinician/").status_code == 302
     failed = [row["detail"] for row in audit(app, "login", "failed")]
     assert failed[0] == "wrong password" and "unknown user" in failed[1]
+    # a typed unknown name (often a password typed in the wrong box) is never stored
+    r = b.password("MijnGeheim2026!", PASSWORD)
+    assert r.status_code == 401
+    rows = audit(app, "login", "failed")
+    assert not any("mijngeheim2026" in (row["detail"] + row["actor"]).lower() for row in rows)
+    assert rows[-1]["detail"].startswith("unknown user (name tag ")
 
     b.enrol("anna", totp_at(clock))
     b.post("/clinician/logout")
