@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .localtime import zone
 from .settings import (  # noqa: F401 - re-exported: callers import settings from here
     CHOICE_TYPES,
     CONFIG_ENV,
@@ -161,6 +162,7 @@ def parse_config(raw: Mapping[str, Any], path: Path, environ: Mapping[str, str])
     password = environ.get(SMTP_PASSWORD_ENV, "")
     smtp: SmtpSettings = ld.build(SmtpSettings, smtp_raw, "smtp", {"password": password})
     _check_server(ld, server)
+    _check_timezone(ld, server)
     _check_smtp(ld, smtp)
     theme: ThemeSettings = ld.build(ThemeSettings, raw.get("theme", {}), "theme")
     for key, problem, fix in theme_problems(theme):
@@ -224,6 +226,15 @@ def _check_server(ld: _Loader, server: ServerSettings) -> None:
                           f"e.g. {key} = {ServerSettings.__dataclass_fields__[key].default}")
 
 
+def _check_timezone(ld: _Loader, server: ServerSettings) -> None:
+    try:
+        zone(server.timezone)
+    except ValueError as exc:
+        raise ld.fail("server.timezone", str(exc),
+                      'use an IANA name such as timezone = "Europe/Amsterdam" (the tzdata '
+                      "package provides them)") from None
+
+
 def _check_smtp(ld: _Loader, smtp: SmtpSettings) -> None:
     if smtp.security == "none" and smtp.host and not is_loopback(smtp.host):
         raise ld.fail("smtp.security", f"'none' is refused for {smtp.host}",
@@ -272,6 +283,14 @@ def _build_form(ld: _Loader, fid: str, table: Any, recipients: Mapping[str, Reci
         seen.add(spec.name)
         if spec.type in CHOICE_TYPES and not spec.choices:
             raise ld.fail(f"{fwhere}.choices", "missing", f"list the options of this {spec.type}")
+        if spec.choices_en and spec.type not in CHOICE_TYPES:
+            raise ld.fail(f"{fwhere}.choices_en", f"a {spec.type} field has no options",
+                          "remove choices_en")
+        if spec.choices_en and len(spec.choices_en) != len(spec.choices):
+            raise ld.fail(f"{fwhere}.choices_en",
+                          f"has {len(spec.choices_en)} options but choices has "
+                          f"{len(spec.choices)}",
+                          "give one English text per option, in the same order as choices")
         if spec.type == "file":
             bad = [a for a in spec.accept if a.lower() not in _KNOWN_UPLOADS]
             if bad:

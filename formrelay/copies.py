@@ -43,6 +43,7 @@ from werkzeug.datastructures import MultiDict
 from .config import FormSpec, Settings
 from .errors import InvalidSubmission
 from .i18n import gettext
+from .localtime import DEFAULT_TZ
 from .store import Store, iso, parse_iso
 from .submission import REFERENCE_ALPHABET, Submission
 
@@ -134,12 +135,12 @@ class PendingCopy:
     pgp_key: str = ""  # the patient's own public key (optional)
     pgp_ciphertext: str = ""  # the PDF mail encrypted to that key
 
-    def public(self, token: str, downloads: int) -> dict[str, Any]:
+    def public(self, token: str, downloads: int, tz: str = DEFAULT_TZ) -> dict[str, Any]:
         """What the thank-you page (and the JSON answer) may show the patient."""
         from .pdf import local_time
 
         return {"code": self.code, "email": self.email, "expires": iso(self.expires_at),
-                "expires_text": local_time(self.expires_at), "downloads": downloads,
+                "expires_text": local_time(self.expires_at, tz), "downloads": downloads,
                 "download": {"url": f"/copy/{token}", "key": b64e(self.secret),
                              "grant": self.grant, "until": iso(self.quick_until)}}
 
@@ -248,7 +249,7 @@ class Copies:
 
         s = self.settings.server
         pdf = copy_pdf(sub, Practice(s.practice_name, s.practice_phone, s.practice_email),
-                       expires=pending.expires_at)
+                       expires=pending.expires_at, tz=s.timezone)
         key = derive(pending.secret, "key", pending.copy_id)
         nonce = secrets.token_bytes(12)
         pending.ciphertext = nonce + AESGCM(key).encrypt(nonce, pdf, pending.copy_id.encode())
@@ -411,7 +412,8 @@ def install(relay: Any) -> Copies:
         pending = extras.get("_copy")
         if isinstance(pending, PendingCopy):
             token = copies.record(sub, spec, pending, ip=str(extras.get("_ip", "")))
-            extras["public_copy"] = pending.public(token, copies.max_downloads)
+            extras["public_copy"] = pending.public(token, copies.max_downloads,
+                                                    copies.settings.server.timezone)
 
     relay.before_store.append(before)
     relay.on_store.append(on_store)

@@ -27,6 +27,8 @@ from wtforms.fields.choices import SelectChoice
 from .config import FieldSpec, FormSpec
 from .i18n import translations
 from .submission import Answer, Upload
+from .texts import choice_pairs
+from .texts import text as localized
 
 # Posted names that are not answers: form token, honeypot, copy tick (with the copy's
 # e-mail address and the patient's own OpenPGP key, see copies.py), language.
@@ -183,10 +185,11 @@ class BaseForm(wtforms.Form):
             return translations(self.locales[0])
 
 
-def _field(spec: FieldSpec, uploads: dict[str, UploadCheck]) -> wtforms.Field:
+def _field(spec: FieldSpec, uploads: dict[str, UploadCheck], lang: str) -> wtforms.Field:
     req: list[Any] = [v.InputRequired()] if spec.required else [v.Optional()]
     text = [ReadableText()]
-    kw: dict[str, Any] = {"label": spec.label, "description": spec.help}
+    kw: dict[str, Any] = {"label": localized(spec, "label", lang),
+                          "description": localized(spec, "help", lang)}
     limit = v.Length(min=spec.min_length or -1, max=spec.text_limit)
     t = spec.type
     if t == "text":
@@ -206,7 +209,8 @@ def _field(spec: FieldSpec, uploads: dict[str, UploadCheck]) -> wtforms.Field:
     if t == "number":
         rng = v.NumberRange(min=spec.min, max=spec.max)
         return wtforms.DecimalField(validators=[*req, rng], **kw)
-    choices = [SelectChoice(c, c) for c in spec.choices]
+    # the value posted and stored is the canonical choice; the patient reads their language
+    choices = [SelectChoice(value, shown) for value, shown in choice_pairs(spec, lang)]
     if t == "select":
         return wtforms.SelectField(choices=[SelectChoice("", "—"), *choices]
                                    if not spec.required else choices,
@@ -229,7 +233,7 @@ def form_class(spec: FormSpec, lang: str, uploads: dict[str, UploadCheck]) -> ty
     meta = type("Meta", (BaseForm.Meta,), {"locales": [lang]})
     attrs: dict[str, Any] = {"Meta": meta}
     for f in spec.fields:
-        attrs[f.name] = _field(f, uploads)
+        attrs[f.name] = _field(f, uploads, lang)
     return type(f"Form_{spec.id}", (BaseForm,), attrs)
 
 
@@ -290,8 +294,9 @@ def validate(spec: FormSpec, lang: str, formdata: MultiDict[str, Any],
 def _answer(spec: FieldSpec, data: Any, lang: str) -> Answer:
     yes = translations(lang).gettext("yes")
     if spec.type == "consent":
-        # The exact consent text is the label; store it with the patient's tick.
-        value: str | list[str] = f"{yes}: {spec.label}" if data else ""
+        # The exact consent text is the label; store the text the patient ticked (in the
+        # language they read it) with the tick; the answer's label stays canonical.
+        value: str | list[str] = f"{yes}: {localized(spec, 'label', lang)}" if data else ""
     elif spec.type == "checkboxes":
         value = list(data or [])
     elif data is None:

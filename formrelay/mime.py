@@ -26,7 +26,10 @@ from email.policy import SMTP
 from email.utils import format_datetime
 from typing import IO
 
+from .localtime import DEFAULT_TZ, shown
 from .submission import Submission
+
+LANGUAGE_NAMES = {"nl": "Nederlands", "en": "English"}
 
 # 57 raw bytes = one 76-character base64 line; read many lines at a time.
 _B64_CHUNK = 57 * 1024
@@ -37,11 +40,15 @@ def message_id(reference: str, domain: str) -> str:
     return f"<{reference.lower()}@{domain}>"
 
 
-def text_body(sub: Submission, practice: str, labels: dict[str, str]) -> str:
+def text_body(sub: Submission, practice: str, labels: dict[str, str],
+              tz: str = DEFAULT_TZ) -> str:
     lines = [sub.form_title, "=" * len(sub.form_title), "",
              f"{labels['reference']}: {sub.reference}",
-             f"{labels['received']}: {sub.received_at:%Y-%m-%d %H:%M} UTC",
-             f"{labels['practice']}: {practice}", ""]
+             f"{labels['received']}: {shown(sub.received_at, tz)}",
+             f"{labels['practice']}: {practice}"]
+    if "language" in labels:  # the patient may have read the questions in another language
+        lines.append(f"{labels['language']}: {LANGUAGE_NAMES.get(sub.lang, sub.lang)}")
+    lines.append("")
     for a in sub.answers:
         # no colon after a label that ends a sentence ("Waarvoor ...?", a consent text)
         lines.append(a.label if a.label.endswith((".", "?", "!", ":")) else f"{a.label}:")
@@ -64,7 +71,8 @@ def _b64_lines(stream: IO[bytes]) -> Iterator[bytes]:
 
 
 def payload_parts(sub: Submission, *, sender: str, recipients: list[str], subject: str,
-                  domain: str, practice: str, labels: dict[str, str]) -> Iterator[bytes]:
+                  domain: str, practice: str, labels: dict[str, str],
+                  tz: str = DEFAULT_TZ) -> Iterator[bytes]:
     # The fixed headers and the two small parts are written directly: building them with
     # EmailMessage cost ~5 ms of CPU per submission (its header registry), a fifth of the
     # whole post. Values that need encoding still go through the email package.
@@ -76,7 +84,7 @@ def payload_parts(sub: Submission, *, sender: str, recipients: list[str], subjec
     yield b"This is a multipart message in MIME format.\r\n"
 
     # One CRLF line per text line (splitlines drops stray CRs); b2a_qp then keeps CRLF.
-    text = "\r\n".join(text_body(sub, practice, labels).splitlines()) + "\r\n"
+    text = "\r\n".join(text_body(sub, practice, labels, tz).splitlines()) + "\r\n"
     yield (f"\r\n--{boundary}\r\n".encode()
            + b'Content-Type: text/plain; charset="utf-8"\r\n'
              b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"

@@ -20,6 +20,7 @@ from typing import Any
 from . import delivery
 from .config import FormSpec, Settings
 from .i18n import gettext
+from .localtime import local_date, shown
 from .mailer import Message, transport_configured
 from .store import OutboxMail, Store, iso, parse_iso
 from .submission import Submission
@@ -93,10 +94,10 @@ def _body(settings: Settings, spec: FormSpec | None, form_id: str,
              ""]
     for item in items:
         received = parse_iso(item["received_at"])
-        lines.append(t("Reference %(reference)s, received %(time)s UTC, deleted after "
+        lines.append(t("Reference %(reference)s, received %(time)s, deleted after "
                        "%(date)s", reference=item["reference"],
-                       time=f"{received:%Y-%m-%d %H:%M}",
-                       date=f"{received + timedelta(days=days):%Y-%m-%d}"))
+                       time=shown(received, s.timezone),
+                       date=local_date(received + timedelta(days=days), s.timezone)))
     lines += ["", t("Log in to download them:"),
               settings.server.base_url.rstrip("/") + "/clinician/", "",
               t("This mail holds no answers and no patient details. It was sent "

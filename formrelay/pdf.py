@@ -15,11 +15,11 @@ import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .i18n import translations
+from .localtime import DEFAULT_TZ, PATIENT_FORMAT, shown
 from .submission import Submission
 
 FONT_DIRS = (Path("/usr/share/fonts/truetype/dejavu"),
@@ -27,8 +27,8 @@ FONT_DIRS = (Path("/usr/share/fonts/truetype/dejavu"),
              Path("/usr/share/fonts/dejavu"))
 FALLBACK_FONTS = (Path("/usr/share/fonts/truetype/ancient-scripts/Symbola_hint.ttf"),
                   Path("/usr/share/fonts/truetype/ancient-scripts/Symbola.ttf"))
-# Patients read the time of their own form in Dutch local time.
-LOCAL_TZ = "Europe/Amsterdam"
+# Patients read times in the practice's zone (server.timezone); this is its default.
+LOCAL_TZ = DEFAULT_TZ
 
 
 class PdfError(Exception):
@@ -72,12 +72,9 @@ def font_files() -> tuple[Path, Path, Path | None]:
                    "`apt-get install fonts-dejavu-core` (scripts/setup.sh does)")
 
 
-def local_time(dt: datetime) -> str:
-    try:
-        zone = ZoneInfo(LOCAL_TZ)
-    except ZoneInfoNotFoundError:  # no tzdata: say it is UTC rather than guess
-        return f"{dt.astimezone(UTC):%d-%m-%Y %H:%M} UTC"
-    return f"{dt.astimezone(zone):%d-%m-%Y %H:%M}"
+def local_time(dt: datetime, tz: str = LOCAL_TZ) -> str:
+    """A time the patient reads: dd-mm-yyyy hh:mm in the practice's zone, labelled."""
+    return shown(dt, tz, PATIENT_FORMAT)
 
 
 def _local_date(iso: str) -> str:
@@ -148,7 +145,8 @@ def _covered(path: Path) -> frozenset[int]:
         return frozenset(font.getBestCmap())
 
 
-def copy_pdf(sub: Submission, practice: Practice, *, expires: datetime | None = None) -> bytes:
+def copy_pdf(sub: Submission, practice: Practice, *, expires: datetime | None = None,
+             tz: str = LOCAL_TZ) -> bytes:
     """The patient's copy of `sub` as PDF bytes, in the submission's language."""
     from fpdf.enums import XPos, YPos
 
@@ -189,10 +187,10 @@ def copy_pdf(sub: Submission, practice: Practice, *, expires: datetime | None = 
     para(_("Copy of your answers"), 11, gap=3, color=(70, 70, 70))
     facts: Sequence[tuple[str, str]] = [
         (_("Reference"), sub.reference),
-        (_("Received"), local_time(sub.received_at)),
+        (_("Received"), local_time(sub.received_at, tz)),
     ]
     if expires is not None:
-        facts = [*facts, (_("Link valid until"), local_time(expires))]
+        facts = [*facts, (_("Link valid until"), local_time(expires, tz))]
     for label, value in facts:
         para(f"{label}: {value}", 10, gap=0.5)
     pdf.ln(3)

@@ -148,11 +148,13 @@ class Relay:
         emails = [self.settings.recipients[r].email for r in spec.recipients]
         tr = translations(spec.lang)
         labels = {k: tr.gettext(v) for k, v in
-                  (("reference", "Reference"), ("received", "Received"), ("practice", "Practice"))}
+                  (("reference", "Reference"), ("received", "Received"), ("practice", "Practice"),
+                   ("language", "Patient's language"))}
         sender = self.settings.smtp.from_address or f"formrelay@{self.domain}"
         parts = payload_parts(sub, sender=sender, recipients=emails,
                               subject=f"{spec.title} - {sub.reference}", domain=self.domain,
-                              practice=self.settings.server.practice_name, labels=labels)
+                              practice=self.settings.server.practice_name, labels=labels,
+                              tz=self.settings.server.timezone)
         out = self.tmp / f"{sub.reference}.{os.getpid()}.asc"
         extras["_ip"] = ip  # the access point, for the on_store steps' audit events
         for attempt in range(3):
@@ -191,7 +193,7 @@ class Relay:
                                       subject=f"{spec.title} - {sub.reference}",
                                       domain=self.domain,
                                       practice=self.settings.server.practice_name,
-                                      labels=labels)
+                                      labels=labels, tz=self.settings.server.timezone)
             finally:
                 out.unlink(missing_ok=True)
         raise AssertionError("unreachable")

@@ -99,6 +99,10 @@ class ServerSettings:
     copy_downloads: int = setting(
         3, "Downloads of a patient copy (1 to 10); the last one deletes it."
     )
+    timezone: str = setting(
+        "Europe/Amsterdam", "Time zone (IANA name) of every time shown to clinicians and "
+        "patients: inbox, mails, copies. Storage and logs stay in UTC."
+    )
     copy_mail_subject: str = setting(
         "", "Subject of the mail with a patient's copy link; neutral, never the form title. "
         "Empty = 'Uw kopie staat klaar' / 'Your copy is ready' and the practice name."
@@ -169,6 +173,12 @@ class FieldSpec:
     max: float | None = setting(None, "Highest number (number fields).")
     choices: list[str] = setting([], "Options for select, radio and checkboxes.")
     help: str = setting("", "Help text under the question.")
+    label_en: str = setting("", "English question, shown with ?lang=en; empty = label.")
+    help_en: str = setting("", "English help text; empty = help.")
+    choices_en: list[str] = setting(
+        [], "English options, in the same order and number as choices; the stored answer "
+        "stays the choices value. Empty = choices."
+    )
     autocomplete: str = setting("", "HTML autocomplete hint, e.g. name, email, bday.")
     accept: list[str] = setting(
         ["pdf", "jpg", "jpeg", "png"], "File types allowed for file fields (extensions)."
@@ -207,6 +217,9 @@ class FormSpec:
     )
     notice: str = setting("", "Notice shown at the top, e.g. 'Bij spoed: bel 112'.")
     intro: str = setting("", "Short introduction under the title.")
+    title_en: str = setting("", "English title, shown with ?lang=en; empty = title.")
+    notice_en: str = setting("", "English notice; empty = notice.")
+    intro_en: str = setting("", "English introduction; empty = intro.")
     fields: tuple[FieldSpec, ...] = setting(help="The questions, as [[forms.<id>.fields]].")
 
 

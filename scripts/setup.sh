@@ -5,8 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# fonts: DejaVu Sans for patient-copy PDFs, Symbola for the emoji DejaVu lacks
-packages=(gnupg python3 python3-venv python3-pip ca-certificates fonts-dejavu-core fonts-symbola)
+# fonts: DejaVu Sans for patient-copy PDFs, Symbola for the emoji DejaVu lacks;
+# tzdata: the zones zoneinfo reads for server.timezone
+packages=(gnupg python3 python3-venv python3-pip ca-certificates fonts-dejavu-core fonts-symbola
+  tzdata)
 if [[ "${1:-}" == "--test" ]]; then
   # chromium-l10n: Chromium in Dutch for scripts/screenshot.py (date field "dd-mm-jjjj")
   packages+=(rnp chromium chromium-l10n systemd caddy)

@@ -15,6 +15,7 @@ import pytest
 from flask import Flask
 
 from formrelay import create_app, delivery
+from formrelay.localtime import shown
 
 from .area import (
     COOKIE,
@@ -68,7 +69,7 @@ def test_the_whole_hold_flow(make_app: Callable[..., Flask], tls: TlsFiles, tmp_
     body = note.get_content()
     assert "Praktijk Test" in note["Subject"]
     for expected in ("Praktijk Test", "Intake fysiotherapie", ref,
-                     f"{clock.now:%Y-%m-%d %H:%M}", "https://forms.praktijk.test/clinician/"):
+                     shown(clock.now), "https://forms.praktijk.test/clinician/"):
         assert expected in body, expected
     assert leaks(mark, blobs=[mail.data]) == []
     for private in ("Jeroen", "Brünhilde", "knie", "Naam", "Klacht"):
@@ -102,7 +103,7 @@ def test_the_whole_hold_flow(make_app: Callable[..., Flask], tls: TlsFiles, tmp_
             assert got["reference"] == ref
 
     inbox = b.get("/clinician/").get_data(as_text=True)
-    assert f"anna ({clock.now:%Y-%m-%d %H:%M})" in inbox  # downloaded by whom, when
+    assert f"anna ({shown(clock.now)})" in inbox  # by whom, when (practice time, CET/CEST)
 
     confirm = b.get(f"/clinician/s/{ref}/processed")
     assert confirm.status_code == 200 and "verwijder" in confirm.get_data(as_text=True).lower()

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from flask import current_app, render_template, request
 
 from ..forms import field_attrs
 from ..i18n import pick_language, translations
+from ..localtime import local_date, shown
 from ..relay import Relay
+from ..store import parse_iso
+from ..texts import text
 
 
 def relay() -> Relay:
@@ -26,10 +30,17 @@ def wants_json() -> bool:
         request.accept_mimetypes["text/html"]
 
 
+def _aware(value: datetime | str) -> datetime:
+    """A stored time (datetime, or the store's ISO text) for `when` and `on_date`."""
+    return parse_iso(value) if isinstance(value, str) else value
+
+
 def render(template: str, lang: str, **ctx: Any) -> str:
     tr = translations(lang)
     s = relay().settings.server
     return render_template(template, _=tr.gettext, lang=lang, practice_name=s.practice_name,
-                           field_attrs=field_attrs,
+                           field_attrs=field_attrs, text=lambda spec, key: text(spec, key, lang),
+                           when=lambda dt: shown(_aware(dt), s.timezone),
+                           on_date=lambda dt: local_date(_aware(dt), s.timezone),
                            practice_phone=s.practice_phone, practice_email=s.practice_email,
                            **ctx)

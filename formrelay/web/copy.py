@@ -64,7 +64,8 @@ def _gone(exc: CopyRefused) -> Response:
 def _form(token: str, info: CopyInfo, lang: str, *, key: str = "", error: str = "",
           status: int = 200) -> Response:
     html = render("copy.html", lang, token=token, key=key, error=error,
-                  expires=local_time(info.expires_at), downloads_left=info.downloads_left,
+                  expires=local_time(info.expires_at, relay().settings.server.timezone),
+                  downloads_left=info.downloads_left,
                   action=url_for("copy.fetch", token=token, lang=lang),
                   other_lang="en" if lang == "nl" else "nl")
     return _headers(Response(html, status, mimetype="text/html"))
