@@ -125,6 +125,14 @@ def users_reset(ctx: Context, username: str, generate_password: bool) -> None:
         click.echo(f"password (shown once): {password}")
 
 
+def _set_disabled(ctx: Context, username: str, disabled: bool) -> None:
+    try:
+        _accounts(ctx).set_disabled(username, disabled)
+    except AccountError as exc:
+        raise _fail(exc) from None
+    click.echo(f"{'disabled' if disabled else 'enabled'} {username}")
+
+
 @users.command("disable")
 @click.argument("username")
 @pass_ctx
@@ -135,11 +143,7 @@ def users_disable(ctx: Context, username: str) -> None:
     Example:
       formrelay --config config.toml users disable anna
     """
-    try:
-        _accounts(ctx).set_disabled(username, True)
-    except AccountError as exc:
-        raise _fail(exc) from None
-    click.echo(f"disabled {username}")
+    _set_disabled(ctx, username, True)
 
 
 @users.command("enable")
@@ -152,11 +156,7 @@ def users_enable(ctx: Context, username: str) -> None:
     Example:
       formrelay --config config.toml users enable anna
     """
-    try:
-        _accounts(ctx).set_disabled(username, False)
-    except AccountError as exc:
-        raise _fail(exc) from None
-    click.echo(f"enabled {username}")
+    _set_disabled(ctx, username, False)
 
 
 @users.command("remove")

@@ -9,6 +9,7 @@ that every OpenPGP client reads. No Flask here: the CLI, the worker and tests us
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import shutil
@@ -197,8 +198,6 @@ class Keyring:
         return output.stat().st_size
 
     def encrypt_bytes(self, data: bytes, fingerprints: list[str], output: Path) -> int:
-        import io
-
         return self.encrypt_stream(io.BytesIO(data), fingerprints, output)
 
 

@@ -9,16 +9,18 @@ in this call's memory and gpg's stdin; what reaches disk is the ciphertext.
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from werkzeug.datastructures import MultiDict
 
@@ -87,12 +89,9 @@ class Relay:
 
     def key_status(self) -> dict[str, KeyStatus]:
         with self._lock:
-            stale = time.monotonic() - self._keys_at > KEY_RECHECK_SECONDS
-            if not self._keys:
-                stale = True
+            stale = not self._keys or time.monotonic() - self._keys_at > KEY_RECHECK_SECONDS
         if stale:
-            recheck = {rid: self.keyring.status(r, self.clock())
-                       for rid, r in self.settings.recipients.items()}
+            recheck = self.keyring.check_all(self.settings.recipients.values(), self.clock())
             with self._lock:
                 # a key refused at import stays refused until the next import
                 for rid, st in recheck.items():
@@ -117,9 +116,12 @@ class Relay:
         if problems:
             for p in problems:
                 log.error("form %s unavailable: %s", spec.id, p)
-            raise FormUnavailable("This form is temporarily unavailable. Please call the "
-                                  "practice at %(phone)s.",
-                                  phone=self.settings.server.practice_phone)
+            raise self._unavailable()
+
+    def _unavailable(self) -> FormUnavailable:
+        return FormUnavailable("This form is temporarily unavailable. Please call the "
+                               "practice at %(phone)s.",
+                               phone=self.settings.server.practice_phone)
 
     # -- the use case -----------------------------------------------------------------
     def submit(self, form_id: str, lang: str, formdata: MultiDict[str, Any],
@@ -151,15 +153,18 @@ class Relay:
                   (("reference", "Reference"), ("received", "Received"), ("practice", "Practice"),
                    ("language", "Patient's language"))}
         sender = self.settings.smtp.from_address or f"formrelay@{self.domain}"
-        parts = payload_parts(sub, sender=sender, recipients=emails,
-                              subject=f"{spec.title} - {sub.reference}", domain=self.domain,
-                              practice=self.settings.server.practice_name, labels=labels,
-                              tz=self.settings.server.timezone)
+
+        def parts() -> Iterator[bytes]:  # the payload names the reference: made per attempt
+            return payload_parts(sub, sender=sender, recipients=emails,
+                                 subject=f"{spec.title} - {sub.reference}", domain=self.domain,
+                                 practice=self.settings.server.practice_name, labels=labels,
+                                 tz=self.settings.server.timezone)
+
         out = self.tmp / f"{sub.reference}.{os.getpid()}.asc"
         extras["_ip"] = ip  # the access point, for the on_store steps' audit events
         for attempt in range(3):
             try:
-                stream = io.BufferedReader(IterStream(parts), 1 << 16)
+                stream = io.BufferedReader(IterStream(parts()), 1 << 16)
                 size = self.keyring.encrypt_stream(stream, fprs, out,
                                                    compress=not sub.uploads)
                 extras["delivery"] = self._delivery_for(sub, spec, size, ip)
@@ -181,19 +186,11 @@ class Relay:
                 log.error("form %s: encryption failed, nothing stored: %s", spec.id, exc)
                 self.store.audit("received", "failed", actor="patient", ip=ip, form_id=spec.id,
                                  detail="encryption failed")
-                raise FormUnavailable("This form is temporarily unavailable. Please call the "
-                                      "practice at %(phone)s.",
-                                      phone=self.settings.server.practice_phone) from None
+                raise self._unavailable() from None
             except sqlite3.IntegrityError:
                 if attempt == 2:
                     raise
-                # reference collision: draw a new one (the payload names it, so re-encrypt)
-                sub.reference = new_reference()
-                parts = payload_parts(sub, sender=sender, recipients=emails,
-                                      subject=f"{spec.title} - {sub.reference}",
-                                      domain=self.domain,
-                                      practice=self.settings.server.practice_name,
-                                      labels=labels, tz=self.settings.server.timezone)
+                sub.reference = new_reference()  # a collision: encrypt again with a new one
             finally:
                 out.unlink(missing_ok=True)
         raise AssertionError("unreachable")
@@ -220,8 +217,6 @@ class Relay:
         raise InvalidSubmission(message, status=413, mb=limit_mb,
                                 errors={u.field: [field_error] for u in sub.uploads})
 
-    @property
+    @functools.cached_property
     def domain(self) -> str:
-        from urllib.parse import urlsplit
-
         return urlsplit(self.settings.server.base_url).hostname or "formrelay.invalid"

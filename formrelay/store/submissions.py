@@ -64,16 +64,21 @@ class Submissions(StoreBase):
             args.append(status)
         return [dict(r) for r in self.conn.execute(sql + " ORDER BY received_at DESC", args)]
 
-    def copy_ciphertext(self, reference: str, dest: IO[bytes]) -> int:
-        """Stream a submission's ciphertext into `dest`; returns bytes written."""
-        conn = self.conn
-        row = conn.execute("SELECT rowid, size FROM submissions WHERE reference = ? "
-                           "AND ciphertext IS NOT NULL AND size > 0", (reference,)).fetchone()
+    def _ciphertext_row(self, reference: str) -> tuple[int, int]:
+        """(rowid, size) of a submission that still has its ciphertext; KeyError if not."""
+        row = self.conn.execute("SELECT rowid, size FROM submissions WHERE reference = ? "
+                                "AND ciphertext IS NOT NULL AND size > 0",
+                                (reference,)).fetchone()
         if not row:
             raise KeyError(reference)
-        with conn.blobopen("submissions", "ciphertext", row[0], readonly=True) as blob:
+        return int(row[0]), int(row[1])
+
+    def copy_ciphertext(self, reference: str, dest: IO[bytes]) -> int:
+        """Stream a submission's ciphertext into `dest`; returns bytes written."""
+        rowid, size = self._ciphertext_row(reference)
+        with self.conn.blobopen("submissions", "ciphertext", rowid, readonly=True) as blob:
             shutil.copyfileobj(blob, dest, CHUNK)
-        return int(row[1])
+        return size
 
     def ciphertext(self, reference: str) -> bytes:
         buf = io.BytesIO()
@@ -92,12 +97,8 @@ class Submissions(StoreBase):
 
     def stream_ciphertext(self, reference: str) -> Iterator[bytes]:
         """The ciphertext in chunks (for a download response), never whole in memory."""
-        conn = self.conn
-        row = conn.execute("SELECT rowid FROM submissions WHERE reference = ? AND "
-                           "ciphertext IS NOT NULL AND size > 0", (reference,)).fetchone()
-        if not row:
-            raise KeyError(reference)
-        with conn.blobopen("submissions", "ciphertext", row[0], readonly=True) as blob:
+        rowid, _size = self._ciphertext_row(reference)
+        with self.conn.blobopen("submissions", "ciphertext", rowid, readonly=True) as blob:
             while chunk := blob.read(CHUNK):
                 yield chunk
 
