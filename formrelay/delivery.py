@@ -32,8 +32,10 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from email.errors import MessageError
 
 from . import retention
+from .addresses import header_problem
 from .config import Settings
 from .crypto import KeyStatus
 from .inbox import DEFAULT_RETENTION_DAYS
@@ -60,6 +62,7 @@ from .mail_kinds import (  # noqa: F401 - re-exported
 from .mailer import (
     FileSink,
     MailError,
+    Message,
     Rejected,
     RelayRefused,
     SmtpSession,
@@ -158,7 +161,7 @@ class _Pass:
             return
         try:
             mail = open_recipients(mail, self.settings)  # sealed patient addresses
-            message = kind.build(mail, self.settings, self.store)
+            message = _build(kind, mail, self.settings, self.store)
             if message_size(message) > LARGE_MESSAGE:
                 self.flush()
             self.transport = self.transport or open_transport(self.settings)
@@ -252,6 +255,21 @@ class _Pass:
             self.flush()
         finally:
             self._close_transport()
+
+
+def _build(kind: Kind, mail: OutboxMail, settings: Settings, store: Store) -> Message:
+    """The kind's message; BuildError if it can never be built, so the mail fails now
+    instead of being retried for days (the reason never quotes an address)."""
+    for n, address in enumerate(mail.recipients, start=1):
+        problem = header_problem(address)
+        if problem:
+            raise BuildError(f"recipient address {n} of {len(mail.recipients)} {problem}; "
+                             "it cannot be sent to")
+    try:
+        return kind.build(mail, settings, store)
+    except (ValueError, UnicodeError, MessageError) as exc:  # the email package's refusals
+        raise BuildError(f"mail cannot be built ({type(exc).__name__} from the email "
+                         "package)") from None
 
 
 def _mark_sent(settings: Settings, store: Store, mail: OutboxMail, kind: Kind | None,

@@ -6,6 +6,7 @@ file the app writes, and a real aiosmtpd server on 127.0.0.1 (tests/smtpd.py).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -17,19 +18,20 @@ from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 from flask import Flask
 
-from formrelay import delivery, retention
+from formrelay import copy_mail, delivery, retention
 from formrelay.audit import verify
 from formrelay.cli import cli
-from formrelay.store import Store
+from formrelay.store import Store, iso
 
 from .conftest import ENV, canary, post_form
 from .keys import TestKey, gpg_decrypt
 from .smtpd import TlsFiles, free_port, smtp_config, smtp_server
+from .test_copy import ENCODED, answers, thanks
 from .test_copy import FIELDS as COPY_FIELDS
-from .test_copy import answers, thanks
 from .test_mail import Clock, attachment, deliver, mail_app, store_of, submit
 
 ROOT = Path(__file__).parent.parent
@@ -347,3 +349,41 @@ def test_retry_failed_queues_every_failed_mail_again(make_app: Callable[..., Fla
         assert "Pijn in de knie" in str(delivery_inner(keys, armour))
     assert all_sent(store, refs)
     assert verify(store).ok
+
+
+@pytest.mark.parametrize("bad", ENCODED)
+def test_mail_that_can_never_be_built_fails_at_once_and_the_rest_goes(
+        make_app: Callable[..., Flask], tls: TlsFiles, bad: str, logs: Any) -> None:
+    """A link mail to an address queued before the form refused encoded words: failed on
+    the first attempt with the reason (audit, log, operator), not retried for days."""
+    clock = Clock()
+    with smtp_server(tls) as (server, port):
+        app = mail_app(make_app, tls, port, clock=clock, fields=COPY_FIELDS,
+                       patient_copy=True)
+        ref = thanks(post_form(app.test_client(), answers(canary())))["reference"]
+        relay = app.extensions["formrelay"]
+        store: Store = relay.store
+        payload = copy_mail.seal(relay.settings, {"link": "https://localhost/copy/x#y",
+                                                  "expires": iso(clock.now), "lang": "nl",
+                                                  "downloads": 3}, ref)
+        broken = store.enqueue(copy_mail.LINK_KIND, ref,
+                               [delivery.sealed_recipient(relay.settings, bad, ref)],
+                               payload, "intake")
+        result = deliver(app)
+        assert (result.failed, result.sent, result.deferred) == (1, 3, 0)
+        [failed] = store.outbox_rows(("failed",))
+        assert failed["id"] == broken and failed["attempts"] == 1
+        assert "encoded word" in failed["error"]
+        audit = [r for r in store.audit_rows(ref) if r["action"] == "failed"]
+        assert len(audit) == 1 and "encoded word" in audit[0]["detail"]
+        assert any(f"mail #{broken}" in r.getMessage() and "encoded word" in r.getMessage()
+                   and r.levelname == "ERROR" for r in logs.records)
+        for _ in range(3):  # days later: not tried again
+            clock.advance(days=2)
+            assert deliver(app).handled == 0
+    got = sorted(m.rcpt_tos[0] for m in server.messages)
+    assert got == ["alice@praktijk.test", "beheer@praktijk.test", "zoe@example.nl"]
+    [notice] = [m for m in server.messages if m.rcpt_tos == ["beheer@praktijk.test"]]
+    assert "encoded word" in notice.parsed().get_content()
+    assert all(bad not in m.data.decode() for m in server.messages)
+    assert all(bad not in json.dumps(r) for r in store.audit_rows())
