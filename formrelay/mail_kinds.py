@@ -21,7 +21,9 @@ How other features queue their own mail (the interface; keep it stable):
    message_id, created_at, attempts). `delivery.plain_message(mail, settings, subject,
    body)` makes a correct plain-text mail (From, To, Date, fixed Message-ID). Raise
    `delivery.BuildError("short reason")` if the mail can never be built (it is then
-   marked failed); any other exception defers it. `on_sent(mail, store)` and
+   marked failed at once, as are a recipient address that cannot go in a header and
+   the email package's ValueError/UnicodeError/MessageError); any other exception
+   defers it. `on_sent(mail, store)` and
    `on_failed(mail, store)` run inside the transaction that marks the row. The module
    that registers the kind must be imported by the worker: add it to `KIND_MODULES`.
 

@@ -341,6 +341,8 @@ def test_retry_failed_queues_every_failed_mail_again(make_app: Callable[..., Fla
         assert deliver(app).sent == 2
         again = runner.invoke(cli, [*config, "outbox", "--retry-failed"], env=ENV)
         assert again.exit_code == 0 and "0 failed mail(s) queued again" in again.output
+        both = runner.invoke(cli, [*config, "outbox", "--retry-failed", "--retry", "1"], env=ENV)
+        assert both.exit_code == 2 and "not both" in both.output
     to_alice = [m for m in server.messages if m.rcpt_tos == ["alice@praktijk.test"]]
     assert sorted(m.parsed()["Message-ID"] for m in to_alice) == \
         sorted(f"<{r.lower()}@localhost>" for r in refs)
