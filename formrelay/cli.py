@@ -315,23 +315,36 @@ def worker(ctx: Context, once: bool, interval: float) -> None:
 @cli.command()
 @click.option("--all", "show_all", is_flag=True, help="Also list sent mail (metadata only).")
 @click.option("--retry", metavar="ID|REFERENCE", help="Queue a failed mail again, due now.")
+@click.option("--retry-failed", is_flag=True,
+              help="Queue every failed mail again, due now (e.g. after fixing the relay).")
 @pass_ctx
-def outbox(ctx: Context, show_all: bool, retry: str | None) -> None:
+def outbox(ctx: Context, show_all: bool, retry: str | None, retry_failed: bool) -> None:
     """Show the mail queue: what is queued or failed, why, since when, how many attempts
-    and the next try. Exit 0 if nothing failed in the last 7 days, else 1.
+    and the next try. Exit 0 if nothing failed in the last 7 days, else 1. `--retry`
+    and `--retry-failed` put failed mail back in the queue (audited); the worker sends it.
 
     \b
     Examples:
       formrelay --config config.toml outbox
       formrelay --config config.toml outbox --retry FR-7K2M-9QXD
+      formrelay --config config.toml outbox --retry-failed
     """
     from datetime import timedelta
 
     from . import delivery
     from .store import parse_iso
 
+    if retry and retry_failed:
+        raise click.UsageError("use --retry ID or --retry-failed, not both")
     relay = ctx.relay()
     store = relay.store
+    if retry_failed:
+        mails = delivery.retry(store, None)
+        for m in mails:
+            click.echo(f"#{m.id} {m.kind} {m.reference or '-'} queued again")
+        click.echo(f"{len(mails)} failed mail(s) queued again"
+                   + ("; `formrelay worker` sends them" if mails else ""))
+        return
     if retry:
         mails = delivery.retry(store, retry)
         if not mails:

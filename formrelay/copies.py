@@ -40,6 +40,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from itsdangerous import BadSignature, Signer
 from werkzeug.datastructures import MultiDict
 
+from .addresses import header_problem
 from .config import FormSpec, Settings
 from .errors import InvalidSubmission
 from .i18n import gettext
@@ -217,12 +218,18 @@ class Copies:
                 errors={where: [gettext(sub.lang, "Fill in your e-mail address to receive the "
                                                   "link to your copy, or untick the copy box.")]})
         try:
-            return str(validate_email(value, check_deliverability=False).normalized)
+            address = str(validate_email(value, check_deliverability=False).normalized)
         except EmailNotValidError:
             raise InvalidSubmission(
                 "Please correct the marked fields.",
                 errors={where: [gettext(sub.lang, "Enter a valid e-mail address, "
                                                   "e.g. name@example.nl.")]}) from None
+        if header_problem(address):  # the link mail could never be built
+            raise InvalidSubmission(
+                "Please correct the marked fields.",
+                errors={where: [gettext(sub.lang, "This e-mail address cannot be used. Type "
+                                                  "it plainly, e.g. name@example.nl.")]})
+        return address
 
     def prepare(self, sub: Submission, spec: FormSpec,
                 formdata: MultiDict[str, Any]) -> PendingCopy | None:

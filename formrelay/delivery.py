@@ -7,11 +7,16 @@ Delivery is at-least-once: a process claims a row with a lease (so two processes
 send it at the same time), sends it, and marks it sent; a process killed mid-send
 leaves the lease to expire and the next claim sends it again with the same Message-ID.
 Temporary failures back off exponentially (``smtp.retry_seconds`` doubling up to
-``smtp.retry_max_minutes``, for ``smtp.give_up_days``); a permanent 5xx refusal marks the
-mail failed at once, is audited and mailed to the operator, and `formrelay outbox
---retry` queues it again. After the relay accepted a mail its payload and recipients'
-addresses are deleted; the records of sent and failed mails go when their form's
-retention has passed (a purge step). The kinds of mail and how a feature queues its
+``smtp.retry_max_minutes``, for ``smtp.give_up_days``); a permanent 5xx refusal of one
+mail (at RCPT TO or after DATA) marks it failed at once, is audited and mailed to the
+operator, and `formrelay outbox --retry` (or `--retry-failed`) queues it again. A relay
+that refuses formrelay itself (5xx at MAIL FROM, 530 authentication required) is
+misconfigured, not the mail: every mail waits with backoff and without giving up, the
+operator is told once, and all go once the relay is fixed. A mail that can never be
+built (BuildError, e.g. an address that cannot be put in a header) fails at once.
+After the relay accepted a mail its payload and recipients' addresses are deleted; the
+records of sent and failed mails go when their form's retention has passed (a purge
+step). The kinds of mail and how a feature queues its
 own are in mail_kinds.py (re-exported here: `delivery.register_kind` etc.); key-expiry
 reminders in reminders.py.
 """
@@ -27,8 +32,10 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from email.errors import MessageError
 
 from . import retention
+from .addresses import header_problem
 from .config import Settings
 from .crypto import KeyStatus
 from .inbox import DEFAULT_RETENTION_DAYS
@@ -55,7 +62,9 @@ from .mail_kinds import (  # noqa: F401 - re-exported
 from .mailer import (
     FileSink,
     MailError,
+    Message,
     Rejected,
+    RelayRefused,
     SmtpSession,
     TransportError,
     message_size,
@@ -152,7 +161,7 @@ class _Pass:
             return
         try:
             mail = open_recipients(mail, self.settings)  # sealed patient addresses
-            message = kind.build(mail, self.settings, self.store)
+            message = _build(kind, mail, self.settings, self.store)
             if message_size(message) > LARGE_MESSAGE:
                 self.flush()
             self.transport = self.transport or open_transport(self.settings)
@@ -169,6 +178,8 @@ class _Pass:
                 self.defer(mail, exc)
         except TransportError as exc:
             self.broken = exc
+            if isinstance(exc, RelayRefused):
+                self.alert_relay(exc)
             self.defer(mail, exc)
         except Exception as exc:  # a bug or a database hiccup: try again later
             # no message: it could quote a patient's address
@@ -182,9 +193,23 @@ class _Pass:
             self._later(functools.partial(_mark_sent, self.settings, self.store, mail, kind,
                                           refused, where))
 
+    def alert_relay(self, exc: RelayRefused) -> None:
+        """The relay refuses every mail: say so loudly, and queue one operator notice
+        (not one per mail; it waits in the queue with the rest until the relay is fixed)."""
+        log.error("the mail relay refuses formrelay's mail: %s. Every mail stays queued and "
+                  "none is marked failed; fix the relay or [smtp], and the worker delivers "
+                  "them all. `formrelay check` and /healthz show the waiting outbox.", exc)
+        def notice() -> None:
+            tell_operator(self.store, self.settings, "the mail relay refuses formrelay's mail",
+                          _relay_text(exc), once="relay-refused")
+
+        self._later(notice)
+
     def defer(self, mail: OutboxMail, exc: MailError) -> None:
         s, now = self.settings.smtp, self.store.clock()
-        if now - mail.created_at >= timedelta(days=s.give_up_days):
+        # a relay refusing us says nothing about the mail: wait for the fix, however long
+        if not isinstance(exc, RelayRefused) \
+                and now - mail.created_at >= timedelta(days=s.give_up_days):
             gave_up = f"gave up after {s.give_up_days} days"
             self.fail(mail, KINDS.get(mail.kind), f"{gave_up}: {exc.error_class}",
                       f"{gave_up}; last error: {exc}")
@@ -230,6 +255,21 @@ class _Pass:
             self.flush()
         finally:
             self._close_transport()
+
+
+def _build(kind: Kind, mail: OutboxMail, settings: Settings, store: Store) -> Message:
+    """The kind's message; BuildError if it can never be built, so the mail fails now
+    instead of being retried for days (the reason never quotes an address)."""
+    for n, address in enumerate(mail.recipients, start=1):
+        problem = header_problem(address)
+        if problem:
+            raise BuildError(f"recipient address {n} of {len(mail.recipients)} {problem}; "
+                             "it cannot be sent to")
+    try:
+        return kind.build(mail, settings, store)
+    except (ValueError, UnicodeError, MessageError) as exc:  # the email package's refusals
+        raise BuildError(f"mail cannot be built ({type(exc).__name__} from the email "
+                         "package)") from None
 
 
 def _mark_sent(settings: Settings, store: Store, mail: OutboxMail, kind: Kind | None,
@@ -287,8 +327,24 @@ def _failure_text(mail: OutboxMail, reason: str, partial: bool = False) -> str:
     return "\n".join(lines) + "\n"
 
 
-def retry(store: Store, ident: str) -> list[OutboxMail]:
-    """Queue failed mails again, by outbox id or reference."""
+def _relay_text(exc: RelayRefused) -> str:
+    return "\n".join([
+        "The mail relay refused formrelay's mail, whatever the message or recipient:",
+        f"    {exc}",
+        "",
+        "No mail was marked failed: all of them (this one too) wait in the outbox and are",
+        "retried with backoff. If you are reading this, the relay accepts mail again and the",
+        "queue is being delivered.",
+        "",
+        "If mail still waits: check the relay's settings for formrelay (is this sender",
+        "allowed, is a login needed?) and [smtp] username, from_address and the",
+        "FORMRELAY_SMTP_PASSWORD environment variable; then see `formrelay outbox` and",
+        "`formrelay check`.",
+    ]) + "\n"
+
+
+def retry(store: Store, ident: str | None) -> list[OutboxMail]:
+    """Queue failed mails again, due now: by outbox id or reference, or (None) all."""
     with store.transaction():
         mails = store.retry_mail(ident)
         for mail in mails:

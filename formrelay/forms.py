@@ -24,6 +24,7 @@ from wtforms import validators as v
 from wtforms import widgets
 from wtforms.fields.choices import SelectChoice
 
+from .addresses import HeaderSafe
 from .config import FieldSpec, FormSpec
 from .i18n import translations
 from .submission import Answer, Upload
@@ -197,7 +198,8 @@ def _field(spec: FieldSpec, uploads: dict[str, UploadCheck], lang: str) -> wtfor
     if t == "textarea":
         return wtforms.TextAreaField(validators=[*req, limit, *text], **kw)
     if t == "email":
-        return wtforms.EmailField(validators=[*req, v.Length(max=254), v.Email(), *text], **kw)
+        return wtforms.EmailField(
+            validators=[*req, v.Length(max=254), v.Email(), HeaderSafe(), *text], **kw)
     if t == "tel":
         return wtforms.TelField(validators=[*req, Phone()], **kw)
     if t == "bsn":

@@ -21,7 +21,9 @@ How other features queue their own mail (the interface; keep it stable):
    message_id, created_at, attempts). `delivery.plain_message(mail, settings, subject,
    body)` makes a correct plain-text mail (From, To, Date, fixed Message-ID). Raise
    `delivery.BuildError("short reason")` if the mail can never be built (it is then
-   marked failed); any other exception defers it. `on_sent(mail, store)` and
+   marked failed at once, as are a recipient address that cannot go in a header and
+   the email package's ValueError/UnicodeError/MessageError); any other exception
+   defers it. `on_sent(mail, store)` and
    `on_failed(mail, store)` run inside the transaction that marks the row. The module
    that registers the kind must be imported by the worker: add it to `KIND_MODULES`.
 
@@ -44,6 +46,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import secrets
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -193,14 +196,21 @@ register_kind(SUBMISSION, _build_submission, on_sent=_submission_sent,
 
 # -- mail to the operator (plain, never patient data) ------------------------------------
 def tell_operator(store: Store, settings: Settings, subject: str, body: str, *,
-                  reference: str = "", form_id: str = "") -> bool:
-    """Queue a plain mail to `server.operator_email`; False if none is configured."""
+                  reference: str = "", form_id: str = "", once: str = "") -> bool:
+    """Queue a plain mail to `server.operator_email`; False if none is configured. With
+    `once` (a short name), nothing is queued while a mail of that name still waits."""
     to = settings.server.operator_email
     if not to or not transport_configured(settings):
         log.warning("no operator mail sent (set server.operator_email and [smtp]): %s", subject)
         return False
+    message_id = ""
+    if once:
+        if store.mail_waiting(f"{OPERATOR}.{once}."):
+            return True
+        message_id = f"{OPERATOR}.{once}.{secrets.token_hex(12)}"
     payload = json.dumps({"subject": subject, "body": body}).encode()
-    store.enqueue(OPERATOR, reference, [to], payload=payload, form_id=form_id)
+    store.enqueue(OPERATOR, reference, [to], payload=payload, form_id=form_id,
+                  message_id=message_id)
     return True
 
 

@@ -6,8 +6,10 @@ certificate (system CAs plus `smtp.ca_file`). There is no fallback to plaintext:
 relay that does not offer STARTTLS gets nothing, not even MAIL FROM. Plain SMTP is
 possible only with `security = "none"`, which config.py allows for loopback relays only.
 Every network step has the configured timeout. Failures come out as `TransportError`
-(the relay cannot be used now: try every message later) or `Rejected` (this message
-was refused; permanent for 5xx). Error texts hold host, port and SMTP codes only,
+(the relay cannot be used now: try every message later), its kind `RelayRefused` (the
+relay refuses formrelay itself, e.g. 530 5.7.0 at MAIL FROM: a configuration problem,
+not the message's, so every message waits until it is fixed) or `Rejected` (this
+message was refused; permanent for 5xx). Error texts hold host, port and SMTP codes only,
 never the server's free text, which may echo an address. Large messages are streamed
 (`mime.Streamed`), so memory stays bounded whatever the attachment size.
 """
@@ -49,14 +51,26 @@ class TransportError(MailError):
     refused, connection lost): nothing more can be sent on this connection."""
 
 
+class RelayRefused(TransportError):
+    """The relay refuses formrelay's own session, whatever the message: 5xx to MAIL FROM
+    (sender not allowed, authentication required) or 530 (authentication required) at
+    any stage. The relay or [smtp] is misconfigured; no message is at fault, so none is
+    failed: all wait (with backoff) and go once it is fixed."""
+
+
+def smtp_codes(code: int, reply: bytes | str) -> str:
+    """The code and the enhanced status ("530 5.7.0"); never the free text, which may
+    echo an address."""
+    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
+    enhanced = re.match(r"\s*([245]\.\d{1,3}\.\d{1,3})", text)
+    return f"{code} {enhanced.group(1)}" if enhanced else str(code)
+
+
 class Rejected(MailError):
     """The relay refused this one message: permanent for 5xx, temporary for 4xx."""
 
     def __init__(self, code: int, reply: bytes | str, stage: str):
-        text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
-        # Keep the code and the enhanced status (5.1.1), drop the free text.
-        enhanced = re.match(r"\s*([245]\.\d{1,3}\.\d{1,3})", text)
-        codes = f"{code} {enhanced.group(1)}" if enhanced else str(code)
+        codes = smtp_codes(code, reply)
         kind = "refused permanently" if code >= 500 else "deferred by the relay"
         super().__init__(f"{kind} at {stage}", codes)
         self.code = code
@@ -278,11 +292,15 @@ class SmtpSession:
             options += ["SMTPUTF8", "BODY=8BITMIME"]
         code, reply = conn.mail(sender, options)
         if code != 250:
+            if code >= 500:  # the sender or the session is refused, not this message
+                raise self._refused(code, reply, "MAIL FROM")
             self._reset(conn)
             raise Rejected(code, reply, "MAIL FROM")
         refused: dict[str, tuple[int, bytes]] = {}
         for rcpt in recipients:
             code, reply = conn.rcpt(rcpt)
+            if code == 530:  # "authentication required": no recipient will do better
+                raise self._refused(code, reply, "RCPT TO")
             if code not in (250, 251):
                 refused[rcpt] = (code, reply)
         temporary = [r for r in refused.values() if r[0] < 500]
@@ -307,6 +325,13 @@ class SmtpSession:
         if code != 250:
             raise Rejected(code, reply, "end of DATA")
         return {addr: str(Rejected(c, r, "RCPT TO")) for addr, (c, r) in refused.items()}
+
+    def _refused(self, code: int, reply: bytes, stage: str) -> RelayRefused:
+        self.close()
+        where = f"{self.smtp.host}:{self.smtp.port}"
+        return RelayRefused(f"relay refuses formrelay's mail at {stage}",
+                            f"{where}: {smtp_codes(code, reply)}; check [smtp] username, "
+                            "FORMRELAY_SMTP_PASSWORD and from_address")
 
     def _reset(self, conn: smtplib.SMTP) -> None:
         try:

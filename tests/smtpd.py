@@ -128,6 +128,7 @@ class Recorder:
 
     messages: list[Received] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
+    mail_reply: str = ""  # if set, the reply to every MAIL FROM (a misconfigured relay)
     rcpt_reply: dict[str, str] = field(default_factory=dict)  # address -> reply
     data_reply: dict[str, str] = field(default_factory=dict)  # address -> reply to DATA
     # Stall the next DATA (after recording it) until this event is set.
@@ -137,6 +138,8 @@ class Recorder:
     async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str,
                           mail_options: list[str]) -> str:
         self.commands.append("MAIL")
+        if self.mail_reply:
+            return self.mail_reply
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 OK"

@@ -6,6 +6,7 @@ file the app writes, and a real aiosmtpd server on 127.0.0.1 (tests/smtpd.py).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -17,17 +18,20 @@ from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
 
+import pytest
+from click.testing import CliRunner
 from flask import Flask
 
-from formrelay import delivery, retention
+from formrelay import copy_mail, delivery, retention
 from formrelay.audit import verify
-from formrelay.store import Store
+from formrelay.cli import cli
+from formrelay.store import Store, iso
 
 from .conftest import ENV, canary, post_form
 from .keys import TestKey, gpg_decrypt
 from .smtpd import TlsFiles, free_port, smtp_config, smtp_server
+from .test_copy import ENCODED, answers, thanks
 from .test_copy import FIELDS as COPY_FIELDS
-from .test_copy import answers, thanks
 from .test_mail import Clock, attachment, deliver, mail_app, store_of, submit
 
 ROOT = Path(__file__).parent.parent
@@ -262,3 +266,126 @@ def test_sent_mail_keeps_no_address_and_old_mail_records_are_purged(
         (ref, ["sent", "submission", "mail"]), (ref, ["sent", "patient_copy", "mail"]),
         ("", ["failed", "operator", "mail"])]
     assert f"#{failed} " in purged[2]["detail"] and verify(store).ok
+
+
+def test_relay_refusing_the_sender_defers_everything_until_it_is_fixed(
+        make_app: Callable[..., Flask], tls: TlsFiles, keys: dict[str, TestKey],
+        logs: Any) -> None:
+    """530 5.7.0 at MAIL FROM (the relay wants a login formrelay does not give) is the
+    relay's problem, not the mails': nothing is failed, nothing is lost, the operator is
+    told once, and everything goes exactly once when the relay is fixed."""
+    clock = Clock()
+    with smtp_server(tls) as (server, port):
+        server.mail_reply = "530 5.7.0 Authentication required"
+        app = mail_app(make_app, tls, port, clock=clock)
+        marks = [canary() for _ in range(3)]
+        refs = [submit(app, mark) for mark in marks]
+        store = store_of(app)
+        first = deliver(app)
+        assert (first.sent, first.failed, first.deferred) == (0, 0, 3)
+        for _ in range(40):  # ten days: longer than smtp.give_up_days
+            clock.advance(hours=6)
+            assert deliver(app).failed == 0
+        assert store.outbox_rows(("failed", "sent")) == []
+        queued = store.outbox_rows(("queued",))
+        assert sorted(r["kind"] for r in queued) == [delivery.OPERATOR] + ["submission"] * 3
+        assert {r["error_class"] for r in queued} == {
+            "relay refuses formrelay's mail at MAIL FROM"}
+        assert all("530 5.7.0" in r["error"] for r in queued)
+        assert [store.submission(r)["status"] for r in refs] == ["queued"] * 3
+        assert "DATA" not in server.commands and server.messages == []
+        assert any("relay refuses formrelay's mail" in r.getMessage() and
+                   r.levelname == "ERROR" for r in logs.records)
+        # what `formrelay check` and /healthz report: the waiting outbox and why
+        state = store.outbox_state(clock.now)
+        assert state["queued"] == 4 and "530 5.7.0" in state["error"]
+
+        server.mail_reply = ""  # the operator fixed the relay
+        clock.advance(hours=6)
+        assert deliver(app).sent == 4
+        clock.advance(days=1)
+        assert deliver(app).sent == 0
+    by_id = server.by_message_id()
+    assert all(len(copies) == 1 for copies in by_id.values())  # exactly once each
+    subs = {f"<{r.lower()}@localhost>": m for r, m in zip(refs, marks, strict=True)}
+    for mid, mark in subs.items():
+        armour = by_id[mid][0].parsed().get_payload()[1].get_payload(decode=True)
+        assert mark in str(delivery_inner(keys, armour).get_body(("plain",)).get_content())
+    [notice] = [m for m in server.messages if m.rcpt_tos == ["beheer@praktijk.test"]]
+    text = notice.parsed().get_content()
+    assert "530 5.7.0" in text and "No mail was marked failed" in text
+    assert all_sent(store, refs)
+
+
+def test_retry_failed_queues_every_failed_mail_again(make_app: Callable[..., Flask],
+                                                     tls: TlsFiles, tmp_path: Path,
+                                                     keys: dict[str, TestKey]) -> None:
+    runner = CliRunner()
+    config = ["--config", str(tmp_path / "config.toml")]
+    with smtp_server(tls) as (server, port):
+        app = mail_app(make_app, tls, port)
+        server.rcpt_reply["alice@praktijk.test"] = "550 5.1.1 no such user"
+        refs = [submit(app, f"n{i}") for i in range(2)]
+        assert deliver(app).failed == 2
+        store = store_of(app)
+        assert [store.submission(r)["status"] for r in refs] == ["failed"] * 2
+        server.rcpt_reply.clear()  # the address was fixed at the relay
+        out = runner.invoke(cli, [*config, "outbox", "--retry-failed"], env=ENV)
+        assert out.exit_code == 0, out.output
+        assert "2 failed mail(s) queued again" in out.output
+        assert all(f"submission {r} queued again" in out.output for r in refs)
+        retried = [r for r in store.audit_rows() if r["action"] == "queued"
+                   and r["actor"] == "operator"]
+        assert sorted(r["reference"] for r in retried) == sorted(refs)
+        assert all("--retry-failed" in r["detail"] for r in retried)
+        assert deliver(app).sent == 2
+        again = runner.invoke(cli, [*config, "outbox", "--retry-failed"], env=ENV)
+        assert again.exit_code == 0 and "0 failed mail(s) queued again" in again.output
+        both = runner.invoke(cli, [*config, "outbox", "--retry-failed", "--retry", "1"], env=ENV)
+        assert both.exit_code == 2 and "not both" in both.output
+    to_alice = [m for m in server.messages if m.rcpt_tos == ["alice@praktijk.test"]]
+    assert sorted(m.parsed()["Message-ID"] for m in to_alice) == \
+        sorted(f"<{r.lower()}@localhost>" for r in refs)
+    for m in to_alice:
+        armour = m.parsed().get_payload()[1].get_payload(decode=True)
+        assert "Pijn in de knie" in str(delivery_inner(keys, armour))
+    assert all_sent(store, refs)
+    assert verify(store).ok
+
+
+@pytest.mark.parametrize("bad", ENCODED)
+def test_mail_that_can_never_be_built_fails_at_once_and_the_rest_goes(
+        make_app: Callable[..., Flask], tls: TlsFiles, bad: str, logs: Any) -> None:
+    """A link mail to an address queued before the form refused encoded words: failed on
+    the first attempt with the reason (audit, log, operator), not retried for days."""
+    clock = Clock()
+    with smtp_server(tls) as (server, port):
+        app = mail_app(make_app, tls, port, clock=clock, fields=COPY_FIELDS,
+                       patient_copy=True)
+        ref = thanks(post_form(app.test_client(), answers(canary())))["reference"]
+        relay = app.extensions["formrelay"]
+        store: Store = relay.store
+        payload = copy_mail.seal(relay.settings, {"link": "https://localhost/copy/x#y",
+                                                  "expires": iso(clock.now), "lang": "nl",
+                                                  "downloads": 3}, ref)
+        broken = store.enqueue(copy_mail.LINK_KIND, ref,
+                               [delivery.sealed_recipient(relay.settings, bad, ref)],
+                               payload, "intake")
+        result = deliver(app)
+        assert (result.failed, result.sent, result.deferred) == (1, 3, 0)
+        [failed] = store.outbox_rows(("failed",))
+        assert failed["id"] == broken and failed["attempts"] == 1
+        assert "encoded word" in failed["error"]
+        audit = [r for r in store.audit_rows(ref) if r["action"] == "failed"]
+        assert len(audit) == 1 and "encoded word" in audit[0]["detail"]
+        assert any(f"mail #{broken}" in r.getMessage() and "encoded word" in r.getMessage()
+                   and r.levelname == "ERROR" for r in logs.records)
+        for _ in range(3):  # days later: not tried again
+            clock.advance(days=2)
+            assert deliver(app).handled == 0
+    got = sorted(m.rcpt_tos[0] for m in server.messages)
+    assert got == ["alice@praktijk.test", "beheer@praktijk.test", "zoe@example.nl"]
+    [notice] = [m for m in server.messages if m.rcpt_tos == ["beheer@praktijk.test"]]
+    assert "encoded word" in notice.parsed().get_content()
+    assert all(bad not in m.data.decode() for m in server.messages)
+    assert all(bad not in json.dumps(r) for r in store.audit_rows())

@@ -131,21 +131,35 @@ class Outbox(AuditLog):
             if also:
                 also()
 
-    def retry_mail(self, ident: str) -> list[OutboxMail]:
-        """Queue failed mails again (by outbox id or reference), due now."""
+    def retry_mail(self, ident: str | None) -> list[OutboxMail]:
+        """Queue failed mails again, due now: by outbox id or reference, or (None) every
+        failed mail."""
         with self.transaction() as conn:
-            rows = conn.execute("SELECT id FROM outbox WHERE status = 'failed' AND "
-                                "(CAST(id AS TEXT) = ? OR reference = ?)",
-                                (ident, ident.upper())).fetchall()
+            if ident is None:
+                rows = conn.execute("SELECT id FROM outbox WHERE status = 'failed' "
+                                    "ORDER BY id").fetchall()
+            else:
+                rows = conn.execute("SELECT id FROM outbox WHERE status = 'failed' AND "
+                                    "(CAST(id AS TEXT) = ? OR reference = ?)",
+                                    (ident, ident.upper())).fetchall()
+            how = "" if ident is not None else " (outbox --retry-failed)"
             out = []
             for row in rows:
                 conn.execute("UPDATE outbox SET status = 'queued', next_attempt_at = ?, "
                              "done_at = NULL WHERE id = ?", (iso(self.clock()), row["id"]))
                 mail = self.outbox_mail(row["id"])
                 self.audit("queued", actor="operator", reference=mail.reference,
-                           form_id=mail.form_id, detail=f"{mail.kind} mail queued again")
+                           form_id=mail.form_id, detail=f"{mail.kind} mail #{mail.id} queued "
+                                                        f"again{how}")
                 out.append(mail)
         return out
+
+    def mail_waiting(self, message_id_prefix: str) -> bool:
+        """Is a mail whose stored message id starts with this still queued?"""
+        row = self.conn.execute("SELECT 1 FROM outbox WHERE status = 'queued' AND "
+                                "substr(message_id, 1, length(?1)) = ?1 LIMIT 1",
+                                (message_id_prefix,)).fetchone()
+        return row is not None
 
     def outbox_mail(self, mail_id: int) -> OutboxMail:
         row = self.conn.execute("SELECT * FROM outbox WHERE id = ?", (mail_id,)).fetchone()
