@@ -212,8 +212,10 @@ def _field(spec: FieldSpec, uploads: dict[str, UploadCheck], lang: str) -> wtfor
     # the value posted and stored is the canonical choice; the patient reads their language
     choices = [SelectChoice(value, shown) for value, shown in choice_pairs(spec, lang)]
     if t == "select":
-        return wtforms.SelectField(choices=[SelectChoice("", "—"), *choices]
-                                   if not spec.required else choices,
+        # An empty first option, selected until the patient chooses: a skipped question
+        # sends no answer (and a required one is refused) instead of the first choice.
+        choose = SelectChoice("", translations(lang).gettext("Choose…"))
+        return wtforms.SelectField(choices=[choose, *choices], default="",
                                    validators=[*req, *text], **kw)
     if t == "radio":
         return wtforms.RadioField(choices=choices, validators=[*req], **kw)
@@ -277,8 +279,10 @@ def validate(spec: FormSpec, lang: str, formdata: MultiDict[str, Any],
         errors["_form"] = [gettext("The form contained fields it does not have (%(names)s); "
                                    "please reload the page and send again.")
                            % {"names": ", ".join(unknown[:5])}]
-    for f in spec.fields:  # a field posted twice is an attack or a bug, never an answer
-        if f.type not in ("checkboxes", "file") and len(formdata.getlist(f.name)) > 1:
+    for f in spec.fields:  # a field (or a checkbox's choice) posted twice is never an answer
+        sent = formdata.getlist(f.name)
+        twice = len(set(sent)) < len(sent) if f.type == "checkboxes" else len(sent) > 1
+        if f.type != "file" and twice:
             errors.setdefault(f.name, []).append(gettext("This answer was sent twice."))
     if errors:
         return Result(form, errors, [], [])
