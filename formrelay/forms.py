@@ -296,11 +296,10 @@ def validate(spec: FormSpec, lang: str, formdata: MultiDict[str, Any],
 
 
 def _answer(spec: FieldSpec, data: Any, lang: str) -> Answer:
-    yes = translations(lang).gettext("yes")
     if spec.type == "consent":
-        # The exact consent text is the label; store the text the patient ticked (in the
-        # language they read it) with the tick; the answer's label stays canonical.
-        value: str | list[str] = f"{yes}: {localized(spec, 'label', lang)}" if data else ""
+        # true, whatever language the patient read it in: the exact consent text is the
+        # (canonical) label, and the submission records the language that was shown.
+        value: str | list[str] | bool = bool(data)
     elif spec.type == "checkboxes":
         value = list(data or [])
     elif data is None:
@@ -320,7 +319,7 @@ def describe(field: wtforms.Field) -> Markup:
 def field_attrs(spec: FieldSpec, described: list[str], error: Any) -> dict[str, Any]:
     """HTML attributes of a field's input: id, hints, limits, error state."""
     attrs: dict[str, Any] = {"id": f"f-{spec.name}"}
-    if spec.required:
+    if spec.required or spec.type == "consent":  # a consent must always be ticked
         attrs.update({"required": True, "aria-required": "true"})
     if described:
         attrs["aria-describedby"] = " ".join(described)

@@ -197,3 +197,10 @@ def test_optional_select_left_empty_stores_no_answer(make_app: Callable[..., Fla
     ct = app.extensions["formrelay"].store.ciphertext(r.get_json()["reference"])
     data = answers_json(inner(gpg_decrypt(keys["alice"], ct)))
     assert data["answers"]["insurer"] == "VGZ" and data["answers"]["floor"] == ""
+
+
+def test_consent_tick_is_announced_as_required(client: FlaskClient) -> None:
+    html = client.get("/f/intake").get_data(as_text=True)
+    tick = re.search(r'<input[^>]*id="f-consent"[^>]*>', html)
+    assert tick, html
+    assert 'aria-required="true"' in tick.group(0) and " required" in tick.group(0)

@@ -66,7 +66,7 @@ def test_submission_encrypts_accents_and_emoji(app: Flask, client: FlaskClient,
         assert data["answers"]["name"] == "Jeroen Brünhilde"
         assert data["answers"]["complaint"] == "Pijn in de knie 🦵"
         assert data["answers"]["symptoms"] == ["hoofdpijn", "koorts"]
-        assert data["answers"]["consent"] == "ja: Ik ga akkoord met de verwerking."
+        assert data["answers"]["consent"] is True
         text = next(p for p in msg.walk() if p.get_content_type() == "text/plain")
         assert "Pijn in de knie 🦵" in text.get_content()
         pdf = next(p for p in msg.walk() if p.get_content_type() == "application/pdf")
