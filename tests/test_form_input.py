@@ -5,10 +5,12 @@ select starts on an empty "Kies…" option, so a skipped question sends no answe
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sqlite3
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -16,7 +18,21 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from .conftest import ORIGIN, canary, encode_multipart, form_token, post_form, valid_answers
+from formrelay.store import Store
+
+from .conftest import (
+    ORIGIN,
+    canary,
+    encode_multipart,
+    form_token,
+    make_config_dict,
+    post_form,
+    valid_answers,
+    write_config,
+)
+from .keys import TestKey
+from .smtpd import free_port
+from .test_deploy import _hidden, _http, gunicorn
 
 BOUNDARY = "frtestboundary"
 
@@ -92,7 +108,10 @@ CASES: list[tuple[str, Maker, int, tuple[str, str]]] = [
 
 
 def nothing_kept(app: Flask) -> None:
-    store = app.extensions["formrelay"].store
+    nothing_kept_in(app.extensions["formrelay"].store)
+
+
+def nothing_kept_in(store: Store) -> None:
     con = sqlite3.connect(store.path)
     try:
         for table in ("submissions", "outbox"):
@@ -204,3 +223,41 @@ def test_consent_tick_is_announced_as_required(client: FlaskClient) -> None:
     tick = re.search(r'<input[^>]*id="f-consent"[^>]*>', html)
     assert tick, html
     assert 'aria-required="true"' in tick.group(0) and " required" in tick.group(0)
+
+
+def test_bad_bodies_through_real_gunicorn(tmp_path: Path, keys: dict[str, TestKey]) -> None:
+    """The same bodies through deploy/gunicorn.conf.py: the same answers, no 500, nothing
+    stored, and the canary in none of gunicorn's log lines."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    config = write_config(tmp_path / "config.toml",
+                          make_config_dict(tmp_path / "data", keys, server={
+                              "base_url": base, "rate_limit_ip": "100/minute"}))
+    mark = canary()
+    with gunicorn(tmp_path, config, port) as log:
+        for case, make, status, (dutch, _) in CASES:
+            _, page, _ = _http(f"{base}/f/intake")
+            body, ctype = make({**_hidden(page), **valid_answers(mark)}, mark)
+            got, answer, _ = _http(f"{base}/f/intake", body, {
+                "Accept": "application/json", "Origin": base, "Content-Type": ctype})
+            assert got == status, (case, answer[:500])
+            error = json.loads(answer)
+            assert error["ok"] is False, case
+            assert dutch in " ".join([error["error"], *sum(error["errors"].values(), [])]), case
+    nothing_kept_in(Store(tmp_path / "data" / "formrelay.db"))
+    text = log.read_text(encoding="utf-8")
+    assert mark not in text
+    assert '"status": 500' not in text and "Traceback" not in text
+
+
+def test_bad_body_where_the_answer_is_a_404_or_429_is_no_500(
+        make_app: Callable[..., Flask]) -> None:
+    """Error pages look for the posted language; a body that cannot be read must not turn
+    them into a 500."""
+    app = make_app(server={"rate_limit_ip": "2/minute"})  # the 404 counts too
+    client = app.test_client()
+    body, ctype = multipart_body(form_token(client), part(None, b"x"))
+    for path, status in (("/f/nope", 404), ("/f/intake", 400), ("/f/intake", 429)):
+        r = client.post(path, data=body, content_type=ctype, headers={"Origin": ORIGIN})
+        assert r.status_code == status, r.get_data(as_text=True)
+    nothing_kept(app)

@@ -93,11 +93,19 @@ class StrictFormParser(FormDataParser):
             # werkzeug raises the same bare 413 for: more than max_form_parts parts (when
             # part max+1 starts, all max before it are counted), a text part over
             # max_form_memory_size, and a chunked body over MAX_CONTENT_LENGTH (no length).
+            problem = None
             if self.max_form_parts is not None and parser.parts >= self.max_form_parts:
-                raise too_many(self.max_form_parts) from None
-            if content_length is not None and self.max_form_memory_size is not None:
-                raise answer_too_long(self.max_form_memory_size) from None
-            raise
+                problem = too_many(self.max_form_parts)
+            elif content_length is not None and self.max_form_memory_size is not None:
+                problem = answer_too_long(self.max_form_memory_size)
+            if problem is None:
+                raise
+            # Read the rest (at most MAX_CONTENT_LENGTH, the stream is limited): a server
+            # that closes with body unread resets the connection, and the client, still
+            # sending, never sees the answer.
+            while stream.read(1 << 16):
+                pass
+            raise problem from None
         _check_names(form, files)
         # Text parts that are not valid UTF-8 arrive with U+FFFD in them; forms.py refuses
         # those next to their field, keeping the patient's other answers on the page.
@@ -121,6 +129,18 @@ class StrictFormParser(FormDataParser):
 
 class InMemoryRequest(Request):
     form_data_parser_class = StrictFormParser
+    _bad_form: BadForm | None = None
+
+    def _load_form_data(self) -> None:
+        # The body is read once: a refusal is remembered, so every later look at the form
+        # (the view after an error page's language lookup) meets it again, not an empty form.
+        if self._bad_form is not None:
+            raise self._bad_form
+        try:
+            super()._load_form_data()
+        except BadForm as exc:
+            self._bad_form = exc
+            raise
 
     def _get_file_stream(self, total_content_length: int | None, content_type: str | None,
                          filename: str | None = None,
