@@ -44,17 +44,21 @@ fingerprint = "{fingerprint}"
 
 [forms.intake]
 title = "Aanmelden als nieuwe patiënt"
+title_en = "Register as a new patient"
 recipients = ["dr-demo"]
 delivery = "email"
 allowed_origins = ["http://127.0.0.1:{host_port}", "http://localhost:{host_port}"]
 notice = "Bij spoed: bel 112 of de huisartsenpost."
+notice_en = "In an emergency: call 112 or the out-of-hours GP service (huisartsenpost)."
 intro = "Vul dit formulier in om u in te schrijven. Uw antwoorden worden versleuteld."
+intro_en = "Fill in this form to register with the practice. Your answers are encrypted."
 patient_copy = true
 
 [[forms.intake.fields]]
 name = "name"
 type = "text"
 label = "Naam"
+label_en = "Name"
 required = true
 autocomplete = "name"
 
@@ -62,6 +66,7 @@ autocomplete = "name"
 name = "birthdate"
 type = "birthdate"
 label = "Geboortedatum"
+label_en = "Date of birth"
 required = true
 autocomplete = "bday"
 
@@ -69,6 +74,7 @@ autocomplete = "bday"
 name = "email"
 type = "email"
 label = "E-mailadres"
+label_en = "Email address"
 required = true
 autocomplete = "email"
 
@@ -76,33 +82,41 @@ autocomplete = "email"
 name = "phone"
 type = "tel"
 label = "Telefoonnummer"
+label_en = "Phone number"
 autocomplete = "tel"
 
 [[forms.intake.fields]]
 name = "complaint"
 type = "textarea"
 label = "Waarvoor wilt u de huisarts spreken?"
+label_en = "Why would you like to see the GP?"
 help = "Beschrijf kort uw klachten of vraag."
+help_en = "Briefly describe your symptoms or question."
 required = true
 
 [[forms.intake.fields]]
 name = "consent"
 type = "consent"
 label = "Ik geef toestemming om mijn gegevens te gebruiken voor mijn inschrijving."
+label_en = "I agree that my details are used for my registration."
 
 [forms.vraag]
 title = "Vraag aan de huisarts"
+title_en = "Question for the GP"
 recipients = ["dr-demo"]
 delivery = "hold"
 allowed_origins = ["http://127.0.0.1:{host_port}", "http://localhost:{host_port}"]
 retention_days = 14
 notice = "Bij spoed: bel 112 of de huisartsenpost."
+notice_en = "In an emergency: call 112 or the out-of-hours GP service (huisartsenpost)."
 intro = "Stel uw vraag aan de huisarts. U krijgt binnen drie werkdagen antwoord."
+intro_en = "Ask the GP your question. You will get an answer within three working days."
 
 [[forms.vraag.fields]]
 name = "name"
 type = "text"
 label = "Naam"
+label_en = "Name"
 required = true
 autocomplete = "name"
 
@@ -110,6 +124,7 @@ autocomplete = "name"
 name = "birthdate"
 type = "birthdate"
 label = "Geboortedatum"
+label_en = "Date of birth"
 required = true
 autocomplete = "bday"
 
@@ -117,6 +132,7 @@ autocomplete = "bday"
 name = "email"
 type = "email"
 label = "E-mailadres"
+label_en = "Email address"
 required = true
 autocomplete = "email"
 
@@ -124,13 +140,16 @@ autocomplete = "email"
 name = "question"
 type = "textarea"
 label = "Uw vraag"
+label_en = "Your question"
 required = true
 
 [[forms.vraag.fields]]
 name = "photo"
 type = "file"
 label = "Foto of document (niet verplicht)"
+label_en = "Photo or document (optional)"
 help = "Bijvoorbeeld een foto van een huidplek of een uitslag: pdf, jpg of png, tot 10 MB."
+help_en = "For example a photo of a skin spot or a test result: pdf, jpg or png, up to 10 MB."
 accept = ["pdf", "jpg", "jpeg", "png"]
 """
 

@@ -214,8 +214,10 @@ def _field(spec: FieldSpec, uploads: dict[str, UploadCheck], lang: str) -> wtfor
     # the value posted and stored is the canonical choice; the patient reads their language
     choices = [SelectChoice(value, shown) for value, shown in choice_pairs(spec, lang)]
     if t == "select":
-        return wtforms.SelectField(choices=[SelectChoice("", "—"), *choices]
-                                   if not spec.required else choices,
+        # An empty first option, selected until the patient chooses: a skipped question
+        # sends no answer (and a required one is refused) instead of the first choice.
+        choose = SelectChoice("", translations(lang).gettext("Choose…"))
+        return wtforms.SelectField(choices=[choose, *choices], default="",
                                    validators=[*req, *text], **kw)
     if t == "radio":
         return wtforms.RadioField(choices=choices, validators=[*req], **kw)
@@ -279,8 +281,10 @@ def validate(spec: FormSpec, lang: str, formdata: MultiDict[str, Any],
         errors["_form"] = [gettext("The form contained fields it does not have (%(names)s); "
                                    "please reload the page and send again.")
                            % {"names": ", ".join(unknown[:5])}]
-    for f in spec.fields:  # a field posted twice is an attack or a bug, never an answer
-        if f.type not in ("checkboxes", "file") and len(formdata.getlist(f.name)) > 1:
+    for f in spec.fields:  # a field (or a checkbox's choice) posted twice is never an answer
+        sent = formdata.getlist(f.name)
+        twice = len(set(sent)) < len(sent) if f.type == "checkboxes" else len(sent) > 1
+        if f.type != "file" and twice:
             errors.setdefault(f.name, []).append(gettext("This answer was sent twice."))
     if errors:
         return Result(form, errors, [], [])
@@ -294,11 +298,10 @@ def validate(spec: FormSpec, lang: str, formdata: MultiDict[str, Any],
 
 
 def _answer(spec: FieldSpec, data: Any, lang: str) -> Answer:
-    yes = translations(lang).gettext("yes")
     if spec.type == "consent":
-        # The exact consent text is the label; store the text the patient ticked (in the
-        # language they read it) with the tick; the answer's label stays canonical.
-        value: str | list[str] = f"{yes}: {localized(spec, 'label', lang)}" if data else ""
+        # true, whatever language the patient read it in: the exact consent text is the
+        # (canonical) label, and the submission records the language that was shown.
+        value: str | list[str] | bool = bool(data)
     elif spec.type == "checkboxes":
         value = list(data or [])
     elif data is None:
@@ -318,7 +321,7 @@ def describe(field: wtforms.Field) -> Markup:
 def field_attrs(spec: FieldSpec, described: list[str], error: Any) -> dict[str, Any]:
     """HTML attributes of a field's input: id, hints, limits, error state."""
     attrs: dict[str, Any] = {"id": f"f-{spec.name}"}
-    if spec.required:
+    if spec.required or spec.type == "consent":  # a consent must always be ticked
         attrs.update({"required": True, "aria-required": "true"})
     if described:
         attrs["aria-describedby"] = " ".join(described)

@@ -53,6 +53,8 @@ def text_body(sub: Submission, practice: str, labels: dict[str, str],
         # no colon after a label that ends a sentence ("Waarvoor ...?", a consent text)
         lines.append(a.label if a.label.endswith((".", "?", "!", ":")) else f"{a.label}:")
         value = a.display() or "-"
+        if isinstance(a.value, bool):  # a consent tick, in the practice's language
+            value = labels.get("yes", "yes") if a.value else "-"
         lines.extend(f"  {ln}" for ln in value.splitlines() or ["-"])
         lines.append("")
     return "\n".join(lines)

@@ -151,7 +151,7 @@ class Relay:
         tr = translations(spec.lang)
         labels = {k: tr.gettext(v) for k, v in
                   (("reference", "Reference"), ("received", "Received"), ("practice", "Practice"),
-                   ("language", "Patient's language"))}
+                   ("language", "Patient's language"), ("yes", "yes"))}
         sender = self.settings.smtp.from_address or f"formrelay@{self.domain}"
 
         def parts() -> Iterator[bytes]:  # the payload names the reference: made per attempt

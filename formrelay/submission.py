@@ -27,11 +27,13 @@ class Answer:
     name: str
     label: str
     type: str
-    value: str | list[str]
+    value: str | list[str] | bool  # bool: a consent tick (language-neutral)
 
     def display(self) -> str:
         if isinstance(self.value, list):
             return ", ".join(self.value)
+        if isinstance(self.value, bool):  # readers show it in their language (mime, pdf)
+            return "yes" if self.value else ""
         return self.value
 
 
@@ -58,6 +60,7 @@ class Submission:
         return {
             "reference": self.reference,
             "form": self.form_id,
+            "lang": self.lang,  # the language the patient read the questions in
             "title": self.form_title,
             "received_at": self.received_at.isoformat(),
             "answers": {a.name: a.value for a in self.answers},

@@ -12,7 +12,7 @@ from pathlib import Path
 import pyotp
 import pytest
 from flask import Flask
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import Page, sync_playwright
 from werkzeug.serving import make_server
 
 from .area import COOKIE, PASSWORD, add_user, answers, cheap_hashing
@@ -28,10 +28,25 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
 @pytest.fixture
 def live(make_app: Callable[..., Flask], tmp_path: Path,
          monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Flask, str]]:
+    yield from _live(make_app, monkeypatch)
+
+
+# a Dutch compound word does not wrap: the inbox must still fit a phone
+LONG_TITLE = "Arbeidsongeschiktheidsverzekeringsaanvraagformulier voor nieuwe patiënten"
+
+
+@pytest.fixture
+def live_long_title(make_app: Callable[..., Flask],
+                    monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Flask, str]]:
+    yield from _live(make_app, monkeypatch, title=LONG_TITLE)
+
+
+def _live(make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch,
+          **form: object) -> Iterator[tuple[Flask, str]]:
     cheap_hashing(monkeypatch)
     port = free_port()
     base = f"http://localhost:{port}"
-    app = make_app(server={"base_url": base})
+    app = make_app(server={"base_url": base}, **form)
     server = make_server("127.0.0.1", port, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -92,3 +107,41 @@ def test_first_login_download_and_processed_in_chromium(live: tuple[Flask, str],
         browser.close()
     assert problems == []
     assert app.extensions["formrelay"].store.submission(ref)["status"] == "processed"
+
+
+def _first_login(page: Page, base: str) -> None:
+    page.goto(f"{base}/clinician/login")
+    page.get_by_label("Gebruikersnaam").fill("anna")
+    page.get_by_label("Wachtwoord").fill(PASSWORD)
+    page.get_by_role("button", name="Volgende").click()
+    page.wait_for_url("**/clinician/enrol")
+    secret = page.locator("#secret").inner_text().replace(" ", "")
+    page.get_by_label("Code", exact=True).fill(pyotp.TOTP(secret).now())
+    page.get_by_role("button", name="Bevestigen").click()
+    page.get_by_role("link", name="Ik heb ze bewaard, verder").click()
+
+
+def test_inbox_does_not_scroll_sideways_on_a_360_px_phone(
+        live_long_title: tuple[Flask, str], tmp_path: Path) -> None:
+    app, base = live_long_title
+    add_user(tmp_path, "anna", "--recipient", "alice")
+    refs = [post_form(app.test_client(), valid_answers(f"telefoon {i}"), json_answer=True,
+                      headers={"Origin": base}).get_json()["reference"] for i in range(3)]
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        context = browser.new_context(viewport={"width": 360, "height": 740},
+                                      accept_downloads=True)
+        page = context.new_page()
+        _first_login(page, base)
+        page.wait_for_url(f"{base}/clinician/")
+        with page.expect_download():  # a "downloaded by" line in the table too
+            page.locator(f"#row-{refs[0]}").get_by_role("link", name=".eml").click()
+        page.goto(f"{base}/clinician/")
+        for ref in refs:
+            row = page.locator(f"#row-{ref}")
+            assert LONG_TITLE in row.inner_text()
+            assert row.get_by_role("link", name="Markeren als verwerkt").is_visible()
+        widths = page.evaluate("() => [document.scrollingElement.scrollWidth, "
+                               "document.scrollingElement.clientWidth]")
+        assert widths[0] <= widths[1], f"scrolls sideways: {widths[0]} px in {widths[1]} px"
+        browser.close()

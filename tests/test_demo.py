@@ -5,12 +5,14 @@ driven in Chromium the way a patient would (the copy downloaded inside the widge
 from __future__ import annotations
 
 import email
+import html
 import os
 import re
 import socket
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -127,6 +129,23 @@ def _printed_block(out: str, title: str) -> list[str]:
         block.append(ln.strip())
     assert block, out
     return block
+
+
+def test_demo_in_english_asks_every_question_in_english(demo: Demo) -> None:
+    config = tomllib.loads((demo.folder / "config.toml").read_text(encoding="utf-8"))
+    for form_id, form in config["forms"].items():
+        page = urllib.request.urlopen(f"{demo.base}/f/{form_id}?lang=en").read().decode()  # noqa: S310
+        text = html.unescape(re.sub(r"\s+", " ", page))
+        pairs = [(form[k], form.get(f"{k}_en")) for k in ("title", "notice", "intro") if k in form]
+        pairs += [(f[k], f.get(f"{k}_en")) for f in form["fields"] for k in ("label", "help")
+                  if k in f]
+        pairs += [(c, en) for f in form["fields"] if "choices" in f
+                  for c, en in zip(f["choices"], f.get("choices_en") or [None] * 99, strict=False)]
+        assert pairs
+        for dutch, english in pairs:
+            assert english, f"{form_id}: no English text for {dutch!r}"
+            assert english in text, f"{form_id}: {english!r} not shown"
+            assert dutch not in text, f"{form_id}: Dutch {dutch!r} shown in English"
 
 
 def test_demo_serves_both_forms_and_its_printed_commands_work(demo: Demo) -> None:

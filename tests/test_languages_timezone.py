@@ -78,7 +78,7 @@ def test_english_post_stores_canonical_labels_and_values(make_app: Any,
     assert data["answers"]["contact"] == "telefoon"
     assert data["answers"]["symptoms"] == ["hoofdpijn", "overig"]
     assert data["labels"]["contact"] == "Contact via" and data["labels"]["name"] == "Naam"
-    assert data["answers"]["consent"] == "yes: I agree to the processing."
+    assert data["answers"]["consent"] is True  # see test_consent_answer_is_language_neutral
     body = next(p for p in msg.walk() if p.get_content_type() == "text/plain").get_content()
     assert "Contact via:" in body and "Contact by" not in body
     assert "Taal van de patiënt: English" in body
@@ -87,6 +87,29 @@ def test_english_post_stores_canonical_labels_and_values(make_app: Any,
     r = post_form(client, {**valid_answers(), "_lang": "en", "contact": "phone"},
                   json_answer=True, query="?lang=en")
     assert r.status_code == 400
+
+
+def test_consent_answer_is_language_neutral(make_app: Any, keys: dict[str, TestKey]) -> None:
+    """answers.json says `true` for a ticked consent whatever language the patient read it
+    in (which one is recorded beside it); the clinician's text says so in the form's."""
+    app = english_app(make_app)
+    client = app.test_client()
+    seen = {}
+    for lang in ("en", "nl"):
+        r = post_form(client, {**valid_answers(), "_lang": lang}, json_answer=True,
+                      query=f"?lang={lang}")
+        assert r.status_code == 200, r.get_data(as_text=True)
+        ct = app.extensions["formrelay"].store.ciphertext(r.get_json()["reference"])
+        msg = message_from_bytes(gpg_decrypt(keys["alice"], ct), policy=policy.default)
+        data = json.loads(next(p for p in msg.walk() if p.get_filename() == "answers.json")
+                          .get_payload(decode=True))
+        seen[lang] = data["answers"]["consent"]
+        assert data["labels"]["consent"] == "Ik ga akkoord met de verwerking."
+        assert data["lang"] == lang
+        body = next(p for p in msg.walk() if p.get_content_type() == "text/plain").get_content()
+        assert "Ik ga akkoord met de verwerking.\n  ja\n" in body.replace("\r\n", "\n"), body
+        assert "yes" not in body and "agree" not in body
+    assert seen == {"en": True, "nl": True}
 
 
 @pytest.mark.parametrize(("field", "message"), [

@@ -54,8 +54,7 @@ def _sub(*answers: Answer) -> Submission:
 def test_clinician_text_and_patient_pdf_read_well() -> None:
     sub = _sub(Answer("why", "Waarvoor komt u?", "textarea", "Rugpijn"),
                Answer("born", "Geboortedatum", "birthdate", "1980-02-03"),
-               Answer("consent", "Ik ga akkoord met de verwerking.", "consent",
-                      "ja: Ik ga akkoord met de verwerking."))
+               Answer("consent", "Ik ga akkoord met de verwerking.", "consent", True))
     text = text_body(sub, "Praktijk", {"reference": "Referentie", "received": "Ontvangen",
                                        "practice": "Praktijk"})
     assert "\nWaarvoor komt u?\n  Rugpijn" in text and "?:" not in text

@@ -13,6 +13,7 @@ from ..localtime import local_date, shown
 from ..relay import Relay
 from ..store import parse_iso
 from ..texts import text
+from .request import BadForm
 
 
 def relay() -> Relay:
@@ -21,7 +22,11 @@ def relay() -> Relay:
 
 
 def language(default: str = "nl") -> str:
-    return pick_language(request.values.get("_lang") or request.args.get("lang"), default)
+    try:
+        posted = request.values.get("_lang")
+    except BadForm:  # an error page (404, 429) for a body that cannot be read: use ?lang=
+        posted = None
+    return pick_language(posted or request.args.get("lang"), default)
 
 
 def wants_json() -> bool:
