@@ -212,6 +212,30 @@ def test_temporary_failures_give_up_after_days_and_tell_the_operator(
     assert "gave up after 5 days" in server.messages[0].parsed().get_content()
 
 
+def test_mail_queued_again_gets_a_fresh_give_up_clock(make_app: Callable[..., Flask],
+                                                     tls: TlsFiles) -> None:
+    """A mail that gave up after smtp.give_up_days and was queued again by the operator
+    waits out the next temporary failure instead of failing at once."""
+    clock = Clock()
+    port = free_port()
+    app = mail_app(make_app, tls, port, clock=clock)
+    ref = submit(app)
+    store = store_of(app)
+    while store.submission(ref)["status"] == "queued":  # the relay is down for days
+        clock.advance(hours=6)
+        deliver(app)
+    assert store.submission(ref)["status"] == "failed"
+    # what `formrelay outbox --retry` runs, on the test's clock (the CLI has the real one)
+    assert [m.reference for m in store.retry_mail(ref)] == [ref]
+    result = deliver(app)  # still down: a temporary failure, not a second give-up
+    assert (result.failed, result.deferred) == (0, 2)
+    assert [r["reference"] for r in store.outbox_rows(("failed",))] == []
+    with smtp_server(tls, port=port) as (server, _):
+        clock.advance(hours=1)
+        assert deliver(app).sent == 2
+    assert any(m.rcpt_tos == ["alice@praktijk.test"] for m in server.messages)
+
+
 def test_worker_thread_stops_cleanly(make_app: Callable[..., Flask], tls: TlsFiles) -> None:
     with smtp_server(tls) as (server, port):
         app = mail_app(make_app, tls, port)

@@ -144,9 +144,13 @@ class Outbox(AuditLog):
                                     (ident, ident.upper())).fetchall()
             how = "" if ident is not None else " (outbox --retry-failed)"
             out = []
+            now = iso(self.clock())
             for row in rows:
+                # a fresh start: attempts and the give-up clock (smtp.give_up_days) count
+                # from now, or a mail that once gave up would give up at its next hiccup
                 conn.execute("UPDATE outbox SET status = 'queued', next_attempt_at = ?, "
-                             "done_at = NULL WHERE id = ?", (iso(self.clock()), row["id"]))
+                             "created_at = ?, attempts = 0, done_at = NULL WHERE id = ?",
+                             (now, now, row["id"]))
                 mail = self.outbox_mail(row["id"])
                 self.audit("queued", actor="operator", reference=mail.reference,
                            form_id=mail.form_id, detail=f"{mail.kind} mail #{mail.id} queued "
