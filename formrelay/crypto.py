@@ -4,7 +4,8 @@ Everything goes through python-gnupg with the choices design.md records: keys ar
 ever addressed by their full pinned fingerprint (gpg matches names by substring), key
 files are scanned before import and secret material is refused, trust is `always` for
 the pinned keys, and ciphertext is the classic integrity-protected packet (SEIPD v1)
-that every OpenPGP client reads. No Flask here: the CLI, the worker and tests use it.
+that every OpenPGP client reads. Every gpg run has a time limit (a stuck gpg must not
+hold a request forever). No Flask here: the CLI, the worker and tests use it.
 """
 
 from __future__ import annotations
@@ -150,11 +151,8 @@ class Keyring:
         self.timeout = timeout
         if not shutil.which(gpg_binary):
             raise CryptoError(f"{gpg_binary} not found: install GnuPG (apt-get install gnupg)")
-        try:
-            self.gpg = _TimedGPG(gpgbinary=gpg_binary, gnupghome=str(home),
-                                 options=_GPG_OPTIONS, timeout=timeout)
-        except (OSError, ValueError) as exc:  # python-gnupg's own "cannot run gpg" errors
-            raise CryptoError(f"{gpg_binary} could not be run: {exc}") from None
+        self.gpg = _TimedGPG(gpgbinary=gpg_binary, gnupghome=str(home), options=_GPG_OPTIONS,
+                             timeout=timeout)
         # python-gnupg defaults to latin-1 for gpg's text output; uids are UTF-8.
         self.gpg.encoding = "utf-8"
         self._lock = threading.Lock()

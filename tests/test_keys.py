@@ -13,7 +13,7 @@ from flask import Flask
 from formrelay import create_app
 from formrelay.cli import cli
 from formrelay.config import Recipient
-from formrelay.crypto import KeyRefused, Keyring
+from formrelay.crypto import CryptoError, KeyRefused, Keyring
 
 from .conftest import ENV, make_config_dict, post_form, valid_answers, write_config
 from .keys import TestKey
@@ -229,3 +229,19 @@ def test_hanging_gpg_is_stopped_and_the_form_shows_itself_unavailable(
     ok = post_form(client, valid_answers(), json_answer=True)
     assert ok.status_code == 200 and ok.get_json()["ok"] is True
     assert len(relay.store.submissions()) == 1
+
+
+def test_hanging_gpg_that_never_reads_a_large_input_is_stopped(
+        keys: dict[str, TestKey], tmp_path: Path) -> None:
+    ring = Keyring(tmp_path / "gnupg", timeout=1)
+    ring.import_recipient(recipient(keys["alice"]), keys["alice"].public)
+    pidfile = tmp_path / "pid"
+    script = tmp_path / "stuck-gpg"
+    script.write_text(f'#!/bin/sh\necho $$ > "{pidfile}"\nexec sleep 600\n')
+    script.chmod(0o755)
+    ring.gpg.gpgbinary = str(script)
+    out = tmp_path / "out.asc"
+    # far more than a pipe holds: python-gnupg's writer blocks until gpg is killed
+    with pytest.raises(CryptoError, match="did not finish encrypting within 1 s"):
+        ring.encrypt_bytes(b"x" * 4_000_000, [keys["alice"].fingerprint], out)
+    assert not out.exists() and not _running(int(pidfile.read_text()))
