@@ -8,7 +8,8 @@ too, and the retention purge records an anchor (the last purged id and hash, con
 by an "audit purged" event in the chain) from which the remaining rows verify. Someone
 able to rewrite the whole file can recompute everything; `verify` prints the head so an
 operator can keep it elsewhere and compare. `formrelay check` and /healthz verify
-incrementally: from the last verified row (recorded in `audit_verified`) on.
+incrementally: from the last verified row (recorded in `audit_verified`) on; the whole
+check also holds the chain to that recorded row, and neither moves it past a problem.
 """
 
 from __future__ import annotations
@@ -48,8 +49,9 @@ def verify(store: Store, *, incremental: bool = False, record: bool = False) -> 
     or (`incremental`) only the rows after the last verified one, plus that this row is
     unchanged and the rows before it are all still there: fast on a log of years. A
     change to an older row that leaves its hash as it was is only seen by the whole
-    check (`formrelay audit verify`). With `record`, how far a good chain verified is
-remembered for the next incremental check."""
+    check (`formrelay audit verify`). Both check the recorded row's hash, so a chain
+    rewritten and recomputed behind it fails either way. With `record`, how far a good
+    chain verified is remembered for the next incremental check (never after a problem)."""
     with store.snapshot():  # one consistent view while the service keeps writing
         result = _verify(store, incremental)
         anchor = store.audit_anchor()
@@ -66,14 +68,17 @@ def _verify(store: Store, incremental: bool) -> Verification:
     expect_id = anchor["upto_id"] + 1 if anchor else 1
     prev = anchor["upto_hash"] if anchor else GENESIS
     anchor_confirmed = anchor is None
-    done = store.audit_verified() if incremental else None
+    done = store.audit_verified()
     if done and done["upto_id"] >= expect_id:
-        purged_upto = expect_id - 1
+        # Both checks hold the chain to the recorded point: a rewrite that recomputed every
+        # hash from some row on is consistent in itself, and only this hash still shows it.
         row = store.audit_row(done["upto_id"])
         if row is None or row["hash"] != done["upto_hash"] or \
                 audit_hash(row["prev_hash"], row) != row["hash"]:
             result.add(f"row #{done['upto_id']}, verified on {done['at'][:10]}, was changed or "
-                       "deleted since")
+                       "deleted since (or a row before it, and the chain was recomputed)")
+    if incremental and done and done["upto_id"] >= expect_id:
+        purged_upto = expect_id - 1
         if store.audit_count(-1, purged_upto) or \
                 store.audit_count(purged_upto, done["upto_id"]) != done["upto_id"] - purged_upto:
             result.add(f"rows up to #{done['upto_id']}, verified on {done['at'][:10]}, were "

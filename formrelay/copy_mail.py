@@ -26,7 +26,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from . import delivery, retention, sealing
 from .config import FormSpec, Recipient, Settings
-from .crypto import CryptoError, Keyring
+from .crypto import CryptoError, GpgTimeout, Keyring
 from .errors import InvalidSubmission
 from .i18n import gettext, translations
 from .mailer import Message
@@ -175,14 +175,15 @@ def check_patient_key(armored: str, lang: str) -> str:
 class _scratch_keyring:  # noqa: N801 - used as a context manager, reads like a function
     """A throw-away GnuPG home holding only the patient's public key."""
 
-    def __init__(self, parent: Path | None):
+    def __init__(self, parent: Path | None, timeout: float):
         self.parent = parent
+        self.timeout = timeout
 
     def __enter__(self) -> Keyring:
         if self.parent is not None:
             self.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._dir = tempfile.TemporaryDirectory(prefix="patient-key-", dir=self.parent)
-        return Keyring(Path(self._dir.name) / "gnupg")
+        return Keyring(Path(self._dir.name) / "gnupg", timeout=self.timeout)
 
     def __exit__(self, *exc: object) -> None:
         self._dir.cleanup()
@@ -190,6 +191,7 @@ class _scratch_keyring:  # noqa: N801 - used as a context manager, reads like a 
 
 def _import_one(ring: Keyring, text: str, lang: str) -> str:
     result = ring.gpg.import_keys(text)
+    ring.check_timeout("reading the patient's key")  # a stuck gpg is not a bad key
     fprs = list(dict.fromkeys(result.fingerprints or []))
     if len(fprs) != 1 or ring.gpg.list_keys(secret=True):
         raise _bad_key(lang, "This key could not be read; paste exactly one public key.")
@@ -213,7 +215,7 @@ def pgp_copy(armored: str, pdf: bytes, sub: Submission, settings: Settings,
                          filename=f"{sub.reference.lower()}.pdf")
     inner.replace_header("Content-Type", inner["Content-Type"] + '; protected-headers="v1"')
     tmp = settings.data_dir / "tmp"
-    with _scratch_keyring(tmp) as ring:
+    with _scratch_keyring(tmp, settings.server.gpg_timeout_seconds) as ring:
         fpr = _import_one(ring, armored, sub.lang)
         out = Path(ring.home.parent) / "copy.asc"
         import io
@@ -221,6 +223,8 @@ def pgp_copy(armored: str, pdf: bytes, sub: Submission, settings: Settings,
         try:
             ring.encrypt_stream(io.BytesIO(inner.as_bytes(policy=SMTP)), [fpr], out,
                                 compress=False)
+        except GpgTimeout:
+            raise
         except CryptoError:
             raise _bad_key(sub.lang, "This key cannot be used to encrypt (expired, revoked "
                                      "or too weak). Leave the field empty or paste another "

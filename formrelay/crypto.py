@@ -4,7 +4,8 @@ Everything goes through python-gnupg with the choices design.md records: keys ar
 ever addressed by their full pinned fingerprint (gpg matches names by substring), key
 files are scanned before import and secret material is refused, trust is `always` for
 the pinned keys, and ciphertext is the classic integrity-protected packet (SEIPD v1)
-that every OpenPGP client reads. No Flask here: the CLI, the worker and tests use it.
+that every OpenPGP client reads. Every gpg run has a time limit (a stuck gpg must not
+hold a request forever). No Flask here: the CLI, the worker and tests use it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import io
 import logging
 import os
 import shutil
+import signal
+import subprocess
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -51,6 +54,65 @@ class KeyRefused(CryptoError):
     """A recipient's key file cannot be used; the message names recipient and fix."""
 
 
+class GpgTimeout(CryptoError):
+    """gpg did not finish in time and was killed: gpg itself is stuck, not one key."""
+
+
+class _TimedGPG(gnupg.GPG):
+    """python-gnupg, with every gpg run killed after `timeout` seconds.
+
+    python-gnupg waits for gpg without a limit (its reader threads join until gpg closes
+    its output), so a hung gpg would hold a request thread forever. Each run starts in a
+    process group of its own, and a timer kills that whole group: a gpg stuck before
+    reading, after reading all its input, or one that left a child holding the pipes.
+    Then the readers see end-of-file and the call returns (or raises the broken pipe its
+    writer thread met); `timed_out()` tells, for the calling thread's last run."""
+
+    def __init__(self, *args: Any, timeout: float, **kwargs: Any):
+        self.timeout = timeout
+        self._last = threading.local()
+        try:
+            super().__init__(*args, **kwargs)  # runs gpg already (--list-config)
+        except ValueError:
+            if self.timed_out():
+                raise _timeout_error("starting", timeout, kwargs.get("gnupghome")) from None
+            raise
+
+    def timed_out(self) -> bool:
+        return bool(getattr(self._last, "timed_out", False))
+
+    def _open_subprocess(self, args: list[str], passphrase: bool = False) -> Any:
+        cmd = self.make_args(args, passphrase)
+        process = subprocess.Popen(cmd, stdin=subprocess.PIPE,  # noqa: S603 - fixed gpg argv
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   env=self.env, start_new_session=True)
+        fired = threading.Event()
+
+        def kill() -> None:
+            if process.returncode is None:
+                fired.set()
+                try:
+                    os.killpg(process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+        timer = threading.Timer(self.timeout, kill)
+        timer.daemon = True
+        timer.start()
+        self._last.timed_out = False
+        process.formrelay_watch = (timer, fired)  # type: ignore[attr-defined]
+        return process
+
+    def _collect_output(self, process: Any, result: Any, writer: Any = None,
+                        stdin: Any = None) -> Any:
+        timer, fired = process.formrelay_watch
+        try:
+            return super()._collect_output(process, result, writer, stdin)
+        finally:
+            timer.cancel()
+            self._last.timed_out = fired.is_set()
+
+
 @dataclass(frozen=True)
 class KeyStatus:
     recipient: str
@@ -82,13 +144,15 @@ def _ts(value: str) -> datetime | None:
 class Keyring:
     """The GnuPG home inside the data folder, holding only the pinned public keys."""
 
-    def __init__(self, home: Path, gpg_binary: str = "gpg"):
+    def __init__(self, home: Path, gpg_binary: str = "gpg", *, timeout: float = 30):
         home.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(home, 0o700)
         self.home = home
+        self.timeout = timeout
         if not shutil.which(gpg_binary):
             raise CryptoError(f"{gpg_binary} not found: install GnuPG (apt-get install gnupg)")
-        self.gpg = gnupg.GPG(gpgbinary=gpg_binary, gnupghome=str(home), options=_GPG_OPTIONS)
+        self.gpg = _TimedGPG(gpgbinary=gpg_binary, gnupghome=str(home), options=_GPG_OPTIONS,
+                             timeout=timeout)
         # python-gnupg defaults to latin-1 for gpg's text output; uids are UTF-8.
         self.gpg.encoding = "utf-8"
         self._lock = threading.Lock()
@@ -102,6 +166,7 @@ class Keyring:
         if not key_path.is_file():
             raise KeyRefused(f"{rid}: key file {key_path} not found; {fix}")
         scanned = self.gpg.scan_keys(str(key_path))
+        self.check_timeout(f"reading {key_path}")
         if not scanned:
             raise KeyRefused(f"{rid}: {key_path} holds no OpenPGP key; {fix}")
         if any(k["type"] == "sec" for k in scanned):
@@ -120,6 +185,7 @@ class Keyring:
                              f"clinician's key ({fpr})")
         with self._lock:
             result = self.gpg.import_keys(key_path.read_bytes())
+        self.check_timeout(f"importing the key of {rid}")
         if not result.fingerprints and not result.unchanged:
             raise KeyRefused(f"{rid}: gpg could not import {key_path}: {_gpg_reason(result)}")
         return self.status(recipient, now)
@@ -129,7 +195,9 @@ class Keyring:
         """The state of a recipient's pinned key at `now` (default: the current time)."""
         now = now or datetime.now(UTC)
         rid, fpr = recipient.id, recipient.fingerprint
-        keys = [k for k in self.gpg.list_keys(keys=[fpr]) if k["fingerprint"] == fpr]
+        listed = self.gpg.list_keys(keys=[fpr])
+        self.check_timeout(f"checking the key of {rid}")  # not "key not imported"
+        keys = [k for k in listed if k["fingerprint"] == fpr]
         renew = f"ask the clinician for a renewed key and run `formrelay keys import {rid}`"
         if not keys:
             return KeyStatus(rid, fpr, False, f"key not imported; run `formrelay keys import "
@@ -190,8 +258,17 @@ class Keyring:
         if not fingerprints:
             raise CryptoError("no recipients to encrypt to")
         args = [*_ENCRYPT_ARGS, "--compress-algo", "zlib" if compress else "none"]
-        result = self.gpg.encrypt_file(source, recipients=list(fingerprints), always_trust=True,
-                                       armor=True, output=str(output), extra_args=args)
+        try:
+            result = self.gpg.encrypt_file(source, recipients=list(fingerprints),
+                                           always_trust=True, armor=True, output=str(output),
+                                           extra_args=args)
+        except OSError as exc:  # the pipe broke: gpg died, or was killed, while reading
+            output.unlink(missing_ok=True)
+            self.check_timeout("encrypting")
+            raise CryptoError(f"gpg encryption failed: {exc.strerror or exc}") from None
+        if self.gpg.timed_out():
+            output.unlink(missing_ok=True)
+            self.check_timeout("encrypting")
         if not result.ok or not output.exists() or output.stat().st_size == 0:
             output.unlink(missing_ok=True)
             raise CryptoError(f"gpg encryption failed: {_gpg_reason(result)}")
@@ -199,6 +276,17 @@ class Keyring:
 
     def encrypt_bytes(self, data: bytes, fingerprints: list[str], output: Path) -> int:
         return self.encrypt_stream(io.BytesIO(data), fingerprints, output)
+
+    def check_timeout(self, doing: str) -> None:
+        """Raise GpgTimeout if this thread's last gpg run was stopped for taking too long."""
+        if self.gpg.timed_out():
+            raise _timeout_error(doing, self.timeout, self.home)
+
+
+def _timeout_error(doing: str, timeout: float, home: object) -> GpgTimeout:
+    return GpgTimeout(f"gpg did not finish {doing} within {timeout:g} s and was stopped; "
+                      f"check that `gpg --version` answers on this host and that nothing "
+                      f"holds a lock in {home}")
 
 
 def _encryption_keys(key: dict[str, Any], now: datetime) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -26,7 +26,7 @@ from werkzeug.datastructures import MultiDict
 
 from . import delivery, forms, notify
 from .config import FormSpec, Settings
-from .crypto import CryptoError, Keyring, KeyStatus
+from .crypto import CryptoError, GpgTimeout, Keyring, KeyStatus
 from .errors import FormUnavailable, InvalidSubmission, NotFound
 from .i18n import translations
 from .mime import IterStream, encrypted_size, payload_parts
@@ -56,11 +56,13 @@ class Relay:
         data = settings.data_dir
         data.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.store = store or Store(data / "formrelay.db", clock)
-        self.keyring = keyring or Keyring(data / "gnupg")
+        self.keyring = keyring or Keyring(data / "gnupg",
+                                          timeout=settings.server.gpg_timeout_seconds)
         self.tmp = data / "tmp"
         self.tmp.mkdir(mode=0o700, exist_ok=True)
         self._keys: dict[str, KeyStatus] = {}
         self._keys_at = 0.0
+        self._rechecking = False
         self._lock = threading.Lock()
         # Extra steps run inside the submission's transaction (outbox, patient copy...).
         self.on_store: list[Callable[[sqlite3.Connection, Submission, FormSpec, dict[str, Any]],
@@ -90,8 +92,21 @@ class Relay:
     def key_status(self) -> dict[str, KeyStatus]:
         with self._lock:
             stale = not self._keys or time.monotonic() - self._keys_at > KEY_RECHECK_SECONDS
+            # One thread rechecks, the others answer from what is known: while gpg hangs,
+            # one request waits for the timeout, not every one that comes in meanwhile.
+            stale = stale and not (self._rechecking and self._keys)
+            self._rechecking = self._rechecking or stale
         if stale:
-            recheck = self.keyring.check_all(self.settings.recipients.values(), self.clock())
+            try:
+                recheck = self.keyring.check_all(self.settings.recipients.values(),
+                                                 self.clock())
+            except CryptoError as exc:
+                log.error("keys cannot be checked, every form is unavailable: %s", exc)
+                self.keys_failed(self.settings.recipients, str(exc))
+                return dict(self._keys)
+            finally:
+                with self._lock:
+                    self._rechecking = False
             with self._lock:
                 # a key refused at import stays refused until the next import
                 for rid, st in recheck.items():
@@ -100,6 +115,16 @@ class Relay:
                         recheck[rid] = old
                 self._keys, self._keys_at = recheck, time.monotonic()
         return dict(self._keys)
+
+    def keys_failed(self, recipients: Iterable[str], problem: str) -> None:
+        """gpg failed for these recipients' keys: their forms show themselves unavailable
+        at once, without running gpg, until the next recheck (KEY_RECHECK_SECONDS) finds
+        gpg and the keys working again."""
+        with self._lock:
+            for rid in recipients:
+                fpr = self.settings.recipients[rid].fingerprint
+                self._keys[rid] = KeyStatus(rid, fpr, False, problem)
+            self._keys_at = time.monotonic()
 
     def form_problems(self, spec: FormSpec) -> list[str]:
         status = self.key_status()
@@ -136,8 +161,12 @@ class Relay:
                          lang=lang, received_at=self.clock(), answers=result.answers,
                          uploads=result.uploads)
         extras: dict[str, Any] = {}
-        for step in self.before_store:
-            step(sub, spec, extras, formdata)
+        try:
+            for step in self.before_store:
+                step(sub, spec, extras, formdata)
+        except GpgTimeout as exc:  # the patient's copy runs gpg too
+            self._gpg_failed(spec, exc, ip)
+            raise self._unavailable() from None
         size = self._encrypt_and_store(sub, spec, extras, ip)
         log.info("form %s: received %s (%d bytes ciphertext, %d files)", spec.id,
                  sub.reference, size, len(sub.uploads))
@@ -183,9 +212,7 @@ class Relay:
                 self.store.add_submission(row, out, also)
                 return size
             except CryptoError as exc:
-                log.error("form %s: encryption failed, nothing stored: %s", spec.id, exc)
-                self.store.audit("received", "failed", actor="patient", ip=ip, form_id=spec.id,
-                                 detail="encryption failed")
+                self._gpg_failed(spec, exc, ip)
                 raise self._unavailable() from None
             except sqlite3.IntegrityError:
                 if attempt == 2:
@@ -194,6 +221,15 @@ class Relay:
             finally:
                 out.unlink(missing_ok=True)
         raise AssertionError("unreachable")
+
+    def _gpg_failed(self, spec: FormSpec, exc: CryptoError, ip: str) -> None:
+        log.error("form %s: encryption failed, nothing stored: %s", spec.id, exc)
+        self.store.audit("received", "failed", actor="patient", ip=ip, form_id=spec.id,
+                         detail="encryption timed out" if isinstance(exc, GpgTimeout)
+                         else "encryption failed")
+        # A stuck gpg fails every form; another failure only this form's keys.
+        self.keys_failed(self.settings.recipients if isinstance(exc, GpgTimeout)
+                         else spec.recipients, str(exc))
 
     def _delivery_for(self, sub: Submission, spec: FormSpec, size: int, ip: str) -> str:
         """The form's delivery, unless its mail would be over smtp.max_message_mb: then

@@ -65,6 +65,10 @@ class ServerSettings:
     max_request_mb: int = setting(25, "Largest accepted request body in MB (uploads included).")
     max_fields: int = setting(200, "Most form fields accepted in one post.")
     min_fill_seconds: int = setting(3, "Posts sent sooner after the form was shown are refused.")
+    gpg_timeout_seconds: int = setting(
+        30, "Longest time one gpg run may take (encryption, key checks); then it is stopped "
+        "and forms show themselves unavailable until gpg answers again."
+    )
     form_token_max_age_minutes: int = setting(
         240, "How long a shown form stays valid before the patient must send again."
     )

@@ -250,3 +250,58 @@ def test_incremental_verification_reads_only_new_rows_and_survives_the_purge(
     purged = next(r["id"] for r in store.audit_rows() if r["action"] == "audit purged")
     attacker(store).execute("DELETE FROM audit WHERE id = ?", (purged,))
     assert not verify(store, incremental=True).ok
+
+
+def rewrite_and_rechain(store: Store, rid: int) -> None:
+    """Someone with the file rewrites one field of row `rid` and recomputes the chain from
+    there to the head, so every row again matches its own hash and its predecessor."""
+    con = attacker(store)
+    rows = [r for r in store.audit_rows() if r["id"] >= rid]
+    prev = str(rows[0]["prev_hash"])
+    for r in rows:
+        if r["id"] == rid:
+            r["outcome"] = "ok" if r["outcome"] == "failed" else "failed"
+        r["prev_hash"], r["hash"] = prev, audit_hash(prev, r)
+        prev = r["hash"]
+        con.execute("UPDATE audit SET outcome = ?, prev_hash = ?, hash = ? WHERE id = ?",
+                    (r["outcome"], r["prev_hash"], r["hash"], r["id"]))
+    con.execute("UPDATE audit_head SET last_hash = ?", (prev,))
+
+
+def test_full_verify_fails_where_check_did_and_keeps_the_verified_point(
+        make_app: Callable[..., Flask], tmp_path: Path) -> None:
+    store = make_app().extensions["formrelay"].store
+    events(store)
+    assert cli_run(tmp_path, "check", "--offline").exit_code in (0, 1)  # records the point
+    point = store.audit_verified()
+    assert point is not None
+    rewrite_and_rechain(store, 3)
+    checked = cli_run(tmp_path, "check", "--offline")
+    assert checked.exit_code == 2 and f"row #{point['upto_id']}, verified on" in checked.output
+    result = cli_run(tmp_path, "audit", "verify")
+    assert result.exit_code == 2, result.output
+    assert f"PROBLEM row #{point['upto_id']}, verified on" in result.output
+    assert "FAILED" in result.output
+    assert store.audit_verified() == point  # the full check did not bless the rewrite
+    again = cli_run(tmp_path, "check", "--offline")  # and `check` still reports it
+    assert again.exit_code == 2 and f"row #{point['upto_id']}, verified on" in again.output
+    assert cli_run(tmp_path, "audit", "verify").exit_code == 2
+
+
+def test_full_verify_never_moves_the_point_past_a_rewrite(make_app: Callable[..., Flask],
+                                                         tmp_path: Path) -> None:
+    store = make_app().extensions["formrelay"].store
+    events(store, 4)
+    assert cli_run(tmp_path, "audit", "verify").exit_code == 0
+    point = store.audit_verified()
+    assert point is not None and point["upto_id"] == store.audit_head()[0]
+    events(store, 4)
+    assert cli_run(tmp_path, "audit", "verify").exit_code == 0  # a clean run moves it on
+    point = store.audit_verified()
+    assert point is not None and point["upto_id"] == store.audit_head()[0]
+    events(store, 2)  # newer rows, not yet verified, and an older one rewritten
+    rewrite_and_rechain(store, 2)
+    result = cli_run(tmp_path, "audit", "verify")
+    assert result.exit_code == 2
+    assert f"PROBLEM row #{point['upto_id']}, verified on" in result.output
+    assert store.audit_verified() == point

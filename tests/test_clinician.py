@@ -436,3 +436,50 @@ def test_changed_secret_key_refuses_totp_but_recovery_codes_work(
                if r.levelname == "ERROR")
     assert b2.post("/clinician/login/code", {"code": b.recovery[0]}).status_code == 302
     assert b2.get("/clinician/").status_code == 200
+
+
+def _session_rows(app: Flask) -> int:
+    with sqlite3.connect(app.extensions["formrelay"].store.path) as con:
+        n = int(con.execute("SELECT COUNT(*) FROM sessions").fetchone()[0])
+    con.close()
+    return n
+
+
+def test_no_session_row_before_the_password(make_app: Callable[..., Flask],
+                                            tmp_path: Path) -> None:
+    clock = Clock()
+    app = make_app(clock=clock)
+    add_user(tmp_path, "anna", "--recipient", "alice")
+    for i in range(50):  # anonymous visitors, each with its own cookie jar
+        r = Browser(app, ip=f"192.0.2.{i + 1}").get("/clinician/login")
+        assert r.status_code == 200 and COOKIE in r.headers["Set-Cookie"]
+    b = Browser(app)
+    for _ in range(3):
+        b.get("/clinician/login?lang=en")
+        b.get("/clinician/")
+    assert b.password("anna", "verkeerd wachtwoord!").status_code == 401
+    assert b.post("/clinician/login", {"username": "x", "password": "y"},
+                  csrf=False).status_code == 400
+    assert _session_rows(app) == 0
+    # the login form's CSRF token works without a row; the full login then makes one
+    b.enrol("anna", totp_at(clock))
+    assert b.get("/clinician/").status_code == 200 and _session_rows(app) == 1
+    b.post("/clinician/logout")
+    assert _session_rows(app) == 0
+    clock.advance(seconds=30)
+    assert b.login("anna", pyotp.TOTP(b.secret).at(clock.now)).status_code == 302
+    assert b.get("/clinician/").status_code == 200 and _session_rows(app) == 1
+
+
+def test_login_form_open_too_long_is_refused_without_a_row(
+        make_app: Callable[..., Flask], tmp_path: Path) -> None:
+    clock = Clock()
+    app = make_app(clock=clock)
+    add_user(tmp_path, "anna", "--recipient", "alice")
+    b = Browser(app)
+    b.get("/clinician/login")
+    clock.advance(minutes=16)  # the pre-login state is as short-lived as an idle session
+    r = b.post("/clinician/login", {"username": "anna", "password": PASSWORD})
+    assert r.status_code == 400 and "laad de pagina opnieuw" in r.get_data(as_text=True)
+    assert _session_rows(app) == 0
+    assert b.password("anna").status_code == 302 and _session_rows(app) == 1

@@ -13,7 +13,7 @@ from flask import Flask
 from formrelay import create_app
 from formrelay.cli import cli
 from formrelay.config import Recipient
-from formrelay.crypto import KeyRefused, Keyring
+from formrelay.crypto import CryptoError, KeyRefused, Keyring
 
 from .conftest import ENV, make_config_dict, post_form, valid_answers, write_config
 from .keys import TestKey
@@ -165,3 +165,83 @@ def test_keys_check_exit_codes(tmp_path: Path, keys: dict[str, TestKey]) -> None
     assert r.exit_code == 2 and "REVOKED" in r.output
     r = _cli(tmp_path, keys, "keys", "import", "nobody", recipients=("alice",))
     assert r.exit_code == 1 and "unknown recipient 'nobody'" in r.output
+
+
+HANGS = {
+    # stuck before reading anything (a lock, a dead agent)
+    "before reading": 'echo run >> "{calls}"\necho $$ > "{pid}"\nexec sleep 600\n',
+    # reads all of its input, then hangs in a child that still holds gpg's pipes
+    "after reading": 'echo run >> "{calls}"\ncat > /dev/null\nsleep 600 &\n'
+                     'echo $! > "{pid}"\nwait\n',
+}
+
+
+def _running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead, only not reaped
+
+
+@pytest.mark.parametrize("hang", sorted(HANGS))
+def test_hanging_gpg_is_stopped_and_the_form_shows_itself_unavailable(
+        make_app: Any, tmp_path: Path, keys: dict[str, TestKey], hang: str,
+        logs: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    from formrelay import relay as relay_module
+
+    app: Flask = make_app(server={"gpg_timeout_seconds": 1})
+    relay = app.extensions["formrelay"]
+    client = app.test_client()
+    assert client.get("/f/intake").status_code == 200
+    calls, pidfile = tmp_path / "calls", tmp_path / "pid"
+    script = tmp_path / "stuck-gpg"
+    script.write_text("#!/bin/sh\n" + HANGS[hang].format(calls=calls, pid=pidfile))
+    script.chmod(0o755)
+    real = relay.keyring.gpg.gpgbinary
+    relay.keyring.gpg.gpgbinary = str(script)
+
+    r = post_form(client, valid_answers("tijdens-hangen"))
+    html = r.get_data(as_text=True)
+    assert r.status_code == 503
+    assert "tijdelijk niet beschikbaar" in html and "020 555 0101" in html
+    assert relay.store.submissions() == []
+    assert not _running(int(pidfile.read_text()))  # the hung gpg was killed
+    assert "gpg did not finish encrypting within 1 s" in logs.text
+    assert "tijdens-hangen" not in logs.text
+    assert relay.store.audit_rows()[-1]["detail"] == "encryption timed out"
+    # the form says so at once: no gpg run, so no wait
+    page = client.get("/f/intake")
+    assert page.status_code == 503 and "020 555 0101" in page.get_data(as_text=True)
+    j = post_form(client, valid_answers(), json_answer=True)
+    assert j.status_code == 503 and j.get_json()["ok"] is False
+    assert calls.read_text().count("run") == 1
+
+    # the periodic recheck finds gpg still stuck: stopped again, still unavailable
+    monkeypatch.setattr(relay_module, "KEY_RECHECK_SECONDS", 0)  # as if a minute passed
+    assert client.get("/f/intake").status_code == 503
+    assert calls.read_text().count("run") > 1
+    assert not _running(int(pidfile.read_text()))
+    assert "keys cannot be checked" in logs.text
+    # gpg works again: so does the form
+    relay.keyring.gpg.gpgbinary = real
+    assert client.get("/f/intake").status_code == 200
+    ok = post_form(client, valid_answers(), json_answer=True)
+    assert ok.status_code == 200 and ok.get_json()["ok"] is True
+    assert len(relay.store.submissions()) == 1
+
+
+def test_hanging_gpg_that_never_reads_a_large_input_is_stopped(
+        keys: dict[str, TestKey], tmp_path: Path) -> None:
+    ring = Keyring(tmp_path / "gnupg", timeout=1)
+    ring.import_recipient(recipient(keys["alice"]), keys["alice"].public)
+    pidfile = tmp_path / "pid"
+    script = tmp_path / "stuck-gpg"
+    script.write_text(f'#!/bin/sh\necho $$ > "{pidfile}"\nexec sleep 600\n')
+    script.chmod(0o755)
+    ring.gpg.gpgbinary = str(script)
+    out = tmp_path / "out.asc"
+    # far more than a pipe holds: python-gnupg's writer blocks until gpg is killed
+    with pytest.raises(CryptoError, match="did not finish encrypting within 1 s"):
+        ring.encrypt_bytes(b"x" * 4_000_000, [keys["alice"].fingerprint], out)
+    assert not out.exists() and not _running(int(pidfile.read_text()))

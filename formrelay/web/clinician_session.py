@@ -2,7 +2,10 @@
 
 The cookie `__Host-formrelay` (Secure, HttpOnly, SameSite=Strict, Path=/, no Domain)
 holds only a random id; the database keeps a hash of it with the session's data, when it
-started and when it was last used. A session unused for `server.session_idle_minutes`
+started and when it was last used. That row exists only from the password step on:
+before it (the login form's CSRF token, the language, a notice) the same cookie holds
+that little state itself, signed and as short-lived as an idle session, so anonymous
+visits write nothing to the database. A session unused for `server.session_idle_minutes`
 or older than `server.session_max_hours` is deleted when it comes back (and audited), and
 logout deletes it, so an old cookie is worth nothing. Views call `regenerate()` at login
 for a new id (no session fixation) and `end()` at logout. Outside /clinician/ (and on the
@@ -19,6 +22,7 @@ from typing import Any
 
 from flask import Flask, Request, Response
 from flask.sessions import SecureCookieSessionInterface, SessionInterface, SessionMixin
+from itsdangerous import BadSignature, URLSafeSerializer
 from werkzeug.datastructures import CallbackDict
 
 from ..relay import Relay
@@ -27,6 +31,7 @@ from ..store import Store, parse_iso
 COOKIE = "__Host-formrelay"
 AREA = "/clinician/"
 API = "/clinician/api/"
+PRE_LOGIN_SALT = "formrelay.clinician.pre-login"
 
 
 def _hash(sid: str) -> str:
@@ -64,6 +69,16 @@ def _store(app: Flask) -> Store:
     return relay.store
 
 
+def _signed(app: Flask) -> URLSafeSerializer:
+    relay: Relay = app.extensions["formrelay"]
+    return URLSafeSerializer(relay.settings.secret_key, salt=PRE_LOGIN_SALT)
+
+
+def _signed_in(data: dict[str, Any]) -> bool:
+    """Past the password step (or logged in): only then is there a row."""
+    return bool(data.get("uid") or data.get("pending"))
+
+
 class ClinicianSessionInterface(SessionInterface):
     def __init__(self, fallback: SessionInterface | None = None):
         self.fallback = fallback or SecureCookieSessionInterface()
@@ -78,13 +93,15 @@ class ClinicianSessionInterface(SessionInterface):
         if request.path.startswith(API):  # bearer tokens, never cookies
             return ClinicianSession(stateless=True)
         store = _store(app)
-        sid = request.cookies.get(COOKIE, "")
-        row = store.session_row(_hash(sid)) if 20 <= len(sid) <= 100 else None
-        if row is None:
-            return ClinicianSession()
         relay: Relay = app.extensions["formrelay"]
         server = relay.settings.server
         now = store.clock()
+        sid = request.cookies.get(COOKIE, "")
+        if "." in sid:  # a signed pre-login state; a random id has no dot
+            return self._open_pre_login(app, sid, now, server.session_idle_minutes)
+        row = store.session_row(_hash(sid)) if 20 <= len(sid) <= 100 else None
+        if row is None:
+            return ClinicianSession()
         created, seen = parse_iso(row["created_at"]), parse_iso(row["seen_at"])
         data = _loads(row["data"])
         why = ("idle" if now - seen > timedelta(minutes=server.session_idle_minutes) else
@@ -103,6 +120,18 @@ class ClinicianSessionInterface(SessionInterface):
             fresh["notice"] = "expired"
         return fresh
 
+    @staticmethod
+    def _open_pre_login(app: Flask, value: str, now: datetime,
+                        idle_minutes: int) -> ClinicianSession:
+        try:
+            state: Any = _signed(app).loads(value)
+            data, seen = dict(state["d"]), float(state["t"])
+        except (BadSignature, KeyError, TypeError, ValueError):
+            return ClinicianSession()
+        if now.timestamp() - seen > idle_minutes * 60 or _signed_in(data):
+            return ClinicianSession()  # open too long (its CSRF token goes with it)
+        return ClinicianSession(data)
+
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
         if not isinstance(session, ClinicianSession):
             self.fallback.save_session(app, session, response)
@@ -117,8 +146,9 @@ class ClinicianSessionInterface(SessionInterface):
             response.delete_cookie(COOKIE, path="/", secure=True, httponly=True,
                                    samesite="Strict")
             return
-        if session.new and not session:
-            return  # nothing to remember: no cookie at all
+        if not _signed_in(session):
+            self._save_pre_login(app, session, response)
+            return
         now = store.clock()
         if session.rotate and session.sid:
             store.session_delete(_hash(session.sid))
@@ -133,6 +163,20 @@ class ClinicianSessionInterface(SessionInterface):
         if session.rotate or session.new:
             response.set_cookie(COOKIE, session.sid, path="/", secure=True, httponly=True,
                                 samesite="Strict")
+
+    @staticmethod
+    def _save_pre_login(app: Flask, session: ClinicianSession, response: Response) -> None:
+        """Before the password step the state travels in the cookie itself, re-signed with
+        the time on every answer (an idle limit like a session's): no row, so a flood of
+        anonymous requests costs the database nothing."""
+        store = _store(app)
+        if session.sid:  # a row that fell back to anonymous (its login step expired)
+            store.session_delete(_hash(session.sid))
+        if not session:
+            return  # nothing to remember: no cookie at all
+        value = _signed(app).dumps({"d": dict(session), "t": store.clock().timestamp()})
+        response.set_cookie(COOKIE, value, path="/", secure=True, httponly=True,
+                            samesite="Strict")
 
 
 def _minutes(delta: timedelta) -> int:
