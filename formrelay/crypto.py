@@ -9,10 +9,12 @@ that every OpenPGP client reads. No Flask here: the CLI, the worker and tests us
 
 from __future__ import annotations
 
+import errno
 import io
 import logging
 import os
 import shutil
+import stat
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -39,8 +41,13 @@ _INVALID = set("erdin")  # gpg validity letters: expired, revoked, disabled, inv
 _GPG_OPTIONS = ["--no-random-seed-file", "--no-greeting", "--no-auto-key-retrieve",
                 "--no-auto-key-locate", "--no-emit-version", "--no-comments", "--no-autostart"]
 # Never --throw-keyids: RNP (Thunderbird) cannot find its key in such a message.
+# --lock-never: encrypting only reads the keyring, and gpg's lock file would be the one
+# thing it writes in the home per message (on a full disk: "can't allocate lock").
+# Imports keep gpg's locking; they replace pubring.kbx by rename, so readers are safe.
 _ENCRYPT_ARGS = ["--rfc4880", "--trust-model", "always", "--personal-compress-preferences",
-                 "ZLIB ZIP Uncompressed"]
+                 "ZLIB ZIP Uncompressed", "--lock-never"]
+# Less free space than this where gpg's output failed: the disk was the reason.
+_DISK_FULL_BYTES = 1 << 20
 
 
 class CryptoError(Exception):
@@ -86,6 +93,7 @@ class Keyring:
         home.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(home, 0o700)
         self.home = home
+        self._private()
         if not shutil.which(gpg_binary):
             raise CryptoError(f"{gpg_binary} not found: install GnuPG (apt-get install gnupg)")
         self.gpg = gnupg.GPG(gpgbinary=gpg_binary, gnupghome=str(home), options=_GPG_OPTIONS)
@@ -120,9 +128,19 @@ class Keyring:
                              f"clinician's key ({fpr})")
         with self._lock:
             result = self.gpg.import_keys(key_path.read_bytes())
+            self._private()
         if not result.fingerprints and not result.unchanged:
             raise KeyRefused(f"{rid}: gpg could not import {key_path}: {_gpg_reason(result)}")
         return self.status(recipient, now)
+
+    def _private(self) -> None:
+        """gpg makes its files (pubring.kbx...) with the umask's mode, often 0644: make
+        them 0600 and folders 0700, so only the service user reads the keyring."""
+        for folder, dirs, files in os.walk(self.home):
+            for name in dirs:
+                _tighten(Path(folder) / name, 0o700)
+            for name in files:
+                _tighten(Path(folder) / name, 0o600)
 
     # -- checking ---------------------------------------------------------------------
     def status(self, recipient: Recipient, now: datetime | None = None) -> KeyStatus:
@@ -192,13 +210,37 @@ class Keyring:
         args = [*_ENCRYPT_ARGS, "--compress-algo", "zlib" if compress else "none"]
         result = self.gpg.encrypt_file(source, recipients=list(fingerprints), always_trust=True,
                                        armor=True, output=str(output), extra_args=args)
-        if not result.ok or not output.exists() or output.stat().st_size == 0:
+        # gpg says "encryption ok" even when writing the output failed (disk full) and
+        # leaves a truncated file: only its exit code tells.
+        if not result.ok or result.returncode != 0 or not output.exists() \
+                or output.stat().st_size == 0:
+            full = _no_space(output.parent)  # before the partial output frees its space
             output.unlink(missing_ok=True)
+            if full:
+                raise OSError(errno.ENOSPC, f"no space left for gpg's output in {output.parent}")
             raise CryptoError(f"gpg encryption failed: {_gpg_reason(result)}")
         return output.stat().st_size
 
     def encrypt_bytes(self, data: bytes, fingerprints: list[str], output: Path) -> int:
         return self.encrypt_stream(io.BytesIO(data), fingerprints, output)
+
+
+def _tighten(path: Path, mode: int) -> None:
+    try:
+        st = path.lstat()
+        if not stat.S_ISLNK(st.st_mode) and (st.st_mode & 0o777) != mode:
+            os.chmod(path, mode)
+    except OSError:
+        pass  # gone meanwhile (gpg's temp files), or not ours: `formrelay check` warns
+
+
+def _no_space(folder: Path) -> bool:
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    free = st.f_bavail if os.geteuid() else st.f_bfree  # root may use the reserved blocks
+    return free * st.f_frsize < _DISK_FULL_BYTES
 
 
 def _encryption_keys(key: dict[str, Any], now: datetime) -> list[dict[str, Any]]:
