@@ -209,7 +209,7 @@ def test_check_warns_about_files_others_can_read(tmp_path: Path,
     pubring = tmp_path / "data" / "gnupg" / "pubring.kbx"
     os.chmod(db, 0o644)
     os.chmod(pubring, 0o640)
-    os.chmod(tmp_path / "data" / "gnupg", 0o755)
+    os.chmod(tmp_path / "data" / "gnupg", 0o755)  # noqa: S103 - the mistake check must see
     r = runner.invoke(cli, ["--config", str(config), "check"], env=ENV)
     assert r.exit_code == 1, r.output
     out = r.output.splitlines()
