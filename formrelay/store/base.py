@@ -305,4 +305,5 @@ class StoreBase:
             with self.transaction() as c:
                 yield c
         finally:
-            conn.execute("PRAGMA synchronous=FULL")
+            if self._local.conn is conn:  # not dropped by a failed rollback
+                conn.execute("PRAGMA synchronous=FULL")
