@@ -163,6 +163,23 @@ def test_full_disk_refuses_the_rate_limit_counter_with_503(
     assert len(stored(app)) == 2
 
 
+def test_write_refused_at_commit_is_rolled_back_not_left_open(small_disk: Path) -> None:
+    """A write the full disk refused at COMMIT is gone: it is not committed later by the
+    next write (which would join a transaction left open), and the error is typed."""
+    store = Store(small_disk / "formrelay.db")
+    store.audit("login", actor="user:anna", ip="192.0.2.1")
+    store.truncate_wal()
+    filler = fill(small_disk)
+    with pytest.raises(StoreNotWritable, match="disk full"):
+        store.audit("login", "failed", actor="user:refused", ip="192.0.2.9",
+                    detail="x" * 8000)
+    filler.unlink()
+    store.audit("logout", actor="user:anna", ip="192.0.2.1")
+    assert [(e["action"], e["actor"]) for e in store.iter_audit()] == [
+        ("login", "user:anna"), ("logout", "user:anna")]
+    store.close()
+
+
 # -- file modes ------------------------------------------------------------------------
 def modes(folder: Path) -> dict[str, int]:
     return {str(p.relative_to(folder)): stat.S_IMODE(p.lstat().st_mode)
