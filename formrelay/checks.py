@@ -10,12 +10,14 @@ secrets).
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -23,7 +25,7 @@ from .config import Settings, is_loopback
 from .crypto import CryptoError
 from .packets import SEIPD_V1, PacketError, encryption_packet
 from .relay import Relay
-from .store import StoreError, iso, utcnow
+from .store import StoreError, StoreNotWritable, iso, utcnow
 
 OK, WARN, ERROR = "ok", "warn", "error"
 RANK = {OK: 0, WARN: 1, ERROR: 2}
@@ -37,6 +39,10 @@ OUTBOX_ERROR_AFTER = timedelta(hours=4)
 # The database's newest entry may be this far ahead of the clock (other processes).
 CLOCK_SLACK = timedelta(minutes=5)
 EARLIEST_SANE = datetime(2025, 1, 1, tzinfo=UTC)
+# Free space in the data folder: below the first nothing can be stored (a post needs its
+# ciphertext twice: a temp file and the database), below the second the operator is warned.
+DISK_FULL_BYTES = 1 << 20
+DISK_LOW_BYTES = 100 << 20
 PROBE = b"formrelay check: which packet does gpg write?\n"
 PROBE_CACHE_SECONDS = 3600
 
@@ -112,14 +118,53 @@ def data_folder_fact(settings: Settings) -> Fact:
     return Fact(OK, f"data folder {data} (mode {mode:o})", {"writable": True, "private": True})
 
 
+def file_mode_facts(settings: Settings, limit: int = 10) -> list[Fact]:
+    """Every file (folder) in the data folder - database, -wal, -shm, lock, the GnuPG
+    home, temp files - is 0600 (0700): anything group/world readable is named with its
+    fix. formrelay creates them so whatever the umask, but a restore or a hand-made copy
+    may not."""
+    data = settings.data_dir
+    loose: list[tuple[Path, int, bool]] = []
+    for folder, dirs, files in os.walk(data):
+        for name, is_dir in [(d, True) for d in sorted(dirs)] + [(f, False) for f in sorted(files)]:
+            path = Path(folder) / name
+            try:
+                st = path.lstat()
+            except OSError:
+                continue
+            if not stat.S_ISLNK(st.st_mode) and st.st_mode & 0o077:
+                loose.append((path, st.st_mode & 0o777, is_dir))
+    facts = [Fact(WARN, f"{'folder' if is_dir else 'file'} {path} can be read by other users "
+                        f"(mode {mode:o}); run `chmod {700 if is_dir else 600} {path}`")
+             for path, mode, is_dir in loose[:limit]]
+    if len(loose) > limit:
+        facts.append(Fact(WARN, f"{len(loose) - limit} more file(s) in {data} can be read by "
+                                f"other users; run `chmod -R go-rwx {data}`"))
+    return facts
+
+
 def database_fact(relay: Relay) -> Fact:
+    """The database takes a write, and its folder has room for a submission (a full
+    disk lets a tiny probe through the write-ahead log but refuses a real post)."""
+    path = relay.store.path
     try:
         relay.store.check_writable()
+        st = os.statvfs(path.parent)
     except Exception as exc:  # noqa: BLE001 - reported as a line
-        return Fact(ERROR, f"database {relay.store.path} is not writable ({type(exc).__name__}"
+        return Fact(ERROR, f"database {path} is not writable ({type(exc).__name__}"
                            f": {exc}); check the data folder's owner and free disk space",
                     {"writable": False})
-    return Fact(OK, f"database {relay.store.path}", {"writable": True})
+    free = (st.f_bavail if os.geteuid() else st.f_bfree) * st.f_frsize
+    mb = free / (1 << 20)
+    if free < DISK_FULL_BYTES:
+        return Fact(ERROR, f"database {path} is not writable: the disk is full ({mb:.1f} MB "
+                           f"free in {path.parent}); free disk space - until then forms answer "
+                           "\"temporarily unavailable\"", {"writable": False})
+    if free < DISK_LOW_BYTES:
+        return Fact(WARN, f"database {path}: only {mb:.0f} MB free in {path.parent}; free "
+                          "disk space before it fills up (a full disk stops the forms)",
+                    {"writable": True, "free_mb": int(mb)})
+    return Fact(OK, f"database {path}", {"writable": True, "free_mb": int(mb)})
 
 
 _probe_cache: dict[tuple[str, ...], tuple[float, list[Fact]]] = {}
@@ -162,8 +207,9 @@ def encryption_facts(relay: Relay, *, cached: bool = False) -> list[Fact]:
         facts.insert(0, Fact(OK, f"gpg {version} writes {SEIPD_V1} (readable by every client) "
                                  f"for {', '.join(good)}",
                              {"gnupg": version, "packet": SEIPD_V1, "recipients": good}))
-    with _probe_lock:
-        _probe_cache[cache_key] = (time.monotonic(), facts)
+    if all(f.level != ERROR for f in facts):  # a failure (disk full) is probed again
+        with _probe_lock:
+            _probe_cache[cache_key] = (time.monotonic(), facts)
     return facts
 
 
@@ -208,7 +254,10 @@ def audit_fact(relay: Relay) -> Fact:
     `formrelay audit verify` checks every row)."""
     from .audit import verify
 
-    result = verify(relay.store, incremental=True, record=True)
+    try:
+        result = verify(relay.store, incremental=True, record=True)
+    except StoreNotWritable:  # the chain reads fine; the database fact reports the disk
+        result = verify(relay.store, incremental=True)
     data = {"ok": result.ok}  # /healthz is public: not how many events there are
     if not result.ok:
         more = f" (and {len(result.problems) - 1} more)" if len(result.problems) > 1 else ""
@@ -328,6 +377,8 @@ def run_checks(settings: Settings, now: datetime | None = None, *,
     lines.append(folder.line)
     if folder.level == ERROR:  # nothing else can be checked without it
         return lines, RANK[ERROR]
+    # before opening: opening the database and keyring makes formrelay's own files 0600
+    lines.extend(f.line for f in file_mode_facts(settings))
     try:
         relay = Relay(settings)
     except (StoreError, CryptoError, OSError) as exc:
@@ -346,16 +397,27 @@ def run_checks(settings: Settings, now: datetime | None = None, *,
     return lines, RANK[worst(lv for lv, _ in lines)]
 
 
+def _guarded(name: str, make: Callable[[], Fact | list[Fact]]) -> Fact | list[Fact]:
+    """One essential; if computing it fails (a full disk refusing the audit record, gpg
+    gone), that essential is an error, and /healthz still answers."""
+    try:
+        return make()
+    except Exception as exc:  # noqa: BLE001 - reported as the essential's state
+        return Fact(ERROR, f"{name.replace('_', ' ')}: {type(exc).__name__}: {exc}",
+                    {"error": type(exc).__name__})
+
+
 def essentials(relay: Relay, now: datetime) -> tuple[str, dict[str, Any]]:
-    """What /healthz serves: the worst level and each essential's data (no paths, no
-    secrets, no network calls; the encryption probe is cached for an hour)."""
+    """What /healthz serves to the operator (with its token): the worst level and each
+    essential's data (no paths, no secrets, no network calls; the encryption probe is
+    cached for an hour). `public_health` reduces it to what anyone may see."""
     facts: dict[str, Fact | list[Fact]] = {
-        "data_folder": data_folder_fact(relay.settings),
-        "database": database_fact(relay),
-        "encryption": encryption_facts(relay, cached=True),
-        "outbox": outbox_fact(relay, now),
-        "clock": clock_fact(relay, now),
-        "audit": audit_fact(relay),
+        "data_folder": _guarded("data_folder", lambda: data_folder_fact(relay.settings)),
+        "database": _guarded("database", lambda: database_fact(relay)),
+        "encryption": _guarded("encryption", lambda: encryption_facts(relay, cached=True)),
+        "outbox": _guarded("outbox", lambda: outbox_fact(relay, now)),
+        "clock": _guarded("clock", lambda: clock_fact(relay, now)),
+        "audit": _guarded("audit", lambda: audit_fact(relay)),
     }
     out: dict[str, Any] = {}
     levels: list[str] = []
@@ -368,7 +430,13 @@ def essentials(relay: Relay, now: datetime) -> tuple[str, dict[str, Any]]:
             merged.update(f.data)
         out[name] = merged
     keys: dict[str, Any] = {}
-    for rid, st in relay.key_status().items():
+    try:
+        statuses = relay.key_status()
+    except Exception as exc:  # noqa: BLE001 - gpg itself failed: every key is unusable
+        statuses = {}
+        keys["_error"] = {"level": ERROR, "usable": False, "problem": type(exc).__name__}
+        levels.append(ERROR)
+    for rid, st in statuses.items():
         level = ERROR if not st.usable else WARN if st.warning else OK
         levels.append(level)
         keys[rid] = {"level": level, "usable": st.usable, "problem": st.problem,
@@ -376,3 +444,29 @@ def essentials(relay: Relay, now: datetime) -> tuple[str, dict[str, Any]]:
                      "expires": st.expires.date().isoformat() if st.expires else None}
     out["keys"] = keys
     return worst(levels), out
+
+
+# What anyone may read at /healthz: each essential's level, and for an error one fixed
+# phrase - never a path, fingerprint, address, date or exception text.
+PUBLIC_PROBLEMS = {
+    "data_folder": "data folder not writable",
+    "database": "database not writable",
+    "keys": "a recipient key is unusable",
+    "encryption": "encryption probe failed",
+    "outbox": "mail delivery stuck",
+    "clock": "clock wrong",
+    "audit": "audit log damaged",
+}
+
+
+def public_health(level: str, checks: dict[str, Any]) -> dict[str, Any]:
+    """`essentials` without details: {"ok", "status", "checks": {name: level},
+    "problems": [fixed phrases]}."""
+    states: dict[str, str] = {}
+    for name, data in checks.items():
+        if name == "keys":
+            states[name] = worst(k["level"] for k in data.values())
+        else:
+            states[name] = data["level"]
+    problems = [PUBLIC_PROBLEMS[n] for n, lv in states.items() if lv == ERROR]
+    return {"ok": level != ERROR, "status": level, "checks": states, "problems": problems}

@@ -22,6 +22,7 @@ from .settings import (  # noqa: F401 - re-exported: callers import settings fro
     CHOICE_TYPES,
     CONFIG_ENV,
     FIELD_TYPES,
+    HEALTH_TOKEN_ENV,
     LANGUAGES,
     NOT_IN_FILE,
     REQUIRED,
@@ -200,8 +201,15 @@ def parse_config(raw: Mapping[str, Any], path: Path, environ: Mapping[str, str])
             "random value of 32+ characters, e.g. "
             "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`"
         )
+    health_token = environ.get(HEALTH_TOKEN_ENV, "")
+    if health_token and len(health_token) < 32:
+        raise ConfigError(
+            f"{path}: {HEALTH_TOKEN_ENV} is too short; set it to a random value of 32+ "
+            "characters, e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`, "
+            "or leave it unset (then /healthz shows only ok/warn/error per check)"
+        )
     return Settings(path=path, secret_key=secret, server=server, smtp=smtp,
-                    recipients=recipients, forms=forms, theme=theme)
+                    recipients=recipients, forms=forms, theme=theme, health_token=health_token)
 
 
 def _check_server(ld: _Loader, server: ServerSettings) -> None:

@@ -10,11 +10,13 @@ hold a request forever). No Flask here: the CLI, the worker and tests use it.
 
 from __future__ import annotations
 
+import errno
 import io
 import logging
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import threading
 from collections.abc import Iterable, Mapping
@@ -42,8 +44,13 @@ _INVALID = set("erdin")  # gpg validity letters: expired, revoked, disabled, inv
 _GPG_OPTIONS = ["--no-random-seed-file", "--no-greeting", "--no-auto-key-retrieve",
                 "--no-auto-key-locate", "--no-emit-version", "--no-comments", "--no-autostart"]
 # Never --throw-keyids: RNP (Thunderbird) cannot find its key in such a message.
+# --lock-never: encrypting only reads the keyring, and gpg's lock file would be the one
+# thing it writes in the home per message (on a full disk: "can't allocate lock").
+# Imports keep gpg's locking; they replace pubring.kbx by rename, so readers are safe.
 _ENCRYPT_ARGS = ["--rfc4880", "--trust-model", "always", "--personal-compress-preferences",
-                 "ZLIB ZIP Uncompressed"]
+                 "ZLIB ZIP Uncompressed", "--lock-never"]
+# Less free space than this where gpg's output failed: the disk was the reason.
+_DISK_FULL_BYTES = 1 << 20
 
 
 class CryptoError(Exception):
@@ -149,6 +156,7 @@ class Keyring:
         os.chmod(home, 0o700)
         self.home = home
         self.timeout = timeout
+        self._private()
         if not shutil.which(gpg_binary):
             raise CryptoError(f"{gpg_binary} not found: install GnuPG (apt-get install gnupg)")
         self.gpg = _TimedGPG(gpgbinary=gpg_binary, gnupghome=str(home), options=_GPG_OPTIONS,
@@ -185,10 +193,20 @@ class Keyring:
                              f"clinician's key ({fpr})")
         with self._lock:
             result = self.gpg.import_keys(key_path.read_bytes())
+            self._private()
         self.check_timeout(f"importing the key of {rid}")
         if not result.fingerprints and not result.unchanged:
             raise KeyRefused(f"{rid}: gpg could not import {key_path}: {_gpg_reason(result)}")
         return self.status(recipient, now)
+
+    def _private(self) -> None:
+        """gpg makes its files (pubring.kbx...) with the umask's mode, often 0644: make
+        them 0600 and folders 0700, so only the service user reads the keyring."""
+        for folder, dirs, files in os.walk(self.home):
+            for name in dirs:
+                _tighten(Path(folder) / name, 0o700)
+            for name in files:
+                _tighten(Path(folder) / name, 0o600)
 
     # -- checking ---------------------------------------------------------------------
     def status(self, recipient: Recipient, now: datetime | None = None) -> KeyStatus:
@@ -269,8 +287,14 @@ class Keyring:
         if self.gpg.timed_out():
             output.unlink(missing_ok=True)
             self.check_timeout("encrypting")
-        if not result.ok or not output.exists() or output.stat().st_size == 0:
+        # gpg says "encryption ok" even when writing the output failed (disk full) and
+        # leaves a truncated file: only its exit code tells.
+        if not result.ok or result.returncode != 0 or not output.exists() \
+                or output.stat().st_size == 0:
+            full = _no_space(output.parent)  # before the partial output frees its space
             output.unlink(missing_ok=True)
+            if full:
+                raise OSError(errno.ENOSPC, f"no space left for gpg's output in {output.parent}")
             raise CryptoError(f"gpg encryption failed: {_gpg_reason(result)}")
         return output.stat().st_size
 
@@ -287,6 +311,24 @@ def _timeout_error(doing: str, timeout: float, home: object) -> GpgTimeout:
     return GpgTimeout(f"gpg did not finish {doing} within {timeout:g} s and was stopped; "
                       f"check that `gpg --version` answers on this host and that nothing "
                       f"holds a lock in {home}")
+
+
+def _tighten(path: Path, mode: int) -> None:
+    try:
+        st = path.lstat()
+        if not stat.S_ISLNK(st.st_mode) and (st.st_mode & 0o777) != mode:
+            os.chmod(path, mode)
+    except OSError:
+        pass  # gone meanwhile (gpg's temp files), or not ours: `formrelay check` warns
+
+
+def _no_space(folder: Path) -> bool:
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    free = st.f_bavail if os.geteuid() else st.f_bfree  # root may use the reserved blocks
+    return free * st.f_frsize < _DISK_FULL_BYTES
 
 
 def _encryption_keys(key: dict[str, Any], now: datetime) -> list[dict[str, Any]]:

@@ -3,7 +3,9 @@
 `Relay` is shared by the web views, the CLI and the tests. It holds the settings, the
 store and the keyring, takes plain data (form fields and files as mappings) and returns
 a `Receipt`. It fails closed: if any recipient key of the form is unusable, or gpg
-fails, nothing is stored and `FormUnavailable` is raised. The plaintext exists only
+fails, nothing is stored and `FormUnavailable` is raised; if the disk refuses the
+ciphertext or the database write (full, read-only), nothing is stored and
+`StoreNotWritable` is raised. The plaintext exists only
 in this call's memory and gpg's stdin; what reaches disk is the ciphertext.
 """
 
@@ -30,7 +32,7 @@ from .crypto import CryptoError, GpgTimeout, Keyring, KeyStatus
 from .errors import FormUnavailable, InvalidSubmission, NotFound
 from .i18n import translations
 from .mime import IterStream, encrypted_size, payload_parts
-from .store import Store, iso, utcnow
+from .store import Store, StoreNotWritable, disk_problem, iso, utcnow
 from .submission import Submission, new_reference
 
 log = logging.getLogger("formrelay.relay")
@@ -141,9 +143,10 @@ class Relay:
         if problems:
             for p in problems:
                 log.error("form %s unavailable: %s", spec.id, p)
-            raise self._unavailable()
+            raise self.unavailable()
 
-    def _unavailable(self) -> FormUnavailable:
+    def unavailable(self) -> FormUnavailable:
+        """The fail-closed answer: the form cannot be used now, call the practice."""
         return FormUnavailable("This form is temporarily unavailable. Please call the "
                                "practice at %(phone)s.",
                                phone=self.settings.server.practice_phone)
@@ -166,7 +169,7 @@ class Relay:
                 step(sub, spec, extras, formdata)
         except GpgTimeout as exc:  # the patient's copy runs gpg too
             self._gpg_failed(spec, exc, ip)
-            raise self._unavailable() from None
+            raise self.unavailable() from None
         size = self._encrypt_and_store(sub, spec, extras, ip)
         log.info("form %s: received %s (%d bytes ciphertext, %d files)", spec.id,
                  sub.reference, size, len(sub.uploads))
@@ -213,11 +216,18 @@ class Relay:
                 return size
             except CryptoError as exc:
                 self._gpg_failed(spec, exc, ip)
-                raise self._unavailable() from None
+                raise self.unavailable() from None
             except sqlite3.IntegrityError:
                 if attempt == 2:
                     raise
                 sub.reference = new_reference()  # a collision: encrypt again with a new one
+            except OSError as exc:  # the ciphertext's temp file: the disk refused it
+                why = disk_problem(exc)
+                if why is None:
+                    raise
+                raise StoreNotWritable(f"data folder {self.tmp} cannot take the ciphertext "
+                                       f"({why}); free disk space there - forms answer "
+                                       "\"temporarily unavailable\" until then") from exc
             finally:
                 out.unlink(missing_ok=True)
         raise AssertionError("unreachable")

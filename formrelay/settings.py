@@ -36,6 +36,8 @@ LANGUAGES = ("nl", "en")
 SECRET_KEY_ENV = "FORMRELAY_SECRET_KEY"  # noqa: S105 - a variable name, not a secret
 SMTP_PASSWORD_ENV = "FORMRELAY_SMTP_PASSWORD"  # noqa: S105 - a variable name, not a secret
 CONFIG_ENV = "FORMRELAY_CONFIG"
+# Optional: `Authorization: Bearer <it>` on /healthz shows the operator's details.
+HEALTH_TOKEN_ENV = "FORMRELAY_HEALTH_TOKEN"  # noqa: S105 - a variable name, not a secret
 
 
 def setting(default: Any = REQUIRED, help: str = "", choices: tuple[Any, ...] = ()) -> Any:
@@ -236,6 +238,7 @@ class Settings:
     recipients: Mapping[str, Recipient]
     forms: Mapping[str, FormSpec]
     theme: ThemeSettings = field(default_factory=lambda: ThemeSettings())
+    health_token: str = field(default="", repr=False)  # HEALTH_TOKEN_ENV; "": states only
 
     @property
     def data_dir(self) -> Path:

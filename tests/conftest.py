@@ -17,14 +17,16 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from formrelay import create_app
-from formrelay.config import SECRET_KEY_ENV
+from formrelay.config import HEALTH_TOKEN_ENV, SECRET_KEY_ENV
 
 from .keys import TestKey, make_all
 from .smtpd import TlsFiles, make_tls_files
 
 SECRET = "test-secret-" + "x" * 40
 ORIGIN = "http://localhost"  # make_config_dict's base_url: posts from the form page itself
-ENV = {SECRET_KEY_ENV: SECRET}
+HEALTH_TOKEN = "test-health-" + "h" * 40  # noqa: S105 - a test value
+ENV = {SECRET_KEY_ENV: SECRET, HEALTH_TOKEN_ENV: HEALTH_TOKEN}
+HEALTH_AUTH = {"Authorization": f"Bearer {HEALTH_TOKEN}"}  # /healthz with the details
 
 
 @pytest.fixture(scope="session")

@@ -14,10 +14,11 @@ from click.testing import CliRunner, Result
 
 from formrelay import create_app
 from formrelay.cli import cli
+from formrelay.config import ConfigError
 from formrelay.packets import PacketError, encryption_packet
 from formrelay.store import Store, utcnow
 
-from .conftest import ENV, make_config_dict, write_config
+from .conftest import ENV, HEALTH_AUTH, HEALTH_TOKEN, SECRET, make_config_dict, write_config
 from .keys import TestKey
 from .smtpd import TlsFiles, smtp_config, smtp_server
 
@@ -188,7 +189,14 @@ def test_healthz_reports_the_same_essentials_without_secrets(tmp_path: Path,
     _queue_mail(tmp_path / "data", timedelta(hours=6))
     cfg = make_config_dict(tmp_path / "data", keys, recipients=("alice", "soon"))
     app = create_app(write_config(tmp_path / "config.toml", cfg), environ=ENV)
-    r = app.test_client().get("/healthz")
+    public = app.test_client().get("/healthz")
+    assert public.status_code == 503
+    assert public.get_json() == {
+        "ok": False, "status": "error", "problems": ["mail delivery stuck"],
+        "checks": {"data_folder": "ok", "database": "ok", "encryption": "ok", "outbox": "error",
+                   "clock": "ok", "audit": "ok", "keys": "warn"}}
+    # the operator's token shows the details
+    r = app.test_client().get("/healthz", headers=HEALTH_AUTH)
     assert r.status_code == 503
     body = r.get_json()
     assert body["ok"] is False and body["status"] == "error"
@@ -204,6 +212,43 @@ def test_healthz_reports_the_same_essentials_without_secrets(tmp_path: Path,
     text = json.dumps(body)
     for secret in (ENV["FORMRELAY_SECRET_KEY"], str(tmp_path)):
         assert secret not in text
+
+
+def test_public_healthz_shows_no_path_fingerprint_or_address(tmp_path: Path,
+                                                             keys: dict[str, TestKey]) -> None:
+    """Anyone can call /healthz: a missing key file makes it 503, but the file's path,
+    the fingerprint and the clinician's address are for the operator's token only."""
+    cfg = make_config_dict(tmp_path / "data", keys)
+    gone = tmp_path / "keys-folder" / "dr-alice-gone.asc"
+    cfg["recipients"]["alice"]["key_file"] = str(gone)
+    app = create_app(write_config(tmp_path / "config.toml", cfg), environ=ENV)
+    client = app.test_client()
+    public = client.get("/healthz")
+    assert public.status_code == 503
+    assert public.get_json()["checks"]["keys"] == "error"
+    assert public.get_json()["problems"] == ["a recipient key is unusable"]
+    text = public.get_data(as_text=True)
+    for detail in (str(tmp_path), "dr-alice-gone", keys["alice"].fingerprint, "@", "alice",
+                   "not found", "expires"):
+        assert detail not in text
+    for wrong in ("Bearer not-the-token", f"Basic {HEALTH_TOKEN}", f"Bearer {HEALTH_TOKEN}x",
+                  "Bearer "):
+        refused = client.get("/healthz", headers={"Authorization": wrong})
+        assert (refused.status_code, refused.get_data(as_text=True)) == (503, text)
+    detailed = client.get("/healthz", headers=HEALTH_AUTH)
+    assert detailed.status_code == 503
+    problem = detailed.get_json()["checks"]["keys"]["alice"]["problem"]
+    assert str(gone) in problem and "not found" in problem
+    # without FORMRELAY_HEALTH_TOKEN nobody gets the details
+    bare = create_app(tmp_path / "config.toml", environ={"FORMRELAY_SECRET_KEY": SECRET})
+    assert bare.test_client().get("/healthz", headers=HEALTH_AUTH).get_data(as_text=True) == text
+
+
+def test_short_health_token_is_refused_at_start_up(tmp_path: Path,
+                                                   keys: dict[str, TestKey]) -> None:
+    path = write_config(tmp_path / "config.toml", make_config_dict(tmp_path / "data", keys))
+    with pytest.raises(ConfigError, match="FORMRELAY_HEALTH_TOKEN is too short"):
+        create_app(path, environ={**ENV, "FORMRELAY_HEALTH_TOKEN": "short"})
 
 
 def test_healthz_ok_when_only_warnings(make_app: Any) -> None:
@@ -234,7 +279,8 @@ def test_tampered_audit_log_is_an_error_in_check_and_healthz(tmp_path: Path,
     assert line.startswith("error audit log: row #") and "formrelay audit verify" in line
     app = create_app(tmp_path / "config.toml", environ=ENV)
     r = app.test_client().get("/healthz")
-    assert r.status_code == 503 and r.get_json()["checks"]["audit"]["ok"] is False
+    assert r.status_code == 503 and r.get_json()["checks"]["audit"] == "error"
+    assert r.get_json()["problems"] == ["audit log damaged"]
 
 
 def test_packet_reader_tells_ocb_and_seipd_v2_apart() -> None:

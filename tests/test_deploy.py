@@ -234,7 +234,7 @@ def test_compose_wires_proxy_service_worker_and_secrets() -> None:
         assert path in ignored
     example = (DEPLOY / "formrelay.env.example").read_text()
     assert re.findall(r"^(FORMRELAY_\w+)=$", example, re.M) == [
-        "FORMRELAY_SECRET_KEY", "FORMRELAY_SMTP_PASSWORD"]
+        "FORMRELAY_SECRET_KEY", "FORMRELAY_SMTP_PASSWORD", "FORMRELAY_HEALTH_TOKEN"]
 
 
 def test_caddyfile_is_valid_and_proxies_to_formrelay(tmp_path: Path) -> None:

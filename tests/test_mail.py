@@ -26,7 +26,7 @@ from flask import Flask
 from formrelay import delivery, mailer, mime
 from formrelay.cli import cli
 
-from .conftest import ENV, canary, post_form
+from .conftest import ENV, HEALTH_AUTH, canary, post_form
 from .keys import TestKey, gpg_decrypt, rnp_decrypt
 from .smtpd import HOST, Recorder, TlsFiles, free_port, smtp_config, smtp_server
 
@@ -199,7 +199,7 @@ def test_no_tls_means_nothing_sent_and_the_operator_is_told(
         config = ["--config", str(tmp_path / "config.toml")]
         checked = runner.invoke(cli, [*config, "check"], env=ENV)
         assert checked.exit_code == 2 and error in checked.output, checked.output
-        health = app.test_client().get("/healthz").get_json()
+        health = app.test_client().get("/healthz", headers=HEALTH_AUTH).get_json()
         assert error in json.dumps(health)
         listed = runner.invoke(cli, [*config, "outbox"], env=ENV)
         assert ref in listed.output and error in listed.output and "next try" in listed.output

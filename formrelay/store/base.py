@@ -4,10 +4,14 @@
 secure delete), serialises writers across threads and processes, and applies the named,
 ordered migrations of `schema.py` once each, recording them in `_migrations`. The
 time helpers (`utcnow`, `iso`, `parse_iso`) fix how every timestamp is stored.
+The database and its companions (-wal, -shm, .lock) are private (0600) whatever the
+umask. A write the disk refuses (full, read-only, I/O error) rolls back whole and
+raises `StoreNotWritable`, which callers answer with "temporarily unavailable".
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import sqlite3
@@ -80,6 +84,52 @@ class StoreError(Exception):
     """The database cannot be used; the message says what to do."""
 
 
+class StoreNotWritable(StoreError):
+    """The disk refused a write (full, read-only, I/O error). The transaction was rolled
+    back whole; the message (paths and the disk's reason, never content) is for the
+    operator, the patient is told the form is temporarily unavailable."""
+
+
+# SQLite's primary result codes that mean the disk, not the data, is the problem.
+_SQLITE_DISK = {13: "disk full", 8: "read-only", 10: "disk I/O error", 14: "cannot open"}
+_OS_DISK = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded",
+            errno.EROFS: "read-only file system", errno.EIO: "I/O error"}
+COMPANIONS = ("-wal", "-shm", ".lock")  # files beside the database that hold its data
+
+
+def disk_problem(exc: BaseException) -> str | None:
+    """Why the disk refused a write ("disk full", ...), or None for any other error."""
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is not None:
+            return _SQLITE_DISK.get(code & 0xFF)
+        text = str(exc)
+        return next((why for why, marker in (("disk full", "disk is full"),
+                                             ("read-only", "readonly database"),
+                                             ("disk I/O error", "disk I/O error"))
+                     if marker in text), None)
+    if isinstance(exc, OSError):
+        return _OS_DISK.get(exc.errno or 0)
+    return None
+
+
+def private_file(path: Path) -> None:
+    """Create `path` if missing and make it 0600 (an existing file too): the umask
+    (often 022) must not leave ciphertext and metadata readable by other users.
+    SQLite gives -wal and -shm the mode of the database file, so this comes first."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return  # a read-only or missing folder: opening the database says so
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+    except OSError:
+        pass  # not our file (another owner): `formrelay check` warns about its mode
+    finally:
+        os.close(fd)
+
+
 class StoreBase:
     """One database file: connections, transactions, migrations. The parts of `Store`
     (submissions, audit log, outbox...) build on it."""
@@ -91,7 +141,15 @@ class StoreBase:
         self._local = threading.local()
         self._writer = threading.Lock()
         self._lock_path = path.with_name(path.name + ".lock")
+        self._private_files()
         self.migrate()
+
+    def _private_files(self) -> None:
+        private_file(self.path)
+        for suffix in COMPANIONS:
+            companion = self.path.with_name(self.path.name + suffix)
+            if suffix == ".lock" or companion.exists():
+                private_file(companion)
 
     # -- connections ------------------------------------------------------------------
     @property
@@ -103,8 +161,9 @@ class StoreBase:
                                        check_same_thread=False)
                 self._wal(conn)
             except sqlite3.OperationalError as exc:
-                raise StoreError(f"cannot open database {self.path}: {exc}; check that the "
-                                 "data folder exists and is writable") from None
+                kind = StoreNotWritable if disk_problem(exc) else StoreError
+                raise kind(f"cannot open database {self.path}: {exc}; check that the "
+                           "data folder exists, is writable and has free space") from None
             conn.execute("PRAGMA busy_timeout=30000")
             conn.execute("PRAGMA synchronous=FULL")  # a "received" must survive power loss
             conn.execute("PRAGMA foreign_keys=ON")
@@ -140,19 +199,41 @@ class StoreBase:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT: writers queue instead of failing mid-way."""
+        """BEGIN IMMEDIATE ... COMMIT: writers queue instead of failing mid-way. All or
+        nothing: a failed COMMIT (disk full) is rolled back too, never left open for the
+        next caller to join; a disk that refuses the write raises `StoreNotWritable`."""
         conn = self.conn
         if conn.in_transaction:  # nested: join the outer transaction
             yield conn
             return
-        with self._one_writer():
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
+        try:
+            with self._one_writer():
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException:
+                    self._rollback(conn)
+                    raise
+        except (sqlite3.Error, OSError) as exc:
+            why = disk_problem(exc)
+            if why is None:
                 raise
-            conn.execute("COMMIT")
+            raise StoreNotWritable(f"database {self.path} cannot be written ({why}); free disk "
+                                   f"space in {self.path.parent} or check that it is "
+                                   "writable - forms answer \"temporarily unavailable\" "
+                                   "until then") from exc
+
+    def _rollback(self, conn: sqlite3.Connection) -> None:
+        """Undo what the transaction wrote. SQLite may have rolled back already (some
+        disk-full errors do); if ROLLBACK itself fails, dropping the connection does."""
+        if not conn.in_transaction:
+            return
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            conn.close()
+            self._local.conn = None
 
     @contextmanager
     def _one_writer(self) -> Iterator[None]:
@@ -224,4 +305,5 @@ class StoreBase:
             with self.transaction() as c:
                 yield c
         finally:
-            conn.execute("PRAGMA synchronous=FULL")
+            if self._local.conn is conn:  # not dropped by a failed rollback
+                conn.execute("PRAGMA synchronous=FULL")

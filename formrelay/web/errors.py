@@ -2,7 +2,9 @@
 
 Unhandled exceptions are logged with their type and stack frames (never their message,
 which can quote the form's content) and shown as a calm generic page; werkzeug's HTTP
-errors (413, 404, 405...) get the same friendly treatment instead of a bare page.
+errors (413, 404, 405...) get the same friendly treatment instead of a bare page. A
+disk that refuses writes (full, read-only) is a 503 "temporarily unavailable, call the
+practice" (fail closed), with the reason in the operator's log.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from werkzeug.exceptions import HTTPException
 from ..errors import FormrelayError
 from ..i18n import gettext, pick_language
 from ..logs import log_exception, redact_path
+from ..store import StoreNotWritable
 from .common import language, relay, render, wants_json
 from .request import BadForm
 
@@ -28,6 +31,7 @@ _HTTP_MESSAGES = {
     413: "What you sent is too large. Make attached files smaller and try again.",
     429: "Too many attempts. Please wait a moment and try again.",
 }
+_PAGE_UNAVAILABLE = "This page is temporarily unavailable. Please try again later."
 _GENERIC = "Something went wrong on our side. Your answers were not stored; please try " \
            "again later or call the practice."
 
@@ -50,6 +54,16 @@ def register(app: Flask) -> None:
         lang = language()
         msg = gettext(lang, exc.message, **exc.params)
         return respond(exc.status, msg, exc.errors, lang)
+
+    @app.errorhandler(StoreNotWritable)
+    def not_writable(exc: StoreNotWritable) -> Any:
+        # The message names the database and the disk's reason, never what was posted;
+        # the transaction was rolled back whole, so the patient is told nothing arrived.
+        log.error("%s %s refused, nothing stored: %s", request.method,
+                  redact_path(request.path), exc)
+        if request.path.startswith("/clinician"):
+            return respond(503, gettext(language(), _PAGE_UNAVAILABLE))
+        return formrelay_error(relay().unavailable())
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Any:
