@@ -68,7 +68,7 @@ def gunicorn(tmp_path: Path, config: Path, port: int) -> Iterator[Path]:
     """deploy/gunicorn.conf.py running the app on 127.0.0.1:port; yields its log file."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FORMRELAY_")}
     env.update(ENV, FORMRELAY_CONFIG=str(config), FORMRELAY_BIND=f"127.0.0.1:{port}",
-               FORMRELAY_WORKERS="2", FORMRELAY_THREADS="2")
+               FORMRELAY_WORKERS="2", FORMRELAY_CONNECTIONS="50")
     log = tmp_path / "gunicorn.log"
     with log.open("wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "--config",
@@ -142,7 +142,7 @@ def test_serve_and_gunicorn_conf_share_one_set_of_options() -> None:
     assert options_from_env({}) == gunicorn_options()
     opts = options_from_env({"FORMRELAY_BIND": "0.0.0.0:8000", "FORMRELAY_WORKERS": "3"})
     assert opts["bind"] == "0.0.0.0:8000" and opts["workers"] == 3
-    assert opts["worker_class"] == "gthread" and opts["timeout"] >= 60
+    assert opts["worker_class"] == "gevent" and opts["timeout"] >= 60
     assert opts["logger_class"] == "formrelay.logs.GunicornLogger"
     assert "%(q)s" not in opts["access_log_format"] and "%(r)s" not in opts["access_log_format"]
     assert opts["secure_scheme_headers"] == {}  # forwarded headers: ProxyFix only

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from flask import current_app, render_template, request
+from werkzeug.exceptions import RequestTimeout
 
 from ..forms import field_attrs
 from ..i18n import pick_language, translations
@@ -21,7 +22,11 @@ def relay() -> Relay:
 
 
 def language(default: str = "nl") -> str:
-    return pick_language(request.values.get("_lang") or request.args.get("lang"), default)
+    try:
+        chosen = request.values.get("_lang")
+    except RequestTimeout:  # the body came too slowly (slowbody.py): the query only
+        chosen = None
+    return pick_language(chosen or request.args.get("lang"), default)
 
 
 def wants_json() -> bool:
