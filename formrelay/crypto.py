@@ -13,6 +13,7 @@ import io
 import logging
 import os
 import shutil
+import subprocess
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -88,6 +89,10 @@ class Keyring:
         self.home = home
         if not shutil.which(gpg_binary):
             raise CryptoError(f"{gpg_binary} not found: install GnuPG (apt-get install gnupg)")
+        # python-gnupg binds subprocess.Popen when it is imported. `formrelay serve`
+        # imports it before gunicorn's gevent worker patches subprocess, and the Popen
+        # bound then can no longer start a process: use the one in force now.
+        gnupg.Popen = subprocess.Popen  # type: ignore[attr-defined]
         self.gpg = gnupg.GPG(gpgbinary=gpg_binary, gnupghome=str(home), options=_GPG_OPTIONS)
         # python-gnupg defaults to latin-1 for gpg's text output; uids are UTF-8.
         self.gpg.encoding = "utf-8"

@@ -6,7 +6,9 @@ them is stored."""
 
 from __future__ import annotations
 
+import email
 import http.client
+import json
 import os
 import re
 import select
@@ -24,8 +26,8 @@ import pytest
 
 from formrelay.store import Store
 
-from .conftest import make_config_dict, write_config
-from .keys import TestKey
+from .conftest import encode_multipart, make_config_dict, write_config
+from .keys import TestKey, gpg_decrypt
 from .smtpd import free_port
 from .test_deploy import DEPLOY, _hidden, _wait, gunicorn
 
@@ -256,3 +258,58 @@ def test_slow_clients_through_caddy_do_not_starve_the_form(
         assert len(trickle.answers) == SLOW
         assert not any(a.startswith(b"HTTP/1.1 200") for a in trickle.answers.values())
     assert _stored(tmp_path) == [reference[0]]
+
+
+def test_gevent_worker_encrypts_a_large_upload_while_others_post(
+        tmp_path: Path, keys: dict[str, TestKey]) -> None:
+    """What runs inside a request works under gevent: gpg (a subprocess with reader
+    threads) encrypts a 20 MB upload while other patients post at the same time, SQLite
+    commits them all (store lock + flock), the rate limiter counts them."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    fields = [{"name": "name", "type": "text", "label": "Naam"},
+              {"name": "scan", "type": "file", "label": "Scan", "accept": ["pdf"],
+               "max_size_mb": 21},
+              {"name": "consent", "type": "consent", "label": "Akkoord"}]
+    cfg = make_config_dict(tmp_path / "data", keys, fields=fields, server={
+        "base_url": base, "rate_limit_ip": "100/minute"})
+    config = write_config(tmp_path / "config.toml", cfg)
+    scan = b"%PDF-1.7\n" + os.urandom(20 * 1024 * 1024)
+    answers: dict[str, tuple[int, str]] = {}
+
+    def patient(name: str, upload: bytes | None) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        try:
+            conn.request("GET", "/f/intake")
+            data: dict[str, object] = {**_hidden(conn.getresponse().read()), "name": name,
+                                       "consent": "y"}
+            if upload:
+                data["scan"] = (upload, "scan.pdf", "application/pdf")
+            conn.request("POST", "/f/intake", body=encode_multipart(data), headers={
+                "Origin": base, "Accept": "application/json",
+                "Content-Type": "multipart/form-data; boundary=frtestboundary"})
+            answer = conn.getresponse()
+            answers[name] = (answer.status, answer.read().decode())
+        finally:
+            conn.close()
+
+    with gunicorn(tmp_path, config, port):
+        patients = [threading.Thread(target=patient, args=("Groot", scan))]
+        patients += [threading.Thread(target=patient, args=(f"Klein {i}", None))
+                     for i in range(6)]
+        for t in patients:
+            t.start()
+        for t in patients:
+            t.join(timeout=180)
+    assert {name: status for name, (status, _) in answers.items()} == {
+        "Groot": 200, **{f"Klein {i}": 200 for i in range(6)}}, answers
+    refs = {name: json.loads(text)["reference"] for name, (_, text) in answers.items()}
+    assert sorted(_stored(tmp_path)) == sorted(refs.values())
+    store = Store(tmp_path / "data" / "formrelay.db")
+    try:
+        plain = gpg_decrypt(keys["alice"], store.ciphertext(refs["Groot"]))
+    finally:
+        store.close()
+    parts = {p.get_filename(): p.get_payload(decode=True)
+             for p in email.message_from_bytes(plain).walk() if p.get_filename()}
+    assert parts["scan.pdf"] == scan
