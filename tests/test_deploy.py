@@ -237,6 +237,23 @@ def test_compose_wires_proxy_service_worker_and_secrets() -> None:
         "FORMRELAY_SECRET_KEY", "FORMRELAY_SMTP_PASSWORD"]
 
 
+def caddyfile(caddy: str, tmp_path: Path, *, admin: bool = True) -> Path:
+    """deploy/Caddyfile as the installed Caddy reads it: Debian 12's Caddy 2.6 spells
+    request buffering `buffer_requests` (deploy/README.md says so); `admin=False` turns
+    the admin endpoint off, for a Caddy that a test runs beside others."""
+    text = (DEPLOY / "Caddyfile").read_text()
+    version = subprocess.run([caddy, "version"], capture_output=True, text=True, timeout=30)
+    if re.match(r"v?2\.[0-6]\.", version.stdout):
+        assert "request_buffers 32MB" in text
+        text = text.replace("request_buffers 32MB", "buffer_requests")
+    if not admin:
+        assert "\n{\n" in text, "deploy/Caddyfile has no global options block"
+        text = text.replace("\n{\n", "\n{\n\tadmin off\n", 1)
+    path = tmp_path / "Caddyfile"
+    path.write_text(text)
+    return path
+
+
 def test_caddyfile_is_valid_and_proxies_to_formrelay(tmp_path: Path) -> None:
     caddy = shutil.which("caddy")
     if not caddy:
@@ -245,7 +262,7 @@ def test_caddyfile_is_valid_and_proxies_to_formrelay(tmp_path: Path) -> None:
            "XDG_DATA_HOME": str(tmp_path / "data"), "XDG_CONFIG_HOME": str(tmp_path / "cfg")}
     for extra, upstream in (({}, "127.0.0.1:8000"),
                             ({"FORMRELAY_UPSTREAM": "formrelay:8000"}, "formrelay:8000")):
-        r = subprocess.run([caddy, "adapt", "--config", str(DEPLOY / "Caddyfile"),
+        r = subprocess.run([caddy, "adapt", "--config", str(caddyfile(caddy, tmp_path)),
                             "--adapter", "caddyfile"], capture_output=True, text=True,
                            timeout=60, env={**env, "FORMRELAY_DOMAIN": "forms.praktijk.test",
                                             **extra})
@@ -254,7 +271,11 @@ def test_caddyfile_is_valid_and_proxies_to_formrelay(tmp_path: Path) -> None:
         assert '"forms.praktijk.test"' in adapted and f'"dial":"{upstream}"' in adapted
         assert '"Strict-Transport-Security":["max-age=31536000' in adapted
         assert '"logs"' not in adapted  # no access log with query strings or copy links
-    r = subprocess.run([caddy, "validate", "--config", str(DEPLOY / "Caddyfile"), "--adapter",
+        # slow clients: whole requests buffered before they reach formrelay, read timeouts
+        assert re.search(r'"(buffer_requests":true|request_buffers":3\d{7})', adapted)
+        assert '"read_header_timeout":10000000000' in adapted
+        assert '"read_timeout":300000000000' in adapted
+    r = subprocess.run([caddy, "validate", "--config", str(caddyfile(caddy, tmp_path)), "--adapter",
                         "caddyfile"], capture_output=True, text=True, timeout=60, env=env)
     assert r.returncode == 0, r.stderr
 
@@ -298,15 +319,15 @@ def test_behind_caddy_forwarded_headers_come_only_from_the_proxy(
     cfg = make_config_dict(tmp_path / "data", keys,
                            server={"base_url": base, "trusted_proxies": 1})
     config = write_config(tmp_path / "config.toml", cfg)
-    # the real Caddyfile, imported under a test-only global block (no admin endpoint)
-    (tmp_path / "Caddyfile").write_text(f"{{\n\tadmin off\n}}\nimport {DEPLOY / 'Caddyfile'}\n")
+    # the real Caddyfile, without the admin endpoint
+    config_file = caddyfile(caddy, tmp_path, admin=False)
     env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path),
            "XDG_DATA_HOME": str(tmp_path / "caddy-data"),
            "XDG_CONFIG_HOME": str(tmp_path / "caddy-config"),
            "FORMRELAY_DOMAIN": base, "FORMRELAY_UPSTREAM": f"127.0.0.1:{app_port}"}
     with gunicorn(tmp_path, config, app_port), \
             (tmp_path / "caddy.log").open("wb") as caddy_log:
-        proxy = subprocess.Popen([caddy, "run", "--config", str(tmp_path / "Caddyfile"),
+        proxy = subprocess.Popen([caddy, "run", "--config", str(config_file),
                                   "--adapter", "caddyfile"], env=env, stdout=caddy_log,
                                  stderr=subprocess.STDOUT, cwd=tmp_path)
         conn: http.client.HTTPConnection | None = None
