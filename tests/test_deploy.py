@@ -30,7 +30,7 @@ from formrelay.store import Store
 
 from .conftest import ENV, canary, make_config_dict, write_config
 from .keys import TestKey
-from .smtpd import free_port
+from .smtpd import TlsFiles, free_port
 
 ROOT = Path(__file__).parent.parent
 DEPLOY = ROOT / "deploy"
@@ -360,3 +360,31 @@ def test_behind_caddy_forwarded_headers_come_only_from_the_proxy(
     store.close()
     # what Caddy saw, not the spoofed header and not Caddy's own address
     assert received["ip"] == "127.0.0.2"
+
+
+def test_nginx_site_is_valid_and_buffers_requests(tmp_path: Path, tls: TlsFiles) -> None:
+    """deploy/nginx.conf, included in a minimal nginx.conf as Debian's includes it, with
+    the test certificate instead of Let's Encrypt's: `nginx -t` accepts it."""
+    nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
+    if not nginx:
+        pytest.skip("nginx not installed (scripts/setup.sh --test installs it)")
+    site = (DEPLOY / "nginx.conf").read_text()
+    for line in ("proxy_request_buffering on;", "client_body_timeout", "client_header_timeout",
+                 "client_max_body_size 30m;", "limit_conn formrelay_addr",
+                 'Strict-Transport-Security "max-age=31536000; includeSubDomains" always',
+                 "proxy_set_header X-Forwarded-For $remote_addr;",
+                 "proxy_set_header X-Forwarded-Proto $scheme;"):
+        assert line in site, line
+    assert "$request " not in site and "$request_uri " not in site.split("log_format")[1]
+    live = "/etc/letsencrypt/live/forms.example.nl/"
+    site = site.replace(f"{live}fullchain.pem", str(tls.cert))
+    site = site.replace(f"{live}privkey.pem", str(tls.key))
+    site = site.replace("/var/log/nginx/", f"{tmp_path}/")
+    (tmp_path / "formrelay.conf").write_text(site)
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "nginx.conf").write_text(
+        f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\nevents {{}}\n"
+        f"http {{\n\tinclude {tmp_path}/formrelay.conf;\n}}\n")
+    r = subprocess.run([nginx, "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
