@@ -92,7 +92,7 @@ class Keyring:
         # python-gnupg binds subprocess.Popen when it is imported. `formrelay serve`
         # imports it before gunicorn's gevent worker patches subprocess, and the Popen
         # bound then can no longer start a process: use the one in force now.
-        gnupg.Popen = subprocess.Popen  # type: ignore[attr-defined]
+        gnupg.Popen = subprocess.Popen
         self.gpg = gnupg.GPG(gpgbinary=gpg_binary, gnupghome=str(home), options=_GPG_OPTIONS)
         # python-gnupg defaults to latin-1 for gpg's text output; uids are UTF-8.
         self.gpg.encoding = "utf-8"
