@@ -88,9 +88,9 @@ class Server:
                 self.proc.wait(timeout=10)
 
 
-def start_server(kind: str, config: Path, log_dir: Path, *, workers: int, threads: int,
+def start_server(kind: str, config: Path, log_dir: Path, *, workers: int, connections: int = 100,
                  port: int = 0, ready_path: str = "/healthz", timeout: float = 60,
-                 max_requests: int | None = None) -> Server:
+                 max_requests: int | None = None, gthread: int = 0) -> Server:
     """Start `_serve.py <kind>` (formrelay or plain) on `port` of 127.0.0.1 (default: a
     free one); wait until `ready_path` answers 200 and every worker is up. `max_requests`
     overrides gunicorn's worker recycling (0 = never)."""
@@ -100,9 +100,10 @@ def start_server(kind: str, config: Path, log_dir: Path, *, workers: int, thread
     with log.open("wb") as out:
         proc = subprocess.Popen([PY, str(BENCH / "_serve.py"), kind, str(config),
                                  "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
-                                 "--threads", str(threads),
+                                 "--connections", str(connections),
                                  *([] if max_requests is None else
-                                   ["--max-requests", str(max_requests)])],
+                                   ["--max-requests", str(max_requests)]),
+                                 *(["--gthread", str(gthread)] if gthread else [])],
                                 stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
     server = Server(kind, proc, port, log)
     deadline = time.monotonic() + timeout

@@ -1,12 +1,12 @@
 """Run an app under gunicorn for the benchmarks, exactly as `formrelay serve` does.
 
-    python bench/_serve.py formrelay CONFIG --bind 127.0.0.1:PORT --workers 2 --threads 4
+    python bench/_serve.py formrelay CONFIG --bind 127.0.0.1:PORT --workers 2 --connections 100
     python bench/_serve.py plain CONFIG ...
 
 `formrelay` is `formrelay.create_app(config)`. `plain` is the baseline: a bare Flask
 endpoint that parses the same posts and commits the answers *unencrypted* to SQLite
 with the same durability settings (WAL, synchronous=FULL, one transaction per post).
-Both go through `formrelay.server.run_gunicorn`, so the gunicorn options (gthread
+Both go through `formrelay.server.run_gunicorn`, so the gunicorn options (gevent
 workers, timeouts, access log) are identical.
 """
 
@@ -81,8 +81,10 @@ def main() -> None:
     ap.add_argument("config", type=Path)
     ap.add_argument("--bind", required=True)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=4)
+    ap.add_argument("--connections", type=int, default=100)
     ap.add_argument("--max-requests", type=int, help="override worker recycling (0 = off)")
+    ap.add_argument("--gthread", type=int, metavar="THREADS",
+                    help="the former gthread worker with THREADS threads, for comparison")
     args = ap.parse_args()
     if args.kind == "plain":
         raw = tomllib.loads(args.config.read_text(encoding="utf-8"))
@@ -94,8 +96,11 @@ def main() -> None:
         settings = load_config(args.config, {"FORMRELAY_SECRET_KEY": "x" * 40})
     else:
         settings = load_config(args.config, os.environ)
-    extra = {} if args.max_requests is None else {"max_requests": args.max_requests}
-    run_gunicorn(settings, bind=args.bind, workers=args.workers, threads=args.threads,
+    extra: dict[str, object] = {} if args.max_requests is None else {
+        "max_requests": args.max_requests}
+    if args.gthread:
+        extra.update(worker_class="gthread", threads=args.gthread)
+    run_gunicorn(settings, bind=args.bind, workers=args.workers, connections=args.connections,
                  extra=extra)
 
 

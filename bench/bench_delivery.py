@@ -3,8 +3,8 @@
     .venv/bin/python bench/bench_delivery.py            # about 1 minute
     .venv/bin/python bench/bench_delivery.py --quick    # about 30 seconds
 
-It starts formrelay under gunicorn (the options of `formrelay serve`, 2 workers x 4
-threads) with the intake benchmark's form (bench_intake.py, ~5 KB of answers,
+It starts formrelay under gunicorn (the options of `formrelay serve`, 2 gevent
+workers) with the intake benchmark's form (bench_intake.py, ~5 KB of answers,
 delivery = "email"), a real SMTP relay on 127.0.0.1 (aiosmtpd with STARTTLS and a
 certificate from a throw-away CA, tests/smtpd.py, in this process) and one
 `formrelay worker` process, then measures:
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg = root / "config.toml"
             cfg.write_text(delivery_config(root / "data", key, fpr, port, smtp_port, tls.ca),
                            encoding="utf-8")
-            server = start_server("formrelay", cfg, root, port=port, workers=2, threads=4)
+            server = start_server("formrelay", cfg, root, port=port, workers=2)
             log = root / "worker.log"
             worker = start_worker(cfg, log)
             try:

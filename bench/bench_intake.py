@@ -4,7 +4,7 @@
     .venv/bin/python bench/bench_intake.py --quick    # about 1 minute
 
 In one run it starts, each under gunicorn with the options of `formrelay serve`
-(`formrelay.server.run_gunicorn`: gthread, 2 workers x 4 threads unless told otherwise):
+(`formrelay.server.run_gunicorn`: gevent, 2 workers unless told otherwise):
 
 * formrelay itself (`formrelay.create_app(config)`) with a temp config, a throw-away
   curve key (like `formrelay demo` and the tests make) and a form of ~5 KB of answers;
@@ -273,18 +273,20 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="shorter runs (4 s per level)")
     ap.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2)")
-    ap.add_argument("--threads", type=int, default=4, help="threads per worker (default 4)")
+    ap.add_argument("--connections", type=int, default=100,
+                    help="connections per worker (default 100)")
     ap.add_argument("--duration", type=float, help="seconds per level (default 10, quick 4)")
     ap.add_argument("--max-requests", type=int, help="recycle workers after this many "
                     "requests (default: as `formrelay serve`; 0 = never)")
     args = ap.parse_args(argv)
     duration = args.duration or (4.0 if args.quick else 10.0)
     warmup = 1.0 if args.quick else 2.0
-    gun = {"workers": args.workers, "threads": args.threads, "max_requests": args.max_requests}
+    gun = {"workers": args.workers, "connections": args.connections,
+           "max_requests": args.max_requests}
 
     print(f"formrelay intake benchmark: {machine()}")
     recycle = "" if args.max_requests is None else f", max_requests {args.max_requests}"
-    print(f"gunicorn gthread, {args.workers} workers x {args.threads} threads{recycle}; "
+    print(f"gunicorn gevent, {args.workers} workers x {args.connections} connections{recycle}; "
           f"{duration:g} s per run, the first {warmup:g} s not counted")
     results: dict[int, dict[str, dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="formrelay-bench-") as tmp:

@@ -3,8 +3,8 @@
     .venv/bin/python bench/bench_widget.py            # about 1 minute
     .venv/bin/python bench/bench_widget.py --quick    # about 20 seconds
 
-It starts formrelay under gunicorn with the options of `formrelay serve` (gthread,
-2 workers x 4 threads unless told otherwise), with a throw-away curve key and a form of
+It starts formrelay under gunicorn with the options of `formrelay serve` (gevent,
+2 workers unless told otherwise), with a throw-away curve key and a form of
 ten questions, and drives `GET /f/bench?embed=1` (what every iframe loads: the form
 rendered with a fresh signed token) with 1, 8 and 16 concurrent keep-alive clients from
 a separate process on 127.0.0.1 (this file run with `--load`). It reports requests/s,
@@ -150,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="shorter runs (3 s per level)")
     ap.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2)")
-    ap.add_argument("--threads", type=int, default=4, help="threads per worker (default 4)")
+    ap.add_argument("--connections", type=int, default=100,
+                    help="connections per worker (default 100)")
     ap.add_argument("--duration", type=float, help="seconds per level (default 8, quick 3)")
     ap.add_argument("--load", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -160,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     duration = args.duration or (3.0 if args.quick else 8.0)
     source = (ROOT / "widgets" / "formrelay.js").read_bytes()
     print(f"formrelay widget page benchmark - {machine()}")
-    print(f"gunicorn: {args.workers} workers x {args.threads} threads (gthread); "
+    print(f"gunicorn: {args.workers} workers x {args.connections} connections (gevent); "
           f"{duration:.0f} s per level\n")
     print(f"widget.js: {len(source)} bytes, {len(gzip.compress(source, 9))} bytes gzipped\n")
     with tempfile.TemporaryDirectory(prefix="fr-bench-widget-") as tmp:
@@ -169,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         port = free_port()
         cfg = write_config(root, port, fpr, key)
         server = start_server("formrelay", cfg, root, port=port, workers=args.workers,
-                              threads=args.threads)
+                              connections=args.connections)
         try:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
             conn.request("GET", "/widget.js")

@@ -5,9 +5,12 @@
 The settings themselves live in formrelay/server.py (`gunicorn_options`), shared with
 `formrelay serve`. What they amount to:
 
-* gthread workers: FORMRELAY_WORKERS processes (default 2) x FORMRELAY_THREADS threads
-  (default 4), bound to FORMRELAY_BIND (default 127.0.0.1:8000; the container uses
-  0.0.0.0:8000 behind Caddy);
+* gevent workers: FORMRELAY_WORKERS processes (default 2), each holding up to
+  FORMRELAY_CONNECTIONS open connections (default 100), bound to FORMRELAY_BIND (default
+  127.0.0.1:8000; the container uses 0.0.0.0:8000 behind Caddy). A connection costs a
+  greenlet, not a thread: a few clients sending slowly or not at all cannot take the
+  service down. Headers must arrive within keepalive (5 s); a body slower than
+  server.body_timeout_seconds / body_min_rate (config.toml) is refused with 408;
 * timeout 120 s, graceful_timeout 30 s, keepalive 5 s, workers recycled after ~2000
   requests, no preload (each worker opens its own SQLite connections);
 * logs: JSON lines on stdout/stderr; the access line holds method, path, status,

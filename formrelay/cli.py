@@ -235,10 +235,11 @@ def ciphertext(ctx: Context, reference: str) -> None:
 @cli.command()
 @click.option("--bind", default="127.0.0.1:8000", show_default=True, help="Address:port.")
 @click.option("--workers", default=2, show_default=True, help="Gunicorn worker processes.")
-@click.option("--threads", default=4, show_default=True, help="Threads per worker.")
+@click.option("--connections", default=100, show_default=True,
+              help="Open connections per worker (gevent); slow clients cost one each.")
 @pass_ctx
-def serve(ctx: Context, bind: str, workers: int, threads: int) -> None:
-    """Run the web service under gunicorn.
+def serve(ctx: Context, bind: str, workers: int, connections: int) -> None:
+    """Run the web service under gunicorn (gevent workers).
 
     \b
     Example:
@@ -247,7 +248,7 @@ def serve(ctx: Context, bind: str, workers: int, threads: int) -> None:
     settings = ctx.settings()
     from .server import run_gunicorn
 
-    run_gunicorn(settings, bind=bind, workers=workers, threads=threads)
+    run_gunicorn(settings, bind=bind, workers=workers, connections=connections)
 
 
 # -- demo -------------------------------------------------------------------------------

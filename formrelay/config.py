@@ -219,7 +219,8 @@ def _check_server(ld: _Loader, server: ServerSettings) -> None:
     if server.max_request_mb < 1:
         raise ld.fail("server.max_request_mb", "must be at least 1", "e.g. 25")
     for key in ("session_idle_minutes", "session_max_hours", "login_max_failures",
-                "login_max_failures_ip", "audit_retention_years", "gpg_timeout_seconds"):
+                "login_max_failures_ip", "audit_retention_years", "gpg_timeout_seconds",
+                "body_timeout_seconds", "body_min_rate"):
         if getattr(server, key) < 1:
             raise ld.fail(f"server.{key}", "must be at least 1",
                           f"e.g. {key} = {ServerSettings.__dataclass_fields__[key].default}")

@@ -90,6 +90,9 @@ class _TimedGPG(gnupg.GPG):
 
     def _open_subprocess(self, args: list[str], passphrase: bool = False) -> Any:
         cmd = self.make_args(args, passphrase)
+        # subprocess.Popen looked up now, not python-gnupg's own reference bound at import:
+        # `formrelay serve` imports gnupg before gunicorn's gevent worker patches
+        # subprocess, and that stale Popen cannot start a process under gevent.
         process = subprocess.Popen(cmd, stdin=subprocess.PIPE,  # noqa: S603 - fixed gpg argv
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                    env=self.env, start_new_session=True)

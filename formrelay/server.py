@@ -14,7 +14,9 @@ from .config import Settings
 
 DEFAULT_BIND = "127.0.0.1:8000"
 DEFAULT_WORKERS = 2
-DEFAULT_THREADS = 4
+# open connections per worker process; each costs a greenlet and a few file descriptors
+# (socket, SQLite, gpg's pipes while it encrypts), well under the usual limit of 1024
+DEFAULT_CONNECTIONS = 100
 # The access line's text; gunicorn's atoms are replaced by redacted ones in
 # logs.GunicornLogger, so %(U)s is the path without query string and without any
 # patient-copy link secret (/copy/[redacted]). The JSON line has the same facts as fields.
@@ -22,18 +24,29 @@ ACCESS_LOG_FORMAT = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms'
 
 
 def gunicorn_options(*, bind: str = DEFAULT_BIND, workers: int = DEFAULT_WORKERS,
-                     threads: int = DEFAULT_THREADS, log_level: str = "info") -> dict[str, Any]:
-    """gunicorn settings: a few processes with threads (gpg runs as a subprocess, so a
-    request mostly waits), generous timeouts for uploads over slow mobile links."""
+                     connections: int = DEFAULT_CONNECTIONS,
+                     log_level: str = "info") -> dict[str, Any]:
+    """gunicorn settings: a few processes with gevent workers, generous timeouts for
+    uploads over slow mobile links.
+
+    gevent, not threads: a thread worker hands a thread to each connection and keeps it
+    while the client sends, so a handful of clients sending slowly (or nothing) held
+    every thread and no patient got an answer. With gevent a connection costs a
+    greenlet; a request's headers must arrive within `keepalive` seconds, its body keeps
+    to server.body_timeout_seconds / body_min_rate (web/slowbody.py), and gpg (a
+    subprocess), SQLite and the locks of the store work as with threads (gunicorn
+    monkey-patches threading, subprocess and time.sleep)."""
     opts: dict[str, Any] = {
         "bind": bind,
         "workers": workers,
-        "threads": threads,
-        "worker_class": "gthread",
+        "worker_class": "gevent",
+        "worker_connections": connections,
         # a worker silent this long is restarted; a 25 MB upload on a slow link plus
         # encryption fits well within it
         "timeout": 120,
         "graceful_timeout": 30,
+        # also the most a request's headers may take (gevent worker): idle or trickling
+        # connections are closed after it
         "keepalive": 5,
         # recycle workers now and then; jitter so they do not all restart together
         "max_requests": 2000,
@@ -75,16 +88,17 @@ def _known_settings() -> set[str]:
 
 
 def options_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
-    """gunicorn settings from FORMRELAY_BIND / _WORKERS / _THREADS (deploy/gunicorn.conf.py)."""
+    """gunicorn settings from FORMRELAY_BIND / _WORKERS / _CONNECTIONS
+    (deploy/gunicorn.conf.py)."""
     return gunicorn_options(
         bind=environ.get("FORMRELAY_BIND", DEFAULT_BIND),
         workers=int(environ.get("FORMRELAY_WORKERS", DEFAULT_WORKERS)),
-        threads=int(environ.get("FORMRELAY_THREADS", DEFAULT_THREADS)),
+        connections=int(environ.get("FORMRELAY_CONNECTIONS", DEFAULT_CONNECTIONS)),
         log_level=environ.get("FORMRELAY_LOG_LEVEL", "info"),
     )
 
 
-def run_gunicorn(settings: Settings, *, bind: str, workers: int, threads: int,
+def run_gunicorn(settings: Settings, *, bind: str, workers: int, connections: int,
                  extra: dict[str, Any] | None = None) -> None:
     from gunicorn.app.base import BaseApplication
 
@@ -92,7 +106,7 @@ def run_gunicorn(settings: Settings, *, bind: str, workers: int, threads: int,
 
     class App(BaseApplication):
         def load_config(self) -> None:
-            opts = {**gunicorn_options(bind=bind, workers=workers, threads=threads,
+            opts = {**gunicorn_options(bind=bind, workers=workers, connections=connections,
                                        log_level=settings.server.log_level), **(extra or {})}
             for key, value in opts.items():
                 self.cfg.set(key, value)

@@ -66,6 +66,14 @@ class ServerSettings:
     log_level: str = setting("INFO", "Log level.", ("DEBUG", "INFO", "WARNING", "ERROR"))
     max_request_mb: int = setting(25, "Largest accepted request body in MB (uploads included).")
     max_fields: int = setting(200, "Most form fields accepted in one post.")
+    body_timeout_seconds: int = setting(
+        20, "Seconds a request body may take, plus one second per body_min_rate bytes "
+        "received; a slower body is refused (408) and nothing of it is stored."
+    )
+    body_min_rate: int = setting(
+        500, "Bytes per second a long request body must keep up on average (slow mobile "
+        "links manage far more; a client trickling a few bytes does not)."
+    )
     min_fill_seconds: int = setting(3, "Posts sent sooner after the form was shown are refused.")
     gpg_timeout_seconds: int = setting(
         30, "Longest time one gpg run may take (encryption, key checks); then it is stopped "

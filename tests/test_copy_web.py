@@ -91,7 +91,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, keys: dict[str, TestKey]
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "formrelay", "--config", str(path), "serve", "--bind",
-             f"127.0.0.1:{port}", "--workers", "1", "--threads", "2"],
+             f"127.0.0.1:{port}", "--workers", "1", "--connections", "20"],
             stdout=out, stderr=subprocess.STDOUT, env=env)
     srv = Server(base, path, log, root / "mail", proc)
     for _ in range(300):  # wait until it answers (bounded)

@@ -30,7 +30,7 @@ from formrelay.store import Store
 
 from .conftest import ENV, canary, make_config_dict, write_config
 from .keys import TestKey
-from .smtpd import free_port
+from .smtpd import TlsFiles, free_port
 
 ROOT = Path(__file__).parent.parent
 DEPLOY = ROOT / "deploy"
@@ -68,7 +68,7 @@ def gunicorn(tmp_path: Path, config: Path, port: int) -> Iterator[Path]:
     """deploy/gunicorn.conf.py running the app on 127.0.0.1:port; yields its log file."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FORMRELAY_")}
     env.update(ENV, FORMRELAY_CONFIG=str(config), FORMRELAY_BIND=f"127.0.0.1:{port}",
-               FORMRELAY_WORKERS="2", FORMRELAY_THREADS="2")
+               FORMRELAY_WORKERS="2", FORMRELAY_CONNECTIONS="50")
     log = tmp_path / "gunicorn.log"
     with log.open("wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "--config",
@@ -142,7 +142,7 @@ def test_serve_and_gunicorn_conf_share_one_set_of_options() -> None:
     assert options_from_env({}) == gunicorn_options()
     opts = options_from_env({"FORMRELAY_BIND": "0.0.0.0:8000", "FORMRELAY_WORKERS": "3"})
     assert opts["bind"] == "0.0.0.0:8000" and opts["workers"] == 3
-    assert opts["worker_class"] == "gthread" and opts["timeout"] >= 60
+    assert opts["worker_class"] == "gevent" and opts["timeout"] >= 60
     assert opts["logger_class"] == "formrelay.logs.GunicornLogger"
     assert "%(q)s" not in opts["access_log_format"] and "%(r)s" not in opts["access_log_format"]
     assert opts["secure_scheme_headers"] == {}  # forwarded headers: ProxyFix only
@@ -237,6 +237,23 @@ def test_compose_wires_proxy_service_worker_and_secrets() -> None:
         "FORMRELAY_SECRET_KEY", "FORMRELAY_SMTP_PASSWORD", "FORMRELAY_HEALTH_TOKEN"]
 
 
+def caddyfile(caddy: str, tmp_path: Path, *, admin: bool = True) -> Path:
+    """deploy/Caddyfile as the installed Caddy reads it: Debian 12's Caddy 2.6 spells
+    request buffering `buffer_requests` (deploy/README.md says so); `admin=False` turns
+    the admin endpoint off, for a Caddy that a test runs beside others."""
+    text = (DEPLOY / "Caddyfile").read_text()
+    version = subprocess.run([caddy, "version"], capture_output=True, text=True, timeout=30)
+    if re.match(r"v?2\.[0-6]\.", version.stdout):
+        assert "request_buffers 32MB" in text
+        text = text.replace("request_buffers 32MB", "buffer_requests")
+    if not admin:
+        assert "\n{\n" in text, "deploy/Caddyfile has no global options block"
+        text = text.replace("\n{\n", "\n{\n\tadmin off\n", 1)
+    path = tmp_path / "Caddyfile"
+    path.write_text(text)
+    return path
+
+
 def test_caddyfile_is_valid_and_proxies_to_formrelay(tmp_path: Path) -> None:
     caddy = shutil.which("caddy")
     if not caddy:
@@ -245,7 +262,7 @@ def test_caddyfile_is_valid_and_proxies_to_formrelay(tmp_path: Path) -> None:
            "XDG_DATA_HOME": str(tmp_path / "data"), "XDG_CONFIG_HOME": str(tmp_path / "cfg")}
     for extra, upstream in (({}, "127.0.0.1:8000"),
                             ({"FORMRELAY_UPSTREAM": "formrelay:8000"}, "formrelay:8000")):
-        r = subprocess.run([caddy, "adapt", "--config", str(DEPLOY / "Caddyfile"),
+        r = subprocess.run([caddy, "adapt", "--config", str(caddyfile(caddy, tmp_path)),
                             "--adapter", "caddyfile"], capture_output=True, text=True,
                            timeout=60, env={**env, "FORMRELAY_DOMAIN": "forms.praktijk.test",
                                             **extra})
@@ -254,7 +271,11 @@ def test_caddyfile_is_valid_and_proxies_to_formrelay(tmp_path: Path) -> None:
         assert '"forms.praktijk.test"' in adapted and f'"dial":"{upstream}"' in adapted
         assert '"Strict-Transport-Security":["max-age=31536000' in adapted
         assert '"logs"' not in adapted  # no access log with query strings or copy links
-    r = subprocess.run([caddy, "validate", "--config", str(DEPLOY / "Caddyfile"), "--adapter",
+        # slow clients: whole requests buffered before they reach formrelay, read timeouts
+        assert re.search(r'"(buffer_requests":true|request_buffers":3\d{7})', adapted)
+        assert '"read_header_timeout":10000000000' in adapted
+        assert '"read_timeout":300000000000' in adapted
+    r = subprocess.run([caddy, "validate", "--config", str(caddyfile(caddy, tmp_path)), "--adapter",
                         "caddyfile"], capture_output=True, text=True, timeout=60, env=env)
     assert r.returncode == 0, r.stderr
 
@@ -298,15 +319,15 @@ def test_behind_caddy_forwarded_headers_come_only_from_the_proxy(
     cfg = make_config_dict(tmp_path / "data", keys,
                            server={"base_url": base, "trusted_proxies": 1})
     config = write_config(tmp_path / "config.toml", cfg)
-    # the real Caddyfile, imported under a test-only global block (no admin endpoint)
-    (tmp_path / "Caddyfile").write_text(f"{{\n\tadmin off\n}}\nimport {DEPLOY / 'Caddyfile'}\n")
+    # the real Caddyfile, without the admin endpoint
+    config_file = caddyfile(caddy, tmp_path, admin=False)
     env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path),
            "XDG_DATA_HOME": str(tmp_path / "caddy-data"),
            "XDG_CONFIG_HOME": str(tmp_path / "caddy-config"),
            "FORMRELAY_DOMAIN": base, "FORMRELAY_UPSTREAM": f"127.0.0.1:{app_port}"}
     with gunicorn(tmp_path, config, app_port), \
             (tmp_path / "caddy.log").open("wb") as caddy_log:
-        proxy = subprocess.Popen([caddy, "run", "--config", str(tmp_path / "Caddyfile"),
+        proxy = subprocess.Popen([caddy, "run", "--config", str(config_file),
                                   "--adapter", "caddyfile"], env=env, stdout=caddy_log,
                                  stderr=subprocess.STDOUT, cwd=tmp_path)
         conn: http.client.HTTPConnection | None = None
@@ -339,3 +360,31 @@ def test_behind_caddy_forwarded_headers_come_only_from_the_proxy(
     store.close()
     # what Caddy saw, not the spoofed header and not Caddy's own address
     assert received["ip"] == "127.0.0.2"
+
+
+def test_nginx_site_is_valid_and_buffers_requests(tmp_path: Path, tls: TlsFiles) -> None:
+    """deploy/nginx.conf, included in a minimal nginx.conf as Debian's includes it, with
+    the test certificate instead of Let's Encrypt's: `nginx -t` accepts it."""
+    nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
+    if not nginx:
+        pytest.skip("nginx not installed (scripts/setup.sh --test installs it)")
+    site = (DEPLOY / "nginx.conf").read_text()
+    for line in ("proxy_request_buffering on;", "client_body_timeout", "client_header_timeout",
+                 "client_max_body_size 30m;", "limit_conn formrelay_addr",
+                 'Strict-Transport-Security "max-age=31536000; includeSubDomains" always',
+                 "proxy_set_header X-Forwarded-For $remote_addr;",
+                 "proxy_set_header X-Forwarded-Proto $scheme;"):
+        assert line in site, line
+    assert "$request " not in site and "$request_uri " not in site.split("log_format")[1]
+    live = "/etc/letsencrypt/live/forms.example.nl/"
+    site = site.replace(f"{live}fullchain.pem", str(tls.cert))
+    site = site.replace(f"{live}privkey.pem", str(tls.key))
+    site = site.replace("/var/log/nginx/", f"{tmp_path}/")
+    (tmp_path / "formrelay.conf").write_text(site)
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "nginx.conf").write_text(
+        f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\nevents {{}}\n"
+        f"http {{\n\tinclude {tmp_path}/formrelay.conf;\n}}\n")
+    r = subprocess.run([nginx, "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr

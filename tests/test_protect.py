@@ -276,7 +276,8 @@ def test_limits_hold_under_gunicorn(tmp_path: Any, keys: Any) -> None:
     path = write_config(tmp_path / "config.toml", cfg)
     env = {**os.environ, "FORMRELAY_SECRET_KEY": SECRET}
     proc = subprocess.Popen([sys.executable, "-m", "formrelay", "--config", str(path), "serve",
-                             "--bind", f"127.0.0.1:{port}", "--workers", "2", "--threads", "1"],
+                             "--bind", f"127.0.0.1:{port}", "--workers", "2",
+                             "--connections", "20"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def request(method: str, body: bytes = b"", headers: dict[str, str] | None = None) -> Any:

@@ -20,6 +20,7 @@ from ..store import utcnow
 from . import clinician, errors, headers, health, protect, public, widget
 from . import copy as copy_view
 from .request import InMemoryRequest
+from .slowbody import BodyDeadline
 
 
 def settings_from(config: Any, environ: Mapping[str, str]) -> Settings:
@@ -65,6 +66,10 @@ def build_app(config: Any, *, environ: Mapping[str, str] | None = None,
 
         n = settings.server.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
+    # a body trickled in to hold a connection is refused (408) before any view reads it
+    deadline = BodyDeadline(app.wsgi_app, timeout=settings.server.body_timeout_seconds,
+                            min_rate=settings.server.body_min_rate)
+    app.wsgi_app = deadline  # type: ignore[method-assign]
     errors.register(app)
     headers.register(app)
     app.register_blueprint(public.bp)

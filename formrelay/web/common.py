@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from flask import current_app, render_template, request
+from werkzeug.exceptions import RequestTimeout
 
 from ..forms import field_attrs
 from ..i18n import pick_language, translations
@@ -23,10 +24,12 @@ def relay() -> Relay:
 
 def language(default: str = "nl") -> str:
     try:
-        posted = request.values.get("_lang")
-    except BadForm:  # an error page (404, 429) for a body that cannot be read: use ?lang=
-        posted = None
-    return pick_language(posted or request.args.get("lang"), default)
+        chosen = request.values.get("_lang")
+    # an error page (404, 408, 429) for a body that cannot be read or came too slowly
+    # (request.py, slowbody.py): the query string only
+    except (BadForm, RequestTimeout):
+        chosen = None
+    return pick_language(chosen or request.args.get("lang"), default)
 
 
 def wants_json() -> bool:

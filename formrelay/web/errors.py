@@ -28,6 +28,8 @@ _HTTP_MESSAGES = {
     400: "The request could not be read. Please reload the page and try again.",
     404: "This page does not exist.",
     405: "This page cannot be used this way.",
+    408: "Sending took too long, so nothing was stored. Check your connection and send "
+         "the form again.",
     413: "What you sent is too large. Make attached files smaller and try again.",
     429: "Too many attempts. Please wait a moment and try again.",
 }
