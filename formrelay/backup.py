@@ -20,8 +20,6 @@ from pathlib import Path
 from .config import Settings
 from .store import Store, StoreError, utcnow
 
-DB_NAME = "formrelay.db"
-
 
 def target_path(dest: str | Path) -> Path:
     """DEST itself, or a dated file inside it when DEST is a folder (or ends with /)."""
@@ -33,7 +31,7 @@ def target_path(dest: str | Path) -> Path:
 
 
 def run_backup(settings: Settings, dest: str | Path) -> tuple[Path, dict[str, int]]:
-    source = settings.data_dir / DB_NAME
+    source = settings.db_path
     if not source.is_file():
         raise StoreError(f"no database at {source}; nothing to back up (is server.data_dir "
                          "right?)")

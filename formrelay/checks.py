@@ -19,9 +19,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-from .config import Settings, is_loopback
+from .config import Settings
 from .crypto import CryptoError
 from .packets import SEIPD_V1, PacketError, encryption_packet
 from .relay import Relay
@@ -67,10 +66,6 @@ def check(fn: Callable[[Settings, Relay, datetime], list[Line]]) -> Callable[...
 
 def worst(levels: Any) -> str:
     return max(levels, key=lambda lv: RANK[lv], default=OK)
-
-
-def _is_local(url: str) -> bool:
-    return is_loopback(urlsplit(url).hostname or "")
 
 
 def _age(delta: timedelta) -> str:
@@ -275,7 +270,7 @@ def audit_fact(relay: Relay) -> Fact:
 def config(settings: Settings, relay: Relay, now: datetime) -> list[Line]:
     s = settings.server
     lines: list[Line] = []
-    if not _is_local(s.base_url):
+    if not settings.is_local:
         if not s.base_url.startswith("https://"):
             lines.append((ERROR, f"server.base_url {s.base_url} is not https; patients' "
                                  "answers must only travel over HTTPS - put the TLS proxy in "
@@ -345,9 +340,9 @@ def smtp_fact(settings: Settings) -> Fact:
 
     smtp = settings.smtp
     uses_mail = any(f.delivery == "email" for f in settings.forms.values())
-    if smtp.sink_dir:
-        level = OK if _is_local(settings.server.base_url) else WARN
-        return Fact(level, f"mail is written to {settings.resolve(smtp.sink_dir)} (sink_dir), "
+    if settings.sink_path is not None:
+        level = OK if settings.is_local else WARN
+        return Fact(level, f"mail is written to {settings.sink_path} (sink_dir), "
                            "not sent - for demos and tests only", {"sink": True})
     if not smtp.host:
         level = ERROR if uses_mail else OK

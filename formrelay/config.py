@@ -10,7 +10,6 @@ the key and the fix.
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import re
 import tomllib
 from collections.abc import Mapping
@@ -21,6 +20,9 @@ from .localtime import zone
 from .settings import (  # noqa: F401 - re-exported: callers import settings from here
     CHOICE_TYPES,
     CONFIG_ENV,
+    COPY_MAX_DOWNLOADS,
+    COPY_MAX_EXPIRY_DAYS,
+    DEFAULT_RETENTION_DAYS,
     FIELD_TYPES,
     HEALTH_TOKEN_ENV,
     LANGUAGES,
@@ -29,6 +31,7 @@ from .settings import (  # noqa: F401 - re-exported: callers import settings fro
     SECRET_KEY_ENV,
     SECTIONS,
     SMTP_PASSWORD_ENV,
+    UPLOAD_TYPES,
     FieldSpec,
     FormSpec,
     Recipient,
@@ -37,6 +40,7 @@ from .settings import (  # noqa: F401 - re-exported: callers import settings fro
     SmtpSettings,
     ThemeSettings,
     documented_keys,
+    is_loopback,
     setting,
 )
 from .theme import problems as theme_problems
@@ -227,9 +231,8 @@ def _check_server(ld: _Loader, server: ServerSettings) -> None:
     if server.audit_retention_years < 5:  # NEN 7513: the access log is kept 5 years at least
         raise ld.fail("server.audit_retention_years", "must be at least 5 (NEN 7513)",
                       "e.g. audit_retention_years = 5")
-    # patient copies: a link that works for months, or for many downloads, is no longer
-    # the short-lived pickup the patient was promised
-    for key, top in (("copy_expiry_days", 30), ("copy_downloads", 10)):
+    for key, top in (("copy_expiry_days", COPY_MAX_EXPIRY_DAYS),
+                     ("copy_downloads", COPY_MAX_DOWNLOADS)):
         if not 1 <= getattr(server, key) <= top:
             raise ld.fail(f"server.{key}", f"must be between 1 and {top}",
                           f"e.g. {key} = {ServerSettings.__dataclass_fields__[key].default}")
@@ -248,7 +251,7 @@ def _check_smtp(ld: _Loader, smtp: SmtpSettings) -> None:
     if smtp.security == "none" and smtp.host and not is_loopback(smtp.host):
         raise ld.fail("smtp.security", f"'none' is refused for {smtp.host}",
                       "use starttls or tls; plain SMTP is only allowed to a loopback relay")
-    if (smtp.host or smtp.sink_dir) and "@" not in smtp.from_address:
+    if smtp.configured and "@" not in smtp.from_address:
         raise ld.fail("smtp.from_address", "missing", "set the practice's sender address")
     if smtp.lease_seconds <= smtp.timeout_seconds:
         raise ld.fail("smtp.lease_seconds", "must be longer than timeout_seconds",
@@ -257,16 +260,6 @@ def _check_smtp(ld: _Loader, smtp: SmtpSettings) -> None:
                 "timeout_seconds"):
         if getattr(smtp, key) < 1:
             raise ld.fail(f"smtp.{key}", "must be at least 1", "use 1 or more")
-
-
-def is_loopback(host: str) -> bool:
-    """Is `host` this machine (localhost or a loopback address)?"""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _build_form(ld: _Loader, fid: str, table: Any, recipients: Mapping[str, Recipient],
@@ -301,10 +294,10 @@ def _build_form(ld: _Loader, fid: str, table: Any, recipients: Mapping[str, Reci
                           f"{len(spec.choices)}",
                           "give one English text per option, in the same order as choices")
         if spec.type == "file":
-            bad = [a for a in spec.accept if a.lower() not in _KNOWN_UPLOADS]
+            bad = [a for a in spec.accept if a.lower() not in UPLOAD_TYPES]
             if bad:
                 raise ld.fail(f"{fwhere}.accept", f"{bad[0]!r} is not supported",
-                              f"use some of: {', '.join(sorted(_KNOWN_UPLOADS))}")
+                              f"use some of: {', '.join(sorted(UPLOAD_TYPES))}")
         fields.append(spec)
     rest = {k: v for k, v in table.items() if k != "fields"}
     form: FormSpec = ld.build(FormSpec, rest, where, {"id": fid, "fields": tuple(fields)})
@@ -319,10 +312,10 @@ def _build_form(ld: _Loader, fid: str, table: Any, recipients: Mapping[str, Reci
         if not re.fullmatch(r"https?://[a-z0-9.-]+(:\d+)?", origin, re.IGNORECASE):
             raise ld.fail(f"{where}.allowed_origins", f"{origin!r} is not an origin",
                           "write scheme and host only, e.g. https://www.praktijk.nl")
-    if form.delivery == "email" and not (smtp.host or smtp.sink_dir):
+    if form.delivery == "email" and not smtp.configured:
         raise ld.fail(f"{where}.delivery", "email needs a mail relay",
                       "configure [smtp] host (or sink_dir), or set delivery = \"hold\"")
-    if form.patient_copy and not (smtp.host or smtp.sink_dir):
+    if form.patient_copy and not smtp.configured:
         raise ld.fail(f"{where}.patient_copy", "the copy's link is sent by mail",
                       "configure [smtp] host (or sink_dir), or set patient_copy = false")
     if form.patient_copy_pgp and not form.patient_copy:
@@ -330,9 +323,7 @@ def _build_form(ld: _Loader, fid: str, table: Any, recipients: Mapping[str, Reci
                       "set patient_copy = true, or remove patient_copy_pgp")
     if form.retention_days < 1:
         raise ld.fail(f"{where}.retention_days", "must be at least 1",
-                      "e.g. retention_days = 30 (held submissions are deleted after it)")
+                      f"e.g. retention_days = {DEFAULT_RETENTION_DAYS} (held submissions are "
+                      "deleted after it)")
     return form
 
-
-# Extensions formrelay can recognise by their first bytes (see forms.sniff_upload).
-_KNOWN_UPLOADS = {"pdf", "jpg", "jpeg", "png", "gif", "heic", "txt", "docx", "odt"}

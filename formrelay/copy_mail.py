@@ -143,7 +143,7 @@ def build_pgp_mail(mail: OutboxMail, settings: Settings, store: Store) -> Messag
         dest.write(payload)
 
     return encrypted_message(
-        sender=settings.smtp.from_address, recipients=list(mail.recipients),
+        sender=settings.sender, recipients=list(mail.recipients),
         subject=subject(settings, lang.decode("ascii", "replace")), date=mail.created_at,
         message_id=message_id(mail, settings), ciphertext=write, ciphertext_size=len(payload))
 
@@ -207,15 +207,14 @@ def pgp_copy(armored: str, pdf: bytes, sub: Submission, settings: Settings,
     """The PDF in a MIME message, encrypted to the patient's key; ASCII armour."""
     inner = EmailMessage(policy=SMTP)
     inner["Subject"] = subject(settings, sub.lang)
-    inner["From"] = settings.smtp.from_address
+    inner["From"] = settings.sender
     inner.set_param("protected-headers", "v1")
     inner.set_content(gettext(sub.lang, "Your copy is attached (PDF).") + "\n",
                       charset="utf-8")
     inner.add_attachment(pdf, maintype="application", subtype="pdf",
                          filename=f"{sub.reference.lower()}.pdf")
     inner.replace_header("Content-Type", inner["Content-Type"] + '; protected-headers="v1"')
-    tmp = settings.data_dir / "tmp"
-    with _scratch_keyring(tmp, settings.server.gpg_timeout_seconds) as ring:
+    with _scratch_keyring(settings.tmp_dir, settings.server.gpg_timeout_seconds) as ring:
         fpr = _import_one(ring, armored, sub.lang)
         out = Path(ring.home.parent) / "copy.asc"
         import io

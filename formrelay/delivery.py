@@ -36,9 +36,8 @@ from email.errors import MessageError
 
 from . import retention
 from .addresses import header_problem
-from .config import Settings
+from .config import DEFAULT_RETENTION_DAYS, Settings
 from .crypto import KeyStatus
-from .inbox import DEFAULT_RETENTION_DAYS
 from .logs import log_exception
 from .mail_kinds import (  # noqa: F401 - re-exported
     KIND_MODULES,
@@ -50,7 +49,6 @@ from .mail_kinds import (  # noqa: F401 - re-exported
     Hook,
     Kind,
     load_kinds,
-    mail_domain,
     message_id,
     open_recipients,
     plain_message,
@@ -166,7 +164,7 @@ class _Pass:
                 self.flush()
             self.transport = self.transport or open_transport(self.settings)
             refused = self.transport.send(
-                self.settings.smtp.from_address, mail.recipients, message,
+                self.settings.sender, mail.recipients, message,
                 name=_sink_name(mail), keepalive=functools.partial(
                     self.store.renew_leases, self.owner, self.settings.smtp.lease_seconds))
         except BuildError as exc:

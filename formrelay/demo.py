@@ -206,7 +206,7 @@ def _demo_account(settings: Settings, folder: Path) -> str | None:
 
     pw_file = folder / ".clinician_password"
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    store = Store(settings.data_dir / "formrelay.db")
+    store = Store(settings.db_path)
     try:
         accounts = Accounts(settings, store)
         if accounts.get(DEMO_USER):

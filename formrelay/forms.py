@@ -25,7 +25,7 @@ from wtforms import widgets
 from wtforms.fields.choices import SelectChoice
 
 from .addresses import HeaderSafe
-from .config import FieldSpec, FormSpec
+from .config import UPLOAD_TYPES, FieldSpec, FormSpec
 from .i18n import translations
 from .submission import Answer, Upload
 from .texts import choice_pairs
@@ -34,19 +34,6 @@ from .texts import text as localized
 # Posted names that are not answers: form token, honeypot, copy tick (with the copy's
 # e-mail address and the patient's own OpenPGP key, see copies.py), language.
 CONTROL_FIELDS = frozenset({"_token", "_hp", "_copy", "_lang", "_js", "_copy_email", "_copy_key"})
-
-_MAGIC: dict[str, tuple[str, ...]] = {
-    "pdf": ("application/pdf",),
-    "png": ("image/png",),
-    "jpg": ("image/jpeg",),
-    "jpeg": ("image/jpeg",),
-    "gif": ("image/gif",),
-    "heic": ("image/heic",),
-    "txt": ("text/plain",),
-    "docx": ("application/vnd.openxmlformats-officedocument.wordprocessingml.document",),
-    "odt": ("application/vnd.oasis.opendocument.text",),
-}
-
 
 def sniff_upload(ext: str, head: bytes) -> bool:
     """Do the first bytes of a file match what its extension claims?"""
@@ -148,7 +135,7 @@ class UploadCheck:
         for i, storage in enumerate(files, start=1):
             name = storage.filename or ""
             ext = name.rsplit(".", 1)[-1].lower() if "." in name else ""
-            allowed = [a.lower() for a in self.spec.accept]
+            allowed = self.spec.upload_types
             stream: IO[bytes] = storage.stream
             stream.seek(0, io.SEEK_END)
             size = stream.tell()
@@ -169,7 +156,7 @@ class UploadCheck:
             self.checked.append(Upload(
                 field=self.spec.name,
                 filename=safe_filename(name, ext, f"{self.spec.name}-{i}"),
-                content_type=_MAGIC[ext][0], size=size, stream=stream))
+                content_type=UPLOAD_TYPES[ext], size=size, stream=stream))
 
 
 # -- form classes ----------------------------------------------------------------------
@@ -340,5 +327,5 @@ def field_attrs(spec: FieldSpec, described: list[str], error: Any) -> dict[str, 
         if spec.max is not None:
             attrs["max"] = spec.max
     if spec.type == "file":
-        attrs["accept"] = ",".join(f".{a}" for a in spec.accept)
+        attrs["accept"] = ",".join(f".{a}" for a in spec.upload_types)
     return attrs

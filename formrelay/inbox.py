@@ -13,18 +13,17 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import IO, Any
-from urllib.parse import urlsplit
+from typing import Any
 
 from . import mime
 from .config import Settings
 from .errors import NotFound
-from .i18n import gettext
+from .mail_kinds import submission_message
+from .mailer import write_eml
 from .store import Store, parse_iso
 from .users import Accounts, User
 
 REFERENCE = re.compile(r"^FR-[2-9A-Z]{4}-[2-9A-Z]{4}$")
-DEFAULT_RETENTION_DAYS = 30  # for a held item whose form is no longer configured
 NOT_HELD = "There is no held submission with this reference (it may have been processed " \
            "or deleted already)."
 
@@ -41,11 +40,6 @@ class HeldItem:
     downloads: tuple[tuple[str, datetime], ...]
 
 
-def retention_days(settings: Settings, form_id: str) -> int:
-    spec = settings.form(form_id)
-    return spec.retention_days if spec else DEFAULT_RETENTION_DAYS
-
-
 class Inbox:
     def __init__(self, settings: Settings, store: Store, accounts: Accounts):
         self.settings = settings
@@ -59,8 +53,7 @@ class Inbox:
         return HeldItem(reference=str(row["reference"]), form_id=fid,
                         form_title=spec.title if spec else fid, received_at=received,
                         size=int(row["size"] or 0), file_count=int(row["file_count"] or 0),
-                        delete_after=received + timedelta(days=retention_days(self.settings,
-                                                                              fid)),
+                        delete_after=received + timedelta(days=self.settings.retention_days(fid)),
                         downloads=tuple((who, parse_iso(at)) for who, at in downloads))
 
     def items(self, user: User) -> list[HeldItem]:
@@ -98,26 +91,12 @@ class Inbox:
         """The held submission as a PGP/MIME mail (RFC 3156) a mail client opens and
         decrypts natively: generic outer headers, the real subject inside."""
         spec = self.settings.form(item.form_id)
-        emails = ([self.settings.recipients[r].email for r in spec.recipients
-                   if r in self.settings.recipients] if spec else []) or [user.email]
-        domain = _domain(self.settings)
-        sender = self.settings.smtp.from_address or f"formrelay@{domain}"
-
-        def write_ciphertext(dest: IO[bytes]) -> None:
-            # gpg writes LF line ends; a mail message has CRLF throughout.
-            tail = b""
-            for chunk in self.store.stream_ciphertext(item.reference):
-                data = tail + chunk
-                data, tail = (data[:-1], data[-1:]) if data.endswith(b"\r") else (data, b"")
-                dest.write(data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
-            dest.write(tail)
-
-        return mime.encrypted_message(
-            sender=sender, recipients=[e for e in emails if e],
-            subject=gettext(spec.lang if spec else "nl", "Encrypted form submission "
-                            "%(reference)s", reference=item.reference), date=item.received_at,
-            message_id=mime.message_id(item.reference, domain), ciphertext=write_ciphertext,
-            ciphertext_size=item.size)
+        emails = (self.settings.recipient_emails(spec) if spec else []) or [user.email]
+        message = submission_message(
+            self.settings, self.store, reference=item.reference, form_id=item.form_id,
+            recipients=[e for e in emails if e], date=item.received_at,
+            message_id=mime.message_id(item.reference, self.settings.mail_domain))
+        return mime.Streamed(lambda dest: write_eml(message, dest), message.size)
 
     def mark_processed(self, user: User, reference: str, ip: str) -> HeldItem:
         """Delete the ciphertext of a held item the user may have (audited)."""
@@ -130,7 +109,3 @@ class Inbox:
             self.store.audit("deleted", actor=user.actor, ip=ip, reference=item.reference,
                              form_id=item.form_id, detail="marked processed; ciphertext deleted")
         return item
-
-
-def _domain(settings: Settings) -> str:
-    return urlsplit(settings.server.base_url).hostname or "formrelay.invalid"

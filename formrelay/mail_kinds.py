@@ -50,11 +50,11 @@ import secrets
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import datetime
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 from . import mime, sealing
 from .config import FormSpec, Settings
@@ -126,21 +126,17 @@ def open_recipients(mail: OutboxMail, settings: Settings) -> OutboxMail:
 
 
 # -- helpers for builders ----------------------------------------------------------------
-def mail_domain(settings: Settings) -> str:
-    return urlsplit(settings.server.base_url).hostname or "formrelay.invalid"
-
-
 def message_id(mail: OutboxMail, settings: Settings) -> str:
     """The mail's fixed Message-ID: every attempt sends the same one."""
     if mail.message_id.startswith("<"):
         return mail.message_id
-    return f"<{mail.message_id}@{mail_domain(settings)}>"
+    return f"<{mail.message_id}@{settings.mail_domain}>"
 
 
 def plain_message(mail: OutboxMail, settings: Settings, subject: str, body: str) -> bytes:
     """A plain-text UTF-8 mail from the practice's address to the mail's recipients."""
     msg = EmailMessage(policy=SMTP)
-    msg["From"] = settings.smtp.from_address
+    msg["From"] = settings.sender
     msg["To"] = ", ".join(mail.recipients)
     msg["Subject"] = subject
     msg["Date"] = format_datetime(mail.created_at)
@@ -159,25 +155,35 @@ def queue_submission(store: Store, settings: Settings, domain: str) -> Callable[
              extras: dict[str, Any]) -> None:
         if extras.get("delivery", spec.delivery) != "email":
             return
-        emails = [settings.recipients[r].email for r in spec.recipients]
+        emails = settings.recipient_emails(spec)
         store.enqueue(SUBMISSION, sub.reference, emails, form_id=spec.id,
                       message_id=mime.message_id(sub.reference, domain))
 
     return step
 
 
-def _build_submission(mail: OutboxMail, settings: Settings, store: Store) -> Message:
-    row = store.submission(mail.reference)
+def submission_message(settings: Settings, store: Store, *, reference: str, form_id: str,
+                       recipients: list[str] | tuple[str, ...], date: datetime,
+                       message_id: str) -> mime.Streamed:
+    """A stored submission's PGP/MIME mail (RFC 3156), as the worker mails it and the
+    clinician area offers it as .eml: generic outer headers, the real subject inside the
+    ciphertext. BuildError if the ciphertext is gone."""
+    row = store.submission(reference)
     if row is None or row["deleted_at"] or not row["size"]:
         raise BuildError("ciphertext no longer stored")
-    spec = settings.form(mail.form_id)
+    spec = settings.form(form_id)
     subject = gettext(spec.lang if spec else "nl", "Encrypted form submission %(reference)s",
-                      reference=mail.reference)
+                      reference=reference)
     return mime.encrypted_message(
-        sender=settings.smtp.from_address, recipients=mail.recipients, subject=subject,
-        date=mail.created_at, message_id=message_id(mail, settings),
-        ciphertext=lambda dest: store.copy_ciphertext(mail.reference, dest),
+        sender=settings.sender, recipients=recipients, subject=subject, date=date,
+        message_id=message_id, ciphertext=lambda dest: store.copy_ciphertext(reference, dest),
         ciphertext_size=row["size"])
+
+
+def _build_submission(mail: OutboxMail, settings: Settings, store: Store) -> Message:
+    return submission_message(settings, store, reference=mail.reference,
+                              form_id=mail.form_id, recipients=mail.recipients,
+                              date=mail.created_at, message_id=message_id(mail, settings))
 
 
 def _submission_sent(mail: OutboxMail, store: Store) -> None:

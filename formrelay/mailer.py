@@ -79,12 +79,12 @@ class Rejected(MailError):
 
 def transport_configured(settings: Settings) -> bool:
     """True if mail can leave at all (a relay host or a sink folder is configured)."""
-    return bool(settings.smtp.sink_dir or settings.smtp.host)
+    return settings.smtp.configured
 
 
 def open_transport(settings: Settings) -> FileSink | SmtpSession:
-    if settings.smtp.sink_dir:
-        return FileSink(settings.resolve(settings.smtp.sink_dir))
+    if settings.sink_path is not None:
+        return FileSink(settings.sink_path)
     if settings.smtp.host:
         return SmtpSession(settings)
     raise TransportError("no mail relay configured", "set [smtp] host")
@@ -148,6 +148,12 @@ class _WireWriter:
         self.finish()
 
 
+def write_eml(message: Message, dest: IO[bytes],
+              keepalive: Callable[[], Any] | None = None) -> None:
+    """`message` as an .eml file holds it: CRLF line ends throughout (gpg writes LF)."""
+    _WireWriter(dest.write, dot_stuff=False, keepalive=keepalive).write_message(message)
+
+
 class _Coalesce:
     """Gathers small writes into ~64 KB ones."""
 
@@ -193,7 +199,7 @@ class FileSink:
             self.folder.mkdir(parents=True, exist_ok=True)
             tmp = self.folder / f".{safe}.{os.getpid()}.part"
             with tmp.open("wb") as fh:
-                _WireWriter(fh.write, dot_stuff=False, keepalive=keepalive).write_message(message)
+                write_eml(message, fh, keepalive)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, self.folder / f"{safe}.eml")

@@ -30,14 +30,11 @@ log = logging.getLogger("formrelay.notify")
 KIND = "held-notice"
 
 
-def _emails(settings: Settings, spec: FormSpec) -> list[str]:
-    return [settings.recipients[r].email for r in spec.recipients if r in settings.recipients]
-
-
 def _enqueue(settings: Settings, store: Store, spec: FormSpec,
              items: list[dict[str, str]]) -> None:
     payload = json.dumps({"form_id": spec.id, "items": items}).encode()
-    store.enqueue(KIND, items[0]["reference"] if len(items) == 1 else "", _emails(settings, spec),
+    store.enqueue(KIND, items[0]["reference"] if len(items) == 1 else "",
+                  settings.recipient_emails(spec),
                   payload=payload, form_id=spec.id)
 
 
@@ -85,7 +82,7 @@ def _body(settings: Settings, spec: FormSpec | None, form_id: str,
         return gettext(lang, msg, **params)
 
     title = spec.title if spec else form_id
-    days = spec.retention_days if spec else 30
+    days = settings.retention_days(form_id)
     subject = t("%(practice)s: new form to download", practice=s.practice_name) \
         if len(items) == 1 else \
         t("%(practice)s: %(n)s new forms to download", practice=s.practice_name, n=len(items))

@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 from werkzeug.datastructures import MultiDict
 
@@ -57,10 +56,10 @@ class Relay:
         self.clock = clock
         data = settings.data_dir
         data.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.store = store or Store(data / "formrelay.db", clock)
-        self.keyring = keyring or Keyring(data / "gnupg",
+        self.store = store or Store(settings.db_path, clock)
+        self.keyring = keyring or Keyring(settings.gnupg_home,
                                           timeout=settings.server.gpg_timeout_seconds)
-        self.tmp = data / "tmp"
+        self.tmp = settings.tmp_dir
         self.tmp.mkdir(mode=0o700, exist_ok=True)
         self._keys: dict[str, KeyStatus] = {}
         self._keys_at = 0.0
@@ -178,13 +177,13 @@ class Relay:
 
     def _encrypt_and_store(self, sub: Submission, spec: FormSpec, extras: dict[str, Any],
                            ip: str) -> int:
-        fprs = [self.settings.recipients[r].fingerprint for r in spec.recipients]
-        emails = [self.settings.recipients[r].email for r in spec.recipients]
+        fprs = self.settings.recipient_fingerprints(spec)
+        emails = self.settings.recipient_emails(spec)
         tr = translations(spec.lang)
         labels = {k: tr.gettext(v) for k, v in
                   (("reference", "Reference"), ("received", "Received"), ("practice", "Practice"),
                    ("language", "Patient's language"), ("yes", "yes"))}
-        sender = self.settings.smtp.from_address or f"formrelay@{self.domain}"
+        sender = self.settings.sender
 
         def parts() -> Iterator[bytes]:  # the payload names the reference: made per attempt
             return payload_parts(sub, sender=sender, recipients=emails,
@@ -265,4 +264,4 @@ class Relay:
 
     @functools.cached_property
     def domain(self) -> str:
-        return urlsplit(self.settings.server.base_url).hostname or "formrelay.invalid"
+        return self.settings.mail_domain

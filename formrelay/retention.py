@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from .config import Settings
-from .inbox import retention_days
 from .store import Store, iso, parse_iso
 
 log = logging.getLogger("formrelay.retention")
@@ -71,7 +70,7 @@ def purge(settings: Settings, store: Store, now: datetime | None = None) -> Purg
         importlib.import_module(name)
     report = PurgeReport()
     for row in store.submissions(status="held"):
-        days = retention_days(settings, row["form_id"])
+        days = settings.retention_days(row["form_id"])
         if parse_iso(row["received_at"]) + timedelta(days=days) > now:
             continue
         with store.transaction():

@@ -9,10 +9,12 @@ so a new setting is added here and nowhere else in code.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 REQUIRED: Any = object()
 
@@ -38,6 +40,36 @@ SMTP_PASSWORD_ENV = "FORMRELAY_SMTP_PASSWORD"  # noqa: S105 - a variable name, n
 CONFIG_ENV = "FORMRELAY_CONFIG"
 # Optional: `Authorization: Bearer <it>` on /healthz shows the operator's details.
 HEALTH_TOKEN_ENV = "FORMRELAY_HEALTH_TOKEN"  # noqa: S105 - a variable name, not a secret
+
+# Patient copies: a link that works for months, or for many downloads, is no longer the
+# short-lived pickup the patient was promised.
+COPY_MAX_EXPIRY_DAYS = 30
+COPY_MAX_DOWNLOADS = 10
+# How long held submissions are kept, and the mail records of a form no longer configured.
+DEFAULT_RETENTION_DAYS = 30
+# File types an upload field may accept: extension -> the content type it is sent as.
+# formrelay recognises each by its first bytes (forms.sniff_upload).
+UPLOAD_TYPES: dict[str, str] = {
+    "pdf": "application/pdf",
+    "png": "image/png",
+    "jpg": "image/jpeg",
+    "jpeg": "image/jpeg",
+    "gif": "image/gif",
+    "heic": "image/heic",
+    "txt": "text/plain",
+    "docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "odt": "application/vnd.oasis.opendocument.text",
+}
+
+
+def is_loopback(host: str) -> bool:
+    """Is `host` this machine (localhost or a loopback address)?"""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def setting(default: Any = REQUIRED, help: str = "", choices: tuple[Any, ...] = ()) -> Any:
@@ -108,10 +140,11 @@ class ServerSettings:
         5, "Years audit log rows are kept (NEN 7513 asks at least 5)."
     )
     copy_expiry_days: int = setting(
-        7, "Days a patient copy link works (1 to 30); then the copy is deleted."
+        7, f"Days a patient copy link works (1 to {COPY_MAX_EXPIRY_DAYS}); then the copy is "
+        "deleted."
     )
     copy_downloads: int = setting(
-        3, "Downloads of a patient copy (1 to 10); the last one deletes it."
+        3, f"Downloads of a patient copy (1 to {COPY_MAX_DOWNLOADS}); the last one deletes it."
     )
     timezone: str = setting(
         "Europe/Amsterdam", "Time zone (IANA name) of every time shown to clinicians and "
@@ -154,6 +187,11 @@ class SmtpSettings:
         "sends it once this has passed. Must be longer than timeout_seconds."
     )
     password: str = setting("", "Not read from the file: set FORMRELAY_SMTP_PASSWORD.")
+
+    @property
+    def configured(self) -> bool:
+        """Can mail leave at all (a relay host or a sink folder)?"""
+        return bool(self.host or self.sink_dir)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -205,6 +243,11 @@ class FieldSpec:
             return self.max_length
         return 5000 if self.type == "textarea" else 200
 
+    @property
+    def upload_types(self) -> list[str]:
+        """The extensions a file field accepts, as compared with an upload's name."""
+        return [a.lower() for a in self.accept]
+
 
 @dataclass(frozen=True, kw_only=True)
 class FormSpec:
@@ -216,7 +259,9 @@ class FormSpec:
     allowed_origins: list[str] = setting(
         [], "Websites allowed to embed the form, e.g. https://www.praktijk.nl."
     )
-    retention_days: int = setting(30, "Days held submissions are kept before deletion.")
+    retention_days: int = setting(
+        DEFAULT_RETENTION_DAYS, "Days held submissions are kept before deletion."
+    )
     oversize: str = setting(
         "refuse", "Email delivery: a submission larger than smtp.max_message_mb is refused "
         "at the form (refuse) or held for download instead (hold).", ("refuse", "hold"))
@@ -248,17 +293,69 @@ class Settings:
     theme: ThemeSettings = field(default_factory=lambda: ThemeSettings())
     health_token: str = field(default="", repr=False)  # HEALTH_TOKEN_ENV; "": states only
 
+    # -- where things are -------------------------------------------------------------
     @property
     def data_dir(self) -> Path:
         return self.resolve(self.server.data_dir)
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "formrelay.db"
+
+    @property
+    def gnupg_home(self) -> Path:
+        return self.data_dir / "gnupg"
+
+    @property
+    def tmp_dir(self) -> Path:
+        """Ciphertext on its way into the database, download spools, gpg scratch homes."""
+        return self.data_dir / "tmp"
+
+    @property
+    def sink_path(self) -> Path | None:
+        """The folder mail is written to instead of sent (smtp.sink_dir), or None."""
+        return self.resolve(self.smtp.sink_dir) if self.smtp.sink_dir else None
 
     def resolve(self, value: str) -> Path:
         """A path from the config file, relative to the file's folder."""
         p = Path(value).expanduser()
         return p if p.is_absolute() else (self.path.parent / p).resolve()
 
+    # -- mail ----------------------------------------------------------------------------
+    @property
+    def mail_domain(self) -> str:
+        """The domain of Message-IDs and of the default sender: base_url's host."""
+        return urlsplit(self.server.base_url).hostname or "formrelay.invalid"
+
+    @property
+    def sender(self) -> str:
+        """The From address of every mail formrelay makes."""
+        return self.smtp.from_address or f"formrelay@{self.mail_domain}"
+
+    @property
+    def is_local(self) -> bool:
+        """Is base_url this machine (a demo or test, where plain http is fine)?"""
+        return is_loopback(urlsplit(self.server.base_url).hostname or "")
+
+    # -- forms ---------------------------------------------------------------------------
     def form(self, form_id: str) -> FormSpec | None:
         return self.forms.get(form_id)
+
+    def recipients_of(self, spec: FormSpec) -> list[Recipient]:
+        """The form's recipients, in the form's order."""
+        return [self.recipients[r] for r in spec.recipients if r in self.recipients]
+
+    def recipient_emails(self, spec: FormSpec) -> list[str]:
+        return [r.email for r in self.recipients_of(spec)]
+
+    def recipient_fingerprints(self, spec: FormSpec) -> list[str]:
+        return [r.fingerprint for r in self.recipients_of(spec)]
+
+    def retention_days(self, form_id: str) -> int:
+        """Days a held submission of `form_id` is kept (the default for a form that is
+        no longer configured)."""
+        spec = self.form(form_id)
+        return spec.retention_days if spec else DEFAULT_RETENTION_DAYS
 
 
 SECTIONS: dict[str, type] = {

@@ -9,7 +9,6 @@ on a loopback address); behind the TLS proxy set `server.trusted_proxies`.
 
 from __future__ import annotations
 
-import ipaddress
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from flask import (
 from flask_wtf.csrf import generate_csrf, validate_csrf
 from wtforms.validators import ValidationError
 
-from ..config import LANGUAGES
+from ..config import LANGUAGES, is_loopback
 from ..errors import FormrelayError
 from ..i18n import gettext
 from ..inbox import Inbox
@@ -87,19 +86,12 @@ def page(template: str, status: int = 200, **ctx: Any) -> tuple[str, int]:
 
 
 # -- the guard of every page in the area ------------------------------------------------
-def _loopback(host: str) -> bool:
-    try:
-        return host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def secure_enough() -> bool:
     """HTTPS, or a browser on this very machine (a secure context for cookies too)."""
     if request.is_secure:
         return True
     host = (request.host or "").rsplit(":", 1)[0].strip("[]")
-    return _loopback(host) and _loopback(request.remote_addr or "")
+    return is_loopback(host) and is_loopback(request.remote_addr or "")
 
 
 def refuse_request(detail: str) -> FormrelayError:
