@@ -83,7 +83,7 @@ def main() -> None:
         relay.keyring.encrypt_bytes(secrets.token_bytes(args.kb * 1024), [fpr], ct)
         for _ in range(args.submissions):
             add(relay, ct)
-        db_mb = (settings.data_dir / "formrelay.db").stat().st_size / 1e6
+        db_mb = settings.db_path.stat().st_size / 1e6
 
         t = time.perf_counter()
         relay.store.backup(root / "alone.db")

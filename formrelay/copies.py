@@ -41,6 +41,8 @@ from itsdangerous import BadSignature, Signer
 from werkzeug.datastructures import MultiDict
 
 from .addresses import header_problem
+from .config import COPY_MAX_DOWNLOADS as MAX_DOWNLOADS
+from .config import COPY_MAX_EXPIRY_DAYS as MAX_EXPIRY_DAYS
 from .config import FormSpec, Settings
 from .errors import InvalidSubmission
 from .i18n import gettext
@@ -54,10 +56,7 @@ SECRET_BYTES = 32  # the link secret: 256 bits
 CODE_LENGTH = 6  # about 29 bits; 5 tries, and only with the link
 MAX_FAILURES = 5
 QUICK_MINUTES = 15  # the thank-you page's "download now" without the code
-MAX_EXPIRY_DAYS = 30  # the cap on server.copy_expiry_days
-MAX_DOWNLOADS = 10  # the cap on server.copy_downloads
 FORGET_AFTER_DAYS = 30  # a deleted copy's row (no content) is kept this long, then dropped
-_PATH = re.compile(r"(/copy/)[^/\s?\"'<>]+")
 
 
 # -- small pieces ----------------------------------------------------------------------
@@ -95,14 +94,6 @@ def _code_mac(secret: bytes, copy_id: str, code: str) -> str:
 
 def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def redact_path(path: str) -> str:
-    """A request path as it may be logged: the copy token replaced (logs.py uses this).
-    The secret itself is never in a path (it travels in the fragment and the POST body);
-    the token is redacted too, and so is a fragment a mail client may have mangled into
-    the path as %23."""
-    return _PATH.sub(r"\1[redacted]", path)
 
 
 # -- results ---------------------------------------------------------------------------

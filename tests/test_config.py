@@ -33,6 +33,45 @@ def test_valid_config_loads(tmp_path: Path, base: dict[str, Any]) -> None:
     assert s.data_dir == (tmp_path / "data").resolve()
 
 
+def test_paths_live_in_the_data_folder(tmp_path: Path, base: dict[str, Any]) -> None:
+    s = load(tmp_path, base)
+    data = (tmp_path / "data").resolve()
+    assert (s.db_path, s.gnupg_home, s.tmp_dir) == (data / "formrelay.db", data / "gnupg",
+                                                    data / "tmp")
+    assert s.sink_path == (tmp_path / "mail").resolve()
+    assert load(tmp_path, _set(base, "smtp.sink_dir", None)).sink_path is None
+
+
+@pytest.mark.parametrize(("base_url", "from_address", "domain", "sender"), [
+    ("https://forms.praktijk.nl/intake", "", "forms.praktijk.nl", "formrelay@forms.praktijk.nl"),
+    ("https://forms.praktijk.nl", "formulieren@praktijk.nl", "forms.praktijk.nl",
+     "formulieren@praktijk.nl"),
+    ("http://127.0.0.1:8000", "", "127.0.0.1", "formrelay@127.0.0.1"),
+])
+def test_mail_domain_and_sender(tmp_path: Path, base: dict[str, Any], base_url: str,
+                                from_address: str, domain: str, sender: str) -> None:
+    cfg = _set(_set(base, "server.base_url", base_url), "smtp", {"from_address": from_address})
+    cfg = _set(cfg, "forms.intake.delivery", "hold")
+    s = load(tmp_path, cfg)
+    assert (s.mail_domain, s.sender) == (domain, sender)
+
+
+@pytest.mark.parametrize(("base_url", "local"), [
+    ("http://localhost:8000", True), ("http://127.0.0.1", True), ("http://[::1]:8000", True),
+    ("https://forms.praktijk.nl", False), ("http://10.0.0.5", False),
+])
+def test_base_url_on_this_machine(tmp_path: Path, base: dict[str, Any], base_url: str,
+                                  local: bool) -> None:
+    assert load(tmp_path, _set(base, "server.base_url", base_url)).is_local is local
+
+
+def test_retention_of_a_form_and_of_a_removed_one(tmp_path: Path,
+                                                  base: dict[str, Any]) -> None:
+    s = load(tmp_path, _set(base, "forms.intake.retention_days", 14))
+    assert s.retention_days("intake") == 14
+    assert s.retention_days("gone") == 30  # the declared default
+
+
 def _set(cfg: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
     cfg = copy.deepcopy(cfg)
     *path, last = dotted.split(".")

@@ -68,7 +68,7 @@ class Server:
     def deliver(self) -> list[Any]:
         """Run one outbox pass (as `formrelay worker` would) into the mail folder."""
         settings = load_config(self.config, ENV)
-        store = Store(settings.data_dir / "formrelay.db")
+        store = Store(settings.db_path)
         try:
             delivery.deliver_pending(settings, store)
         finally:

@@ -191,7 +191,7 @@ def test_demo_serves_both_forms_and_its_printed_commands_work(demo: Demo) -> Non
 
     settings = load_config(demo.folder / "config.toml",
                            {"FORMRELAY_SECRET_KEY": (demo.folder / ".secret_key").read_text()})
-    store = Store(settings.data_dir / "formrelay.db")
+    store = Store(settings.db_path)
     try:
         user = Accounts(settings, store).check_password("dokter", password.group(1),
                                                          "127.0.0.1")

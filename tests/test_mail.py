@@ -324,7 +324,7 @@ def test_oversize_is_refused_at_the_form_or_held(make_app: Callable[..., Flask],
     assert r.status_code == 413 and "too large to send by e-mail" in r.get_json()["error"]
     store = store_of(app)
     assert store.submissions() == [] and store.outbox_rows(("queued", "failed", "sent")) == []
-    assert list((app.extensions["formrelay"].settings.data_dir / "tmp").iterdir()) == []
+    assert list(app.extensions["formrelay"].settings.tmp_dir.iterdir()) == []
 
     app = mail_app(make_app, tls, 1, smtp={**smtp_config(tls, 1), "max_message_mb": 1},
                    oversize="hold")

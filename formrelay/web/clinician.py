@@ -189,6 +189,13 @@ def login() -> Any:
     return redirect(url_for("clinician.enrol" if not user.enrolled else "clinician.code"))
 
 
+def _paused() -> tuple[str, int]:
+    """A second login step after too many failures: back to the password, paused."""
+    session.pop("pending", None)
+    return page("clinician/login.html", 429, error=t(
+        "Too many failed attempts. Wait 15 minutes and try again."))
+
+
 @bp.route("/login/code", methods=["GET", "POST"])
 def code() -> Any:
     user = _pending_user()
@@ -200,9 +207,7 @@ def code() -> Any:
         area().accounts.second_factor(user, request.form.get("code", ""), client_ip())
     except LoginRefused as exc:
         if exc.reason == LIMITED:
-            session.pop("pending", None)
-            return page("clinician/login.html", 429, error=t(
-                "Too many failed attempts. Wait 15 minutes and try again."))
+            return _paused()
         return page("clinician/code.html", 401, error=t(
             "This code is not valid (each code works once). Wait for the next code in "
             "your app and try again."))
@@ -231,9 +236,7 @@ def enrol() -> Any:
         codes = accounts.enrol(user, secret, request.form.get("code", ""), client_ip())
     except LoginRefused as exc:
         if exc.reason == LIMITED:
-            session.pop("pending", None)
-            return page("clinician/login.html", 429, error=t(
-                "Too many failed attempts. Wait 15 minutes and try again."))
+            return _paused()
         return page("clinician/enrol.html", 401, error=t(
             "This code is not valid. Check the time on your phone and enter the code your "
             "app shows now."), **ctx)
