@@ -57,7 +57,6 @@ QUICK_MINUTES = 15  # the thank-you page's "download now" without the code
 MAX_EXPIRY_DAYS = 30  # the cap on server.copy_expiry_days
 MAX_DOWNLOADS = 10  # the cap on server.copy_downloads
 FORGET_AFTER_DAYS = 30  # a deleted copy's row (no content) is kept this long, then dropped
-_PATH = re.compile(r"(/copy/)[^/\s?\"'<>]+")
 
 
 # -- small pieces ----------------------------------------------------------------------
@@ -95,14 +94,6 @@ def _code_mac(secret: bytes, copy_id: str, code: str) -> str:
 
 def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def redact_path(path: str) -> str:
-    """A request path as it may be logged: the copy token replaced (logs.py uses this).
-    The secret itself is never in a path (it travels in the fragment and the POST body);
-    the token is redacted too, and so is a fragment a mail client may have mangled into
-    the path as %23."""
-    return _PATH.sub(r"\1[redacted]", path)
 
 
 # -- results ---------------------------------------------------------------------------
@@ -424,6 +415,4 @@ def install(relay: Any) -> Copies:
 
     relay.before_store.append(before)
     relay.on_store.append(on_store)
-    from . import copy_mail  # noqa: F401 - registers the mail kinds with the outbox
-
     return copies

@@ -17,7 +17,6 @@ import os
 import re
 import sys
 import traceback
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import IO, Any
 
@@ -32,9 +31,10 @@ _MARK = "_formrelay_json"
 OWN_LOGGERS = ("formrelay", "werkzeug")
 
 
-# /copy/<token>: the patient-copy module owns this rule (copies.redact_path); this
-# copy of it is only used if that module cannot be imported, so logging never fails.
-_COPY_SECRET = re.compile(r"(/copy/)[^/\s?#\"'<>]+")
+# /copy/<token>: a patient copy's token. The secret itself is never in a path (it
+# travels in the fragment and the POST body); the token is redacted too, and so is a
+# fragment a mail client may have mangled into the path (as %23, or a literal #).
+_COPY_TOKEN = re.compile(r"(/copy/)[^/\s?\"'<>]+")
 # A query string after a path (it may hold codes or tokens): drop it.
 _QUERY = re.compile(r"(/[^\s?#\"'<>]*)\?[^\s#\"'<>]*")
 REDACTED = "[redacted]"
@@ -45,26 +45,7 @@ def redact(text: str) -> str:
     if "/" not in text:
         return text
     text = _QUERY.sub(r"\1", text)
-    return _copy_redactor()(text)
-
-
-def _copy_redactor() -> Callable[[str], str]:
-    global _redact_copy
-    if _redact_copy is None:
-        try:
-            from .copies import redact_path as copies_rule
-
-            _redact_copy = copies_rule
-        except ImportError:
-            _redact_copy = _fallback_copy_rule
-    return _redact_copy
-
-
-def _fallback_copy_rule(text: str) -> str:
-    return _COPY_SECRET.sub(r"\1" + REDACTED, text)
-
-
-_redact_copy: Callable[[str], str] | None = None
+    return _COPY_TOKEN.sub(r"\1" + REDACTED, text)
 
 
 def redact_path(path: str) -> str:
