@@ -29,7 +29,9 @@ from .store import StoreError, StoreNotWritable, iso, utcnow
 OK, WARN, ERROR = "ok", "warn", "error"
 RANK = {OK: 0, WARN: 1, ERROR: 2}
 Line = tuple[str, str]
-CHECKS: list[Callable[[Settings, Relay, datetime], list[Line]]] = []
+# One check of `formrelay check`: its lines, as of `now`; `run_checks` runs a tuple of
+# them in order (tables.checks()).
+Check = Callable[[Settings, Relay, datetime], list[Line]]
 
 # A mail still queued after this long means delivery is stuck (worker down, relay
 # refusing); after the second, patients' messages are hours late.
@@ -57,11 +59,6 @@ class Fact:
     @property
     def line(self) -> Line:
         return (self.level, self.text)
-
-
-def check(fn: Callable[[Settings, Relay, datetime], list[Line]]) -> Callable[..., list[Line]]:
-    CHECKS.append(fn)
-    return fn
 
 
 def worst(levels: Any) -> str:
@@ -265,8 +262,7 @@ def audit_fact(relay: Relay) -> Fact:
                     f"checked{since})", data)
 
 
-# -- the checks `formrelay check` runs, in order --------------------------------------
-@check
+# -- the checks `formrelay check` runs (their order is in tables.checks()) -----------
 def config(settings: Settings, relay: Relay, now: datetime) -> list[Line]:
     s = settings.server
     lines: list[Line] = []
@@ -285,12 +281,10 @@ def config(settings: Settings, relay: Relay, now: datetime) -> list[Line]:
     return lines
 
 
-@check
 def database(settings: Settings, relay: Relay, now: datetime) -> list[Line]:
     return [database_fact(relay).line]
 
 
-@check
 def keys(settings: Settings, relay: Relay, now: datetime) -> list[Line]:
     lines: list[Line] = []
     for st in relay.sync_keys().values():
@@ -306,27 +300,22 @@ def keys(settings: Settings, relay: Relay, now: datetime) -> list[Line]:
     return lines
 
 
-@check
 def encryption(settings: Settings, relay: Relay, now: datetime) -> list[Line]:
     return [f.line for f in encryption_facts(relay)]
 
 
-@check
 def mail_relay(settings: Settings, relay: Relay, now: datetime) -> list[Line]:
     return [smtp_fact(settings).line]
 
 
-@check
 def outbox(settings: Settings, relay: Relay, now: datetime) -> list[Line]:
     return [outbox_fact(relay, now).line]
 
 
-@check
 def clock(settings: Settings, relay: Relay, now: datetime) -> list[Line]:
     return [clock_fact(relay, now).line]
 
 
-@check
 def audit_log(settings: Settings, relay: Relay, now: datetime) -> list[Line]:
     return [audit_fact(relay).line]
 
@@ -364,8 +353,10 @@ def smtp_fact(settings: Settings) -> Fact:
 
 
 # -- running them --------------------------------------------------------------------
-def run_checks(settings: Settings, now: datetime | None = None, *,
+def run_checks(settings: Settings, now: datetime | None = None, *, checks: tuple[Check, ...],
                offline: bool = False) -> tuple[list[Line], int]:
+    """The lines of `checks`, in order, after the config and data-folder lines, and the
+    exit code their worst level means."""
     now = now or utcnow()
     lines: list[Line] = [(OK, f"config {settings.path}")]
     folder = data_folder_fact(settings)
@@ -380,7 +371,7 @@ def run_checks(settings: Settings, now: datetime | None = None, *,
         lines.append((ERROR, str(exc)))
         return lines, RANK[ERROR]
     try:
-        for fn in CHECKS:
+        for fn in checks:
             if offline and fn.__name__ in OFFLINE_SKIPS:
                 continue
             try:

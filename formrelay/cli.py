@@ -85,6 +85,7 @@ def check(ctx: Context, offline: bool) -> None:
       formrelay --config config.toml check
       formrelay --config config.toml check --offline
     """
+    from . import tables
     from .checks import run_checks
 
     try:
@@ -93,7 +94,7 @@ def check(ctx: Context, offline: bool) -> None:
         click.echo(f"error {exc.message}")
         click.echo("errors")
         _exit(EXIT_ERROR)
-    lines, code = run_checks(settings, offline=offline)
+    lines, code = run_checks(settings, checks=tables.checks(), offline=offline)
     for level, text in lines:
         click.echo(f"{level:<5} {text}")
     click.echo({EXIT_OK: "ok", EXIT_WARN: "warnings", EXIT_ERROR: "errors"}[code])
@@ -295,21 +296,22 @@ def worker(ctx: Context, once: bool, interval: float) -> None:
     import signal
     import threading
 
-    from . import delivery
+    from . import delivery, tables
     from .logs import configure_logging
 
     relay = ctx.relay()
     settings = relay.settings
     configure_logging(settings.server.log_level)  # JSON lines, redacted (logs.py)
     if once:
-        result = delivery.deliver_pending(settings, relay.store)
+        result = delivery.deliver_pending(settings, relay.store, kinds=tables.mail_kinds())
         delivery.check_key_expiry(settings, relay.store, relay.sync_keys(), relay.store.clock())
         click.echo(f"sent {result.sent}, deferred {result.deferred}, failed {result.failed}")
         _exit(EXIT_OK if not (result.deferred or result.failed) else EXIT_WARN)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    delivery.run_worker(settings, relay.store, stop=stop, interval=interval,
+    delivery.run_worker(settings, relay.store, kinds=tables.mail_kinds(),
+                        purgers=tables.purgers(), stop=stop, interval=interval,
                         key_status=relay.sync_keys)
 
 

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import secrets
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from .cli import Context
 from .users import AccountError, Accounts
 
+if TYPE_CHECKING:
+    from .cli import Context
+
 EXIT_OK, EXIT_ERROR = 0, 2
-pass_ctx = click.make_pass_decorator(Context)
+# the main group's `cli.Context`; cli.py imports this module, so not the other way round
+pass_ctx = click.pass_obj
 
 
 def _accounts(ctx: Context) -> Accounts:
@@ -241,10 +244,11 @@ def purge(ctx: Context) -> None:
     Example:
       formrelay --config config.toml purge
     """
+    from . import tables
     from .retention import purge as run_purge
 
     relay = ctx.relay()
-    report = run_purge(relay.settings, relay.store)
+    report = run_purge(relay.settings, relay.store, purgers=tables.purgers())
     for line in report.lines():
         click.echo(line)
 

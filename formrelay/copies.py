@@ -415,6 +415,4 @@ def install(relay: Any) -> Copies:
 
     relay.before_store.append(before)
     relay.on_store.append(on_store)
-    from . import copy_mail  # noqa: F401 - registers the mail kinds with the outbox
-
     return copies

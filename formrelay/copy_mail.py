@@ -5,7 +5,7 @@ the expiry date, "you need the pickup code shown after sending" and the contact 
 No answers, a neutral subject (never the form title), no attachments. The link holds
 the copy's secret, so the outbox row keeps it only sealed with a key derived from
 FORMRELAY_SECRET_KEY (`seal`, with formrelay.sealing), and the patient's address too
-(`delivery.sealed_recipient`); the worker opens them at send time, and the outbox
+(`mail_kinds.sealed_recipient`); the worker opens them at send time, and the outbox
 drops both once the relay accepted the mail.
 
 `patient_copy_pgp` (optional, `patient_copy_pgp = true`): the PDF itself, PGP/MIME
@@ -24,11 +24,12 @@ from email.policy import SMTP
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from . import delivery, retention, sealing
+from . import sealing
 from .config import FormSpec, Recipient, Settings
 from .crypto import CryptoError, GpgTimeout, Keyring
 from .errors import InvalidSubmission
 from .i18n import gettext, translations
+from .mail_kinds import BuildError, MailKind, message_id, plain_message, sealed_recipient
 from .mailer import Message
 from .pdf import local_time
 from .store import OutboxMail, Store, iso, parse_iso
@@ -86,7 +87,7 @@ def queue_mails(copies: Copies, pending: PendingCopy, sub: Submission, spec: For
                                     "lang": pending.lang, "downloads": copies.max_downloads},
                   sub.reference)
     # the patient's address is theirs: the outbox keeps it sealed too
-    to = [delivery.sealed_recipient(copies.settings, pending.email, sub.reference)]
+    to = [sealed_recipient(copies.settings, pending.email, sub.reference)]
     store.enqueue(LINK_KIND, sub.reference, to, sealed, spec.id)
     if pending.pgp_ciphertext:
         # "<lang>\n" + the armoured ciphertext: only the patient's key opens it
@@ -107,8 +108,6 @@ def seal(settings: Settings, data: dict[str, Any], reference: str) -> bytes:
 
 def unseal(settings: Settings, blob: bytes, reference: str) -> dict[str, Any]:
     """The payload `seal` made; BuildError if it cannot be opened (e.g. a new secret key)."""
-    from .delivery import BuildError
-
     try:
         data = sealing.unseal(settings.secret_key, PAYLOAD_PURPOSE, blob,
                               f"{LINK_KIND}|{reference}".encode())
@@ -121,8 +120,6 @@ def unseal(settings: Settings, blob: bytes, reference: str) -> dict[str, Any]:
 
 def build_link_mail(mail: OutboxMail, settings: Settings, store: Store) -> bytes:
     """The link mail, ready for the relay (plain text, UTF-8, no attachment)."""
-    from .delivery import plain_message
-
     data = unseal(settings, mail.payload or b"", mail.reference)
     lang = data.get("lang", "nl")
     body = link_text(settings, lang, data["link"], parse_iso(data["expires"]),
@@ -132,7 +129,6 @@ def build_link_mail(mail: OutboxMail, settings: Settings, store: Store) -> bytes
 
 def build_pgp_mail(mail: OutboxMail, settings: Settings, store: Store) -> Message:
     """The PGP/MIME mail around the ciphertext made for the patient's own key."""
-    from .delivery import BuildError, message_id
     from .mime import encrypted_message
 
     lang, _, payload = (mail.payload or b"").partition(b"\n")
@@ -231,16 +227,6 @@ def pgp_copy(armored: str, pdf: bytes, sub: Submission, settings: Settings,
         return out.read_text("ascii")
 
 
-# -- registration with the outbox and the purge (the worker imports this module) -------
-delivery.register_kind(LINK_KIND, build_link_mail, on_sent=_sent)
-delivery.register_kind(PGP_KIND, build_pgp_mail, on_sent=_sent)
-
-
-def _purge(settings: Settings, store: Store, now: datetime) -> int:
-    from .copies import Copies
-
-    return Copies(settings, store, lambda: now).purge()
-
-
-# expired copies are deleted on schedule by the worker and by `formrelay purge`
-retention.register_purger("patient copies", _purge)
+# -- the kinds of mail, for the worker's table (tables.mail_kinds()) -------------------
+LINK_MAIL = MailKind(LINK_KIND, build_link_mail, on_sent=_sent)
+PGP_MAIL = MailKind(PGP_KIND, build_pgp_mail, on_sent=_sent)

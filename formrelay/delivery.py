@@ -17,8 +17,9 @@ built (BuildError, e.g. an address that cannot be put in a header) fails at once
 After the relay accepted a mail its payload and recipients' addresses are deleted; the
 records of sent and failed mails go when their form's retention has passed (a purge
 step). The kinds of mail and how a feature queues its
-own are in mail_kinds.py (re-exported here: `delivery.register_kind` etc.); key-expiry
-reminders in reminders.py.
+own are in mail_kinds.py (the helpers re-exported here); the worker builds only the
+kinds in the table it is given (`tables.mail_kinds()`). Key-expiry reminders are in
+reminders.py.
 """
 
 from __future__ import annotations
@@ -40,20 +41,17 @@ from .config import DEFAULT_RETENTION_DAYS, Settings
 from .crypto import KeyStatus
 from .logs import log_exception
 from .mail_kinds import (  # noqa: F401 - re-exported
-    KIND_MODULES,
-    KINDS,
     OPERATOR,
     SUBMISSION,
     Builder,
     BuildError,
     Hook,
-    Kind,
-    load_kinds,
+    MailKind,
+    MailKinds,
     message_id,
     open_recipients,
     plain_message,
     queue_submission,
-    register_kind,
     sealed_recipient,
     tell_operator,
 )
@@ -110,15 +108,16 @@ def _sink_name(mail: OutboxMail) -> str:
     return f"{mail.reference or 'mail'}-{mail.kind}-{mail.id}"
 
 
-def deliver_pending(settings: Settings, store: Store, *, owner: str | None = None,
-                    stop: threading.Event | None = None, limit: int | None = None) -> PassResult:
-    """Send every due mail once (one pass); returns what happened. Safe to run in any
-    number of processes at once: each mail is leased to one sender."""
-    load_kinds()
+def deliver_pending(settings: Settings, store: Store, *, kinds: MailKinds,
+                    owner: str | None = None, stop: threading.Event | None = None,
+                    limit: int | None = None) -> PassResult:
+    """Send every due mail once (one pass), building each with its kind from `kinds`;
+    returns what happened. Safe to run in any number of processes at once: each mail
+    is leased to one sender."""
     result = PassResult()
     if not transport_configured(settings):
         return result
-    run = _Pass(settings, store, owner or worker_id(), result)
+    run = _Pass(settings, store, kinds, owner or worker_id(), result)
     try:
         while not (stop and stop.is_set()) and (limit is None or result.handled < limit):
             want = BATCH if limit is None else min(BATCH, limit - result.handled)
@@ -144,18 +143,20 @@ class _Pass:
     intake). A sent mail is recorded within MARK_AFTER_SECONDS, and before any large
     send, so a crash re-sends little."""
 
-    def __init__(self, settings: Settings, store: Store, owner: str, result: PassResult):
+    def __init__(self, settings: Settings, store: Store, kinds: MailKinds, owner: str,
+                 result: PassResult):
         self.settings, self.store, self.owner, self.result = settings, store, owner, result
+        self.kinds = kinds
         self.transport: FileSink | SmtpSession | None = None
         self.broken: TransportError | None = None
         self._pending: list[Callable[[], None]] = []
         self._since = 0.0
 
     def attempt(self, mail: OutboxMail) -> None:
-        kind = KINDS.get(mail.kind)
+        kind = self.kinds.get(mail.kind)
         if kind is None:
             self.defer(mail, MailError("unknown mail kind",
-                                       f"{mail.kind}: add its module to KIND_MODULES"))
+                                       f"{mail.kind}: add it to tables.mail_kinds"))
             return
         try:
             mail = open_recipients(mail, self.settings)  # sealed patient addresses
@@ -209,7 +210,7 @@ class _Pass:
         if not isinstance(exc, RelayRefused) \
                 and now - mail.created_at >= timedelta(days=s.give_up_days):
             gave_up = f"gave up after {s.give_up_days} days"
-            self.fail(mail, KINDS.get(mail.kind), f"{gave_up}: {exc.error_class}",
+            self.fail(mail, self.kinds.get(mail.kind), f"{gave_up}: {exc.error_class}",
                       f"{gave_up}; last error: {exc}")
             return
         next_at = now + backoff(mail.attempts, self.settings)
@@ -221,7 +222,8 @@ class _Pass:
         self._later(functools.partial(self.store.mail_deferred, mail, self.owner, next_at,
                                       exc.error_class, str(exc)))
 
-    def fail(self, mail: OutboxMail, kind: Kind | None, error_class: str, detail: str) -> None:
+    def fail(self, mail: OutboxMail, kind: MailKind | None, error_class: str,
+             detail: str) -> None:
         self.result.failed += 1
         self.result.errors.append(error_class)
         log.error("mail #%d (%s %s) FAILED, not retried: %s; see `formrelay outbox`", mail.id,
@@ -255,7 +257,7 @@ class _Pass:
             self._close_transport()
 
 
-def _build(kind: Kind, mail: OutboxMail, settings: Settings, store: Store) -> Message:
+def _build(kind: MailKind, mail: OutboxMail, settings: Settings, store: Store) -> Message:
     """The kind's message; BuildError if it can never be built, so the mail fails now
     instead of being retried for days (the reason never quotes an address)."""
     for n, address in enumerate(mail.recipients, start=1):
@@ -270,7 +272,7 @@ def _build(kind: Kind, mail: OutboxMail, settings: Settings, store: Store) -> Me
                          "package)") from None
 
 
-def _mark_sent(settings: Settings, store: Store, mail: OutboxMail, kind: Kind | None,
+def _mark_sent(settings: Settings, store: Store, mail: OutboxMail, kind: MailKind | None,
                refused: dict[str, str], where: str) -> None:
     detail = f"accepted by {where}"
     if refused:
@@ -295,7 +297,7 @@ def _mark_sent(settings: Settings, store: Store, mail: OutboxMail, kind: Kind | 
              mail.attempts)
 
 
-def _mark_failed(settings: Settings, store: Store, mail: OutboxMail, kind: Kind | None,
+def _mark_failed(settings: Settings, store: Store, mail: OutboxMail, kind: MailKind | None,
                  error_class: str, detail: str) -> None:
     def also() -> None:
         if kind and kind.on_failed:
@@ -360,23 +362,22 @@ def purge_done(settings: Settings, store: Store, now: datetime) -> int:
     return len(store.purge_mails(cutoffs, now - timedelta(days=DEFAULT_RETENTION_DAYS)))
 
 
-retention.register_purger("sent and failed mail records removed", purge_done)
-
-
 # -- the worker loop ---------------------------------------------------------------------
-def run_worker(settings: Settings, store: Store, *, stop: threading.Event | None = None,
+def run_worker(settings: Settings, store: Store, *, kinds: MailKinds,
+               purgers: retention.Purgers, stop: threading.Event | None = None,
                interval: float = 2.0,
                key_status: Callable[[], Mapping[str, KeyStatus]] | None = None) -> None:
-    """Deliver until `stop` is set (a send in progress finishes first); check the keys'
-    expiry once a day if `key_status` is given."""
+    """Deliver the mail of `kinds` until `stop` is set (a send in progress finishes
+    first), purging with `purgers` too; check the keys' expiry once a day if
+    `key_status` is given."""
     stop = stop or threading.Event()
     owner = worker_id()
     next_key_check = 0.0
     log.info("delivery worker %s started", owner)
     while not stop.is_set():
         try:
-            deliver_pending(settings, store, owner=owner, stop=stop)
-            retention.periodic(settings, store)  # batched notices; hourly purge
+            deliver_pending(settings, store, kinds=kinds, owner=owner, stop=stop)
+            retention.periodic(settings, store, purgers=purgers)  # notices; hourly purge
             if key_status is not None and time.monotonic() >= next_key_check:
                 check_key_expiry(settings, store, key_status(), store.clock())
                 next_key_check = time.monotonic() + KEY_CHECK_SECONDS
@@ -387,7 +388,8 @@ def run_worker(settings: Settings, store: Store, *, stop: threading.Event | None
     log.info("delivery worker %s stopped", owner)
 
 
-def start_background(settings: Settings, store: Store, *, interval: float = 1.0,
+def start_background(settings: Settings, store: Store, *, kinds: MailKinds,
+                     purgers: retention.Purgers, interval: float = 1.0,
                      key_status: Callable[[], Mapping[str, KeyStatus]] | None = None,
                      ) -> tuple[threading.Thread, threading.Event]:
     """Run the worker in a daemon thread of this process (the demo); set the returned
@@ -395,7 +397,8 @@ def start_background(settings: Settings, store: Store, *, interval: float = 1.0,
     stop = threading.Event()
     thread = threading.Thread(target=run_worker, name="formrelay-delivery", daemon=True,
                               args=(settings, store),
-                              kwargs={"stop": stop, "interval": interval,
+                              kwargs={"kinds": kinds, "purgers": purgers, "stop": stop,
+                                      "interval": interval,
                                       "key_status": key_status})
     thread.start()
     return thread, stop

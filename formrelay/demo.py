@@ -317,7 +317,7 @@ class _NoBanner(logging.Filter):
 
 
 def run_demo(info: DemoInfo) -> None:
-    from . import create_app, delivery
+    from . import create_app, delivery, tables
     from .logs import configure_logging
 
     configure_logging(info.settings.server.log_level)  # JSON lines, redacted (logs.py)
@@ -328,6 +328,7 @@ def run_demo(info: DemoInfo) -> None:
     relay = app.extensions["formrelay"]
     # The delivery worker runs beside the web server, so mail lands in the mail folder.
     _, stop = delivery.start_background(info.settings, relay.store,
+                                        kinds=tables.mail_kinds(), purgers=tables.purgers(),
                                         key_status=relay.key_status)
     # The example practice page on another origin (in the demo form's allowed_origins).
     from .hostpage import example_page, serve_pages

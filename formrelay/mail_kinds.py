@@ -1,31 +1,35 @@
-"""The kinds of mail the outbox sends: a registry of builders, and the two core kinds.
+"""The kinds of mail the outbox sends: what a kind is, and the two core kinds.
 
 Every mail in the outbox has a kind; the kind's builder turns the stored row into the
 message at send time, and its hooks run when the row is marked sent or failed. Here
-are the registry, the helpers builders share (fixed Message-ID, plain-text mail) and
+are `MailKind`, the helpers builders share (fixed Message-ID, plain-text mail) and
 the two kinds formrelay itself sends: the submission's PGP/MIME mail and plain mail to
-the operator. Other features register their own (notify.py, copy_mail.py). The worker
-that sends them is delivery.py, which re-exports these names: use `delivery.*`.
+the operator. Other features declare their own (notify.py, copy_mail.py). The worker
+that sends them is delivery.py; it is handed the table of kinds (`tables.mail_kinds()`)
+and knows no others.
 
 How other features queue their own mail (the interface; keep it stable):
 
-1. Register a kind once, at import time of your module::
+1. Declare the kind as a value in your module, and add it to the table in tables.py::
 
-       from formrelay import delivery
+       from formrelay.mail_kinds import MailKind
        def build(mail: OutboxMail, settings: Settings, store: Store) -> bytes: ...
-       delivery.register_kind("notification", build, on_sent=None, on_failed=None)
+       MAIL = MailKind("notification", build, on_sent=None, on_failed=None)
+
+       # tables.py, mail_kinds(): kind_table(..., notification.MAIL)
 
    `build` returns the complete RFC 5322 message as bytes (or a `mime.Streamed` for
    something large). It is called at every attempt, in the worker process, with the
    claimed `store.OutboxMail` (id, kind, reference, form_id, recipients, payload,
-   message_id, created_at, attempts). `delivery.plain_message(mail, settings, subject,
-   body)` makes a correct plain-text mail (From, To, Date, fixed Message-ID). Raise
-   `delivery.BuildError("short reason")` if the mail can never be built (it is then
+   message_id, created_at, attempts). `plain_message(mail, settings, subject, body)`
+   makes a correct plain-text mail (From, To, Date, fixed Message-ID). Raise
+   `BuildError("short reason")` if the mail can never be built (it is then
    marked failed at once, as are a recipient address that cannot go in a header and
    the email package's ValueError/UnicodeError/MessageError); any other exception
    defers it. `on_sent(mail, store)` and
-   `on_failed(mail, store)` run inside the transaction that marks the row. The module
-   that registers the kind must be imported by the worker: add it to `KIND_MODULES`.
+   `on_failed(mail, store)` run inside the transaction that marks the row. Nothing
+   registers itself when imported: a kind missing from the table is never built (its
+   mails wait, deferred as "unknown mail kind").
 
 2. Queue a mail, inside your own transaction if you have one::
 
@@ -35,7 +39,7 @@ How other features queue their own mail (the interface; keep it stable):
    `payload` is an opaque blob only your builder reads (encrypt it yourself if it is
    secret: it sits in the database until sent, then it is deleted, and the recipients'
    addresses with it). A patient's address is patient data: queue it as
-   `delivery.sealed_recipient(settings, address, reference)`; the worker opens it, in
+   `sealed_recipient(settings, address, reference)`; the worker opens it, in
    memory, just before building and sending. Never put patient data in any mail. Check
    `mailer.transport_configured(settings)` first: without a relay or sink folder
    nothing can be sent and the mail would wait forever.
@@ -43,17 +47,17 @@ How other features queue their own mail (the interface; keep it stable):
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import secrets
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime
+from types import MappingProxyType
 from typing import Any
 
 from . import mime, sealing
@@ -69,8 +73,6 @@ Builder = Callable[[OutboxMail, Settings, Store], Message]
 Hook = Callable[[OutboxMail, Store], None]
 
 SUBMISSION, OPERATOR = "submission", "operator"
-# Modules that register mail kinds; the worker imports them so it can build their mail.
-KIND_MODULES: list[str] = ["formrelay.notify", "formrelay.copy_mail"]
 
 
 class BuildError(Exception):
@@ -78,25 +80,27 @@ class BuildError(Exception):
 
 
 @dataclass(frozen=True)
-class Kind:
+class MailKind:
+    """One kind of mail: its name in the outbox, how to build it, what to do once it
+    is marked sent or failed (inside that transaction)."""
+
+    kind: str
     build: Builder
     on_sent: Hook | None = None
     on_failed: Hook | None = None
 
 
-KINDS: dict[str, Kind] = {}
+MailKinds = Mapping[str, MailKind]
 
 
-def register_kind(kind: str, builder: Builder, *, on_sent: Hook | None = None,
-                  on_failed: Hook | None = None) -> None:
-    """Teach the worker to build mails of `kind` (see the module docstring)."""
-    KINDS[kind] = Kind(builder, on_sent, on_failed)
-
-
-def load_kinds() -> None:
-    """Import the modules of KIND_MODULES, so their kinds are registered here."""
-    for name in KIND_MODULES:
-        importlib.import_module(name)
+def kind_table(*kinds: MailKind) -> MailKinds:
+    """The kinds by name, read-only; a name given twice is a programming error."""
+    table: dict[str, MailKind] = {}
+    for k in kinds:
+        if k.kind in table:
+            raise ValueError(f"mail kind {k.kind!r} given twice")
+        table[k.kind] = k
+    return MappingProxyType(table)
 
 
 # -- sealed recipients (a patient's address is patient data) ---------------------------
@@ -196,8 +200,8 @@ def _submission_failed(mail: OutboxMail, store: Store) -> None:
     store.set_status(mail.reference, "failed")
 
 
-register_kind(SUBMISSION, _build_submission, on_sent=_submission_sent,
-              on_failed=_submission_failed)
+SUBMISSION_MAIL = MailKind(SUBMISSION, _build_submission, on_sent=_submission_sent,
+                           on_failed=_submission_failed)
 
 
 # -- mail to the operator (plain, never patient data) ------------------------------------
@@ -225,4 +229,4 @@ def _build_operator(mail: OutboxMail, settings: Settings, store: Store) -> Messa
     return plain_message(mail, settings, f"[formrelay] {data['subject']}", data["body"])
 
 
-register_kind(OPERATOR, _build_operator)
+OPERATOR_MAIL = MailKind(OPERATOR, _build_operator)

@@ -17,10 +17,10 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from . import delivery
 from .config import FormSpec, Settings
 from .i18n import gettext
 from .localtime import local_date, shown
+from .mail_kinds import MailKind, plain_message
 from .mailer import Message, transport_configured
 from .store import OutboxMail, Store, iso, parse_iso
 from .submission import Submission
@@ -107,7 +107,7 @@ def build(mail: OutboxMail, settings: Settings, store: Store) -> Message:
     spec = settings.form(data["form_id"])
     subject, body = _body(settings, spec, data["form_id"], data["items"],
                           spec.lang if spec else "nl")
-    return delivery.plain_message(mail, settings, subject, body)
+    return plain_message(mail, settings, subject, body)
 
 
-delivery.register_kind(KIND, build)
+MAIL = MailKind(KIND, build)  # in the worker's table: tables.mail_kinds()

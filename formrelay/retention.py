@@ -1,16 +1,16 @@
 """Retention: nothing is kept longer than the practice decided (AVG art. 5(1)(e)).
 
-`purge(settings, store, now)` deletes the ciphertext of held submissions past their
+`purge(settings, store, now, purgers=...)` deletes the ciphertext of held submissions past their
 form's `retention_days` (each deletion audited), audit rows older than
 `server.audit_retention_years` (behind a recorded anchor, so the chain still verifies),
 submission metadata as old as that, and stale sessions and login counters. The worker
-runs it on a schedule (`periodic`), `formrelay purge` on demand. Other features add
-their own steps (e.g. expired patient copies) with `register_purger`.
+runs it on a schedule (`periodic`), `formrelay purge` on demand. Other features' own
+steps (expired patient copies, old outbox records) are passed in as `purgers`, a table
+of (name, step) that tables.purgers() assembles.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import threading
 import time
@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from .config import Settings
+from .notify import flush
 from .store import Store, iso, parse_iso
 
 log = logging.getLogger("formrelay.retention")
@@ -26,16 +27,10 @@ log = logging.getLogger("formrelay.retention")
 PURGE_EVERY_SECONDS = 3600
 FAILURES_KEPT = timedelta(days=1)
 
+# An extra purge step of another feature: how many items it removed as of `now`.
 Purger = Callable[[Settings, Store, datetime], int]
-# Extra purge steps of other features: name -> step returning how many items it removed.
-PURGERS: dict[str, Purger] = {}
-# Modules that register such steps; imported before each purge, so `formrelay purge`
-# in a fresh process runs them too.
-PURGER_MODULES = ["formrelay.copy_mail", "formrelay.delivery"]
-
-
-def register_purger(name: str, step: Purger) -> None:
-    PURGERS[name] = step
+# The steps `purge` runs after its own, in order, each with the name it reports under.
+Purgers = tuple[tuple[str, Purger], ...]
 
 
 @dataclass
@@ -63,11 +58,11 @@ def years_before(now: datetime, years: int) -> datetime:
         return now.replace(year=now.year - years, day=28)
 
 
-def purge(settings: Settings, store: Store, now: datetime | None = None) -> PurgeReport:
-    """Delete everything past its date as of `now`; every deletion is audited."""
+def purge(settings: Settings, store: Store, now: datetime | None = None, *,
+          purgers: Purgers) -> PurgeReport:
+    """Delete everything past its date as of `now`, other features' data with
+    `purgers`; every deletion is audited."""
     now = now or store.clock()
-    for name in PURGER_MODULES:
-        importlib.import_module(name)
     report = PurgeReport()
     for row in store.submissions(status="held"):
         days = settings.retention_days(row["form_id"])
@@ -81,7 +76,7 @@ def purge(settings: Settings, store: Store, now: datetime | None = None) -> Purg
             store.audit("deleted", reference=row["reference"], form_id=row["form_id"],
                         detail=f"retention: held longer than {days} days; ciphertext deleted")
         report.held.append(row["reference"])
-    for name, step in PURGERS.items():
+    for name, step in purgers:
         report.other[name] = step(settings, store, now)
     cutoff = years_before(now, settings.server.audit_retention_years)
     report.audit_rows = store.purge_audit(cutoff)[0]
@@ -97,12 +92,11 @@ _last_purge = 0.0
 _lock = threading.Lock()
 
 
-def periodic(settings: Settings, store: Store, now: datetime | None = None) -> None:
+def periodic(settings: Settings, store: Store, now: datetime | None = None, *,
+             purgers: Purgers) -> None:
     """What the worker runs on every pass: batched notification mails now, the purge
     at most once an hour per process (it is idempotent, so several processes may)."""
     global _last_purge
-    from .notify import flush
-
     now = now or store.clock()
     flush(settings, store, now)
     with _lock:
@@ -110,4 +104,4 @@ def periodic(settings: Settings, store: Store, now: datetime | None = None) -> N
         if due:
             _last_purge = time.monotonic()
     if due:
-        purge(settings, store, now)
+        purge(settings, store, now, purgers=purgers)

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from flask import Flask
 from flask.testing import FlaskClient
 
-from formrelay import delivery
+from formrelay import delivery, tables
 from formrelay.config import ConfigError
 from formrelay.copies import Copies, b64d, b64e
 
@@ -111,7 +111,7 @@ def test_full_flow_link_mail_code_pdf_then_gone(make_app: Any, tls: TlsFiles,
         assert "zoe@example.nl" in page["html"]
         settings = app.extensions["formrelay"].settings
         store = app.extensions["formrelay"].store
-        delivery.deliver_pending(settings, store)
+        delivery.deliver_pending(settings, store, kinds=tables.mail_kinds())
         to_patient = [m for m in smtp.messages if "zoe@example.nl" in m.rcpt_tos]
         assert len(to_patient) == 1
         got = to_patient[0]
@@ -391,7 +391,8 @@ def test_queued_link_mail_keeps_the_patients_address_sealed(make_app: Any,
                             ).fetchone()
     assert to.startswith('["sealed:v1:')
     # the worker opens it, in memory, to send (here into the sink folder)
-    assert delivery.deliver_pending(relay.settings, relay.store).sent == 2
+    kinds = tables.mail_kinds()
+    assert delivery.deliver_pending(relay.settings, relay.store, kinds=kinds).sent == 2
     [eml] = [p for p in (tmp_path / "mail").iterdir() if "patient_copy" in p.name]
     assert f"To: {address}" in eml.read_text()
 

@@ -17,7 +17,17 @@ from flask import Flask
 from ..config import CONFIG_ENV, ConfigError, Settings, load_config, parse_config
 from ..relay import Relay
 from ..store import utcnow
-from . import clinician, errors, headers, health, protect, public, widget
+from . import (
+    clinician,
+    clinician_account,
+    clinician_api,
+    errors,
+    headers,
+    health,
+    protect,
+    public,
+    widget,
+)
 from . import copy as copy_view
 from .request import InMemoryRequest
 from .slowbody import BodyDeadline
@@ -77,5 +87,6 @@ def build_app(config: Any, *, environ: Mapping[str, str] | None = None,
     widget.register(app)
     app.register_blueprint(health.bp)
     copy_view.register(app)  # patient copies: relay hooks + /copy/<token>
-    clinician.register(app)  # /clinician/: sessions, login, inbox, account, API
+    # /clinician/: sessions, login, inbox, account, API
+    clinician.register(app, clinician_account.bp, clinician_api.bp)
     return app

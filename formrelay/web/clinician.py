@@ -320,18 +320,18 @@ def processed(reference: str) -> Any:
     return redirect(url_for("clinician.inbox"))
 
 
-def register(app: Flask) -> None:
-    """Mount the area: services, server-side sessions, the blueprints."""
-    from . import clinician_account, clinician_api
-
+def register(app: Flask, *parts: Blueprint) -> None:
+    """Mount the area: services, server-side sessions, this module's blueprint and the
+    area's other `parts` (account page, API; they build on this module, so the caller
+    imports them and passes them in)."""
     r = relay_of(app)
     accounts = Accounts(r.settings, r.store)
     accounts.seal_stored_secrets()  # TOTP secrets an older version stored in clear
     app.extensions["formrelay_clinician"] = Area(accounts, Inbox(r.settings, r.store, accounts))
     app.session_interface = ClinicianSessionInterface(app.session_interface)
     app.register_blueprint(bp)
-    app.register_blueprint(clinician_account.bp)
-    app.register_blueprint(clinician_api.bp)
+    for part in parts:
+        app.register_blueprint(part)
 
 
 def relay_of(app: Flask) -> Relay:
