@@ -12,7 +12,9 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "widgets" / "examples"
+# formrelay/widgets/examples links to the repository's widgets/examples; a wheel carries
+# the pages themselves, so `formrelay demo` finds them in a checkout and when installed.
+EXAMPLES = Path(__file__).resolve().parent / "widgets" / "examples"
 PLACEHOLDER = "https://forms.example.nl"
 
 

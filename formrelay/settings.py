@@ -40,6 +40,8 @@ SMTP_PASSWORD_ENV = "FORMRELAY_SMTP_PASSWORD"  # noqa: S105 - a variable name, n
 CONFIG_ENV = "FORMRELAY_CONFIG"
 # Optional: `Authorization: Bearer <it>` on /healthz shows the operator's details.
 HEALTH_TOKEN_ENV = "FORMRELAY_HEALTH_TOKEN"  # noqa: S105 - a variable name, not a secret
+# The variables holding secrets: they go in deploy/formrelay.env, never in the config file.
+SECRET_ENVS = (SECRET_KEY_ENV, SMTP_PASSWORD_ENV, HEALTH_TOKEN_ENV)
 
 # Patient copies: a link that works for months, or for many downloads, is no longer the
 # short-lived pickup the patient was promised.

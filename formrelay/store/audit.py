@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
+from ..audit_actions import AuditAction
 from .base import StoreBase, iso
 
 GENESIS = "0" * 64
@@ -39,7 +40,16 @@ class AuditLog(StoreBase):
 
     def audit(self, action: str, outcome: str = "ok", *, actor: str = "system", ip: str = "",
               reference: str = "", form_id: str = "", detail: str = "") -> None:
-        """Append one event to the hash-chained audit log (metadata only, never content)."""
+        """Append one event to the hash-chained audit log (metadata only, never content).
+
+        `action` must be an `AuditAction` (or its string): an action nobody documented
+        cannot enter the log."""
+        try:
+            action = AuditAction(action).value  # the plain string goes into the hash chain
+        except ValueError:
+            raise ValueError(f"unknown audit action {action!r}; add it to AuditAction "
+                             "(formrelay/audit_actions.py) and to the README's audit log"
+                             ) from None
         row = {"at": iso(self.clock()), "action": action, "outcome": outcome, "actor": actor,
                "ip": ip, "reference": reference, "form_id": form_id, "detail": detail}
         with self.transaction() as conn:

@@ -1,0 +1,45 @@
+"""Every action the audit log may record, as one closed list.
+
+The audit log is read by people (a patient's `formrelay audit export`, a privacy
+officer's review), so each action must mean something written down: the README's
+"Audit log" section explains every member, and the store refuses any other action
+string. A `StrEnum` member equals its string, so callers may pass either.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class AuditAction(StrEnum):
+    # a submission: stored ("ok"), refused at the form or failed to store
+    RECEIVED = "received"
+    # the outbox: mail queued (again, by the operator), retried, accepted, given up
+    QUEUED = "queued"
+    DEFERRED = "deferred"
+    SENT = "sent"
+    FAILED = "failed"
+    # ciphertext or a mail record removed (processed, delivered, retention)
+    DELETED = "deleted"
+    # the clinician area: held ciphertext fetched (browser or API)
+    DOWNLOADED = "downloaded"
+    # the patient's copy, from offer to deletion
+    COPY_ISSUED = "copy issued"
+    COPY_MAIL_SENT = "copy mail sent"
+    COPY_OPENED = "copy opened"
+    COPY_WRONG_CODE = "copy wrong code"
+    COPY_LOCKED = "copy locked"
+    COPY_EXPIRED = "copy expired"
+    COPY_DELETED = "copy deleted"
+    # clinician sessions and the API
+    LOGIN = "login"
+    LOGOUT = "logout"
+    SESSION_EXPIRED = "session expired"
+    API_ACCESS = "api access"
+    REQUEST = "request"
+    # accounts, changed by the operator or by the clinician
+    USER_CREATED = "user created"
+    USER_CHANGED = "user changed"
+    USER_REMOVED = "user removed"
+    # the retention purge of the log itself
+    AUDIT_PURGED = "audit purged"
