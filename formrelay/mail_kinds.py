@@ -58,6 +58,7 @@ from urllib.parse import urlsplit
 
 from . import mime, sealing
 from .config import FormSpec, Settings
+from .errors import OperatorError
 from .i18n import gettext
 from .mailer import Message, transport_configured
 from .store import OutboxMail, Store
@@ -73,7 +74,7 @@ SUBMISSION, OPERATOR = "submission", "operator"
 KIND_MODULES: list[str] = ["formrelay.notify", "formrelay.copy_mail"]
 
 
-class BuildError(Exception):
+class BuildError(OperatorError):
     """A builder cannot ever make this mail (e.g. its ciphertext is gone)."""
 
 
