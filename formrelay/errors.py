@@ -42,7 +42,8 @@ class UserError(FormrelayError):
 
 
 class OperatorError(FormrelayError):
-    """str() is the one-line message for the operator: what is wrong and what to do."""
+    """str() is the one-line message for the operator: what is wrong and what to do. It
+    names files, keys and reasons, never what a patient sent, so it may be logged."""
 
     exit_code = 1
 

@@ -5,9 +5,10 @@ the single JSON shape for the widget and for the scripted API (always JSON, in E
 with `WWW-Authenticate` on a 401). An `OperatorError` that reaches a request (a disk
 that refuses writes, gpg failing or stuck, a key that cannot be used) is the fail-closed
 503 "temporarily unavailable, call the practice", with its message in the operator's
-log. Unhandled exceptions are logged with their type and stack frames (never their message,
-which can quote the form's content) and shown as a calm generic page; werkzeug's HTTP
-errors (413, 404, 405...) get the same friendly treatment instead of a bare page.
+log. Unhandled exceptions are logged with their type and stack frames (never their
+message, which can quote the form's content) and shown as a calm generic page;
+werkzeug's HTTP errors (413, 404, 405...) get the same friendly treatment instead of a
+bare page.
 """
 
 from __future__ import annotations
