@@ -31,6 +31,14 @@ def target_path(dest: str | Path) -> Path:
 
 
 def run_backup(settings: Settings, dest: str | Path) -> tuple[Path, dict[str, int]]:
+    """The backup's path and counts; StoreError ("backup failed: ...") if none was made."""
+    try:
+        return _backup(settings, dest)
+    except (OSError, StoreError) as exc:  # a folder or disk refused it, or a bad copy
+        raise StoreError(f"backup failed: {exc}") from None
+
+
+def _backup(settings: Settings, dest: str | Path) -> tuple[Path, dict[str, int]]:
     source = settings.db_path
     if not source.is_file():
         raise StoreError(f"no database at {source}; nothing to back up (is server.data_dir "

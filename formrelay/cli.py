@@ -1,7 +1,10 @@
 """The `formrelay` command (also `python -m formrelay`).
 
-Every command takes `--config` (or FORMRELAY_CONFIG); a configuration problem is
-reported as one line naming the file, the key and the fix, with exit code 2.
+Every command takes `--config` (or FORMRELAY_CONFIG). Errors are turned into the
+command's answer in one place, `Commands.invoke`: any `FormrelayError` (errors.py) is
+one line, "Error: " and its message (a configuration problem names the file, the key
+and the fix), with its exit code (1) and no traceback. `check` reports a broken
+configuration as one of its own lines instead, with exit code 2.
 """
 
 from __future__ import annotations
@@ -15,10 +18,27 @@ import click
 
 from . import __version__
 from .config import CONFIG_ENV, ConfigError, Settings, load_config
-from .crypto import CryptoError, KeyRefused
-from .store import StoreError
+from .crypto import KeyRefused
+from .errors import FormrelayError, OperatorError, UserError
 
 EXIT_OK, EXIT_WARN, EXIT_ERROR = 0, 1, 2
+
+
+def one_line(exc: FormrelayError) -> str:
+    text = exc.english() if isinstance(exc, UserError) else str(exc)
+    return " ".join(text.splitlines())
+
+
+class Commands(click.Group):
+    """The command group every formrelay command runs in (sub-groups included): the
+    one place where an error becomes the CLI's answer."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except FormrelayError as exc:
+            click.ClickException(one_line(exc)).show()  # "Error: ..." on stderr
+            ctx.exit(exc.exit_code if isinstance(exc, OperatorError) else 1)
 
 
 class Context:
@@ -28,25 +48,19 @@ class Context:
     def settings(self) -> Settings:
         path = self.config_path or os.environ.get(CONFIG_ENV)
         if not path:
-            raise click.ClickException(f"no configuration: pass --config FILE or set {CONFIG_ENV}")
-        try:
-            return load_config(path, os.environ)
-        except ConfigError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise ConfigError(f"no configuration: pass --config FILE or set {CONFIG_ENV}")
+        return load_config(path, os.environ)
 
     def relay(self) -> Any:
         from .relay import Relay
 
-        try:
-            return Relay(self.settings())
-        except (StoreError, CryptoError) as exc:
-            raise click.ClickException(str(exc)) from None
+        return Relay(self.settings())
 
 
 pass_ctx = click.make_pass_decorator(Context)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "-c", metavar="FILE", help=f"Config file (default: ${CONFIG_ENV}).")
 @click.version_option(__version__, prog_name="formrelay")
 @click.pass_context
@@ -60,9 +74,6 @@ def cli(ctx: click.Context, config: str | None) -> None:
       formrelay --config config.toml serve --bind 127.0.0.1:8000
     """
     ctx.obj = Context(config)
-
-
-ClickException = click.ClickException
 
 
 def _exit(code: int) -> None:
@@ -90,8 +101,8 @@ def check(ctx: Context, offline: bool) -> None:
 
     try:
         settings = ctx.settings()
-    except click.ClickException as exc:  # a broken config is an error, not a warning
-        click.echo(f"error {exc.message}")
+    except ConfigError as exc:  # a broken config is one of check's errors, not a warning
+        click.echo(f"error {exc}")
         click.echo("errors")
         _exit(EXIT_ERROR)
     lines, code = run_checks(settings, checks=tables.checks(), offline=offline)
@@ -118,10 +129,7 @@ def backup(ctx: Context, dest: str) -> None:
     """
     from .backup import run_backup
 
-    try:
-        path, counts = run_backup(ctx.settings(), dest)
-    except (OSError, StoreError) as exc:
-        raise click.ClickException(f"backup failed: {exc}") from None
+    path, counts = run_backup(ctx.settings(), dest)
     click.echo(f"backup {path}: {counts['bytes']} bytes, {counts['submissions']} submissions "
                f"({counts['ciphertexts']} still encrypted in it), {counts['audit_events']} "
                "audit events")
@@ -268,10 +276,7 @@ def demo(folder: str, port: int, no_serve: bool) -> None:
     """
     from .demo import prepare_demo, run_demo
 
-    try:
-        info = prepare_demo(Path(folder), port)
-    except (ConfigError, CryptoError) as exc:
-        raise click.ClickException(str(exc)) from None
+    info = prepare_demo(Path(folder), port)
     for line in info.lines:
         click.echo(line)
     if not no_serve:

@@ -1,6 +1,8 @@
 """`formrelay users`, `formrelay audit` and `formrelay purge` (the hold-for-download side).
 
-Registered on the main group by cli.py. Account changes made here are audited with the
+Registered on the main group by cli.py, whose group turns an `AccountError` (a user
+name, password or address that cannot be used) into one line and exit code 1, like
+every other error. Account changes made here are audited with the
 actor "operator"; passwords are typed at a hidden prompt (never on the command line,
 where `ps` and the shell history would see them) or generated and printed once.
 """
@@ -13,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .users import AccountError, Accounts
+from .users import Accounts
 
 if TYPE_CHECKING:
     from .cli import Context
@@ -33,10 +35,6 @@ def _password(generate: bool) -> tuple[str, bool]:
         return "-".join(secrets.token_urlsafe(6) for _ in range(3)), True
     return click.prompt("Password (at least 12 characters)", hide_input=True,
                         confirmation_prompt=True), False
-
-
-def _fail(exc: Exception) -> click.ClickException:
-    return click.ClickException(str(exc))
 
 
 @click.group()
@@ -71,11 +69,8 @@ def users_add(ctx: Context, username: str, recipients: tuple[str, ...], forms: t
     """
     accounts = _accounts(ctx)
     password, generated = _password(generate_password)
-    try:
-        user = accounts.add(username, password, email=email, recipients=list(recipients),
-                            forms=list(forms))
-    except AccountError as exc:
-        raise _fail(exc) from None
+    user = accounts.add(username, password, email=email, recipients=list(recipients),
+                        forms=list(forms))
     click.echo(f"created {user.username}; sees forms: "
                f"{', '.join(accounts.forms_of(user)) or 'none'}")
     if generated:
@@ -117,22 +112,16 @@ def users_reset(ctx: Context, username: str, generate_password: bool) -> None:
       formrelay --config config.toml users reset anna --generate-password
     """
     accounts = _accounts(ctx)
-    try:
-        accounts.require(username)
-        password, generated = _password(generate_password)
-        user = accounts.reset(username, password)
-    except AccountError as exc:
-        raise _fail(exc) from None
+    accounts.require(username)
+    password, generated = _password(generate_password)
+    user = accounts.reset(username, password)
     click.echo(f"reset {user.username}: sets up the authenticator app again at next login")
     if generated:
         click.echo(f"password (shown once): {password}")
 
 
 def _set_disabled(ctx: Context, username: str, disabled: bool) -> None:
-    try:
-        _accounts(ctx).set_disabled(username, disabled)
-    except AccountError as exc:
-        raise _fail(exc) from None
+    _accounts(ctx).set_disabled(username, disabled)
     click.echo(f"{'disabled' if disabled else 'enabled'} {username}")
 
 
@@ -175,13 +164,10 @@ def users_remove(ctx: Context, username: str, yes: bool) -> None:
       formrelay --config config.toml users remove anna --yes
     """
     accounts = _accounts(ctx)
-    try:
-        accounts.require(username)
-        if not yes:
-            click.confirm(f"Remove {username}?", abort=True)
-        accounts.remove(username)
-    except AccountError as exc:
-        raise _fail(exc) from None
+    accounts.require(username)
+    if not yes:
+        click.confirm(f"Remove {username}?", abort=True)
+    accounts.remove(username)
     click.echo(f"removed {username}")
 
 

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .errors import OperatorError
 from .localtime import zone
 from .settings import (  # noqa: F401 - re-exported: callers import settings from here
     CHOICE_TYPES,
@@ -46,7 +47,7 @@ from .settings import (  # noqa: F401 - re-exported: callers import settings fro
 from .theme import problems as theme_problems
 
 
-class ConfigError(Exception):
+class ConfigError(OperatorError):
     """The configuration cannot be used; the message says where and how to fix it."""
 
 

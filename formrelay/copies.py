@@ -31,6 +31,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -44,7 +45,7 @@ from .addresses import header_problem
 from .config import COPY_MAX_DOWNLOADS as MAX_DOWNLOADS
 from .config import COPY_MAX_EXPIRY_DAYS as MAX_EXPIRY_DAYS
 from .config import FormSpec, Settings
-from .errors import InvalidSubmission
+from .errors import InvalidSubmission, UserError
 from .i18n import gettext
 from .localtime import DEFAULT_TZ
 from .store import Store, iso, parse_iso
@@ -97,14 +98,28 @@ def _sha256(text: str) -> str:
 
 
 # -- results ---------------------------------------------------------------------------
-class CopyRefused(Exception):
-    """The copy cannot be given; `state` says why (for the page shown to the patient)."""
+class CopyState(StrEnum):
+    """Why a copy cannot be given. The last three leave it available: the pickup form
+    is shown again; the others end it (the stored states are expired, used_up, locked)."""
 
-    def __init__(self, state: str, *, tries_left: int = 0, lang: str = "",
+    ALTERED = "altered"
+    UNKNOWN = "unknown"
+    EXPIRED = "expired"
+    USED_UP = "used_up"
+    LOCKED = "locked"
+    WRONG_CODE = "wrong_code"
+    CODE_NEEDED = "code_needed"
+    QUICK_ENDED = "quick_ended"
+
+
+class CopyRefused(UserError):
+    """The copy cannot be given; `state` says why. The copy views choose the page shown
+    to the patient (web/copy.py); the message here is only a fallback."""
+
+    def __init__(self, state: CopyState, *, tries_left: int = 0, lang: str = "",
                  expires_at: datetime | None = None):
-        super().__init__(state)
-        self.state = state  # altered | unknown | expired | used_up | locked | wrong_code
-        #                     | code_needed | quick_ended
+        super().__init__("This link does not work")
+        self.state = state
         self.tries_left = tries_left
         self.lang = lang
         self.expires_at = expires_at
@@ -180,9 +195,9 @@ class Copies:
         try:
             cid = self.signer.unsign(token).decode("ascii")
         except (BadSignature, UnicodeDecodeError, ValueError):
-            raise CopyRefused("altered") from None
+            raise CopyRefused(CopyState.ALTERED) from None
         if not re.fullmatch(r"[A-Za-z0-9_-]{16,64}", cid):
-            raise CopyRefused("altered")
+            raise CopyRefused(CopyState.ALTERED)
         return cid
 
     # -- issuing (called from the relay's hooks) ----------------------------------------
@@ -287,7 +302,7 @@ class Copies:
         cid = self.copy_id(token)
         row = self.store.copy_row(cid)
         if row is None:
-            raise CopyRefused("unknown")
+            raise CopyRefused(CopyState.UNKNOWN)
         return self._live(row)
 
     def _live(self, row: dict[str, Any]) -> CopyInfo:
@@ -297,7 +312,7 @@ class Copies:
             self.expire(row["id"])
             row["state"] = "expired"
         if row["state"] != "active":
-            raise CopyRefused(row["state"], lang=lang, expires_at=expires)
+            raise CopyRefused(CopyState(row["state"]), lang=lang, expires_at=expires)
         return CopyInfo(row["id"], row["reference"], row["form_id"], lang, expires,
                         row["max_downloads"] - row["downloads"],
                         MAX_FAILURES - row["failures"])
@@ -317,19 +332,19 @@ class Copies:
                 derive(secret, "check", cid).hex(), row.get("check_hash", "")):
             self.store.audit("copy opened", "refused", actor="patient", ip=ip, reference=ref,
                              form_id=fid, detail="link secret missing or altered")
-            raise CopyRefused("altered", lang=lang)
+            raise CopyRefused(CopyState.ALTERED, lang=lang)
         if grant:
             fresh = self.clock() < parse_iso(row["quick_until"])
             if not (fresh and hmac.compare_digest(_sha256(grant), row["quick_hash"])):
-                raise CopyRefused("quick_ended", lang=lang, tries_left=info.tries_left)
+                raise CopyRefused(CopyState.QUICK_ENDED, lang=lang, tries_left=info.tries_left)
         elif not normalize_code(code):
-            raise CopyRefused("code_needed", lang=lang, tries_left=info.tries_left)
+            raise CopyRefused(CopyState.CODE_NEEDED, lang=lang, tries_left=info.tries_left)
         elif not hmac.compare_digest(_code_mac(secret, cid, code), row["code_mac"]):
             self._wrong_code(info, ip)
         with self.store.transaction():
             taken = self.store.take_copy(cid, self.clock())
             if taken is None:
-                raise CopyRefused("used_up", lang=lang)
+                raise CopyRefused(CopyState.USED_UP, lang=lang)
             ciphertext, downloads, used_up = taken
             how = "pickup code" if not grant else "thank-you page"
             self.store.audit("copy opened", actor="patient", ip=ip, reference=ref, form_id=fid,
@@ -343,7 +358,7 @@ class Copies:
                                                              cid.encode())
         except InvalidTag:  # the stored ciphertext was changed: never hand out garbage
             log.error("copy for %s does not decrypt: the stored ciphertext was altered", ref)
-            raise CopyRefused("altered", lang=lang) from None
+            raise CopyRefused(CopyState.ALTERED, lang=lang) from None
         left = row["max_downloads"] - downloads
         return OpenedCopy(pdf, f"{ref.lower()}.pdf",
                           CopyInfo(cid, ref, fid, lang, info.expires_at, left, info.tries_left))
@@ -361,8 +376,8 @@ class Copies:
                 self.store.audit("copy deleted", reference=info.reference,
                                  form_id=info.form_id, detail="locked")
         if locked:
-            raise CopyRefused("locked", lang=info.lang)
-        raise CopyRefused("wrong_code", lang=info.lang, tries_left=MAX_FAILURES - failures)
+            raise CopyRefused(CopyState.LOCKED, lang=info.lang)
+        raise CopyRefused(CopyState.WRONG_CODE, lang=info.lang, tries_left=MAX_FAILURES - failures)
 
     # -- clean-up -----------------------------------------------------------------------
     def expire(self, copy_id: str | None = None) -> int:

@@ -28,6 +28,7 @@ from typing import IO, Any
 import gnupg
 
 from .config import Recipient
+from .errors import OperatorError
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ _ENCRYPT_ARGS = ["--rfc4880", "--trust-model", "always", "--personal-compress-pr
 _DISK_FULL_BYTES = 1 << 20
 
 
-class CryptoError(Exception):
+class CryptoError(OperatorError):
     """gpg could not do what was asked; the message is safe to log (no content)."""
 
 

@@ -1,9 +1,18 @@
-"""One exception family for everything a user can be told.
+"""One exception tree for every error formrelay raises on purpose.
 
-A `FormrelayError` carries an HTTP status, an English message (the msgid, translated
-when shown), its parameters and optional per-field errors. The web layer has one
-handler that renders it as HTML for browsers or as the single JSON shape
-``{"ok": false, "error": ..., "errors": {field: [...]}}`` for the widget.
+    FormrelayError          catch this to catch them all
+    ├── UserError           the patient, clinician or API client did it or can fix it
+    └── OperatorError       only the operator can fix it: configuration, keys, gpg, the
+                            disk or database, the mail relay
+
+A `UserError` carries an HTTP status, an English message (the msgid, translated when
+shown), its parameters and optional per-field errors; web/errors.py renders it as HTML
+for browsers or as the single JSON shape ``{"ok": false, "error": ..., "errors":
+{field: [...]}}`` for the widget and the API. An `OperatorError` carries a one-line
+message saying what to do next and the CLI's exit code; a request that meets one gets
+the fail-closed 503 page while the message goes to the operator's log. The CLI turns
+both into one line and an exit code (cli.py). The modules that raise them define their
+own subclasses (config.ConfigError, crypto.CryptoError, store.StoreError, ...).
 """
 
 from __future__ import annotations
@@ -12,6 +21,10 @@ from typing import Any
 
 
 class FormrelayError(Exception):
+    """The base of every error formrelay raises on purpose."""
+
+
+class UserError(FormrelayError):
     status = 400
 
     def __init__(self, message: str, *, status: int | None = None,
@@ -23,20 +36,28 @@ class FormrelayError(Exception):
         if status is not None:
             self.status = status
 
+    def english(self) -> str:
+        """The message with its parameters, untranslated (for the CLI and logs)."""
+        return self.message % self.params if self.params else self.message
 
-class NotFound(FormrelayError):
+
+class OperatorError(FormrelayError):
+    """str() is the one-line message for the operator: what is wrong and what to do. It
+    names files, keys and reasons, never what a patient sent, so it may be logged."""
+
+    exit_code = 1
+
+
+class NotFound(UserError):
     status = 404
 
 
-class InvalidSubmission(FormrelayError):
+class InvalidSubmission(UserError):
     status = 400
 
 
-class FormUnavailable(FormrelayError):
-    """The form cannot be used safely right now (fail closed): call the practice."""
+class FormUnavailable(UserError):
+    """The form cannot be used safely right now (fail closed): call the practice. What
+    the patient is told when an operator error stands in the way."""
 
     status = 503
-
-
-class TooLarge(FormrelayError):
-    status = 413

@@ -62,6 +62,7 @@ from typing import Any
 
 from . import mime, sealing
 from .config import FormSpec, Settings
+from .errors import OperatorError
 from .i18n import gettext
 from .mailer import Message, transport_configured
 from .store import OutboxMail, Store
@@ -75,7 +76,7 @@ Hook = Callable[[OutboxMail, Store], None]
 SUBMISSION, OPERATOR = "submission", "operator"
 
 
-class BuildError(Exception):
+class BuildError(OperatorError):
     """A builder cannot ever make this mail (e.g. its ciphertext is gone)."""
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 from .config import Settings
+from .errors import OperatorError
 from .mime import Streamed
 
 log = logging.getLogger("formrelay.mailer")
@@ -35,7 +36,7 @@ Message = bytes | Streamed
 KEEPALIVE_SECONDS = 10.0
 
 
-class MailError(Exception):
+class MailError(OperatorError):
     """A mail could not be handed over. `error_class` is a short, stable description
     (shown by `formrelay outbox`, `check` and /healthz); str() adds host and codes."""
 

@@ -13,11 +13,13 @@ from __future__ import annotations
 import base64
 import binascii
 
+from .errors import OperatorError
+
 SEIPD_V1 = "SEIPD v1"
 _NAMES = {9: "SED (no integrity protection)", 20: "OCB (AEAD, LibrePGP)"}
 
 
-class PacketError(ValueError):
+class PacketError(OperatorError, ValueError):
     """The bytes are not an OpenPGP message that can be read here."""
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 
+from .errors import OperatorError
 from .i18n import translations
 from .localtime import DEFAULT_TZ, PATIENT_FORMAT, shown
 from .submission import Submission
@@ -31,7 +32,7 @@ FALLBACK_FONTS = (Path("/usr/share/fonts/truetype/ancient-scripts/Symbola_hint.t
 LOCAL_TZ = DEFAULT_TZ
 
 
-class PdfError(Exception):
+class PdfError(OperatorError):
     """The copy cannot be made (e.g. the font is missing); safe to log."""
 
 

@@ -20,12 +20,14 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from .errors import OperatorError
+
 VERSION = b"v1"
 TEXT_PREFIX = "sealed:v1:"
 NONCE_BYTES = 12
 
 
-class Unsealable(ValueError):
+class Unsealable(OperatorError, ValueError):
     """A sealed value cannot be opened: damaged, moved, or FORMRELAY_SECRET_KEY changed."""
 
 

@@ -12,9 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-FIELD_TEXTS = ("label", "help", "choices")
-FORM_TEXTS = ("title", "notice", "intro")
-
 
 def text(spec: Any, key: str, lang: str) -> Any:
     """`spec.<key>_<lang>` when set, else the canonical `spec.<key>`."""

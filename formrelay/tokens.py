@@ -16,18 +16,32 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from itsdangerous import BadSignature, URLSafeSerializer
 
+from .errors import UserError
+
 SALT = "formrelay.form-token.v1"
 
 
-class TokenProblem(Exception):
-    """Why a posted token was refused: missing, invalid, too_fast, too_old or replayed."""
+class TokenReason(StrEnum):
+    """Why a posted token was refused."""
 
-    def __init__(self, kind: str, token: FormToken | None = None):
-        super().__init__(kind)
+    MISSING = "missing"
+    INVALID = "invalid"
+    TOO_FAST = "too_fast"
+    TOO_OLD = "too_old"
+    REPLAYED = "replayed"
+
+
+class TokenProblem(UserError):
+    """A posted token was refused; `kind` says why. The form view shows the form again
+    (web/protect.py), so the generic message is only a fallback."""
+
+    def __init__(self, kind: TokenReason, token: FormToken | None = None):
+        super().__init__("This form could not be checked. Please send it again.")
         self.kind = kind
         self.token = token  # the decoded token when it was genuine (too fast, too old...)
 
@@ -64,14 +78,14 @@ class FormTokens:
     def decode(self, token: str, form_id: str) -> FormToken:
         """The token's content if it is genuine and for this form; no timing checks."""
         if not token:
-            raise TokenProblem("missing")
+            raise TokenProblem(TokenReason.MISSING)
         try:
             data: Any = self._serializer.loads(token)
         except BadSignature:
-            raise TokenProblem("invalid") from None
+            raise TokenProblem(TokenReason.INVALID) from None
         if not isinstance(data, dict) or data.get("f") != form_id or \
                 not isinstance(data.get("t"), int | float) or not isinstance(data.get("n"), str):
-            raise TokenProblem("invalid")
+            raise TokenProblem(TokenReason.INVALID)
         shown = datetime.fromtimestamp(float(data["t"]), tz=self.clock().tzinfo)
         return FormToken(form_id=form_id, shown_at=shown, id=data["n"])
 
@@ -83,9 +97,9 @@ class FormTokens:
         now = self.clock()
         age = now - ft.shown_at
         if age < self.min_fill:
-            raise TokenProblem("too_fast", ft)
+            raise TokenProblem(TokenReason.TOO_FAST, ft)
         if age > self.max_age:
-            raise TokenProblem("too_old", ft)
+            raise TokenProblem(TokenReason.TOO_OLD, ft)
         if not first_use(ft.id, ft.shown_at + self.max_age):
-            raise TokenProblem("replayed", ft)
+            raise TokenProblem(TokenReason.REPLAYED, ft)
         return ft

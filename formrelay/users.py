@@ -23,6 +23,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 import pyotp
@@ -32,6 +33,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from . import sealing
 from .config import Settings
+from .errors import UserError
 from .store import Store, iso, parse_iso
 
 OPERATOR = "operator"  # the audit actor for `formrelay users ...`
@@ -45,7 +47,6 @@ _RECOVERY_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i
 _hasher = PasswordHasher()  # argon2id, RFC 9106 "low memory" parameters (64 MiB, t=3)
 TOTP_PURPOSE = b"formrelay totp-secret v1"
 ENROL_PURPOSE = b"formrelay totp-enrolment v1"
-UNSEALABLE = "TOTP secret cannot be opened"
 
 log = logging.getLogger("formrelay.users")
 
@@ -57,15 +58,33 @@ def _dummy_hash() -> str:
     return _hasher.hash(secrets.token_urlsafe(16))
 
 
-class AccountError(Exception):
+class AccountError(UserError):
     """An account command cannot be done; the message says why and what to do."""
 
 
-class LoginRefused(Exception):
-    """A login step failed. `reason` is for the audit log; users see one generic text."""
+class LoginFailure(StrEnum):
+    """Why a login step failed, as the audit log says it."""
 
-    def __init__(self, reason: str):
-        super().__init__(reason)
+    LIMITED = "too many failed attempts"
+    WRONG_PASSWORD = "wrong password"  # noqa: S105 - a reason, not a password
+    UNKNOWN_USER = "unknown user"
+    DISABLED = "account disabled"
+    NOT_ENROLLED = "account disabled or not enrolled"
+    CODE_USED = "TOTP code used before"
+    WRONG_CODE = "wrong TOTP code"
+    UNSEALABLE = "TOTP secret cannot be opened"
+    WRONG_ENROL_CODE = "wrong TOTP code at enrolment"
+    WRONG_OLD_PASSWORD = "wrong password at password change"  # noqa: S105
+
+
+class LoginRefused(UserError):
+    """A login step failed. `reason` is for the audit log; users see one generic text
+    (the views choose it, the message here is only a fallback)."""
+
+    status = 401
+
+    def __init__(self, reason: LoginFailure):
+        super().__init__("Wrong user name or password.")
         self.reason = reason
 
 
@@ -239,13 +258,14 @@ class Accounts:
         return (by_name >= s.login_max_failures
                 or self.store.login_failures(since, ip=ip) >= s.login_max_failures_ip)
 
-    def _fail(self, username: str, ip: str, reason: str, *, count: bool = True) -> LoginRefused:
+    def _fail(self, username: str, ip: str, reason: LoginFailure, *,
+              count: bool = True) -> LoginRefused:
         with self.store.transaction():
             if count:
                 self.store.login_failure(self._tag(username), ip)
             known = bool(username) and self.store.user_row(username=username) is not None
             self.store.audit("login", "failed", actor=f"user:{username}" if known else "unknown",
-                             ip=ip, detail=reason if known else
+                             ip=ip, detail=reason.value if known else
                              f"{reason} (name tag {self._tag(username)})")
         return LoginRefused(reason)
 
@@ -253,19 +273,19 @@ class Accounts:
         """The first login step. Raises LoginRefused (audited) on any failure."""
         username = re.sub(r"[^a-z0-9._-]", "?", username.strip().lower()[:40])
         if self.limited(username, ip):
-            raise self._fail(username, ip, "too many failed attempts", count=False)
+            raise self._fail(username, ip, LoginFailure.LIMITED, count=False)
         row = self.store.user_row(username=username) if username else None
         try:
             _hasher.verify(row["password_hash"] if row else _dummy_hash(),
                            password[:MAX_PASSWORD])
         except (VerificationError, InvalidHashError):
-            raise self._fail(username, ip, "wrong password" if row else "unknown user") \
-                from None
+            why = LoginFailure.WRONG_PASSWORD if row else LoginFailure.UNKNOWN_USER
+            raise self._fail(username, ip, why) from None
         if row is None:  # only with the dummy hash's own password: practically never
-            raise self._fail(username, ip, "unknown user")
+            raise self._fail(username, ip, LoginFailure.UNKNOWN_USER)
         user = _user(row)
         if user.disabled:
-            raise self._fail(username, ip, "account disabled")
+            raise self._fail(username, ip, LoginFailure.DISABLED)
         if _hasher.check_needs_rehash(row["password_hash"]):
             self.store.user_update(user.id, password_hash=_hasher.hash(password))
         return user
@@ -286,21 +306,22 @@ class Accounts:
         """The second login step: a TOTP code (each accepted once) or a recovery code.
         Returns how the user logged in; raises LoginRefused (audited)."""
         if self.limited(user.username, ip):
-            raise self._fail(user.username, ip, "too many failed attempts", count=False)
+            raise self._fail(user.username, ip, LoginFailure.LIMITED, count=False)
         row = self.store.user_row(user_id=user.id)
         if row is None or row["disabled_at"] or not row["totp_secret"]:
-            raise self._fail(user.username, ip, "account disabled or not enrolled")
+            raise self._fail(user.username, ip, LoginFailure.NOT_ENROLLED)
         secret = self._open_totp(row)
         step = self._totp_step(secret, code) if secret else None
         if step is not None:
             if not self.store.totp_claim_step(user.id, step):
-                raise self._fail(user.username, ip, "TOTP code used before")
+                raise self._fail(user.username, ip, LoginFailure.CODE_USED)
             method = "TOTP"
         elif len(_normal_code(code)) == 16 and \
                 self.store.recovery_code_use(user.id, sha256(_normal_code(code))):
             method = f"recovery code ({self.store.recovery_codes_left(user.id)} left)"
         else:
-            raise self._fail(user.username, ip, "wrong TOTP code" if secret else UNSEALABLE)
+            why = LoginFailure.WRONG_CODE if secret else LoginFailure.UNSEALABLE
+            raise self._fail(user.username, ip, why)
         self.login_ok(user, ip, method)
         return method
 
@@ -375,10 +396,10 @@ class Accounts:
         """Confirm the authenticator with its first code; returns the recovery codes
         (shown once). Raises LoginRefused (audited) for a wrong code."""
         if self.limited(user.username, ip):
-            raise self._fail(user.username, ip, "too many failed attempts", count=False)
+            raise self._fail(user.username, ip, LoginFailure.LIMITED, count=False)
         step = self._totp_step(secret, code)
         if step is None:
-            raise self._fail(user.username, ip, "wrong TOTP code at enrolment")
+            raise self._fail(user.username, ip, LoginFailure.WRONG_ENROL_CODE)
         with self.store.transaction():
             self.store.user_update(user.id, totp_secret=self._seal_totp(user.id, secret),
                                    totp_last_step=step)
@@ -409,7 +430,7 @@ class Accounts:
         try:
             _hasher.verify(row["password_hash"] if row else _dummy_hash(), old[:MAX_PASSWORD])
         except (VerificationError, InvalidHashError):
-            raise self._fail(user.username, ip, "wrong password at password change") from None
+            raise self._fail(user.username, ip, LoginFailure.WRONG_OLD_PASSWORD) from None
         self.check_password_rules(new, user.username)
         with self.store.transaction():
             self.store.user_update(user.id, password_hash=_hasher.hash(new))

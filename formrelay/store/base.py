@@ -24,6 +24,8 @@ from pathlib import Path
 
 import sqlite_utils
 
+from ..errors import OperatorError
+
 CHUNK = 1 << 20
 BUSY_SECONDS = 30
 
@@ -80,7 +82,7 @@ def _file_lock(path: Path, timeout: float) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-class StoreError(Exception):
+class StoreError(OperatorError):
     """The database cannot be used; the message says what to do."""
 
 

@@ -34,10 +34,6 @@ class PatientCopies(StoreBase):
         row = self.conn.execute("SELECT * FROM copy_meta WHERE id = ?", (copy_id,)).fetchone()
         return dict(row) if row else None
 
-    def copies_for(self, reference: str) -> list[dict[str, Any]]:
-        return [dict(r) for r in self.conn.execute(
-            "SELECT * FROM copy_meta WHERE reference = ?", (reference,))]
-
     def _drop_copy(self, conn: sqlite3.Connection, copy_id: str, state: str,
                    now: datetime) -> None:
         conn.execute("UPDATE copies SET state = ?, ciphertext = NULL, deleted_at = ? "

@@ -33,20 +33,19 @@ from flask_wtf.csrf import generate_csrf, validate_csrf
 from wtforms.validators import ValidationError
 
 from ..config import LANGUAGES, is_loopback
-from ..errors import FormrelayError
+from ..errors import UserError
 from ..i18n import gettext
 from ..inbox import Inbox
 from ..mime import Streamed
 from ..relay import Relay
 from ..store import iso, parse_iso
-from ..users import Accounts, LoginRefused, User, qr_data_uri
+from ..users import Accounts, LoginFailure, LoginRefused, User, qr_data_uri
 from .clinician_session import ClinicianSession, ClinicianSessionInterface
 from .common import relay, render
 
 bp = Blueprint("clinician", __name__, url_prefix="/clinician")
 
 PENDING = timedelta(minutes=5)  # between the password and the code
-LIMITED = "too many failed attempts"
 View = Callable[..., Any]
 
 
@@ -94,19 +93,19 @@ def secure_enough() -> bool:
     return is_loopback(host) and is_loopback(request.remote_addr or "")
 
 
-def refuse_request(detail: str) -> FormrelayError:
+def refuse_request(detail: str) -> UserError:
     user = current_user()
     relay().store.audit("request", "refused", actor=user.actor if user else "unknown",
                         ip=client_ip(), detail=f"{request.method} {request.path}: {detail}")
-    return FormrelayError("This page was open too long or did not come from this site. "
-                          "Please go back, reload the page and try again.", status=400)
+    return UserError("This page was open too long or did not come from this site. "
+                     "Please go back, reload the page and try again.", status=400)
 
 
 def guard() -> None:
     if not secure_enough():
-        raise FormrelayError("The clinician area works only over HTTPS. Open it with "
-                             "https:// (behind a proxy: set server.trusted_proxies).",
-                             status=403)
+        raise UserError("The clinician area works only over HTTPS. Open it with "
+                        "https:// (behind a proxy: set server.trusted_proxies).",
+                        status=403)
     if request.method != "POST":
         return
     origin = request.headers.get("Origin")
@@ -176,7 +175,7 @@ def login() -> Any:
         user = area().accounts.check_password(username, request.form.get("password", ""),
                                               client_ip())
     except LoginRefused as exc:
-        limited = exc.reason == LIMITED
+        limited = exc.reason == LoginFailure.LIMITED
         error = t("Too many failed attempts. Wait 15 minutes and try again.") if limited \
             else t("Wrong user name or password.")
         return page("clinician/login.html", 429 if limited else 401, error=error,
@@ -206,7 +205,7 @@ def code() -> Any:
     try:
         area().accounts.second_factor(user, request.form.get("code", ""), client_ip())
     except LoginRefused as exc:
-        if exc.reason == LIMITED:
+        if exc.reason == LoginFailure.LIMITED:
             return _paused()
         return page("clinician/code.html", 401, error=t(
             "This code is not valid (each code works once). Wait for the next code in "
@@ -235,7 +234,7 @@ def enrol() -> Any:
     try:
         codes = accounts.enrol(user, secret, request.form.get("code", ""), client_ip())
     except LoginRefused as exc:
-        if exc.reason == LIMITED:
+        if exc.reason == LoginFailure.LIMITED:
             return _paused()
         return page("clinician/enrol.html", 401, error=t(
             "This code is not valid. Check the time on your phone and enter the code your "

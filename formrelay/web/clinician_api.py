@@ -4,7 +4,8 @@
 stored hashed, revocable). No cookies, so no CSRF: every route is a GET that changes
 nothing but the audit log. The same rights checks as the web inbox apply, each download
 is audited with the token's number, and failed token checks count against the client
-address like failed logins.
+address like failed logins. Errors are JSON (`{"ok": false, "error": ...}`), made by
+web/errors.py like every other error.
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ from typing import Any
 
 from flask import Blueprint, g, jsonify, request, url_for
 
-from ..errors import FormrelayError
-from ..i18n import gettext
+from ..errors import UserError
 from ..store import iso
 from ..users import FAILURE_WINDOW, User
 from .clinician import area, client_ip, download_response, secure_enough
@@ -23,18 +23,8 @@ from .common import relay
 bp = Blueprint("clinician_api", __name__, url_prefix="/clinician/api")
 
 
-class ApiError(FormrelayError):
-    pass
-
-
-@bp.errorhandler(FormrelayError)
-def api_error(exc: FormrelayError) -> Any:
-    body = {"ok": False, "error": gettext("en", exc.message, **exc.params), "errors": {}}
-    resp = jsonify(body)
-    resp.status_code = exc.status
-    if exc.status == 401:
-        resp.headers["WWW-Authenticate"] = 'Bearer realm="formrelay"'
-    return resp
+class ApiError(UserError):
+    """Answered as JSON in English by the one error mapper (web/errors.py)."""
 
 
 @bp.before_request

@@ -13,7 +13,7 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, request, url_for
 
-from ..copies import MAX_FAILURES, Copies, CopyInfo, CopyRefused, install
+from ..copies import MAX_FAILURES, Copies, CopyInfo, CopyRefused, CopyState, install
 from ..i18n import gettext
 from ..pdf import local_time
 from .common import language, relay, render
@@ -21,23 +21,28 @@ from .common import language, relay, render
 bp = Blueprint("copy", __name__)
 
 # state -> (HTTP status, title, message); the messages tell the patient what to do next.
-_GONE: dict[str, tuple[int, str, str]] = {
-    "altered": (400, "This link does not work",
-                "The link is incomplete or was changed. Open it again from the e-mail, or "
-                "copy the whole link into your browser. If that does not help, contact the "
-                "practice."),
-    "unknown": (404, "This copy is no longer available",
-                "Copies are deleted after their time or their last download. Contact the "
-                "practice if you need your answers again."),
-    "expired": (410, "This link has expired",
-                "Your copy was deleted when the link expired. Contact the practice if you "
-                "need your answers again."),
-    "used_up": (410, "This copy has been downloaded already",
-                "It could be downloaded a limited number of times and has now been deleted. "
-                "Contact the practice if you need your answers again."),
-    "locked": (403, "This copy is locked",
-               f"The wrong pickup code was entered {MAX_FAILURES} times, so the copy was "
-               "deleted to protect it. Contact the practice if you need your answers again."),
+_GONE: dict[CopyState, tuple[int, str, str]] = {
+    CopyState.ALTERED: (
+        400, "This link does not work",
+        "The link is incomplete or was changed. Open it again from the e-mail, or "
+        "copy the whole link into your browser. If that does not help, contact the "
+        "practice."),
+    CopyState.UNKNOWN: (
+        404, "This copy is no longer available",
+        "Copies are deleted after their time or their last download. Contact the "
+        "practice if you need your answers again."),
+    CopyState.EXPIRED: (
+        410, "This link has expired",
+        "Your copy was deleted when the link expired. Contact the practice if you "
+        "need your answers again."),
+    CopyState.USED_UP: (
+        410, "This copy has been downloaded already",
+        "It could be downloaded a limited number of times and has now been deleted. "
+        "Contact the practice if you need your answers again."),
+    CopyState.LOCKED: (
+        403, "This copy is locked",
+        f"The wrong pickup code was entered {MAX_FAILURES} times, so the copy was "
+        "deleted to protect it. Contact the practice if you need your answers again."),
 }
 
 
@@ -53,9 +58,10 @@ def _headers(resp: Response) -> Response:
     return resp
 
 
+@bp.errorhandler(CopyRefused)
 def _gone(exc: CopyRefused) -> Response:
     lang = language(exc.lang or "nl")
-    status, title, message = _GONE.get(exc.state, _GONE["altered"])
+    status, title, message = _GONE.get(exc.state, _GONE[CopyState.ALTERED])
     html = render("copy_gone.html", lang, title=gettext(lang, title),
                   message=gettext(lang, message))
     return _headers(Response(html, status, mimetype="text/html"))
@@ -75,10 +81,7 @@ def _form(token: str, info: CopyInfo, lang: str, *, key: str = "", error: str = 
 def show(token: str) -> Any:
     # A mail client may turn the link's '#' into '%23': then the secret arrives here.
     token, _, key = token.partition("#")
-    try:
-        info = copies().info(token)
-    except CopyRefused as exc:
-        return _gone(exc)
+    info = copies().info(token)
     return _form(token, info, language(info.lang), key=key)
 
 
@@ -93,19 +96,19 @@ def fetch(token: str) -> Any:
                         grant=request.form.get("grant", ""), ip=request.remote_addr or "")
     except CopyRefused as exc:
         lang = language(exc.lang or "nl")
-        if exc.state == "wrong_code":
+        if exc.state == CopyState.WRONG_CODE:
             msg = gettext(lang, "This pickup code is not right. Tries left before the copy "
                                 "is locked: %(n)s.", n=exc.tries_left)
             return _form(token, info, lang, key=key, error=msg, status=403)
-        if exc.state == "code_needed":
+        if exc.state == CopyState.CODE_NEEDED:
             return _form(token, info, lang, key=key, status=400,
                          error=gettext(lang, "Enter the pickup code that was shown after "
                                              "you sent the form."))
-        if exc.state == "quick_ended":
+        if exc.state == CopyState.QUICK_ENDED:
             return _form(token, info, lang, key=key, status=403,
                          error=gettext(lang, "Downloading without the code was possible for "
                                              "15 minutes only. Enter your pickup code."))
-        return _gone(exc)
+        raise  # the link itself is gone: _gone
     resp = Response(opened.pdf, 200, mimetype="application/pdf")
     resp.headers["Content-Disposition"] = f'attachment; filename="{opened.filename}"'
     resp.headers["X-Content-Type-Options"] = "nosniff"

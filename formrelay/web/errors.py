@@ -1,10 +1,14 @@
-"""The one error handler: FormrelayError -> translated HTML page or the JSON shape.
+"""The one error mapper of the web side: every error a request meets becomes a page.
 
-Unhandled exceptions are logged with their type and stack frames (never their message,
-which can quote the form's content) and shown as a calm generic page; werkzeug's HTTP
-errors (413, 404, 405...) get the same friendly treatment instead of a bare page. A
-disk that refuses writes (full, read-only) is a 503 "temporarily unavailable, call the
-practice" (fail closed), with the reason in the operator's log.
+A `UserError` (errors.py) is a translated HTML page with its status for browsers, or
+the single JSON shape for the widget and for the scripted API (always JSON, in English,
+with `WWW-Authenticate` on a 401). An `OperatorError` that reaches a request (a disk
+that refuses writes, gpg failing or stuck, a key that cannot be used) is the fail-closed
+503 "temporarily unavailable, call the practice", with its message in the operator's
+log. Unhandled exceptions are logged with their type and stack frames (never their
+message, which can quote the form's content) and shown as a calm generic page;
+werkzeug's HTTP errors (413, 404, 405...) get the same friendly treatment instead of a
+bare page.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Any
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from ..errors import FormrelayError
+from ..errors import OperatorError, UserError
 from ..i18n import gettext, pick_language
 from ..logs import log_exception, redact_path
 from ..store import StoreNotWritable
@@ -23,6 +27,7 @@ from .common import language, relay, render, wants_json
 from .request import BadForm
 
 log = logging.getLogger("formrelay.web")
+API_BLUEPRINT = "clinician_api"
 
 _HTTP_MESSAGES = {
     400: "The request could not be read. Please reload the page and try again.",
@@ -42,30 +47,39 @@ def error_body(message: str, errors: dict[str, list[str]] | None = None) -> dict
     return {"ok": False, "error": message, "errors": errors or {}}
 
 
+def _api() -> bool:
+    """A request to the scripted API (clinician_api.py): a program reads the answer."""
+    return request.blueprint == API_BLUEPRINT
+
+
 def respond(status: int, message: str, errors: dict[str, list[str]] | None = None,
             lang: str | None = None) -> Any:
+    if wants_json() or _api():
+        resp = jsonify(error_body(message, errors))
+        if status == 401 and _api():
+            resp.headers["WWW-Authenticate"] = 'Bearer realm="formrelay"'
+        return resp, status
     lang = lang or language()
-    if wants_json():
-        return jsonify(error_body(message, errors)), status
     return render("error.html", lang, status=status, message=message), status
 
 
 def register(app: Flask) -> None:
-    @app.errorhandler(FormrelayError)
-    def formrelay_error(exc: FormrelayError) -> Any:
-        lang = language()
+    @app.errorhandler(UserError)
+    def user_error(exc: UserError) -> Any:
+        lang = "en" if _api() else language()
         msg = gettext(lang, exc.message, **exc.params)
         return respond(exc.status, msg, exc.errors, lang)
 
-    @app.errorhandler(StoreNotWritable)
-    def not_writable(exc: StoreNotWritable) -> Any:
-        # The message names the database and the disk's reason, never what was posted;
-        # the transaction was rolled back whole, so the patient is told nothing arrived.
-        log.error("%s %s refused, nothing stored: %s", request.method,
-                  redact_path(request.path), exc)
+    @app.errorhandler(OperatorError)
+    def operator_error(exc: OperatorError) -> Any:
+        # The message names paths, keys and reasons, never what was posted. A disk that
+        # refused a write rolled the transaction back whole: the patient is told that
+        # nothing arrived.
+        what = "refused, nothing stored" if isinstance(exc, StoreNotWritable) else "failed"
+        log.error("%s %s %s: %s", request.method, redact_path(request.path), what, exc)
         if request.path.startswith("/clinician"):
-            return respond(503, gettext(language(), _PAGE_UNAVAILABLE))
-        return formrelay_error(relay().unavailable())
+            return respond(503, gettext("en" if _api() else language(), _PAGE_UNAVAILABLE))
+        return user_error(relay().unavailable())
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Any:

@@ -28,11 +28,11 @@ from flask_limiter import Limiter
 from flask_limiter.errors import RateLimitExceeded
 
 from ..config import FormSpec
-from ..errors import FormrelayError
+from ..errors import UserError
 from ..i18n import gettext
 from ..ratelimit import SCHEME
 from ..relay import Relay
-from ..tokens import FormTokens, TokenProblem
+from ..tokens import FormTokens, TokenProblem, TokenReason
 from .common import language, relay
 
 log = logging.getLogger("formrelay.web")
@@ -55,9 +55,12 @@ FOREIGN_ORIGIN = ("This form can only be sent from the practice's own website. P
 
 
 class SendAgain(Exception):
-    """A refused post the patient can simply send again; `shown_at` for the new token."""
+    """A refused post the patient can simply send again; `shown_at` for the new token.
 
-    def __init__(self, kind: str, shown_at: datetime | None):
+    Outside the errors.py tree on purpose: it is the submit view's control flow (show the
+    form again with what was typed), caught there and never meant for the error mapper."""
+
+    def __init__(self, kind: str, shown_at: datetime | None):  # a TokenReason or "honeypot"
         super().__init__(kind)
         self.kind = kind
         self.shown_at = shown_at
@@ -100,7 +103,7 @@ def check_origin(spec: FormSpec) -> None:
     if origin and origin in allowed:
         return
     log.info("form %s: refused a post from origin %s", spec.id, origin or "(none)")
-    raise FormrelayError(FOREIGN_ORIGIN, status=403)
+    raise UserError(FOREIGN_ORIGIN, status=403)
 
 
 def check_post(spec: FormSpec) -> datetime:
@@ -116,9 +119,9 @@ def check_post(spec: FormSpec) -> datetime:
     except TokenProblem as exc:
         log.info("form %s: refused a post: token %s", spec.id, exc.kind)
         shown: datetime | None = None
-        if exc.kind == "too_fast" and exc.token:
+        if exc.kind == TokenReason.TOO_FAST and exc.token:
             shown = exc.token.shown_at
-        elif exc.kind == "too_old":
+        elif exc.kind == TokenReason.TOO_OLD:
             # they filled it in already: the new token may be sent at once
             shown = p.tokens.clock() - p.tokens.min_fill
         raise SendAgain(exc.kind, shown) from None

@@ -10,7 +10,7 @@ from werkzeug.datastructures import MultiDict
 
 from .. import forms
 from ..config import FormSpec
-from ..errors import FormUnavailable, InvalidSubmission
+from ..errors import InvalidSubmission
 from ..i18n import gettext
 from . import protect
 from .common import language, relay, render, wants_json
@@ -81,8 +81,6 @@ def submit(form_id: str) -> Any:
             raise
         return _page(form_id, lang, _kept(spec, lang), exc.status, exc.errors,
                      gettext(lang, exc.message, **exc.params), shown_at=shown_at)
-    except FormUnavailable:
-        raise
     if wants_json():
         return jsonify({"ok": True, "reference": receipt.reference,
                         **{k: v for k, v in receipt.extras.items() if k.startswith("public_")}})

@@ -28,7 +28,11 @@ _AGAIN = " Please reload the page and send it again."
 
 
 class BadForm(HTTPException):
-    """A form body that cannot be taken as it is; `message` is the English msgid."""
+    """A form body that cannot be taken as it is; `message` is the English msgid.
+
+    Outside the errors.py tree on purpose: it is raised inside werkzeug's form parsing,
+    next to werkzeug's own 413 and 408 for the same body, and is answered with them by
+    the HTTPException handler, which must not read the body again for the language."""
 
     def __init__(self, code: int, kind: str, message: str, **params: Any):
         super().__init__(description=kind)

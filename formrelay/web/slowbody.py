@@ -27,7 +27,8 @@ WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 class _TooSlow(Exception):
-    """Raised into a greenlet that waits for body data when the body's time is up."""
+    """Raised into a greenlet that waits for body data when the body's time is up.
+    Internal (outside the errors.py tree): it is turned into werkzeug's 408 at once."""
 
 
 def _gevent_patched() -> bool:
