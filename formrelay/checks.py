@@ -25,6 +25,7 @@ from .config import Settings, is_loopback
 from .crypto import CryptoError
 from .packets import SEIPD_V1, PacketError, encryption_packet
 from .relay import Relay
+from .services import build
 from .store import StoreError, StoreNotWritable, iso, utcnow
 
 OK, WARN, ERROR = "ok", "warn", "error"
@@ -380,7 +381,7 @@ def run_checks(settings: Settings, now: datetime | None = None, *,
     # before opening: opening the database and keyring makes formrelay's own files 0600
     lines.extend(f.line for f in file_mode_facts(settings))
     try:
-        relay = Relay(settings)
+        relay = build(settings).relay  # the relay as the app has it: every step
     except (StoreError, CryptoError, OSError) as exc:
         lines.append((ERROR, str(exc)))
         return lines, RANK[ERROR]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -17,6 +17,9 @@ from . import __version__
 from .config import CONFIG_ENV, ConfigError, Settings, load_config
 from .crypto import CryptoError, KeyRefused
 from .store import StoreError
+
+if TYPE_CHECKING:
+    from .services import Services
 
 EXIT_OK, EXIT_WARN, EXIT_ERROR = 0, 1, 2
 
@@ -34,11 +37,12 @@ class Context:
         except ConfigError as exc:
             raise click.ClickException(str(exc)) from None
 
-    def relay(self) -> Any:
-        from .relay import Relay
+    def services(self) -> Services:
+        """The store, keyring, relay etc. of the configured data folder (services.py)."""
+        from .services import build
 
         try:
-            return Relay(self.settings())
+            return build(self.settings())
         except (StoreError, CryptoError) as exc:
             raise click.ClickException(str(exc)) from None
 
@@ -149,7 +153,7 @@ def keys_import(ctx: Context, recipient: str | None) -> None:
     Example:
       formrelay --config config.toml keys import dr-jansen
     """
-    relay = ctx.relay()
+    relay = ctx.services().relay
     settings = relay.settings
     ids = [recipient] if recipient else list(settings.recipients)
     failed = False
@@ -178,7 +182,7 @@ def keys_list(ctx: Context) -> None:
     Example:
       formrelay --config config.toml keys list
     """
-    relay = ctx.relay()
+    relay = ctx.services().relay
     for rid, st in relay.sync_keys().items():
         r = relay.settings.recipients[rid]
         click.echo(f"{rid} <{r.email}>")
@@ -201,7 +205,7 @@ def keys_check(ctx: Context) -> None:
     Example:
       formrelay --config config.toml keys check
     """
-    relay = ctx.relay()
+    relay = ctx.services().relay
     code = EXIT_OK
     for st in relay.sync_keys().values():
         click.echo(st.line())
@@ -223,7 +227,7 @@ def ciphertext(ctx: Context, reference: str) -> None:
     Example:
       formrelay --config config.toml ciphertext FR-7K2M-9QXD | gpg --decrypt
     """
-    relay = ctx.relay()
+    relay = ctx.services().relay
     try:
         relay.store.copy_ciphertext(reference.upper(), sys.stdout.buffer)
     except KeyError:
@@ -298,7 +302,7 @@ def worker(ctx: Context, once: bool, interval: float) -> None:
     from . import delivery
     from .logs import configure_logging
 
-    relay = ctx.relay()
+    relay = ctx.services().relay
     settings = relay.settings
     configure_logging(settings.server.log_level)  # JSON lines, redacted (logs.py)
     if once:
@@ -337,7 +341,7 @@ def outbox(ctx: Context, show_all: bool, retry: str | None, retry_failed: bool) 
 
     if retry and retry_failed:
         raise click.UsageError("use --retry ID or --retry-failed, not both")
-    relay = ctx.relay()
+    relay = ctx.services().relay
     store = relay.store
     if retry_failed:
         mails = delivery.retry(store, None)

@@ -21,8 +21,7 @@ pass_ctx = click.make_pass_decorator(Context)
 
 
 def _accounts(ctx: Context) -> Accounts:
-    relay = ctx.relay()
-    return Accounts(relay.settings, relay.store)
+    return ctx.services().accounts
 
 
 def _password(generate: bool) -> tuple[str, bool]:
@@ -206,7 +205,7 @@ def audit_export(ctx: Context, reference: str) -> None:
     """
     from .audit import export_text
 
-    click.echo(export_text(ctx.relay().store, reference), nl=False)
+    click.echo(export_text(ctx.services().store, reference), nl=False)
 
 
 @audit.command("verify")
@@ -220,7 +219,7 @@ def audit_verify(ctx: Context) -> None:
     """
     from .audit import verify
 
-    result = verify(ctx.relay().store, record=True)
+    result = verify(ctx.services().store, record=True)
     for problem in result.problems:
         click.echo(f"PROBLEM {problem}", err=True)
     click.echo(f"{result.rows} rows checked (#{result.first_id or '-'} to #{result.head_id}); "
@@ -243,8 +242,8 @@ def purge(ctx: Context) -> None:
     """
     from .retention import purge as run_purge
 
-    relay = ctx.relay()
-    report = run_purge(relay.settings, relay.store)
+    services = ctx.services()
+    report = run_purge(services.settings, services.store)
     for line in report.lines():
         click.echo(line)
 

@@ -47,21 +47,22 @@ import importlib
 import json
 import logging
 import secrets
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime
-from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from . import mime, sealing
-from .config import FormSpec, Settings
+from .config import Settings
 from .i18n import gettext
 from .mailer import Message, transport_configured
 from .store import OutboxMail, Store
-from .submission import Submission
+
+if TYPE_CHECKING:
+    from .pipeline import Posted, Stored
 
 log = logging.getLogger("formrelay.delivery")  # as before the split: operators filter on it
 
@@ -151,19 +152,29 @@ def plain_message(mail: OutboxMail, settings: Settings, subject: str, body: str)
 
 
 # -- the submission's PGP/MIME mail ------------------------------------------------------
-def queue_submission(store: Store, settings: Settings, domain: str) -> Callable[..., None]:
-    """The `Relay.on_store` step that queues an email-delivery submission's mail in the
-    submission's own transaction (the effective delivery is in extras["delivery"])."""
+@dataclass(frozen=True)
+class SubmissionMail:
+    """The pipeline step that queues an email-delivery submission's mail in the
+    submission's own transaction (pipeline.py)."""
 
-    def step(conn: sqlite3.Connection, sub: Submission, spec: FormSpec,
-             extras: dict[str, Any]) -> None:
-        if extras.get("delivery", spec.delivery) != "email":
+    store: Store
+    settings: Settings
+    domain: str
+
+    def prepare(self, posted: Posted) -> None:
+        return None
+
+    def record(self, stored: Stored, prepared: None) -> None:
+        if stored.delivery != "email":
             return
-        emails = [settings.recipients[r].email for r in spec.recipients]
-        store.enqueue(SUBMISSION, sub.reference, emails, form_id=spec.id,
-                      message_id=mime.message_id(sub.reference, domain))
+        spec, reference = stored.spec, stored.sub.reference
+        emails = [self.settings.recipients[r].email for r in spec.recipients]
+        self.store.enqueue(SUBMISSION, reference, emails, form_id=spec.id,
+                           message_id=mime.message_id(reference, self.domain))
 
-    return step
+
+def queue_submission(store: Store, settings: Settings, domain: str) -> SubmissionMail:
+    return SubmissionMail(store, settings, domain)
 
 
 def _build_submission(mail: OutboxMail, settings: Settings, store: Store) -> Message:

@@ -227,7 +227,7 @@ def test_database_alone_cannot_open_or_test_codes(make_app: Any) -> None:
         with pytest.raises(InvalidTag):
             AESGCM(k).decrypt(blob[:12], blob[12:], row["id"].encode())
     # the code cannot be tried against the row without the link secret: its check is keyed
-    copies: Copies = app.extensions["formrelay.copies"]
+    copies: Copies = app.extensions["formrelay"].copies
     assert row["code_mac"] != __import__("hashlib").sha256(page["code"].encode()).hexdigest()
     # with the link secret the copy opens (the test's own proof that the above is fair)
     from formrelay.copies import derive
@@ -312,7 +312,7 @@ def test_altered_links_are_refused(make_app: Any) -> None:
     assert r.status_code == 400 and "Deze link werkt niet" in r.get_data(as_text=True)
     # a made-up id: refused before the database is asked; a signed unknown one: gone
     assert client.get(f"/copy/{'A' * 22}.{sig}").status_code == 400
-    signed_unknown = app.extensions["formrelay.copies"].token("Z" * 22)
+    signed_unknown = app.extensions["formrelay"].copies.token("Z" * 22)
     assert client.get(f"/copy/{signed_unknown}").status_code == 404
     # an altered secret with the right code: refused, and not counted as a wrong code
     bad_key = ("A" if key[0] != "A" else "B") + key[1:]
@@ -344,7 +344,7 @@ def test_expiry_with_injected_clock(make_app: Any) -> None:
     with sqlite3.connect(store.path) as conn:
         assert conn.execute("SELECT ciphertext FROM copies").fetchone()[0] is None
     # the worker's purge forgets the row a month later
-    copies: Copies = app.extensions["formrelay.copies"]
+    copies: Copies = app.extensions["formrelay"].copies
     clock.now += timedelta(days=31)
     copies.purge()
     assert client.get(page["url"]).status_code == 404
@@ -357,7 +357,7 @@ def test_purge_expires_copies_nobody_opened(make_app: Any) -> None:
     client = app.test_client()
     page = thanks(post_form(client, answers(canary())))
     assert "2" in page["html"]
-    copies: Copies = app.extensions["formrelay.copies"]
+    copies: Copies = app.extensions["formrelay"].copies
     assert copies.purge() == 0
     clock.now += timedelta(days=2)
     assert copies.purge() == 1

@@ -342,7 +342,7 @@ def test_key_expiry_reminders_once_each(make_app: Callable[..., Flask], tmp_path
     sink = tmp_path / "operator-mail"
     app = make_app(recipients=("soon",), server={"operator_email": OPERATOR},
                    smtp={"from_address": "formulieren@praktijk.test", "sink_dir": str(sink)})
-    relay = app.extensions["formrelay"]
+    relay = app.extensions["formrelay"].relay
     statuses = relay.sync_keys()
     expires = statuses["soon"].expires
     sent: list[str] = []

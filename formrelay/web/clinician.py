@@ -12,7 +12,6 @@ from __future__ import annotations
 import ipaddress
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import timedelta
 from functools import wraps
 from typing import Any, cast
@@ -22,7 +21,6 @@ from flask import (
     Blueprint,
     Flask,
     Response,
-    current_app,
     flash,
     g,
     redirect,
@@ -36,13 +34,12 @@ from wtforms.validators import ValidationError
 from ..config import LANGUAGES
 from ..errors import FormrelayError
 from ..i18n import gettext
-from ..inbox import Inbox
 from ..mime import Streamed
-from ..relay import Relay
+from ..services import Services
 from ..store import iso, parse_iso
-from ..users import Accounts, LoginRefused, User, qr_data_uri
+from ..users import LoginRefused, User, qr_data_uri
 from .clinician_session import ClinicianSession, ClinicianSessionInterface
-from .common import relay, render
+from .common import relay, render, services
 
 bp = Blueprint("clinician", __name__, url_prefix="/clinician")
 
@@ -51,15 +48,9 @@ LIMITED = "too many failed attempts"
 View = Callable[..., Any]
 
 
-@dataclass(frozen=True)
-class Area:
-    accounts: Accounts
-    inbox: Inbox
-
-
-def area() -> Area:
-    a: Area = current_app.extensions["formrelay_clinician"]
-    return a
+def area() -> Services:
+    """The area's services: `accounts` (login steps) and `inbox` (rights, audit)."""
+    return services()
 
 
 def sess() -> ClinicianSession:
@@ -329,16 +320,7 @@ def register(app: Flask) -> None:
     """Mount the area: services, server-side sessions, the blueprints."""
     from . import clinician_account, clinician_api
 
-    r = relay_of(app)
-    accounts = Accounts(r.settings, r.store)
-    accounts.seal_stored_secrets()  # TOTP secrets an older version stored in clear
-    app.extensions["formrelay_clinician"] = Area(accounts, Inbox(r.settings, r.store, accounts))
     app.session_interface = ClinicianSessionInterface(app.session_interface)
     app.register_blueprint(bp)
     app.register_blueprint(clinician_account.bp)
     app.register_blueprint(clinician_api.bp)
-
-
-def relay_of(app: Flask) -> Relay:
-    r: Relay = app.extensions["formrelay"]
-    return r
