@@ -23,9 +23,9 @@ sys.path.insert(0, str(ROOT))
 
 from formrelay.audit import verify  # noqa: E402
 from formrelay.config import parse_config  # noqa: E402
-from formrelay.inbox import Inbox  # noqa: E402
+from formrelay.services import build  # noqa: E402
 from formrelay.store import Store  # noqa: E402
-from formrelay.users import Accounts, _hasher  # noqa: E402
+from formrelay.users import _hasher  # noqa: E402
 
 
 class Clock:
@@ -79,8 +79,8 @@ def download_figures(tmp: Path) -> None:
            "forms": {"intake": {"title": "T", "recipients": ["r"], "delivery": "hold",
                                 "fields": [{"name": "n", "type": "text", "label": "N"}]}}}
     settings = parse_config(raw, tmp / "config.toml", {"FORMRELAY_SECRET_KEY": "s" * 40})
-    store = Store(tmp / "dl.db")
-    accounts = Accounts(settings, store)
+    services = build(settings)
+    store, accounts, inbox = services.store, services.accounts, services.inbox
     user = accounts.add("anna", "een lang wachtwoord", recipients=["r"])
     ct = tmp / "ct.asc"
     line = b"hF4D" + b"A" * 60 + b"\n"
@@ -92,7 +92,6 @@ def download_figures(tmp: Path) -> None:
     store.add_submission({"reference": "FR-2345-6789", "form_id": "intake",
                           "received_at": "2026-01-01T00:00:00.000000Z", "delivery": "hold",
                           "status": "held", "file_count": 0}, ct)
-    inbox = Inbox(settings, store, accounts)
     item = inbox.get(user, "FR-2345-6789", action="downloaded", ip="")
     for fmt in ("asc", "eml"):
         tracemalloc.start()

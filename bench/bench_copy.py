@@ -15,15 +15,13 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from werkzeug.datastructures import MultiDict
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from formrelay.config import parse_config  # noqa: E402
-from formrelay.copies import Copies, b64e  # noqa: E402
+from formrelay.copies import b64e  # noqa: E402
 from formrelay.pdf import Practice, copy_pdf  # noqa: E402
-from formrelay.store import Store  # noqa: E402
+from formrelay.services import build  # noqa: E402
 from formrelay.submission import Answer, Submission  # noqa: E402
 
 
@@ -59,15 +57,15 @@ def main(n: int) -> None:
         raw = {"server": {"practice_name": "P", "practice_phone": "1", "data_dir": tmp},
                "smtp": {"sink_dir": tmp, "from_address": "a@b.nl"}}
         settings = parse_config(raw, Path(tmp) / "c.toml", {"FORMRELAY_SECRET_KEY": "k" * 40})
-        store = Store(Path(tmp) / "db.sqlite")
-        copies = Copies(settings, store, lambda: datetime.now(UTC))
+        services = build(settings, lambda: datetime.now(UTC))
+        store, copies = services.store, services.copies
 
         from formrelay.config import FormSpec
 
         spec = FormSpec(id="intake", title="Intake", recipients=["x"], patient_copy=True,
                         fields=())
         s = sub(8, 80, False)
-        form = MultiDict({"_copy": "1", "_copy_email": "p@example.nl"})
+        form = {"_copy": ["1"], "_copy_email": ["p@example.nl"]}
         opened: list[object] = []
 
         def issue_and_open() -> None:

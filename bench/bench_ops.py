@@ -31,6 +31,7 @@ from formrelay import create_app
 from formrelay.cli import cli
 from formrelay.config import load_config
 from formrelay.relay import Relay
+from formrelay.services import build
 from formrelay.store import iso, utcnow
 from formrelay.submission import new_reference
 
@@ -77,7 +78,7 @@ def main() -> None:
         cfg.write_text(CONFIG.format(fpr=fpr))
         env = {"FORMRELAY_SECRET_KEY": SECRET}
         settings = load_config(cfg, env)
-        relay = Relay(settings)
+        relay = build(settings).relay
         relay.sync_keys()
         ct = root / "ct.asc"
         relay.keyring.encrypt_bytes(secrets.token_bytes(args.kb * 1024), [fpr], ct)

@@ -30,7 +30,7 @@ OK, WARN, ERROR = "ok", "warn", "error"
 RANK = {OK: 0, WARN: 1, ERROR: 2}
 Line = tuple[str, str]
 # One check of `formrelay check`: its lines, as of `now`; `run_checks` runs a tuple of
-# them in order (tables.checks()).
+# them in order (services.checks()).
 Check = Callable[[Settings, Relay, datetime], list[Line]]
 
 # A mail still queued after this long means delivery is stuck (worker down, relay
@@ -262,7 +262,7 @@ def audit_fact(relay: Relay) -> Fact:
                     f"checked{since})", data)
 
 
-# -- the checks `formrelay check` runs (their order is in tables.checks()) -----------
+# -- the checks `formrelay check` runs (their order is in services.checks()) -----------
 def config(settings: Settings, relay: Relay, now: datetime) -> list[Line]:
     s = settings.server
     lines: list[Line] = []
@@ -354,9 +354,11 @@ def smtp_fact(settings: Settings) -> Fact:
 
 # -- running them --------------------------------------------------------------------
 def run_checks(settings: Settings, now: datetime | None = None, *, checks: tuple[Check, ...],
-               offline: bool = False) -> tuple[list[Line], int]:
+               open_relay: Callable[[], Relay], offline: bool = False
+               ) -> tuple[list[Line], int]:
     """The lines of `checks`, in order, after the config and data-folder lines, and the
-    exit code their worst level means."""
+    exit code their worst level means. `open_relay` gives the relay as the app has it
+    (every step); it is called only once the data folder is known to be usable."""
     now = now or utcnow()
     lines: list[Line] = [(OK, f"config {settings.path}")]
     folder = data_folder_fact(settings)
@@ -366,7 +368,7 @@ def run_checks(settings: Settings, now: datetime | None = None, *, checks: tuple
     # before opening: opening the database and keyring makes formrelay's own files 0600
     lines.extend(f.line for f in file_mode_facts(settings))
     try:
-        relay = Relay(settings)
+        relay = open_relay()
     except (StoreError, CryptoError, OSError) as exc:
         lines.append((ERROR, str(exc)))
         return lines, RANK[ERROR]

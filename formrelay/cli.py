@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -20,6 +20,9 @@ from . import __version__
 from .config import CONFIG_ENV, ConfigError, Settings, load_config
 from .crypto import KeyRefused
 from .errors import FormrelayError, OperatorError, UserError
+
+if TYPE_CHECKING:
+    from .services import Services
 
 EXIT_OK, EXIT_WARN, EXIT_ERROR = 0, 1, 2
 
@@ -51,10 +54,11 @@ class Context:
             raise ConfigError(f"no configuration: pass --config FILE or set {CONFIG_ENV}")
         return load_config(path, os.environ)
 
-    def relay(self) -> Any:
-        from .relay import Relay
+    def services(self) -> Services:
+        """The store, keyring, relay etc. of the configured data folder (services.py)."""
+        from .services import build
 
-        return Relay(self.settings())
+        return build(self.settings())
 
 
 pass_ctx = click.make_pass_decorator(Context)
@@ -96,7 +100,7 @@ def check(ctx: Context, offline: bool) -> None:
       formrelay --config config.toml check
       formrelay --config config.toml check --offline
     """
-    from . import tables
+    from . import services
     from .checks import run_checks
 
     try:
@@ -105,7 +109,8 @@ def check(ctx: Context, offline: bool) -> None:
         click.echo(f"error {exc}")
         click.echo("errors")
         _exit(EXIT_ERROR)
-    lines, code = run_checks(settings, checks=tables.checks(), offline=offline)
+    lines, code = run_checks(settings, checks=services.checks(), offline=offline,
+                             open_relay=lambda: services.build(settings).relay)
     for level, text in lines:
         click.echo(f"{level:<5} {text}")
     click.echo({EXIT_OK: "ok", EXIT_WARN: "warnings", EXIT_ERROR: "errors"}[code])
@@ -158,7 +163,7 @@ def keys_import(ctx: Context, recipient: str | None) -> None:
     Example:
       formrelay --config config.toml keys import dr-jansen
     """
-    relay = ctx.relay()
+    relay = ctx.services().relay
     settings = relay.settings
     ids = [recipient] if recipient else list(settings.recipients)
     failed = False
@@ -187,7 +192,7 @@ def keys_list(ctx: Context) -> None:
     Example:
       formrelay --config config.toml keys list
     """
-    relay = ctx.relay()
+    relay = ctx.services().relay
     for rid, st in relay.sync_keys().items():
         r = relay.settings.recipients[rid]
         click.echo(f"{rid} <{r.email}>")
@@ -210,7 +215,7 @@ def keys_check(ctx: Context) -> None:
     Example:
       formrelay --config config.toml keys check
     """
-    relay = ctx.relay()
+    relay = ctx.services().relay
     code = EXIT_OK
     for st in relay.sync_keys().values():
         click.echo(st.line())
@@ -232,7 +237,7 @@ def ciphertext(ctx: Context, reference: str) -> None:
     Example:
       formrelay --config config.toml ciphertext FR-7K2M-9QXD | gpg --decrypt
     """
-    relay = ctx.relay()
+    relay = ctx.services().relay
     try:
         relay.store.copy_ciphertext(reference.upper(), sys.stdout.buffer)
     except KeyError:
@@ -301,22 +306,22 @@ def worker(ctx: Context, once: bool, interval: float) -> None:
     import signal
     import threading
 
-    from . import delivery, tables
+    from . import delivery
     from .logs import configure_logging
 
-    relay = ctx.relay()
-    settings = relay.settings
+    built = ctx.services()
+    relay, settings = built.relay, built.settings
     configure_logging(settings.server.log_level)  # JSON lines, redacted (logs.py)
     if once:
-        result = delivery.deliver_pending(settings, relay.store, kinds=tables.mail_kinds())
+        result = delivery.deliver_pending(settings, relay.store, kinds=built.kinds)
         delivery.check_key_expiry(settings, relay.store, relay.sync_keys(), relay.store.clock())
         click.echo(f"sent {result.sent}, deferred {result.deferred}, failed {result.failed}")
         _exit(EXIT_OK if not (result.deferred or result.failed) else EXIT_WARN)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    delivery.run_worker(settings, relay.store, kinds=tables.mail_kinds(),
-                        purgers=tables.purgers(), stop=stop, interval=interval,
+    delivery.run_worker(settings, relay.store, kinds=built.kinds,
+                        purgers=built.purgers, stop=stop, interval=interval,
                         key_status=relay.sync_keys)
 
 
@@ -344,7 +349,7 @@ def outbox(ctx: Context, show_all: bool, retry: str | None, retry_failed: bool) 
 
     if retry and retry_failed:
         raise click.UsageError("use --retry ID or --retry-failed, not both")
-    relay = ctx.relay()
+    relay = ctx.services().relay
     store = relay.store
     if retry_failed:
         mails = delivery.retry(store, None)

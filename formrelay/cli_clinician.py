@@ -26,8 +26,7 @@ pass_ctx = click.pass_obj
 
 
 def _accounts(ctx: Context) -> Accounts:
-    relay = ctx.relay()
-    return Accounts(relay.settings, relay.store)
+    return ctx.services().accounts
 
 
 def _password(generate: bool) -> tuple[str, bool]:
@@ -195,7 +194,7 @@ def audit_export(ctx: Context, reference: str) -> None:
     """
     from .audit import export_text
 
-    click.echo(export_text(ctx.relay().store, reference), nl=False)
+    click.echo(export_text(ctx.services().store, reference), nl=False)
 
 
 @audit.command("verify")
@@ -209,7 +208,7 @@ def audit_verify(ctx: Context) -> None:
     """
     from .audit import verify
 
-    result = verify(ctx.relay().store, record=True)
+    result = verify(ctx.services().store, record=True)
     for problem in result.problems:
         click.echo(f"PROBLEM {problem}", err=True)
     click.echo(f"{result.rows} rows checked (#{result.first_id or '-'} to #{result.head_id}); "
@@ -230,11 +229,10 @@ def purge(ctx: Context) -> None:
     Example:
       formrelay --config config.toml purge
     """
-    from . import tables
     from .retention import purge as run_purge
 
-    relay = ctx.relay()
-    report = run_purge(relay.settings, relay.store, purgers=tables.purgers())
+    built = ctx.services()
+    report = run_purge(built.settings, built.store, purgers=built.purgers)
     for line in report.lines():
         click.echo(line)
 

@@ -17,7 +17,7 @@ authenticated with a key derived from the secret), and a mail sent to a mistyped
 address leaks nothing without the code, which is never mailed. Five wrong codes lock a
 copy, which deletes it; so do expiry (default 7 days, at most 30) and the last allowed
 download (default 3). This module has no Flask: the web layer, the worker and tests
-call it directly.
+call it directly; `CopyStep` is its part of the relay's pipeline (services.build).
 """
 
 from __future__ import annotations
@@ -29,27 +29,30 @@ import logging
 import re
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from itsdangerous import BadSignature, Signer
-from werkzeug.datastructures import MultiDict
 
 from .addresses import header_problem
 from .config import COPY_MAX_DOWNLOADS as MAX_DOWNLOADS
 from .config import COPY_MAX_EXPIRY_DAYS as MAX_EXPIRY_DAYS
-from .config import FormSpec, Settings
+from .config import ConfigError, FormSpec, Settings
 from .errors import InvalidSubmission, UserError
 from .i18n import gettext
 from .localtime import DEFAULT_TZ
 from .store import Store, iso, parse_iso
 from .submission import REFERENCE_ALPHABET, Submission
+
+if TYPE_CHECKING:
+    from .forms import Fields
+    from .pipeline import Posted, Stored
 
 log = logging.getLogger("formrelay.copies")
 
@@ -125,9 +128,36 @@ class CopyRefused(UserError):
         self.expires_at = expires_at
 
 
+@dataclass(frozen=True)
+class CopyDownload:
+    """The thank-you page's "download now" form: where it posts and what it sends."""
+
+    url: str  # /copy/<token>
+    key: str  # the link secret: the page needs it to open the copy without the mail
+    grant: str  # the 15-minute pass that stands in for the pickup code
+    until: str  # when that pass ends (ISO 8601)
+
+
+@dataclass(frozen=True)
+class CopyReceipt:
+    """What the thank-you page (and the JSON answer) may show the patient of their copy:
+    nothing else reaches the template."""
+
+    code: str
+    email: str
+    expires: str  # ISO 8601
+    expires_text: str  # the same, as the practice's local time
+    downloads: int
+    download: CopyDownload
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 @dataclass
 class PendingCopy:
-    """A copy made from the plaintext (before_store), stored by `record` (on_store)."""
+    """A copy made from the plaintext (`prepare`), stored by `record` in the submission's
+    transaction."""
 
     copy_id: str
     secret: bytes
@@ -142,14 +172,15 @@ class PendingCopy:
     pgp_key: str = ""  # the patient's own public key (optional)
     pgp_ciphertext: str = ""  # the PDF mail encrypted to that key
 
-    def public(self, token: str, downloads: int, tz: str = DEFAULT_TZ) -> dict[str, Any]:
+    def public(self, token: str, downloads: int, tz: str = DEFAULT_TZ) -> CopyReceipt:
         """What the thank-you page (and the JSON answer) may show the patient."""
         from .pdf import local_time
 
-        return {"code": self.code, "email": self.email, "expires": iso(self.expires_at),
-                "expires_text": local_time(self.expires_at, tz), "downloads": downloads,
-                "download": {"url": f"/copy/{token}", "key": b64e(self.secret),
-                             "grant": self.grant, "until": iso(self.quick_until)}}
+        return CopyReceipt(code=self.code, email=self.email, expires=iso(self.expires_at),
+                           expires_text=local_time(self.expires_at, tz), downloads=downloads,
+                           download=CopyDownload(url=f"/copy/{token}", key=b64e(self.secret),
+                                                 grant=self.grant,
+                                                 until=iso(self.quick_until)))
 
 
 @dataclass(frozen=True)
@@ -201,14 +232,14 @@ class Copies:
         return cid
 
     # -- issuing (called from the relay's hooks) ----------------------------------------
-    def wanted(self, spec: FormSpec, formdata: MultiDict[str, Any]) -> bool:
-        return bool(spec.patient_copy and formdata.get("_copy"))
+    def wanted(self, spec: FormSpec, formdata: Fields) -> bool:
+        return bool(spec.patient_copy and _first(formdata, "_copy"))
 
     def email_field(self, spec: FormSpec) -> str:
         """The form's own e-mail question, or '' (then the copy block asks for one)."""
         return next((f.name for f in spec.fields if f.type == "email"), "")
 
-    def recipient(self, sub: Submission, spec: FormSpec, formdata: MultiDict[str, Any]) -> str:
+    def recipient(self, sub: Submission, spec: FormSpec, formdata: Fields) -> str:
         """The patient's address for the link; InvalidSubmission next to the field."""
         from email_validator import EmailNotValidError, validate_email
 
@@ -217,7 +248,7 @@ class Copies:
             value = next((str(a.value) for a in sub.answers if a.name == field), "")
             where = field
         else:
-            value, where = str(formdata.get("_copy_email") or "").strip(), "_copy_email"
+            value, where = _first(formdata, "_copy_email").strip(), "_copy_email"
         if not value:
             raise InvalidSubmission(
                 "Please correct the marked fields.",
@@ -237,17 +268,16 @@ class Copies:
                                                   "it plainly, e.g. name@example.nl.")]})
         return address
 
-    def prepare(self, sub: Submission, spec: FormSpec,
-                formdata: MultiDict[str, Any]) -> PendingCopy | None:
+    def prepare(self, sub: Submission, spec: FormSpec, formdata: Fields) -> PendingCopy | None:
         """Build and encrypt the PDF from the plaintext, if the patient asked for it."""
         if not self.wanted(spec, formdata):
             return None
         email = self.recipient(sub, spec, formdata)
         pgp_key = ""
-        if spec.patient_copy_pgp and str(formdata.get("_copy_key") or "").strip():
+        if spec.patient_copy_pgp and _first(formdata, "_copy_key").strip():
             from .copy_mail import check_patient_key
 
-            pgp_key = check_patient_key(str(formdata.get("_copy_key")), sub.lang)
+            pgp_key = check_patient_key(_first(formdata, "_copy_key"), sub.lang)
         now = self.clock()
         pending = PendingCopy(
             copy_id=b64e(secrets.token_bytes(16)), secret=secrets.token_bytes(SECRET_BYTES),
@@ -399,35 +429,39 @@ class Copies:
         return n
 
 
-# -- wiring -----------------------------------------------------------------------------
-def install(relay: Any) -> Copies:
-    """Hook patient copies into a Relay: build + encrypt before the plaintext is
-    dropped, store + queue the mail in the submission's transaction."""
-    copies = Copies(relay.settings, relay.store, relay.clock)
-    with_copy = [f for f in relay.settings.forms.values() if f.patient_copy]
-    if with_copy:  # fail at start-up, not when a patient ticks the box
-        from .config import ConfigError
+# -- the relay's pipeline ----------------------------------------------------------------
+def _first(fields: Fields, name: str) -> str:
+    """A control field's first value, as a browser posts it ('' when absent)."""
+    return str(next(iter(fields.get(name) or []), "") or "")
+
+
+def check_fonts(settings: Settings) -> None:
+    """ConfigError at start-up, not when a patient ticks the box, if a form offers a
+    copy and the PDF's fonts are missing."""
+    with_copy = [f for f in settings.forms.values() if f.patient_copy]
+    if with_copy:
         from .pdf import PdfError, font_files
 
         try:
             font_files()
         except PdfError as exc:
-            raise ConfigError(f"{relay.settings.path}: forms.{with_copy[0].id}.patient_copy: "
+            raise ConfigError(f"{settings.path}: forms.{with_copy[0].id}.patient_copy: "
                               f"{exc}") from None
 
-    def before(sub: Submission, spec: FormSpec, extras: dict[str, Any],
-               formdata: MultiDict[str, Any]) -> None:
-        pending = copies.prepare(sub, spec, formdata)
-        if pending is not None:
-            extras["_copy"] = pending
 
-    def on_store(conn: Any, sub: Submission, spec: FormSpec, extras: dict[str, Any]) -> None:
-        pending = extras.get("_copy")
-        if isinstance(pending, PendingCopy):
-            token = copies.record(sub, spec, pending, ip=str(extras.get("_ip", "")))
-            extras["public_copy"] = pending.public(token, copies.max_downloads,
-                                                    copies.settings.server.timezone)
+@dataclass(frozen=True)
+class CopyStep:
+    """The patient's copy in the relay's pipeline: built and encrypted before the
+    plaintext is dropped, stored and its mail queued in the submission's transaction."""
 
-    relay.before_store.append(before)
-    relay.on_store.append(on_store)
-    return copies
+    copies: Copies
+
+    def prepare(self, posted: Posted) -> PendingCopy | None:
+        return self.copies.prepare(posted.sub, posted.spec, posted.fields)
+
+    def record(self, stored: Stored, prepared: PendingCopy | None) -> CopyReceipt | None:
+        if prepared is None:
+            return None
+        token = self.copies.record(stored.sub, stored.spec, prepared, ip=stored.ip)
+        return prepared.public(token, self.copies.max_downloads,
+                               self.copies.settings.server.timezone)

@@ -227,6 +227,6 @@ def pgp_copy(armored: str, pdf: bytes, sub: Submission, settings: Settings,
         return out.read_text("ascii")
 
 
-# -- the kinds of mail, for the worker's table (tables.mail_kinds()) -------------------
+# -- the kinds of mail, for the worker's table (services.mail_kinds()) -------------------
 LINK_MAIL = MailKind(LINK_KIND, build_link_mail, on_sent=_sent)
 PGP_MAIL = MailKind(PGP_KIND, build_pgp_mail, on_sent=_sent)

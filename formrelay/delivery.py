@@ -18,7 +18,7 @@ After the relay accepted a mail its payload and recipients' addresses are delete
 records of sent and failed mails go when their form's retention has passed (a purge
 step). The kinds of mail and how a feature queues its
 own are in mail_kinds.py (the helpers re-exported here); the worker builds only the
-kinds in the table it is given (`tables.mail_kinds()`). Key-expiry reminders are in
+kinds in the table it is given (`services.mail_kinds()`). Key-expiry reminders are in
 reminders.py.
 """
 
@@ -51,7 +51,6 @@ from .mail_kinds import (  # noqa: F401 - re-exported
     message_id,
     open_recipients,
     plain_message,
-    queue_submission,
     sealed_recipient,
     tell_operator,
 )
@@ -156,7 +155,7 @@ class _Pass:
         kind = self.kinds.get(mail.kind)
         if kind is None:
             self.defer(mail, MailError("unknown mail kind",
-                                       f"{mail.kind}: add it to tables.mail_kinds"))
+                                       f"{mail.kind}: add it to services.mail_kinds"))
             return
         try:
             mail = open_recipients(mail, self.settings)  # sealed patient addresses

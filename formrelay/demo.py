@@ -201,14 +201,13 @@ def _demo_account(settings: Settings, folder: Path) -> str | None:
     """The clinician account of the demo, made once with a throw-away password that is
     kept in the folder (so every run can print it). None if the account exists but its
     password is unknown (made by hand, or reset)."""
-    from .store import Store
-    from .users import AccountError, Accounts
+    from .services import build
+    from .users import AccountError
 
     pw_file = folder / ".clinician_password"
-    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    store = Store(settings.db_path)
+    services = build(settings)
     try:
-        accounts = Accounts(settings, store)
+        accounts = services.accounts
         if accounts.get(DEMO_USER):
             return pw_file.read_text().strip() if pw_file.exists() else None
         password = _password()
@@ -223,7 +222,7 @@ def _demo_account(settings: Settings, folder: Path) -> str | None:
         pw_file.chmod(0o600)
         return password
     finally:
-        store.close()
+        services.close()
 
 
 def prepare_demo(folder: Path, port: int) -> DemoInfo:
@@ -317,7 +316,7 @@ class _NoBanner(logging.Filter):
 
 
 def run_demo(info: DemoInfo) -> None:
-    from . import create_app, delivery, tables
+    from . import create_app, delivery
     from .logs import configure_logging
 
     configure_logging(info.settings.server.log_level)  # JSON lines, redacted (logs.py)
@@ -325,11 +324,11 @@ def run_demo(info: DemoInfo) -> None:
     # demo is meant to run on it (`formrelay serve` is the production server).
     logging.getLogger("werkzeug").addFilter(_NoBanner())
     app = create_app(info.settings)
-    relay = app.extensions["formrelay"]
+    services = app.extensions["formrelay"]
     # The delivery worker runs beside the web server, so mail lands in the mail folder.
-    _, stop = delivery.start_background(info.settings, relay.store,
-                                        kinds=tables.mail_kinds(), purgers=tables.purgers(),
-                                        key_status=relay.key_status)
+    _, stop = delivery.start_background(info.settings, services.store,
+                                        kinds=services.kinds, purgers=services.purgers,
+                                        key_status=services.relay.key_status)
     # The example practice page on another origin (in the demo form's allowed_origins).
     from .hostpage import example_page, serve_pages
 

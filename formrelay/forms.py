@@ -4,7 +4,9 @@ Allow-list validation only: each configured field has its type, length or range 
 choices checked; uploads are checked by extension *and* by their first bytes and get a
 server-made name; anything posted that the form does not declare is refused. Messages
 come translated (Dutch or English). WTForms works on plain mappings, so this module
-needs no Flask request: `validate()` takes form data and files as given.
+needs no Flask request: `validate()` takes the posted fields and files as plain
+mappings of lists (`Fields`, `Files`); a file is anything with a name, a content type
+and a seekable stream (`PostedFile`: werkzeug's FileStorage is one, `File` another).
 """
 
 from __future__ import annotations
@@ -12,14 +14,13 @@ from __future__ import annotations
 import io
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import wtforms
 from markupsafe import Markup
-from werkzeug.datastructures import MultiDict
 from wtforms import validators as v
 from wtforms import widgets
 from wtforms.fields.choices import SelectChoice
@@ -30,6 +31,43 @@ from .i18n import translations
 from .submission import Answer, Upload
 from .texts import choice_pairs
 from .texts import text as localized
+
+
+class PostedFile(Protocol):
+    """A file as posted. Its stream is read in place (seek, tell, the first bytes), never
+    copied whole: the relay streams it into gpg."""
+
+    @property
+    def filename(self) -> str | None: ...
+
+    @property
+    def content_type(self) -> str | None: ...
+
+    @property
+    def stream(self) -> IO[bytes]: ...
+
+
+@dataclass(frozen=True)
+class File:
+    """A `PostedFile` made by hand (the CLI, tests)."""
+
+    filename: str | None
+    content_type: str | None
+    stream: IO[bytes]
+
+
+# Posted text fields and files: each name with its values in the order sent (a checkbox
+# group, several files, or a field posted twice has more than one).
+Fields = Mapping[str, list[str]]
+Files = Mapping[str, Sequence[PostedFile]]
+
+
+class _FormData(dict[str, list[Any]]):
+    """The multi-value mapping WTForms asks for (it reads values with `getlist`)."""
+
+    def getlist(self, key: str) -> list[Any]:
+        return list(self.get(key, []))
+
 
 # Posted names that are not answers: form token, honeypot, copy tick (with the copy's
 # e-mail address and the patient's own OpenPGP key, see copies.py), language.
@@ -228,9 +266,9 @@ def form_class(spec: FormSpec, lang: str, uploads: dict[str, UploadCheck]) -> ty
     return type(f"Form_{spec.id}", (BaseForm,), attrs)
 
 
-def empty_form(spec: FormSpec, lang: str, data: Mapping[str, Any] | None = None) -> BaseForm:
+def empty_form(spec: FormSpec, lang: str, data: Fields | None = None) -> BaseForm:
     """An unvalidated form for rendering, optionally filled with earlier answers."""
-    return form_class(spec, lang, {})(formdata=MultiDict(data) if data else None)
+    return form_class(spec, lang, {})(formdata=_FormData(data) if data else None)
 
 
 @dataclass
@@ -245,8 +283,7 @@ class Result:
         return not self.errors
 
 
-def validate(spec: FormSpec, lang: str, formdata: MultiDict[str, Any],
-             files: MultiDict[str, Any]) -> Result:
+def validate(spec: FormSpec, lang: str, formdata: Fields, files: Files) -> Result:
     """Check a post against the form's allow-list; answers and uploads if it passes."""
     uploads: dict[str, UploadCheck] = {}
     cls = form_class(spec, lang, uploads)
@@ -254,13 +291,13 @@ def validate(spec: FormSpec, lang: str, formdata: MultiDict[str, Any],
     known = {f.name for f in spec.fields}
     unknown = sorted({k for k in [*formdata.keys(), *files.keys()]
                       if k not in known and k not in CONTROL_FIELDS})
-    combined: MultiDict[str, Any] = MultiDict()
-    for key, value in formdata.items(multi=True):
-        if key in known:
-            combined.add(key, value)
-    for key, value in files.items(multi=True):
-        if key in known:
-            combined.add(key, value)
+    combined = _FormData()
+    for key, values in formdata.items():
+        if key in known and values:
+            combined.setdefault(key, []).extend(values)
+    for key, posted in files.items():
+        if key in known and posted:
+            combined.setdefault(key, []).extend(posted)
     form = cls(formdata=combined)
     form.validate()
     errors: dict[str, list[str]] = {k: list(map(str, e)) for k, e in form.errors.items()}
@@ -269,7 +306,7 @@ def validate(spec: FormSpec, lang: str, formdata: MultiDict[str, Any],
                                    "please reload the page and send again.")
                            % {"names": ", ".join(unknown[:5])}]
     for f in spec.fields:  # a field (or a checkbox's choice) posted twice is never an answer
-        sent = formdata.getlist(f.name)
+        sent = list(formdata.get(f.name, []))
         twice = len(set(sent)) < len(sent) if f.type == "checkboxes" else len(sent) > 1
         if f.type != "file" and twice:
             errors.setdefault(f.name, []).append(gettext("This answer was sent twice."))

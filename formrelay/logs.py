@@ -11,6 +11,7 @@ type and stack frames only: an exception's message can quote the value that caus
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -19,8 +20,6 @@ import sys
 import traceback
 from datetime import UTC, datetime
 from typing import IO, Any
-
-from gunicorn import glogging
 
 # Attributes every LogRecord has; anything else was passed with `extra=` and is logged
 # as its own field.
@@ -122,47 +121,61 @@ def configure_logging(level: str | int = "INFO", stream: IO[str] | None = None) 
 _SAFE_ATOMS = ("h", "m", "U", "s", "B", "b", "M", "D", "L", "T", "p", "H", "t", "r", "q")
 
 
-class GunicornLogger(glogging.Logger):
-    """gunicorn's logger, writing JSON lines with redacted request paths."""
+@functools.cache
+def _gunicorn_logger() -> type:
+    from gunicorn import glogging  # only a gunicorn process needs it
 
-    def setup(self, cfg: Any) -> None:
-        super().setup(cfg)
-        for log in (self.error_log, self.access_log):
-            for h in log.handlers:
-                h.setFormatter(JsonFormatter())
-        # the app's own loggers (formrelay.*) reach the root logger: same format, stderr
-        configure_logging(cfg.loglevel)
+    class GunicornLogger(glogging.Logger):
+        """gunicorn's logger, writing JSON lines with redacted request paths."""
 
-    def now(self) -> str:
-        return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        def setup(self, cfg: Any) -> None:
+            super().setup(cfg)
+            for log in (self.error_log, self.access_log):
+                for h in log.handlers:
+                    h.setFormatter(JsonFormatter())
+            # the app's own loggers (formrelay.*) reach the root logger: same format, stderr
+            configure_logging(cfg.loglevel)
 
-    def atoms(self, resp: Any, req: Any, environ: dict[str, Any],
-              request_time: Any) -> dict[str, Any]:
-        status = resp.status.split(None, 1)[0] if isinstance(resp.status, str) else resp.status
-        path = redact_path(environ.get("PATH_INFO") or "")
-        sent = getattr(resp, "sent", None) or 0
-        method = environ.get("REQUEST_METHOD", "-")
-        proto = environ.get("SERVER_PROTOCOL", "-")
-        return {
-            "h": environ.get("REMOTE_ADDR", "-"), "m": method, "U": path,
-            "r": f"{method} {path} {proto}", "q": "", "H": proto, "s": str(status),
-            "B": sent, "b": str(sent), "t": self.now(), "p": f"<{os.getpid()}>",
-            "T": request_time.seconds,
-            "D": request_time.seconds * 1_000_000 + request_time.microseconds,
-            "M": request_time.seconds * 1000 + request_time.microseconds // 1000,
-            "L": f"{request_time.seconds}.{request_time.microseconds:06d}",
-        }
+        def now(self) -> str:
+            return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
-    def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> None:
-        if not self.access_log_enabled:
-            return
-        atoms = self.atoms(resp, req, environ, request_time)
-        safe = self.atoms_wrapper_class({k: atoms[k] for k in _SAFE_ATOMS})
-        try:
-            msg = self.cfg.access_log_format % safe
-        except (KeyError, TypeError, ValueError):
-            msg = f"{atoms['m']} {atoms['U']} {atoms['s']}"
-        self.access_log.info("%s", msg, extra={
-            "event": "http", "method": atoms["m"], "path": atoms["U"],
-            "status": int(atoms["s"]) if str(atoms["s"]).isdigit() else atoms["s"],
-            "bytes": atoms["B"], "ms": atoms["M"], "remote": atoms["h"]})
+        def atoms(self, resp: Any, req: Any, environ: dict[str, Any],
+                  request_time: Any) -> dict[str, Any]:
+            status = resp.status.split(None, 1)[0] if isinstance(resp.status, str) else resp.status
+            path = redact_path(environ.get("PATH_INFO") or "")
+            sent = getattr(resp, "sent", None) or 0
+            method = environ.get("REQUEST_METHOD", "-")
+            proto = environ.get("SERVER_PROTOCOL", "-")
+            return {
+                "h": environ.get("REMOTE_ADDR", "-"), "m": method, "U": path,
+                "r": f"{method} {path} {proto}", "q": "", "H": proto, "s": str(status),
+                "B": sent, "b": str(sent), "t": self.now(), "p": f"<{os.getpid()}>",
+                "T": request_time.seconds,
+                "D": request_time.seconds * 1_000_000 + request_time.microseconds,
+                "M": request_time.seconds * 1000 + request_time.microseconds // 1000,
+                "L": f"{request_time.seconds}.{request_time.microseconds:06d}",
+            }
+
+        def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> None:
+            if not self.access_log_enabled:
+                return
+            atoms = self.atoms(resp, req, environ, request_time)
+            safe = self.atoms_wrapper_class({k: atoms[k] for k in _SAFE_ATOMS})
+            try:
+                msg = self.cfg.access_log_format % safe
+            except (KeyError, TypeError, ValueError):
+                msg = f"{atoms['m']} {atoms['U']} {atoms['s']}"
+            self.access_log.info("%s", msg, extra={
+                "event": "http", "method": atoms["m"], "path": atoms["U"],
+                "status": int(atoms["s"]) if str(atoms["s"]).isdigit() else atoms["s"],
+                "bytes": atoms["B"], "ms": atoms["M"], "remote": atoms["h"]})
+
+    return GunicornLogger
+
+
+def __getattr__(name: str) -> Any:
+    # gunicorn loads "formrelay.logs.GunicornLogger" by name (server.py): the class is
+    # made then, so importing this module (delivery does) does not import gunicorn.
+    if name == "GunicornLogger":
+        return _gunicorn_logger()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

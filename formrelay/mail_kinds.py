@@ -5,18 +5,18 @@ message at send time, and its hooks run when the row is marked sent or failed. H
 are `MailKind`, the helpers builders share (fixed Message-ID, plain-text mail) and
 the two kinds formrelay itself sends: the submission's PGP/MIME mail and plain mail to
 the operator. Other features declare their own (notify.py, copy_mail.py). The worker
-that sends them is delivery.py; it is handed the table of kinds (`tables.mail_kinds()`)
+that sends them is delivery.py; it is handed the table of kinds (`services.mail_kinds()`)
 and knows no others.
 
 How other features queue their own mail (the interface; keep it stable):
 
-1. Declare the kind as a value in your module, and add it to the table in tables.py::
+1. Declare the kind as a value in your module, and add it to the table in services.py::
 
        from formrelay.mail_kinds import MailKind
        def build(mail: OutboxMail, settings: Settings, store: Store) -> bytes: ...
        MAIL = MailKind("notification", build, on_sent=None, on_failed=None)
 
-       # tables.py, mail_kinds(): kind_table(..., notification.MAIL)
+       # services.py, mail_kinds(): kind_table(..., notification.MAIL)
 
    `build` returns the complete RFC 5322 message as bytes (or a `mime.Streamed` for
    something large). It is called at every attempt, in the worker process, with the
@@ -50,7 +50,6 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-import sqlite3
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -58,15 +57,17 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING
 
 from . import mime, sealing
-from .config import FormSpec, Settings
+from .config import Settings
 from .errors import OperatorError
 from .i18n import gettext
 from .mailer import Message, transport_configured
 from .store import OutboxMail, Store
-from .submission import Submission
+
+if TYPE_CHECKING:
+    from .pipeline import Posted, Stored
 
 log = logging.getLogger("formrelay.delivery")  # as before the split: operators filter on it
 
@@ -152,19 +153,24 @@ def plain_message(mail: OutboxMail, settings: Settings, subject: str, body: str)
 
 
 # -- the submission's PGP/MIME mail ------------------------------------------------------
-def queue_submission(store: Store, settings: Settings, domain: str) -> Callable[..., None]:
-    """The `Relay.on_store` step that queues an email-delivery submission's mail in the
-    submission's own transaction (the effective delivery is in extras["delivery"])."""
+@dataclass(frozen=True)
+class SubmissionMail:
+    """The pipeline step that queues an email-delivery submission's mail in the
+    submission's own transaction (pipeline.py)."""
 
-    def step(conn: sqlite3.Connection, sub: Submission, spec: FormSpec,
-             extras: dict[str, Any]) -> None:
-        if extras.get("delivery", spec.delivery) != "email":
+    store: Store
+    settings: Settings
+
+    def prepare(self, posted: Posted) -> None:
+        return None
+
+    def record(self, stored: Stored, prepared: None) -> None:
+        if stored.delivery != "email":
             return
-        emails = settings.recipient_emails(spec)
-        store.enqueue(SUBMISSION, sub.reference, emails, form_id=spec.id,
-                      message_id=mime.message_id(sub.reference, domain))
-
-    return step
+        spec, reference = stored.spec, stored.sub.reference
+        emails = self.settings.recipient_emails(spec)
+        self.store.enqueue(SUBMISSION, reference, emails, form_id=spec.id,
+                           message_id=mime.message_id(reference, self.settings.mail_domain))
 
 
 def submission_message(settings: Settings, store: Store, *, reference: str, form_id: str,

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
-from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .config import FormSpec, Settings
 from .i18n import gettext
@@ -23,7 +22,9 @@ from .localtime import local_date, shown
 from .mail_kinds import MailKind, plain_message
 from .mailer import Message, transport_configured
 from .store import OutboxMail, Store, iso, parse_iso
-from .submission import Submission
+
+if TYPE_CHECKING:
+    from .pipeline import Posted, Stored
 
 log = logging.getLogger("formrelay.notify")
 
@@ -38,25 +39,30 @@ def _enqueue(settings: Settings, store: Store, spec: FormSpec,
                   payload=payload, form_id=spec.id)
 
 
-def queue_notice(store: Store, settings: Settings) -> Callable[..., None]:
-    """The `Relay.on_store` step: a held submission's notification, or its place in the
-    next batch, in the submission's own transaction."""
+@dataclass(frozen=True)
+class HeldNotice:
+    """The pipeline step (pipeline.py): a held submission's notification, or its place in
+    the next batch, in the submission's own transaction."""
 
-    def step(conn: sqlite3.Connection, sub: Submission, spec: FormSpec,
-             extras: dict[str, Any]) -> None:
-        if extras.get("delivery", spec.delivery) != "hold":
+    store: Store
+    settings: Settings
+
+    def prepare(self, posted: Posted) -> None:
+        return None
+
+    def record(self, stored: Stored, prepared: None) -> None:
+        if stored.delivery != "hold":
             return
-        if not transport_configured(settings):
+        sub, spec, store = stored.sub, stored.spec, self.store
+        if not transport_configured(self.settings):
             log.warning("form %s: %s held, but no notification sent: configure [smtp]",
                         spec.id, sub.reference)
             return
         if spec.notify_batch_minutes:
             store.notice_add(sub.reference, spec.id, sub.received_at)
         else:
-            _enqueue(settings, store, spec, [{"reference": sub.reference,
-                                              "received_at": iso(sub.received_at)}])
-
-    return step
+            _enqueue(self.settings, store, spec, [{"reference": sub.reference,
+                                                   "received_at": iso(sub.received_at)}])
 
 
 def flush(settings: Settings, store: Store, now: datetime | None = None) -> int:
@@ -110,4 +116,4 @@ def build(mail: OutboxMail, settings: Settings, store: Store) -> Message:
     return plain_message(mail, settings, subject, body)
 
 
-MAIL = MailKind(KIND, build)  # in the worker's table: tables.mail_kinds()
+MAIL = MailKind(KIND, build)  # in the worker's table: services.mail_kinds()

@@ -1,12 +1,13 @@
 """The submission use case: validate -> encrypt -> store -> enqueue.
 
-`Relay` is shared by the web views, the CLI and the tests. It holds the settings, the
-store and the keyring, takes plain data (form fields and files as mappings) and returns
-a `Receipt`. It fails closed: if any recipient key of the form is unusable, or gpg
-fails, nothing is stored and `FormUnavailable` is raised; if the disk refuses the
-ciphertext or the database write (full, read-only), nothing is stored and
-`StoreNotWritable` is raised. The plaintext exists only
-in this call's memory and gpg's stdin; what reaches disk is the ciphertext.
+`Relay` is shared by the web views, the CLI and the tests, which all get it from
+services.build (with every step of the pipeline, see pipeline.py). It holds the
+settings, the store and the keyring, takes plain data (form fields and files as
+mappings of lists) and returns a `Receipt`. It fails closed: if any recipient key of
+the form is unusable, or gpg fails, nothing is stored and `FormUnavailable` is raised;
+if the disk refuses the ciphertext or the database write (full, read-only), nothing is
+stored and `StoreNotWritable` is raised. The plaintext exists only in this call's memory
+and gpg's stdin; what reaches disk is the ciphertext.
 """
 
 from __future__ import annotations
@@ -23,14 +24,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from werkzeug.datastructures import MultiDict
-
-from . import delivery, forms, notify
+from . import forms
 from .config import FormSpec, Settings
+from .copies import CopyReceipt
 from .crypto import CryptoError, GpgTimeout, Keyring, KeyStatus
 from .errors import FormUnavailable, InvalidSubmission, NotFound
 from .i18n import translations
 from .mime import IterStream, encrypted_size, payload_parts
+from .pipeline import Posted, Step, Stored
 from .store import Store, StoreNotWritable, disk_problem, iso, utcnow
 from .submission import Submission, new_reference
 
@@ -44,37 +45,27 @@ class Receipt:
     reference: str
     form_id: str
     received_at: datetime
-    delivery: str
-    size: int
-    extras: dict[str, Any]
+    delivery: str  # the effective delivery: "email", or "hold"
+    size: int  # bytes of ciphertext
+    copy: CopyReceipt | None  # the patient's copy, when they asked for one
 
 
 class Relay:
-    def __init__(self, settings: Settings, store: Store | None = None,
-                 keyring: Keyring | None = None, clock: Callable[[], datetime] = utcnow):
+    """Built by services.build, which gives it the store, the keyring and the steps."""
+
+    def __init__(self, settings: Settings, *, store: Store, keyring: Keyring,
+                 steps: tuple[Step[Any], ...], clock: Callable[[], datetime] = utcnow):
         self.settings = settings
         self.clock = clock
-        data = settings.data_dir
-        data.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.store = store or Store(settings.db_path, clock)
-        self.keyring = keyring or Keyring(settings.gnupg_home,
-                                          timeout=settings.server.gpg_timeout_seconds)
+        self.store = store
+        self.keyring = keyring
+        self.steps = steps
         self.tmp = settings.tmp_dir
         self.tmp.mkdir(mode=0o700, exist_ok=True)
         self._keys: dict[str, KeyStatus] = {}
         self._keys_at = 0.0
         self._rechecking = False
         self._lock = threading.Lock()
-        # Extra steps run inside the submission's transaction (outbox, patient copy...).
-        self.on_store: list[Callable[[sqlite3.Connection, Submission, FormSpec, dict[str, Any]],
-                                     None]] = []
-        # Steps run on the validated plaintext before it is dropped (patient copy).
-        self.before_store: list[Callable[[Submission, FormSpec, dict[str, Any],
-                                          MultiDict[str, Any]], None]] = []
-        # Email delivery: the PGP/MIME mail is queued in the submission's transaction.
-        self.on_store.append(delivery.queue_submission(self.store, settings, self.domain))
-        # Hold delivery: the notification mail (no patient data), same transaction.
-        self.on_store.append(notify.queue_notice(self.store, settings))
 
     # -- keys -------------------------------------------------------------------------
     def sync_keys(self) -> dict[str, KeyStatus]:
@@ -151,32 +142,30 @@ class Relay:
                                phone=self.settings.server.practice_phone)
 
     # -- the use case -----------------------------------------------------------------
-    def submit(self, form_id: str, lang: str, formdata: MultiDict[str, Any],
-               files: MultiDict[str, Any] | None = None, *, ip: str = "") -> Receipt:
+    def submit(self, form_id: str, lang: str, formdata: forms.Fields,
+               files: forms.Files | None = None, *, ip: str = "") -> Receipt:
         spec = self.form(form_id)
         self.require_available(spec)
-        result = forms.validate(spec, lang, formdata, files or MultiDict())
+        result = forms.validate(spec, lang, formdata, files or {})
         if not result.ok:
             log.info("form %s: rejected post (%s)", form_id, ", ".join(sorted(result.errors)))
             raise InvalidSubmission("Please correct the marked fields.", errors=result.errors)
         sub = Submission(reference=new_reference(), form_id=spec.id, form_title=spec.title,
                          lang=lang, received_at=self.clock(), answers=result.answers,
                          uploads=result.uploads)
-        extras: dict[str, Any] = {}
+        posted = Posted(sub, spec, formdata, ip)
         try:
-            for step in self.before_store:
-                step(sub, spec, extras, formdata)
+            prepared = [step.prepare(posted) for step in self.steps]
         except GpgTimeout as exc:  # the patient's copy runs gpg too
             self._gpg_failed(spec, exc, ip)
             raise self.unavailable() from None
-        size = self._encrypt_and_store(sub, spec, extras, ip)
+        size, delivery, copy = self._encrypt_and_store(sub, spec, prepared, ip)
         log.info("form %s: received %s (%d bytes ciphertext, %d files)", spec.id,
                  sub.reference, size, len(sub.uploads))
-        return Receipt(sub.reference, spec.id, sub.received_at,
-                       extras.get("delivery", spec.delivery), size, extras)
+        return Receipt(sub.reference, spec.id, sub.received_at, delivery, size, copy)
 
-    def _encrypt_and_store(self, sub: Submission, spec: FormSpec, extras: dict[str, Any],
-                           ip: str) -> int:
+    def _encrypt_and_store(self, sub: Submission, spec: FormSpec, prepared: list[Any],
+                           ip: str) -> tuple[int, str, CopyReceipt | None]:
         fprs = self.settings.recipient_fingerprints(spec)
         emails = self.settings.recipient_emails(spec)
         tr = translations(spec.lang)
@@ -192,27 +181,31 @@ class Relay:
                                  tz=self.settings.server.timezone)
 
         out = self.tmp / f"{sub.reference}.{os.getpid()}.asc"
-        extras["_ip"] = ip  # the access point, for the on_store steps' audit events
         for attempt in range(3):
             try:
                 stream = io.BufferedReader(IterStream(parts()), 1 << 16)
                 size = self.keyring.encrypt_stream(stream, fprs, out,
                                                    compress=not sub.uploads)
-                extras["delivery"] = self._delivery_for(sub, spec, size, ip)
-                status = "queued" if extras["delivery"] == "email" else "held"
+                delivery = self._delivery_for(sub, spec, size, ip)
+                status = "queued" if delivery == "email" else "held"
                 row = {"reference": sub.reference, "form_id": spec.id,
-                       "received_at": iso(sub.received_at), "delivery": extras["delivery"],
+                       "received_at": iso(sub.received_at), "delivery": delivery,
                        "status": status, "file_count": len(sub.uploads)}
+                answers: list[CopyReceipt] = []
+                stored = Stored(sub, spec, delivery, ip)
 
-                def also(sub: Submission = sub, row: dict[str, Any] = row) -> None:
+                def also(stored: Stored = stored,
+                         answers: list[CopyReceipt] = answers) -> None:
                     self.store.audit("received", actor="patient", ip=ip,
                                      reference=sub.reference, form_id=spec.id,
-                                     detail=f"{row['delivery']}, {len(sub.uploads)} files")
-                    for step in self.on_store:
-                        step(self.store.conn, sub, spec, extras)
+                                     detail=f"{stored.delivery}, {len(sub.uploads)} files")
+                    for step, ready in zip(self.steps, prepared, strict=True):
+                        answer = step.record(stored, ready)
+                        if answer is not None:
+                            answers.append(answer)
 
                 self.store.add_submission(row, out, also)
-                return size
+                return size, delivery, answers[0] if answers else None
             except CryptoError as exc:
                 self._gpg_failed(spec, exc, ip)
                 raise self.unavailable() from None

@@ -6,7 +6,7 @@ form's `retention_days` (each deletion audited), audit rows older than
 submission metadata as old as that, and stale sessions and login counters. The worker
 runs it on a schedule (`periodic`), `formrelay purge` on demand. Other features' own
 steps (expired patient copies, old outbox records) are passed in as `purgers`, a table
-of (name, step) that tables.purgers() assembles.
+of (name, step) that services.purgers() assembles.
 """
 
 from __future__ import annotations

@@ -16,8 +16,9 @@ from click.testing import CliRunner
 from flask import Flask
 from flask.testing import FlaskClient
 
-from formrelay import create_app
-from formrelay.config import HEALTH_TOKEN_ENV, SECRET_KEY_ENV
+from formrelay import create_app, services
+from formrelay.config import HEALTH_TOKEN_ENV, SECRET_KEY_ENV, load_config
+from formrelay.store import utcnow
 
 from .keys import TestKey, make_all
 from .smtpd import TlsFiles, make_tls_files
@@ -93,9 +94,15 @@ def write_config(path: Path, cfg: dict[str, Any]) -> Path:
 def make_app(tmp_path: Path, keys: dict[str, TestKey]) -> Callable[..., Flask]:
     def factory(**kw: Any) -> Flask:
         clock = kw.pop("clock", None)
+        extra_steps = kw.pop("extra_steps", ())
         cfg = make_config_dict(tmp_path / "data", keys, **kw)
         path = write_config(tmp_path / "config.toml", cfg)
-        app = create_app(path, environ=ENV, clock=clock)
+        if extra_steps:  # the app's services with more steps in the relay's pipeline
+            built = services.build(load_config(path, ENV), clock or utcnow,
+                                   extra_steps=extra_steps)
+            app = create_app(built)
+        else:
+            app = create_app(path, environ=ENV, clock=clock)
         app.testing = True
         return app
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
-from formrelay import tables
+from formrelay import services
 from formrelay.audit import verify
 from formrelay.retention import purge
 from formrelay.store import Store, audit_hash
@@ -133,14 +133,14 @@ def test_retention_purge_keeps_the_chain_verifiable(make_app: Callable[..., Flas
     clock.advance(days=365 * 5 - 30)
     events(store, 3)
     clock.advance(days=60)  # the first events are now over 5 years old, the others not
-    report = purge(relay.settings, store, clock.now, purgers=tables.purgers())
+    report = purge(relay.settings, store, clock.now, purgers=services.purgers())
     assert report.audit_rows == first_old
     rows = store.audit_rows()
     assert rows[0]["id"] == first_old + 1 and rows[-1]["action"] == "audit purged"
     assert f"up to #{first_old}" in rows[-1]["detail"]
     assert verify(store).ok, verify(store).problems
     # nothing more is due
-    assert purge(relay.settings, store, clock.now, purgers=tables.purgers()).audit_rows == 0
+    assert purge(relay.settings, store, clock.now, purgers=services.purgers()).audit_rows == 0
     # deleting more at the start (behind the anchor's back) is still seen
     attacker(store).execute("DELETE FROM audit WHERE id = ?", (first_old + 1,))
     problems = verify(store).problems
@@ -243,7 +243,7 @@ def test_incremental_verification_reads_only_new_rows_and_survives_the_purge(
     assert verify(store, incremental=True, record=True).rows == 0
     clock.advance(days=365 * 5 + 30)  # everything is old now: the purge cuts it all
     events(store, 1)
-    assert purge(relay.settings, store, clock.now, purgers=tables.purgers()).audit_rows == head
+    assert purge(relay.settings, store, clock.now, purgers=services.purgers()).audit_rows == head
     after = verify(store, incremental=True, record=True)
     assert after.ok, after.problems
     events(store, 2)

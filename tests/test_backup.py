@@ -9,12 +9,11 @@ import threading
 from pathlib import Path
 
 from click.testing import CliRunner, Result
-from werkzeug.datastructures import MultiDict
 
 from formrelay.audit import verify
 from formrelay.cli import cli
 from formrelay.config import load_config
-from formrelay.relay import Relay
+from formrelay.services import build
 from formrelay.store import Store
 
 from .conftest import ENV, canary, make_config_dict, valid_answers, write_config
@@ -67,7 +66,7 @@ def _consistent(path: Path, marks: list[str]) -> int:
 def test_backup_while_writing_restores_consistent(tmp_path: Path,
                                                   keys: dict[str, TestKey]) -> None:
     config = _config(tmp_path, keys, tmp_path / "data")
-    relay = Relay(load_config(config, ENV))
+    relay = build(load_config(config, ENV)).relay
     relay.sync_keys()
     marks: list[str] = []
     stop = threading.Event()
@@ -78,7 +77,8 @@ def test_backup_while_writing_restores_consistent(tmp_path: Path,
             while not stop.is_set() and len(marks) < MAX_SUBMISSIONS:
                 mark = canary()
                 marks.append(mark)
-                relay.submit("intake", "nl", MultiDict(valid_answers(mark)))
+                relay.submit("intake", "nl",
+                             {k: [v] for k, v in valid_answers(mark).items()})
         except BaseException as exc:  # noqa: BLE001 - reported by the main thread
             errors.append(exc)
         finally:
@@ -121,7 +121,7 @@ def test_backup_while_writing_restores_consistent(tmp_path: Path,
 def test_backup_into_a_folder_names_a_dated_private_file(tmp_path: Path,
                                                          keys: dict[str, TestKey]) -> None:
     config = _config(tmp_path, keys, tmp_path / "data")
-    Relay(load_config(config, ENV)).store.close()
+    build(load_config(config, ENV)).close()
     r = _backup(config, f"{tmp_path / 'nightly'}/")
     assert r.exit_code == 0, r.output
     [made] = (tmp_path / "nightly").iterdir()
@@ -134,7 +134,7 @@ def test_backup_refuses_bad_destinations(tmp_path: Path, keys: dict[str, TestKey
     config = _config(tmp_path, keys, tmp_path / "data")
     r = _backup(config, tmp_path / "b.db")
     assert r.exit_code == 1 and "no database at" in r.output  # nothing to back up yet
-    Relay(load_config(config, ENV)).store.close()
+    build(load_config(config, ENV)).close()
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     r = _backup(config, blocker / "b.db")

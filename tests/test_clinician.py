@@ -14,7 +14,7 @@ import pyotp
 import pytest
 from flask import Flask
 
-from formrelay import create_app, delivery, tables
+from formrelay import create_app, delivery, services
 from formrelay.localtime import shown
 
 from .area import (
@@ -61,7 +61,7 @@ def test_the_whole_hold_flow(make_app: Callable[..., Flask], tls: TlsFiles, tmp_
         mark = canary()
         ref = submit(app, mark, origin="https://forms.praktijk.test")
         relay = app.extensions["formrelay"]
-        kinds = tables.mail_kinds()
+        kinds = services.mail_kinds()
         assert delivery.deliver_pending(relay.settings, relay.store, kinds=kinds).sent == 1
 
     [mail] = server.messages

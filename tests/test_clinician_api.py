@@ -88,7 +88,7 @@ def test_api_refuses_missing_wrong_and_foreign(make_app: Callable[..., Flask],
     assert api.get(API, base_url="http://forms.praktijk.test").status_code == 403
 
     # a token of someone without this form cannot fetch it
-    accounts = app.extensions["formrelay_clinician"].accounts
+    accounts = app.extensions["formrelay"].accounts
     other = accounts.add("bram", "een ander lang wachtwoord", forms=[], recipients=["alice"])
     store = app.extensions["formrelay"].store
     store.user_update(other.id, recipients="[]", forms='["elders"]')

@@ -7,15 +7,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 from flask import Flask
-from werkzeug.datastructures import MultiDict
 
-from formrelay.config import FormSpec
 from formrelay.logs import JsonFormatter
-from formrelay.submission import Submission
+from formrelay.pipeline import Posted, Stored
 
 from .canary import leaks
 from .conftest import canary, post_form, valid_answers
@@ -25,16 +22,19 @@ def test_unhandled_error_in_a_view_shows_and_logs_no_form_data(
         make_app: Callable[..., Flask], logs: pytest.LogCaptureFixture,
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FLASK_DEBUG", "1")  # an operator's stray setting changes nothing
-    app = make_app()
+
+    class Bug:
+        def prepare(self, posted: Posted) -> None:
+            # a bug whose message quotes what the patient typed
+            raise ValueError(f"cannot handle {posted.fields.get('name')!r}: "
+                             f"{posted.sub.answers!r}")
+
+        def record(self, stored: Stored, prepared: None) -> None:
+            return None
+
+    app = make_app(extra_steps=[Bug()])
     assert app.debug is False
     relay = app.extensions["formrelay"]
-
-    def bug(sub: Submission, spec: FormSpec, extras: dict[str, Any],
-            formdata: MultiDict[str, Any]) -> None:
-        # a bug whose message quotes what the patient typed
-        raise ValueError(f"cannot handle {formdata.get('name')!r}: {sub.answers!r}")
-
-    relay.before_store.append(bug)
     mark = canary()
     bodies = []
     for json_answer in (False, True):

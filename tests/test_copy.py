@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from flask import Flask
 from flask.testing import FlaskClient
 
-from formrelay import delivery, tables
+from formrelay import delivery, services
 from formrelay.config import ConfigError
 from formrelay.copies import Copies, b64d, b64e
 
@@ -111,7 +111,7 @@ def test_full_flow_link_mail_code_pdf_then_gone(make_app: Any, tls: TlsFiles,
         assert "zoe@example.nl" in page["html"]
         settings = app.extensions["formrelay"].settings
         store = app.extensions["formrelay"].store
-        delivery.deliver_pending(settings, store, kinds=tables.mail_kinds())
+        delivery.deliver_pending(settings, store, kinds=services.mail_kinds())
         to_patient = [m for m in smtp.messages if "zoe@example.nl" in m.rcpt_tos]
         assert len(to_patient) == 1
         got = to_patient[0]
@@ -227,7 +227,7 @@ def test_database_alone_cannot_open_or_test_codes(make_app: Any) -> None:
         with pytest.raises(InvalidTag):
             AESGCM(k).decrypt(blob[:12], blob[12:], row["id"].encode())
     # the code cannot be tried against the row without the link secret: its check is keyed
-    copies: Copies = app.extensions["formrelay.copies"]
+    copies: Copies = app.extensions["formrelay"].copies
     assert row["code_mac"] != __import__("hashlib").sha256(page["code"].encode()).hexdigest()
     # with the link secret the copy opens (the test's own proof that the above is fair)
     from formrelay.copies import derive
@@ -312,7 +312,7 @@ def test_altered_links_are_refused(make_app: Any) -> None:
     assert r.status_code == 400 and "Deze link werkt niet" in r.get_data(as_text=True)
     # a made-up id: refused before the database is asked; a signed unknown one: gone
     assert client.get(f"/copy/{'A' * 22}.{sig}").status_code == 400
-    signed_unknown = app.extensions["formrelay.copies"].token("Z" * 22)
+    signed_unknown = app.extensions["formrelay"].copies.token("Z" * 22)
     assert client.get(f"/copy/{signed_unknown}").status_code == 404
     # an altered secret with the right code: refused, and not counted as a wrong code
     bad_key = ("A" if key[0] != "A" else "B") + key[1:]
@@ -344,7 +344,7 @@ def test_expiry_with_injected_clock(make_app: Any) -> None:
     with sqlite3.connect(store.path) as conn:
         assert conn.execute("SELECT ciphertext FROM copies").fetchone()[0] is None
     # the worker's purge forgets the row a month later
-    copies: Copies = app.extensions["formrelay.copies"]
+    copies: Copies = app.extensions["formrelay"].copies
     clock.now += timedelta(days=31)
     copies.purge()
     assert client.get(page["url"]).status_code == 404
@@ -357,7 +357,7 @@ def test_purge_expires_copies_nobody_opened(make_app: Any) -> None:
     client = app.test_client()
     page = thanks(post_form(client, answers(canary())))
     assert "2" in page["html"]
-    copies: Copies = app.extensions["formrelay.copies"]
+    copies: Copies = app.extensions["formrelay"].copies
     assert copies.purge() == 0
     clock.now += timedelta(days=2)
     assert copies.purge() == 1
@@ -391,7 +391,7 @@ def test_queued_link_mail_keeps_the_patients_address_sealed(make_app: Any,
                             ).fetchone()
     assert to.startswith('["sealed:v1:')
     # the worker opens it, in memory, to send (here into the sink folder)
-    kinds = tables.mail_kinds()
+    kinds = services.mail_kinds()
     assert delivery.deliver_pending(relay.settings, relay.store, kinds=kinds).sent == 2
     [eml] = [p for p in (tmp_path / "mail").iterdir() if "patient_copy" in p.name]
     assert f"To: {address}" in eml.read_text()

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from formrelay import delivery, tables
+from formrelay import delivery, services
 from formrelay.pdf import Practice, copy_pdf
 from formrelay.submission import Answer, Submission, Upload
 
@@ -86,7 +86,7 @@ def test_pgp_copy_to_the_patients_own_key(make_app: Any, keys: dict[str, TestKey
     page = thanks(post_form(client, {**answers(mark),
                                      "_copy_key": patient.public.read_text()}))
     r = app.extensions["formrelay"]
-    delivery.deliver_pending(r.settings, r.store, kinds=tables.mail_kinds())
+    delivery.deliver_pending(r.settings, r.store, kinds=services.mail_kinds())
     mails = [message_from_bytes(p.read_bytes(), policy=policy.default)
              for p in sorted((tmp_path / "mail").glob("*.eml"))]
     to_patient = [m for m in mails if "zoe@example.nl" in str(m["To"])]

@@ -27,7 +27,7 @@ import pytest
 from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import sync_playwright
 
-from formrelay import delivery, tables
+from formrelay import delivery, services
 from formrelay.config import load_config
 from formrelay.store import Store
 
@@ -70,7 +70,7 @@ class Server:
         settings = load_config(self.config, ENV)
         store = Store(settings.db_path)
         try:
-            delivery.deliver_pending(settings, store, kinds=tables.mail_kinds())
+            delivery.deliver_pending(settings, store, kinds=services.mail_kinds())
         finally:
             store.close()
         return [message_from_bytes(p.read_bytes(), policy=policy.default)

@@ -185,19 +185,17 @@ def test_demo_serves_both_forms_and_its_printed_commands_work(demo: Demo) -> Non
 
     # the printed password opens the demo account (its authenticator app is set up in
     # the browser at the first login)
+    from formrelay import services
     from formrelay.config import load_config
-    from formrelay.store import Store
-    from formrelay.users import Accounts
 
     settings = load_config(demo.folder / "config.toml",
                            {"FORMRELAY_SECRET_KEY": (demo.folder / ".secret_key").read_text()})
-    store = Store(settings.db_path)
+    built = services.build(settings)
     try:
-        user = Accounts(settings, store).check_password("dokter", password.group(1),
-                                                         "127.0.0.1")
+        user = built.accounts.check_password("dokter", password.group(1), "127.0.0.1")
         assert not user.enrolled
     finally:
-        store.close()
+        built.close()
 
     # run again on another port: the config (base_url, allowed_origins) is for this one
     again = subprocess.run([sys.executable, "-m", "formrelay", "demo", "--dir",

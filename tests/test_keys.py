@@ -129,7 +129,7 @@ def test_form_whose_key_file_is_missing_fails_closed(tmp_path: Path,
 
 def test_gpg_failure_during_post_fails_closed(app: Flask, keys: dict[str, TestKey],
                                               logs: pytest.LogCaptureFixture) -> None:
-    relay = app.extensions["formrelay"]
+    relay = app.extensions["formrelay"].relay
     client = app.test_client()
     post_form(client, valid_answers(), json_answer=True)  # warm up: the key is fine
     before = len(relay.store.submissions())
@@ -190,7 +190,7 @@ def test_hanging_gpg_is_stopped_and_the_form_shows_itself_unavailable(
     from formrelay import relay as relay_module
 
     app: Flask = make_app(server={"gpg_timeout_seconds": 1})
-    relay = app.extensions["formrelay"]
+    relay = app.extensions["formrelay"].relay
     client = app.test_client()
     assert client.get("/f/intake").status_code == 200
     calls, pidfile = tmp_path / "calls", tmp_path / "pid"

@@ -23,7 +23,7 @@ from aiosmtpd.controller import Controller
 from click.testing import CliRunner
 from flask import Flask
 
-from formrelay import delivery, mailer, mime, tables
+from formrelay import delivery, mailer, mime, services
 from formrelay.cli import cli
 
 from .conftest import ENV, HEALTH_AUTH, canary, post_form
@@ -76,7 +76,7 @@ def submit(app: Flask, mark: str = "", **files: tuple[bytes, str]) -> str:
 
 def deliver(app: Flask) -> delivery.PassResult:
     relay = app.extensions["formrelay"]
-    return delivery.deliver_pending(relay.settings, relay.store, kinds=tables.mail_kinds())
+    return delivery.deliver_pending(relay.settings, relay.store, kinds=services.mail_kinds())
 
 
 def store_of(app: Flask) -> Any:
@@ -342,7 +342,7 @@ def test_key_expiry_reminders_once_each(make_app: Callable[..., Flask], tmp_path
     sink = tmp_path / "operator-mail"
     app = make_app(recipients=("soon",), server={"operator_email": OPERATOR},
                    smtp={"from_address": "formulieren@praktijk.test", "sink_dir": str(sink)})
-    relay = app.extensions["formrelay"]
+    relay = app.extensions["formrelay"].relay
     statuses = relay.sync_keys()
     expires = statuses["soon"].expires
     sent: list[str] = []
@@ -350,7 +350,7 @@ def test_key_expiry_reminders_once_each(make_app: Callable[..., Flask], tmp_path
         now = expires - timedelta(days=days_before)
         sent += delivery.check_key_expiry(relay.settings, relay.store, statuses, now)
     assert sent == ["soon"] * 4  # 30, 7 and 1 days before, and once expired
-    kinds = tables.mail_kinds()
+    kinds = services.mail_kinds()
     assert delivery.deliver_pending(relay.settings, relay.store, kinds=kinds).sent == 4
     mails = [message_from_bytes(p.read_bytes(), policy=policy.default)
              for p in sorted(sink.iterdir())]

@@ -22,7 +22,7 @@ import pytest
 from click.testing import CliRunner
 from flask import Flask
 
-from formrelay import copy_mail, delivery, retention, tables
+from formrelay import copy_mail, delivery, retention, services
 from formrelay.audit import verify
 from formrelay.cli import cli
 from formrelay.store import Store, iso
@@ -241,8 +241,8 @@ def test_worker_thread_stops_cleanly(make_app: Callable[..., Flask], tls: TlsFil
         app = mail_app(make_app, tls, port)
         relay = app.extensions["formrelay"]
         thread, stop = delivery.start_background(
-            relay.settings, relay.store, kinds=tables.mail_kinds(),
-            purgers=tables.purgers(), interval=0.05)
+            relay.settings, relay.store, kinds=services.mail_kinds(),
+            purgers=services.purgers(), interval=0.05)
         ref = submit(app)
         wait_for(lambda: relay.store.submission(ref)["status"] == "sent", "the thread to send")
         stop.set()
@@ -279,11 +279,11 @@ def test_sent_mail_keeps_no_address_and_old_mail_records_are_purged(
     store.mail_done(mail, "failed", "550 no such user", error_class="refused")
     queued = store.enqueue(delivery.OPERATOR, "", ["beheer@praktijk.test"], b"{}")
     clock.advance(days=29)
-    report = retention.purge(relay.settings, store, clock.now, purgers=tables.purgers())
+    report = retention.purge(relay.settings, store, clock.now, purgers=services.purgers())
     assert report.other["sent and failed mail records removed"] == 0
     assert len(store.outbox_rows(("sent", "failed"))) == 3
     clock.advance(days=2)  # past the form's retention_days (and the default for no form)
-    report = retention.purge(relay.settings, store, clock.now, purgers=tables.purgers())
+    report = retention.purge(relay.settings, store, clock.now, purgers=services.purgers())
     assert report.other["sent and failed mail records removed"] == 3
     assert [r["id"] for r in store.outbox_rows(("queued", "sent", "failed"))] == [queued]
     purged = [r for r in store.audit_rows() if r["action"] == "deleted"

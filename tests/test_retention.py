@@ -13,7 +13,7 @@ import pyotp
 import pytest
 from flask import Flask
 
-from formrelay import delivery, notify, retention, tables
+from formrelay import delivery, notify, retention, services
 from formrelay.audit import verify
 
 from .area import Browser, Clock, add_user, audit, cheap_hashing, cli_run, totp_at
@@ -50,7 +50,7 @@ def test_held_items_past_their_date_are_purged_audit_rows_stay(
     clock.advance(days=10, hours=1)  # `old` is now 30 days and an hour old
     monkeypatch.setattr(retention, "_last_purge", 0.0)
     # what the worker runs
-    retention.periodic(relay.settings, store, clock.now, purgers=tables.purgers())
+    retention.periodic(relay.settings, store, clock.now, purgers=services.purgers())
     assert store.submission(old)["status"] == "deleted"
     with pytest.raises(KeyError):
         store.ciphertext(old)
@@ -67,7 +67,7 @@ def test_held_items_past_their_date_are_purged_audit_rows_stay(
     assert [r["action"] for r in store.audit_rows(old)][0] == "received"
     assert verify(store).ok
 
-    again = retention.purge(relay.settings, store, clock.now, purgers=tables.purgers())
+    again = retention.purge(relay.settings, store, clock.now, purgers=services.purgers())
     assert again.held == [] and again.audit_rows == 0
     result = cli_run(tmp_path, "purge")  # on demand (real time: nothing more is due)
     assert result.exit_code == 0 and "held submissions deleted: 0" in result.output
@@ -87,7 +87,7 @@ def test_batched_notifications(make_app: Callable[..., Flask], tmp_path: Path) -
     clock.advance(minutes=5)
     assert notify.flush(relay.settings, store, clock.now) == 1
     assert notify.flush(relay.settings, store, clock.now) == 0
-    assert delivery.deliver_pending(relay.settings, store, kinds=tables.mail_kinds()).sent == 2
+    assert delivery.deliver_pending(relay.settings, store, kinds=services.mail_kinds()).sent == 2
     mails: list[Any] = [message_from_bytes(p.read_bytes(), policy=policy.default)
                         for p in sorted((tmp_path / "mail").iterdir())]
     bodies = {m["Subject"]: m.get_content() for m in mails}

@@ -1,4 +1,5 @@
-"""The Flask layer: builds the app around a `Relay` and registers the blueprints.
+"""The Flask layer: builds the app around the `Services` (services.py) and registers
+the blueprints, which find them in `app.extensions["formrelay"]`.
 
 Views stay thin: they parse the request, call the core, render the answer.
 """
@@ -15,7 +16,7 @@ from typing import Any
 from flask import Flask
 
 from ..config import CONFIG_ENV, ConfigError, Settings, load_config, parse_config
-from ..relay import Relay
+from ..services import Services, build
 from ..store import utcnow
 from . import (
     clinician,
@@ -50,8 +51,11 @@ def settings_from(config: Any, environ: Mapping[str, str]) -> Settings:
 
 def build_app(config: Any, *, environ: Mapping[str, str] | None = None,
               clock: Callable[[], datetime] | None = None) -> Flask:
+    """`config` as for `settings_from`, or `Services` already built (with extra steps)."""
     env = os.environ if environ is None else environ
-    settings = settings_from(config, env)
+    services = config if isinstance(config, Services) else \
+        build(settings_from(config, env), clock or utcnow)
+    settings = services.settings
     app = Flask("formrelay", template_folder=str(Path(__file__).parent.parent / "templates"),
                 static_folder=str(Path(__file__).parent.parent / "static"))
     app.request_class = InMemoryRequest
@@ -68,9 +72,8 @@ def build_app(config: Any, *, environ: Mapping[str, str] | None = None,
     # Never expose config to templates.
     app.jinja_env.globals.pop("config", None)
     logging.getLogger("formrelay").setLevel(settings.server.log_level)
-    relay = Relay(settings, clock=clock or utcnow)
-    relay.sync_keys()
-    app.extensions["formrelay"] = relay
+    services.startup()
+    app.extensions["formrelay"] = services
     if settings.server.trusted_proxies:
         from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -83,10 +86,10 @@ def build_app(config: Any, *, environ: Mapping[str, str] | None = None,
     errors.register(app)
     headers.register(app)
     app.register_blueprint(public.bp)
-    protect.register(app, relay)  # tokens and rate limits on the form's POST route
+    protect.register(app, services.relay)  # tokens and rate limits on the form's POST route
     widget.register(app)
     app.register_blueprint(health.bp)
-    copy_view.register(app)  # patient copies: relay hooks + /copy/<token>
+    copy_view.register(app)  # patient copies: /copy/<token>
     # /clinician/: sessions, login, inbox, account, API
     clinician.register(app, clinician_account.bp, clinician_api.bp)
     return app

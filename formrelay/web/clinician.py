@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import timedelta
 from functools import wraps
 from typing import Any, cast
@@ -21,7 +20,6 @@ from flask import (
     Blueprint,
     Flask,
     Response,
-    current_app,
     flash,
     g,
     redirect,
@@ -35,13 +33,12 @@ from wtforms.validators import ValidationError
 from ..config import LANGUAGES, is_loopback
 from ..errors import UserError
 from ..i18n import gettext
-from ..inbox import Inbox
 from ..mime import Streamed
-from ..relay import Relay
+from ..services import Services
 from ..store import iso, parse_iso
-from ..users import Accounts, LoginFailure, LoginRefused, User, qr_data_uri
+from ..users import LoginFailure, LoginRefused, User, qr_data_uri
 from .clinician_session import ClinicianSession, ClinicianSessionInterface
-from .common import relay, render
+from .common import relay, render, services
 
 bp = Blueprint("clinician", __name__, url_prefix="/clinician")
 
@@ -49,15 +46,9 @@ PENDING = timedelta(minutes=5)  # between the password and the code
 View = Callable[..., Any]
 
 
-@dataclass(frozen=True)
-class Area:
-    accounts: Accounts
-    inbox: Inbox
-
-
-def area() -> Area:
-    a: Area = current_app.extensions["formrelay_clinician"]
-    return a
+def area() -> Services:
+    """The area's services: `accounts` (login steps) and `inbox` (rights, audit)."""
+    return services()
 
 
 def sess() -> ClinicianSession:
@@ -320,19 +311,10 @@ def processed(reference: str) -> Any:
 
 
 def register(app: Flask, *parts: Blueprint) -> None:
-    """Mount the area: services, server-side sessions, this module's blueprint and the
-    area's other `parts` (account page, API; they build on this module, so the caller
-    imports them and passes them in)."""
-    r = relay_of(app)
-    accounts = Accounts(r.settings, r.store)
-    accounts.seal_stored_secrets()  # TOTP secrets an older version stored in clear
-    app.extensions["formrelay_clinician"] = Area(accounts, Inbox(r.settings, r.store, accounts))
+    """Mount the area: server-side sessions, this module's blueprint and the area's
+    other `parts` (account page, API; they build on this module, so the caller imports
+    them and passes them in)."""
     app.session_interface = ClinicianSessionInterface(app.session_interface)
     app.register_blueprint(bp)
     for part in parts:
         app.register_blueprint(part)
-
-
-def relay_of(app: Flask) -> Relay:
-    r: Relay = app.extensions["formrelay"]
-    return r

@@ -25,7 +25,7 @@ from flask.sessions import SecureCookieSessionInterface, SessionInterface, Sessi
 from itsdangerous import BadSignature, URLSafeSerializer
 from werkzeug.datastructures import CallbackDict
 
-from ..relay import Relay
+from ..services import Services
 from ..store import Store, parse_iso
 
 COOKIE = "__Host-formrelay"
@@ -65,13 +65,13 @@ class ClinicianSession(CallbackDict[str, Any], SessionMixin):
 
 
 def _store(app: Flask) -> Store:
-    relay: Relay = app.extensions["formrelay"]
-    return relay.store
+    services: Services = app.extensions["formrelay"]
+    return services.store
 
 
 def _signed(app: Flask) -> URLSafeSerializer:
-    relay: Relay = app.extensions["formrelay"]
-    return URLSafeSerializer(relay.settings.secret_key, salt=PRE_LOGIN_SALT)
+    services: Services = app.extensions["formrelay"]
+    return URLSafeSerializer(services.settings.secret_key, salt=PRE_LOGIN_SALT)
 
 
 def _signed_in(data: dict[str, Any]) -> bool:
@@ -93,8 +93,8 @@ class ClinicianSessionInterface(SessionInterface):
         if request.path.startswith(API):  # bearer tokens, never cookies
             return ClinicianSession(stateless=True)
         store = _store(app)
-        relay: Relay = app.extensions["formrelay"]
-        server = relay.settings.server
+        services: Services = app.extensions["formrelay"]
+        server = services.settings.server
         now = store.clock()
         sid = request.cookies.get(COOKIE, "")
         if "." in sid:  # a signed pre-login state; a random id has no dot

@@ -1,4 +1,4 @@
-"""Small helpers every blueprint uses: the relay, the language, rendering."""
+"""Small helpers every blueprint uses: the services, the language, rendering."""
 
 from __future__ import annotations
 
@@ -12,14 +12,19 @@ from ..forms import field_attrs
 from ..i18n import pick_language, translations
 from ..localtime import local_date, shown
 from ..relay import Relay
+from ..services import Services
 from ..store import parse_iso
 from ..texts import text
 from .request import BadForm
 
 
+def services() -> Services:
+    s: Services = current_app.extensions["formrelay"]
+    return s
+
+
 def relay() -> Relay:
-    r: Relay = current_app.extensions["formrelay"]
-    return r
+    return services().relay
 
 
 def language(default: str = "nl") -> str:

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, request, url_for
+from flask import Blueprint, Flask, Response, request, url_for
 
-from ..copies import MAX_FAILURES, Copies, CopyInfo, CopyRefused, CopyState, install
+from ..copies import MAX_FAILURES, Copies, CopyInfo, CopyRefused, CopyState
 from ..i18n import gettext
 from ..pdf import local_time
-from .common import language, relay, render
+from .common import language, relay, render, services
 
 bp = Blueprint("copy", __name__)
 
@@ -47,8 +47,7 @@ _GONE: dict[CopyState, tuple[int, str, str]] = {
 
 
 def copies() -> Copies:
-    c: Copies = current_app.extensions["formrelay.copies"]
-    return c
+    return services().copies
 
 
 def _headers(resp: Response) -> Response:
@@ -116,17 +115,12 @@ def fetch(token: str) -> Any:
 
 
 def register(app: Flask) -> Copies:
-    """Hook patient copies into the app's relay and add the /copy routes."""
-    c = install(relay_of(app))
-    app.extensions["formrelay.copies"] = c
+    """Add the /copy routes (the relay's pipeline makes the copies, services.py)."""
+    c: Copies = app.extensions["formrelay"].copies
     app.jinja_env.globals["copy_policy"] = {"days": c.expiry.days,
                                             "downloads": c.max_downloads}
     app.register_blueprint(bp)
     return c
-
-
-def relay_of(app: Flask) -> Any:
-    return app.extensions["formrelay"]
 
 
 __all__ = ["bp", "register", "relay"]

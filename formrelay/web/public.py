@@ -6,7 +6,6 @@ from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, jsonify, request
-from werkzeug.datastructures import MultiDict
 
 from .. import forms
 from ..config import FormSpec
@@ -34,8 +33,7 @@ def _page(form_id: str, lang: str, form: Any, status: int = 200,
 def _kept(spec: FormSpec, lang: str) -> Any:
     """The form filled with what the patient sent (files cannot be sent back)."""
     names = {f.name for f in spec.fields}
-    return forms.empty_form(spec, lang, MultiDict(
-        [(k, v) for k, v in request.form.items(multi=True) if k in names]))
+    return forms.empty_form(spec, lang, {k: v for k, v in request.form.lists() if k in names})
 
 
 @bp.before_request
@@ -66,8 +64,9 @@ def submit(form_id: str) -> Any:
     shown_at: datetime | None = None
     try:
         shown_at = protect.check_post(spec)
-        receipt = r.submit(form_id, lang, request.form, request.files,
-                           ip=request.remote_addr or "")
+        # the core takes plain mappings of lists; a FileStorage is a forms.PostedFile
+        receipt = r.submit(form_id, lang, request.form.to_dict(flat=False),
+                           request.files.to_dict(flat=False), ip=request.remote_addr or "")
     except protect.SendAgain as exc:
         message = exc.message(lang)
         if any(f.filename for f in request.files.values()):
@@ -82,7 +81,9 @@ def submit(form_id: str) -> Any:
         return _page(form_id, lang, _kept(spec, lang), exc.status, exc.errors,
                      gettext(lang, exc.message, **exc.params), shown_at=shown_at)
     if wants_json():
-        return jsonify({"ok": True, "reference": receipt.reference,
-                        **{k: v for k, v in receipt.extras.items() if k.startswith("public_")}})
+        answer: dict[str, Any] = {"ok": True, "reference": receipt.reference}
+        if receipt.copy is not None:
+            answer["public_copy"] = receipt.copy.as_json()
+        return jsonify(answer)
     return render("thanks.html", lang, spec=spec, receipt=receipt,
                   embed=request.args.get("embed") == "1")

@@ -1,0 +1,101 @@
+"""The composition root: everything the app needs, built once from the settings.
+
+The web app, the CLI (worker included), the demo, `formrelay check`, the tests and the
+benchmarks all get their store, keyring, relay, patient copies, clinician accounts and
+inbox from `build()`. So there is one way to get a relay, and it always runs every step
+of the pipeline: the submission's mail, the held notice, the patient's copy (in that
+order, each in the submission's transaction). `Services.startup()` is what a serving
+process does once before taking requests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from . import checks as preflight
+from . import copy_mail, delivery, notify
+from .checks import Check
+from .config import Settings
+from .copies import Copies, CopyStep, check_fonts
+from .crypto import Keyring
+from .inbox import Inbox
+from .mail_kinds import OPERATOR_MAIL, SUBMISSION_MAIL, MailKinds, SubmissionMail, kind_table
+from .notify import HeldNotice
+from .pipeline import Step
+from .relay import Relay
+from .retention import Purgers
+from .store import Store, utcnow
+from .users import Accounts
+
+
+# -- the tables: which features take part ----------------------------------------------
+# Plain values passed to what uses them: nothing registers itself when imported, so
+# what runs does not depend on which modules happen to have been imported. A feature
+# with its own mail, data to purge or check adds it here.
+def mail_kinds() -> MailKinds:
+    """Every kind of mail the outbox worker builds, by name."""
+    return kind_table(SUBMISSION_MAIL, OPERATOR_MAIL, notify.MAIL, copy_mail.LINK_MAIL,
+                      copy_mail.PGP_MAIL)
+
+
+def _expired_copies(settings: Settings, store: Store, now: datetime) -> int:
+    return Copies(settings, store, lambda: now).purge()
+
+
+def purgers() -> Purgers:
+    """The retention purge's steps of other features, in order, with the name each
+    reports under (retention.py deletes held submissions and old audit rows itself)."""
+    return (("sent and failed mail records removed", delivery.purge_done),
+            ("patient copies", _expired_copies))
+
+
+def checks() -> tuple[Check, ...]:
+    """The checks of `formrelay check`, in the order their lines are printed."""
+    return (preflight.config, preflight.database, preflight.keys, preflight.encryption,
+            preflight.mail_relay, preflight.outbox, preflight.clock, preflight.audit_log)
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    clock: Callable[[], datetime]
+    store: Store
+    keyring: Keyring
+    relay: Relay
+    copies: Copies
+    accounts: Accounts
+    inbox: Inbox
+    kinds: MailKinds
+    purgers: Purgers
+
+    def startup(self) -> None:
+        """Import the configured keys (and log any refused), refuse to start when a form
+        offers a copy but the PDF fonts are missing, and seal TOTP secrets an older
+        version stored in clear."""
+        self.relay.sync_keys()
+        check_fonts(self.settings)
+        self.accounts.seal_stored_secrets()
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def build(settings: Settings, clock: Callable[[], datetime] = utcnow, *,
+          extra_steps: Sequence[Step[Any]] = ()) -> Services:
+    """Open the data folder's database and keyring and wire the relay's pipeline.
+    `extra_steps` run after the standard ones (tests use it)."""
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    store = Store(settings.db_path, clock)
+    keyring = Keyring(settings.gnupg_home, timeout=settings.server.gpg_timeout_seconds)
+    copies = Copies(settings, store, clock)
+    relay = Relay(settings, store=store, keyring=keyring, clock=clock, steps=(
+        SubmissionMail(store, settings),  # email delivery: the PGP/MIME mail
+        HeldNotice(store, settings),  # hold delivery: the notice, no patient data
+        CopyStep(copies),
+        *extra_steps))
+    accounts = Accounts(settings, store)
+    return Services(settings, clock, store, keyring, relay, copies, accounts,
+                    Inbox(settings, store, accounts), mail_kinds(), purgers())
