@@ -26,8 +26,8 @@ from flask import Flask, jsonify, request
 
 import formrelay
 from formrelay.config import load_config
-from formrelay.server import run_gunicorn
-from formrelay.submission import new_reference
+from formrelay.intake.submission import new_reference
+from formrelay.ops.server import run_gunicorn
 
 
 def plain_app(db_path: Path, max_request_mb: int) -> Flask:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from _harness import machine, table
 
-from formrelay.audit import Verification, verify
+from formrelay.ops.audit import Verification, verify
 from formrelay.store import Store
 
 

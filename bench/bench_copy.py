@@ -19,10 +19,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from formrelay.config import parse_config  # noqa: E402
-from formrelay.copies import b64e  # noqa: E402
-from formrelay.pdf import Practice, copy_pdf  # noqa: E402
+from formrelay.intake.submission import Answer, Submission  # noqa: E402
+from formrelay.patient_copy.copies import b64e  # noqa: E402
+from formrelay.patient_copy.pdf import Practice, copy_pdf  # noqa: E402
 from formrelay.services import build  # noqa: E402
-from formrelay.submission import Answer, Submission  # noqa: E402
 
 
 def sub(n_fields: int, length: int, emoji: bool) -> Submission:

@@ -30,10 +30,10 @@ from click.testing import CliRunner
 from formrelay import create_app
 from formrelay.cli import cli
 from formrelay.config import load_config
-from formrelay.relay import Relay
+from formrelay.intake.relay import Relay
+from formrelay.intake.submission import new_reference
 from formrelay.services import build
 from formrelay.store import iso, utcnow
-from formrelay.submission import new_reference
 
 CONFIG = """\
 [server]

@@ -2,7 +2,7 @@
 
     FORMRELAY_CONFIG=/etc/formrelay/config.toml gunicorn --config deploy/gunicorn.conf.py
 
-The settings themselves live in formrelay/server.py (`gunicorn_options`), shared with
+The settings themselves live in formrelay/ops/server.py (`gunicorn_options`), shared with
 `formrelay serve`. What they amount to:
 
 * gevent workers: FORMRELAY_WORKERS processes (default 2), each holding up to
@@ -22,7 +22,7 @@ The settings themselves live in formrelay/server.py (`gunicorn_options`), shared
 
 import os
 
-from formrelay.server import options_from_env
+from formrelay.ops.server import options_from_env
 
 # Every name defined here is read by gunicorn as a setting.
 globals().update(options_from_env(os.environ))

@@ -11,8 +11,8 @@ for browsers or as the single JSON shape ``{"ok": false, "error": ..., "errors":
 {field: [...]}}`` for the widget and the API. An `OperatorError` carries a one-line
 message saying what to do next and the CLI's exit code; a request that meets one gets
 the fail-closed 503 page while the message goes to the operator's log. The CLI turns
-both into one line and an exit code (cli.py). The modules that raise them define their
-own subclasses (config.ConfigError, crypto.CryptoError, store.StoreError, ...).
+both into one line and an exit code (cli/__init__.py). The modules that raise them define their
+own subclasses (config.ConfigError, crypto.keyring.CryptoError, store.StoreError, ...).
 """
 
 from __future__ import annotations

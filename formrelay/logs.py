@@ -174,7 +174,7 @@ def _gunicorn_logger() -> type:
 
 
 def __getattr__(name: str) -> Any:
-    # gunicorn loads "formrelay.logs.GunicornLogger" by name (server.py): the class is
+    # gunicorn loads "formrelay.logs.GunicornLogger" by name (ops/server.py): the class is
     # made then, so importing this module (delivery does) does not import gunicorn.
     if name == "GunicornLogger":
         return _gunicorn_logger()

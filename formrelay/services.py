@@ -15,20 +15,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from . import checks as preflight
-from . import copy_mail, delivery, notify
-from .checks import Check
+from .clinician.inbox import Inbox
+from .clinician.users import Accounts
 from .config import Settings
-from .copies import Copies, CopyStep, check_fonts
-from .crypto import Keyring
-from .inbox import Inbox
-from .mail_kinds import OPERATOR_MAIL, SUBMISSION_MAIL, MailKinds, SubmissionMail, kind_table
-from .notify import HeldNotice
-from .pipeline import Step
-from .relay import Relay
-from .retention import Purgers
+from .crypto.keyring import Keyring
+from .intake.pipeline import Step
+from .intake.relay import Relay
+from .mail import notify, outbox
+from .mail.kinds import OPERATOR_MAIL, SUBMISSION_MAIL, MailKinds, SubmissionMail, kind_table
+from .mail.notify import HeldNotice
+from .ops import checks as preflight
+from .ops.checks import Check
+from .ops.retention import Purgers
+from .patient_copy import copy_mail
+from .patient_copy.copies import Copies, CopyStep, check_fonts
 from .store import Store, utcnow
-from .users import Accounts
 
 
 # -- the tables: which features take part ----------------------------------------------
@@ -47,8 +48,8 @@ def _expired_copies(settings: Settings, store: Store, now: datetime) -> int:
 
 def purgers() -> Purgers:
     """The retention purge's steps of other features, in order, with the name each
-    reports under (retention.py deletes held submissions and old audit rows itself)."""
-    return (("sent and failed mail records removed", delivery.purge_done),
+    reports under (ops/retention.py deletes held submissions and old audit rows itself)."""
+    return (("sent and failed mail records removed", outbox.purge_done),
             ("patient copies", _expired_copies))
 
 

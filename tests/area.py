@@ -17,8 +17,8 @@ from click.testing import CliRunner, Result
 from flask import Flask
 from werkzeug.test import TestResponse
 
-from formrelay import users
 from formrelay.cli import cli
+from formrelay.clinician import users
 
 from .conftest import ENV
 

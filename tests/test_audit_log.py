@@ -12,8 +12,8 @@ import pytest
 from flask import Flask
 
 from formrelay import services
-from formrelay.audit import verify
-from formrelay.retention import purge
+from formrelay.ops.audit import verify
+from formrelay.ops.retention import purge
 from formrelay.store import Store, audit_hash
 
 from .area import Clock, cli_run

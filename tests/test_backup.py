@@ -10,9 +10,9 @@ from pathlib import Path
 
 from click.testing import CliRunner, Result
 
-from formrelay.audit import verify
 from formrelay.cli import cli
 from formrelay.config import load_config
+from formrelay.ops.audit import verify
 from formrelay.services import build
 from formrelay.store import Store
 

@@ -26,9 +26,10 @@ from typing import Any
 
 import pytest
 
-from formrelay import create_app, delivery, services
-from formrelay.forms import bsn_is_valid
+from formrelay import create_app, services
+from formrelay.intake.forms import bsn_is_valid
 from formrelay.logs import JsonFormatter
+from formrelay.mail import outbox
 
 from .area import Browser, Clock, add_user, cheap_hashing, totp_at
 from .canary import found_in, leaks_of, start_clock, temp_root
@@ -148,7 +149,7 @@ def test_canary_is_nowhere_but_in_the_ciphertext(
         held_ref = held.get_json()["reference"]
 
         relay = app.extensions["formrelay"]
-        result = delivery.deliver_pending(relay.settings, relay.store, kinds=services.mail_kinds())
+        result = outbox.deliver_pending(relay.settings, relay.store, kinds=services.mail_kinds())
         assert (result.sent, result.deferred, result.failed) == (3, 0, 0), result.errors
         mails = list(smtp.messages)
     assert all(m.tls for m in mails)

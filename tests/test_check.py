@@ -15,7 +15,7 @@ from click.testing import CliRunner, Result
 from formrelay import create_app
 from formrelay.cli import cli
 from formrelay.config import ConfigError
-from formrelay.packets import PacketError, encryption_packet
+from formrelay.crypto.packets import PacketError, encryption_packet
 from formrelay.store import Store, utcnow
 
 from .conftest import ENV, HEALTH_AUTH, HEALTH_TOKEN, SECRET, make_config_dict, write_config

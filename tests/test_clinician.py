@@ -14,8 +14,9 @@ import pyotp
 import pytest
 from flask import Flask
 
-from formrelay import create_app, delivery, services
+from formrelay import create_app, services
 from formrelay.localtime import shown
+from formrelay.mail import outbox
 
 from .area import (
     COOKIE,
@@ -62,7 +63,7 @@ def test_the_whole_hold_flow(make_app: Callable[..., Flask], tls: TlsFiles, tmp_
         ref = submit(app, mark, origin="https://forms.praktijk.test")
         relay = app.extensions["formrelay"]
         kinds = services.mail_kinds()
-        assert delivery.deliver_pending(relay.settings, relay.store, kinds=kinds).sent == 1
+        assert outbox.deliver_pending(relay.settings, relay.store, kinds=kinds).sent == 1
 
     [mail] = server.messages
     assert mail.tls and mail.rcpt_tos == ["alice@praktijk.test"]

@@ -11,8 +11,8 @@ from collections.abc import Callable
 import pytest
 from flask import Flask
 
+from formrelay.intake.pipeline import Posted, Stored
 from formrelay.logs import JsonFormatter
-from formrelay.pipeline import Posted, Stored
 
 from .canary import leaks
 from .conftest import canary, post_form, valid_answers

@@ -20,9 +20,10 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from flask import Flask
 from flask.testing import FlaskClient
 
-from formrelay import delivery, services
+from formrelay import services
 from formrelay.config import ConfigError
-from formrelay.copies import Copies, b64d, b64e
+from formrelay.mail import outbox
+from formrelay.patient_copy.copies import Copies, b64d, b64e
 
 from .canary import leaks, start_clock
 from .conftest import canary, post_form
@@ -111,7 +112,7 @@ def test_full_flow_link_mail_code_pdf_then_gone(make_app: Any, tls: TlsFiles,
         assert "zoe@example.nl" in page["html"]
         settings = app.extensions["formrelay"].settings
         store = app.extensions["formrelay"].store
-        delivery.deliver_pending(settings, store, kinds=services.mail_kinds())
+        outbox.deliver_pending(settings, store, kinds=services.mail_kinds())
         to_patient = [m for m in smtp.messages if "zoe@example.nl" in m.rcpt_tos]
         assert len(to_patient) == 1
         got = to_patient[0]
@@ -163,8 +164,8 @@ def test_full_flow_link_mail_code_pdf_then_gone(make_app: Any, tls: TlsFiles,
     assert row["state"] == "used_up"
     with sqlite3.connect(store.path) as conn:
         assert conn.execute("SELECT ciphertext FROM copies").fetchone()[0] is None
-        outbox = conn.execute("SELECT payload FROM outbox WHERE kind = 'patient_copy'")
-        assert outbox.fetchone()[0] is None  # sent: the sealed link is gone too
+        rows = conn.execute("SELECT payload FROM outbox WHERE kind = 'patient_copy'")
+        assert rows.fetchone()[0] is None  # sent: the sealed link is gone too
     actions = [r["action"] for r in store.audit_rows(page["reference"])]
     for action in ("copy issued", "copy mail sent", "copy wrong code", "copy opened",
                    "copy deleted"):
@@ -230,7 +231,7 @@ def test_database_alone_cannot_open_or_test_codes(make_app: Any) -> None:
     copies: Copies = app.extensions["formrelay"].copies
     assert row["code_mac"] != __import__("hashlib").sha256(page["code"].encode()).hexdigest()
     # with the link secret the copy opens (the test's own proof that the above is fair)
-    from formrelay.copies import derive
+    from formrelay.patient_copy.copies import derive
 
     key = derive(b64d(page["key"]), "key", row["id"])
     assert AESGCM(key).decrypt(blob[:12], blob[12:], row["id"].encode()).startswith(b"%PDF")
@@ -392,7 +393,7 @@ def test_queued_link_mail_keeps_the_patients_address_sealed(make_app: Any,
     assert to.startswith('["sealed:v1:')
     # the worker opens it, in memory, to send (here into the sink folder)
     kinds = services.mail_kinds()
-    assert delivery.deliver_pending(relay.settings, relay.store, kinds=kinds).sent == 2
+    assert outbox.deliver_pending(relay.settings, relay.store, kinds=kinds).sent == 2
     [eml] = [p for p in (tmp_path / "mail").iterdir() if "patient_copy" in p.name]
     assert f"To: {address}" in eml.read_text()
 

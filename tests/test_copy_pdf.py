@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
-from formrelay import delivery, services
-from formrelay.pdf import Practice, copy_pdf
-from formrelay.submission import Answer, Submission, Upload
+from formrelay import services
+from formrelay.intake.submission import Answer, Submission, Upload
+from formrelay.mail import outbox
+from formrelay.patient_copy.pdf import Practice, copy_pdf
 
 from .conftest import canary, post_form
 from .keys import TestKey, gpg_decrypt, rnp_decrypt
@@ -86,7 +87,7 @@ def test_pgp_copy_to_the_patients_own_key(make_app: Any, keys: dict[str, TestKey
     page = thanks(post_form(client, {**answers(mark),
                                      "_copy_key": patient.public.read_text()}))
     r = app.extensions["formrelay"]
-    delivery.deliver_pending(r.settings, r.store, kinds=services.mail_kinds())
+    outbox.deliver_pending(r.settings, r.store, kinds=services.mail_kinds())
     mails = [message_from_bytes(p.read_bytes(), policy=policy.default)
              for p in sorted((tmp_path / "mail").glob("*.eml"))]
     to_patient = [m for m in mails if "zoe@example.nl" in str(m["To"])]
@@ -138,8 +139,8 @@ def test_unusable_patient_keys_are_refused(make_app: Any, keys: dict[str, TestKe
 
 def test_missing_font_stops_start_up(make_app: Any, monkeypatch: pytest.MonkeyPatch,
                                      tmp_path: Path) -> None:
-    from formrelay import pdf
     from formrelay.config import ConfigError
+    from formrelay.patient_copy import pdf
 
     monkeypatch.setattr(pdf, "FONT_DIRS", (tmp_path / "no-fonts",))
     pdf.font_files.cache_clear()

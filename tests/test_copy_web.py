@@ -27,8 +27,9 @@ import pytest
 from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import sync_playwright
 
-from formrelay import delivery, services
+from formrelay import services
 from formrelay.config import load_config
+from formrelay.mail import outbox
 from formrelay.store import Store
 
 from .conftest import ENV, canary, encode_multipart, make_config_dict, write_config
@@ -70,7 +71,7 @@ class Server:
         settings = load_config(self.config, ENV)
         store = Store(settings.db_path)
         try:
-            delivery.deliver_pending(settings, store, kinds=services.mail_kinds())
+            outbox.deliver_pending(settings, store, kinds=services.mail_kinds())
         finally:
             store.close()
         return [message_from_bytes(p.read_bytes(), policy=policy.default)

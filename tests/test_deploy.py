@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
-from formrelay.server import gunicorn_options, options_from_env
+from formrelay.ops.server import gunicorn_options, options_from_env
 from formrelay.store import Store
 
 from .conftest import ENV, canary, make_config_dict, write_config

@@ -21,7 +21,7 @@ from flask import Flask
 
 from formrelay.cli import cli
 from formrelay.config import Recipient
-from formrelay.crypto import Keyring
+from formrelay.crypto.keyring import Keyring
 from formrelay.store import Store, StoreNotWritable
 
 from .conftest import ENV, canary, make_config_dict, post_form, valid_answers, write_config
@@ -146,7 +146,7 @@ def test_gpg_output_cut_short_by_a_full_disk_is_an_error(small_disk: Path,
 
 def test_full_disk_refuses_the_rate_limit_counter_with_503(
         small_disk: Path, make_app: Callable[..., Flask]) -> None:
-    """The first write of a post is its rate-limit counter (ratelimit.py). With the
+    """The first write of a post is its rate-limit counter (intake/ratelimit.py). With the
     write-ahead log emptied, that write needs new space on the full disk."""
     app = make_app()
     client = app.test_client()

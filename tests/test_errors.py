@@ -18,7 +18,7 @@ from flask import Flask
 import formrelay
 from formrelay.cli import Commands, cli
 from formrelay.config import ConfigError
-from formrelay.crypto import GpgTimeout
+from formrelay.crypto.keyring import GpgTimeout
 from formrelay.errors import FormrelayError, OperatorError, UserError
 from formrelay.store import StoreNotWritable
 
@@ -42,8 +42,8 @@ def _exception_classes() -> dict[str, type[BaseException]]:
 
 def test_every_exception_is_a_user_or_an_operator_error() -> None:
     classes = _exception_classes()
-    assert {"formrelay.config.ConfigError", "formrelay.copies.CopyRefused",
-            "formrelay.web.clinician_api.ApiError"} <= set(classes)
+    assert {"formrelay.config.ConfigError", "formrelay.patient_copy.copies.CopyRefused",
+            "formrelay.web.clinician.api.ApiError"} <= set(classes)
     outside = sorted(name for name, cls in classes.items()
                      if not issubclass(cls, FormrelayError) and name not in INTERNAL)
     assert outside == []

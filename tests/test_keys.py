@@ -13,7 +13,7 @@ from flask import Flask
 from formrelay import create_app
 from formrelay.cli import cli
 from formrelay.config import Recipient
-from formrelay.crypto import CryptoError, KeyRefused, Keyring
+from formrelay.crypto.keyring import CryptoError, KeyRefused, Keyring
 
 from .conftest import ENV, make_config_dict, post_form, valid_answers, write_config
 from .keys import TestKey
@@ -187,7 +187,7 @@ def _running(pid: int) -> bool:
 def test_hanging_gpg_is_stopped_and_the_form_shows_itself_unavailable(
         make_app: Any, tmp_path: Path, keys: dict[str, TestKey], hang: str,
         logs: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
-    from formrelay import relay as relay_module
+    from formrelay.intake import relay as relay_module
 
     app: Flask = make_app(server={"gpg_timeout_seconds": 1})
     relay = app.extensions["formrelay"].relay

@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from formrelay import notify, pdf
 from formrelay.config import ConfigError, load_config
-from formrelay.mime import text_body
-from formrelay.submission import Answer, Submission
+from formrelay.intake.submission import Answer, Submission
+from formrelay.mail import notify
+from formrelay.mail.mime import text_body
+from formrelay.patient_copy import pdf
 
 from .area import Clock
 from .conftest import ALL_FIELDS, ENV, make_config_dict, post_form, valid_answers, write_config

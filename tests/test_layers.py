@@ -8,9 +8,13 @@ import subprocess
 import sys
 
 WEB = ("flask", "werkzeug", "gunicorn", "flask_wtf", "flask_limiter")
-CORE = ("formrelay", "formrelay.relay", "formrelay.services", "formrelay.forms",
-        "formrelay.copies", "formrelay.pipeline", "formrelay.delivery", "formrelay.checks",
-        "formrelay.inbox", "formrelay.users")
+CORE = ("formrelay", "formrelay.services", "formrelay.intake", "formrelay.intake.relay",
+        "formrelay.intake.forms", "formrelay.intake.pipeline", "formrelay.crypto",
+        "formrelay.crypto.keyring", "formrelay.crypto.sealing", "formrelay.mail",
+        "formrelay.mail.outbox", "formrelay.mail.transport", "formrelay.clinician",
+        "formrelay.clinician.users", "formrelay.clinician.inbox", "formrelay.patient_copy",
+        "formrelay.patient_copy.copies", "formrelay.patient_copy.copy_mail", "formrelay.ops",
+        "formrelay.ops.checks", "formrelay.ops.retention", "formrelay.store")
 
 
 def test_core_imports_no_web_framework() -> None:

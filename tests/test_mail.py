@@ -23,8 +23,9 @@ from aiosmtpd.controller import Controller
 from click.testing import CliRunner
 from flask import Flask
 
-from formrelay import delivery, mailer, mime, services
+from formrelay import services
 from formrelay.cli import cli
+from formrelay.mail import mime, outbox, transport
 
 from .conftest import ENV, HEALTH_AUTH, canary, post_form
 from .keys import TestKey, gpg_decrypt, rnp_decrypt
@@ -74,9 +75,9 @@ def submit(app: Flask, mark: str = "", **files: tuple[bytes, str]) -> str:
     return str(r.get_json()["reference"])
 
 
-def deliver(app: Flask) -> delivery.PassResult:
+def deliver(app: Flask) -> outbox.PassResult:
     relay = app.extensions["formrelay"]
-    return delivery.deliver_pending(relay.settings, relay.store, kinds=services.mail_kinds())
+    return outbox.deliver_pending(relay.settings, relay.store, kinds=services.mail_kinds())
 
 
 def store_of(app: Flask) -> Any:
@@ -237,7 +238,7 @@ def test_relay_offering_only_tls_1_1_gets_nothing(make_app: Callable[..., Flask]
     assert row["status"] == "queued" and row["error_class"] == "TLS handshake failed"
     assert store.submission(ref)["status"] == "queued"
     settings = app.extensions["formrelay"].settings
-    assert mailer.tls_context(settings).minimum_version >= ssl.TLSVersion.TLSv1_2
+    assert transport.tls_context(settings).minimum_version >= ssl.TLSVersion.TLSv1_2
 
 
 @pytest.mark.parametrize(("stage", "reply"), [
@@ -348,10 +349,10 @@ def test_key_expiry_reminders_once_each(make_app: Callable[..., Flask], tmp_path
     sent: list[str] = []
     for days_before in (12, 11.5, 6, 5, 0.5, 0.2, -1, -2):
         now = expires - timedelta(days=days_before)
-        sent += delivery.check_key_expiry(relay.settings, relay.store, statuses, now)
+        sent += outbox.check_key_expiry(relay.settings, relay.store, statuses, now)
     assert sent == ["soon"] * 4  # 30, 7 and 1 days before, and once expired
     kinds = services.mail_kinds()
-    assert delivery.deliver_pending(relay.settings, relay.store, kinds=kinds).sent == 4
+    assert outbox.deliver_pending(relay.settings, relay.store, kinds=kinds).sent == 4
     mails = [message_from_bytes(p.read_bytes(), policy=policy.default)
              for p in sorted(sink.iterdir())]
     subjects = sorted(str(m["Subject"]) for m in mails)
@@ -370,7 +371,7 @@ def test_dot_lines_and_non_ascii_survive_smtp(make_app: Callable[..., Flask],
         app = mail_app(make_app, tls, port)
         relay = app.extensions["formrelay"]
         body = "first\n.\n..two dots\n.leading\nlast é\n"
-        assert delivery.tell_operator(relay.store, relay.settings, "dots", body)
+        assert outbox.tell_operator(relay.store, relay.settings, "dots", body)
         assert deliver(app).sent == 1
     assert server.messages[0].parsed().get_content().replace("\r\n", "\n") == body
 

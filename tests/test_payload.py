@@ -11,8 +11,8 @@ from email.message import EmailMessage
 
 import pytest
 
-from formrelay.mime import payload_parts, text_body
-from formrelay.submission import Answer, Submission, Upload
+from formrelay.intake.submission import Answer, Submission, Upload
+from formrelay.mail.mime import payload_parts, text_body
 
 LABELS = {"reference": "Referentie", "received": "Ontvangen", "practice": "Praktijk"}
 

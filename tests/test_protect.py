@@ -15,7 +15,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from formrelay.tokens import FormTokens
+from formrelay.intake.tokens import FormTokens
 
 from .conftest import ORIGIN, SECRET, encode_multipart, form_token, valid_answers
 

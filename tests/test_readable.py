@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
-from formrelay.mime import text_body
-from formrelay.pdf import Practice, copy_pdf
-from formrelay.submission import Answer, Submission
+from formrelay.intake.submission import Answer, Submission
+from formrelay.mail.mime import text_body
+from formrelay.patient_copy.pdf import Practice, copy_pdf
 
 from .area import Browser, Clock, add_user, cheap_hashing, totp_at
 from .conftest import encode_multipart, form_token, post_form

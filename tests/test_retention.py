@@ -13,8 +13,10 @@ import pyotp
 import pytest
 from flask import Flask
 
-from formrelay import delivery, notify, retention, services
-from formrelay.audit import verify
+from formrelay import services
+from formrelay.mail import notify, outbox
+from formrelay.ops import retention
+from formrelay.ops.audit import verify
 
 from .area import Browser, Clock, add_user, audit, cheap_hashing, cli_run, totp_at
 from .conftest import post_form, valid_answers
@@ -87,7 +89,7 @@ def test_batched_notifications(make_app: Callable[..., Flask], tmp_path: Path) -
     clock.advance(minutes=5)
     assert notify.flush(relay.settings, store, clock.now) == 1
     assert notify.flush(relay.settings, store, clock.now) == 0
-    assert delivery.deliver_pending(relay.settings, store, kinds=services.mail_kinds()).sent == 2
+    assert outbox.deliver_pending(relay.settings, store, kinds=services.mail_kinds()).sent == 2
     mails: list[Any] = [message_from_bytes(p.read_bytes(), policy=policy.default)
                         for p in sorted((tmp_path / "mail").iterdir())]
     bodies = {m["Subject"]: m.get_content() for m in mails}

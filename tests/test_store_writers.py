@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from formrelay.audit import verify
+from formrelay.ops.audit import verify
 from formrelay.store import Store, base
 
 THREADS, EVENTS = 4, 15

@@ -27,7 +27,7 @@ from playwright.sync_api import Browser, Frame, FrameLocator, Page, sync_playwri
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from formrelay import create_app
-from formrelay.hostpage import example_page, serve_pages
+from formrelay.ops.hostpage import example_page, serve_pages
 
 from .conftest import ENV, make_config_dict, write_config
 from .keys import TestKey, gpg_decrypt

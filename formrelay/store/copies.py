@@ -1,7 +1,7 @@
 """Patient copies' storage: the encrypted copy, its download and failure counts.
 
 A copy's ciphertext is AES-GCM under a key that exists only in the patient's link
-(copies.py does the cryptography); this part only stores it, counts downloads and
+(patient_copy/copies.py does the cryptography); this part only stores it, counts downloads and
 wrong pickup codes in single UPDATEs (so processes cannot race past a limit), and
 deletes the ciphertext when a copy is used up, locked or expired. The content-free row
 stays a while, so an old link gets the right page; reads never touch the ciphertext.

@@ -4,7 +4,7 @@ A mail is a row queued in the transaction of whatever caused it; a sender leases
 rows (so one process sends each), then marks them deferred, sent or failed, each
 audited. Once sent, a row keeps metadata only (no payload, no addresses); sent and
 failed rows are deleted when their form's retention has passed. Also the record of
-which key-expiry reminders went out. delivery.py is the worker that sends.
+which key-expiry reminders went out. mail/outbox.py is the worker that sends.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ PURGE_BATCH = 500  # outbox rows deleted per transaction
 
 @dataclass(frozen=True)
 class OutboxMail:
-    """One claimed outbox row, as handed to a kind's builder (see delivery.py)."""
+    """One claimed outbox row, as handed to a kind's builder (see mail/outbox.py)."""
 
     id: int
     kind: str
@@ -57,7 +57,7 @@ class Outbox(AuditLog):
                 payload: bytes = b"", form_id: str = "", *, message_id: str = "") -> int:
         """Queue one mail; joins the caller's transaction if there is one. `payload` is
         opaque here (the kind's builder reads it). Without `message_id` a random token
-        is stored and delivery.message_id() turns it into a fixed Message-ID."""
+        is stored and mail.outbox.message_id() turns it into a fixed Message-ID."""
         if not recipients:
             raise ValueError("a mail needs at least one recipient")
         now = iso(self.clock())

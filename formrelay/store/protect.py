@@ -2,7 +2,7 @@
 
 Both live in the database, not in memory, so every gunicorn worker process refuses the
 same replayed token (one INSERT decides) and counts against the same limits
-(ratelimit.py). Counters are written without fsync: losing one to a power cut only
+(intake/ratelimit.py). Counters are written without fsync: losing one to a power cut only
 lets a few more requests through.
 """
 

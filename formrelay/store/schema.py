@@ -123,7 +123,7 @@ def _used_form_tokens(db: sqlite_utils.Database) -> None:
 
 @migration("0021_rate_limits")
 def _rate_limits(db: sqlite_utils.Database) -> None:
-    # Fixed-window rate-limit counters (ratelimit.py), in the database so that every
+    # Fixed-window rate-limit counters (intake/ratelimit.py), in the database so that every
     # gunicorn worker process counts against the same numbers.
     db.execute("CREATE TABLE rate_limits (key TEXT PRIMARY KEY, count INTEGER NOT NULL, "
                "expires_at REAL NOT NULL)")

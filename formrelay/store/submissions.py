@@ -3,7 +3,7 @@
 A submission row holds what gpg wrote (ASCII-armoured ciphertext) and metadata only:
 reference, form, time, delivery, status, size. Large ciphertexts are streamed into and
 out of the BLOB with SQLite's incremental blob I/O, so they are never whole in memory.
-Held submissions also wait here for their batched notification mail (notify.py), and
+Held submissions also wait here for their batched notification mail (mail/notify.py), and
 the retention purge forgets rows whose ciphertext is long gone.
 """
 

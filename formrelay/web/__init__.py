@@ -18,17 +18,7 @@ from flask import Flask
 from ..config import CONFIG_ENV, ConfigError, Settings, load_config, parse_config
 from ..services import Services, build
 from ..store import utcnow
-from . import (
-    clinician,
-    clinician_account,
-    clinician_api,
-    errors,
-    headers,
-    health,
-    protect,
-    public,
-    widget,
-)
+from . import clinician, errors, headers, health, protect, public, widget
 from . import copy as copy_view
 from .request import InMemoryRequest
 from .slowbody import BodyDeadline
@@ -91,5 +81,5 @@ def build_app(config: Any, *, environ: Mapping[str, str] | None = None,
     app.register_blueprint(health.bp)
     copy_view.register(app)  # patient copies: /copy/<token>
     # /clinician/: sessions, login, inbox, account, API
-    clinician.register(app, clinician_account.bp, clinician_api.bp)
+    clinician.register(app)
     return app

@@ -8,13 +8,13 @@ from typing import Any
 from flask import current_app, render_template, request
 from werkzeug.exceptions import RequestTimeout
 
-from ..forms import field_attrs
 from ..i18n import pick_language, translations
+from ..intake.forms import field_attrs
+from ..intake.relay import Relay
+from ..intake.texts import text
 from ..localtime import local_date, shown
-from ..relay import Relay
 from ..services import Services
 from ..store import parse_iso
-from ..texts import text
 from .request import BadForm
 
 

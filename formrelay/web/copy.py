@@ -13,9 +13,9 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, request, url_for
 
-from ..copies import MAX_FAILURES, Copies, CopyInfo, CopyRefused, CopyState
 from ..i18n import gettext
-from ..pdf import local_time
+from ..patient_copy.copies import MAX_FAILURES, Copies, CopyInfo, CopyRefused, CopyState
+from ..patient_copy.pdf import local_time
 from .common import language, relay, render, services
 
 bp = Blueprint("copy", __name__)

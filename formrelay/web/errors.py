@@ -48,7 +48,7 @@ def error_body(message: str, errors: dict[str, list[str]] | None = None) -> dict
 
 
 def _api() -> bool:
-    """A request to the scripted API (clinician_api.py): a program reads the answer."""
+    """A request to the scripted API (web/clinician/api.py): a program reads the answer."""
     return request.blueprint == API_BLUEPRINT
 
 

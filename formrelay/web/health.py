@@ -20,7 +20,7 @@ from typing import Any
 
 from flask import Blueprint, jsonify, request
 
-from ..checks import ERROR, essentials, public_health
+from ..ops.checks import ERROR, essentials, public_health
 from .common import relay
 
 bp = Blueprint("health", __name__)

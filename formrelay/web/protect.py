@@ -3,12 +3,12 @@
 A post to /f/<form_id> must come from a page of one of the form's `allowed_origins` or
 of formrelay itself (the `Origin` header, else the `Referer`), leave the honeypot field
 empty, and carry a genuine form token that is neither too fresh, too old nor used
-before (tokens.py). Refusals a patient can cause by accident (an old tab, a double
+before (intake/tokens.py). Refusals a patient can cause by accident (an old tab, a double
 click, autofill in the hidden field) show the form again with what they typed and a
 fresh token ("please send again"); a foreign origin gets a plain 403 page.
 
 flask-limiter counts posts per client address and per form; the counters live in the
-database (ratelimit.py) unless `server.rate_limit_storage` names another `limits`
+database (intake/ratelimit.py) unless `server.rate_limit_storage` names another `limits`
 storage, so they hold across all gunicorn workers. Over the limit: a translated 429 page
 with `Retry-After`.
 """
@@ -30,9 +30,9 @@ from flask_limiter.errors import RateLimitExceeded
 from ..config import FormSpec
 from ..errors import UserError
 from ..i18n import gettext
-from ..ratelimit import SCHEME
-from ..relay import Relay
-from ..tokens import FormTokens, TokenProblem, TokenReason
+from ..intake.ratelimit import SCHEME
+from ..intake.relay import Relay
+from ..intake.tokens import FormTokens, TokenProblem, TokenReason
 from .common import language, relay
 
 log = logging.getLogger("formrelay.web")

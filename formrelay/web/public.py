@@ -7,10 +7,10 @@ from typing import Any
 
 from flask import Blueprint, jsonify, request
 
-from .. import forms
 from ..config import FormSpec
 from ..errors import InvalidSubmission
 from ..i18n import gettext
+from ..intake import forms
 from . import protect
 from .common import language, relay, render, wants_json
 from .errors import respond

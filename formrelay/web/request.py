@@ -111,7 +111,7 @@ class StrictFormParser(FormDataParser):
                 pass
             raise problem from None
         _check_names(form, files)
-        # Text parts that are not valid UTF-8 arrive with U+FFFD in them; forms.py refuses
+        # Text parts that are not valid UTF-8 arrive with U+FFFD in them; intake/forms.py refuses
         # those next to their field, keeping the patient's other answers on the page.
         return stream, form, files
 

@@ -1,0 +1,240 @@
+"""`formrelay users`, `formrelay audit` and `formrelay purge` (the hold-for-download side).
+
+Registered on the main group by cli/__init__.py, whose group turns an `AccountError` (a user
+name, password or address that cannot be used) into one line and exit code 1, like
+every other error. Account changes made here are audited with the
+actor "operator"; passwords are typed at a hidden prompt (never on the command line,
+where `ps` and the shell history would see them) or generated and printed once.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from ..clinician.users import Accounts
+
+if TYPE_CHECKING:
+    from . import Context
+
+EXIT_OK, EXIT_ERROR = 0, 2
+# the main group's `cli.Context`; cli/__init__.py imports this module, so not the other way round
+pass_ctx = click.pass_obj
+
+
+def _accounts(ctx: Context) -> Accounts:
+    return ctx.services().accounts
+
+
+def _password(generate: bool) -> tuple[str, bool]:
+    if generate:
+        return "-".join(secrets.token_urlsafe(6) for _ in range(3)), True
+    return click.prompt("Password (at least 12 characters)", hide_input=True,
+                        confirmation_prompt=True), False
+
+
+@click.group()
+def users() -> None:
+    """Clinician accounts for the clinician area (password + TOTP).
+
+    \b
+    Examples:
+      formrelay --config config.toml users add anna --recipient dr-jansen
+      formrelay --config config.toml users list
+    """
+
+
+@users.command("add")
+@click.argument("username")
+@click.option("--recipient", "recipients", multiple=True, metavar="ID",
+              help="A [recipients.<id>] this user is; sees the forms sent to it. Repeatable.")
+@click.option("--form", "forms", multiple=True, metavar="ID",
+              help="A form whose held submissions this user sees. Repeatable.")
+@click.option("--email", default="", help="The user's address (for the .eml's To header).")
+@click.option("--generate-password", is_flag=True,
+              help="Make a strong password and print it once, instead of asking.")
+@pass_ctx
+def users_add(ctx: Context, username: str, recipients: tuple[str, ...], forms: tuple[str, ...],
+              email: str, generate_password: bool) -> None:
+    """Create USERNAME, tied to recipients and/or forms. The TOTP app is set up at the
+    first login, in the browser.
+
+    \b
+    Example:
+      formrelay --config config.toml users add anna --recipient dr-jansen --form intake
+    """
+    accounts = _accounts(ctx)
+    password, generated = _password(generate_password)
+    user = accounts.add(username, password, email=email, recipients=list(recipients),
+                        forms=list(forms))
+    click.echo(f"created {user.username}; sees forms: "
+               f"{', '.join(accounts.forms_of(user)) or 'none'}")
+    if generated:
+        click.echo(f"password (shown once, hand it over in person or by phone): {password}")
+    click.echo(f"first login: {ctx.settings().server.base_url.rstrip('/')}/clinician/ "
+               "(sets up the authenticator app)")
+
+
+@users.command("list")
+@pass_ctx
+def users_list(ctx: Context) -> None:
+    """List the accounts: forms they see, state, last login.
+
+    \b
+    Example:
+      formrelay --config config.toml users list
+    """
+    accounts = _accounts(ctx)
+    for u in accounts.all():
+        state = "disabled" if u.disabled else "active" if u.enrolled else "TOTP not set up yet"
+        last = f"{u.last_login_at:%Y-%m-%d %H:%M} UTC" if u.last_login_at else "never"
+        click.echo(f"{u.username:<20} {state:<20} last login {last}")
+        click.echo(f"  recipients {', '.join(u.recipients) or '-'}; forms "
+                   f"{', '.join(accounts.forms_of(u)) or 'none'}"
+                   + (f"; {u.email}" if u.email else ""))
+
+
+@users.command("reset")
+@click.argument("username")
+@click.option("--generate-password", is_flag=True,
+              help="Make a strong password and print it once, instead of asking.")
+@pass_ctx
+def users_reset(ctx: Context, username: str, generate_password: bool) -> None:
+    """Give USERNAME a new password and a new TOTP setup at the next login (a lost
+    phone, a leaked password); ends their sessions and revokes their API tokens.
+
+    \b
+    Example:
+      formrelay --config config.toml users reset anna --generate-password
+    """
+    accounts = _accounts(ctx)
+    accounts.require(username)
+    password, generated = _password(generate_password)
+    user = accounts.reset(username, password)
+    click.echo(f"reset {user.username}: sets up the authenticator app again at next login")
+    if generated:
+        click.echo(f"password (shown once): {password}")
+
+
+def _set_disabled(ctx: Context, username: str, disabled: bool) -> None:
+    _accounts(ctx).set_disabled(username, disabled)
+    click.echo(f"{'disabled' if disabled else 'enabled'} {username}")
+
+
+@users.command("disable")
+@click.argument("username")
+@pass_ctx
+def users_disable(ctx: Context, username: str) -> None:
+    """Stop USERNAME from logging in or using API tokens; ends their sessions.
+
+    \b
+    Example:
+      formrelay --config config.toml users disable anna
+    """
+    _set_disabled(ctx, username, True)
+
+
+@users.command("enable")
+@click.argument("username")
+@pass_ctx
+def users_enable(ctx: Context, username: str) -> None:
+    """Let a disabled USERNAME log in again.
+
+    \b
+    Example:
+      formrelay --config config.toml users enable anna
+    """
+    _set_disabled(ctx, username, False)
+
+
+@users.command("remove")
+@click.argument("username")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@pass_ctx
+def users_remove(ctx: Context, username: str, yes: bool) -> None:
+    """Delete USERNAME with their sessions, recovery codes and API tokens (the audit
+    log keeps what they did).
+
+    \b
+    Example:
+      formrelay --config config.toml users remove anna --yes
+    """
+    accounts = _accounts(ctx)
+    accounts.require(username)
+    if not yes:
+        click.confirm(f"Remove {username}?", abort=True)
+    accounts.remove(username)
+    click.echo(f"removed {username}")
+
+
+@click.group()
+def audit() -> None:
+    """The audit log (NEN 7513): export one submission's history, verify the chain.
+
+    \b
+    Examples:
+      formrelay --config config.toml audit export --reference FR-7K2M-9QXD
+      formrelay --config config.toml audit verify
+    """
+
+
+@audit.command("export")
+@click.option("--reference", required=True, help="The submission's reference, FR-....")
+@pass_ctx
+def audit_export(ctx: Context, reference: str) -> None:
+    """Print the history of one submission in readable form: received, mailed or held,
+    downloaded, deleted; when, by whom, from where, with what outcome.
+
+    \b
+    Example:
+      formrelay --config config.toml audit export --reference FR-7K2M-9QXD > history.txt
+    """
+    from ..ops.audit import export_text
+
+    click.echo(export_text(ctx.services().store, reference), nl=False)
+
+
+@audit.command("verify")
+@pass_ctx
+def audit_verify(ctx: Context) -> None:
+    """Check that no audit row was changed, inserted or deleted; exit 0 ok, 2 not.
+
+    \b
+    Example:
+      formrelay --config config.toml audit verify
+    """
+    from ..ops.audit import verify
+
+    result = verify(ctx.services().store, record=True)
+    for problem in result.problems:
+        click.echo(f"PROBLEM {problem}", err=True)
+    click.echo(f"{result.rows} rows checked (#{result.first_id or '-'} to #{result.head_id}); "
+               f"head {result.head_hash}")
+    click.echo("ok: the audit log is intact" if result.ok else
+               "FAILED: the audit log was tampered with or damaged")
+    sys.exit(EXIT_OK if result.ok else EXIT_ERROR)
+
+
+@click.command()
+@pass_ctx
+def purge(ctx: Context) -> None:
+    """Delete now what is past its retention: held submissions after their form's
+    retention_days, audit rows after audit_retention_years, expired sessions. The worker
+    does this every hour; each deletion is audited.
+
+    \b
+    Example:
+      formrelay --config config.toml purge
+    """
+    from ..ops.retention import purge as run_purge
+
+    built = ctx.services()
+    report = run_purge(built.settings, built.store, purgers=built.purgers)
+    for line in report.lines():
+        click.echo(line)
+
+
+COMMANDS: list[Any] = [users, audit, purge]

@@ -1,0 +1,1 @@
+"""The clinician area's core (no Flask): accounts, second factor, API tokens and the inbox."""

@@ -1,0 +1,111 @@
+"""What a clinician may see and do with held submissions (no Flask).
+
+A user sees the held submissions of their forms only (see `Accounts.forms_of`). Every
+object is checked against those forms: a reference of another form answers exactly like
+one that does not exist, and the refusal is audited with who asked and from where.
+Downloads and deletions are audited too; "who downloaded it when" is read back from the
+audit log, so there is one record of it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from ..config import Settings
+from ..errors import NotFound
+from ..mail import mime
+from ..mail.kinds import submission_message
+from ..mail.transport import write_eml
+from ..store import Store, parse_iso
+from .users import Accounts, User
+
+REFERENCE = re.compile(r"^FR-[2-9A-Z]{4}-[2-9A-Z]{4}$")
+NOT_HELD = "There is no held submission with this reference (it may have been processed " \
+           "or deleted already)."
+
+
+@dataclass(frozen=True)
+class HeldItem:
+    reference: str
+    form_id: str
+    form_title: str
+    received_at: datetime
+    size: int
+    file_count: int
+    delete_after: datetime
+    downloads: tuple[tuple[str, datetime], ...]
+
+
+class Inbox:
+    def __init__(self, settings: Settings, store: Store, accounts: Accounts):
+        self.settings = settings
+        self.store = store
+        self.accounts = accounts
+
+    def _item(self, row: dict[str, Any], downloads: list[tuple[str, str]]) -> HeldItem:
+        fid = str(row["form_id"])
+        spec = self.settings.form(fid)
+        received = parse_iso(str(row["received_at"]))
+        return HeldItem(reference=str(row["reference"]), form_id=fid,
+                        form_title=spec.title if spec else fid, received_at=received,
+                        size=int(row["size"] or 0), file_count=int(row["file_count"] or 0),
+                        delete_after=received + timedelta(days=self.settings.retention_days(fid)),
+                        downloads=tuple((who, parse_iso(at)) for who, at in downloads))
+
+    def items(self, user: User) -> list[HeldItem]:
+        forms = self.accounts.forms_of(user)
+        if not forms:
+            return []
+        rows = self.store.submissions(forms, status="held")
+        downloads = self.store.downloads([str(r["reference"]) for r in rows])
+        return [self._item(r, downloads[str(r["reference"])]) for r in rows]
+
+    def get(self, user: User, reference: str, *, action: str, ip: str) -> HeldItem:
+        """The held item `reference` if `user` may have it; otherwise NotFound, audited as
+        a refused `action` (the same answer whether it exists or belongs to others)."""
+        ref = reference.strip().upper()
+        row = self.store.submission(ref) if REFERENCE.match(ref) else None
+        allowed = row is not None and row["form_id"] in self.accounts.forms_of(user)
+        if row is None or not allowed or row["status"] != "held" or not row["size"]:
+            why = ("not one of the user's forms" if row is not None and not allowed else
+                   f"status {row['status']}" if row is not None else "no such reference")
+            self.store.audit(action, "refused", actor=user.actor, ip=ip,
+                             reference=ref if REFERENCE.match(ref) else "",
+                             form_id=str(row["form_id"]) if row else "",
+                             detail=why if REFERENCE.match(ref) else "malformed reference")
+            raise NotFound(NOT_HELD)
+        return self._item(row, self.store.downloads([ref])[ref])
+
+    def download(self, user: User, item: HeldItem, fmt: str, ip: str, via: str) -> None:
+        self.store.audit("downloaded", actor=user.actor, ip=ip, reference=item.reference,
+                         form_id=item.form_id, detail=f"{fmt} via {via}")
+
+    def asc_chunks(self, item: HeldItem) -> Iterator[bytes]:
+        return self.store.stream_ciphertext(item.reference)
+
+    def eml(self, item: HeldItem, user: User) -> mime.Streamed:
+        """The held submission as a PGP/MIME mail (RFC 3156) a mail client opens and
+        decrypts natively: generic outer headers, the real subject inside."""
+        spec = self.settings.form(item.form_id)
+        emails = (self.settings.recipient_emails(spec) if spec else []) or [user.email]
+        message = submission_message(
+            self.settings, self.store, reference=item.reference, form_id=item.form_id,
+            recipients=[e for e in emails if e], date=item.received_at,
+            message_id=mime.message_id(item.reference, self.settings.mail_domain))
+        return mime.Streamed(lambda dest: write_eml(message, dest), message.size)
+
+    def mark_processed(self, user: User, reference: str, ip: str) -> HeldItem:
+        """Delete the ciphertext of a held item the user may have (audited)."""
+        item = self.get(user, reference, action="deleted", ip=ip)
+        with self.store.transaction():
+            row = self.store.submission(item.reference)
+            if row is None or row["status"] != "held":  # processed meanwhile by someone else
+                raise NotFound(NOT_HELD)
+            self.store.set_status(item.reference, "processed", drop_ciphertext=True)
+            self.store.audit("deleted", actor=user.actor, ip=ip, reference=item.reference,
+                             form_id=item.form_id, detail="marked processed; ciphertext deleted")
+        return item

@@ -1,0 +1,54 @@
+"""The submission pipeline's parts: what a step is, and what it is given.
+
+`Relay.submit` runs an ordered tuple of steps (services.build chooses them) at two
+points of every submission: `prepare` on the validated plaintext, before it is dropped
+(the patient's copy is made here), and `record` inside the submission's database
+transaction, once the ciphertext is stored and the effective delivery is known (the
+outbox mail, the held notice, the copy's row). What a step's `prepare` returned is
+handed to its `record`, so a step keeps no state between submissions. A step that
+raises stops the submission: nothing is stored. Only `record` may answer the patient,
+and only with a `CopyReceipt`, the copy's part of the thank-you page.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+from ..config import FormSpec
+from .forms import Fields
+from .submission import Submission
+
+if TYPE_CHECKING:
+    from ..patient_copy.copies import CopyReceipt
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Posted:
+    """A validated post, as `prepare` sees it."""
+
+    sub: Submission
+    spec: FormSpec
+    fields: Fields  # everything posted, the control fields (copy tick, address, key) too
+    ip: str  # the patient's access point, for audit events
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A submission inside its transaction, as `record` sees it. The reference may differ
+    from the one `prepare` saw: the relay draws a new one when two collide."""
+
+    sub: Submission
+    spec: FormSpec
+    delivery: str  # the effective delivery: "email", or "hold" (also for oversize mail)
+    ip: str
+
+
+class Step(Protocol[T]):
+    """One part of the pipeline. `prepare` returns what `record` needs (or None)."""
+
+    def prepare(self, posted: Posted) -> T: ...
+
+    def record(self, stored: Stored, prepared: T) -> CopyReceipt | None: ...

@@ -1,0 +1,260 @@
+"""The submission use case: validate -> encrypt -> store -> enqueue.
+
+`Relay` is shared by the web views, the CLI and the tests, which all get it from
+services.build (with every step of the pipeline, see pipeline.py). It holds the
+settings, the store and the keyring, takes plain data (form fields and files as
+mappings of lists) and returns a `Receipt`. It fails closed: if any recipient key of
+the form is unusable, or gpg fails, nothing is stored and `FormUnavailable` is raised;
+if the disk refuses the ciphertext or the database write (full, read-only), nothing is
+stored and `StoreNotWritable` is raised. The plaintext exists only in this call's memory
+and gpg's stdin; what reaches disk is the ciphertext.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from ..config import FormSpec, Settings
+from ..crypto.keyring import CryptoError, GpgTimeout, Keyring, KeyStatus
+from ..errors import FormUnavailable, InvalidSubmission, NotFound
+from ..i18n import translations
+from ..mail.mime import IterStream, encrypted_size, payload_parts
+from ..patient_copy.copies import CopyReceipt
+from ..store import Store, StoreNotWritable, disk_problem, iso, utcnow
+from . import forms
+from .pipeline import Posted, Step, Stored
+from .submission import Submission, new_reference
+
+log = logging.getLogger("formrelay.relay")
+
+KEY_RECHECK_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class Receipt:
+    reference: str
+    form_id: str
+    received_at: datetime
+    delivery: str  # the effective delivery: "email", or "hold"
+    size: int  # bytes of ciphertext
+    copy: CopyReceipt | None  # the patient's copy, when they asked for one
+
+
+class Relay:
+    """Built by services.build, which gives it the store, the keyring and the steps."""
+
+    def __init__(self, settings: Settings, *, store: Store, keyring: Keyring,
+                 steps: tuple[Step[Any], ...], clock: Callable[[], datetime] = utcnow):
+        self.settings = settings
+        self.clock = clock
+        self.store = store
+        self.keyring = keyring
+        self.steps = steps
+        self.tmp = settings.tmp_dir
+        self.tmp.mkdir(mode=0o700, exist_ok=True)
+        self._keys: dict[str, KeyStatus] = {}
+        self._keys_at = 0.0
+        self._rechecking = False
+        self._lock = threading.Lock()
+
+    # -- keys -------------------------------------------------------------------------
+    def sync_keys(self) -> dict[str, KeyStatus]:
+        """Import every configured key file and remember the result."""
+        with self._lock:
+            self._keys = self.keyring.sync(self.settings.recipients, self.settings.resolve,
+                                           self.clock())
+            self._keys_at = time.monotonic()
+            for st in self._keys.values():
+                if not st.usable:
+                    log.error("key refused: %s", st.line())
+                elif st.warning:
+                    log.warning("key warning: %s", st.line())
+            return dict(self._keys)
+
+    def key_status(self) -> dict[str, KeyStatus]:
+        with self._lock:
+            stale = not self._keys or time.monotonic() - self._keys_at > KEY_RECHECK_SECONDS
+            # One thread rechecks, the others answer from what is known: while gpg hangs,
+            # one request waits for the timeout, not every one that comes in meanwhile.
+            stale = stale and not (self._rechecking and self._keys)
+            self._rechecking = self._rechecking or stale
+        if stale:
+            try:
+                recheck = self.keyring.check_all(self.settings.recipients.values(),
+                                                 self.clock())
+            except CryptoError as exc:
+                log.error("keys cannot be checked, every form is unavailable: %s", exc)
+                self.keys_failed(self.settings.recipients, str(exc))
+                return dict(self._keys)
+            finally:
+                with self._lock:
+                    self._rechecking = False
+            with self._lock:
+                # a key refused at import stays refused until the next import
+                for rid, st in recheck.items():
+                    old = self._keys.get(rid)
+                    if old and not old.usable and "not imported" in st.problem:
+                        recheck[rid] = old
+                self._keys, self._keys_at = recheck, time.monotonic()
+        return dict(self._keys)
+
+    def keys_failed(self, recipients: Iterable[str], problem: str) -> None:
+        """gpg failed for these recipients' keys: their forms show themselves unavailable
+        at once, without running gpg, until the next recheck (KEY_RECHECK_SECONDS) finds
+        gpg and the keys working again."""
+        with self._lock:
+            for rid in recipients:
+                fpr = self.settings.recipients[rid].fingerprint
+                self._keys[rid] = KeyStatus(rid, fpr, False, problem)
+            self._keys_at = time.monotonic()
+
+    def form_problems(self, spec: FormSpec) -> list[str]:
+        status = self.key_status()
+        return [status[r].line() for r in spec.recipients if not status[r].usable]
+
+    def form(self, form_id: str) -> FormSpec:
+        spec = self.settings.form(form_id)
+        if spec is None:
+            raise NotFound("There is no form with this address.")
+        return spec
+
+    def require_available(self, spec: FormSpec) -> None:
+        problems = self.form_problems(spec)
+        if problems:
+            for p in problems:
+                log.error("form %s unavailable: %s", spec.id, p)
+            raise self.unavailable()
+
+    def unavailable(self) -> FormUnavailable:
+        """The fail-closed answer: the form cannot be used now, call the practice."""
+        return FormUnavailable("This form is temporarily unavailable. Please call the "
+                               "practice at %(phone)s.",
+                               phone=self.settings.server.practice_phone)
+
+    # -- the use case -----------------------------------------------------------------
+    def submit(self, form_id: str, lang: str, formdata: forms.Fields,
+               files: forms.Files | None = None, *, ip: str = "") -> Receipt:
+        spec = self.form(form_id)
+        self.require_available(spec)
+        result = forms.validate(spec, lang, formdata, files or {})
+        if not result.ok:
+            log.info("form %s: rejected post (%s)", form_id, ", ".join(sorted(result.errors)))
+            raise InvalidSubmission("Please correct the marked fields.", errors=result.errors)
+        sub = Submission(reference=new_reference(), form_id=spec.id, form_title=spec.title,
+                         lang=lang, received_at=self.clock(), answers=result.answers,
+                         uploads=result.uploads)
+        posted = Posted(sub, spec, formdata, ip)
+        try:
+            prepared = [step.prepare(posted) for step in self.steps]
+        except GpgTimeout as exc:  # the patient's copy runs gpg too
+            self._gpg_failed(spec, exc, ip)
+            raise self.unavailable() from None
+        size, delivery, copy = self._encrypt_and_store(sub, spec, prepared, ip)
+        log.info("form %s: received %s (%d bytes ciphertext, %d files)", spec.id,
+                 sub.reference, size, len(sub.uploads))
+        return Receipt(sub.reference, spec.id, sub.received_at, delivery, size, copy)
+
+    def _encrypt_and_store(self, sub: Submission, spec: FormSpec, prepared: list[Any],
+                           ip: str) -> tuple[int, str, CopyReceipt | None]:
+        fprs = self.settings.recipient_fingerprints(spec)
+        emails = self.settings.recipient_emails(spec)
+        tr = translations(spec.lang)
+        labels = {k: tr.gettext(v) for k, v in
+                  (("reference", "Reference"), ("received", "Received"), ("practice", "Practice"),
+                   ("language", "Patient's language"), ("yes", "yes"))}
+        sender = self.settings.sender
+
+        def parts() -> Iterator[bytes]:  # the payload names the reference: made per attempt
+            return payload_parts(sub, sender=sender, recipients=emails,
+                                 subject=f"{spec.title} - {sub.reference}", domain=self.domain,
+                                 practice=self.settings.server.practice_name, labels=labels,
+                                 tz=self.settings.server.timezone)
+
+        out = self.tmp / f"{sub.reference}.{os.getpid()}.asc"
+        for attempt in range(3):
+            try:
+                stream = io.BufferedReader(IterStream(parts()), 1 << 16)
+                size = self.keyring.encrypt_stream(stream, fprs, out,
+                                                   compress=not sub.uploads)
+                delivery = self._delivery_for(sub, spec, size, ip)
+                status = "queued" if delivery == "email" else "held"
+                row = {"reference": sub.reference, "form_id": spec.id,
+                       "received_at": iso(sub.received_at), "delivery": delivery,
+                       "status": status, "file_count": len(sub.uploads)}
+                answers: list[CopyReceipt] = []
+                stored = Stored(sub, spec, delivery, ip)
+
+                def also(stored: Stored = stored,
+                         answers: list[CopyReceipt] = answers) -> None:
+                    self.store.audit("received", actor="patient", ip=ip,
+                                     reference=sub.reference, form_id=spec.id,
+                                     detail=f"{stored.delivery}, {len(sub.uploads)} files")
+                    for step, ready in zip(self.steps, prepared, strict=True):
+                        answer = step.record(stored, ready)
+                        if answer is not None:
+                            answers.append(answer)
+
+                self.store.add_submission(row, out, also)
+                return size, delivery, answers[0] if answers else None
+            except CryptoError as exc:
+                self._gpg_failed(spec, exc, ip)
+                raise self.unavailable() from None
+            except sqlite3.IntegrityError:
+                if attempt == 2:
+                    raise
+                sub.reference = new_reference()  # a collision: encrypt again with a new one
+            except OSError as exc:  # the ciphertext's temp file: the disk refused it
+                why = disk_problem(exc)
+                if why is None:
+                    raise
+                raise StoreNotWritable(f"data folder {self.tmp} cannot take the ciphertext "
+                                       f"({why}); free disk space there - forms answer "
+                                       "\"temporarily unavailable\" until then") from exc
+            finally:
+                out.unlink(missing_ok=True)
+        raise AssertionError("unreachable")
+
+    def _gpg_failed(self, spec: FormSpec, exc: CryptoError, ip: str) -> None:
+        log.error("form %s: encryption failed, nothing stored: %s", spec.id, exc)
+        self.store.audit("received", "failed", actor="patient", ip=ip, form_id=spec.id,
+                         detail="encryption timed out" if isinstance(exc, GpgTimeout)
+                         else "encryption failed")
+        # A stuck gpg fails every form; another failure only this form's keys.
+        self.keys_failed(self.settings.recipients if isinstance(exc, GpgTimeout)
+                         else spec.recipients, str(exc))
+
+    def _delivery_for(self, sub: Submission, spec: FormSpec, size: int, ip: str) -> str:
+        """The form's delivery, unless its mail would be over smtp.max_message_mb: then
+        held for download (oversize = "hold") or refused at the form, nothing stored."""
+        limit_mb = self.settings.smtp.max_message_mb
+        if spec.delivery != "email" or encrypted_size(size) <= limit_mb * 1024 * 1024:
+            return spec.delivery
+        if spec.oversize == "hold":
+            log.info("form %s: %s too large for mail (%d bytes), held instead", spec.id,
+                     sub.reference, size)
+            return "hold"
+        log.info("form %s: refused post, too large for mail (%d bytes ciphertext)", spec.id,
+                 size)
+        self.store.audit("received", "refused", actor="patient", ip=ip, form_id=spec.id,
+                         detail=f"too large for mail: {size} bytes")
+        message = ("Your answers and files together are too large to send by e-mail (at "
+                   "most %(mb)s MB). Please make the files smaller or send fewer, and try "
+                   "again.")
+        field_error = translations(sub.lang).gettext(
+            "Together with the other files this is too large to send.")
+        raise InvalidSubmission(message, status=413, mb=limit_mb,
+                                errors={u.field: [field_error] for u in sub.uploads})
+
+    @functools.cached_property
+    def domain(self) -> str:
+        return self.settings.mail_domain

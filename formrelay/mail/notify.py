@@ -1,0 +1,119 @@
+"""The notification mail for held submissions: nothing a reader could learn about a patient.
+
+When a submission is held for download, the form's recipients get a plain mail naming
+the practice, the form's title, the reference, the time and the link to the clinician
+area. It is queued in the submission's own transaction (through the outbox, so it gets
+TLS and retries like any mail). A form with `notify_batch_minutes` gets at most one mail
+per that many minutes, listing every reference since the last one; the worker sends
+those batches (`flush`, run from `retention.periodic`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from ..config import FormSpec, Settings
+from ..i18n import gettext
+from ..localtime import local_date, shown
+from ..store import OutboxMail, Store, iso, parse_iso
+from .kinds import MailKind, plain_message
+from .transport import Message, transport_configured
+
+if TYPE_CHECKING:
+    from ..intake.pipeline import Posted, Stored
+
+log = logging.getLogger("formrelay.notify")
+
+KIND = "held-notice"
+
+
+def _enqueue(settings: Settings, store: Store, spec: FormSpec,
+             items: list[dict[str, str]]) -> None:
+    payload = json.dumps({"form_id": spec.id, "items": items}).encode()
+    store.enqueue(KIND, items[0]["reference"] if len(items) == 1 else "",
+                  settings.recipient_emails(spec),
+                  payload=payload, form_id=spec.id)
+
+
+@dataclass(frozen=True)
+class HeldNotice:
+    """The pipeline step (intake/pipeline.py): a held submission's notification, or its place in
+    the next batch, in the submission's own transaction."""
+
+    store: Store
+    settings: Settings
+
+    def prepare(self, posted: Posted) -> None:
+        return None
+
+    def record(self, stored: Stored, prepared: None) -> None:
+        if stored.delivery != "hold":
+            return
+        sub, spec, store = stored.sub, stored.spec, self.store
+        if not transport_configured(self.settings):
+            log.warning("form %s: %s held, but no notification sent: configure [smtp]",
+                        spec.id, sub.reference)
+            return
+        if spec.notify_batch_minutes:
+            store.notice_add(sub.reference, spec.id, sub.received_at)
+        else:
+            _enqueue(self.settings, store, spec, [{"reference": sub.reference,
+                                                   "received_at": iso(sub.received_at)}])
+
+
+def flush(settings: Settings, store: Store, now: datetime | None = None) -> int:
+    """Queue every batch that is due; returns how many mails were queued."""
+    queued = 0
+    for form_id in store.notice_forms():
+        spec = settings.form(form_id)
+        if spec is None or not transport_configured(settings):
+            continue
+        with store.transaction():
+            rows = store.notices_due(form_id, spec.notify_batch_minutes)
+            if rows:
+                _enqueue(settings, store, spec, rows)
+                queued += 1
+    return queued
+
+
+def _body(settings: Settings, spec: FormSpec | None, form_id: str,
+          items: list[dict[str, str]], lang: str) -> tuple[str, str]:
+    s = settings.server
+
+    def t(msg: str, **params: object) -> str:
+        return gettext(lang, msg, **params)
+
+    title = spec.title if spec else form_id
+    days = settings.retention_days(form_id)
+    subject = t("%(practice)s: new form to download", practice=s.practice_name) \
+        if len(items) == 1 else \
+        t("%(practice)s: %(n)s new forms to download", practice=s.practice_name, n=len(items))
+    lines = [t("New answers to the form \"%(title)s\" of %(practice)s are stored encrypted "
+               "and wait for you to download them.", title=title, practice=s.practice_name),
+             ""]
+    for item in items:
+        received = parse_iso(item["received_at"])
+        lines.append(t("Reference %(reference)s, received %(time)s, deleted after "
+                       "%(date)s", reference=item["reference"],
+                       time=shown(received, s.timezone),
+                       date=local_date(received + timedelta(days=days), s.timezone)))
+    lines += ["", t("Log in to download them:"),
+              settings.server.base_url.rstrip("/") + "/clinician/", "",
+              t("This mail holds no answers and no patient details. It was sent "
+                "automatically by formrelay.")]
+    return subject, "\n".join(lines) + "\n"
+
+
+def build(mail: OutboxMail, settings: Settings, store: Store) -> Message:
+    data = json.loads(mail.payload)
+    spec = settings.form(data["form_id"])
+    subject, body = _body(settings, spec, data["form_id"], data["items"],
+                          spec.lang if spec else "nl")
+    return plain_message(mail, settings, subject, body)
+
+
+MAIL = MailKind(KIND, build)  # in the worker's table: services.mail_kinds()

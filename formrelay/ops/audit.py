@@ -1,0 +1,149 @@
+"""Reading the audit log (NEN 7513): verify its chain, export one submission's history.
+
+Each row holds the hash of the row before it and its own hash over its id and fields
+(store.audit_hash), so a changed row no longer matches its hash, a row inserted or
+deleted in the middle breaks the link, and a gap in the ids names what is missing. The
+database keeps the last id and hash ever written (`audit_head`), so a cut-off tail shows
+too, and the retention purge records an anchor (the last purged id and hash, confirmed
+by an "audit purged" event in the chain) from which the remaining rows verify. Someone
+able to rewrite the whole file can recompute everything; `verify` prints the head so an
+operator can keep it elsewhere and compare. `formrelay check` and /healthz verify
+incrementally: from the last verified row (recorded in `audit_verified`) on; the whole
+check also holds the chain to that recorded row, and neither moves it past a problem.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..store import GENESIS, Store, audit_hash
+
+HEADER = ("time (UTC)", "action", "outcome", "actor", "access point", "form", "detail")
+MAX_PROBLEMS = 50
+
+
+@dataclass
+class Verification:
+    rows: int = 0
+    first_id: int = 0
+    head_id: int = 0
+    head_hash: str = GENESIS
+    problems: list[str] = field(default_factory=list)
+    since_id: int = 0  # incremental: rows up to this one were verified before
+    since_at: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def add(self, problem: str) -> None:
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append(problem)
+        elif len(self.problems) == MAX_PROBLEMS:
+            self.problems.append("... more problems not shown")
+
+
+def verify(store: Store, *, incremental: bool = False, record: bool = False) -> Verification:
+    """Check the chain; `problems` says, row by row, what does not fit. The whole chain,
+    or (`incremental`) only the rows after the last verified one, plus that this row is
+    unchanged and the rows before it are all still there: fast on a log of years. A
+    change to an older row that leaves its hash as it was is only seen by the whole
+    check (`formrelay audit verify`). Both check the recorded row's hash, so a chain
+    rewritten and recomputed behind it fails either way. With `record`, how far a good
+    chain verified is remembered for the next incremental check (never after a problem)."""
+    with store.snapshot():  # one consistent view while the service keeps writing
+        result = _verify(store, incremental)
+        anchor = store.audit_anchor()
+    if record and result.ok and result.head_id:
+        store.record_audit_verified(result.head_id, result.head_hash,
+                                    anchor["id"] if anchor else 0)
+    return result
+
+
+def _verify(store: Store, incremental: bool) -> Verification:
+    result = Verification()
+    result.head_id, result.head_hash = store.audit_head()
+    anchor = store.audit_anchor()
+    expect_id = anchor["upto_id"] + 1 if anchor else 1
+    prev = anchor["upto_hash"] if anchor else GENESIS
+    anchor_confirmed = anchor is None
+    done = store.audit_verified()
+    if done and done["upto_id"] >= expect_id:
+        # Both checks hold the chain to the recorded point: a rewrite that recomputed every
+        # hash from some row on is consistent in itself, and only this hash still shows it.
+        row = store.audit_row(done["upto_id"])
+        if row is None or row["hash"] != done["upto_hash"] or \
+                audit_hash(row["prev_hash"], row) != row["hash"]:
+            result.add(f"row #{done['upto_id']}, verified on {done['at'][:10]}, was changed or "
+                       "deleted since (or a row before it, and the chain was recomputed)")
+    if incremental and done and done["upto_id"] >= expect_id:
+        purged_upto = expect_id - 1
+        if store.audit_count(-1, purged_upto) or \
+                store.audit_count(purged_upto, done["upto_id"]) != done["upto_id"] - purged_upto:
+            result.add(f"rows up to #{done['upto_id']}, verified on {done['at'][:10]}, were "
+                       "deleted or inserted since; run `formrelay audit verify`")
+        if anchor is not None and anchor["id"] == done["anchor_id"]:
+            anchor_confirmed = True  # it was in force then, and confirmed then
+        expect_id, prev = done["upto_id"] + 1, done["upto_hash"]
+        result.since_id, result.since_at = done["upto_id"], done["at"]
+    for row in store.iter_audit(after=expect_id - 1 if result.since_id else -1):
+        rid = row["id"]
+        result.rows += 1
+        result.first_id = result.first_id or rid
+        if rid < expect_id:
+            result.add(f"row #{rid} should have been removed by the retention purge "
+                       f"(anchor at #{expect_id - 1})")
+        elif rid > expect_id:
+            gap = f"#{expect_id}" if rid == expect_id + 1 else f"#{expect_id} to #{rid - 1}"
+            result.add(f"row {gap} missing: deleted")
+        if audit_hash(row["prev_hash"], row) != row["hash"]:
+            result.add(f"row #{rid} was changed after it was written (its hash does not match)")
+        elif row["prev_hash"] != prev:
+            result.add(f"row #{rid} does not follow the row before it: a row was inserted, "
+                       "changed or deleted there")
+        if anchor and not anchor_confirmed and row["action"] == "audit purged" \
+                and anchor["upto_hash"] in (row["detail"] or ""):
+            anchor_confirmed = True
+        prev, expect_id = row["hash"], max(expect_id, rid + 1)
+    if result.head_id >= expect_id:
+        gap = f"#{expect_id}" if result.head_id == expect_id else \
+            f"#{expect_id} to #{result.head_id}"
+        result.add(f"row {gap} missing at the end: deleted")
+    elif result.head_id and prev != result.head_hash:
+        result.add(f"the last row #{expect_id - 1} is not the one recorded as written last")
+    if not anchor_confirmed:
+        result.add(f"the purge anchor at #{anchor['upto_id'] if anchor else '?'} has no "
+                   "matching 'audit purged' event: rows at the start were deleted")
+    return result
+
+
+def history(store: Store, reference: str) -> list[dict[str, Any]]:
+    return store.audit_rows(reference.strip().upper())
+
+
+def export_text(store: Store, reference: str) -> str:
+    """One submission's history as a readable table (what a patient may ask to see)."""
+    ref = reference.strip().upper()
+    rows = history(store, ref)
+    lines = [f"Audit history of {ref}", ""]
+    if not rows:
+        return "\n".join([*lines, "No events recorded for this reference (unknown, or "
+                          "older than the audit retention period).", ""])
+    table = [HEADER] + [(r["at"][:19].replace("T", " "), r["action"], r["outcome"], r["actor"],
+                         r["ip"] or "-", r["form_id"] or "-", _clean(r["detail"] or ""))
+                        for r in rows]
+    widths = [max(len(t[i]) for t in table) for i in range(len(HEADER) - 1)]
+    for t in table:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(t, widths, strict=False))
+                     + "  " + t[-1])
+    check = verify(store)
+    lines += ["", f"{len(rows)} event(s). Audit chain: "
+              + ("verified, unchanged." if check.ok else
+                 "PROBLEMS FOUND - run `formrelay audit verify`."), ""]
+    return "\n".join(lines)
+
+
+def _clean(text: str) -> str:
+    # Values a client chose (a typed user name) must not forge lines in the export.
+    return "".join(c if c.isprintable() else "?" for c in text)

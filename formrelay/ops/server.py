@@ -1,0 +1,117 @@
+"""gunicorn settings for formrelay, kept in this one place.
+
+`deploy/gunicorn.conf.py` (containers, systemd) and `formrelay serve` both take their
+settings from `gunicorn_options()`, so the two ways to run the service cannot drift.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from ..config import Settings
+
+DEFAULT_BIND = "127.0.0.1:8000"
+DEFAULT_WORKERS = 2
+# open connections per worker process; each costs a greenlet and a few file descriptors
+# (socket, SQLite, gpg's pipes while it encrypts), well under the usual limit of 1024
+DEFAULT_CONNECTIONS = 100
+# The access line's text; gunicorn's atoms are replaced by redacted ones in
+# logs.GunicornLogger, so %(U)s is the path without query string and without any
+# patient-copy link secret (/copy/[redacted]). The JSON line has the same facts as fields.
+ACCESS_LOG_FORMAT = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms'
+
+
+def gunicorn_options(*, bind: str = DEFAULT_BIND, workers: int = DEFAULT_WORKERS,
+                     connections: int = DEFAULT_CONNECTIONS,
+                     log_level: str = "info") -> dict[str, Any]:
+    """gunicorn settings: a few processes with gevent workers, generous timeouts for
+    uploads over slow mobile links.
+
+    gevent, not threads: a thread worker hands a thread to each connection and keeps it
+    while the client sends, so a handful of clients sending slowly (or nothing) held
+    every thread and no patient got an answer. With gevent a connection costs a
+    greenlet; a request's headers must arrive within `keepalive` seconds, its body keeps
+    to server.body_timeout_seconds / body_min_rate (web/slowbody.py), and gpg (a
+    subprocess), SQLite and the locks of the store work as with threads (gunicorn
+    monkey-patches threading, subprocess and time.sleep)."""
+    opts: dict[str, Any] = {
+        "bind": bind,
+        "workers": workers,
+        "worker_class": "gevent",
+        "worker_connections": connections,
+        # a worker silent this long is restarted; a 25 MB upload on a slow link plus
+        # encryption fits well within it
+        "timeout": 120,
+        "graceful_timeout": 30,
+        # also the most a request's headers may take (gevent worker): idle or trickling
+        # connections are closed after it
+        "keepalive": 5,
+        # recycle workers now and then; jitter so they do not all restart together
+        "max_requests": 2000,
+        "max_requests_jitter": 200,
+        # no preload: each worker opens its own SQLite connections after the fork
+        "preload_app": False,
+        # the app trusts forwarded headers through ProxyFix (server.trusted_proxies)
+        # only; gunicorn must not decide on its own that a request came over https
+        "forwarded_allow_ips": "127.0.0.1",
+        "secure_scheme_headers": {},
+        "limit_request_line": 8190,
+        "limit_request_fields": 100,
+        "accesslog": "-",
+        "errorlog": "-",
+        "loglevel": log_level.lower(),
+        "access_log_format": ACCESS_LOG_FORMAT,
+        "logger_class": "formrelay.logs.GunicornLogger",
+        "proc_name": "formrelay",
+        "umask": 0o077,
+    }
+    known = _known_settings()
+    if "forwarder_headers" in known:
+        # no SCRIPT_NAME / PATH_INFO from request headers, whoever sends them
+        opts["forwarder_headers"] = ""
+    if "control_socket_disable" in known:
+        # gunicorn 24+ opens a control socket in $HOME; nothing here uses it, and under
+        # systemd's ProtectHome or a read-only container there is no writable home
+        opts["control_socket_disable"] = True
+    if os.path.isdir("/dev/shm"):  # noqa: S108 - heartbeat files in memory, not on disk
+        # heartbeat files: tmpfs avoids stalls when /tmp is on a slow or read-only disk
+        opts["worker_tmp_dir"] = "/dev/shm"  # noqa: S108
+    return opts
+
+
+def _known_settings() -> set[str]:
+    from gunicorn.config import KNOWN_SETTINGS
+
+    return {s.name for s in KNOWN_SETTINGS}
+
+
+def options_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    """gunicorn settings from FORMRELAY_BIND / _WORKERS / _CONNECTIONS
+    (deploy/gunicorn.conf.py)."""
+    return gunicorn_options(
+        bind=environ.get("FORMRELAY_BIND", DEFAULT_BIND),
+        workers=int(environ.get("FORMRELAY_WORKERS", DEFAULT_WORKERS)),
+        connections=int(environ.get("FORMRELAY_CONNECTIONS", DEFAULT_CONNECTIONS)),
+        log_level=environ.get("FORMRELAY_LOG_LEVEL", "info"),
+    )
+
+
+def run_gunicorn(settings: Settings, *, bind: str, workers: int, connections: int,
+                 extra: dict[str, Any] | None = None) -> None:
+    from gunicorn.app.base import BaseApplication
+
+    from .. import create_app
+
+    class App(BaseApplication):
+        def load_config(self) -> None:
+            opts = {**gunicorn_options(bind=bind, workers=workers, connections=connections,
+                                       log_level=settings.server.log_level), **(extra or {})}
+            for key, value in opts.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> Any:
+            return create_app(settings)
+
+    App().run()
