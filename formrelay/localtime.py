@@ -35,3 +35,9 @@ def shown(dt: datetime, tz: str = DEFAULT_TZ, fmt: str = CLINICIAN_FORMAT) -> st
 def local_date(dt: datetime, tz: str = DEFAULT_TZ, fmt: str = "%Y-%m-%d") -> str:
     """The local calendar date of `dt` in `tz` (a date needs no zone label)."""
     return dt.astimezone(zone(tz)).strftime(fmt)
+
+
+def utc_shown(dt: datetime, seconds: bool = False) -> str:
+    """`dt` (already in UTC, as stored) for an operator: "2026-10-01 09:30 UTC". The
+    CLI, `check`, the worker's log and the operator's mails say UTC, not local time."""
+    return f"{dt:%Y-%m-%d %H:%M:%S} UTC" if seconds else f"{dt:%Y-%m-%d %H:%M} UTC"

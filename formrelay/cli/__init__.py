@@ -20,6 +20,7 @@ from .. import __version__
 from ..config import CONFIG_ENV, ConfigError, Settings, load_config
 from ..crypto.keyring import KeyRefused
 from ..errors import FormrelayError, OperatorError, UserError
+from ..localtime import utc_shown
 
 if TYPE_CHECKING:
     from ..services import Services
@@ -371,13 +372,13 @@ def outbox(ctx: Context, show_all: bool, retry: str | None, retry_failed: bool) 
     for r in rows:
         since = parse_iso(r["created_at"])
         line = (f"#{r['id']} {r['kind']} {r['reference'] or '-'} (form {r['form_id'] or '-'}): "
-                f"{r['status']} since {since:%Y-%m-%d %H:%M} UTC ({_ago(now - since)}), "
+                f"{r['status']} since {utc_shown(since)} ({_ago(now - since)}), "
                 f"{r['attempts']} attempt(s)")
         if r["status"] == "queued":
             if r["lease_until"] and parse_iso(r["lease_until"]) > now:
                 line += ", being sent now"
             else:
-                line += f", next try {parse_iso(r['next_attempt_at']):%Y-%m-%d %H:%M} UTC"
+                line += f", next try {utc_shown(parse_iso(r['next_attempt_at']))}"
         if r["error"]:
             line += f"\n    why: {r['error']}"
         click.echo(line)

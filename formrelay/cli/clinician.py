@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..clinician.users import Accounts
+from ..localtime import utc_shown
 
 if TYPE_CHECKING:
     from . import Context
@@ -90,7 +91,7 @@ def users_list(ctx: Context) -> None:
     accounts = _accounts(ctx)
     for u in accounts.all():
         state = "disabled" if u.disabled else "active" if u.enrolled else "TOTP not set up yet"
-        last = f"{u.last_login_at:%Y-%m-%d %H:%M} UTC" if u.last_login_at else "never"
+        last = utc_shown(u.last_login_at) if u.last_login_at else "never"
         click.echo(f"{u.username:<20} {state:<20} last login {last}")
         click.echo(f"  recipients {', '.join(u.recipients) or '-'}; forms "
                    f"{', '.join(accounts.forms_of(u)) or 'none'}"

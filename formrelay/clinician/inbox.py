@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from ..audit_actions import AuditAction
 from ..config import Settings
 from ..errors import NotFound
 from ..mail import mime
@@ -81,7 +82,7 @@ class Inbox:
         return self._item(row, self.store.downloads([ref])[ref])
 
     def download(self, user: User, item: HeldItem, fmt: str, ip: str, via: str) -> None:
-        self.store.audit("downloaded", actor=user.actor, ip=ip, reference=item.reference,
+        self.store.audit(AuditAction.DOWNLOADED, actor=user.actor, ip=ip, reference=item.reference,
                          form_id=item.form_id, detail=f"{fmt} via {via}")
 
     def asc_chunks(self, item: HeldItem) -> Iterator[bytes]:
@@ -106,6 +107,6 @@ class Inbox:
             if row is None or row["status"] != "held":  # processed meanwhile by someone else
                 raise NotFound(NOT_HELD)
             self.store.set_status(item.reference, "processed", drop_ciphertext=True)
-            self.store.audit("deleted", actor=user.actor, ip=ip, reference=item.reference,
+            self.store.audit(AuditAction.DELETED, actor=user.actor, ip=ip, reference=item.reference,
                              form_id=item.form_id, detail="marked processed; ciphertext deleted")
         return item

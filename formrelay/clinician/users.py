@@ -31,6 +31,7 @@ import segno
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from ..audit_actions import AuditAction
 from ..config import Settings
 from ..crypto import sealing
 from ..errors import UserError
@@ -186,7 +187,7 @@ class Accounts:
         with self.store.transaction():
             uid = self.store.user_add(username, _hasher.hash(password), email=email,
                                       recipients=list(recipients), forms=list(forms))
-            self.store.audit("user created", actor=OPERATOR,
+            self.store.audit(AuditAction.USER_CREATED, actor=OPERATOR,
                              detail=f"user:{username}; recipients "
                                     f"{','.join(recipients) or '-'}; forms "
                                     f"{','.join(forms) or '-'}")
@@ -219,7 +220,7 @@ class Accounts:
             self.store.sessions_end(user.id)
             self.store.token_revoke(user.id)
             self.store.login_failures_clear(self._tag(user.username))
-            self.store.audit("user changed", actor=OPERATOR,
+            self.store.audit(AuditAction.USER_CHANGED, actor=OPERATOR,
                              detail=f"{user.actor}: password reset, TOTP to enrol again, "
                                     "sessions ended, API tokens revoked")
         return self.require(username)
@@ -229,7 +230,7 @@ class Accounts:
         with self.store.transaction():
             self.store.user_update(user.id, disabled_at=self.store_now() if disabled else None)
             ended = self.store.sessions_end(user.id) if disabled else 0
-            self.store.audit("user changed", actor=OPERATOR,
+            self.store.audit(AuditAction.USER_CHANGED, actor=OPERATOR,
                              detail=f"{user.actor}: {'disabled' if disabled else 'enabled'}"
                                     + (f", {ended} session(s) ended" if ended else ""))
         return self.require(username)
@@ -238,7 +239,7 @@ class Accounts:
         user = self.require(username)
         with self.store.transaction():
             self.store.user_remove(user.id)
-            self.store.audit("user removed", actor=OPERATOR, detail=user.actor)
+            self.store.audit(AuditAction.USER_REMOVED, actor=OPERATOR, detail=user.actor)
 
     def store_now(self) -> str:
         return iso(self.now())
@@ -264,8 +265,9 @@ class Accounts:
             if count:
                 self.store.login_failure(self._tag(username), ip)
             known = bool(username) and self.store.user_row(username=username) is not None
-            self.store.audit("login", "failed", actor=f"user:{username}" if known else "unknown",
-                             ip=ip, detail=reason.value if known else
+            self.store.audit(AuditAction.LOGIN, "failed",
+                             actor=f"user:{username}" if known else "unknown", ip=ip,
+                             detail=reason.value if known else
                              f"{reason} (name tag {self._tag(username)})")
         return LoginRefused(reason)
 
@@ -381,7 +383,7 @@ class Accounts:
         with self.store.transaction():
             self.store.user_update(user.id, last_login_at=self.store_now())
             self.store.login_failures_clear(self._tag(user.username))
-            self.store.audit("login", actor=user.actor, ip=ip, detail=method)
+            self.store.audit(AuditAction.LOGIN, actor=user.actor, ip=ip, detail=method)
 
     # -- TOTP enrolment and recovery codes --------------------------------------------
     @staticmethod
@@ -404,7 +406,7 @@ class Accounts:
             self.store.user_update(user.id, totp_secret=self._seal_totp(user.id, secret),
                                    totp_last_step=step)
             codes = self._new_recovery_codes(user)
-            self.store.audit("user changed", actor=user.actor, ip=ip,
+            self.store.audit(AuditAction.USER_CHANGED, actor=user.actor, ip=ip,
                              detail="TOTP enrolled, recovery codes issued")
         self.login_ok(user, ip, "TOTP (enrolment)")
         return codes
@@ -418,7 +420,7 @@ class Accounts:
     def renew_recovery_codes(self, user: User, ip: str) -> list[str]:
         with self.store.transaction():
             codes = self._new_recovery_codes(user)
-            self.store.audit("user changed", actor=user.actor, ip=ip,
+            self.store.audit(AuditAction.USER_CHANGED, actor=user.actor, ip=ip,
                              detail="new recovery codes issued")
         return codes
 
@@ -434,7 +436,8 @@ class Accounts:
         self.check_password_rules(new, user.username)
         with self.store.transaction():
             self.store.user_update(user.id, password_hash=_hasher.hash(new))
-            self.store.audit("user changed", actor=user.actor, ip=ip, detail="password changed")
+            self.store.audit(AuditAction.USER_CHANGED, actor=user.actor, ip=ip,
+                             detail="password changed")
 
     # -- API tokens -------------------------------------------------------------------
     def new_token(self, user: User, name: str, ip: str) -> str:
@@ -442,7 +445,7 @@ class Accounts:
         token = "fr_" + secrets.token_urlsafe(32)
         with self.store.transaction():
             tid = self.store.token_add(user.id, name, sha256(token), token[:7] + "…")
-            self.store.audit("user changed", actor=user.actor, ip=ip,
+            self.store.audit(AuditAction.USER_CHANGED, actor=user.actor, ip=ip,
                              detail=f"API token #{tid} ({name}) created")
         return token
 
@@ -453,7 +456,7 @@ class Accounts:
         with self.store.transaction():
             done = self.store.token_revoke(user.id, token_id) == 1
             if done:
-                self.store.audit("user changed", actor=user.actor, ip=ip,
+                self.store.audit(AuditAction.USER_CHANGED, actor=user.actor, ip=ip,
                                  detail=f"API token #{token_id} revoked")
         return done
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from ..audit_actions import AuditAction
 from ..config import FormSpec, Settings
 from ..crypto.keyring import CryptoError, GpgTimeout, Keyring, KeyStatus
 from ..errors import FormUnavailable, InvalidSubmission, NotFound
@@ -196,7 +197,7 @@ class Relay:
 
                 def also(stored: Stored = stored,
                          answers: list[CopyReceipt] = answers) -> None:
-                    self.store.audit("received", actor="patient", ip=ip,
+                    self.store.audit(AuditAction.RECEIVED, actor="patient", ip=ip,
                                      reference=sub.reference, form_id=spec.id,
                                      detail=f"{stored.delivery}, {len(sub.uploads)} files")
                     for step, ready in zip(self.steps, prepared, strict=True):
@@ -226,7 +227,7 @@ class Relay:
 
     def _gpg_failed(self, spec: FormSpec, exc: CryptoError, ip: str) -> None:
         log.error("form %s: encryption failed, nothing stored: %s", spec.id, exc)
-        self.store.audit("received", "failed", actor="patient", ip=ip, form_id=spec.id,
+        self.store.audit(AuditAction.RECEIVED, "failed", actor="patient", ip=ip, form_id=spec.id,
                          detail="encryption timed out" if isinstance(exc, GpgTimeout)
                          else "encryption failed")
         # A stuck gpg fails every form; another failure only this form's keys.
@@ -245,7 +246,7 @@ class Relay:
             return "hold"
         log.info("form %s: refused post, too large for mail (%d bytes ciphertext)", spec.id,
                  size)
-        self.store.audit("received", "refused", actor="patient", ip=ip, form_id=spec.id,
+        self.store.audit(AuditAction.RECEIVED, "refused", actor="patient", ip=ip, form_id=spec.id,
                          detail=f"too large for mail: {size} bytes")
         message = ("Your answers and files together are too large to send by e-mail (at "
                    "most %(mb)s MB). Please make the files smaller or send fewer, and try "

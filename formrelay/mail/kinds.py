@@ -59,6 +59,7 @@ from email.utils import format_datetime
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
+from ..audit_actions import AuditAction
 from ..config import Settings
 from ..crypto import sealing
 from ..errors import OperatorError
@@ -200,7 +201,7 @@ def _build_submission(mail: OutboxMail, settings: Settings, store: Store) -> Mes
 
 def _submission_sent(mail: OutboxMail, store: Store) -> None:
     store.set_status(mail.reference, "sent", drop_ciphertext=True)
-    store.audit("deleted", reference=mail.reference, form_id=mail.form_id,
+    store.audit(AuditAction.DELETED, reference=mail.reference, form_id=mail.form_id,
                 detail="ciphertext deleted after the relay accepted the mail")
 
 

@@ -35,8 +35,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.errors import MessageError
 
+from ..audit_actions import AuditAction
 from ..config import DEFAULT_RETENTION_DAYS, Settings
 from ..crypto.keyring import KeyStatus
+from ..localtime import utc_shown
 from ..logs import log_exception
 from ..ops import retention
 from ..store import OutboxMail, Store
@@ -217,7 +219,7 @@ class _Pass:
         self.result.errors.append(exc.error_class)
         level = logging.ERROR if isinstance(exc, TransportError) else logging.WARNING
         log.log(level, "mail #%d (%s %s) not sent, stays queued: %s; next try %s", mail.id,
-                mail.kind, mail.reference, exc, f"{next_at:%Y-%m-%d %H:%M:%S} UTC")
+                mail.kind, mail.reference, exc, utc_shown(next_at, seconds=True))
         self._later(functools.partial(self.store.mail_deferred, mail, self.owner, next_at,
                                       exc.error_class, str(exc)))
 
@@ -282,7 +284,8 @@ def _mark_sent(settings: Settings, store: Store, mail: OutboxMail, kind: MailKin
             kind.on_sent(mail, store)
         if refused:
             reasons = "; ".join(sorted(set(refused.values())))
-            store.audit("failed", "failed", reference=mail.reference, form_id=mail.form_id,
+            store.audit(AuditAction.FAILED, "failed", reference=mail.reference,
+                        form_id=mail.form_id,
                         detail=f"{mail.kind} mail refused for {len(refused)} recipient(s): "
                                f"{reasons}")
             if mail.kind != OPERATOR:

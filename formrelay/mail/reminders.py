@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 
 from ..config import Settings
 from ..crypto.keyring import KeyStatus
+from ..localtime import utc_shown
 from ..store import Store
 from .kinds import tell_operator
 
@@ -41,7 +42,7 @@ def check_key_expiry(settings: Settings, store: Store, statuses: Mapping[str, Ke
                 else f"expires in {int(left)} days")
         subject = f"key of {rid} {when} ({st.expires:%Y-%m-%d})"
         body = (f"The OpenPGP key of recipient {rid} (fingerprint {st.fingerprint}) "
-                f"{when}, on {st.expires:%Y-%m-%d %H:%M} UTC.\n\n"
+                f"{when}, on {utc_shown(st.expires)}.\n\n"
                 f"From then on these forms refuse submissions: {', '.join(forms) or 'none'}.\n"
                 f"Ask the clinician for a renewed key (or a new one, and update the "
                 f"fingerprint in the config), then run `formrelay keys import {rid}`.\n")

@@ -24,6 +24,7 @@ from ..config import Settings
 from ..crypto.keyring import CryptoError
 from ..crypto.packets import SEIPD_V1, PacketError, encryption_packet
 from ..intake.relay import Relay
+from ..localtime import utc_shown
 from ..store import StoreError, StoreNotWritable, iso, utcnow
 
 OK, WARN, ERROR = "ok", "warn", "error"
@@ -217,7 +218,7 @@ def outbox_fact(relay: Relay, now: datetime) -> Fact:
                            f"{last}; see `formrelay outbox`", data)
     if not queued:
         return Fact(OK, "outbox empty", data)
-    text = f"outbox: {queued} mail(s) waiting, the oldest since {oldest:%Y-%m-%d %H:%M} UTC " \
+    text = f"outbox: {queued} mail(s) waiting, the oldest since {utc_shown(oldest)} " \
            f"({_age(age)}){last}"
     if age >= OUTBOX_ERROR_AFTER:
         return Fact(ERROR, f"{text}; is `formrelay worker` running and the relay reachable?",
@@ -233,12 +234,12 @@ def clock_fact(relay: Relay, now: datetime) -> Fact:
     fix = "fix the system clock (NTP: `timedatectl set-ntp true`); key expiry, link " \
           "lifetimes and the audit log depend on it"
     if now < EARLIEST_SANE:
-        return Fact(ERROR, f"clock says {now:%Y-%m-%d %H:%M} UTC, which cannot be right; {fix}",
+        return Fact(ERROR, f"clock says {utc_shown(now)}, which cannot be right; {fix}",
                     {**data, "ok": False})
     if newest and newest - now > CLOCK_SLACK:
         return Fact(ERROR, f"clock is {_age(newest - now)} behind the newest database entry "
-                           f"({newest:%Y-%m-%d %H:%M} UTC); {fix}", {**data, "ok": False})
-    return Fact(OK, f"clock {now:%Y-%m-%d %H:%M} UTC", {**data, "ok": True})
+                           f"({utc_shown(newest)}); {fix}", {**data, "ok": False})
+    return Fact(OK, f"clock {utc_shown(now)}", {**data, "ok": True})
 
 
 def audit_fact(relay: Relay) -> Fact:

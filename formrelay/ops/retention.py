@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from ..audit_actions import AuditAction
 from ..config import Settings
 from ..mail.notify import flush
 from ..store import Store, iso, parse_iso
@@ -73,7 +74,7 @@ def purge(settings: Settings, store: Store, now: datetime | None = None, *,
             if current is None or current["status"] != "held":
                 continue
             store.set_status(row["reference"], "deleted", drop_ciphertext=True)
-            store.audit("deleted", reference=row["reference"], form_id=row["form_id"],
+            store.audit(AuditAction.DELETED, reference=row["reference"], form_id=row["form_id"],
                         detail=f"retention: held longer than {days} days; ciphertext deleted")
         report.held.append(row["reference"])
     for name, step in purgers:

@@ -40,6 +40,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from itsdangerous import BadSignature, Signer
 
+from ..audit_actions import AuditAction
 from ..config import COPY_MAX_DOWNLOADS as MAX_DOWNLOADS
 from ..config import COPY_MAX_EXPIRY_DAYS as MAX_EXPIRY_DAYS
 from ..config import ConfigError, FormSpec, Settings
@@ -318,7 +319,7 @@ class Copies:
             "quick_hash": _sha256(pending.grant), "quick_until": iso(pending.quick_until),
             "created_at": iso(now), "expires_at": iso(pending.expires_at),
             "max_downloads": self.max_downloads, "ciphertext": pending.ciphertext})
-        self.store.audit("copy issued", actor="patient", ip=ip, reference=sub.reference,
+        self.store.audit(AuditAction.COPY_ISSUED, actor="patient", ip=ip, reference=sub.reference,
                          form_id=spec.id, detail=f"{self.max_downloads} downloads until "
                                                  f"{iso(pending.expires_at)[:16]}Z")
         from .copy_mail import queue_mails
@@ -360,8 +361,8 @@ class Copies:
             secret = b""
         if len(secret) != SECRET_BYTES or not hmac.compare_digest(
                 derive(secret, "check", cid).hex(), row.get("check_hash", "")):
-            self.store.audit("copy opened", "refused", actor="patient", ip=ip, reference=ref,
-                             form_id=fid, detail="link secret missing or altered")
+            self.store.audit(AuditAction.COPY_OPENED, "refused", actor="patient", ip=ip,
+                             reference=ref, form_id=fid, detail="link secret missing or altered")
             raise CopyRefused(CopyState.ALTERED, lang=lang)
         if grant:
             fresh = self.clock() < parse_iso(row["quick_until"])
@@ -377,11 +378,11 @@ class Copies:
                 raise CopyRefused(CopyState.USED_UP, lang=lang)
             ciphertext, downloads, used_up = taken
             how = "pickup code" if not grant else "thank-you page"
-            self.store.audit("copy opened", actor="patient", ip=ip, reference=ref, form_id=fid,
-                             detail=f"download {downloads} of {row['max_downloads']} "
+            self.store.audit(AuditAction.COPY_OPENED, actor="patient", ip=ip, reference=ref,
+                             form_id=fid, detail=f"download {downloads} of {row['max_downloads']} "
                                     f"({how})")
             if used_up:
-                self.store.audit("copy deleted", reference=ref, form_id=fid,
+                self.store.audit(AuditAction.COPY_DELETED, reference=ref, form_id=fid,
                                  detail="all downloads used")
         try:
             pdf = AESGCM(derive(secret, "key", cid)).decrypt(ciphertext[:12], ciphertext[12:],
@@ -397,13 +398,13 @@ class Copies:
         with self.store.transaction():
             failures, locked = self.store.copy_wrong_code(info.copy_id, MAX_FAILURES,
                                                           self.clock())
-            self.store.audit("copy wrong code", "refused", actor="patient", ip=ip,
+            self.store.audit(AuditAction.COPY_WRONG_CODE, "refused", actor="patient", ip=ip,
                              reference=info.reference, form_id=info.form_id,
                              detail=f"attempt {failures} of {MAX_FAILURES}")
             if locked:
-                self.store.audit("copy locked", "refused", reference=info.reference,
+                self.store.audit(AuditAction.COPY_LOCKED, "refused", reference=info.reference,
                                  form_id=info.form_id, detail=f"{MAX_FAILURES} wrong codes")
-                self.store.audit("copy deleted", reference=info.reference,
+                self.store.audit(AuditAction.COPY_DELETED, reference=info.reference,
                                  form_id=info.form_id, detail="locked")
         if locked:
             raise CopyRefused(CopyState.LOCKED, lang=info.lang)
@@ -416,9 +417,9 @@ class Copies:
         with self.store.transaction():
             gone = self.store.expire_copies(now, copy_id)
             for row in gone:
-                self.store.audit("copy expired", reference=row["reference"],
+                self.store.audit(AuditAction.COPY_EXPIRED, reference=row["reference"],
                                  form_id=row["form_id"], detail=f"{row['downloads']} downloads")
-                self.store.audit("copy deleted", reference=row["reference"],
+                self.store.audit(AuditAction.COPY_DELETED, reference=row["reference"],
                                  form_id=row["form_id"], detail="expired")
         return len(gone)
 

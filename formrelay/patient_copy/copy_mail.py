@@ -24,6 +24,7 @@ from email.policy import SMTP
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from ..audit_actions import AuditAction
 from ..config import FormSpec, Recipient, Settings
 from ..crypto import sealing
 from ..crypto.keyring import CryptoError, GpgTimeout, Keyring
@@ -146,7 +147,7 @@ def build_pgp_mail(mail: OutboxMail, settings: Settings, store: Store) -> Messag
 
 def _sent(mail: OutboxMail, store: Store) -> None:
     what = "link" if mail.kind == LINK_KIND else "PGP-encrypted copy"
-    store.audit("copy mail sent", reference=mail.reference, form_id=mail.form_id,
+    store.audit(AuditAction.COPY_MAIL_SENT, reference=mail.reference, form_id=mail.form_id,
                 detail=f"{what} to the patient")
 
 

@@ -130,7 +130,7 @@ class AuditLog(StoreBase):
             conn.execute("INSERT INTO audit_anchor (at, upto_id, upto_hash) VALUES (?, ?, ?)",
                          (iso(self.clock()), upto_id, upto_hash))
             n = conn.execute("DELETE FROM audit WHERE id <= ?", (upto_id,)).rowcount
-            self.audit("audit purged", detail=f"{n} rows up to #{upto_id} older than "
+            self.audit(AuditAction.AUDIT_PURGED, detail=f"{n} rows up to #{upto_id} older than "
                                               f"{iso(before)[:10]}; anchor {upto_hash}")
         return n, upto_id, upto_hash
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from ..audit_actions import AuditAction
 from .audit import AuditLog
 from .base import iso, parse_iso
 
@@ -67,7 +68,7 @@ class Outbox(AuditLog):
                 "INSERT INTO outbox (kind, reference, form_id, recipients, payload, message_id, "
                 "created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (kind, reference, form_id, json.dumps(list(recipients)), payload, mid, now, now))
-            self.audit("queued", reference=reference, form_id=form_id,
+            self.audit(AuditAction.QUEUED, reference=reference, form_id=form_id,
                        detail=f"{kind} mail to {len(recipients)} recipient(s)")
         return int(cur.lastrowid or 0)
 
@@ -104,7 +105,8 @@ class Outbox(AuditLog):
                 "error_class = ?, error = ? WHERE id = ? AND lease_owner = ? "
                 "AND status = 'queued'", (iso(next_at), error_class, error, mail.id, owner))
             if cur.rowcount:
-                self.audit("deferred", "retry", reference=mail.reference, form_id=mail.form_id,
+                self.audit(AuditAction.DEFERRED, "retry", reference=mail.reference,
+                           form_id=mail.form_id,
                            detail=f"{mail.kind} mail, attempt {mail.attempts}: {error}; "
                                   f"next try {iso(next_at)}")
 
@@ -152,7 +154,7 @@ class Outbox(AuditLog):
                              "created_at = ?, attempts = 0, done_at = NULL WHERE id = ?",
                              (now, now, row["id"]))
                 mail = self.outbox_mail(row["id"])
-                self.audit("queued", actor="operator", reference=mail.reference,
+                self.audit(AuditAction.QUEUED, actor="operator", reference=mail.reference,
                            form_id=mail.form_id, detail=f"{mail.kind} mail #{mail.id} queued "
                                                         f"again{how}")
                 out.append(mail)
@@ -226,7 +228,7 @@ class Outbox(AuditLog):
                     (cuts, iso(default), PURGE_BATCH))]
                 for r in rows:
                     conn.execute("DELETE FROM outbox WHERE id = ?", (r["id"],))
-                    self.audit("deleted", reference=r["reference"], form_id=r["form_id"],
+                    self.audit(AuditAction.DELETED, reference=r["reference"], form_id=r["form_id"],
                                detail=f"retention: record of {r['status']} {r['kind']} mail "
                                       f"#{r['id']} (done {r['done_at'][:10]}) deleted")
             gone += rows

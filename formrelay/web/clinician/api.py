@@ -14,6 +14,7 @@ from typing import Any
 
 from flask import Blueprint, g, jsonify, request, url_for
 
+from ...audit_actions import AuditAction
 from ...clinician.users import FAILURE_WINDOW, User
 from ...errors import UserError
 from ...store import iso
@@ -35,7 +36,7 @@ def authenticate() -> None:
     ip = client_ip()
     limit = relay().settings.server.login_max_failures_ip
     if store.login_failures(store.clock() - FAILURE_WINDOW, ip=ip) >= limit:
-        store.audit("api access", "refused", actor="unknown", ip=ip,
+        store.audit(AuditAction.API_ACCESS, "refused", actor="unknown", ip=ip,
                     detail="too many failed attempts from this address")
         raise ApiError("Too many failed attempts. Please wait and try again.", status=429)
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
@@ -44,7 +45,7 @@ def authenticate() -> None:
     if found is None:
         with store.transaction():
             store.login_failure("", ip)
-            store.audit("api access", "failed", actor="unknown", ip=ip,
+            store.audit(AuditAction.API_ACCESS, "failed", actor="unknown", ip=ip,
                         detail=f"{request.path}: missing, unknown or revoked API token")
         raise ApiError("A valid API token is needed: send `Authorization: Bearer <token>`.",
                        status=401)

@@ -25,6 +25,7 @@ from flask.sessions import SecureCookieSessionInterface, SessionInterface, Sessi
 from itsdangerous import BadSignature, URLSafeSerializer
 from werkzeug.datastructures import CallbackDict
 
+from ...audit_actions import AuditAction
 from ...services import Services
 from ...store import Store, parse_iso
 
@@ -111,7 +112,7 @@ class ClinicianSessionInterface(SessionInterface):
         with store.transaction():
             store.session_delete(_hash(sid))
             if data.get("uid"):
-                store.audit("session expired", actor=data.get("actor", ""),
+                store.audit(AuditAction.SESSION_EXPIRED, actor=data.get("actor", ""),
                             ip=request.remote_addr or "",
                             detail=f"{why}: idle {_minutes(now - seen)} min, "
                                    f"age {_minutes(now - created)} min")

@@ -29,6 +29,7 @@ from flask import (
 from flask_wtf.csrf import generate_csrf, validate_csrf
 from wtforms.validators import ValidationError
 
+from ...audit_actions import AuditAction
 from ...clinician.users import LoginFailure, LoginRefused, User, qr_data_uri
 from ...config import LANGUAGES, is_loopback
 from ...errors import UserError
@@ -85,7 +86,7 @@ def secure_enough() -> bool:
 
 def refuse_request(detail: str) -> UserError:
     user = current_user()
-    relay().store.audit("request", "refused", actor=user.actor if user else "unknown",
+    relay().store.audit(AuditAction.REQUEST, "refused", actor=user.actor if user else "unknown",
                         ip=client_ip(), detail=f"{request.method} {request.path}: {detail}")
     return UserError("This page was open too long or did not come from this site. "
                      "Please go back, reload the page and try again.", status=400)
@@ -238,7 +239,7 @@ def enrol() -> Any:
 def logout() -> Any:
     user = current_user()
     if user is not None:
-        relay().store.audit("logout", actor=user.actor, ip=client_ip())
+        relay().store.audit(AuditAction.LOGOUT, actor=user.actor, ip=client_ip())
     sess().end()
     return redirect(url_for("clinician.login"))
 
