@@ -101,7 +101,7 @@ class Inbox:
 
     def mark_processed(self, user: User, reference: str, ip: str) -> HeldItem:
         """Delete the ciphertext of a held item the user may have (audited)."""
-        item = self.get(user, reference, action="deleted", ip=ip)
+        item = self.get(user, reference, action=AuditAction.DELETED, ip=ip)
         with self.store.transaction():
             row = self.store.submission(item.reference)
             if row is None or row["status"] != "held":  # processed meanwhile by someone else

@@ -273,7 +273,7 @@ def _spooled(message: Streamed) -> Iterator[bytes]:
 def download_response(user: User, reference: str, fmt: str, via: str) -> Response:
     """The ciphertext as .asc, or as a PGP/MIME .eml; audited (shared with the API)."""
     box = area().inbox
-    item = box.get(user, reference, action="downloaded", ip=client_ip())
+    item = box.get(user, reference, action=AuditAction.DOWNLOADED, ip=client_ip())
     box.download(user, item, fmt, client_ip(), via)
     if fmt == "eml":
         body: Iterator[bytes] = _spooled(box.eml(item, user))
@@ -302,7 +302,7 @@ def processed(reference: str) -> Any:
     assert user is not None  # noqa: S101 - login_required
     box = area().inbox
     if request.method == "GET":
-        item = box.get(user, reference, action="deleted", ip=client_ip())
+        item = box.get(user, reference, action=AuditAction.DELETED, ip=client_ip())
         return page("clinician/confirm.html", item=item)
     item = box.mark_processed(user, reference, client_ip())
     flash(t("%(reference)s is marked processed; its encrypted answers were deleted.",
