@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from formrelay.clinician.users import _hasher  # noqa: E402
+from formrelay.clinician.accounts import _hasher  # noqa: E402
 from formrelay.config import parse_config  # noqa: E402
 from formrelay.ops.audit import verify  # noqa: E402
 from formrelay.services import build  # noqa: E402

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from .clinician.accounts import Accounts
 from .clinician.inbox import Inbox
-from .clinician.users import Accounts
 from .config import Settings
 from .crypto.keyring import Keyring
 from .intake.pipeline import Step

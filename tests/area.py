@@ -18,7 +18,7 @@ from flask import Flask
 from werkzeug.test import TestResponse
 
 from formrelay.cli import cli
-from formrelay.clinician import users
+from formrelay.clinician import accounts
 
 from .conftest import ENV
 
@@ -43,7 +43,7 @@ class Clock:
 def cheap_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
     """argon2 with its real cost takes ~0.2 s a hash: the tests of login rules use a cheap
     one (the whole-flow test keeps the real one)."""
-    monkeypatch.setattr(users, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024,
+    monkeypatch.setattr(accounts, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024,
                                                          parallelism=1))
 
 

@@ -12,7 +12,7 @@ CORE = ("formrelay", "formrelay.services", "formrelay.intake", "formrelay.intake
         "formrelay.intake.forms", "formrelay.intake.pipeline", "formrelay.crypto",
         "formrelay.crypto.keyring", "formrelay.crypto.sealing", "formrelay.mail",
         "formrelay.mail.outbox", "formrelay.mail.transport", "formrelay.clinician",
-        "formrelay.clinician.users", "formrelay.clinician.inbox", "formrelay.patient_copy",
+        "formrelay.clinician.accounts", "formrelay.clinician.inbox", "formrelay.patient_copy",
         "formrelay.patient_copy.copies", "formrelay.patient_copy.copy_mail", "formrelay.ops",
         "formrelay.ops.checks", "formrelay.ops.retention", "formrelay.store")
 

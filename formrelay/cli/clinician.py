@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..clinician.users import Accounts
+from ..clinician.accounts import Accounts
 from ..localtime import utc_shown
 
 if TYPE_CHECKING:

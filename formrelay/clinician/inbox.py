@@ -22,7 +22,8 @@ from ..mail import mime
 from ..mail.kinds import submission_message
 from ..mail.transport import write_eml
 from ..store import Store, parse_iso
-from .users import Accounts, User
+from .accounts import Accounts
+from .user import User
 
 REFERENCE = re.compile(r"^FR-[2-9A-Z]{4}-[2-9A-Z]{4}$")
 NOT_HELD = "There is no held submission with this reference (it may have been processed " \

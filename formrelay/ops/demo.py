@@ -201,7 +201,7 @@ def _demo_account(settings: Settings, folder: Path) -> str | None:
     """The clinician account of the demo, made once with a throw-away password that is
     kept in the folder (so every run can print it). None if the account exists but its
     password is unknown (made by hand, or reset)."""
-    from ..clinician.users import AccountError
+    from ..clinician.accounts import AccountError
     from ..services import build
 
     pw_file = folder / ".clinician_password"

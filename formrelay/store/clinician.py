@@ -1,8 +1,9 @@
 """The clinician area's storage: accounts, second factors, sessions and API tokens.
 
-Secrets are stored only as hashes (passwords by clinician/users.py with argon2id, recovery codes,
-session ids, API tokens) or sealed (TOTP secrets, by clinician/users.py); a TOTP step is claimed
-with one UPDATE, so a code is accepted once across all processes. Login failures and
+Secrets are stored only as hashes (passwords by clinician/accounts.py with argon2id,
+recovery codes, session ids, API tokens) or sealed (TOTP secrets, by
+clinician/second_factor.py); a TOTP step is claimed with one UPDATE, so a code is
+accepted once across all processes. Login failures and
 sessions live here, not in memory, so every gunicorn worker sees the same ones; the
 retention purge drops stale ones.
 """

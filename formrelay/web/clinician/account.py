@@ -2,7 +2,7 @@
 
 New recovery codes and a new API token are shown once, in the answer to the POST that
 made them; only their hashes are kept. Same guard as the rest of the area (HTTPS,
-CSRF on every form, login required); every change is audited by `users.Accounts`.
+CSRF on every form, login required); every change is audited by `clinician.accounts.Accounts`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from typing import Any
 
 from flask import Blueprint, flash, redirect, request, url_for
 
-from ...clinician.users import AccountError, LoginRefused, User
+from ...clinician.accounts import AccountError
+from ...clinician.user import LoginRefused, User
 from .views import area, client_ip, current_user, guard, login_required, page, t
 
 bp = Blueprint("clinician_account", __name__, url_prefix="/clinician/account")

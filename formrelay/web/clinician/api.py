@@ -15,7 +15,8 @@ from typing import Any
 from flask import Blueprint, g, jsonify, request, url_for
 
 from ...audit_actions import AuditAction
-from ...clinician.users import FAILURE_WINDOW, User
+from ...clinician.login import FAILURE_WINDOW
+from ...clinician.user import User
 from ...errors import UserError
 from ...store import iso
 from ..common import relay

@@ -1,6 +1,6 @@
 """The clinician area: login (password + TOTP), held submissions, download, processed.
 
-Views stay thin: `users.Accounts` does the login steps, `inbox.Inbox` the rights checks
+Views stay thin: `clinician.accounts.Accounts` does the login steps, `inbox.Inbox` the rights checks
 and the audit entries. Every POST here carries a flask-wtf CSRF token (checked for the
 whole area in `guard`, refused and audited when missing), the session is server-side
 (session.py) and gets a new id at login. The area answers only over HTTPS (or
@@ -30,7 +30,8 @@ from flask_wtf.csrf import generate_csrf, validate_csrf
 from wtforms.validators import ValidationError
 
 from ...audit_actions import AuditAction
-from ...clinician.users import LoginFailure, LoginRefused, User, qr_data_uri
+from ...clinician.second_factor import qr_data_uri
+from ...clinician.user import LoginFailure, LoginRefused, User
 from ...config import LANGUAGES, is_loopback
 from ...errors import UserError
 from ...i18n import gettext

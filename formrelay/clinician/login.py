@@ -1,0 +1,70 @@
+"""The login guard: failed logins counted per account and per client address.
+
+Failures are counted in the database, so the limit holds across worker processes; a
+typed name is kept only as a keyed tag. Every login and every failed step is audited.
+`Accounts` (and its second factor and API tokens) build on this class.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from datetime import datetime, timedelta
+
+from ..audit_actions import AuditAction
+from ..config import Settings
+from ..store import Store, iso
+from .user import LoginFailure, LoginRefused, User, user_from_row
+
+FAILURE_WINDOW = timedelta(minutes=15)
+
+
+class LoginGuard:
+    """Counts failed login steps and refuses them past the limits; the base of
+    `Accounts` and its parts (second factor, API tokens)."""
+
+    def __init__(self, settings: Settings, store: Store):
+        self.settings = settings
+        self.store = store
+
+    def now(self) -> datetime:
+        return self.store.clock()
+
+    def store_now(self) -> str:
+        return iso(self.now())
+
+    def by_id(self, user_id: int) -> User | None:
+        row = self.store.user_row(user_id=user_id)
+        return user_from_row(row) if row else None
+
+    def _tag(self, username: str) -> str:
+        """A typed name is not written down (people type their password into the name
+        field, and the audit log is kept for years); this keyed tag still counts and
+        shows repeated tries of the same name."""
+        return hmac.new(self.settings.secret_key.encode(), username.encode(),
+                        hashlib.sha256).hexdigest()[:16]
+
+    def limited(self, username: str, ip: str) -> bool:
+        since = self.now() - FAILURE_WINDOW
+        s = self.settings.server
+        by_name = self.store.login_failures(since, username=self._tag(username))
+        return (by_name >= s.login_max_failures
+                or self.store.login_failures(since, ip=ip) >= s.login_max_failures_ip)
+
+    def _fail(self, username: str, ip: str, reason: LoginFailure, *,
+              count: bool = True) -> LoginRefused:
+        with self.store.transaction():
+            if count:
+                self.store.login_failure(self._tag(username), ip)
+            known = bool(username) and self.store.user_row(username=username) is not None
+            self.store.audit(AuditAction.LOGIN, "failed",
+                             actor=f"user:{username}" if known else "unknown", ip=ip,
+                             detail=reason.value if known else
+                             f"{reason} (name tag {self._tag(username)})")
+        return LoginRefused(reason)
+
+    def login_ok(self, user: User, ip: str, method: str) -> None:
+        with self.store.transaction():
+            self.store.user_update(user.id, last_login_at=self.store_now())
+            self.store.login_failures_clear(self._tag(user.username))
+            self.store.audit(AuditAction.LOGIN, actor=user.actor, ip=ip, detail=method)
