@@ -20,8 +20,8 @@ sys.path.insert(0, str(ROOT))
 
 from formrelay.config import parse_config  # noqa: E402
 from formrelay.intake.submission import Answer, Submission  # noqa: E402
-from formrelay.patient_copy.copies import b64e  # noqa: E402
 from formrelay.patient_copy.pdf import Practice, copy_pdf  # noqa: E402
+from formrelay.patient_copy.secret import b64e  # noqa: E402
 from formrelay.services import build  # noqa: E402
 
 

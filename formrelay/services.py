@@ -27,8 +27,9 @@ from .mail.notify import HeldNotice
 from .ops import checks as preflight
 from .ops.checks import Check
 from .ops.retention import Purgers
-from .patient_copy import copy_mail
-from .patient_copy.copies import Copies, CopyStep, check_fonts
+from .patient_copy import link_mail, pgp_copy
+from .patient_copy.copies import Copies
+from .patient_copy.step import CopyStep, check_fonts
 from .store import Store, utcnow
 
 
@@ -38,8 +39,8 @@ from .store import Store, utcnow
 # with its own mail, data to purge or check adds it here.
 def mail_kinds() -> MailKinds:
     """Every kind of mail the outbox worker builds, by name."""
-    return kind_table(SUBMISSION_MAIL, OPERATOR_MAIL, notify.MAIL, copy_mail.LINK_MAIL,
-                      copy_mail.PGP_MAIL)
+    return kind_table(SUBMISSION_MAIL, OPERATOR_MAIL, notify.MAIL, link_mail.LINK_MAIL,
+                      pgp_copy.PGP_MAIL)
 
 
 def _expired_copies(settings: Settings, store: Store, now: datetime) -> int:

@@ -23,7 +23,8 @@ from flask.testing import FlaskClient
 from formrelay import services
 from formrelay.config import ConfigError
 from formrelay.mail import outbox
-from formrelay.patient_copy.copies import Copies, b64d, b64e
+from formrelay.patient_copy.copies import Copies
+from formrelay.patient_copy.secret import b64d, b64e
 
 from .canary import leaks, start_clock
 from .conftest import canary, post_form
@@ -231,7 +232,7 @@ def test_database_alone_cannot_open_or_test_codes(make_app: Any) -> None:
     copies: Copies = app.extensions["formrelay"].copies
     assert row["code_mac"] != __import__("hashlib").sha256(page["code"].encode()).hexdigest()
     # with the link secret the copy opens (the test's own proof that the above is fair)
-    from formrelay.patient_copy.copies import derive
+    from formrelay.patient_copy.secret import derive
 
     key = derive(b64d(page["key"]), "key", row["id"])
     assert AESGCM(key).decrypt(blob[:12], blob[12:], row["id"].encode()).startswith(b"%PDF")

@@ -13,7 +13,7 @@ CORE = ("formrelay", "formrelay.services", "formrelay.intake", "formrelay.intake
         "formrelay.crypto.keyring", "formrelay.crypto.sealing", "formrelay.mail",
         "formrelay.mail.outbox", "formrelay.mail.transport", "formrelay.clinician",
         "formrelay.clinician.accounts", "formrelay.clinician.inbox", "formrelay.patient_copy",
-        "formrelay.patient_copy.copies", "formrelay.patient_copy.copy_mail", "formrelay.ops",
+        "formrelay.patient_copy.copies", "formrelay.patient_copy.link_mail", "formrelay.ops",
         "formrelay.ops.checks", "formrelay.ops.retention", "formrelay.store")
 
 

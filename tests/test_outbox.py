@@ -27,7 +27,7 @@ from formrelay.cli import cli
 from formrelay.mail import outbox
 from formrelay.ops import retention
 from formrelay.ops.audit import verify
-from formrelay.patient_copy import copy_mail
+from formrelay.patient_copy import link_mail
 from formrelay.store import Store, iso
 
 from .conftest import ENV, canary, post_form
@@ -394,10 +394,10 @@ def test_mail_that_can_never_be_built_fails_at_once_and_the_rest_goes(
         ref = thanks(post_form(app.test_client(), answers(canary())))["reference"]
         relay = app.extensions["formrelay"]
         store: Store = relay.store
-        payload = copy_mail.seal(relay.settings, {"link": "https://localhost/copy/x#y",
+        payload = link_mail.seal(relay.settings, {"link": "https://localhost/copy/x#y",
                                                   "expires": iso(clock.now), "lang": "nl",
                                                   "downloads": 3}, ref)
-        broken = store.enqueue(copy_mail.LINK_KIND, ref,
+        broken = store.enqueue(link_mail.LINK_KIND, ref,
                                [outbox.sealed_recipient(relay.settings, bad, ref)],
                                payload, "intake")
         result = deliver(app)

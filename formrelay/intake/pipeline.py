@@ -20,7 +20,7 @@ from .forms import Fields
 from .submission import Submission
 
 if TYPE_CHECKING:
-    from ..patient_copy.copies import CopyReceipt
+    from ..patient_copy.values import CopyReceipt
 
 T = TypeVar("T")
 

@@ -30,7 +30,7 @@ from ..crypto.keyring import CryptoError, GpgTimeout, Keyring, KeyStatus
 from ..errors import FormUnavailable, InvalidSubmission, NotFound
 from ..i18n import translations
 from ..mail.mime import IterStream, encrypted_size, payload_parts
-from ..patient_copy.copies import CopyReceipt
+from ..patient_copy.values import CopyReceipt
 from ..store import Store, StoreNotWritable, disk_problem, iso, utcnow
 from . import forms
 from .pipeline import Posted, Step, Stored

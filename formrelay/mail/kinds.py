@@ -4,7 +4,7 @@ Every mail in the outbox has a kind; the kind's builder turns the stored row int
 message at send time, and its hooks run when the row is marked sent or failed. Here
 are `MailKind`, the helpers builders share (fixed Message-ID, plain-text mail) and
 the two kinds formrelay itself sends: the submission's PGP/MIME mail and plain mail to
-the operator. Other features declare their own (notify.py, patient_copy/copy_mail.py). The worker
+the operator. Other features declare their own (notify.py, patient_copy/link_mail.py). The worker
 that sends them is outbox.py; it is handed the table of kinds (`services.mail_kinds()`)
 and knows no others.
 

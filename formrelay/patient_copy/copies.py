@@ -17,91 +17,47 @@ authenticated with a key derived from the secret), and a mail sent to a mistyped
 address leaks nothing without the code, which is never mailed. Five wrong codes lock a
 copy, which deletes it; so do expiry (default 7 days, at most 30) and the last allowed
 download (default 3). This module has no Flask: the web layer, the worker and tests
-call it directly; `CopyStep` is its part of the relay's pipeline (services.build).
+call it directly; `CopyStep` (step.py) is its part of the relay's pipeline.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
 import logging
 import re
 import secrets
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from itsdangerous import BadSignature, Signer
 
 from ..audit_actions import AuditAction
 from ..config import COPY_MAX_DOWNLOADS as MAX_DOWNLOADS
 from ..config import COPY_MAX_EXPIRY_DAYS as MAX_EXPIRY_DAYS
-from ..config import ConfigError, FormSpec, Settings
+from ..config import FormSpec, Settings
 from ..errors import InvalidSubmission, UserError
 from ..i18n import gettext
-from ..intake.submission import REFERENCE_ALPHABET, Submission
-from ..localtime import DEFAULT_TZ
+from ..intake.submission import Submission
 from ..mail.addresses import header_problem
 from ..store import Store, iso, parse_iso
+from .secret import SECRET_BYTES, b64d, b64e, code_mac, derive, new_code, normalize_code, sha256
+from .values import CopyInfo, OpenedCopy, PendingCopy
 
 if TYPE_CHECKING:
     from ..intake.forms import Fields
-    from ..intake.pipeline import Posted, Stored
+
 
 log = logging.getLogger("formrelay.copies")
 
-SECRET_BYTES = 32  # the link secret: 256 bits
-CODE_LENGTH = 6  # about 29 bits; 5 tries, and only with the link
 MAX_FAILURES = 5
 QUICK_MINUTES = 15  # the thank-you page's "download now" without the code
 FORGET_AFTER_DAYS = 30  # a deleted copy's row (no content) is kept this long, then dropped
 
 
-# -- small pieces ----------------------------------------------------------------------
-def b64e(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def b64d(text: str) -> bytes:
-    """Decode url-safe base64 without padding; ValueError when it is not that."""
-    text = text.strip()
-    if not re.fullmatch(r"[A-Za-z0-9_-]*", text):
-        raise ValueError("not base64url")
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def derive(secret: bytes, purpose: str, copy_id: str) -> bytes:
-    """A 256-bit value for one purpose (key, check, code) of one copy (HKDF-SHA256)."""
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
-                info=f"formrelay copy v1|{purpose}|{copy_id}".encode()).derive(secret)
-
-
-def new_code() -> str:
-    return "".join(secrets.choice(REFERENCE_ALPHABET) for _ in range(CODE_LENGTH))
-
-
-def normalize_code(text: str) -> str:
-    """What the patient typed, as the code is stored: capitals, no spaces or dashes."""
-    return re.sub(r"[\s\-.]", "", text or "").upper()[:32]
-
-
-def _code_mac(secret: bytes, copy_id: str, code: str) -> str:
-    return hmac.new(derive(secret, "code", copy_id), normalize_code(code).encode(),
-                    hashlib.sha256).hexdigest()
-
-
-def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-# -- results ---------------------------------------------------------------------------
 class CopyState(StrEnum):
     """Why a copy cannot be given. The last three leave it available: the pickup form
     is shown again; the others end it (the stored states are expired, used_up, locked)."""
@@ -129,80 +85,6 @@ class CopyRefused(UserError):
         self.expires_at = expires_at
 
 
-@dataclass(frozen=True)
-class CopyDownload:
-    """The thank-you page's "download now" form: where it posts and what it sends."""
-
-    url: str  # /copy/<token>
-    key: str  # the link secret: the page needs it to open the copy without the mail
-    grant: str  # the 15-minute pass that stands in for the pickup code
-    until: str  # when that pass ends (ISO 8601)
-
-
-@dataclass(frozen=True)
-class CopyReceipt:
-    """What the thank-you page (and the JSON answer) may show the patient of their copy:
-    nothing else reaches the template."""
-
-    code: str
-    email: str
-    expires: str  # ISO 8601
-    expires_text: str  # the same, as the practice's local time
-    downloads: int
-    download: CopyDownload
-
-    def as_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class PendingCopy:
-    """A copy made from the plaintext (`prepare`), stored by `record` in the submission's
-    transaction."""
-
-    copy_id: str
-    secret: bytes
-    code: str
-    grant: str
-    email: str
-    lang: str
-    reference: str
-    ciphertext: bytes
-    expires_at: datetime
-    quick_until: datetime
-    pgp_key: str = ""  # the patient's own public key (optional)
-    pgp_ciphertext: str = ""  # the PDF mail encrypted to that key
-
-    def public(self, token: str, downloads: int, tz: str = DEFAULT_TZ) -> CopyReceipt:
-        """What the thank-you page (and the JSON answer) may show the patient."""
-        from .pdf import local_time
-
-        return CopyReceipt(code=self.code, email=self.email, expires=iso(self.expires_at),
-                           expires_text=local_time(self.expires_at, tz), downloads=downloads,
-                           download=CopyDownload(url=f"/copy/{token}", key=b64e(self.secret),
-                                                 grant=self.grant,
-                                                 until=iso(self.quick_until)))
-
-
-@dataclass(frozen=True)
-class CopyInfo:
-    copy_id: str
-    reference: str
-    form_id: str
-    lang: str
-    expires_at: datetime
-    downloads_left: int
-    tries_left: int
-
-
-@dataclass(frozen=True)
-class OpenedCopy:
-    pdf: bytes
-    filename: str
-    info: CopyInfo
-
-
-# -- the service -----------------------------------------------------------------------
 class Copies:
     def __init__(self, settings: Settings, store: Store, clock: Callable[[], datetime]):
         self.settings = settings
@@ -276,7 +158,7 @@ class Copies:
         email = self.recipient(sub, spec, formdata)
         pgp_key = ""
         if spec.patient_copy_pgp and _first(formdata, "_copy_key").strip():
-            from .copy_mail import check_patient_key
+            from .pgp_copy import check_patient_key
 
             pgp_key = check_patient_key(_first(formdata, "_copy_key"), sub.lang)
         now = self.clock()
@@ -299,7 +181,7 @@ class Copies:
         pending.ciphertext = nonce + AESGCM(key).encrypt(nonce, pdf, pending.copy_id.encode())
         pending.reference = sub.reference
         if pending.pgp_key:
-            from .copy_mail import pgp_copy
+            from .pgp_copy import pgp_copy
 
             pending.pgp_ciphertext = pgp_copy(pending.pgp_key, pdf, sub, self.settings,
                                               self.store)
@@ -315,14 +197,14 @@ class Copies:
             "id": pending.copy_id, "reference": sub.reference, "form_id": spec.id,
             "lang": pending.lang, "check_hash": derive(pending.secret, "check",
                                                        pending.copy_id).hex(),
-            "code_mac": _code_mac(pending.secret, pending.copy_id, pending.code),
-            "quick_hash": _sha256(pending.grant), "quick_until": iso(pending.quick_until),
+            "code_mac": code_mac(pending.secret, pending.copy_id, pending.code),
+            "quick_hash": sha256(pending.grant), "quick_until": iso(pending.quick_until),
             "created_at": iso(now), "expires_at": iso(pending.expires_at),
             "max_downloads": self.max_downloads, "ciphertext": pending.ciphertext})
         self.store.audit(AuditAction.COPY_ISSUED, actor="patient", ip=ip, reference=sub.reference,
                          form_id=spec.id, detail=f"{self.max_downloads} downloads until "
                                                  f"{iso(pending.expires_at)[:16]}Z")
-        from .copy_mail import queue_mails
+        from .link_mail import queue_mails
 
         queue_mails(self, pending, sub, spec)
         return self.token(pending.copy_id)
@@ -366,11 +248,11 @@ class Copies:
             raise CopyRefused(CopyState.ALTERED, lang=lang)
         if grant:
             fresh = self.clock() < parse_iso(row["quick_until"])
-            if not (fresh and hmac.compare_digest(_sha256(grant), row["quick_hash"])):
+            if not (fresh and hmac.compare_digest(sha256(grant), row["quick_hash"])):
                 raise CopyRefused(CopyState.QUICK_ENDED, lang=lang, tries_left=info.tries_left)
         elif not normalize_code(code):
             raise CopyRefused(CopyState.CODE_NEEDED, lang=lang, tries_left=info.tries_left)
-        elif not hmac.compare_digest(_code_mac(secret, cid, code), row["code_mac"]):
+        elif not hmac.compare_digest(code_mac(secret, cid, code), row["code_mac"]):
             self._wrong_code(info, ip)
         with self.store.transaction():
             taken = self.store.take_copy(cid, self.clock())
@@ -430,39 +312,6 @@ class Copies:
         return n
 
 
-# -- the relay's pipeline ----------------------------------------------------------------
 def _first(fields: Fields, name: str) -> str:
     """A control field's first value, as a browser posts it ('' when absent)."""
     return str(next(iter(fields.get(name) or []), "") or "")
-
-
-def check_fonts(settings: Settings) -> None:
-    """ConfigError at start-up, not when a patient ticks the box, if a form offers a
-    copy and the PDF's fonts are missing."""
-    with_copy = [f for f in settings.forms.values() if f.patient_copy]
-    if with_copy:
-        from .pdf import PdfError, font_files
-
-        try:
-            font_files()
-        except PdfError as exc:
-            raise ConfigError(f"{settings.path}: forms.{with_copy[0].id}.patient_copy: "
-                              f"{exc}") from None
-
-
-@dataclass(frozen=True)
-class CopyStep:
-    """The patient's copy in the relay's pipeline: built and encrypted before the
-    plaintext is dropped, stored and its mail queued in the submission's transaction."""
-
-    copies: Copies
-
-    def prepare(self, posted: Posted) -> PendingCopy | None:
-        return self.copies.prepare(posted.sub, posted.spec, posted.fields)
-
-    def record(self, stored: Stored, prepared: PendingCopy | None) -> CopyReceipt | None:
-        if prepared is None:
-            return None
-        token = self.copies.record(stored.sub, stored.spec, prepared, ip=stored.ip)
-        return prepared.public(token, self.copies.max_downloads,
-                               self.copies.settings.server.timezone)

@@ -14,8 +14,9 @@ from typing import Any
 from flask import Blueprint, Flask, Response, request, url_for
 
 from ..i18n import gettext
-from ..patient_copy.copies import MAX_FAILURES, Copies, CopyInfo, CopyRefused, CopyState
+from ..patient_copy.copies import MAX_FAILURES, Copies, CopyRefused, CopyState
 from ..patient_copy.pdf import local_time
+from ..patient_copy.values import CopyInfo
 from .common import language, relay, render, services
 
 bp = Blueprint("copy", __name__)

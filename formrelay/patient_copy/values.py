@@ -1,0 +1,86 @@
+"""What the steps of a patient copy hand each other: the copy being made (`PendingCopy`),
+the receipt for the thank-you page (`CopyReceipt`, `CopyDownload`), a stored copy's
+state (`CopyInfo`) and an opened copy (`OpenedCopy`)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from ..localtime import DEFAULT_TZ
+from ..store import iso
+from .secret import b64e
+
+
+@dataclass(frozen=True)
+class CopyDownload:
+    """The thank-you page's "download now" form: where it posts and what it sends."""
+
+    url: str  # /copy/<token>
+    key: str  # the link secret: the page needs it to open the copy without the mail
+    grant: str  # the 15-minute pass that stands in for the pickup code
+    until: str  # when that pass ends (ISO 8601)
+
+
+@dataclass(frozen=True)
+class CopyReceipt:
+    """What the thank-you page (and the JSON answer) may show the patient of their copy:
+    nothing else reaches the template."""
+
+    code: str
+    email: str
+    expires: str  # ISO 8601
+    expires_text: str  # the same, as the practice's local time
+    downloads: int
+    download: CopyDownload
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class PendingCopy:
+    """A copy made from the plaintext (`prepare`), stored by `record` in the submission's
+    transaction."""
+
+    copy_id: str
+    secret: bytes
+    code: str
+    grant: str
+    email: str
+    lang: str
+    reference: str
+    ciphertext: bytes
+    expires_at: datetime
+    quick_until: datetime
+    pgp_key: str = ""  # the patient's own public key (optional)
+    pgp_ciphertext: str = ""  # the PDF mail encrypted to that key
+
+    def public(self, token: str, downloads: int, tz: str = DEFAULT_TZ) -> CopyReceipt:
+        """What the thank-you page (and the JSON answer) may show the patient."""
+        from .pdf import local_time
+
+        return CopyReceipt(code=self.code, email=self.email, expires=iso(self.expires_at),
+                           expires_text=local_time(self.expires_at, tz), downloads=downloads,
+                           download=CopyDownload(url=f"/copy/{token}", key=b64e(self.secret),
+                                                 grant=self.grant,
+                                                 until=iso(self.quick_until)))
+
+
+@dataclass(frozen=True)
+class CopyInfo:
+    copy_id: str
+    reference: str
+    form_id: str
+    lang: str
+    expires_at: datetime
+    downloads_left: int
+    tries_left: int
+
+
+@dataclass(frozen=True)
+class OpenedCopy:
+    pdf: bytes
+    filename: str
+    info: CopyInfo
