@@ -6,7 +6,7 @@
 `formrelay` is `formrelay.create_app(config)`. `plain` is the baseline: a bare Flask
 endpoint that parses the same posts and commits the answers *unencrypted* to SQLite
 with the same durability settings (WAL, synchronous=FULL, one transaction per post).
-Both go through `formrelay.server.run_gunicorn`, so the gunicorn options (gevent
+Both go through `formrelay.ops.server.run_gunicorn`, so the gunicorn options (gevent
 workers, timeouts, access log) are identical.
 """
 

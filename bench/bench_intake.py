@@ -4,7 +4,7 @@
     .venv/bin/python bench/bench_intake.py --quick    # about 1 minute
 
 In one run it starts, each under gunicorn with the options of `formrelay serve`
-(`formrelay.server.run_gunicorn`: gevent, 2 workers unless told otherwise):
+(`formrelay.ops.server.run_gunicorn`: gevent, 2 workers unless told otherwise):
 
 * formrelay itself (`formrelay.create_app(config)`) with a temp config, a throw-away
   curve key (like `formrelay demo` and the tests make) and a form of ~5 KB of answers;

@@ -3,7 +3,7 @@
 Every event names what happened to which reference, by whom and from where, never any
 content. Each row's hash covers its id, its fields and the previous row's hash; the
 recorded head shows a cut-off tail, and anchors record where the retention purge cut
-the beginning, so `formrelay audit verify` (formrelay.audit) can still check the rest.
+the beginning, so `formrelay audit verify` (formrelay.ops.audit) can still check the rest.
 Triggers in the schema refuse updates and any delete but the purge's.
 """
 
@@ -100,7 +100,7 @@ class AuditLog(StoreBase):
         return int(self.conn.execute("SELECT COUNT(*) FROM audit WHERE id > ? AND id <= ?",
                                      (after, upto)).fetchone()[0])
 
-    # how far the chain was verified (formrelay.audit.verify, incremental)
+    # how far the chain was verified (formrelay.ops.audit.verify, incremental)
     def audit_verified(self) -> dict[str, Any] | None:
         row = self.conn.execute("SELECT upto_id, upto_hash, anchor_id, at "
                                 "FROM audit_verified").fetchone()

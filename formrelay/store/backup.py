@@ -2,7 +2,7 @@
 
 `backup` takes one consistent snapshot with SQLite's online backup API while the
 service keeps writing, checks it and renames it into place (mode 0600); the
-`formrelay backup` command (formrelay.backup) picks the file name and reports.
+`formrelay backup` command (formrelay.ops.backup) picks the file name and reports.
 `newest_timestamp` lets `formrelay check` notice a clock that went back behind what
 the database already holds.
 """
