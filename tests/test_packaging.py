@@ -50,7 +50,7 @@ def test_installed_wheel_finds_the_demo_page_and_widget(wheel: Path, tmp_path: P
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
                     str(target), str(wheel)], check=True, capture_output=True, timeout=300)
     probe = ("import formrelay, sys\n"
-             "from formrelay.hostpage import example_page\n"
+             "from formrelay.ops.hostpage import example_page\n"
              "from formrelay.web.widget import widget_source\n"
              "print(formrelay.__file__)\n"
              "assert b'http://127.0.0.1:9/widget.js' in example_page('http://127.0.0.1:9')\n"
