@@ -10,11 +10,13 @@ the key and the fix.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .errors import OperatorError
 from .localtime import zone
@@ -28,6 +30,7 @@ from .settings import (  # noqa: F401 - re-exported: callers import settings fro
     HEALTH_TOKEN_ENV,
     LANGUAGES,
     NOT_IN_FILE,
+    REDIS_PASSWORD_ENV,
     REQUIRED,
     SECRET_KEY_ENV,
     SECTIONS,
@@ -168,6 +171,7 @@ def parse_config(raw: Mapping[str, Any], path: Path, environ: Mapping[str, str])
     password = environ.get(SMTP_PASSWORD_ENV, "")
     smtp: SmtpSettings = ld.build(SmtpSettings, smtp_raw, "smtp", {"password": password})
     _check_server(ld, server)
+    _check_rate_limit_storage(ld, server.rate_limit_storage)
     _check_timezone(ld, server)
     _check_smtp(ld, smtp)
     theme: ThemeSettings = ld.build(ThemeSettings, raw.get("theme", {}), "theme")
@@ -214,7 +218,8 @@ def parse_config(raw: Mapping[str, Any], path: Path, environ: Mapping[str, str])
             "or leave it unset (then /healthz shows only ok/warn/error per check)"
         )
     return Settings(path=path, secret_key=secret, server=server, smtp=smtp,
-                    recipients=recipients, forms=forms, theme=theme, health_token=health_token)
+                    recipients=recipients, forms=forms, theme=theme, health_token=health_token,
+                    redis_password=environ.get(REDIS_PASSWORD_ENV, ""))
 
 
 def _check_server(ld: _Loader, server: ServerSettings) -> None:
@@ -237,6 +242,42 @@ def _check_server(ld: _Loader, server: ServerSettings) -> None:
         if not 1 <= getattr(server, key) <= top:
             raise ld.fail(f"server.{key}", f"must be between 1 and {top}",
                           f"e.g. {key} = {ServerSettings.__dataclass_fields__[key].default}")
+
+
+REDIS_SCHEMES = ("redis", "rediss")
+
+
+def redacted_url(uri: str) -> str:
+    """`uri` as it may be shown or logged: a password in it replaced by ***."""
+    return re.sub(r"^([^:/]*://[^/@:]*:)[^/@]*@", r"\1***@", uri)
+
+
+def _check_rate_limit_storage(ld: _Loader, uri: str) -> None:
+    """Empty (the database file) or a Redis URL: redis://[user@]host[:port][/db]."""
+    if not uri:
+        return
+    key = "server.rate_limit_storage"
+    shown = redacted_url(uri)
+    fix = ('write e.g. rate_limit_storage = "redis://127.0.0.1:6379/0" (rediss:// for TLS), '
+           "or leave it empty to keep the counters in the database file")
+    try:
+        parts = urlsplit(uri)
+        port = parts.port
+    except ValueError as exc:
+        raise ld.fail(key, f"{shown!r} is not a URL ({exc})", fix) from None
+    if parts.scheme not in REDIS_SCHEMES:
+        raise ld.fail(key, f"{shown!r} is not a Redis URL", fix)
+    if parts.password is not None:
+        raise ld.fail(key, "secrets are not read from the file",
+                      f"remove the password from the URL and set {REDIS_PASSWORD_ENV} in the "
+                      "environment")
+    if not parts.hostname or port == 0:
+        raise ld.fail(key, f"{shown!r} names no host", fix)
+    if parts.path not in ("", "/") and not re.fullmatch(r"/\d{1,2}", parts.path):
+        raise ld.fail(key, f"{parts.path!r} is not a database number", fix)
+    if importlib.util.find_spec("redis") is None:
+        raise ld.fail(key, "Redis needs the redis client, which is not installed",
+                      "pip install 'formrelay[redis]'")
 
 
 def _check_timezone(ld: _Loader, server: ServerSettings) -> None:

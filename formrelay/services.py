@@ -56,8 +56,9 @@ def purgers() -> Purgers:
 
 def checks() -> tuple[Check, ...]:
     """The checks of `formrelay check`, in the order their lines are printed."""
-    return (preflight.config, preflight.database, preflight.keys, preflight.encryption,
-            preflight.mail_relay, preflight.outbox, preflight.clock, preflight.audit_log)
+    return (preflight.config, preflight.database, preflight.rate_limits, preflight.keys,
+            preflight.encryption, preflight.mail_relay, preflight.outbox, preflight.clock,
+            preflight.audit_log)
 
 
 @dataclass(frozen=True)

@@ -40,8 +40,10 @@ SMTP_PASSWORD_ENV = "FORMRELAY_SMTP_PASSWORD"  # noqa: S105 - a variable name, n
 CONFIG_ENV = "FORMRELAY_CONFIG"
 # Optional: `Authorization: Bearer <it>` on /healthz shows the operator's details.
 HEALTH_TOKEN_ENV = "FORMRELAY_HEALTH_TOKEN"  # noqa: S105 - a variable name, not a secret
+# The Redis password when server.rate_limit_storage is a redis:// URL (never in the URL).
+REDIS_PASSWORD_ENV = "FORMRELAY_REDIS_PASSWORD"  # noqa: S105 - a variable name, not a secret
 # The variables holding secrets: they go in deploy/formrelay.env, never in the config file.
-SECRET_ENVS = (SECRET_KEY_ENV, SMTP_PASSWORD_ENV, HEALTH_TOKEN_ENV)
+SECRET_ENVS = (SECRET_KEY_ENV, SMTP_PASSWORD_ENV, HEALTH_TOKEN_ENV, REDIS_PASSWORD_ENV)
 
 # Patient copies: a link that works for months, or for many downloads, is no longer the
 # short-lived pickup the patient was promised.
@@ -122,8 +124,9 @@ class ServerSettings:
     rate_limit_form: str = setting("600/hour", "Posts allowed per form, all clients together.")
     rate_limit_storage: str = setting(
         "",
-        "Where rate-limit counters live (limits storage URI); empty = the database file, "
-        "shared by all worker processes.",
+        "Where rate-limit counters live: empty = the database file, shared by the worker "
+        "processes of one machine; redis://host:6379/0 (rediss:// for TLS) = Redis, shared "
+        "by every app instance (password in FORMRELAY_REDIS_PASSWORD).",
     )
     trusted_proxies: int = setting(
         0, "Number of reverse proxies in front whose X-Forwarded-* headers are trusted."
@@ -294,6 +297,7 @@ class Settings:
     forms: Mapping[str, FormSpec]
     theme: ThemeSettings = field(default_factory=lambda: ThemeSettings())
     health_token: str = field(default="", repr=False)  # HEALTH_TOKEN_ENV; "": states only
+    redis_password: str = field(default="", repr=False)  # REDIS_PASSWORD_ENV
 
     # -- where things are -------------------------------------------------------------
     @property

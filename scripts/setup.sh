@@ -11,7 +11,8 @@ packages=(gnupg python3 python3-venv python3-pip ca-certificates fonts-dejavu-co
   tzdata)
 if [[ "${1:-}" == "--test" ]]; then
   # chromium-l10n: Chromium in Dutch for scripts/screenshot.py (date field "dd-mm-jjjj")
-  packages+=(rnp chromium chromium-l10n systemd caddy nginx)
+  # redis-server: the rate-limit tests start their own on a loopback port
+  packages+=(rnp chromium chromium-l10n systemd caddy nginx redis-server)
 fi
 
 missing=()

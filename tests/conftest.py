@@ -21,6 +21,8 @@ from formrelay.config import HEALTH_TOKEN_ENV, SECRET_KEY_ENV, load_config
 from formrelay.store import utcnow
 
 from .keys import TestKey, make_all
+from .redisd import RedisServer
+from .redisd import binary as redis_binary
 from .smtpd import TlsFiles, make_tls_files
 
 SECRET = "test-secret-" + "x" * 40
@@ -37,6 +39,24 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, TestKey
     for key in made.values():  # the test keys' homes needed an agent to decrypt
         subprocess.run(["gpgconf", "--homedir", str(key.home), "--kill", "all"],
                        capture_output=True, timeout=30, check=False)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real redis-server on a free loopback port for the whole session (tests/redisd.py)."""
+    if not redis_binary():
+        pytest.skip("redis-server not installed (scripts/setup.sh --test installs it)")
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session's Redis, emptied: each test starts with no counters."""
+    redis_server.command("FLUSHALL")
+    return redis_server.url()
 
 
 @pytest.fixture(scope="session")

@@ -263,6 +263,11 @@ def serve(ctx: Context, bind: str, workers: int, connections: int) -> None:
     settings = ctx.settings()
     from ..ops.server import run_gunicorn
 
+    if settings.server.rate_limit_storage:  # one clear line, not a worker failing to boot
+        from ..intake import ratelimit
+
+        ratelimit.require_reachable(settings, ratelimit.open_storage(settings))
+
     run_gunicorn(settings, bind=bind, workers=workers, connections=connections)
 
 

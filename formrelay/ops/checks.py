@@ -286,6 +286,20 @@ def database(settings: Settings, relay: Relay, now: datetime) -> list[Line]:
     return [database_fact(relay).line]
 
 
+def rate_limits(settings: Settings, relay: Relay, now: datetime) -> list[Line]:
+    """Where the posts' rate-limit counters live, and whether Redis answers."""
+    from ..intake import ratelimit
+
+    if not settings.server.rate_limit_storage:
+        return [(OK, "rate limits: counted in the database file (shared by this machine's "
+                     "worker processes)")]
+    why = ratelimit.problem(ratelimit.open_storage(settings, relay.store))
+    if why:
+        return [(ERROR, ratelimit.unreachable(settings, why))]
+    return [(OK, f"rate limits: counted in {ratelimit.describe(settings)} (shared by every "
+                 "app instance)")]
+
+
 def keys(settings: Settings, relay: Relay, now: datetime) -> list[Line]:
     lines: list[Line] = []
     for st in relay.sync_keys().values():

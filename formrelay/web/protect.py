@@ -8,9 +8,10 @@ click, autofill in the hidden field) show the form again with what they typed an
 fresh token ("please send again"); a foreign origin gets a plain 403 page.
 
 flask-limiter counts posts per client address and per form; the counters live in the
-database (intake/ratelimit.py) unless `server.rate_limit_storage` names another `limits`
-storage, so they hold across all gunicorn workers. Over the limit: a translated 429 page
-with `Retry-After`.
+database (intake/ratelimit.py), or in Redis when `server.rate_limit_storage` names it, so
+they hold across all gunicorn workers (and, with Redis, all app instances). Over the
+limit: a translated 429 page with `Retry-After`. Counters that cannot be reached refuse
+the post with the fail-closed 503, as any other operator error.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import math
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -26,11 +28,12 @@ from urllib.parse import urlsplit
 from flask import Flask, current_app, request
 from flask_limiter import Limiter
 from flask_limiter.errors import RateLimitExceeded
+from limits.errors import StorageError
 
 from ..config import FormSpec
 from ..errors import UserError
 from ..i18n import gettext
-from ..intake.ratelimit import SCHEME
+from ..intake import ratelimit
 from ..intake.relay import Relay
 from ..intake.tokens import FormTokens, TokenProblem, TokenReason
 from .common import language, relay
@@ -163,10 +166,14 @@ def _too_many(exc: RateLimitExceeded) -> Any:
     log.info("rate limit reached: %s", exc.description)
     resp = respond(429, gettext(lang, "Too many attempts. Please wait a moment and try again."),
                    lang=lang)
-    current = protection().limiter.current_limit
+    limiter = protection().limiter
+    current = limiter.current_limit
     wait = 60
     if current is not None:
-        wait = max(1, math.ceil(current.reset_at - r.clock().timestamp()))
+        # the database's counters run on the relay's clock, Redis' on real time
+        local = isinstance(limiter.storage, ratelimit.DatabaseStorage)
+        now = r.clock().timestamp() if local else time.time()
+        wait = max(1, math.ceil(current.reset_at - now))
     body, status = resp
     out = current_app.make_response((body, status))
     out.headers["Retry-After"] = str(wait)
@@ -179,11 +186,14 @@ def register(app: Flask, r: Relay) -> None:
     s = r.settings.server
     tokens = FormTokens(r.settings.secret_key, r.clock, min_fill_seconds=s.min_fill_seconds,
                         max_age_minutes=s.form_token_max_age_minutes)
-    uri = s.rate_limit_storage or f"{SCHEME}://"
-    options: dict[str, Any] = {"store": r.store} if uri.startswith(f"{SCHEME}:") else {}
+    uri, options = ratelimit.storage_uri(r.settings)
+    if not s.rate_limit_storage:
+        options["store"] = r.store
     limiter = Limiter(client_key, app=app, storage_uri=uri,
                       storage_options=cast(dict[str, str | int], options),
                       strategy="fixed-window", headers_enabled=False, key_prefix="fr")
+    if s.rate_limit_storage:  # the database was opened already; Redis is checked here
+        ratelimit.require_reachable(r.settings, limiter.storage)
     own = origin_of(s.base_url)
     app.extensions["formrelay.protect"] = Protection(tokens, own, limiter)
     view = app.view_functions["public.submit"]
@@ -192,3 +202,11 @@ def register(app: Flask, r: Relay) -> None:
     per_ip = limiter.limit(s.rate_limit_ip, methods=["POST"], scope="ip")
     app.view_functions["public.submit"] = per_ip(per_form(view))  # type: ignore[assignment]
     app.register_error_handler(RateLimitExceeded, _too_many)
+    app.register_error_handler(StorageError, _counters_down)
+
+
+def _counters_down(exc: StorageError) -> Any:
+    """Redis went away: the post is refused like any operator error (logged, 503 "call
+    the practice"), never let through uncounted."""
+    down = ratelimit.CountersDown(ratelimit.unreachable(relay().settings, str(exc.storage_error)))
+    return current_app.handle_user_exception(down)
