@@ -234,7 +234,8 @@ def test_compose_wires_proxy_service_worker_and_secrets() -> None:
         assert path in ignored
     example = (DEPLOY / "formrelay.env.example").read_text()
     assert re.findall(r"^(FORMRELAY_\w+)=$", example, re.M) == [
-        "FORMRELAY_SECRET_KEY", "FORMRELAY_SMTP_PASSWORD", "FORMRELAY_HEALTH_TOKEN"]
+        "FORMRELAY_SECRET_KEY", "FORMRELAY_SMTP_PASSWORD", "FORMRELAY_HEALTH_TOKEN",
+        "FORMRELAY_REDIS_PASSWORD"]
 
 
 def caddyfile(caddy: str, tmp_path: Path, *, admin: bool = True) -> Path:
@@ -278,6 +279,22 @@ def test_caddyfile_is_valid_and_proxies_to_formrelay(tmp_path: Path) -> None:
     r = subprocess.run([caddy, "validate", "--config", str(caddyfile(caddy, tmp_path)), "--adapter",
                         "caddyfile"], capture_output=True, text=True, timeout=60, env=env)
     assert r.returncode == 0, r.stderr
+
+
+def test_caddyfile_takes_several_app_instances(tmp_path: Path) -> None:
+    """The scaled layout: FORMRELAY_UPSTREAM lists several instances, Caddy spreads the
+    requests over all of them."""
+    caddy = shutil.which("caddy")
+    if not caddy:
+        pytest.skip("caddy not installed (scripts/setup.sh --test installs it)")
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path),
+           "XDG_DATA_HOME": str(tmp_path / "data"), "XDG_CONFIG_HOME": str(tmp_path / "cfg"),
+           "FORMRELAY_UPSTREAM": "10.0.0.11:8000 10.0.0.12:8000"}
+    r = subprocess.run([caddy, "adapt", "--config", str(caddyfile(caddy, tmp_path)),
+                        "--adapter", "caddyfile"], capture_output=True, text=True, timeout=60,
+                       env=env)
+    assert r.returncode == 0, r.stderr
+    assert '"upstreams":[{"dial":"10.0.0.11:8000"},{"dial":"10.0.0.12:8000"}]' in r.stdout
 
 
 def test_deploy_readme_config_is_valid_and_the_guide_is_complete(tmp_path: Path) -> None:
