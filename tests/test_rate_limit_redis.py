@@ -114,8 +114,15 @@ def test_redis_gone_while_running_refuses_posts_with_503(
     assert "na redis" not in logged
     # the form page itself is not counted and still shows
     assert client.get("/f/intake").status_code == 200
+    # monitoring sees it: /healthz names the problem (a fixed phrase, no address)
+    health = client.get("/healthz")
+    assert health.status_code == 503
+    assert health.get_json()["problems"] == ["rate-limit counters unreachable"]
+    assert str(own_redis.port) not in health.get_data(as_text=True)
     own_redis.start()
     assert post(app).status_code == 200 and stored(app) == 2
+    health = client.get("/healthz")
+    assert health.status_code == 200 and health.get_json()["checks"]["rate_limits"] == "ok"
 
 
 def test_redis_not_answering_at_start_is_one_clear_error(

@@ -286,18 +286,29 @@ def database(settings: Settings, relay: Relay, now: datetime) -> list[Line]:
     return [database_fact(relay).line]
 
 
-def rate_limits(settings: Settings, relay: Relay, now: datetime) -> list[Line]:
-    """Where the posts' rate-limit counters live, and whether Redis answers."""
+def rate_limit_fact(settings: Settings, storage: Any) -> Fact:
+    """Where the posts' rate-limit counters live, and whether Redis answers (`storage`:
+    the app's limits storage, or one opened for `formrelay check`)."""
     from ..intake import ratelimit
 
     if not settings.server.rate_limit_storage:
-        return [(OK, "rate limits: counted in the database file (shared by this machine's "
-                     "worker processes)")]
-    why = ratelimit.problem(ratelimit.open_storage(settings, relay.store))
+        return Fact(OK, "rate limits: counted in the database file (shared by this "
+                        "machine's worker processes)", {"redis": False})
+    why = ratelimit.problem(storage)
     if why:
-        return [(ERROR, ratelimit.unreachable(settings, why))]
-    return [(OK, f"rate limits: counted in {ratelimit.describe(settings)} (shared by every "
-                 "app instance)")]
+        return Fact(ERROR, ratelimit.unreachable(settings, why), {"redis": True,
+                                                                  "answers": False})
+    return Fact(OK, f"rate limits: counted in {ratelimit.describe(settings)} (shared by every "
+                    "app instance)", {"redis": True, "answers": True})
+
+
+def rate_limits(settings: Settings, relay: Relay, now: datetime) -> list[Line]:
+    from ..intake import ratelimit
+
+    storage = None
+    if settings.server.rate_limit_storage:
+        storage = ratelimit.open_storage(settings)
+    return [rate_limit_fact(settings, storage).line]
 
 
 def keys(settings: Settings, relay: Relay, now: datetime) -> list[Line]:
@@ -410,10 +421,12 @@ def _guarded(name: str, make: Callable[[], Fact | list[Fact]]) -> Fact | list[Fa
                     {"error": type(exc).__name__})
 
 
-def essentials(relay: Relay, now: datetime) -> tuple[str, dict[str, Any]]:
+def essentials(relay: Relay, now: datetime, counters: Any = None
+               ) -> tuple[str, dict[str, Any]]:
     """What /healthz serves to the operator (with its token): the worst level and each
-    essential's data (no paths, no secrets, no network calls; the encryption probe is
-    cached for an hour). `public_health` reduces it to what anyone may see."""
+    essential's data (no paths, no secrets, no network calls but a PING to Redis when
+    the app's rate-limit `counters` are there; the encryption probe is cached for an
+    hour). `public_health` reduces it to what anyone may see."""
     facts: dict[str, Fact | list[Fact]] = {
         "data_folder": _guarded("data_folder", lambda: data_folder_fact(relay.settings)),
         "database": _guarded("database", lambda: database_fact(relay)),
@@ -422,6 +435,9 @@ def essentials(relay: Relay, now: datetime) -> tuple[str, dict[str, Any]]:
         "clock": _guarded("clock", lambda: clock_fact(relay, now)),
         "audit": _guarded("audit", lambda: audit_fact(relay)),
     }
+    if counters is not None and relay.settings.server.rate_limit_storage:
+        facts["rate_limits"] = _guarded("rate_limits",
+                                        lambda: rate_limit_fact(relay.settings, counters))
     out: dict[str, Any] = {}
     levels: list[str] = []
     for name, fact in facts.items():
@@ -459,6 +475,7 @@ PUBLIC_PROBLEMS = {
     "outbox": "mail delivery stuck",
     "clock": "clock wrong",
     "audit": "audit log damaged",
+    "rate_limits": "rate-limit counters unreachable",
 }
 
 

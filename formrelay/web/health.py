@@ -2,9 +2,10 @@
 
 The same essentials as `formrelay check` (see checks.essentials): data folder,
 database, each key's state and expiry, the packet gpg writes, the outbox's oldest
-mail, the clock and the audit chain (verified from the last verified row on); no
-network calls. 200 when nothing is an error (warnings are listed), 503 otherwise, so a
-container HEALTHCHECK or an uptime monitor sees it.
+mail, the clock and the audit chain (verified from the last verified row on), and with
+Redis for the rate limits whether it answers; no other network calls. 200 when nothing
+is an error (warnings are listed), 503 otherwise, so a container HEALTHCHECK or an
+uptime monitor sees it.
 
 Anyone may call it, so by default it says only each essential's level
 (checks.public_health): no paths, fingerprints, addresses, expiry dates or error texts.
@@ -22,6 +23,7 @@ from flask import Blueprint, jsonify, request
 
 from ..ops.checks import ERROR, essentials, public_health
 from .common import relay
+from .protect import protection
 
 bp = Blueprint("health", __name__)
 log = logging.getLogger("formrelay.web")
@@ -43,7 +45,7 @@ def _operator(token: str) -> bool:
 @bp.get("/healthz")
 def healthz() -> Any:
     r = relay()
-    level, checks = essentials(r, r.clock())
+    level, checks = essentials(r, r.clock(), protection().limiter.storage)
     status = 200 if level != ERROR else 503
     if _operator(r.settings.health_token):
         return jsonify({"ok": level != ERROR, "status": level, "checks": checks}), status
