@@ -25,7 +25,6 @@ from flask import Flask
 from formrelay import create_app
 from formrelay.cli import cli
 from formrelay.config import REDIS_PASSWORD_ENV, ConfigError
-from formrelay.intake.ratelimit import CountersDown
 
 from .conftest import ENV, SECRET, form_token, make_config_dict, valid_answers, write_config
 from .keys import TestKey
@@ -126,23 +125,41 @@ def test_redis_gone_while_running_refuses_posts_with_503(
 
 
 def test_redis_not_answering_at_start_is_one_clear_error(
-        tmp_path: Path, keys: dict[str, TestKey]) -> None:
+        tmp_path: Path, keys: dict[str, TestKey], caplog: pytest.LogCaptureFixture) -> None:
+    """`formrelay serve` and gunicorn with deploy/gunicorn.conf.py refuse to start with
+    one line naming the setting; `formrelay check` reports it as an error. A worker that
+    starts anyway (gunicorn recycles them) comes up and refuses posts with 503."""
     url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
-    with pytest.raises(CountersDown) as refused:
-        instance(tmp_path, keys, "one", url)
-    assert str(refused.value).startswith(
-        f"server.rate_limit_storage: Redis at {url} does not answer (")
-    assert "start Redis" in str(refused.value)
     path = tmp_path / "one" / "config.toml"
-    checked = CliRunner().invoke(cli, ["--config", str(path), "check", "--offline"], env=ENV)
-    assert checked.exit_code == 2
-    [line] = [ln for ln in checked.output.splitlines() if "rate_limit_storage" in ln]
-    assert line.startswith("error") and url in line
+    (tmp_path / "one").mkdir()
+    write_config(path, make_config_dict(tmp_path / "one" / "data", keys,
+                                        allowed_origins=[SITE],
+                                        server={"rate_limit_storage": url}))
+    said = f"server.rate_limit_storage: Redis at {url} does not answer ("
     served = CliRunner().invoke(cli, ["--config", str(path), "serve", "--bind",
                                       f"127.0.0.1:{free_port()}"], env=ENV)
     assert served.exit_code != 0
-    assert f"Error: server.rate_limit_storage: Redis at {url} does not answer" in served.output
+    assert f"Error: {said}" in served.output and "start Redis" in served.output
     assert "Traceback" not in served.output
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FORMRELAY_")}
+    env.update(ENV, FORMRELAY_CONFIG=str(path), FORMRELAY_BIND=f"127.0.0.1:{free_port()}")
+    conf = Path(__file__).parent.parent / "deploy" / "gunicorn.conf.py"
+    gunicorn = subprocess.run([sys.executable, "-m", "gunicorn", "--config", str(conf)],
+                              cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=120)
+    assert gunicorn.returncode == 1
+    assert f"Error: {said}" in gunicorn.stderr and "Traceback" not in gunicorn.stderr
+    checked = CliRunner().invoke(cli, ["--config", str(path), "check", "--offline"], env=ENV)
+    assert checked.exit_code == 2
+    [line] = [ln for ln in checked.output.splitlines() if "rate_limit_storage" in ln]
+    assert line.startswith("error") and said in line
+    caplog.set_level(logging.ERROR, logger="formrelay")
+    app = create_app(path, environ=ENV)
+    assert said in caplog.text
+    c = app.test_client()
+    r = send(c, {**form_token(c), **valid_answers()}, origin=SITE, json_answer=True)
+    assert r.status_code == 503 and r.get_json()["error"] == UNAVAILABLE_NL
+    assert stored(app) == 0
 
 
 def test_check_names_where_the_counters_are(tmp_path: Path, keys: dict[str, TestKey],
@@ -165,10 +182,15 @@ def test_password_comes_from_the_environment(tmp_path: Path, keys: dict[str, Tes
     app = instance(tmp_path, keys, "one", own_redis.url(), {REDIS_PASSWORD_ENV: password},
                    rate_limit_ip="1/hour")
     assert post(app).status_code == 200 and post(app).status_code == 429
-    with pytest.raises(CountersDown) as refused:  # a wrong password: refused at start
-        instance(tmp_path, keys, "two", own_redis.url(), {REDIS_PASSWORD_ENV: "wrong" * 8})
-    assert "server.rate_limit_storage" in str(refused.value)
-    assert "wrong" not in str(refused.value)
+    # a wrong password: `formrelay check` (and so the start) says so, without it
+    (tmp_path / "two").mkdir()
+    path = write_config(tmp_path / "two" / "config.toml", make_config_dict(
+        tmp_path / "two" / "data", keys, server={"rate_limit_storage": own_redis.url()}))
+    checked = CliRunner().invoke(cli, ["--config", str(path), "check", "--offline"],
+                                 env={**ENV, REDIS_PASSWORD_ENV: "wrong" * 8})
+    assert checked.exit_code == 2
+    [line] = [ln for ln in checked.output.splitlines() if "rate_limit_storage" in ln]
+    assert "does not answer" in line and "wrong" not in line
 
 
 @pytest.mark.parametrize(("url", "problem"), [

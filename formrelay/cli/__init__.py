@@ -261,12 +261,9 @@ def serve(ctx: Context, bind: str, workers: int, connections: int) -> None:
       formrelay --config config.toml serve --bind 127.0.0.1:8000 --workers 2
     """
     settings = ctx.settings()
-    from ..ops.server import run_gunicorn
+    from ..ops.server import refuse_without_counters, run_gunicorn
 
-    if settings.server.rate_limit_storage:  # one clear line, not a worker failing to boot
-        from ..intake import ratelimit
-
-        ratelimit.require_reachable(settings, ratelimit.open_storage(settings))
+    refuse_without_counters(settings)  # Redis not answering: one line, nothing started
 
     run_gunicorn(settings, bind=bind, workers=workers, connections=connections)
 

@@ -13,9 +13,10 @@ Registered as the storage scheme ``formrelay-db://``; the app passes its `Store`
 Several app instances on several machines share no database file of their own, so
 ``server.rate_limit_storage = "redis://…"`` puts the counters in Redis through `limits`'
 own `RedisStorage` (the ``redis`` client is the optional extra ``formrelay[redis]``). A
-Redis that does not answer stops start-up (`require_reachable`); one that goes away later
-fails closed, like a database that refuses the counter's write: the post is refused
-with the 503 "call the practice" page (`CountersDown`), never let through uncounted.
+Redis that does not answer stops start-up (`require_reachable`, called before gunicorn
+starts its workers); one that goes away later fails closed, like a database that
+refuses the counter's write: the post is refused with the 503 "call the practice" page
+(`CountersDown`), never let through uncounted.
 """
 
 from __future__ import annotations

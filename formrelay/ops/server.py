@@ -66,6 +66,9 @@ def gunicorn_options(*, bind: str = DEFAULT_BIND, workers: int = DEFAULT_WORKERS
         "logger_class": "formrelay.logs.GunicornLogger",
         "proc_name": "formrelay",
         "umask": 0o077,
+        # in the master, before any worker: counters in a Redis that does not answer stop
+        # the start with one line (a worker that failed to boot would stop gunicorn later)
+        "on_starting": check_before_workers,
     }
     known = _known_settings()
     if "forwarder_headers" in known:
@@ -79,6 +82,34 @@ def gunicorn_options(*, bind: str = DEFAULT_BIND, workers: int = DEFAULT_WORKERS
         # heartbeat files: tmpfs avoids stalls when /tmp is on a slow or read-only disk
         opts["worker_tmp_dir"] = "/dev/shm"  # noqa: S108
     return opts
+
+
+def refuse_without_counters(settings: Settings) -> None:
+    """Raise `CountersDown` when the rate-limit counters are in a Redis that does not
+    answer (the database's are checked when the store opens)."""
+    if settings.server.rate_limit_storage:
+        from ..intake import ratelimit
+
+        ratelimit.require_reachable(settings, ratelimit.open_storage(settings))
+
+
+def check_before_workers(server: Any) -> None:
+    """gunicorn's on_starting hook: `refuse_without_counters` for the configured settings
+    (`formrelay serve` hands them over, deploy/gunicorn.conf.py names the file in
+    FORMRELAY_CONFIG), as gunicorn's one-line "Error: ..." and exit code 1."""
+    from ..config import CONFIG_ENV, load_config
+    from ..errors import FormrelayError
+
+    try:
+        settings = getattr(server.app, "formrelay_settings", None)
+        if settings is None:
+            path = os.environ.get(CONFIG_ENV)
+            if not path:
+                return  # the app factory says what is missing
+            settings = load_config(path, os.environ)
+        refuse_without_counters(settings)
+    except FormrelayError as exc:
+        raise RuntimeError(" ".join(str(exc).splitlines())) from None
 
 
 def _known_settings() -> set[str]:
@@ -105,6 +136,8 @@ def run_gunicorn(settings: Settings, *, bind: str, workers: int, connections: in
     from .. import create_app
 
     class App(BaseApplication):
+        formrelay_settings = settings
+
         def load_config(self) -> None:
             opts = {**gunicorn_options(bind=bind, workers=workers, connections=connections,
                                        log_level=settings.server.log_level), **(extra or {})}

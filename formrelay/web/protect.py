@@ -192,8 +192,12 @@ def register(app: Flask, r: Relay) -> None:
     limiter = Limiter(client_key, app=app, storage_uri=uri,
                       storage_options=cast(dict[str, str | int], options),
                       strategy="fixed-window", headers_enabled=False, key_prefix="fr")
-    if s.rate_limit_storage:  # the database was opened already; Redis is checked here
-        ratelimit.require_reachable(r.settings, limiter.storage)
+    if s.rate_limit_storage:
+        # `formrelay serve` and gunicorn refuse to start without Redis; a worker started
+        # (or recycled) while it is away comes up and refuses posts until it is back
+        why = ratelimit.problem(limiter.storage)
+        if why:
+            log.error("%s", ratelimit.unreachable(r.settings, why))
     own = origin_of(s.base_url)
     app.extensions["formrelay.protect"] = Protection(tokens, own, limiter)
     view = app.view_functions["public.submit"]
