@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up and run the whole test suite: lint, types, then pytest (real gpg, rnp, SQLite,
-# SMTP on loopback and Chromium).
+# SMTP and Redis on loopback, and Chromium).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --test
