@@ -166,7 +166,7 @@ class _Pass:
                 self.flush()
             self.transport = self.transport or open_transport(self.settings)
             refused = self.transport.send(
-                self.settings.sender, mail.recipients, message,
+                self.settings.practice_of(mail.form_id).sender, mail.recipients, message,
                 name=_sink_name(mail), keepalive=functools.partial(
                     self.store.renew_leases, self.owner, self.settings.smtp.lease_seconds))
         except BuildError as exc:
