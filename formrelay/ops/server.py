@@ -104,14 +104,29 @@ def options_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
 def run_gunicorn(settings: Settings, *, bind: str, workers: int, connections: int,
                  extra: dict[str, Any] | None = None) -> None:
     """Serve under gunicorn. SIGHUP to this (master) process checks the config file
-    first: a valid one is what the new workers gunicorn then starts (the old ones finish
-    their requests) are built from; a bad one is logged and the workers keep the last
-    good one. Each worker also reloads by itself when the file changes (reload.py)."""
+    first: a valid one is what the new workers (gunicorn starts them, the old ones finish
+    their requests) are built from; a bad one is logged and nothing is restarted, the
+    workers keep what they serve. Each worker also reloads by itself when the file
+    changes (reload.py)."""
     from gunicorn.app.base import BaseApplication
+    from gunicorn.arbiter import Arbiter
 
     from .. import create_app
 
-    good = [settings]  # the last configuration that loaded; the workers fork with it
+    good = [settings]  # the last configuration that loaded; new workers fork with it
+
+    class Master(Arbiter):
+        def handle_hup(self) -> None:
+            try:
+                good[0] = load_config(settings.path, os.environ)
+            except ConfigError as exc:
+                log.error("configuration not reloaded, the previous one stays in force: %s",
+                          exc)
+                return
+            log.info("configuration checked on SIGHUP: %d practice(s), %d form(s); "
+                     "restarting the workers gracefully", len(good[0].practices),
+                     len(good[0].forms))
+            super().handle_hup()
 
     class App(BaseApplication):
         def load_config(self) -> None:
@@ -120,17 +135,10 @@ def run_gunicorn(settings: Settings, *, bind: str, workers: int, connections: in
             for key, value in opts.items():
                 self.cfg.set(key, value)
 
-        def reload(self) -> None:  # the master, on SIGHUP
-            super().reload()
-            try:
-                good[0] = load_config(settings.path, os.environ)
-                log.info("configuration checked on SIGHUP: %d practice(s), %d form(s)",
-                         len(good[0].practices), len(good[0].forms))
-            except ConfigError as exc:
-                log.error("configuration not reloaded, the previous one stays in force: %s",
-                          exc)
-
         def load(self) -> Any:
             return create_app(good[0])
+
+        def run(self) -> None:
+            Master(self).run()
 
     App().run()
