@@ -142,3 +142,35 @@ def test_live_swaps_whole_services_and_keeps_the_old_on_a_bad_file(
         assert client.get("/f/noord-intake").status_code == 200
     assert "server.data_dir changed" in caplog.text and "restart formrelay" in caplog.text
     assert not (tmp_path / "elsewhere").exists()
+
+
+def test_worker_reloads_on_sighup(tmp_path: Path, keys: dict[str, TestKey]) -> None:
+    """`formrelay worker` started before a practice existed sends its mail from that
+    practice's sender once SIGHUP told it about the new file."""
+    config = _config(tmp_path, keys)
+    text = config.read_text().replace("reload_seconds = 1", "reload_seconds = 0")
+    config.write_text(text)  # only SIGHUP reloads
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FORMRELAY_")}
+    log = tmp_path / "worker.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "formrelay", "--config", str(config),
+                                 "worker", "--interval", "0.3"], env={**env, **ENV},
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        until(lambda: "delivery worker" in log.read_text(), "the worker's start", log)
+        cfg = _config(tmp_path, keys, noord={**noord(keys), "forms": {"noord-intake": {
+            **noord(keys)["forms"]["noord-intake"], "delivery": "email"}}})
+        cfg.write_text(cfg.read_text().replace("reload_seconds = 1", "reload_seconds = 0"))
+        proc.send_signal(signal.SIGHUP)
+        until(lambda: "configuration reloaded" in log.read_text(), "the reload", log)
+        app = create_app(cfg, environ=ENV)
+        app.testing = True
+        ref = post_form(app.test_client(), valid_answers(), form_id="noord-intake",
+                        json_answer=True).get_json()["reference"]
+        sent = tmp_path / "mail" / f"{ref}.eml"
+        until(sent.exists, "the mail", log)
+        assert b"From: formulieren@noord.test" in sent.read_bytes()
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
