@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .config import ConfigError, Settings, load_config, practice_files
 from .errors import OperatorError
+from .logs import log_exception
 from .services import Services, build
 
 log = logging.getLogger("formrelay.config")
@@ -106,6 +107,10 @@ class Live:
             services.reload_startup()
         except (OperatorError, OSError) as exc:
             log.error("configuration not reloaded, the previous one stays in force: %s", exc)
+            return False
+        except Exception as exc:  # noqa: BLE001 - a reload must never take serving down
+            log_exception(log, "configuration not reloaded, the previous one stays in force",
+                          exc=exc)
             return False
         for key in RESTART_SETTINGS:
             if getattr(new.server, key) != getattr(old.settings.server, key):

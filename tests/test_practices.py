@@ -317,3 +317,9 @@ def test_a_clinician_never_gets_another_practices_submission(
     assert theirs in inbox and mine not in inbox and NOORD_NAME in inbox
     assert DEFAULT_NAME not in inbox
     assert clinician.get(f"/clinician/submissions/{mine}.asc").status_code == 404
+
+
+def test_check_lists_the_practices(tmp_path: Path, keys: dict[str, TestKey]) -> None:
+    make(tmp_path, two_practices(tmp_path, keys))
+    r = cli_run(tmp_path, "check")
+    assert "practices: default (intake), noord (noord-intake)" in r.output, r.output

@@ -267,6 +267,10 @@ def audit_fact(relay: Relay) -> Fact:
 def config(settings: Settings, relay: Relay, now: datetime) -> list[Line]:
     s = settings.server
     lines: list[Line] = []
+    if len(settings.practices) > 1:
+        lines.append((OK, "practices: " + ", ".join(
+            f"{p.id} ({', '.join(p.forms) or 'no forms'})"
+            for p in settings.practices.values())))
     if not settings.is_local:
         if not s.base_url.startswith("https://"):
             lines.append((ERROR, f"server.base_url {s.base_url} is not https; patients' "
