@@ -293,6 +293,7 @@ def test_a_clinician_never_gets_another_practices_submission(
                                                                           "refused")
                if row["reference"] == theirs]
     assert refused and all(row["actor"] == "user:anna" for row in refused)
+    assert {row["detail"] for row in refused} == {"another practice's submission"}
 
     # and by API token
     b.get("/clinician/account/")
