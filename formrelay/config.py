@@ -234,7 +234,7 @@ def parse_config(raw: Mapping[str, Any], path: Path, environ: Mapping[str, str])
             raise pld.fail(prefix.rstrip("."), f"{DEFAULT_PRACTICE!r} is the practice of "
                            "[server] practice_name", "choose another id")
         practices[pid] = _build_practice(pld, prefix, pid, table, theme_raw, server, smtp,
-                                         recipients, forms, practices)
+                                         recipients, forms)
 
     secret = environ.get(SECRET_KEY_ENV, "")
     if len(secret) < 32:
@@ -258,7 +258,7 @@ def parse_config(raw: Mapping[str, Any], path: Path, environ: Mapping[str, str])
 def _build_practice(ld: _Loader, prefix: str, pid: str, table: dict[str, Any],
                     theme_raw: Any, server: ServerSettings, smtp: SmtpSettings,
                     all_recipients: dict[str, Recipient], all_forms: dict[str, FormSpec],
-                    practices: Mapping[str, PracticeSettings]) -> PracticeSettings:
+                    ) -> PracticeSettings:
     """One practice: its own details, theme, recipients and forms. Recipient and form
     ids are unique across practices (a form's URL is /f/<form_id>)."""
     where = prefix.rstrip(".") or "practice"
