@@ -31,11 +31,12 @@ RESTART_SETTINGS = ("data_dir", "max_request_mb", "max_fields", "body_timeout_se
                     "rate_limit_storage", "log_level", "min_fill_seconds",
                     "form_token_max_age_minutes")
 
-Signature = tuple[tuple[str, int, int], ...]
+Signature = tuple[tuple[str, int, int, int], ...]
 
 
 def signature(settings: Settings) -> Signature:
-    """What tells a changed configuration: each file's name, mtime and size."""
+    """What tells a changed configuration: each file's name, mtime, size and inode (an
+    editor that saves by renaming makes a new one)."""
     paths = [settings.path]
     try:
         paths += practice_files(settings.path, settings.server.practices_dir)
@@ -45,9 +46,9 @@ def signature(settings: Settings) -> Signature:
     for p in paths:
         try:
             st = Path(p).stat()
-            out.append((str(p), st.st_mtime_ns, st.st_size))
+            out.append((str(p), st.st_mtime_ns, st.st_size, st.st_ino))
         except OSError:
-            out.append((str(p), -1, -1))
+            out.append((str(p), -1, -1, -1))
     return tuple(out)
 
 
