@@ -25,6 +25,7 @@ from .settings import (  # noqa: F401 - re-exported: callers import settings fro
     CONFIG_ENV,
     COPY_MAX_DOWNLOADS,
     COPY_MAX_EXPIRY_DAYS,
+    DEFAULT_PRACTICE,
     DEFAULT_RETENTION_DAYS,
     FIELD_TYPES,
     HEALTH_TOKEN_ENV,
@@ -38,6 +39,7 @@ from .settings import (  # noqa: F401 - re-exported: callers import settings fro
     UPLOAD_TYPES,
     FieldSpec,
     FormSpec,
+    PracticeSettings,
     Recipient,
     ServerSettings,
     Settings,
@@ -140,29 +142,47 @@ def normalize_fingerprint(value: str) -> str:
     return re.sub(r"\s+", "", value).upper()
 
 
-def load_config(path: str | Path, environ: Mapping[str, str]) -> Settings:
-    """Read, check and freeze the configuration in `path`; secrets come from `environ`."""
-    path = Path(path).expanduser().resolve()
+def _read_toml(path: Path, hint: str) -> dict[str, Any]:
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(
-            f"{path}: file not found; copy config.example.toml there or pass --config"
-        ) from None
+        raise ConfigError(f"{path}: file not found; {hint}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc}); fix the syntax") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text; save the file as UTF-8") from None
+
+
+def load_config(path: str | Path, environ: Mapping[str, str]) -> Settings:
+    """Read, check and freeze the configuration in `path`; secrets come from `environ`."""
+    path = Path(path).expanduser().resolve()
+    raw = _read_toml(path, "copy config.example.toml there or pass --config")
     return parse_config(raw, path, environ)
+
+
+def practice_files(path: Path, practices_dir: str) -> list[Path]:
+    """The per-practice files of `practices_dir` (relative to the config file `path`)."""
+    if not practices_dir:
+        return []
+    folder = Path(practices_dir).expanduser()
+    folder = folder if folder.is_absolute() else (path.parent / folder).resolve()
+    if not folder.is_dir():
+        raise ConfigError(f"{path}: server.practices_dir: {folder} is not a folder; create it "
+                          "or empty the setting")
+    return sorted(folder.glob("*.toml"))
+
+
+_TOP = ("server", "smtp", "theme", "recipients", "forms", "practices")
+_PRACTICE_TABLES = ("theme", "recipients", "forms")
 
 
 def parse_config(raw: Mapping[str, Any], path: Path, environ: Mapping[str, str]) -> Settings:
     """Check an already-parsed TOML mapping; `path` names it in errors and anchors paths."""
     ld = _Loader(path)
     for key in raw:
-        if key not in ("server", "smtp", "theme", "recipients", "forms"):
+        if key not in _TOP:
             raise ld.fail(key, "unknown section", "use [server], [smtp], [theme], "
-                          "[recipients.<id>] and [forms.<id>]")
+                          "[recipients.<id>], [forms.<id>] and [practices.<id>]")
     if "server" not in raw:
         raise ld.fail("server", "missing", "add a [server] section with practice_name and "
                       "practice_phone")
@@ -172,36 +192,52 @@ def parse_config(raw: Mapping[str, Any], path: Path, environ: Mapping[str, str])
     smtp: SmtpSettings = ld.build(SmtpSettings, smtp_raw, "smtp", {"password": password})
     _check_server(ld, server)
     _check_rate_limit_storage(ld, server.rate_limit_storage)
-    _check_timezone(ld, server)
+    _check_timezone(ld, "server.timezone", server.timezone)
     _check_smtp(ld, smtp)
-    theme: ThemeSettings = ld.build(ThemeSettings, raw.get("theme", {}), "theme")
+    theme_raw = raw.get("theme", {})
+    theme: ThemeSettings = ld.build(ThemeSettings, theme_raw, "theme")
     for key, problem, fix in theme_problems(theme):
         raise ld.fail(f"theme.{key}", problem, fix)
 
-    recipients: dict[str, Recipient] = {}
-    rtables = raw.get("recipients", {})
-    if not isinstance(rtables, dict):
-        raise ld.fail("recipients", "must hold tables", "write [recipients.<id>]")
-    for rid, table in rtables.items():
-        where = f"recipients.{rid}"
-        if not _ID.match(rid):
-            raise ld.fail(where, "bad id", "use lowercase letters, digits, - and _")
-        r: Recipient = ld.build(Recipient, table, where, {"id": rid})
-        fpr = normalize_fingerprint(r.fingerprint)
-        if not re.fullmatch(r"[0-9A-F]{40}|[0-9A-F]{64}", fpr):
-            raise ld.fail(f"{where}.fingerprint", f"{r.fingerprint!r} is not a full fingerprint",
-                          "copy the 40-character fingerprint from `gpg --fingerprint`")
-        if "@" not in r.email:
-            raise ld.fail(f"{where}.email", f"{r.email!r} is not an e-mail address",
-                          "write the clinician's address")
-        recipients[rid] = dataclasses.replace(r, fingerprint=fpr)
+    # (loader, key prefix, id, table) of every practice: [practices.<id>], then the files
+    found: list[tuple[_Loader, str, str, dict[str, Any]]] = []
+    ptables = raw.get("practices", {})
+    if not isinstance(ptables, dict):
+        raise ld.fail("practices", "must hold tables", "write [practices.<id>]")
+    for pid, table in ptables.items():
+        if not isinstance(table, dict):
+            raise ld.fail(f"practices.{pid}", "must be a table", f"write [practices.{pid}]")
+        found.append((ld, f"practices.{pid}.", pid, table))
+    for file in practice_files(path, server.practices_dir):
+        pid = file.stem
+        if pid in ptables:
+            raise ConfigError(f"{file}: practice {pid!r} is also [practices.{pid}] in {path}; "
+                              "keep one of them")
+        found.append((_Loader(file), "", pid, _read_toml(file, "")))
 
+    has_default = bool(server.practice_name or raw.get("recipients") or raw.get("forms")
+                       or not found)
+    if has_default:
+        for key in ("practice_name", "practice_phone"):
+            if not getattr(server, key):
+                raise ld.fail(f"server.{key}", "missing",
+                              "add it (the default practice's, for the forms outside "
+                              "[practices.*]), or put every form in a [practices.<id>]")
+        found.insert(0, (ld, "", DEFAULT_PRACTICE, {
+            "name": server.practice_name, "phone": server.practice_phone,
+            "email": server.practice_email, "operator_email": server.operator_email,
+            "timezone": server.timezone, "from_address": smtp.from_address,
+            "recipients": raw.get("recipients", {}), "forms": raw.get("forms", {})}))
+
+    recipients: dict[str, Recipient] = {}
     forms: dict[str, FormSpec] = {}
-    ftables = raw.get("forms", {})
-    if not isinstance(ftables, dict):
-        raise ld.fail("forms", "must hold tables", "write [forms.<id>]")
-    for fid, table in ftables.items():
-        forms[fid] = _build_form(ld, fid, table, recipients, smtp)
+    practices: dict[str, PracticeSettings] = {}
+    for pld, prefix, pid, table in found:
+        if pid == DEFAULT_PRACTICE and prefix:
+            raise pld.fail(prefix.rstrip("."), f"{DEFAULT_PRACTICE!r} is the practice of "
+                           "[server] practice_name", "choose another id")
+        practices[pid] = _build_practice(pld, prefix, pid, table, theme_raw, server, smtp,
+                                         recipients, forms)
 
     secret = environ.get(SECRET_KEY_ENV, "")
     if len(secret) < 32:
@@ -218,8 +254,89 @@ def parse_config(raw: Mapping[str, Any], path: Path, environ: Mapping[str, str])
             "or leave it unset (then /healthz shows only ok/warn/error per check)"
         )
     return Settings(path=path, secret_key=secret, server=server, smtp=smtp,
-                    recipients=recipients, forms=forms, theme=theme, health_token=health_token,
+                    recipients=recipients, forms=forms, theme=theme, practices=practices,
+                    health_token=health_token,
                     redis_password=environ.get(REDIS_PASSWORD_ENV, ""))
+
+
+def _build_practice(ld: _Loader, prefix: str, pid: str, table: dict[str, Any],
+                    theme_raw: Any, server: ServerSettings, smtp: SmtpSettings,
+                    all_recipients: dict[str, Recipient], all_forms: dict[str, FormSpec],
+                    ) -> PracticeSettings:
+    """One practice: its own details, theme, recipients and forms. Recipient and form
+    ids are unique across practices (a form's URL is /f/<form_id>)."""
+    where = prefix.rstrip(".") or "practice"
+    if not _ID.match(pid):
+        raise ld.fail(where, "bad id", "use lowercase letters, digits, - and _")
+    rest = {k: v for k, v in table.items() if k not in _PRACTICE_TABLES}
+    own_theme = table.get("theme", {})
+    if not isinstance(own_theme, dict):
+        raise ld.fail(f"{prefix}theme", "must be a table", f"write [{prefix}theme]")
+    theme: ThemeSettings = ld.build(ThemeSettings, {**theme_raw, **own_theme}, f"{prefix}theme")
+    for key, problem, fix in theme_problems(theme):
+        raise ld.fail(f"{prefix}theme.{key}", problem, fix)
+    info: PracticeSettings = ld.build(PracticeSettings, rest, where,
+                                      {"id": pid, "theme": theme})
+    key = "server.timezone" if pid == DEFAULT_PRACTICE and not prefix else f"{prefix}timezone"
+    timezone = info.timezone or server.timezone
+    _check_timezone(ld, key, timezone)
+    sender = info.from_address or smtp.from_address
+    if info.from_address and "@" not in info.from_address:
+        raise ld.fail(f"{prefix}from_address", f"{info.from_address!r} is not an e-mail address",
+                      "write the practice's sender address")
+    if smtp.configured and "@" not in sender:
+        raise ld.fail(f"{prefix}from_address" if prefix else "smtp.from_address", "missing",
+                      "set the practice's sender address")
+    domain = urlsplit(server.base_url).hostname or "formrelay.invalid"
+
+    def owner(ids: Mapping[str, Any], item: str) -> str:
+        other = ids[item].practice
+        return "the default practice" if other == DEFAULT_PRACTICE else f"practice {other!r}"
+
+    recipients: dict[str, Recipient] = {}
+    rtables = table.get("recipients", {})
+    if not isinstance(rtables, dict):
+        raise ld.fail(f"{prefix}recipients", "must hold tables", f"write [{prefix}recipients.<id>]")
+    for rid, rtable in rtables.items():
+        rwhere = f"{prefix}recipients.{rid}"
+        if not _ID.match(rid):
+            raise ld.fail(rwhere, "bad id", "use lowercase letters, digits, - and _")
+        if rid in all_recipients:
+            raise ld.fail(rwhere, f"recipient id {rid!r} is used by {owner(all_recipients, rid)} "
+                          f"and by {_name(pid)}", "recipient ids must be unique across "
+                          "practices: rename one")
+        r: Recipient = ld.build(Recipient, rtable, rwhere, {"id": rid, "practice": pid})
+        fpr = normalize_fingerprint(r.fingerprint)
+        if not re.fullmatch(r"[0-9A-F]{40}|[0-9A-F]{64}", fpr):
+            raise ld.fail(f"{rwhere}.fingerprint", f"{r.fingerprint!r} is not a full fingerprint",
+                          "copy the 40-character fingerprint from `gpg --fingerprint`")
+        if "@" not in r.email:
+            raise ld.fail(f"{rwhere}.email", f"{r.email!r} is not an e-mail address",
+                          "write the clinician's address")
+        recipients[rid] = dataclasses.replace(r, fingerprint=fpr)
+    all_recipients.update(recipients)
+
+    ftables = table.get("forms", {})
+    if not isinstance(ftables, dict):
+        raise ld.fail(f"{prefix}forms", "must hold tables", f"write [{prefix}forms.<id>]")
+    fids = []
+    for fid, ftable in ftables.items():
+        if fid in all_forms:
+            raise ld.fail(f"{prefix}forms.{fid}", f"form id {fid!r} is used by "
+                          f"{owner(all_forms, fid)} and by {_name(pid)}",
+                          "form ids are unique across practices (the URL is /f/<form_id>): "
+                          "rename one")
+        all_forms[fid] = _build_form(ld, fid, ftable, recipients, smtp, prefix=prefix,
+                                     practice=pid)
+        fids.append(fid)
+    return dataclasses.replace(
+        info, timezone=timezone, from_address=sender or f"formrelay@{domain}",
+        operator_email=info.operator_email or server.operator_email,
+        recipients=tuple(recipients), forms=tuple(fids))
+
+
+def _name(pid: str) -> str:
+    return "the default practice" if pid == DEFAULT_PRACTICE else f"practice {pid!r}"
 
 
 def _check_server(ld: _Loader, server: ServerSettings) -> None:
@@ -280,11 +397,11 @@ def _check_rate_limit_storage(ld: _Loader, uri: str) -> None:
                       "pip install 'formrelay[redis]'")
 
 
-def _check_timezone(ld: _Loader, server: ServerSettings) -> None:
+def _check_timezone(ld: _Loader, key: str, timezone: str) -> None:
     try:
-        zone(server.timezone)
+        zone(timezone)
     except ValueError as exc:
-        raise ld.fail("server.timezone", str(exc),
+        raise ld.fail(key, str(exc),
                       'use an IANA name such as timezone = "Europe/Amsterdam" (the tzdata '
                       "package provides them)") from None
 
@@ -293,8 +410,9 @@ def _check_smtp(ld: _Loader, smtp: SmtpSettings) -> None:
     if smtp.security == "none" and smtp.host and not is_loopback(smtp.host):
         raise ld.fail("smtp.security", f"'none' is refused for {smtp.host}",
                       "use starttls or tls; plain SMTP is only allowed to a loopback relay")
-    if smtp.configured and "@" not in smtp.from_address:
-        raise ld.fail("smtp.from_address", "missing", "set the practice's sender address")
+    if smtp.from_address and "@" not in smtp.from_address:
+        raise ld.fail("smtp.from_address", f"{smtp.from_address!r} is not an e-mail address",
+                      "write the practice's sender address")
     if smtp.lease_seconds <= smtp.timeout_seconds:
         raise ld.fail("smtp.lease_seconds", "must be longer than timeout_seconds",
                       f"e.g. lease_seconds = {max(300, smtp.timeout_seconds * 3)}")
@@ -305,8 +423,9 @@ def _check_smtp(ld: _Loader, smtp: SmtpSettings) -> None:
 
 
 def _build_form(ld: _Loader, fid: str, table: Any, recipients: Mapping[str, Recipient],
-                smtp: SmtpSettings) -> FormSpec:
-    where = f"forms.{fid}"
+                smtp: SmtpSettings, *, prefix: str = "", practice: str = DEFAULT_PRACTICE
+                ) -> FormSpec:
+    where = f"{prefix}forms.{fid}"
     if not _ID.match(fid):
         raise ld.fail(where, "bad id", "use lowercase letters, digits, - and _")
     if not isinstance(table, dict):
@@ -342,14 +461,16 @@ def _build_form(ld: _Loader, fid: str, table: Any, recipients: Mapping[str, Reci
                               f"use some of: {', '.join(sorted(UPLOAD_TYPES))}")
         fields.append(spec)
     rest = {k: v for k, v in table.items() if k != "fields"}
-    form: FormSpec = ld.build(FormSpec, rest, where, {"id": fid, "fields": tuple(fields)})
+    form: FormSpec = ld.build(FormSpec, rest, where, {"id": fid, "fields": tuple(fields),
+                                                     "practice": practice})
     if not form.recipients:
         raise ld.fail(f"{where}.recipients", "empty", "name at least one [recipients.<id>]")
     for rid in form.recipients:
         if rid not in recipients:
             known = ", ".join(recipients) or "none defined yet"
             raise ld.fail(f"{where}.recipients", f"unknown recipient {rid!r}",
-                          f"add [recipients.{rid}] or use one of: {known}")
+                          f"add [{prefix}recipients.{rid}] or use one of: {known} (a form "
+                          "is sent to recipients of its own practice only)")
     for origin in form.allowed_origins:
         if not re.fullmatch(r"https?://[a-z0-9.-]+(:\d+)?", origin, re.IGNORECASE):
             raise ld.fail(f"{where}.allowed_origins", f"{origin!r} is not an origin",

@@ -73,6 +73,7 @@ class Services:
     inbox: Inbox
     kinds: MailKinds
     purgers: Purgers
+    extra_steps: tuple[Step[Any], ...] = ()
 
     def startup(self) -> None:
         """Import the configured keys (and log any refused), refuse to start when a form
@@ -82,17 +83,26 @@ class Services:
         check_fonts(self.settings)
         self.accounts.seal_stored_secrets()
 
+    def reload_startup(self) -> None:
+        """What a reloaded configuration needs before it serves (reload.py): the keys of
+        new recipients imported, the PDF fonts there if a form now offers a copy."""
+        self.relay.sync_keys()
+        check_fonts(self.settings)
+
     def close(self) -> None:
         self.store.close()
 
 
 def build(settings: Settings, clock: Callable[[], datetime] = utcnow, *,
-          extra_steps: Sequence[Step[Any]] = ()) -> Services:
+          extra_steps: Sequence[Step[Any]] = (), store: Store | None = None,
+          keyring: Keyring | None = None) -> Services:
     """Open the data folder's database and keyring and wire the relay's pipeline.
-    `extra_steps` run after the standard ones (tests use it)."""
+    `extra_steps` run after the standard ones (tests use it). A reload (reload.py)
+    passes the open `store` and `keyring` on to the new settings."""
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    store = Store(settings.db_path, clock)
-    keyring = Keyring(settings.gnupg_home, timeout=settings.server.gpg_timeout_seconds)
+    store = store or Store(settings.db_path, clock)
+    keyring = keyring or Keyring(settings.gnupg_home,
+                                 timeout=settings.server.gpg_timeout_seconds)
     copies = Copies(settings, store, clock)
     relay = Relay(settings, store=store, keyring=keyring, clock=clock, steps=(
         SubmissionMail(store, settings),  # email delivery: the PGP/MIME mail
@@ -101,4 +111,5 @@ def build(settings: Settings, clock: Callable[[], datetime] = utcnow, *,
         *extra_steps))
     accounts = Accounts(settings, store)
     return Services(settings, clock, store, keyring, relay, copies, accounts,
-                    Inbox(settings, store, accounts), mail_kinds(), purgers())
+                    Inbox(settings, store, accounts), mail_kinds(), purgers(),
+                    tuple(extra_steps))

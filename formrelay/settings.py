@@ -95,10 +95,26 @@ class ServerSettings:
     data_dir: str = setting(
         "data", "Folder for the database and the GnuPG home; relative to this file."
     )
-    practice_name: str = setting(help="Practice name shown on forms, copies and mails.")
-    practice_phone: str = setting(help="Phone number patients call when a form is unavailable.")
+    practice_name: str = setting(
+        "", "Name of the default practice (the forms and recipients outside [practices.*]), "
+        "shown on its forms, copies and mails. Required unless every form is in a practice."
+    )
+    practice_phone: str = setting(
+        "", "Phone number patients of the default practice call when a form is unavailable."
+    )
     practice_email: str = setting("", "Contact address shown to patients (optional).")
-    operator_email: str = setting("", "Who is told about expiring keys and stuck mail.")
+    operator_email: str = setting(
+        "", "Who is told about expiring keys and stuck mail (the default practice's, and "
+        "that of a practice without its own)."
+    )
+    practices_dir: str = setting(
+        "", "Folder with one TOML file per practice (<id>.toml, holding what a "
+        "[practices.<id>] table holds); relative to this file. Empty = none."
+    )
+    reload_seconds: int = setting(
+        3, "How often (at most) a running process looks whether the config file or "
+        "practices_dir changed, and then reloads it; 0 = only on SIGHUP."
+    )
     log_level: str = setting("INFO", "Log level.", ("DEBUG", "INFO", "WARNING", "ERROR"))
     max_request_mb: int = setting(25, "Largest accepted request body in MB (uploads included).")
     max_fields: int = setting(200, "Most form fields accepted in one post.")
@@ -153,7 +169,8 @@ class ServerSettings:
     )
     timezone: str = setting(
         "Europe/Amsterdam", "Time zone (IANA name) of every time shown to clinicians and "
-        "patients: inbox, mails, copies. Storage and logs stay in UTC."
+        "patients: inbox, mails, copies; a practice may set its own. Storage and logs stay "
+        "in UTC."
     )
     copy_mail_subject: str = setting(
         "", "Subject of the mail with a patient's copy link; neutral, never the form title. "
@@ -216,6 +233,7 @@ class Recipient:
     email: str = setting(help="Where this clinician receives encrypted mail.")
     key_file: str = setting(help="Exported public key (.asc); relative to this file.")
     fingerprint: str = setting(help="The key's full fingerprint, checked with the clinician.")
+    practice: str = setting("default", "The practice it belongs to (where it is written).")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -285,6 +303,37 @@ class FormSpec:
     notice_en: str = setting("", "English notice; empty = notice.")
     intro_en: str = setting("", "English introduction; empty = intro.")
     fields: tuple[FieldSpec, ...] = setting(help="The questions, as [[forms.<id>.fields]].")
+    practice: str = setting("default", "The practice it belongs to (where it is written).")
+
+
+DEFAULT_PRACTICE = "default"  # the practice of [server] practice_name, [recipients.*], [forms.*]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PracticeSettings:
+    id: str = setting(help="The practice's id (the table or file name); accounts name it.")
+    name: str = setting(help="Practice name shown on its forms, copies and mails.")
+    phone: str = setting(help="Phone number its patients call when a form is unavailable.")
+    email: str = setting("", "Contact address shown to its patients (optional).")
+    operator_email: str = setting(
+        "", "Who is told about its expiring keys and stuck mail; empty = server.operator_email."
+    )
+    timezone: str = setting("", "Time zone (IANA name) of its times; empty = server.timezone.")
+    from_address: str = setting(
+        "", "Sender address of its mail; empty = smtp.from_address."
+    )
+    theme: ThemeSettings = setting(
+        ThemeSettings(), "Its look, as [practices.<id>.theme]; unset keys come from [theme]."
+    )
+    recipients: tuple[str, ...] = setting(
+        (), "Its recipients, as [practices.<id>.recipients.<id>]."
+    )
+    forms: tuple[str, ...] = setting((), "Its forms, as [practices.<id>.forms.<id>].")
+
+    @property
+    def sender(self) -> str:
+        """The From address of this practice's mail (the loader fills in the fallback)."""
+        return self.from_address
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -296,6 +345,8 @@ class Settings:
     recipients: Mapping[str, Recipient]
     forms: Mapping[str, FormSpec]
     theme: ThemeSettings = field(default_factory=lambda: ThemeSettings())
+    # every practice by id; the loader always makes at least one
+    practices: Mapping[str, PracticeSettings] = field(default_factory=dict)
     health_token: str = field(default="", repr=False)  # HEALTH_TOKEN_ENV; "": states only
     redis_password: str = field(default="", repr=False)  # REDIS_PASSWORD_ENV
 
@@ -335,8 +386,43 @@ class Settings:
 
     @property
     def sender(self) -> str:
-        """The From address of every mail formrelay makes."""
-        return self.smtp.from_address or f"formrelay@{self.mail_domain}"
+        """The From address of mail that belongs to no practice (the default practice's)."""
+        return self.default_practice.sender
+
+    # -- practices -----------------------------------------------------------------------
+    @property
+    def default_practice(self) -> PracticeSettings:
+        """The practice of [server] practice_name, else the first one configured."""
+        if DEFAULT_PRACTICE in self.practices:
+            return self.practices[DEFAULT_PRACTICE]
+        if self.practices:
+            return next(iter(self.practices.values()))
+        # settings made by hand (tests): the [server] values are the one practice
+        s = self.server
+        return PracticeSettings(id=DEFAULT_PRACTICE, name=s.practice_name,
+                                phone=s.practice_phone, email=s.practice_email,
+                                operator_email=s.operator_email, timezone=s.timezone,
+                                from_address=self.smtp.from_address
+                                or f"formrelay@{self.mail_domain}",
+                                theme=self.theme, recipients=tuple(self.recipients),
+                                forms=tuple(self.forms))
+
+    def practice(self, practice_id: str) -> PracticeSettings | None:
+        return self.practices.get(practice_id) or (
+            self.default_practice if practice_id == self.default_practice.id else None)
+
+    def practice_or_default(self, practice_id: str) -> PracticeSettings:
+        return self.practice(practice_id) or self.default_practice
+
+    def practice_of(self, form_id: str) -> PracticeSettings:
+        """The practice of `form_id` (the default practice for a form no longer
+        configured: its old records still need a sender and an operator)."""
+        spec = self.forms.get(form_id)
+        return (self.practice(spec.practice) if spec else None) or self.default_practice
+
+    def practice_of_recipient(self, recipient_id: str) -> PracticeSettings:
+        r = self.recipients.get(recipient_id)
+        return (self.practice(r.practice) if r else None) or self.default_practice
 
     @property
     def is_local(self) -> bool:
@@ -371,8 +457,14 @@ SECTIONS: dict[str, type] = {
     "recipients.<id>": Recipient,
     "forms.<id>": FormSpec,
     "forms.<id>.fields": FieldSpec,
+    "practices.<id>": PracticeSettings,
 }
-NOT_IN_FILE = {("smtp", "password"), ("recipients.<id>", "id"), ("forms.<id>", "id")}
+# A practice's own theme, recipients and forms are written like the top-level ones,
+# under [practices.<id>.theme], [practices.<id>.recipients.<id>], [practices.<id>.forms.<id>].
+NOT_IN_FILE = {("smtp", "password"), ("recipients.<id>", "id"), ("forms.<id>", "id"),
+               ("recipients.<id>", "practice"), ("forms.<id>", "practice"),
+               ("practices.<id>", "id"), ("practices.<id>", "theme"),
+               ("practices.<id>", "recipients"), ("practices.<id>", "forms")}
 
 
 def documented_keys() -> list[tuple[str, str]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
@@ -53,9 +54,20 @@ def ticked(cell: str) -> list[str]:
     return re.findall(r"`([^`]+)`", cell)
 
 
+def _example_practice() -> dict[str, Any]:
+    """The example's commented-out [practices.<id>] block, uncommented and parsed."""
+    text = EXAMPLE.read_text(encoding="utf-8")
+    block = text[text.index("\n# [practices.noord]\n"):]
+    return tomllib.loads("\n".join(line[2:] if line.startswith("# ") else "#"
+                                   for line in block.splitlines()))
+
+
 def _example_keys() -> set[tuple[str, str]]:
     raw = tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))
     found: set[tuple[str, str]] = set()
+    for practice in _example_practice()["practices"].values():
+        found |= {("practices.<id>", k) for k in practice
+                  if k not in ("theme", "recipients", "forms")}
     for section, table in raw.items():
         if section in ("recipients", "forms"):
             for item in table.values():
@@ -80,6 +92,10 @@ def test_config_example_is_valid(tmp_path: Path) -> None:
     raw = tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))
     settings = parse_config(raw, tmp_path / "config.toml", {SECRET_KEY_ENV: "s" * 40})
     assert "intake" in settings.forms
+    both = parse_config({**raw, **_example_practice()}, tmp_path / "config.toml",
+                        {SECRET_KEY_ENV: "s" * 40})
+    assert both.practice_of("aanmelden-noord").name == "Huisartsenpraktijk Noord"
+    assert both.practice_of("intake").name == settings.server.practice_name
 
 
 def _commands(group: click.Group, prefix: str = "") -> list[str]:

@@ -14,7 +14,8 @@ CORE = ("formrelay", "formrelay.services", "formrelay.intake", "formrelay.intake
         "formrelay.mail.outbox", "formrelay.mail.transport", "formrelay.clinician",
         "formrelay.clinician.accounts", "formrelay.clinician.inbox", "formrelay.patient_copy",
         "formrelay.patient_copy.copies", "formrelay.patient_copy.link_mail", "formrelay.ops",
-        "formrelay.ops.checks", "formrelay.ops.retention", "formrelay.store")
+        "formrelay.ops.checks", "formrelay.ops.retention", "formrelay.store",
+        "formrelay.reload")
 
 
 def test_core_imports_no_web_framework() -> None:

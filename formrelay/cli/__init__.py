@@ -311,6 +311,7 @@ def worker(ctx: Context, once: bool, interval: float) -> None:
 
     from ..logs import configure_logging
     from ..mail.outbox import check_key_expiry, deliver_pending, run_worker
+    from ..reload import Live
 
     built = ctx.services()
     relay, settings = built.relay, built.settings
@@ -323,8 +324,13 @@ def worker(ctx: Context, once: bool, interval: float) -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    # a changed config file (or SIGHUP) takes effect at the next pass: new practices'
+    # senders and operators, new recipients' keys (reload.py)
+    live = Live(built, os.environ)
+    signal.signal(signal.SIGHUP, lambda *_: live.ask())
     run_worker(settings, relay.store, kinds=built.kinds, purgers=built.purgers, stop=stop,
-               interval=interval, key_status=relay.sync_keys)
+               interval=interval, key_status=lambda: live.current.relay.sync_keys(),
+               settings_now=lambda: live.current.settings)
 
 
 @cli.command()

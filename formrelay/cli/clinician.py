@@ -55,23 +55,28 @@ def users() -> None:
 @click.option("--form", "forms", multiple=True, metavar="ID",
               help="A form whose held submissions this user sees. Repeatable.")
 @click.option("--email", default="", help="The user's address (for the .eml's To header).")
+@click.option("--practice", default="", metavar="ID",
+              help="The practice the user belongs to (a [practices.<id>]); default: the "
+                   "default practice. Recipients and forms must be that practice's.")
 @click.option("--generate-password", is_flag=True,
               help="Make a strong password and print it once, instead of asking.")
 @pass_ctx
 def users_add(ctx: Context, username: str, recipients: tuple[str, ...], forms: tuple[str, ...],
-              email: str, generate_password: bool) -> None:
-    """Create USERNAME, tied to recipients and/or forms. The TOTP app is set up at the
-    first login, in the browser.
+              email: str, practice: str, generate_password: bool) -> None:
+    """Create USERNAME, tied to recipients and/or forms of one practice. The user sees
+    that practice's submissions only. The TOTP app is set up at the first login, in the
+    browser.
 
     \b
     Example:
       formrelay --config config.toml users add anna --recipient dr-jansen --form intake
+      formrelay --config config.toml users add bram --practice noord --recipient dr-bakker
     """
     accounts = _accounts(ctx)
     password, generated = _password(generate_password)
     user = accounts.add(username, password, email=email, recipients=list(recipients),
-                        forms=list(forms))
-    click.echo(f"created {user.username}; sees forms: "
+                        forms=list(forms), practice=practice)
+    click.echo(f"created {user.username} in practice {user.practice}; sees forms: "
                f"{', '.join(accounts.forms_of(user)) or 'none'}")
     if generated:
         click.echo(f"password (shown once, hand it over in person or by phone): {password}")
@@ -93,7 +98,7 @@ def users_list(ctx: Context) -> None:
         state = "disabled" if u.disabled else "active" if u.enrolled else "TOTP not set up yet"
         last = utc_shown(u.last_login_at) if u.last_login_at else "never"
         click.echo(f"{u.username:<20} {state:<20} last login {last}")
-        click.echo(f"  recipients {', '.join(u.recipients) or '-'}; forms "
+        click.echo(f"  practice {u.practice}; recipients {', '.join(u.recipients) or '-'}; forms "
                    f"{', '.join(accounts.forms_of(u)) or 'none'}"
                    + (f"; {u.email}" if u.email else ""))
 

@@ -17,6 +17,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from ..audit_actions import AuditAction
+from ..config import PracticeSettings
 from ..errors import UserError
 from .api_tokens import ApiTokens
 from .second_factor import SecondFactor
@@ -59,10 +60,14 @@ class Accounts(SecondFactor, ApiTokens):
 
     def forms_of(self, user: User) -> list[str]:
         """The forms whose submissions `user` may see: those named for the user, and
-        those sent to a recipient the user is."""
+        those sent to a recipient the user is; only ever forms of the user's own practice
+        (a form moved to another practice is no longer theirs)."""
         mine = set(user.recipients)
-        return sorted(set(user.forms) | {fid for fid, spec in self.settings.forms.items()
-                                         if mine & set(spec.recipients)})
+        forms = self.settings.forms
+        return sorted({fid for fid in user.forms
+                       if fid not in forms or forms[fid].practice == user.practice}
+                      | {fid for fid, spec in forms.items()
+                         if spec.practice == user.practice and mine & set(spec.recipients)})
 
     # -- administration (the CLI) -----------------------------------------------------
     def check_password_rules(self, password: str, username: str) -> None:
@@ -76,40 +81,54 @@ class Accounts(SecondFactor, ApiTokens):
 
     def add(self, username: str, password: str, *, email: str = "",
             recipients: list[str] | tuple[str, ...] = (),
-            forms: list[str] | tuple[str, ...] = ()) -> User:
+            forms: list[str] | tuple[str, ...] = (), practice: str = "") -> User:
         username = username.strip().lower()
         if not USERNAME.match(username) or username in RESERVED_NAMES:
             raise AccountError(f"{username!r} is not a usable user name: use 2-40 lowercase "
                                "letters, digits, '.', '-' or '_' (not patient/system/operator)")
         if self.get(username):
             raise AccountError(f"user {username!r} exists already; use `formrelay users reset`")
-        self._check_links(list(recipients), list(forms))
+        practice = practice or self.settings.default_practice.id
+        self._check_links(list(recipients), list(forms), practice)
         if email and "@" not in email:
             raise AccountError(f"{email!r} is not an e-mail address")
         self.check_password_rules(password, username)
         with self.store.transaction():
             uid = self.store.user_add(username, _hasher.hash(password), email=email,
-                                      recipients=list(recipients), forms=list(forms))
+                                      recipients=list(recipients), forms=list(forms),
+                                      practice=practice)
             self.store.audit(AuditAction.USER_CREATED, actor=OPERATOR,
-                             detail=f"user:{username}; recipients "
+                             detail=f"user:{username}; practice {practice}; recipients "
                                     f"{','.join(recipients) or '-'}; forms "
                                     f"{','.join(forms) or '-'}")
         user = self.by_id(uid)
         assert user is not None  # noqa: S101 - just written
         return user
 
-    def _check_links(self, recipients: list[str], forms: list[str]) -> None:
+    def _check_links(self, recipients: list[str], forms: list[str], practice: str) -> None:
+        own = self.settings.practice(practice)
+        if own is None:
+            raise AccountError(f"unknown practice {practice!r}; configured: "
+                               f"{', '.join(p.id for p in self._practices())}")
         if not recipients and not forms:
             raise AccountError("tie the user to at least one --recipient or --form, or they "
                                "would see nothing")
-        for rid in recipients:
-            if rid not in self.settings.recipients:
-                raise AccountError(f"unknown recipient {rid!r}; configured: "
-                                   f"{', '.join(self.settings.recipients) or 'none'}")
-        for fid in forms:
-            if fid not in self.settings.forms:
-                raise AccountError(f"unknown form {fid!r}; configured: "
-                                   f"{', '.join(self.settings.forms) or 'none'}")
+        for kind, ids, configured, mine in (
+                ("recipient", recipients, self.settings.recipients, own.recipients),
+                ("form", forms, self.settings.forms, own.forms)):
+            for item in ids:
+                if item not in configured:
+                    raise AccountError(f"unknown {kind} {item!r}; configured: "
+                                       f"{', '.join(mine) or 'none'} (practice {own.id})")
+                if item not in mine:
+                    other = configured[item].practice
+                    raise AccountError(
+                        f"{kind} {item!r} belongs to practice {other!r}, not to {own.id!r}: "
+                        f"a user sees one practice only; use --practice {other} or one of "
+                        f"{own.id}'s: {', '.join(mine) or 'none'}")
+
+    def _practices(self) -> list[PracticeSettings]:
+        return list(self.settings.practices.values()) or [self.settings.default_practice]
 
     def reset(self, username: str, password: str) -> User:
         """New password; TOTP, recovery codes, sessions and API tokens are dropped, so

@@ -73,7 +73,10 @@ class Inbox:
         row = self.store.submission(ref) if REFERENCE.match(ref) else None
         allowed = row is not None and row["form_id"] in self.accounts.forms_of(user)
         if row is None or not allowed or row["status"] != "held" or not row["size"]:
-            why = ("not one of the user's forms" if row is not None and not allowed else
+            foreign = row is not None and row["form_id"] in self.settings.forms and \
+                self.settings.forms[row["form_id"]].practice != user.practice
+            why = ("another practice's submission" if foreign else
+                   "not one of the user's forms" if row is not None and not allowed else
                    f"status {row['status']}" if row is not None else "no such reference")
             self.store.audit(action, "refused", actor=user.actor, ip=ip,
                              reference=ref if REFERENCE.match(ref) else "",

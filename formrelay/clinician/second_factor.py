@@ -138,7 +138,8 @@ class SecondFactor(LoginGuard):
 
     def totp_uri(self, user: User, secret: str) -> str:
         return pyotp.TOTP(secret).provisioning_uri(
-            name=user.username, issuer_name=f"formrelay {self.settings.server.practice_name}")
+            name=user.username,
+            issuer_name=f"formrelay {self.settings.practice_or_default(user.practice).name}")
 
     def enrol(self, user: User, secret: str, code: str, ip: str) -> list[str]:
         """Confirm the authenticator with its first code; returns the recovery codes

@@ -13,6 +13,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from ..config import DEFAULT_PRACTICE
 from ..errors import UserError
 from ..store import parse_iso
 
@@ -52,6 +53,7 @@ class User:
     email: str
     recipients: tuple[str, ...]
     forms: tuple[str, ...]
+    practice: str
     enrolled: bool
     disabled: bool
     created_at: datetime
@@ -65,7 +67,9 @@ class User:
 def user_from_row(row: dict[str, Any]) -> User:
     return User(id=row["id"], username=row["username"], email=row["email"],
                 recipients=tuple(json.loads(row["recipients"])),
-                forms=tuple(json.loads(row["forms"])), enrolled=bool(row["totp_secret"]),
+                forms=tuple(json.loads(row["forms"])),
+                practice=str(row.get("practice") or DEFAULT_PRACTICE),
+                enrolled=bool(row["totp_secret"]),
                 disabled=bool(row["disabled_at"]), created_at=parse_iso(row["created_at"]),
                 last_login_at=parse_iso(row["last_login_at"]) if row["last_login_at"] else None)
 

@@ -134,13 +134,13 @@ class Relay:
         if problems:
             for p in problems:
                 log.error("form %s unavailable: %s", spec.id, p)
-            raise self.unavailable()
+            raise self.unavailable(spec.id)
 
-    def unavailable(self) -> FormUnavailable:
-        """The fail-closed answer: the form cannot be used now, call the practice."""
+    def unavailable(self, form_id: str = "") -> FormUnavailable:
+        """The fail-closed answer: the form cannot be used now, call its practice."""
         return FormUnavailable("This form is temporarily unavailable. Please call the "
                                "practice at %(phone)s.",
-                               phone=self.settings.server.practice_phone)
+                               phone=self.settings.practice_of(form_id).phone)
 
     # -- the use case -----------------------------------------------------------------
     def submit(self, form_id: str, lang: str, formdata: forms.Fields,
@@ -159,7 +159,7 @@ class Relay:
             prepared = [step.prepare(posted) for step in self.steps]
         except GpgTimeout as exc:  # the patient's copy runs gpg too
             self._gpg_failed(spec, exc, ip)
-            raise self.unavailable() from None
+            raise self.unavailable(spec.id) from None
         size, delivery, copy = self._encrypt_and_store(sub, spec, prepared, ip)
         log.info("form %s: received %s (%d bytes ciphertext, %d files)", spec.id,
                  sub.reference, size, len(sub.uploads))
@@ -173,13 +173,13 @@ class Relay:
         labels = {k: tr.gettext(v) for k, v in
                   (("reference", "Reference"), ("received", "Received"), ("practice", "Practice"),
                    ("language", "Patient's language"), ("yes", "yes"))}
-        sender = self.settings.sender
+        practice = self.settings.practice_of(spec.id)
 
         def parts() -> Iterator[bytes]:  # the payload names the reference: made per attempt
-            return payload_parts(sub, sender=sender, recipients=emails,
+            return payload_parts(sub, sender=practice.sender, recipients=emails,
                                  subject=f"{spec.title} - {sub.reference}", domain=self.domain,
-                                 practice=self.settings.server.practice_name, labels=labels,
-                                 tz=self.settings.server.timezone)
+                                 practice=practice.name, labels=labels,
+                                 tz=practice.timezone)
 
         out = self.tmp / f"{sub.reference}.{os.getpid()}.asc"
         for attempt in range(3):

@@ -60,7 +60,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from ..audit_actions import AuditAction
-from ..config import Settings
+from ..config import PracticeSettings, Settings
 from ..crypto import sealing
 from ..errors import OperatorError
 from ..i18n import gettext
@@ -144,7 +144,7 @@ def message_id(mail: OutboxMail, settings: Settings) -> str:
 def plain_message(mail: OutboxMail, settings: Settings, subject: str, body: str) -> bytes:
     """A plain-text UTF-8 mail from the practice's address to the mail's recipients."""
     msg = EmailMessage(policy=SMTP)
-    msg["From"] = settings.sender
+    msg["From"] = settings.practice_of(mail.form_id).sender
     msg["To"] = ", ".join(mail.recipients)
     msg["Subject"] = subject
     msg["Date"] = format_datetime(mail.created_at)
@@ -188,7 +188,8 @@ def submission_message(settings: Settings, store: Store, *, reference: str, form
     subject = gettext(spec.lang if spec else "nl", "Encrypted form submission %(reference)s",
                       reference=reference)
     return mime.encrypted_message(
-        sender=settings.sender, recipients=recipients, subject=subject, date=date,
+        sender=settings.practice_of(form_id).sender, recipients=recipients, subject=subject,
+        date=date,
         message_id=message_id, ciphertext=lambda dest: store.copy_ciphertext(reference, dest),
         ciphertext_size=row["size"])
 
@@ -215,12 +216,14 @@ SUBMISSION_MAIL = MailKind(SUBMISSION, _build_submission, on_sent=_submission_se
 
 # -- mail to the operator (plain, never patient data) ------------------------------------
 def tell_operator(store: Store, settings: Settings, subject: str, body: str, *,
-                  reference: str = "", form_id: str = "", once: str = "") -> bool:
-    """Queue a plain mail to `server.operator_email`; False if none is configured. With
-    `once` (a short name), nothing is queued while a mail of that name still waits."""
-    to = settings.server.operator_email
+                  reference: str = "", form_id: str = "", once: str = "",
+                  practice: PracticeSettings | None = None) -> bool:
+    """Queue a plain mail to the operator of `practice` (else of the form's practice,
+    else of the default one); False if none is configured. With `once` (a short name),
+    nothing is queued while a mail of that name still waits."""
+    to = (practice or settings.practice_of(form_id)).operator_email
     if not to or not transport_configured(settings):
-        log.warning("no operator mail sent (set server.operator_email and [smtp]): %s", subject)
+        log.warning("no operator mail sent (set operator_email and [smtp]): %s", subject)
         return False
     message_id = ""
     if once:

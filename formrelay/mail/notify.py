@@ -82,18 +82,18 @@ def flush(settings: Settings, store: Store, now: datetime | None = None) -> int:
 
 def _body(settings: Settings, spec: FormSpec | None, form_id: str,
           items: list[dict[str, str]], lang: str) -> tuple[str, str]:
-    s = settings.server
+    s = settings.practice_of(form_id)
 
     def t(msg: str, **params: object) -> str:
         return gettext(lang, msg, **params)
 
     title = spec.title if spec else form_id
     days = settings.retention_days(form_id)
-    subject = t("%(practice)s: new form to download", practice=s.practice_name) \
+    subject = t("%(practice)s: new form to download", practice=s.name) \
         if len(items) == 1 else \
-        t("%(practice)s: %(n)s new forms to download", practice=s.practice_name, n=len(items))
+        t("%(practice)s: %(n)s new forms to download", practice=s.name, n=len(items))
     lines = [t("New answers to the form \"%(title)s\" of %(practice)s are stored encrypted "
-               "and wait for you to download them.", title=title, practice=s.practice_name),
+               "and wait for you to download them.", title=title, practice=s.name),
              ""]
     for item in items:
         received = parse_iso(item["received_at"])

@@ -166,7 +166,7 @@ class _Pass:
                 self.flush()
             self.transport = self.transport or open_transport(self.settings)
             refused = self.transport.send(
-                self.settings.sender, mail.recipients, message,
+                self.settings.practice_of(mail.form_id).sender, mail.recipients, message,
                 name=_sink_name(mail), keepalive=functools.partial(
                     self.store.renew_leases, self.owner, self.settings.smtp.lease_seconds))
         except BuildError as exc:
@@ -368,16 +368,20 @@ def purge_done(settings: Settings, store: Store, now: datetime) -> int:
 def run_worker(settings: Settings, store: Store, *, kinds: MailKinds,
                purgers: retention.Purgers, stop: threading.Event | None = None,
                interval: float = 2.0,
-               key_status: Callable[[], Mapping[str, KeyStatus]] | None = None) -> None:
+               key_status: Callable[[], Mapping[str, KeyStatus]] | None = None,
+               settings_now: Callable[[], Settings] | None = None) -> None:
     """Deliver the mail of `kinds` until `stop` is set (a send in progress finishes
     first), purging with `purgers` too; check the keys' expiry once a day if
-    `key_status` is given."""
+    `key_status` is given. `settings_now` gives the settings in force at each pass (a
+    reloaded configuration, reload.py)."""
     stop = stop or threading.Event()
     owner = worker_id()
     next_key_check = 0.0
     log.info("delivery worker %s started", owner)
     while not stop.is_set():
         try:
+            if settings_now is not None:
+                settings = settings_now()
             deliver_pending(settings, store, kinds=kinds, owner=owner, stop=stop)
             retention.periodic(settings, store, purgers=purgers)  # notices; hourly purge
             if key_status is not None and time.monotonic() >= next_key_check:

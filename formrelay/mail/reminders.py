@@ -13,7 +13,7 @@ import logging
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 
-from ..config import Settings
+from ..config import PracticeSettings, Settings
 from ..crypto.keyring import KeyStatus
 from ..localtime import utc_shown
 from ..store import Store
@@ -46,12 +46,14 @@ def check_key_expiry(settings: Settings, store: Store, statuses: Mapping[str, Ke
                 f"From then on these forms refuse submissions: {', '.join(forms) or 'none'}.\n"
                 f"Ask the clinician for a renewed key (or a new one, and update the "
                 f"fingerprint in the config), then run `formrelay keys import {rid}`.\n")
-        if not settings.server.operator_email:
-            log.warning("%s; set server.operator_email to be mailed about it", subject)
+        practice = settings.practice_of_recipient(rid)
+        if not practice.operator_email:
+            log.warning("%s; set operator_email to be mailed about it", subject)
             continue
 
-        def queue(subject: str = subject, body: str = body) -> None:
-            tell_operator(store, settings, subject, body)
+        def queue(subject: str = subject, body: str = body,
+                  practice: PracticeSettings = practice) -> None:
+            tell_operator(store, settings, subject, body, practice=practice)
 
         if store.first_key_reminder(st.fingerprint, f"{st.expires:%Y-%m-%d}", days, queue):
             log.warning("%s; operator mailed", subject)

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ..config import Settings
+from ..config import DEFAULT_PRACTICE, Settings
 from ..crypto.keyring import CryptoError
 from ..crypto.packets import SEIPD_V1, PacketError, encryption_packet
 from ..intake.relay import Relay
@@ -267,6 +267,10 @@ def audit_fact(relay: Relay) -> Fact:
 def config(settings: Settings, relay: Relay, now: datetime) -> list[Line]:
     s = settings.server
     lines: list[Line] = []
+    if len(settings.practices) > 1:
+        lines.append((OK, "practices: " + ", ".join(
+            f"{p.id} ({', '.join(p.forms) or 'no forms'})"
+            for p in settings.practices.values())))
     if not settings.is_local:
         if not s.base_url.startswith("https://"):
             lines.append((ERROR, f"server.base_url {s.base_url} is not https; patients' "
@@ -276,9 +280,12 @@ def config(settings: Settings, relay: Relay, now: datetime) -> list[Line]:
             lines.append((WARN, "server.trusted_proxies is 0 while base_url is https: behind "
                                 "a proxy (Caddy, nginx) set it to 1, or client addresses and "
                                 "HSTS are wrong"))
-        if settings.smtp.host and not s.operator_email:
-            lines.append((WARN, "server.operator_email is empty: nobody is told about expiring "
-                                "keys or stuck mail"))
+        for p in settings.practices.values():
+            if settings.smtp.host and not p.operator_email:
+                where = "server.operator_email" if p.id == DEFAULT_PRACTICE else \
+                    f"practices.{p.id}.operator_email"
+                lines.append((WARN, f"{where} is empty: nobody is told about expiring "
+                                    "keys or stuck mail"))
     return lines
 
 

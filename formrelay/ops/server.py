@@ -6,11 +6,14 @@ settings from `gunicorn_options()`, so the two ways to run the service cannot dr
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from typing import Any
 
-from ..config import Settings
+from ..config import ConfigError, Settings, load_config
+
+log = logging.getLogger("formrelay.config")
 
 DEFAULT_BIND = "127.0.0.1:8000"
 DEFAULT_WORKERS = 2
@@ -131,9 +134,30 @@ def options_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
 
 def run_gunicorn(settings: Settings, *, bind: str, workers: int, connections: int,
                  extra: dict[str, Any] | None = None) -> None:
+    """Serve under gunicorn. SIGHUP to this (master) process checks the config file
+    first: a valid one is what the new workers (gunicorn starts them, the old ones finish
+    their requests) are built from; a bad one is logged and nothing is restarted, the
+    workers keep what they serve. Each worker also reloads by itself when the file
+    changes (reload.py)."""
     from gunicorn.app.base import BaseApplication
+    from gunicorn.arbiter import Arbiter
 
     from .. import create_app
+
+    good = [settings]  # the last configuration that loaded; new workers fork with it
+
+    class Master(Arbiter):
+        def handle_hup(self) -> None:
+            try:
+                good[0] = load_config(settings.path, os.environ)
+            except ConfigError as exc:
+                log.error("configuration not reloaded, the previous one stays in force: %s",
+                          exc)
+                return
+            log.info("configuration checked on SIGHUP: %d practice(s), %d form(s); "
+                     "restarting the workers gracefully", len(good[0].practices),
+                     len(good[0].forms))
+            super().handle_hup()
 
     class App(BaseApplication):
         formrelay_settings = settings
@@ -145,6 +169,9 @@ def run_gunicorn(settings: Settings, *, bind: str, workers: int, connections: in
                 self.cfg.set(key, value)
 
         def load(self) -> Any:
-            return create_app(settings)
+            return create_app(good[0])
+
+        def run(self) -> None:
+            Master(self).run()
 
     App().run()

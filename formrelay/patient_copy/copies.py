@@ -77,8 +77,9 @@ class CopyRefused(UserError):
     to the patient (web/copy.py); the message here is only a fallback."""
 
     def __init__(self, state: CopyState, *, tries_left: int = 0, lang: str = "",
-                 expires_at: datetime | None = None):
+                 expires_at: datetime | None = None, form_id: str = ""):
         super().__init__("This link does not work")
+        self.form_id = form_id  # its practice names itself on the page
         self.state = state
         self.tries_left = tries_left
         self.lang = lang
@@ -173,9 +174,9 @@ class Copies:
     def _encrypt(self, pending: PendingCopy, sub: Submission) -> None:
         from .pdf import Practice, copy_pdf
 
-        s = self.settings.server
-        pdf = copy_pdf(sub, Practice(s.practice_name, s.practice_phone, s.practice_email),
-                       expires=pending.expires_at, tz=s.timezone)
+        p = self.settings.practice_of(sub.form_id)
+        pdf = copy_pdf(sub, Practice(p.name, p.phone, p.email),
+                       expires=pending.expires_at, tz=p.timezone)
         key = derive(pending.secret, "key", pending.copy_id)
         nonce = secrets.token_bytes(12)
         pending.ciphertext = nonce + AESGCM(key).encrypt(nonce, pdf, pending.copy_id.encode())
@@ -225,7 +226,8 @@ class Copies:
             self.expire(row["id"])
             row["state"] = "expired"
         if row["state"] != "active":
-            raise CopyRefused(CopyState(row["state"]), lang=lang, expires_at=expires)
+            raise CopyRefused(CopyState(row["state"]), lang=lang, expires_at=expires,
+                              form_id=row["form_id"])
         return CopyInfo(row["id"], row["reference"], row["form_id"], lang, expires,
                         row["max_downloads"] - row["downloads"],
                         MAX_FAILURES - row["failures"])
@@ -245,19 +247,21 @@ class Copies:
                 derive(secret, "check", cid).hex(), row.get("check_hash", "")):
             self.store.audit(AuditAction.COPY_OPENED, "refused", actor="patient", ip=ip,
                              reference=ref, form_id=fid, detail="link secret missing or altered")
-            raise CopyRefused(CopyState.ALTERED, lang=lang)
+            raise CopyRefused(CopyState.ALTERED, lang=lang, form_id=fid)
         if grant:
             fresh = self.clock() < parse_iso(row["quick_until"])
             if not (fresh and hmac.compare_digest(sha256(grant), row["quick_hash"])):
-                raise CopyRefused(CopyState.QUICK_ENDED, lang=lang, tries_left=info.tries_left)
+                raise CopyRefused(CopyState.QUICK_ENDED, lang=lang, form_id=fid,
+                                  tries_left=info.tries_left)
         elif not normalize_code(code):
-            raise CopyRefused(CopyState.CODE_NEEDED, lang=lang, tries_left=info.tries_left)
+            raise CopyRefused(CopyState.CODE_NEEDED, lang=lang, form_id=fid,
+                              tries_left=info.tries_left)
         elif not hmac.compare_digest(code_mac(secret, cid, code), row["code_mac"]):
             self._wrong_code(info, ip)
         with self.store.transaction():
             taken = self.store.take_copy(cid, self.clock())
             if taken is None:
-                raise CopyRefused(CopyState.USED_UP, lang=lang)
+                raise CopyRefused(CopyState.USED_UP, lang=lang, form_id=fid)
             ciphertext, downloads, used_up = taken
             how = "pickup code" if not grant else "thank-you page"
             self.store.audit(AuditAction.COPY_OPENED, actor="patient", ip=ip, reference=ref,
@@ -271,7 +275,7 @@ class Copies:
                                                              cid.encode())
         except InvalidTag:  # the stored ciphertext was changed: never hand out garbage
             log.error("copy for %s does not decrypt: the stored ciphertext was altered", ref)
-            raise CopyRefused(CopyState.ALTERED, lang=lang) from None
+            raise CopyRefused(CopyState.ALTERED, lang=lang, form_id=fid) from None
         left = row["max_downloads"] - downloads
         return OpenedCopy(pdf, f"{ref.lower()}.pdf",
                           CopyInfo(cid, ref, fid, lang, info.expires_at, left, info.tries_left))
@@ -289,8 +293,9 @@ class Copies:
                 self.store.audit(AuditAction.COPY_DELETED, reference=info.reference,
                                  form_id=info.form_id, detail="locked")
         if locked:
-            raise CopyRefused(CopyState.LOCKED, lang=info.lang)
-        raise CopyRefused(CopyState.WRONG_CODE, lang=info.lang, tries_left=MAX_FAILURES - failures)
+            raise CopyRefused(CopyState.LOCKED, lang=info.lang, form_id=info.form_id)
+        raise CopyRefused(CopyState.WRONG_CODE, lang=info.lang, form_id=info.form_id,
+                          tries_left=MAX_FAILURES - failures)
 
     # -- clean-up -----------------------------------------------------------------------
     def expire(self, copy_id: str | None = None) -> int:

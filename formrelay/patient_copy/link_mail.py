@@ -34,23 +34,23 @@ LINK_KIND = "patient_copy"
 PGP_KIND = "patient_copy_pgp"
 
 
-def subject(settings: Settings, lang: str) -> str:
+def subject(settings: Settings, lang: str, form_id: str) -> str:
     custom = settings.server.copy_mail_subject.strip()
     if custom:
         return custom
     return gettext(lang, "Your copy is ready - %(practice)s",
-                   practice=settings.server.practice_name)
+                   practice=settings.practice_of(form_id).name)
 
 
 def link_text(settings: Settings, lang: str, link: str, expires: datetime,
-              downloads: int) -> str:
+              downloads: int, form_id: str) -> str:
     _ = translations(lang).gettext
-    s = settings.server
-    contact = [s.practice_name, f"{_('Phone')} {s.practice_phone}"]
-    if s.practice_email:
-        contact.append(s.practice_email)
+    p = settings.practice_of(form_id)
+    contact = [p.name, f"{_('Phone')} {p.phone}"]
+    if p.email:
+        contact.append(p.email)
     return "\n".join([
-        s.practice_name,
+        p.name,
         "",
         _("Your copy is ready."),
         "",
@@ -59,7 +59,7 @@ def link_text(settings: Settings, lang: str, link: str, expires: datetime,
         link,
         "",
         _("The link works until %(date)s, for %(n)s downloads.")
-        % {"date": local_time(expires, s.timezone), "n": downloads},
+        % {"date": local_time(expires, p.timezone), "n": downloads},
         _("You need the pickup code that was shown after you sent the form."),
         _("This e-mail does not contain your answers."),
         "",
@@ -114,8 +114,8 @@ def build_link_mail(mail: OutboxMail, settings: Settings, store: Store) -> bytes
     data = unseal(settings, mail.payload or b"", mail.reference)
     lang = data.get("lang", "nl")
     body = link_text(settings, lang, data["link"], parse_iso(data["expires"]),
-                     int(data.get("downloads", settings.server.copy_downloads)))
-    return plain_message(mail, settings, subject(settings, lang), body)
+                     int(data.get("downloads", settings.server.copy_downloads)), mail.form_id)
+    return plain_message(mail, settings, subject(settings, lang, mail.form_id), body)
 
 
 def copy_mail_sent(mail: OutboxMail, store: Store) -> None:

@@ -43,8 +43,9 @@ def build_pgp_mail(mail: OutboxMail, settings: Settings, store: Store) -> Messag
         dest.write(payload)
 
     return encrypted_message(
-        sender=settings.sender, recipients=list(mail.recipients),
-        subject=subject(settings, lang.decode("ascii", "replace")), date=mail.created_at,
+        sender=settings.practice_of(mail.form_id).sender, recipients=list(mail.recipients),
+        subject=subject(settings, lang.decode("ascii", "replace"), mail.form_id),
+        date=mail.created_at,
         message_id=message_id(mail, settings), ciphertext=write, ciphertext_size=len(payload))
 
 
@@ -99,8 +100,8 @@ def pgp_copy(armored: str, pdf: bytes, sub: Submission, settings: Settings,
              store: Store) -> str:
     """The PDF in a MIME message, encrypted to the patient's key; ASCII armour."""
     inner = EmailMessage(policy=SMTP)
-    inner["Subject"] = subject(settings, sub.lang)
-    inner["From"] = settings.sender
+    inner["Subject"] = subject(settings, sub.lang, sub.form_id)
+    inner["From"] = settings.practice_of(sub.form_id).sender
     inner.set_param("protected-headers", "v1")
     inner.set_content(gettext(sub.lang, "Your copy is attached (PDF).") + "\n",
                       charset="utf-8")

@@ -43,4 +43,4 @@ class CopyStep:
             return None
         token = self.copies.record(stored.sub, stored.spec, prepared, ip=stored.ip)
         return prepared.public(token, self.copies.max_downloads,
-                               self.copies.settings.server.timezone)
+                               self.copies.settings.practice_of(stored.spec.id).timezone)

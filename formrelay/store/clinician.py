@@ -24,14 +24,14 @@ class Clinicians(StoreBase):
                      "forms", "disabled_at", "last_login_at")
 
     def user_add(self, username: str, password_hash: str, *, email: str,
-                 recipients: list[str], forms: list[str]) -> int:
+                 recipients: list[str], forms: list[str], practice: str = "default") -> int:
         now = iso(self.clock())
         with self.transaction() as conn:
             cur = conn.execute(
                 "INSERT INTO users (username, email, password_hash, recipients, forms, "
-                "created_at, changed_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "practice, created_at, changed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (username, email, password_hash, json.dumps(recipients), json.dumps(forms),
-                 now, now))
+                 practice, now, now))
         return int(cur.lastrowid or 0)
 
     def user_row(self, *, username: str | None = None,

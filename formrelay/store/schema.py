@@ -287,3 +287,10 @@ def _audit_verified(db: sqlite_utils.Database) -> None:
     db.conn.execute("CREATE TABLE audit_verified (one INTEGER PRIMARY KEY CHECK (one = 1), "
                     "upto_id INTEGER NOT NULL, upto_hash TEXT NOT NULL, "
                     "anchor_id INTEGER NOT NULL, at TEXT NOT NULL)")
+
+
+# -- many practices (issue 11; migrations 0060-0069) ------------------------------------
+@migration("0060_user_practice")
+def _user_practice(db: sqlite_utils.Database) -> None:
+    # The practice a clinician account belongs to: it sees that practice's forms only.
+    db.conn.execute("ALTER TABLE users ADD COLUMN practice TEXT NOT NULL DEFAULT 'default'")

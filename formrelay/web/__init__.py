@@ -16,6 +16,7 @@ from typing import Any
 from flask import Flask
 
 from ..config import CONFIG_ENV, ConfigError, Settings, load_config, parse_config
+from ..reload import Live
 from ..services import Services, build
 from ..store import utcnow
 from . import clinician, errors, headers, health, protect, public, widget
@@ -63,7 +64,10 @@ def build_app(config: Any, *, environ: Mapping[str, str] | None = None,
     app.jinja_env.globals.pop("config", None)
     logging.getLogger("formrelay").setLevel(settings.server.log_level)
     services.startup()
-    app.extensions["formrelay"] = services
+    app.extensions["formrelay"] = services  # as built; requests use the live ones
+    # the config file is watched when it is one (not a mapping a test passed)
+    watched = not isinstance(config, Mapping) and settings.path.is_file()
+    app.extensions["formrelay.live"] = Live(services, env, watch=watched)
     if settings.server.trusted_proxies:
         from werkzeug.middleware.proxy_fix import ProxyFix
 

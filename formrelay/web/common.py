@@ -5,22 +5,45 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from flask import current_app, render_template, request
+from flask import current_app, g, render_template, request
 from werkzeug.exceptions import RequestTimeout
 
+from ..config import PracticeSettings
 from ..i18n import pick_language, translations
 from ..intake.forms import field_attrs
 from ..intake.relay import Relay
 from ..intake.texts import text
 from ..localtime import local_date, shown
+from ..reload import Live
 from ..services import Services
 from ..store import parse_iso
 from .request import BadForm
 
 
 def services() -> Services:
-    s: Services = current_app.extensions["formrelay"]
-    return s
+    """The services in force: one request keeps those it started with, even when the
+    configuration is reloaded meanwhile (reload.py)."""
+    pinned: Services | None = g.get("formrelay_services")
+    if pinned is None:
+        live: Live = current_app.extensions["formrelay.live"]
+        pinned = g.formrelay_services = live.current
+    return pinned
+
+
+def page_practice() -> PracticeSettings:
+    """The practice a page speaks for: the one a view chose (g.practice), the form's in
+    the URL, the signed-in clinician's, else the default practice."""
+    settings = services().settings
+    chosen: PracticeSettings | None = g.get("practice")
+    if chosen is not None:
+        return chosen
+    form_id = (request.view_args or {}).get("form_id") if request else None
+    if form_id and form_id in settings.forms:
+        return settings.practice_of(form_id)
+    user = g.get("user")
+    if user is not None:
+        return settings.practice_or_default(user.practice)
+    return settings.default_practice
 
 
 def relay() -> Relay:
@@ -50,10 +73,13 @@ def _aware(value: datetime | str) -> datetime:
 
 def render(template: str, lang: str, **ctx: Any) -> str:
     tr = translations(lang)
-    s = relay().settings.server
-    return render_template(template, _=tr.gettext, lang=lang, practice_name=s.practice_name,
+    spec = ctx.get("spec")
+    if spec is not None:
+        g.practice = services().settings.practice_of(spec.id)
+    p = page_practice()
+    return render_template(template, _=tr.gettext, lang=lang, practice_name=p.name,
                            field_attrs=field_attrs, text=lambda spec, key: text(spec, key, lang),
-                           when=lambda dt: shown(_aware(dt), s.timezone),
-                           on_date=lambda dt: local_date(_aware(dt), s.timezone),
-                           practice_phone=s.practice_phone, practice_email=s.practice_email,
+                           when=lambda dt: shown(_aware(dt), p.timezone),
+                           on_date=lambda dt: local_date(_aware(dt), p.timezone),
+                           practice_phone=p.phone, practice_email=p.email,
                            **ctx)

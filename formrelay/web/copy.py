@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Flask, Response, request, url_for
+from flask import Blueprint, Flask, Response, g, request, url_for
 
 from ..i18n import gettext
 from ..patient_copy.copies import MAX_FAILURES, Copies, CopyRefused, CopyState
@@ -61,6 +61,8 @@ def _headers(resp: Response) -> Response:
 @bp.errorhandler(CopyRefused)
 def _gone(exc: CopyRefused) -> Response:
     lang = language(exc.lang or "nl")
+    if exc.form_id:
+        g.practice = relay().settings.practice_of(exc.form_id)
     status, title, message = _GONE.get(exc.state, _GONE[CopyState.ALTERED])
     html = render("copy_gone.html", lang, title=gettext(lang, title),
                   message=gettext(lang, message))
@@ -69,8 +71,9 @@ def _gone(exc: CopyRefused) -> Response:
 
 def _form(token: str, info: CopyInfo, lang: str, *, key: str = "", error: str = "",
           status: int = 200) -> Response:
+    g.practice = practice = relay().settings.practice_of(info.form_id)
     html = render("copy.html", lang, token=token, key=key, error=error,
-                  expires=local_time(info.expires_at, relay().settings.server.timezone),
+                  expires=local_time(info.expires_at, practice.timezone),
                   downloads_left=info.downloads_left,
                   action=url_for("copy.fetch", token=token, lang=lang),
                   other_lang="en" if lang == "nl" else "nl")

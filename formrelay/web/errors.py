@@ -79,7 +79,7 @@ def register(app: Flask) -> None:
         log.error("%s %s %s: %s", request.method, redact_path(request.path), what, exc)
         if request.path.startswith("/clinician"):
             return respond(503, gettext("en" if _api() else language(), _PAGE_UNAVAILABLE))
-        return user_error(relay().unavailable())
+        return user_error(relay().unavailable((request.view_args or {}).get("form_id", "")))
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Any:

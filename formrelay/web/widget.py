@@ -19,7 +19,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, g, request, url_for
 
 from .. import theme
-from .common import relay
+from .common import page_practice, relay
 
 bp = Blueprint("widget", __name__)
 
@@ -69,7 +69,9 @@ def widget_js() -> Response:
 
 @bp.get("/theme.css")
 def theme_css() -> Response:
-    t = relay().settings.theme
+    # each practice's own look: ?practice=<id> (page_context links it); else the default
+    settings = relay().settings
+    t = settings.practice_or_default(request.args.get("practice", "")).theme
     version = theme.version(t)
     resp = Response(theme.stylesheet(t), mimetype="text/css")
     return _cached(resp, version, request.args.get("v") == version)
@@ -80,8 +82,8 @@ def register(app: Flask) -> None:
 
     @app.context_processor
     def page_context() -> dict[str, Any]:
+        p = page_practice()
         origins = getattr(g, "frame_ancestors", None) or []
         return {"asset_url": asset_url, "embed": request.args.get("embed") == "1",
                 "frame_origins": origins,
-                "theme_url": url_for("widget.theme_css",
-                                     v=theme.version(relay().settings.theme))}
+                "theme_url": url_for("widget.theme_css", practice=p.id, v=theme.version(p.theme))}

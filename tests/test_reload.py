@@ -1,0 +1,176 @@
+"""Adding, changing or removing a practice takes effect without a restart: a real
+`formrelay serve` (gunicorn, two gevent workers) reloads its config file on SIGHUP or
+when the file changes; a bad file keeps the old configuration and the log names why."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from formrelay import create_app
+from formrelay.reload import Live
+
+from .conftest import ENV, make_config_dict, post_form, write_config
+from .keys import TestKey
+from .smtpd import free_port
+from .test_deploy import _http, _wait
+from .test_practices import NOORD_NAME, noord, valid_answers
+
+
+def _config(tmp_path: Path, keys: dict[str, TestKey], base: str = "http://localhost",
+            **practices: Any) -> Path:
+    cfg = make_config_dict(tmp_path / "data", keys, fields=[
+        {"name": "name", "type": "text", "label": "Naam", "required": True},
+        {"name": "complaint", "type": "textarea", "label": "Klacht", "required": True}],
+        server={"base_url": base, "reload_seconds": 1})
+    if practices:
+        cfg["practices"] = practices
+    return write_config(tmp_path / "config.toml", cfg)
+
+
+@contextmanager
+def serving(tmp_path: Path, config: Path, port: int) -> Iterator[tuple[subprocess.Popen[bytes],
+                                                                         Path]]:
+    """`formrelay serve` with two workers on 127.0.0.1:port; yields the process and log."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FORMRELAY_")}
+    env.update(ENV)
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "formrelay", "--config", str(config),
+                                 "serve", "--bind", f"127.0.0.1:{port}", "--workers", "2"],
+                                cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        _wait(f"http://127.0.0.1:{port}/healthz", proc, log)
+        yield proc, log
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+
+
+def until(check: Callable[[], bool], what: str, log: Path, seconds: float = 30) -> None:
+    """Wait until `check()` holds several times in a row (each worker answered)."""
+    end, streak = time.monotonic() + seconds, 0
+    while time.monotonic() < end:
+        streak = streak + 1 if check() else 0
+        if streak >= 8:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{what} did not happen:\n{log.read_text()[-3000:]}")
+
+
+def test_serve_reloads_practices_without_a_restart(tmp_path: Path,
+                                                   keys: dict[str, TestKey]) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    config = _config(tmp_path, keys, base)
+    with serving(tmp_path, config, port) as (proc, log):
+        pid = proc.pid
+        assert _http(f"{base}/f/noord-intake")[0] == 404
+
+        # a new practice: SIGHUP, and its form answers (its recipient's key imported)
+        _config(tmp_path, keys, base, noord=noord(keys))
+        proc.send_signal(signal.SIGHUP)
+        until(lambda: _http(f"{base}/f/noord-intake")[0] == 200, "the new form", log)
+        assert NOORD_NAME.encode() in _http(f"{base}/f/noord-intake")[1]
+
+        # a changed name shows at once, without a signal: the file changed
+        renamed = {**noord(keys), "name": "Gezondheidscentrum Noord"}
+        _config(tmp_path, keys, base, noord=renamed)
+        until(lambda: b"Gezondheidscentrum Noord" in _http(f"{base}/f/noord-intake")[1],
+              "the new name", log)
+
+        # a broken file: the old configuration keeps serving, the log says why
+        broken = {**renamed, "colour": "red"}
+        _config(tmp_path, keys, base, noord=broken)
+        proc.send_signal(signal.SIGHUP)
+        until(lambda: "practices.noord.colour: unknown setting" in log.read_text(),
+              "the logged problem", log)
+        time.sleep(1.5)  # the workers looked too
+        for _ in range(8):
+            status, page, _ = _http(f"{base}/f/noord-intake")
+            assert status == 200 and b"Gezondheidscentrum Noord" in page
+        assert "configuration not reloaded" in log.read_text()
+        bad_toml = config.read_text() + "\n[server\n"
+        config.write_text(bad_toml)
+        # (a worker looks at the file when a request comes, at most every reload_seconds)
+        until(lambda: _http(f"{base}/f/noord-intake")[0] == 200
+              and "not valid TOML" in log.read_text(), "the TOML error", log)
+
+        # the practice removed: its form is gone, the other one stays
+        _config(tmp_path, keys, base)
+        until(lambda: _http(f"{base}/f/noord-intake")[0] == 404, "the removal", log)
+        assert _http(f"{base}/f/intake")[0] == 200
+        assert proc.poll() is None and proc.pid == pid  # never restarted
+    # `formrelay check` reports a bad file too
+    config.write_text(bad_toml)
+    r = subprocess.run([sys.executable, "-m", "formrelay", "--config", str(config), "check"],
+                       env={**os.environ, **ENV}, capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "not valid TOML" in r.stdout + r.stderr
+
+
+def test_live_swaps_whole_services_and_keeps_the_old_on_a_bad_file(
+        tmp_path: Path, keys: dict[str, TestKey], caplog: pytest.LogCaptureFixture) -> None:
+    config = _config(tmp_path, keys)
+    app = create_app(config, environ=ENV)
+    app.testing = True
+    live: Live = app.extensions["formrelay.live"]
+    client = app.test_client()
+    assert client.get("/f/noord-intake").status_code == 404
+
+    _config(tmp_path, keys, noord=noord(keys))
+    live.ask()  # as SIGHUP does
+    # a new practice's form takes posts at once: its recipient's key was imported
+    r = post_form(client, valid_answers(), form_id="noord-intake", json_answer=True)
+    assert r.status_code == 200, r.get_json()
+    assert live.current.store is app.extensions["formrelay"].store  # nothing reopened
+
+    # the data folder cannot move under a running process
+    cfg_text = config.read_text()
+    config.write_text(cfg_text.replace(str(tmp_path / "data"), str(tmp_path / "elsewhere")))
+    live.ask()
+    with caplog.at_level(logging.ERROR, logger="formrelay.config"):
+        assert client.get("/f/noord-intake").status_code == 200
+    assert "server.data_dir changed" in caplog.text and "restart formrelay" in caplog.text
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_worker_reloads_on_sighup(tmp_path: Path, keys: dict[str, TestKey]) -> None:
+    """`formrelay worker` started before a practice existed sends its mail from that
+    practice's sender once SIGHUP told it about the new file."""
+    config = _config(tmp_path, keys)
+    text = config.read_text().replace("reload_seconds = 1", "reload_seconds = 0")
+    config.write_text(text)  # only SIGHUP reloads
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FORMRELAY_")}
+    log = tmp_path / "worker.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "formrelay", "--config", str(config),
+                                 "worker", "--interval", "0.3"], env={**env, **ENV},
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        until(lambda: "delivery worker" in log.read_text(), "the worker's start", log)
+        cfg = _config(tmp_path, keys, noord={**noord(keys), "forms": {"noord-intake": {
+            **noord(keys)["forms"]["noord-intake"], "delivery": "email"}}})
+        cfg.write_text(cfg.read_text().replace("reload_seconds = 1", "reload_seconds = 0"))
+        proc.send_signal(signal.SIGHUP)
+        until(lambda: "configuration reloaded" in log.read_text(), "the reload", log)
+        app = create_app(cfg, environ=ENV)
+        app.testing = True
+        ref = post_form(app.test_client(), valid_answers(), form_id="noord-intake",
+                        json_answer=True).get_json()["reference"]
+        sent = tmp_path / "mail" / f"{ref}.eml"
+        until(sent.exists, "the mail", log)
+        assert b"From: formulieren@noord.test" in sent.read_bytes()
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
