@@ -23,6 +23,7 @@ from .settings import (  # noqa: F401 - re-exported: callers import settings fro
     CONFIG_ENV,
     COPY_MAX_DOWNLOADS,
     COPY_MAX_EXPIRY_DAYS,
+    DATABASE_URL_ENV,
     DEFAULT_RETENTION_DAYS,
     FIELD_TYPES,
     HEALTH_TOKEN_ENV,
@@ -40,6 +41,7 @@ from .settings import (  # noqa: F401 - re-exported: callers import settings fro
     Settings,
     SmtpSettings,
     ThemeSettings,
+    database_url_problem,
     documented_keys,
     is_loopback,
     setting,
@@ -167,6 +169,8 @@ def parse_config(raw: Mapping[str, Any], path: Path, environ: Mapping[str, str])
     smtp_raw = raw.get("smtp", {})
     password = environ.get(SMTP_PASSWORD_ENV, "")
     smtp: SmtpSettings = ld.build(SmtpSettings, smtp_raw, "smtp", {"password": password})
+    if environ.get(DATABASE_URL_ENV):
+        server = dataclasses.replace(server, database_url=environ[DATABASE_URL_ENV])
     _check_server(ld, server)
     _check_timezone(ld, server)
     _check_smtp(ld, smtp)
@@ -218,6 +222,11 @@ def parse_config(raw: Mapping[str, Any], path: Path, environ: Mapping[str, str])
 
 
 def _check_server(ld: _Loader, server: ServerSettings) -> None:
+    problem = database_url_problem(server.database_url)
+    if problem:
+        raise ld.fail("server.database_url", problem,
+                      "write postgresql://USER@HOST:5432/DATABASE, or leave it empty for the "
+                      f"SQLite file (it may come from {DATABASE_URL_ENV} instead)")
     if not re.match(r"^https?://[^/\s]+", server.base_url):
         raise ld.fail("server.base_url", f"{server.base_url!r} is not a URL",
                       "write e.g. https://forms.example.nl")

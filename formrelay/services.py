@@ -90,7 +90,7 @@ def build(settings: Settings, clock: Callable[[], datetime] = utcnow, *,
     """Open the data folder's database and keyring and wire the relay's pipeline.
     `extra_steps` run after the standard ones (tests use it)."""
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    store = Store(settings.db_path, clock)
+    store = Store(settings.db_path, clock, url=settings.server.database_url)
     keyring = Keyring(settings.gnupg_home, timeout=settings.server.gpg_timeout_seconds)
     copies = Copies(settings, store, clock)
     relay = Relay(settings, store=store, keyring=keyring, clock=clock, steps=(

@@ -19,6 +19,11 @@ from formrelay.store import Store, audit_hash
 from .area import Clock, cli_run
 
 
+FORGE = ("INSERT INTO audit (id, at, action, outcome, actor, ip, reference, form_id, detail, "
+         "prev_hash, hash) VALUES (:id, :at, :action, :outcome, :actor, :ip, :reference, "
+         ":form_id, :detail, :prev_hash, :hash)")
+
+
 def events(store: Store, n: int = 6) -> None:
     for i in range(n):
         store.audit("login", "ok" if i % 2 else "failed", actor=f"user:u{i}", ip="192.0.2.1",
@@ -64,9 +69,7 @@ def insert_forged(store: Store) -> None:
     fake = {"id": 7, "at": last["at"], "action": "login", "outcome": "ok", "actor": "user:x",
             "ip": "", "reference": "", "form_id": "", "detail": "", "prev_hash": last["hash"]}
     fake["hash"] = "f" * 64
-    attacker(store).execute(
-        "INSERT INTO audit VALUES (:id, :at, :action, :outcome, :actor, :ip, :reference, "
-        ":form_id, :detail, :prev_hash, :hash)", fake)
+    attacker(store).execute(FORGE, fake)
 
 
 def insert_with_gap(store: Store) -> None:
@@ -74,9 +77,7 @@ def insert_with_gap(store: Store) -> None:
     fake = {"id": 9, "at": last["at"], "action": "deleted", "outcome": "ok", "actor": "system",
             "ip": "", "reference": "", "form_id": "", "detail": "", "prev_hash": last["hash"]}
     fake["hash"] = audit_hash(str(last["hash"]), fake)
-    attacker(store).execute(
-        "INSERT INTO audit VALUES (:id, :at, :action, :outcome, :actor, :ip, :reference, "
-        ":form_id, :detail, :prev_hash, :hash)", fake)
+    attacker(store).execute(FORGE, fake)
 
 
 @pytest.mark.parametrize(("tamper", "found"), [
@@ -202,8 +203,7 @@ def rewrite_from_verified(store: Store) -> None:
                 "outcome": "ok", "actor": "user:x", "ip": "", "reference": "", "form_id": "",
                 "detail": "", "prev_hash": prev}
         fake["hash"] = prev = audit_hash(prev, fake)
-        con.execute("INSERT INTO audit VALUES (:id, :at, :action, :outcome, :actor, :ip, "
-                    ":reference, :form_id, :detail, :prev_hash, :hash)", fake)
+        con.execute(FORGE, fake)
     con.execute("UPDATE audit_head SET last_id = 6, last_hash = ?", (prev,))
 
 
