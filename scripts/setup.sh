@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what formrelay needs on a Debian machine, then a virtualenv in .venv.
 #   scripts/setup.sh          the service (gnupg, Python packages)
-#   scripts/setup.sh --test   also the test tools (rnp, chromium, systemd tools, test packages)
+#   scripts/setup.sh --test   also the test tools (rnp, chromium, systemd tools, PostgreSQL
+#                             for the tests to start their own server, test packages)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,7 +12,8 @@ packages=(gnupg python3 python3-venv python3-pip ca-certificates fonts-dejavu-co
   tzdata)
 if [[ "${1:-}" == "--test" ]]; then
   # chromium-l10n: Chromium in Dutch for scripts/screenshot.py (date field "dd-mm-jjjj")
-  packages+=(rnp chromium chromium-l10n systemd caddy nginx)
+  # postgresql: the tests run initdb/pg_ctl on a temp folder and a loopback port (tests/pg.py)
+  packages+=(rnp chromium chromium-l10n systemd caddy nginx postgresql)
 fi
 
 missing=()

@@ -18,6 +18,8 @@ from formrelay.store import Store, audit_hash
 
 from .area import Clock, cli_run
 
+pytestmark = pytest.mark.sqlite_only  # tampers with the SQLite file; see test_postgres.py
+
 
 FORGE = ("INSERT INTO audit (id, at, action, outcome, actor, ip, reference, form_id, detail, "
          "prev_hash, hash) VALUES (:id, :at, :action, :outcome, :actor, :ip, :reference, "

@@ -88,7 +88,7 @@ class AuditLog(StoreBase):
 
     def audit_rows(self, reference: str | None = None,
                    practice: str | None = None) -> list[dict[str, Any]]:
-        """Events of one reference (or all), of one practice (or all), in time order."""
+        """Events of one reference (or all), of one practice (or all), chain by chain."""
         sql, args = "SELECT * FROM audit WHERE 1=1", []
         if reference:
             sql += " AND reference = ?"
@@ -96,7 +96,7 @@ class AuditLog(StoreBase):
         if practice:
             sql += " AND practice = ?"
             args.append(practice)
-        return [dict(r) for r in self.conn.execute(sql + " ORDER BY at, practice, id", args)]
+        return [dict(r) for r in self.conn.execute(sql + " ORDER BY practice, id", args)]
 
     def audit_practices(self) -> list[str]:
         """The practices that have an audit chain (the default one always)."""

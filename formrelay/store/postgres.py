@@ -13,6 +13,7 @@ one database, and the database itself serialises what must happen once (row lock
 
 from __future__ import annotations
 
+import atexit
 import re
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -57,6 +58,7 @@ def open_pool(url: str) -> Any:
                          "install it with: pip install 'formrelay[postgres]'")
     pool = psycopg_pool.ConnectionPool(url, min_size=1, max_size=POOL_MAX, open=False,
                                        timeout=CONNECT_SECONDS, name="formrelay",
+                                       num_workers=1,
                                        kwargs={"autocommit": True,
                                                "connect_timeout": CONNECT_SECONDS})
     try:
@@ -158,10 +160,18 @@ class PgConnection:
     def __init__(self, pool: Any):
         self.pool = pool
         self._local = threading.local()
+        # closed before the interpreter tears down (a gevent worker cannot stop the
+        # pool's helper threads from a finaliser)
+        atexit.register(self.close)
 
     @property
     def tx(self) -> Any:
         return getattr(self._local, "tx", None)
+
+    @property
+    def conn(self) -> PgConnection:
+        """Itself: a migration step written as `db.conn.execute(...)` runs here too."""
+        return self
 
     @property
     def in_transaction(self) -> bool:
@@ -218,4 +228,6 @@ class PgConnection:
         conn.execute(script.encode())  # bytes: psycopg leaves % alone, several statements
 
     def close(self) -> None:
-        self.pool.close()
+        if not self.pool.closed:
+            self.pool.close()
+            atexit.unregister(self.close)
