@@ -318,3 +318,37 @@ def test_purge_keeps_each_practice_chain_verifiable(store: Store) -> None:
     for practice in ("default", "noord"):
         assert verify(store, practice=practice).ok
         assert store.audit_anchor(practice)["upto_id"] == 3  # type: ignore[index]
+
+
+def test_backup_command_refuses_on_postgres(tmp_path: Path, keys: dict[str, TestKey],
+                                            runner: CliRunner, pg_url: str) -> None:
+    cfg = make_config_dict(tmp_path / "data", keys, server={"database_url": pg_url})
+    path = write_config(tmp_path / "config.toml", cfg)
+    r = runner.invoke(cli, ["--config", str(path), "backup", str(tmp_path / "b")], env=ENV)
+    assert r.exit_code != 0 and "pg_dump" in r.output
+    assert not (tmp_path / "b").exists()
+
+
+def test_check_names_the_postgres_database(tmp_path: Path, keys: dict[str, TestKey],
+                                           runner: CliRunner, pg_url: str) -> None:
+    cfg = make_config_dict(tmp_path / "data", keys, server={"database_url": pg_url})
+    path = write_config(tmp_path / "config.toml", cfg)
+    r = runner.invoke(cli, ["--config", str(path), "check", "--offline"], env=ENV)
+    assert f"ok    database {pg_url} (PostgreSQL)" in r.output, r.output
+
+
+def test_tampering_in_postgres_is_found_per_practice(store: Store) -> None:
+    for practice in ("default", "noord"):
+        for i in range(3):
+            store.audit("login", actor=f"user:{i}", practice=practice)
+    assert verify(store).ok
+    # someone with the database's owner rights: the triggers are no obstacle to them
+    with store.transaction() as conn:
+        conn.execute("ALTER TABLE audit DISABLE TRIGGER USER")
+        conn.execute("UPDATE audit SET actor = 'user:x' WHERE practice = 'noord' AND id = 2")
+        conn.execute("ALTER TABLE audit ENABLE TRIGGER USER")
+    problems = verify(store).problems
+    assert problems == ["practice noord: row #2 was changed after it was written (its hash "
+                        "does not match)"]
+    with pytest.raises(Exception, match="append-only"):  # noqa: PT011 - the engine's own
+        store.conn.execute("DELETE FROM audit WHERE id = 3")
