@@ -25,6 +25,7 @@ from .settings import (  # noqa: F401 - re-exported: callers import settings fro
     CONFIG_ENV,
     COPY_MAX_DOWNLOADS,
     COPY_MAX_EXPIRY_DAYS,
+    DATABASE_URL_ENV,
     DEFAULT_PRACTICE,
     DEFAULT_RETENTION_DAYS,
     FIELD_TYPES,
@@ -45,6 +46,7 @@ from .settings import (  # noqa: F401 - re-exported: callers import settings fro
     Settings,
     SmtpSettings,
     ThemeSettings,
+    database_url_problem,
     documented_keys,
     is_loopback,
     setting,
@@ -190,6 +192,12 @@ def parse_config(raw: Mapping[str, Any], path: Path, environ: Mapping[str, str])
     smtp_raw = raw.get("smtp", {})
     password = environ.get(SMTP_PASSWORD_ENV, "")
     smtp: SmtpSettings = ld.build(SmtpSettings, smtp_raw, "smtp", {"password": password})
+    if _url_password(server.database_url):
+        raise ld.fail("server.database_url", "secrets are not read from the file",
+                      f"remove the password from the URL and set the whole URL in "
+                      f"{DATABASE_URL_ENV} in the environment")
+    if environ.get(DATABASE_URL_ENV):
+        server = dataclasses.replace(server, database_url=environ[DATABASE_URL_ENV])
     _check_server(ld, server)
     _check_rate_limit_storage(ld, server.rate_limit_storage)
     _check_timezone(ld, "server.timezone", server.timezone)
@@ -335,11 +343,23 @@ def _build_practice(ld: _Loader, prefix: str, pid: str, table: dict[str, Any],
         recipients=tuple(recipients), forms=tuple(fids))
 
 
+def _url_password(url: str) -> bool:
+    try:
+        return urlsplit(url).password is not None
+    except ValueError:  # not a URL: database_url_problem says so
+        return False
+
+
 def _name(pid: str) -> str:
     return "the default practice" if pid == DEFAULT_PRACTICE else f"practice {pid!r}"
 
 
 def _check_server(ld: _Loader, server: ServerSettings) -> None:
+    problem = database_url_problem(server.database_url)
+    if problem:
+        raise ld.fail("server.database_url", problem,
+                      "write postgresql://USER@HOST:5432/DATABASE, or leave it empty for the "
+                      f"SQLite file (or set the URL in {DATABASE_URL_ENV})")
     if not re.match(r"^https?://[^/\s]+", server.base_url):
         raise ld.fail("server.base_url", f"{server.base_url!r} is not a URL",
                       "write e.g. https://forms.example.nl")

@@ -100,7 +100,7 @@ def build(settings: Settings, clock: Callable[[], datetime] = utcnow, *,
     `extra_steps` run after the standard ones (tests use it). A reload (reload.py)
     passes the open `store` and `keyring` on to the new settings."""
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    store = store or Store(settings.db_path, clock)
+    store = store or Store(settings.db_path, clock, url=settings.server.database_url)
     keyring = keyring or Keyring(settings.gnupg_home,
                                  timeout=settings.server.gpg_timeout_seconds)
     copies = Copies(settings, store, clock)

@@ -42,8 +42,11 @@ CONFIG_ENV = "FORMRELAY_CONFIG"
 HEALTH_TOKEN_ENV = "FORMRELAY_HEALTH_TOKEN"  # noqa: S105 - a variable name, not a secret
 # The Redis password when server.rate_limit_storage is a redis:// URL (never in the URL).
 REDIS_PASSWORD_ENV = "FORMRELAY_REDIS_PASSWORD"  # noqa: S105 - a variable name, not a secret
+# Optional: server.database_url with its password, kept out of the config file.
+DATABASE_URL_ENV = "FORMRELAY_DATABASE_URL"
 # The variables holding secrets: they go in deploy/formrelay.env, never in the config file.
-SECRET_ENVS = (SECRET_KEY_ENV, SMTP_PASSWORD_ENV, HEALTH_TOKEN_ENV, REDIS_PASSWORD_ENV)
+SECRET_ENVS = (SECRET_KEY_ENV, SMTP_PASSWORD_ENV, HEALTH_TOKEN_ENV, REDIS_PASSWORD_ENV,
+               DATABASE_URL_ENV)
 
 # Patient copies: a link that works for months, or for many downloads, is no longer the
 # short-lived pickup the patient was promised.
@@ -76,6 +79,24 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def database_url_problem(url: str) -> str | None:
+    """What is wrong with server.database_url, or None (empty: the SQLite file)."""
+    if not url:
+        return None
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError as exc:
+        return f"not a valid URL ({exc})"
+    if parts.scheme not in ("postgresql", "postgres"):
+        given = f"{parts.scheme}://" if parts.scheme else repr(url)
+        return (f"must start with postgresql:// (not {given}); leave it empty for the "
+                "SQLite file in data_dir")
+    if not parts.path.strip("/") and "dbname=" not in parts.query:
+        return "names no database (postgresql://USER@HOST:5432/DATABASE)"
+    return None
+
+
 def setting(default: Any = REQUIRED, help: str = "", choices: tuple[Any, ...] = ()) -> Any:
     """Declare one setting: its default (or REQUIRED), help text and allowed values."""
     meta = {"default": default, "help": help, "choices": choices}
@@ -94,6 +115,12 @@ class ServerSettings:
     )
     data_dir: str = setting(
         "data", "Folder for the database and the GnuPG home; relative to this file."
+    )
+    database_url: str = setting(
+        "", "PostgreSQL instead of the SQLite file in data_dir, for several app instances "
+        "and workers on one database: postgresql://USER@HOST:5432/DATABASE (needs "
+        "pip install 'formrelay[postgres]'). No password here: put the whole URL in "
+        "FORMRELAY_DATABASE_URL, which replaces this setting. Empty: the SQLite file."
     )
     practice_name: str = setting(
         "", "Name of the default practice (the forms and recipients outside [practices.*]), "

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what formrelay needs on a Debian machine, then a virtualenv in .venv.
 #   scripts/setup.sh          the service (gnupg, Python packages)
-#   scripts/setup.sh --test   also the test tools (rnp, chromium, systemd tools, test packages)
+#   scripts/setup.sh --test   also the test tools (rnp, chromium, systemd tools, PostgreSQL
+#                             for the tests to start their own server, test packages)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,8 +12,9 @@ packages=(gnupg python3 python3-venv python3-pip ca-certificates fonts-dejavu-co
   tzdata)
 if [[ "${1:-}" == "--test" ]]; then
   # chromium-l10n: Chromium in Dutch for scripts/screenshot.py (date field "dd-mm-jjjj")
-  # redis-server: the rate-limit tests start their own on a loopback port
-  packages+=(rnp chromium chromium-l10n systemd caddy nginx redis-server)
+  # redis-server, postgresql: the tests start their own on loopback ports (tests/redisd.py,
+  # tests/pg.py)
+  packages+=(rnp chromium chromium-l10n systemd caddy nginx redis-server postgresql)
 fi
 
 missing=()

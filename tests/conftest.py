@@ -1,8 +1,14 @@
-"""Shared fixtures: real gpg keys, a temp data folder, the app, its client and CLI runner."""
+"""Shared fixtures: real gpg keys, a temp data folder, the app, its client and CLI runner.
+
+With FORMRELAY_TEST_DATABASE=postgresql every test config (make_config_dict) names a
+fresh PostgreSQL database of its own (tests/pg.py starts the server once per session),
+so the same tests check the store on both engines; scripts/test.sh runs them that way
+too. Tests that open a `Store` themselves use `open_store`, which follows the mode."""
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import secrets
 import subprocess
@@ -18,9 +24,10 @@ from flask.testing import FlaskClient
 
 from formrelay import create_app, services
 from formrelay.config import HEALTH_TOKEN_ENV, SECRET_KEY_ENV, load_config
-from formrelay.store import utcnow
+from formrelay.store import Store, utcnow
 
 from .keys import TestKey, make_all
+from .pg import TEST_DATABASE_ENV, PgServer
 from .redisd import RedisServer
 from .redisd import binary as redis_binary
 from .smtpd import TlsFiles, make_tls_files
@@ -39,6 +46,50 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, TestKey
     for key in made.values():  # the test keys' homes needed an agent to decrypt
         subprocess.run(["gpgconf", "--homedir", str(key.home), "--kill", "all"],
                        capture_output=True, timeout=30, check=False)
+
+
+ON_POSTGRES = os.environ.get(TEST_DATABASE_ENV, "") == "postgresql"
+# The database of the running test in PostgreSQL mode ("" = the SQLite file in data_dir).
+DATABASE: dict[str, str] = {"url": ""}
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PgServer]:
+    """A PostgreSQL server for this session (started on first use, stopped at the end)."""
+    try:
+        server = PgServer()
+    except FileNotFoundError as exc:
+        if ON_POSTGRES:
+            raise  # asked for explicitly: a missing server is an error, not a skip
+        pytest.skip(str(exc))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(postgres: PgServer) -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database of this test's own."""
+    url = postgres.new_database()
+    yield url
+    postgres.drop(url)
+
+
+@pytest.fixture(autouse=ON_POSTGRES)
+def _database(request: pytest.FixtureRequest) -> Iterator[None]:
+    """PostgreSQL mode: this test's configs and stores use a database of its own."""
+    if not ON_POSTGRES or request.node.get_closest_marker("sqlite_only"):
+        yield
+        return
+    DATABASE["url"] = request.getfixturevalue("pg_url")
+    try:
+        yield
+    finally:
+        DATABASE["url"] = ""
+
+
+def open_store(path: Path, clock: Callable[..., Any] | None = None) -> Store:
+    """A Store at `path` (SQLite), or on this test's PostgreSQL database in that mode."""
+    return Store(path, clock or utcnow, url=DATABASE["url"])
 
 
 @pytest.fixture(scope="session")
@@ -91,6 +142,8 @@ def make_config_dict(data_dir: Path, keys: dict[str, TestKey], *, recipients: tu
     server = {"data_dir": str(data_dir), "practice_name": "Praktijk Test",
               "practice_phone": "020 555 0101", "min_fill_seconds": 0,
               "base_url": "http://localhost"}
+    if DATABASE["url"]:
+        server["database_url"] = DATABASE["url"]
     server.update(form.pop("server", {}))
     cfg: dict[str, Any] = {
         "server": server,

@@ -18,6 +18,13 @@ from formrelay.store import Store, audit_hash
 
 from .area import Clock, cli_run
 
+pytestmark = pytest.mark.sqlite_only  # tampers with the SQLite file; see test_postgres.py
+
+
+FORGE = ("INSERT INTO audit (id, at, action, outcome, actor, ip, reference, form_id, detail, "
+         "prev_hash, hash) VALUES (:id, :at, :action, :outcome, :actor, :ip, :reference, "
+         ":form_id, :detail, :prev_hash, :hash)")
+
 
 def events(store: Store, n: int = 6) -> None:
     for i in range(n):
@@ -64,9 +71,7 @@ def insert_forged(store: Store) -> None:
     fake = {"id": 7, "at": last["at"], "action": "login", "outcome": "ok", "actor": "user:x",
             "ip": "", "reference": "", "form_id": "", "detail": "", "prev_hash": last["hash"]}
     fake["hash"] = "f" * 64
-    attacker(store).execute(
-        "INSERT INTO audit VALUES (:id, :at, :action, :outcome, :actor, :ip, :reference, "
-        ":form_id, :detail, :prev_hash, :hash)", fake)
+    attacker(store).execute(FORGE, fake)
 
 
 def insert_with_gap(store: Store) -> None:
@@ -74,9 +79,7 @@ def insert_with_gap(store: Store) -> None:
     fake = {"id": 9, "at": last["at"], "action": "deleted", "outcome": "ok", "actor": "system",
             "ip": "", "reference": "", "form_id": "", "detail": "", "prev_hash": last["hash"]}
     fake["hash"] = audit_hash(str(last["hash"]), fake)
-    attacker(store).execute(
-        "INSERT INTO audit VALUES (:id, :at, :action, :outcome, :actor, :ip, :reference, "
-        ":form_id, :detail, :prev_hash, :hash)", fake)
+    attacker(store).execute(FORGE, fake)
 
 
 @pytest.mark.parametrize(("tamper", "found"), [
@@ -202,8 +205,7 @@ def rewrite_from_verified(store: Store) -> None:
                 "outcome": "ok", "actor": "user:x", "ip": "", "reference": "", "form_id": "",
                 "detail": "", "prev_hash": prev}
         fake["hash"] = prev = audit_hash(prev, fake)
-        con.execute("INSERT INTO audit VALUES (:id, :at, :action, :outcome, :actor, :ip, "
-                    ":reference, :form_id, :detail, :prev_hash, :hash)", fake)
+        con.execute(FORGE, fake)
     con.execute("UPDATE audit_head SET last_id = 6, last_hash = ?", (prev,))
 
 
@@ -307,3 +309,68 @@ def test_full_verify_never_moves_the_point_past_a_rewrite(make_app: Callable[...
     assert result.exit_code == 2
     assert f"PROBLEM row #{point['upto_id']}, verified on" in result.output
     assert store.audit_verified() == point
+
+
+# -- one chain per practice (migration 0070) ---------------------------------------------
+def test_a_chain_written_before_practices_still_verifies_after_the_migration(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from formrelay.store import base
+
+    path = tmp_path / "formrelay.db"
+    before = [m for m in base.MIGRATIONS if m[0] != "0070_audit_practice"]
+    with monkeypatch.context() as m:
+        m.setattr(base, "MIGRATIONS", before)
+        old = Store(path)  # a database of the version before
+        prev = "0" * 64
+        with old.transaction() as con:
+            for i in range(1, 6):  # what that version's audit() wrote
+                fake = {"id": i, "at": f"2026-01-0{i}T00:00:00.000000Z", "action": "login",
+                        "outcome": "ok", "actor": f"user:u{i}", "ip": "192.0.2.1",
+                        "reference": "", "form_id": "", "detail": "", "prev_hash": prev}
+                fake["hash"] = prev = audit_hash(prev, fake)
+                con.execute(FORGE, fake)
+            con.execute("INSERT INTO audit_verified VALUES (1, 3, ?, 0, ?)",
+                        (con.execute("SELECT hash FROM audit WHERE id = 3").fetchone()[0],
+                         "2026-01-06T00:00:00.000000Z"))
+        old.close()
+    store = Store(path)  # start-up runs 0070
+    assert store.audit_head() == (5, prev)
+    assert store.audit_verified()["upto_id"] == 3  # type: ignore[index]
+    result = verify(store, incremental=True)
+    assert result.ok and result.since_id == 3, result.problems
+    assert verify(store).ok and verify(store).rows == 5
+    store.audit("login", actor="user:new")
+    store.audit("login", actor="user:oost", practice="oost")
+    assert store.audit_head()[0] == 6 and store.audit_head("oost")[0] == 1
+    assert verify(store).ok and verify(store, practice="oost").rows == 1
+
+
+def test_each_practice_chain_is_verified_and_exported_on_its_own(
+        make_app: Callable[..., Flask], tmp_path: Path) -> None:
+    app = make_app()
+    store = app.extensions["formrelay"].store
+    for practice in ("default", "noord", "zuid"):
+        for i in range(3):
+            store.audit("downloaded", actor=f"user:{practice}{i}", reference="FR-AAAA-BBBB"
+                        if practice == "noord" else "", practice=practice)
+    ok = cli_run(tmp_path, "audit", "verify")
+    assert ok.exit_code == 0, ok.output
+    assert "practice noord: 3 rows checked (#1 to #3)" in ok.output
+    assert "practice zuid: 3 rows checked" in ok.output
+    # a row moved into another practice's chain no longer fits either chain
+    con = attacker(store)
+    con.execute("UPDATE audit SET practice = 'zuid', id = 4 WHERE practice = 'noord' AND id = 3")
+    con.close()
+    bad = cli_run(tmp_path, "audit", "verify")
+    assert bad.exit_code == 2
+    assert "PROBLEM practice noord: row #3 missing at the end" in bad.output
+    assert "PROBLEM practice zuid: row #4 was changed" in bad.output
+    only = cli_run(tmp_path, "audit", "verify", "--practice", "default")
+    assert only.exit_code == 0 and "practice" not in only.output.split("ok:")[0]
+    unknown = cli_run(tmp_path, "audit", "verify", "--practice", "west")
+    assert unknown.exit_code == 2 and "no audit chain for practice 'west'" in unknown.output
+    export = cli_run(tmp_path, "audit", "export", "--reference", "FR-AAAA-BBBB",
+                     "--practice", "noord")
+    assert "2 event(s)" in export.output and "user:noord2" not in export.output
+    assert "No events recorded" in cli_run(tmp_path, "audit", "export", "--reference",
+                                           "FR-AAAA-BBBB", "--practice", "default").output

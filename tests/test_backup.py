@@ -8,6 +8,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner, Result
 
 from formrelay.cli import cli
@@ -18,6 +19,8 @@ from formrelay.store import Store
 
 from .conftest import ENV, canary, make_config_dict, valid_answers, write_config
 from .keys import TestKey, gpg_decrypt
+
+pytestmark = pytest.mark.sqlite_only  # the SQLite file (PostgreSQL: pg_dump, test_postgres.py)
 
 BACKUPS_WHILE_WRITING = 3
 MAX_SUBMISSIONS = 300

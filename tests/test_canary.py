@@ -30,6 +30,7 @@ from formrelay import create_app, services
 from formrelay.intake.forms import bsn_is_valid
 from formrelay.logs import JsonFormatter
 from formrelay.mail import outbox
+from formrelay.store import Store
 
 from .area import Browser, Clock, add_user, cheap_hashing, totp_at
 from .canary import found_in, leaks_of, start_clock, temp_root
@@ -100,6 +101,19 @@ def kept_out(found: dict[str, list[str]], allowed: Iterable[str]) -> dict[str, l
     out = {s: [p for p in places if not any(a in p for a in allowed)]
            for s, places in found.items()}
     return {s: p for s, p in out.items() if p}
+
+
+def database_rows(store: Store) -> bytes:
+    """Every value in every table of a PostgreSQL database, as bytes to search."""
+    tables = [r[0] for r in store.conn.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")]
+    out = bytearray()
+    for table in tables:
+        for row in store.conn.execute(f'SELECT * FROM "{table}"'):  # noqa: S608 - catalog names
+            for value in row:
+                out += value if isinstance(value, bytes) else str(value).encode()
+                out += b"\n"
+    return bytes(out)
 
 
 def test_canary_is_nowhere_but_in_the_ciphertext(
@@ -184,10 +198,13 @@ def test_canary_is_nowhere_but_in_the_ciphertext(
     # now search everywhere
     data_dir = relay.settings.data_dir
     db = relay.store.path
-    assert db.stat().st_size and Path(f"{db}-wal").stat().st_size  # the WAL is searched too
+    if relay.store.engine == "sqlite":
+        assert db.stat().st_size and Path(f"{db}-wal").stat().st_size  # the WAL is searched too
     texts = [logs.text, *(JsonFormatter().format(r) for r in logs.records), *requests.lines]
     blobs = [m.data for m in mails] + [m.mail_from.encode() + repr(m.rcpt_tos).encode()
                                        for m in mails] + [eml.data, asc.data]
+    if relay.store.engine == "postgresql":  # no file to search: every row of every table
+        blobs.append(database_rows(relay.store))
     roots = [data_dir, temp_root()]
     # the test's own config (the options are set there) and its keys may hold them
     allowed = [str(config), "/keys"]

@@ -18,7 +18,15 @@ from formrelay.config import ConfigError
 from formrelay.crypto.packets import PacketError, encryption_packet
 from formrelay.store import Store, utcnow
 
-from .conftest import ENV, HEALTH_AUTH, HEALTH_TOKEN, SECRET, make_config_dict, write_config
+from .conftest import (
+    ENV,
+    HEALTH_AUTH,
+    HEALTH_TOKEN,
+    SECRET,
+    make_config_dict,
+    open_store,
+    write_config,
+)
 from .keys import TestKey
 from .smtpd import TlsFiles, smtp_config, smtp_server
 
@@ -130,7 +138,7 @@ def test_data_folder_readable_by_others_is_a_warning(tmp_path: Path,
 
 def _queue_mail(data: Path, age: timedelta) -> None:
     then = utcnow() - age
-    store = Store(data / "formrelay.db", clock=lambda: then)
+    store = open_store(data / "formrelay.db", clock=lambda: then)
     store.enqueue("submission", "FR-AAAA-BBBB", ["alice@praktijk.test"], form_id="intake")
     store.close()
 
@@ -153,7 +161,7 @@ def test_old_outbox_message(tmp_path: Path, keys: dict[str, TestKey], age: timed
 
 def test_clock_behind_the_database_is_an_error(tmp_path: Path, keys: dict[str, TestKey]) -> None:
     future = utcnow() + timedelta(days=3, hours=1)
-    store = Store(tmp_path / "data" / "formrelay.db", clock=lambda: future)
+    store = open_store(tmp_path / "data" / "formrelay.db", clock=lambda: future)
     store.audit("received", actor="patient", reference="FR-AAAA-BBBB", form_id="intake")
     store.close()
     r = run_check(tmp_path, keys)
@@ -258,6 +266,7 @@ def test_healthz_ok_when_only_warnings(make_app: Any) -> None:
     assert r.get_json()["ok"] is True and r.get_json()["status"] == "warn"
 
 
+@pytest.mark.sqlite_only  # reads the SQLite file itself
 def test_tampered_audit_log_is_an_error_in_check_and_healthz(tmp_path: Path,
                                                              keys: dict[str, TestKey]) -> None:
     store = Store(tmp_path / "data" / "formrelay.db")

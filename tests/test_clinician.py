@@ -350,7 +350,7 @@ def test_disabled_and_removed_users(make_app: Callable[..., Flask], tmp_path: Pa
     actions = [r["detail"] for r in audit(app, "user changed")]
     assert "user:anna: disabled" in actions[-2] and "enabled" in actions[-1]
     assert audit(app, "user removed")[0]["actor"] == "operator"
-    assert sqlite3.connect(app.extensions["formrelay"].store.path).execute(
+    assert app.extensions["formrelay"].store.conn.execute(
         "SELECT COUNT(*) FROM sessions WHERE user_id IS NOT NULL").fetchone()[0] == 0
 
 
@@ -360,6 +360,7 @@ def _db_bytes(app: Flask) -> bytes:
                     if p.exists())
 
 
+@pytest.mark.sqlite_only  # reads the SQLite file itself
 def test_totp_secret_is_sealed_at_rest(make_app: Callable[..., Flask], tmp_path: Path) -> None:
     clock = Clock()
     app = make_app(clock=clock)
@@ -395,6 +396,7 @@ def test_totp_secret_is_sealed_at_rest(make_app: Callable[..., Flask], tmp_path:
     assert audit(app, "login", "failed")[-1]["detail"] == "TOTP secret cannot be opened"
 
 
+@pytest.mark.sqlite_only  # reads the SQLite file itself
 def test_totp_secret_stored_in_clear_by_an_older_version_is_sealed(
         make_app: Callable[..., Flask], tmp_path: Path) -> None:
     clock = Clock()
@@ -441,10 +443,8 @@ def test_changed_secret_key_refuses_totp_but_recovery_codes_work(
 
 
 def _session_rows(app: Flask) -> int:
-    with sqlite3.connect(app.extensions["formrelay"].store.path) as con:
-        n = int(con.execute("SELECT COUNT(*) FROM sessions").fetchone()[0])
-    con.close()
-    return n
+    store = app.extensions["formrelay"].store
+    return int(store.conn.execute("SELECT COUNT(*) FROM sessions").fetchone()[0])
 
 
 def test_no_session_row_before_the_password(make_app: Callable[..., Flask],

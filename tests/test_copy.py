@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import re
 import sqlite3
+from contextlib import nullcontext
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -163,7 +164,7 @@ def test_full_flow_link_mail_code_pdf_then_gone(make_app: Any, tls: TlsFiles,
 
     row = store.copy_row(b64d_id(url))
     assert row["state"] == "used_up"
-    with sqlite3.connect(store.path) as conn:
+    with nullcontext(store.conn) as conn:
         assert conn.execute("SELECT ciphertext FROM copies").fetchone()[0] is None
         rows = conn.execute("SELECT payload FROM outbox WHERE kind = 'patient_copy'")
         assert rows.fetchone()[0] is None  # sent: the sealed link is gone too
@@ -207,6 +208,7 @@ def test_download_now_for_15_minutes_without_code(make_app: Any) -> None:
 
 
 # -- the database alone --------------------------------------------------------------------
+@pytest.mark.sqlite_only  # reads the SQLite file itself
 def test_database_alone_cannot_open_or_test_codes(make_app: Any) -> None:
     mark = canary()
     app = make_app(fields=FIELDS, patient_copy=True)
@@ -343,7 +345,7 @@ def test_expiry_with_injected_clock(make_app: Any) -> None:
     store = app.extensions["formrelay"].store
     actions = [r["action"] for r in store.audit_rows(page["reference"])]
     assert "copy expired" in actions and "copy deleted" in actions
-    with sqlite3.connect(store.path) as conn:
+    with nullcontext(store.conn) as conn:
         assert conn.execute("SELECT ciphertext FROM copies").fetchone()[0] is None
     # the worker's purge forgets the row a month later
     copies: Copies = app.extensions["formrelay"].copies
@@ -374,12 +376,13 @@ def test_no_tick_no_copy_and_no_mail(make_app: Any) -> None:
     del a["_copy"]
     r = post_form(client, a)
     assert r.status_code == 200 and "pickup-code" not in r.get_data(as_text=True)
-    with sqlite3.connect(app.extensions["formrelay"].store.path) as conn:
+    with nullcontext(app.extensions["formrelay"].store.conn) as conn:
         assert conn.execute("SELECT count(*) FROM copies").fetchone()[0] == 0
         assert conn.execute("SELECT count(*) FROM outbox WHERE kind LIKE 'patient%'"
                             ).fetchone()[0] == 0
 
 
+@pytest.mark.sqlite_only  # reads the SQLite file itself
 def test_queued_link_mail_keeps_the_patients_address_sealed(make_app: Any,
                                                              tmp_path: Path) -> None:
     app = make_app(fields=FIELDS, patient_copy=True)
@@ -463,7 +466,7 @@ def test_address_with_encoded_words_is_refused_at_the_form(
         "This e-mail address cannot be used. Type it plainly, e.g. name@example.nl."]
     store = app.extensions["formrelay"].store
     assert not store.submissions() and store.outbox_rows(("queued", "sent", "failed")) == []
-    with sqlite3.connect(store.path) as conn:
+    with nullcontext(store.conn) as conn:
         assert conn.execute("SELECT count(*) FROM copies").fetchone()[0] == 0
 
 

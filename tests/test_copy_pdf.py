@@ -106,9 +106,8 @@ def test_pgp_copy_to_the_patients_own_key(make_app: Any, keys: dict[str, TestKey
         text = pdf_text(pdf.get_payload(decode=True))
         assert f"Zoë Ünal-Øster {mark}" in text and page["reference"] in text
     # the outbox kept only ciphertext, and drops it once sent
-    with r.store.conn as conn:
-        rows = conn.execute("SELECT payload, status FROM outbox WHERE kind = "
-                            "'patient_copy_pgp'").fetchall()
+    rows = r.store.conn.execute("SELECT payload, status FROM outbox WHERE kind = "
+                                "'patient_copy_pgp'").fetchall()
     assert [tuple(x) for x in rows] == [(None, "sent")]
     actions = [a["action"] for a in r.store.audit_rows(page["reference"])]
     assert actions.count("copy mail sent") == 2

@@ -26,9 +26,8 @@ import pytest
 import yaml
 
 from formrelay.ops.server import gunicorn_options, options_from_env
-from formrelay.store import Store
 
-from .conftest import ENV, canary, make_config_dict, write_config
+from .conftest import ENV, canary, make_config_dict, open_store, write_config
 from .keys import TestKey
 from .smtpd import TlsFiles, free_port
 
@@ -235,7 +234,7 @@ def test_compose_wires_proxy_service_worker_and_secrets() -> None:
     example = (DEPLOY / "formrelay.env.example").read_text()
     assert re.findall(r"^(FORMRELAY_\w+)=$", example, re.M) == [
         "FORMRELAY_SECRET_KEY", "FORMRELAY_SMTP_PASSWORD", "FORMRELAY_HEALTH_TOKEN",
-        "FORMRELAY_REDIS_PASSWORD"]
+        "FORMRELAY_REDIS_PASSWORD", "FORMRELAY_DATABASE_URL"]
 
 
 def caddyfile(caddy: str, tmp_path: Path, *, admin: bool = True) -> Path:
@@ -372,7 +371,7 @@ def test_behind_caddy_forwarded_headers_come_only_from_the_proxy(
                 conn.close()
             proxy.terminate()
             proxy.wait(timeout=30)
-    store = Store(tmp_path / "data" / "formrelay.db")
+    store = open_store(tmp_path / "data" / "formrelay.db")
     [received] = [r for r in store.audit_rows(reference) if r["action"] == "received"]
     store.close()
     # what Caddy saw, not the spoofed header and not Caddy's own address

@@ -27,6 +27,8 @@ from formrelay.store import Store, StoreNotWritable
 from .conftest import ENV, canary, make_config_dict, post_form, valid_answers, write_config
 from .keys import TestKey, gpg_decrypt
 
+pytestmark = pytest.mark.sqlite_only  # the SQLite file's disk and modes (PostgreSQL: no files)
+
 PHONE = "020 555 0101"
 UNAVAILABLE_NL = "Dit formulier is tijdelijk niet beschikbaar. Bel de praktijk op 020 555 0101."
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from .conftest import (
     encode_multipart,
     form_token,
     make_config_dict,
+    open_store,
     post_form,
     valid_answers,
     write_config,
@@ -112,12 +112,8 @@ def nothing_kept(app: Flask) -> None:
 
 
 def nothing_kept_in(store: Store) -> None:
-    con = sqlite3.connect(store.path)
-    try:
-        for table in ("submissions", "outbox"):
-            assert con.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0, table  # noqa: S608
-    finally:
-        con.close()
+    for table in ("submissions", "outbox"):
+        assert store.conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0, table  # noqa: S608
 
 
 @pytest.mark.parametrize(("make", "status", "message"), [c[1:] for c in CASES],
@@ -244,7 +240,7 @@ def test_bad_bodies_through_real_gunicorn(tmp_path: Path, keys: dict[str, TestKe
             error = json.loads(answer)
             assert error["ok"] is False, case
             assert dutch in " ".join([error["error"], *sum(error["errors"].values(), [])]), case
-    nothing_kept_in(Store(tmp_path / "data" / "formrelay.db"))
+    nothing_kept_in(open_store(tmp_path / "data" / "formrelay.db"))
     text = log.read_text(encoding="utf-8")
     assert mark not in text
     assert '"status": 500' not in text and "Traceback" not in text

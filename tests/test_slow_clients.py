@@ -24,9 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from formrelay.store import Store
-
-from .conftest import encode_multipart, make_config_dict, write_config
+from .conftest import encode_multipart, make_config_dict, open_store, write_config
 from .keys import TestKey, gpg_decrypt
 from .smtpd import free_port
 from .test_deploy import _hidden, _wait, caddyfile, gunicorn
@@ -154,7 +152,7 @@ def _config(tmp_path: Path, keys: dict[str, TestKey], base: str, **server: objec
 
 
 def _stored(tmp_path: Path) -> list[str]:
-    store = Store(tmp_path / "data" / "formrelay.db")
+    store = open_store(tmp_path / "data" / "formrelay.db")
     try:
         return [row["reference"] for row in store.submissions()]
     finally:
@@ -301,7 +299,7 @@ def test_gevent_worker_encrypts_a_large_upload_while_others_post(
         "Groot": 200, **{f"Klein {i}": 200 for i in range(6)}}, answers
     refs = {name: json.loads(text)["reference"] for name, (_, text) in answers.items()}
     assert sorted(_stored(tmp_path)) == sorted(refs.values())
-    store = Store(tmp_path / "data" / "formrelay.db")
+    store = open_store(tmp_path / "data" / "formrelay.db")
     try:
         plain = gpg_decrypt(keys["alice"], store.ciphertext(refs["Groot"]))
     finally:

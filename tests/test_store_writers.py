@@ -13,12 +13,14 @@ import pytest
 from formrelay.ops.audit import verify
 from formrelay.store import Store, base
 
+from .conftest import open_store
+
 THREADS, EVENTS = 4, 15
 
 
 def test_concurrent_writers_from_two_processes_all_land(tmp_path: Path) -> None:
     path = tmp_path / "formrelay.db"
-    stores = [Store(path), Store(path)]  # two open files: like two gunicorn workers
+    stores = [open_store(path), open_store(path)]  # like two gunicorn workers
     errors: list[BaseException] = []
 
     def write(st: Store, n: int) -> None:
@@ -30,8 +32,6 @@ def test_concurrent_writers_from_two_processes_all_land(tmp_path: Path) -> None:
                     st.audit("queued", reference=f"FR-{n}-{i}", form_id="intake")
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
-        finally:
-            st.close()
 
     threads = [threading.Thread(target=write, args=(st, k * THREADS + t))
                for k, st in enumerate(stores) for t in range(THREADS)]
@@ -39,8 +39,10 @@ def test_concurrent_writers_from_two_processes_all_land(tmp_path: Path) -> None:
         t.start()
     for t in threads:
         t.join()
+    for st in stores:
+        st.close()
     assert errors == []
-    check = Store(path)
+    check = open_store(path)
     rows = check.audit_rows()
     assert len(rows) == 2 * THREADS * EVENTS * 2
     for r in (r for r in rows if r["action"] == "received"):  # each pair stayed together
@@ -49,6 +51,7 @@ def test_concurrent_writers_from_two_processes_all_land(tmp_path: Path) -> None:
     check.close()
 
 
+@pytest.mark.sqlite_only  # SQLite's own lock; PostgreSQL writers wait on row locks
 def test_a_writer_that_never_gets_its_turn_gives_up(tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(base, "BUSY_SECONDS", 0.2)

@@ -127,7 +127,8 @@ def backup(ctx: Context, dest: str) -> None:
     keeps running, using SQLite's online backup API. The copy holds ciphertext and
     metadata only; it is checked, then written with mode 0600. Restore: stop the service,
     put the file in the data folder as formrelay.db (remove formrelay.db-wal and -shm),
-    start, run `formrelay check`.
+    start, run `formrelay check`. With server.database_url (PostgreSQL) it refuses:
+    back that up with pg_dump.
 
     \b
     Example:

@@ -184,13 +184,20 @@ def audit() -> None:
     Examples:
       formrelay --config config.toml audit export --reference FR-7K2M-9QXD
       formrelay --config config.toml audit verify
+      formrelay --config config.toml audit verify --practice oost
+
+    Each practice has its own hash chain; without --practice, every practice's.
     """
+
+
+PRACTICE_HELP = "Only this practice's events and chain (its id); default: every practice."
 
 
 @audit.command("export")
 @click.option("--reference", required=True, help="The submission's reference, FR-....")
+@click.option("--practice", default=None, metavar="ID", help=PRACTICE_HELP)
 @pass_ctx
-def audit_export(ctx: Context, reference: str) -> None:
+def audit_export(ctx: Context, reference: str, practice: str | None) -> None:
     """Print the history of one submission in readable form: received, mailed or held,
     downloaded, deleted; when, by whom, from where, with what outcome.
 
@@ -200,28 +207,41 @@ def audit_export(ctx: Context, reference: str) -> None:
     """
     from ..ops.audit import export_text
 
-    click.echo(export_text(ctx.services().store, reference), nl=False)
+    click.echo(export_text(ctx.services().store, reference, practice), nl=False)
 
 
 @audit.command("verify")
+@click.option("--practice", default=None, metavar="ID", help=PRACTICE_HELP)
 @pass_ctx
-def audit_verify(ctx: Context) -> None:
+def audit_verify(ctx: Context, practice: str | None) -> None:
     """Check that no audit row was changed, inserted or deleted; exit 0 ok, 2 not.
+    Each practice's chain is checked on its own and its head printed.
 
     \b
     Example:
       formrelay --config config.toml audit verify
+      formrelay --config config.toml audit verify --practice oost
     """
-    from ..ops.audit import verify
+    from ..ops.audit import verify_chain
 
-    result = verify(ctx.services().store, record=True)
-    for problem in result.problems:
-        click.echo(f"PROBLEM {problem}", err=True)
-    click.echo(f"{result.rows} rows checked (#{result.first_id or '-'} to #{result.head_id}); "
-               f"head {result.head_hash}")
-    click.echo("ok: the audit log is intact" if result.ok else
+    store = ctx.services().store
+    names = [practice] if practice else store.audit_practices()
+    if practice and practice not in store.audit_practices():
+        click.echo(f"error: no audit chain for practice {practice!r}; practices with one: "
+                   f"{', '.join(store.audit_practices())}", err=True)
+        sys.exit(EXIT_ERROR)
+    ok = True
+    for name in names:
+        result = verify_chain(store, record=True, practice=name)
+        ok = ok and result.ok
+        label = "" if len(names) == 1 else f"practice {name}: "
+        for problem in result.problems:
+            click.echo(f"PROBLEM {label}{problem}", err=True)
+        click.echo(f"{label}{result.rows} rows checked (#{result.first_id or '-'} to "
+                   f"#{result.head_id}); head {result.head_hash}")
+    click.echo("ok: the audit log is intact" if ok else
                "FAILED: the audit log was tampered with or damaged")
-    sys.exit(EXIT_OK if result.ok else EXIT_ERROR)
+    sys.exit(EXIT_OK if ok else EXIT_ERROR)
 
 
 @click.command()

@@ -1,11 +1,11 @@
-"""A `limits` storage backend whose counters live in formrelay's SQLite database.
+"""A `limits` storage backend whose counters live in formrelay's database.
 
 flask-limiter's default memory storage counts per process: under gunicorn with N
 workers a client would get N times its limit. Redis or memcached would fix that but
-adds a service a one-person practice must run. The database file is already shared by
-every worker (WAL, busy timeout), so the fixed-window counters go there, through
-`Store` (the only module that touches SQLite). Each hit is one short write transaction
-without fsync (losing a counter on power failure is harmless).
+adds a service a one-person practice must run. The database (the SQLite file, or
+PostgreSQL) is already shared by every worker and instance, so the fixed-window counters
+go there, through `Store` (the only module that touches the database). Each hit is one
+short write transaction without fsync (losing a counter on power failure is harmless).
 
 Registered as the storage scheme ``formrelay-db://``; the app passes its `Store` as the
 ``store`` option. Only the fixed-window strategy is supported (flask-limiter's default).
@@ -21,7 +21,6 @@ refuses the counter's write: the post is refused with the 503 "call the practice
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 from limits.storage import Storage, storage_from_string
@@ -53,7 +52,7 @@ class DatabaseStorage(Storage):
 
     @property
     def base_exceptions(self) -> type[Exception] | tuple[type[Exception], ...]:
-        return sqlite3.Error
+        return self.store.errors
 
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:
         return self.store.hit_counter(key, expiry, amount)
@@ -67,7 +66,7 @@ class DatabaseStorage(Storage):
     def check(self) -> bool:
         try:
             self.store.counter("_check")
-        except sqlite3.Error:
+        except self.store.errors:
             return False
         return True
 

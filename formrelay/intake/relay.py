@@ -16,7 +16,6 @@ import functools
 import io
 import logging
 import os
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -31,7 +30,7 @@ from ..errors import FormUnavailable, InvalidSubmission, NotFound
 from ..i18n import translations
 from ..mail.mime import IterStream, encrypted_size, payload_parts
 from ..patient_copy.values import CopyReceipt
-from ..store import Store, StoreNotWritable, disk_problem, iso, utcnow
+from ..store import Store, StoreConflict, StoreNotWritable, disk_problem, iso, utcnow
 from . import forms
 from .pipeline import Posted, Step, Stored
 from .submission import Submission, new_reference
@@ -210,7 +209,7 @@ class Relay:
             except CryptoError as exc:
                 self._gpg_failed(spec, exc, ip)
                 raise self.unavailable() from None
-            except sqlite3.IntegrityError:
+            except StoreConflict:
                 if attempt == 2:
                     raise
                 sub.reference = new_reference()  # a collision: encrypt again with a new one

@@ -10,6 +10,8 @@ able to rewrite the whole file can recompute everything; `verify` prints the hea
 operator can keep it elsewhere and compare. `formrelay check` and /healthz verify
 incrementally: from the last verified row (recorded in `audit_verified`) on; the whole
 check also holds the chain to that recorded row, and neither moves it past a problem.
+Each practice has its own chain (ids, head, anchors, verified point): `verify` checks
+one practice's, or every practice's one after another.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..store import GENESIS, Store, audit_hash
+from ..store import DEFAULT_PRACTICE, GENESIS, Store, audit_hash
 
 HEADER = ("time (UTC)", "action", "outcome", "actor", "access point", "form", "detail")
 MAX_PROBLEMS = 50
@@ -32,6 +34,7 @@ class Verification:
     problems: list[str] = field(default_factory=list)
     since_id: int = 0  # incremental: rows up to this one were verified before
     since_at: str = ""
+    practices: list[str] = field(default_factory=list)  # the chains checked
 
     @property
     def ok(self) -> bool:
@@ -44,7 +47,29 @@ class Verification:
             self.problems.append("... more problems not shown")
 
 
-def verify(store: Store, *, incremental: bool = False, record: bool = False) -> Verification:
+def verify(store: Store, *, incremental: bool = False, record: bool = False,
+           practice: str | None = None) -> Verification:
+    """Check one practice's chain, or (None) every practice's: the counts add up, each
+    problem names its practice (but the default one's), the head is the default
+    practice's (or the one asked for). See `verify_chain`."""
+    names = [practice] if practice else store.audit_practices()
+    if len(names) == 1:
+        return verify_chain(store, incremental=incremental, record=record, practice=names[0])
+    result = Verification(practices=names)
+    for name in names:
+        one = verify_chain(store, incremental=incremental, record=record, practice=name)
+        result.rows += one.rows
+        for problem in one.problems:
+            result.add(problem if name == DEFAULT_PRACTICE else f"practice {name}: {problem}")
+        if name == DEFAULT_PRACTICE:
+            result.first_id, result.head_id, result.head_hash = \
+                one.first_id, one.head_id, one.head_hash
+            result.since_id, result.since_at = one.since_id, one.since_at
+    return result
+
+
+def verify_chain(store: Store, *, incremental: bool = False, record: bool = False,
+                 practice: str = DEFAULT_PRACTICE) -> Verification:
     """Check the chain; `problems` says, row by row, what does not fit. The whole chain,
     or (`incremental`) only the rows after the last verified one, plus that this row is
     unchanged and the rows before it are all still there: fast on a log of years. A
@@ -53,41 +78,43 @@ def verify(store: Store, *, incremental: bool = False, record: bool = False) -> 
     rewritten and recomputed behind it fails either way. With `record`, how far a good
     chain verified is remembered for the next incremental check (never after a problem)."""
     with store.snapshot():  # one consistent view while the service keeps writing
-        result = _verify(store, incremental)
-        anchor = store.audit_anchor()
+        result = _verify(store, incremental, practice)
+        anchor = store.audit_anchor(practice)
     if record and result.ok and result.head_id:
         store.record_audit_verified(result.head_id, result.head_hash,
-                                    anchor["id"] if anchor else 0)
+                                    anchor["id"] if anchor else 0, practice)
     return result
 
 
-def _verify(store: Store, incremental: bool) -> Verification:
-    result = Verification()
-    result.head_id, result.head_hash = store.audit_head()
-    anchor = store.audit_anchor()
+def _verify(store: Store, incremental: bool, practice: str) -> Verification:
+    result = Verification(practices=[practice])
+    result.head_id, result.head_hash = store.audit_head(practice)
+    anchor = store.audit_anchor(practice)
     expect_id = anchor["upto_id"] + 1 if anchor else 1
     prev = anchor["upto_hash"] if anchor else GENESIS
     anchor_confirmed = anchor is None
-    done = store.audit_verified()
+    done = store.audit_verified(practice)
     if done and done["upto_id"] >= expect_id:
         # Both checks hold the chain to the recorded point: a rewrite that recomputed every
         # hash from some row on is consistent in itself, and only this hash still shows it.
-        row = store.audit_row(done["upto_id"])
+        row = store.audit_row(done["upto_id"], practice)
         if row is None or row["hash"] != done["upto_hash"] or \
                 audit_hash(row["prev_hash"], row) != row["hash"]:
             result.add(f"row #{done['upto_id']}, verified on {done['at'][:10]}, was changed or "
                        "deleted since (or a row before it, and the chain was recomputed)")
     if incremental and done and done["upto_id"] >= expect_id:
         purged_upto = expect_id - 1
-        if store.audit_count(-1, purged_upto) or \
-                store.audit_count(purged_upto, done["upto_id"]) != done["upto_id"] - purged_upto:
+        if store.audit_count(-1, purged_upto, practice) or \
+                store.audit_count(purged_upto, done["upto_id"], practice) != \
+                done["upto_id"] - purged_upto:
             result.add(f"rows up to #{done['upto_id']}, verified on {done['at'][:10]}, were "
                        "deleted or inserted since; run `formrelay audit verify`")
         if anchor is not None and anchor["id"] == done["anchor_id"]:
             anchor_confirmed = True  # it was in force then, and confirmed then
         expect_id, prev = done["upto_id"] + 1, done["upto_hash"]
         result.since_id, result.since_at = done["upto_id"], done["at"]
-    for row in store.iter_audit(after=expect_id - 1 if result.since_id else -1):
+    for row in store.iter_audit(after=expect_id - 1 if result.since_id else -1,
+                                practice=practice):
         rid = row["id"]
         result.rows += 1
         result.first_id = result.first_id or rid
@@ -118,14 +145,15 @@ def _verify(store: Store, incremental: bool) -> Verification:
     return result
 
 
-def history(store: Store, reference: str) -> list[dict[str, Any]]:
-    return store.audit_rows(reference.strip().upper())
+def history(store: Store, reference: str, practice: str | None = None) -> list[dict[str, Any]]:
+    return store.audit_rows(reference.strip().upper(), practice)
 
 
-def export_text(store: Store, reference: str) -> str:
-    """One submission's history as a readable table (what a patient may ask to see)."""
+def export_text(store: Store, reference: str, practice: str | None = None) -> str:
+    """One submission's history as a readable table (what a patient may ask to see);
+    with `practice`, only that practice's events, and only its chain verified."""
     ref = reference.strip().upper()
-    rows = history(store, ref)
+    rows = history(store, ref, practice)
     lines = [f"Audit history of {ref}", ""]
     if not rows:
         return "\n".join([*lines, "No events recorded for this reference (unknown, or "
@@ -137,7 +165,7 @@ def export_text(store: Store, reference: str) -> str:
     for t in table:
         lines.append("  ".join(c.ljust(w) for c, w in zip(t, widths, strict=False))
                      + "  " + t[-1])
-    check = verify(store)
+    check = verify(store, practice=practice)
     lines += ["", f"{len(rows)} event(s). Audit chain: "
               + ("verified, unchanged." if check.ok else
                  "PROBLEMS FOUND - run `formrelay audit verify`."), ""]

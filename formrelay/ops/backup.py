@@ -10,6 +10,9 @@ named in the config at every start.
 Restore: stop the service and the worker, copy the backup to `<data_dir>/formrelay.db`
 (owned by the service user, mode 0600), delete `formrelay.db-wal` and
 `formrelay.db-shm` beside it, start both, run `formrelay check`.
+
+With `server.database_url` (PostgreSQL) there is no file to copy: the command refuses
+and names pg_dump, PostgreSQL's own consistent backup of a running database.
 """
 
 from __future__ import annotations
@@ -39,6 +42,11 @@ def run_backup(settings: Settings, dest: str | Path) -> tuple[Path, dict[str, in
 
 
 def _backup(settings: Settings, dest: str | Path) -> tuple[Path, dict[str, int]]:
+    if settings.server.database_url:
+        raise StoreError("the data is in PostgreSQL (server.database_url), not in a file "
+                         "formrelay can copy; back it up with pg_dump, e.g. `pg_dump "
+                         "--format=custom --file=formrelay.dump DATABASE` (restore: "
+                         "pg_restore --clean), see the README's \"The database\"")
     source = settings.db_path
     if not source.is_file():
         raise StoreError(f"no database at {source}; nothing to back up (is server.data_dir "

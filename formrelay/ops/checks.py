@@ -138,8 +138,16 @@ def file_mode_facts(settings: Settings, limit: int = 10) -> list[Fact]:
 
 def database_fact(relay: Relay) -> Fact:
     """The database takes a write, and its folder has room for a submission (a full
-    disk lets a tiny probe through the write-ahead log but refuses a real post)."""
+    disk lets a tiny probe through the write-ahead log but refuses a real post). On
+    PostgreSQL: that it takes a write (its disk is the database server's to watch)."""
     path = relay.store.path
+    if relay.store.engine == "postgresql":
+        try:
+            relay.store.check_writable()
+        except Exception as exc:  # noqa: BLE001 - reported as a line
+            return Fact(ERROR, f"database {relay.store.where} is not writable "
+                               f"({type(exc).__name__}: {exc})", {"writable": False})
+        return Fact(OK, f"database {relay.store.where} (PostgreSQL)", {"writable": True})
     try:
         relay.store.check_writable()
         st = os.statvfs(path.parent)

@@ -1,11 +1,13 @@
-"""The only way into formrelay's SQLite database.
+"""The only way into formrelay's database: a SQLite file (default) or PostgreSQL.
 
 `Store` owns the schema (named, ordered migrations in `schema.py`, recorded in
-`_migrations`), the connections (one per thread, WAL mode, a busy timeout so several
-gunicorn workers and the delivery worker can share the file) and every read and write.
-It stores ciphertext and metadata only; callers hand it what gpg wrote. Built on
-sqlite-utils; large ciphertexts are streamed into and out of BLOBs with SQLite's
-incremental blob I/O so they are never held whole in memory. Each job is one module
+`_migrations`), the connections (SQLite: one per thread, WAL mode, a busy timeout so
+several gunicorn workers and the delivery worker can share the file; PostgreSQL, when
+`server.database_url` names one: a psycopg pool, see postgres.py) and every read and
+write; no caller knows which engine it talks to. It stores ciphertext and metadata
+only; callers hand it what gpg wrote. Built on sqlite-utils; large ciphertexts are
+streamed into and out of BLOBs with SQLite's incremental blob I/O (on PostgreSQL: rows
+of 1 MB chunks) so they are never held whole in memory. Each job is one module
 here, a part of `Store`: base (connections, transactions, migrations, time helpers),
 submissions, audit, outbox, clinician, protect (form tokens, rate limits), copies
 (patient copies) and backup. Import everything from `formrelay.store`.
@@ -14,13 +16,15 @@ submissions, audit, outbox, clinician, protect (form tokens, rate limits), copie
 from __future__ import annotations
 
 from . import schema as schema  # registers the migrations, in their order
-from .audit import AUDIT_FIELDS, GENESIS, AuditLog, audit_hash
+from .audit import AUDIT_FIELDS, DEFAULT_PRACTICE, GENESIS, AuditLog, audit_hash
 from .backup import Backups
 from .base import (
     CHUNK,
     MIGRATIONS,
+    PG_MIGRATIONS,
     Migration,
     StoreBase,
+    StoreConflict,
     StoreError,
     StoreNotWritable,
     disk_problem,
@@ -38,11 +42,14 @@ from .submissions import Submissions
 __all__ = [
     "AUDIT_FIELDS",
     "CHUNK",
+    "DEFAULT_PRACTICE",
     "GENESIS",
     "MIGRATIONS",
+    "PG_MIGRATIONS",
     "Migration",
     "OutboxMail",
     "Store",
+    "StoreConflict",
     "StoreError",
     "StoreNotWritable",
     "audit_hash",
@@ -56,4 +63,5 @@ __all__ = [
 
 class Store(Submissions, Outbox, AuditLog, Clinicians, FormProtection, PatientCopies, Backups,
             StoreBase):
-    """Thread-safe access to one database file; open it once per process."""
+    """Thread-safe access to one database (the SQLite file at `path`, or PostgreSQL at
+    `url`); open it once per process."""

@@ -24,7 +24,13 @@ class Backups(StoreBase):
         """Copy the database to `dest` with SQLite's online backup API: one consistent
         snapshot while the service keeps writing (in WAL mode the copy is one read
         transaction; writers are not blocked). Written beside `dest`, checked, then
-        renamed into place with mode 0600; returns what the copy holds."""
+        renamed into place with mode 0600; returns what the copy holds. SQLite only: a
+        PostgreSQL database is backed up with its own tools (pg_dump)."""
+        if self.engine != "sqlite":
+            raise StoreError(f"formrelay backup copies the SQLite file; this deployment keeps "
+                             f"its data in PostgreSQL ({self.where}): back it up with "
+                             "pg_dump (e.g. pg_dump --format=custom --file=formrelay.dump "
+                             "DBNAME), see the README's \"Backups\"")
         tmp = dest.with_name(f".{dest.name}.{os.getpid()}.partial")
         tmp.unlink(missing_ok=True)
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
@@ -60,5 +66,5 @@ class Backups(StoreBase):
         row = self.conn.execute(
             "SELECT MAX(t) FROM (SELECT MAX(at) AS t FROM audit UNION ALL "
             "SELECT MAX(received_at) FROM submissions UNION ALL "
-            "SELECT MAX(applied_at) FROM _migrations)").fetchone()
+            "SELECT MAX(applied_at) FROM _migrations) AS newest").fetchone()
         return parse_iso(row[0]) if row and row[0] else None

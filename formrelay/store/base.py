@@ -1,12 +1,16 @@
 """Connections, transactions and the migration runner under every part of the store.
 
-`StoreBase` opens one SQLite connection per thread (WAL mode, FULL sync, foreign keys,
-secure delete), serialises writers across threads and processes, and applies the named,
-ordered migrations of `schema.py` once each, recording them in `_migrations`. The
+Two engines behind one interface. SQLite (the default, a file in data_dir): `StoreBase`
+opens one connection per thread (WAL mode, FULL sync, foreign keys, secure delete) and
+serialises writers across threads and processes. PostgreSQL (`server.database_url`):
+a psycopg pool (store/postgres.py), nothing on local disk, the database's own locks.
+Either way it applies the named, ordered migrations of `schema.py` once each (each step
+has SQL per engine only where the engines differ), recording them in `_migrations`. The
 time helpers (`utcnow`, `iso`, `parse_iso`) fix how every timestamp is stored.
 The database and its companions (-wal, -shm, .lock) are private (0600) whatever the
 umask. A write the disk refuses (full, read-only, I/O error) rolls back whole and
-raises `StoreNotWritable`, which callers answer with "temporarily unavailable".
+raises `StoreNotWritable`, which callers answer with "temporarily unavailable"; a
+row whose key exists already raises `StoreConflict`, whatever the engine.
 """
 
 from __future__ import annotations
@@ -21,10 +25,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import sqlite_utils
 
-from ..errors import OperatorError
+from .errors import StoreConflict, StoreError, StoreNotWritable
 
 CHUNK = 1 << 20
 BUSY_SECONDS = 30
@@ -42,16 +47,27 @@ def parse_iso(value: str) -> datetime:
     return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
+# A connection as the store's parts use it: sqlite3.Connection, or on PostgreSQL the
+# adapter of store/postgres.py that takes the same SQL and gives back the same rows.
+Connection = Any
+
 # -- migrations (the steps themselves are in schema.py) ---------------------------------
-Migration = Callable[[sqlite_utils.Database], None]
+Migration = Callable[[Any], None]
 MIGRATIONS: list[tuple[str, Migration]] = []
+# The PostgreSQL form of a step, where its SQLite form does not run there: a script, or
+# a function given the connection. A step without one runs its SQLite form on both
+# (plain `db.execute(...)`/`db.conn.execute(...)` of SQL both engines take).
+PG_MIGRATIONS: dict[str, str | Migration] = {}
 
 
-def migration(name: str) -> Callable[[Migration], Migration]:
+def migration(name: str, *, postgres: str | Migration | None = None
+              ) -> Callable[[Migration], Migration]:
     """Register a schema step; steps run once each, in the order they are declared."""
 
     def register(fn: Migration) -> Migration:
         MIGRATIONS.append((name, fn))
+        if postgres is not None:
+            PG_MIGRATIONS[name] = postgres
         return fn
 
     return register
@@ -80,16 +96,6 @@ def _file_lock(path: Path, timeout: float) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the lock
-
-
-class StoreError(OperatorError):
-    """The database cannot be used; the message says what to do."""
-
-
-class StoreNotWritable(StoreError):
-    """The disk refused a write (full, read-only, I/O error). The transaction was rolled
-    back whole; the message (paths and the disk's reason, never content) is for the
-    operator, the patient is told the form is temporarily unavailable."""
 
 
 # SQLite's primary result codes that mean the disk, not the data, is the problem.
@@ -132,19 +138,76 @@ def private_file(path: Path) -> None:
         os.close(fd)
 
 
-class StoreBase:
-    """One database file: connections, transactions, migrations. The parts of `Store`
-    (submissions, audit log, outbox...) build on it."""
+def _pg_problem(exc: BaseException) -> str | None:
+    """Why PostgreSQL refused a write (server gone, disk full, read-only), or None."""
+    try:
+        import psycopg
+        import psycopg_pool
+    except ImportError:  # pragma: no cover - no PostgreSQL engine installed
+        return None
+    if isinstance(exc, psycopg_pool.PoolTimeout):
+        return "no database connection (server unreachable or every connection busy)"
+    if isinstance(exc, psycopg.errors.DiskFull | psycopg.errors.InsufficientResources):
+        return "disk full"
+    if isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):
+        return "read-only"
+    if isinstance(exc, psycopg.OperationalError):
+        return "connection lost"
+    return None
 
-    def __init__(self, path: Path, clock: Callable[[], datetime] = utcnow):
+
+def _is_conflict(exc: BaseException) -> bool:
+    if isinstance(exc, sqlite3.IntegrityError):
+        return "UNIQUE" in str(exc) or "PRIMARY KEY" in str(exc)
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(exc, psycopg.errors.UniqueViolation)
+
+
+class StoreBase:
+    """One database (a SQLite file, or PostgreSQL at `url`): connections, transactions,
+    migrations. The parts of `Store` (submissions, audit log, outbox...) build on it."""
+
+    def __init__(self, path: Path, clock: Callable[[], datetime] = utcnow, *, url: str = ""):
         self.path = path
         self.clock = clock
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.url = url
         self._local = threading.local()
         self._writer = threading.Lock()
         self._lock_path = path.with_name(path.name + ".lock")
-        self._private_files()
+        self._pg: Any = None
+        if url:
+            from .postgres import PgConnection, open_pool
+            self._pg = PgConnection(open_pool(url))
+        else:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._private_files()
         self.migrate()
+
+    @property
+    def engine(self) -> str:
+        """"postgresql" or "sqlite"; for messages and the few engine-specific steps."""
+        return "postgresql" if self._pg is not None else "sqlite"
+
+    @property
+    def errors(self) -> tuple[type[Exception], ...]:
+        """What a failed statement raises on this engine (for callers that must tell a
+        database failure from their own, like the rate limiter)."""
+        if self._pg is not None:
+            import psycopg
+            import psycopg_pool
+            return (StoreError, psycopg.Error, psycopg_pool.PoolTimeout)
+        return (StoreError, sqlite3.Error)
+
+    @property
+    def where(self) -> str:
+        """The database named for an operator (no password)."""
+        if self._pg is not None:
+            from .postgres import redact
+            return redact(self.url)
+        return str(self.path)
 
     def _private_files(self) -> None:
         private_file(self.path)
@@ -155,7 +218,9 @@ class StoreBase:
 
     # -- connections ------------------------------------------------------------------
     @property
-    def conn(self) -> sqlite3.Connection:
+    def conn(self) -> Connection:
+        if self._pg is not None:
+            return self._pg
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             try:
@@ -194,21 +259,31 @@ class StoreBase:
         return sqlite_utils.Database(self.conn)
 
     def close(self) -> None:
+        if self._pg is not None:
+            self._pg.close()
+            return
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
             self._local.conn = None
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[Connection]:
         """BEGIN IMMEDIATE ... COMMIT: writers queue instead of failing mid-way. All or
         nothing: a failed COMMIT (disk full) is rolled back too, never left open for the
-        next caller to join; a disk that refuses the write raises `StoreNotWritable`."""
-        conn = self.conn
-        if conn.in_transaction:  # nested: join the outer transaction
-            yield conn
+        next caller to join; a disk that refuses the write raises `StoreNotWritable`, a
+        key that exists already `StoreConflict`. On PostgreSQL one transaction (READ
+        COMMITTED) on a pooled connection; what must happen once takes a row or advisory
+        lock (`lock`)."""
+        if self.conn.in_transaction:  # nested: join the outer transaction
+            yield self.conn
             return
-        try:
+        with self._translated():
+            if self._pg is not None:
+                with self._pg.transaction() as pg:
+                    yield pg
+                return
+            conn = self.conn
             with self._one_writer():
                 try:
                     conn.execute("BEGIN IMMEDIATE")
@@ -217,14 +292,36 @@ class StoreBase:
                 except BaseException:
                     self._rollback(conn)
                     raise
-        except (sqlite3.Error, OSError) as exc:
-            why = disk_problem(exc)
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        """Engine errors into the store's own: disk/server trouble, key conflicts."""
+        try:
+            yield
+        except StoreError:
+            raise
+        except Exception as exc:
+            if _is_conflict(exc):
+                raise StoreConflict(str(exc).splitlines()[0]) from exc
+            why = disk_problem(exc) or _pg_problem(exc)
             if why is None:
                 raise
+            if self._pg is not None:
+                raise StoreNotWritable(f"database {self.where} cannot be written ({why}); "
+                                       "check that PostgreSQL is running and has free disk "
+                                       "space - forms answer \"temporarily unavailable\" "
+                                       "until then") from exc
             raise StoreNotWritable(f"database {self.path} cannot be written ({why}); free disk "
                                    f"space in {self.path.parent} or check that it is "
                                    "writable - forms answer \"temporarily unavailable\" "
                                    "until then") from exc
+
+    def lock(self, key: str) -> None:
+        """Inside a transaction: wait until no other transaction holds `key`, and hold it
+        to the end. SQLite has one writer at a time already; PostgreSQL takes an
+        advisory transaction lock, valid across every process on the database."""
+        if self._pg is not None:
+            self._pg.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (key,))
 
     def _rollback(self, conn: sqlite3.Connection) -> None:
         """Undo what the transaction wrote. SQLite may have rolled back already (some
@@ -243,7 +340,8 @@ class StoreBase:
         sleeps of up to 100 ms in no order, so with a few workers posting at once a commit
         waited seconds (bench/bench_intake.py). Threads queue on a lock, processes
         (workers, delivery, CLI) on an flock of `<db>.lock`; SQLite's locking still
-        guards the data. Gives up like SQLite would ("database is locked")."""
+        guards the data. Gives up like SQLite would ("database is locked"). SQLite only:
+        PostgreSQL never uses a local lock file."""
         if not self._writer.acquire(timeout=BUSY_SECONDS):
             raise sqlite3.OperationalError("database is locked")
         try:
@@ -254,6 +352,8 @@ class StoreBase:
 
     def migrate(self) -> list[str]:
         """Apply pending migrations; returns the names applied."""
+        if self._pg is not None:
+            return self._migrate_pg()
         applied: list[str] = []
         with self.transaction():
             db = self.db
@@ -268,13 +368,40 @@ class StoreBase:
                     applied.append(name)
         return applied
 
+    def _migrate_pg(self) -> list[str]:
+        """The same steps on PostgreSQL, in one transaction; instances starting at once
+        take turns (an advisory lock), so each step runs once."""
+        applied: list[str] = []
+        with self.transaction() as conn:
+            self.lock("formrelay migrations")
+            conn.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, "
+                         "applied_at TEXT)")
+            done = {r[0] for r in conn.execute("SELECT name FROM _migrations")}
+            for name, step in MIGRATIONS:
+                if name in done:
+                    continue
+                pg = PG_MIGRATIONS.get(name, step)
+                if isinstance(pg, str):
+                    conn.executescript(pg)
+                else:
+                    pg(conn)
+                conn.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, ?)",
+                             (name, iso(self.clock())))
+                applied.append(name)
+        return applied
+
     @contextmanager
-    def snapshot(self) -> Iterator[sqlite3.Connection]:
-        """One read transaction: every read inside sees the same state of the file
-        (WAL), even while other processes write (for checks that read in pages)."""
+    def snapshot(self) -> Iterator[Connection]:
+        """One read transaction: every read inside sees the same state of the database
+        (WAL; REPEATABLE READ on PostgreSQL), even while other processes write (for
+        checks that read in pages)."""
         conn = self.conn
         if conn.in_transaction:
             yield conn
+            return
+        if self._pg is not None:
+            with self._translated(), self._pg.transaction(isolation="REPEATABLE READ") as pg:
+                yield pg
             return
         conn.execute("BEGIN")
         try:
@@ -285,22 +412,29 @@ class StoreBase:
     def truncate_wal(self) -> None:
         """Copy the write-ahead log into the file and empty it, so pages that held a
         value since replaced (e.g. a secret now sealed) are not kept in it. Best effort:
-        while another process reads, SQLite leaves the log as it is."""
-        self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        while another process reads, SQLite leaves the log as it is. (PostgreSQL: its
+        own WAL and vacuum; nothing to do here.)"""
+        if self._pg is None:
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     def check_writable(self) -> None:
         with self.transaction() as conn:
-            conn.execute("CREATE TEMP TABLE IF NOT EXISTS _probe (x)")
+            conn.execute("CREATE TEMP TABLE IF NOT EXISTS _probe (x INTEGER)")
             conn.execute("DROP TABLE _probe")
 
     @contextmanager
-    def _relaxed(self) -> Iterator[sqlite3.Connection]:
-        """A transaction without fsync on commit (WAL + synchronous=NORMAL): for counters
-        whose loss on power failure is harmless; the next FULL commit syncs them too."""
+    def _relaxed(self) -> Iterator[Connection]:
+        """A transaction without fsync on commit (WAL + synchronous=NORMAL; PostgreSQL:
+        synchronous_commit off): for counters and leases whose loss on power failure is
+        harmless; the next FULL commit syncs them too."""
         conn = self.conn
         if conn.in_transaction:
             with self.transaction() as joined:
                 yield joined
+            return
+        if self._pg is not None:
+            with self._translated(), self._pg.transaction(relaxed=True) as pg:
+                yield pg
             return
         conn.execute("PRAGMA synchronous=NORMAL")
         try:

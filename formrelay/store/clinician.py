@@ -29,10 +29,10 @@ class Clinicians(StoreBase):
         with self.transaction() as conn:
             cur = conn.execute(
                 "INSERT INTO users (username, email, password_hash, recipients, forms, "
-                "practice, created_at, changed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "practice, created_at, changed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (username, email, password_hash, json.dumps(recipients), json.dumps(forms),
                  practice, now, now))
-        return int(cur.lastrowid or 0)
+            return int(cur.fetchone()[0])
 
     def user_row(self, *, username: str | None = None,
                  user_id: int | None = None) -> dict[str, Any] | None:
@@ -135,9 +135,9 @@ class Clinicians(StoreBase):
     def token_add(self, user_id: int, name: str, token_hash: str, hint: str) -> int:
         with self.transaction() as conn:
             cur = conn.execute("INSERT INTO api_tokens (user_id, name, token_hash, hint, "
-                               "created_at) VALUES (?, ?, ?, ?, ?)",
+                               "created_at) VALUES (?, ?, ?, ?, ?) RETURNING id",
                                (user_id, name, token_hash, hint, iso(self.clock())))
-        return int(cur.lastrowid or 0)
+            return int(cur.fetchone()[0])
 
     def token_rows(self, user_id: int) -> list[dict[str, Any]]:
         cur = self.conn.execute("SELECT id, name, hint, created_at, last_used_at, revoked_at "

@@ -9,11 +9,10 @@ stays a while, so an old link gets the right page; reads never touch the ciphert
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import datetime
 from typing import Any
 
-from .base import StoreBase, iso
+from .base import Connection, StoreBase, iso
 
 
 class PatientCopies(StoreBase):
@@ -34,7 +33,7 @@ class PatientCopies(StoreBase):
         row = self.conn.execute("SELECT * FROM copy_meta WHERE id = ?", (copy_id,)).fetchone()
         return dict(row) if row else None
 
-    def _drop_copy(self, conn: sqlite3.Connection, copy_id: str, state: str,
+    def _drop_copy(self, conn: Connection, copy_id: str, state: str,
                    now: datetime) -> None:
         conn.execute("UPDATE copies SET state = ?, ciphertext = NULL, deleted_at = ? "
                      "WHERE id = ?", (state, iso(now), copy_id))

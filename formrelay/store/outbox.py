@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import sqlite3
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -44,7 +43,7 @@ def _addresses(recipients: str) -> tuple[str, ...]:
     return tuple(json.loads(recipients)) if recipients.startswith("[") else ()
 
 
-def _outbox_mail(row: sqlite3.Row, attempts: int) -> OutboxMail:
+def _outbox_mail(row: Any, attempts: int) -> OutboxMail:
     return OutboxMail(id=row["id"], kind=row["kind"], reference=row["reference"],
                       form_id=row["form_id"], recipients=_addresses(row["recipients"]),
                       payload=row["payload"] or b"", message_id=row["message_id"],
@@ -66,22 +65,27 @@ class Outbox(AuditLog):
         with self.transaction() as conn:
             cur = conn.execute(
                 "INSERT INTO outbox (kind, reference, form_id, recipients, payload, message_id, "
-                "created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (kind, reference, form_id, json.dumps(list(recipients)), payload, mid, now, now))
+            mail_id = int(cur.fetchone()[0])
             self.audit(AuditAction.QUEUED, reference=reference, form_id=form_id,
                        detail=f"{kind} mail to {len(recipients)} recipient(s)")
-        return int(cur.lastrowid or 0)
+        return mail_id
 
     def claim_mails(self, owner: str, lease_seconds: int, limit: int = 1) -> list[OutboxMail]:
         """Lease up to `limit` due mails to `owner`, oldest first. The attempt is counted
         now, so a process killed mid-send still moves the backoff on. No fsync: a claim
-        lost to a power cut only means a mail may be sent again."""
+        lost to a power cut only means a mail may be sent again. On PostgreSQL the rows
+        are locked with `FOR UPDATE SKIP LOCKED`: workers claiming at once each get other
+        mails, none waits for another (SQLite has one writer at a time)."""
         now = self.clock()
+        skip = " FOR UPDATE SKIP LOCKED" if self.engine == "postgresql" else ""
         with self._relaxed() as conn:
             rows = conn.execute(
-                "SELECT * FROM outbox WHERE status = 'queued' AND next_attempt_at <= ? "
+                "SELECT * FROM outbox WHERE status = 'queued' AND next_attempt_at <= ? "  # noqa: S608 - fixed text
                 "AND (lease_until IS NULL OR lease_until <= ?) "
-                "ORDER BY next_attempt_at, id LIMIT ?", (iso(now), iso(now), limit)).fetchall()
+                f"ORDER BY next_attempt_at, id LIMIT ?{skip}",
+                (iso(now), iso(now), limit)).fetchall()
             conn.executemany("UPDATE outbox SET lease_owner = ?, lease_until = ?, "
                              "attempts = attempts + 1, last_attempt_at = ? WHERE id = ?",
                              [(owner, iso(now + timedelta(seconds=lease_seconds)), iso(now),
@@ -163,8 +167,8 @@ class Outbox(AuditLog):
     def mail_waiting(self, message_id_prefix: str) -> bool:
         """Is a mail whose stored message id starts with this still queued?"""
         row = self.conn.execute("SELECT 1 FROM outbox WHERE status = 'queued' AND "
-                                "substr(message_id, 1, length(?1)) = ?1 LIMIT 1",
-                                (message_id_prefix,)).fetchone()
+                                "substr(message_id, 1, ?) = ? LIMIT 1",
+                                (len(message_id_prefix), message_id_prefix)).fetchone()
         return row is not None
 
     def outbox_mail(self, mail_id: int) -> OutboxMail:
@@ -176,11 +180,12 @@ class Outbox(AuditLog):
     def outbox_rows(self, statuses: tuple[str, ...] = ("queued", "failed"),
                     limit: int = 500) -> list[dict[str, Any]]:
         """Metadata of outbox rows (never the payload), oldest first."""
+        marks = ", ".join("?" * len(statuses))
         cur = self.conn.execute(
-            "SELECT id, kind, reference, form_id, status, created_at, attempts, "
+            "SELECT id, kind, reference, form_id, status, created_at, attempts, "  # noqa: S608 - placeholders only
             "next_attempt_at, last_attempt_at, lease_owner, lease_until, error_class, error, "
-            "done_at FROM outbox WHERE status IN (SELECT value FROM json_each(?)) "
-            "ORDER BY id LIMIT ?", (json.dumps(list(statuses)), limit))
+            f"done_at FROM outbox WHERE status IN ({marks}) "
+            "ORDER BY id LIMIT ?", (*statuses, limit))
         return [dict(r) for r in cur]
 
     def outbox_state(self, failed_since: datetime) -> dict[str, Any]:
@@ -203,8 +208,8 @@ class Outbox(AuditLog):
         """Record the `days`-before reminder for a key and run `also` (queue the mail) in
         one transaction; False, doing nothing, if it was recorded before."""
         with self.transaction() as conn:
-            cur = conn.execute("INSERT OR IGNORE INTO key_reminders (fingerprint, expires, days, "
-                               "sent_at) VALUES (?, ?, ?, ?)",
+            cur = conn.execute("INSERT INTO key_reminders (fingerprint, expires, days, "
+                               "sent_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
                                (fingerprint, expires, days, iso(self.clock())))
             if cur.rowcount:
                 also()
@@ -216,11 +221,13 @@ class Outbox(AuditLog):
         for mail of no configured form, such as the operator's), each deletion audited;
         returns what was deleted. Works in batches so intake is not held up long."""
         cuts = json.dumps({form_id: iso(at) for form_id, at in cutoffs.items()})
+        pairs = "json_each_text(CAST(? AS json))" if self.engine == "postgresql" else \
+            "json_each(?)"
         gone: list[dict[str, Any]] = []
         while True:
             with self.transaction() as conn:
                 rows = [dict(r) for r in conn.execute(
-                    "WITH cut AS (SELECT key AS form_id, value AS before FROM json_each(?)) "
+                    f"WITH cut AS (SELECT key AS form_id, value AS before FROM {pairs}) "  # noqa: S608 - fixed text
                     "SELECT o.id, o.kind, o.reference, o.form_id, o.status, o.done_at "
                     "FROM outbox AS o LEFT JOIN cut ON cut.form_id = o.form_id "
                     "WHERE o.status IN ('sent', 'failed') "

@@ -22,13 +22,15 @@ class FormProtection(StoreBase):
         now = self.clock().timestamp()
         with self.transaction() as conn:
             conn.execute("DELETE FROM used_form_tokens WHERE expires_at <= ?", (now,))
-            cur = conn.execute("INSERT OR IGNORE INTO used_form_tokens (id, expires_at) "
-                               "VALUES (?, ?)", (token_id, expires_at.timestamp()))
+            cur = conn.execute("INSERT INTO used_form_tokens (id, expires_at) "
+                               "VALUES (?, ?) ON CONFLICT DO NOTHING",
+                               (token_id, expires_at.timestamp()))
         return cur.rowcount == 1
 
     def hit_counter(self, key: str, expiry: float, amount: int = 1) -> int:
         """Add `amount` to a fixed-window counter that expires `expiry` seconds after its
-        first hit; returns the new count."""
+        first hit; returns the new count. One statement decides (an expired window
+        starts again), so processes hitting at once on any engine count every hit."""
         now = self.clock().timestamp()
         with self._relaxed() as conn:
             row = conn.execute("UPDATE rate_limits SET count = count + ? WHERE key = ? AND "
@@ -36,9 +38,15 @@ class FormProtection(StoreBase):
             if row is not None:
                 return int(row[0])
             conn.execute("DELETE FROM rate_limits WHERE expires_at <= ?", (now,))
-            conn.execute("INSERT OR REPLACE INTO rate_limits (key, count, expires_at) "
-                         "VALUES (?, ?, ?)", (key, amount, now + expiry))
-        return amount
+            row = conn.execute(
+                "INSERT INTO rate_limits (key, count, expires_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET "
+                "count = CASE WHEN rate_limits.expires_at > ? "
+                "THEN rate_limits.count + excluded.count ELSE excluded.count END, "
+                "expires_at = CASE WHEN rate_limits.expires_at > ? "
+                "THEN rate_limits.expires_at ELSE excluded.expires_at END RETURNING count",
+                (key, amount, now + expiry, now, now)).fetchone()
+        return int(row[0])
 
     def counter(self, key: str) -> tuple[int, float]:
         """A counter's value and expiry (Unix seconds); (0, now) when it has none."""

@@ -2,7 +2,8 @@
 
 A submission row holds what gpg wrote (ASCII-armoured ciphertext) and metadata only:
 reference, form, time, delivery, status, size. Large ciphertexts are streamed into and
-out of the BLOB with SQLite's incremental blob I/O, so they are never whole in memory.
+out of the BLOB with SQLite's incremental blob I/O (on PostgreSQL: into and out of rows
+of `submission_chunks`, 1 MB each), so they are never whole in memory.
 Held submissions also wait here for their batched notification mail (mail/notify.py), and
 the retention purge forgets rows whose ciphertext is long gone.
 """
@@ -32,6 +33,9 @@ class Submissions(StoreBase):
         """Commit a submission row and its ciphertext (copied from the file gpg wrote),
         plus whatever `also` writes (outbox, audit), in one transaction."""
         size = ciphertext.stat().st_size
+        if self.engine == "postgresql":
+            self._add_chunked(row, ciphertext, size, also)
+            return
         with self.transaction() as conn:
             # the row with a zero-filled blob of the right size, then the ciphertext streamed in
             cols = ", ".join(_quote(c) for c in row)
@@ -44,6 +48,36 @@ class Submissions(StoreBase):
                 shutil.copyfileobj(src, blob, CHUNK)
             if also:
                 also()
+
+    def _add_chunked(self, row: dict[str, Any], ciphertext: Path, size: int,
+                     also: Callable[[], None] | None) -> None:
+        """PostgreSQL: the row (an empty marker in `ciphertext`), then the file in rows of
+        `CHUNK` bytes, one read at a time."""
+        with self.transaction() as conn:
+            cols = ", ".join(_quote(c) for c in row)
+            marks = ", ".join("?" * len(row))
+            conn.execute(f"INSERT INTO submissions ({cols}, size, ciphertext) "  # noqa: S608 - quoted names
+                         f"VALUES ({marks}, ?, ?)", [*row.values(), size, b""])
+            with ciphertext.open("rb") as src:
+                n = 0
+                while chunk := src.read(CHUNK):
+                    conn.execute("INSERT INTO submission_chunks (reference, n, data) "
+                                 "VALUES (?, ?, ?)", (row["reference"], n, chunk))
+                    n += 1
+                    del chunk
+            if also:
+                also()
+
+    def _chunks(self, reference: str) -> Iterator[bytes]:
+        """PostgreSQL: a stored ciphertext's chunks in order, one query each."""
+        n = 0
+        while True:
+            row = self.conn.execute("SELECT data FROM submission_chunks WHERE reference = ? "
+                                    "AND n = ?", (reference, n)).fetchone()
+            if row is None:
+                return
+            yield bytes(row[0])
+            n += 1
 
     def submission(self, reference: str) -> dict[str, Any] | None:
         row = self.conn.execute(
@@ -66,7 +100,8 @@ class Submissions(StoreBase):
 
     def _ciphertext_row(self, reference: str) -> tuple[int, int]:
         """(rowid, size) of a submission that still has its ciphertext; KeyError if not."""
-        row = self.conn.execute("SELECT rowid, size FROM submissions WHERE reference = ? "
+        rowid = "0" if self.engine == "postgresql" else "rowid"
+        row = self.conn.execute(f"SELECT {rowid}, size FROM submissions WHERE reference = ? "  # noqa: S608 - fixed text
                                 "AND ciphertext IS NOT NULL AND size > 0",
                                 (reference,)).fetchone()
         if not row:
@@ -76,6 +111,10 @@ class Submissions(StoreBase):
     def copy_ciphertext(self, reference: str, dest: IO[bytes]) -> int:
         """Stream a submission's ciphertext into `dest`; returns bytes written."""
         rowid, size = self._ciphertext_row(reference)
+        if self.engine == "postgresql":
+            for chunk in self._chunks(reference):
+                dest.write(chunk)
+            return size
         with self.conn.blobopen("submissions", "ciphertext", rowid, readonly=True) as blob:
             shutil.copyfileobj(blob, dest, CHUNK)
         return size
@@ -91,6 +130,9 @@ class Submissions(StoreBase):
                 conn.execute("UPDATE submissions SET status = ?, ciphertext = NULL, "
                              "deleted_at = ? WHERE reference = ?",
                              (status, iso(self.clock()), reference))
+                if self.engine == "postgresql":
+                    conn.execute("DELETE FROM submission_chunks WHERE reference = ?",
+                                 (reference,))
             else:
                 conn.execute("UPDATE submissions SET status = ? WHERE reference = ?",
                              (status, reference))
@@ -98,6 +140,9 @@ class Submissions(StoreBase):
     def stream_ciphertext(self, reference: str) -> Iterator[bytes]:
         """The ciphertext in chunks (for a download response), never whole in memory."""
         rowid, _size = self._ciphertext_row(reference)
+        if self.engine == "postgresql":
+            yield from self._chunks(reference)
+            return
         with self.conn.blobopen("submissions", "ciphertext", rowid, readonly=True) as blob:
             while chunk := blob.read(CHUNK):
                 yield chunk
@@ -105,8 +150,9 @@ class Submissions(StoreBase):
     # batched notifications of held submissions
     def notice_add(self, reference: str, form_id: str, received_at: datetime) -> None:
         with self.transaction() as conn:
-            conn.execute("INSERT OR IGNORE INTO held_notices (reference, form_id, received_at) "
-                         "VALUES (?, ?, ?)", (reference, form_id, iso(received_at)))
+            conn.execute("INSERT INTO held_notices (reference, form_id, received_at) "
+                         "VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                         (reference, form_id, iso(received_at)))
 
     def notices_due(self, form_id: str, batch_minutes: int) -> list[dict[str, Any]] | None:
         """Unmailed notices of a form if its next batch is due now (and mark them
@@ -114,6 +160,7 @@ class Submissions(StoreBase):
         transaction with the enqueue, so a batch is mailed exactly once."""
         now = self.clock()
         with self.transaction() as conn:
+            self.lock(f"notices {form_id}")  # one batch at a time per form, in every process
             last = conn.execute("SELECT last_at FROM notice_batches WHERE form_id = ?",
                                 (form_id,)).fetchone()
             if last and parse_iso(last[0]) + timedelta(minutes=batch_minutes) > now:
