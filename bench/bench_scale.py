@@ -1,8 +1,8 @@
 """Benchmark of scaling out (issue 11): intake on SQLite and PostgreSQL with one and two
 app instances, and one instance serving 200 practices.
 
-    .venv/bin/python bench/bench_scale.py            # about 5 minutes
-    .venv/bin/python bench/bench_scale.py --quick    # about 3 minutes
+    .venv/bin/python bench/bench_scale.py            # about 3 minutes
+    .venv/bin/python bench/bench_scale.py --quick    # about 2 minutes
     .venv/bin/python bench/bench_scale.py --only practices --practices 50
 
 Part 1, intake. It starts a throw-away PostgreSQL (tests/pg.py: Debian's postgresql,
@@ -33,7 +33,8 @@ time `formrelay serve` takes until every worker answers, the resident memory of 
 (VmRSS and the peak VmHWM from /proc) after a warm-up of one post to every form,
 then GET and POST latency of one client going round the forms of every practice. Last,
 a config reload with a 201st practice: in this process (`reload.Live.check`: load,
-validate, build, import the keys) and on the running server (the file written until
+validate, build, import the keys again: every recipient's, not only the new one's) and
+on the running server (the file written until
 `GET /f/f200` answers 200; the workers look at the file at most every
 `server.reload_seconds` = 3 s, at a request, and that request waits for the reload),
 with a client meanwhile fetching an existing form (a new connection each time, so both
