@@ -34,11 +34,11 @@ time `formrelay serve` takes until every worker answers, the resident memory of 
 then GET and POST latency of one client going round the forms of every practice. Last,
 a config reload with a 201st practice: in this process (`reload.Live.check`: load,
 validate, build, import the keys again: every recipient's, not only the new one's) and
-on the running server (the file written until
-`GET /f/f200` answers 200; the workers look at the file at most every
-`server.reload_seconds` = 3 s, at a request, and that request waits for the reload),
-with a client meanwhile fetching an existing form (a new connection each time, so both
-workers see it): how many it got, their median and the slowest.
+on the running server (the file written until `GET /f/f200` answers 200; the workers
+look at the file at most every `server.reload_seconds` = 3 s, at a request, and that
+request waits for the reload), with a client meanwhile fetching an existing form (a new
+connection each time, so both workers see it): how many it got, their median and the
+slowest.
 
 What the machine's CPUs mean for these numbers. Everything runs on this one machine: the
 load processes, every app instance, the gpg each post runs and PostgreSQL. With 2 CPUs,
