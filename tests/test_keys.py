@@ -62,6 +62,24 @@ def test_fingerprint_mismatch(ring: Keyring, keys: dict[str, TestKey]) -> None:
     assert ring.gpg.list_keys() == []
 
 
+
+def test_sync_sees_a_replaced_key_file_at_once(ring: Keyring, keys: dict[str, TestKey],
+                                               tmp_path: Path) -> None:
+    """A sync right after another (a config reload) reads only key files that changed:
+    a file swapped for another key is refused at once, and put back it is usable."""
+    path = tmp_path / "dr-test.asc"
+    path.write_bytes(keys["alice"].public.read_bytes())
+    recipients = {"dr-test": recipient(keys["alice"], path=path)}
+    assert ring.sync(recipients, Path)["dr-test"].usable
+    assert ring.sync(recipients, Path)["dr-test"].usable  # unchanged: the import stands
+    path.write_bytes(keys["bob"].public.read_bytes())  # someone put the wrong key there
+    st = ring.sync(recipients, Path)["dr-test"]
+    assert not st.usable and "fingerprint mismatch" in st.problem
+    path.unlink()
+    assert "not found" in ring.sync(recipients, Path)["dr-test"].problem
+    path.write_bytes(keys["alice"].public.read_bytes())
+    assert ring.sync(recipients, Path)["dr-test"].usable
+
 def test_secret_key_material_is_refused(ring: Keyring, keys: dict[str, TestKey]) -> None:
     assert keys["alice"].secret is not None
     with pytest.raises(KeyRefused, match="SECRET key material"):
