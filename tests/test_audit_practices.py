@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from flask import Flask
 
+from formrelay import services
+from formrelay.mail import outbox
 from formrelay.store import Store
 
 from .area import Browser, Clock, add_user, cheap_hashing, cli_run, totp_at
@@ -122,6 +124,23 @@ def test_tampering_with_one_practice_fails_only_its_chain(tmp_path: Path,
     both = cli_run(tmp_path, "audit", "verify")
     assert both.exit_code == 2 and "PROBLEM practice noord" in both.output
     assert "PROBLEM practice default" not in both.output and "PROBLEM row" not in both.output
+
+
+def test_a_practices_key_reminder_is_in_its_chain(tmp_path: Path,
+                                                 keys: dict[str, TestKey]) -> None:
+    cfg = two_practices(tmp_path, keys)
+    cfg["practices"]["noord"]["recipients"]["soon"] = {
+        "email": "soon@noord.test", "key_file": str(keys["soon"].public),
+        "fingerprint": keys["soon"].fingerprint}
+    built = make(tmp_path, cfg).extensions["formrelay"]
+    statuses = built.relay.sync_keys()
+    assert outbox.check_key_expiry(built.settings, built.store, statuses,
+                                   statuses["soon"].expires) == ["soon"]
+    outbox.deliver_pending(built.settings, built.store, kinds=services.mail_kinds())
+    noord = [(r["action"], r["detail"].split(",")[0]) for r in chain(built.store, "noord")]
+    assert ("queued", "operator mail to 1 recipient(s)") in noord
+    assert ("sent", "operator mail") in noord
+    assert "operator" not in {r["detail"].split(" ")[0] for r in chain(built.store, "default")}
 
 
 def test_the_rule_for_events_that_name_no_practice(tmp_path: Path) -> None:
