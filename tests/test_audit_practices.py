@@ -17,7 +17,7 @@ from formrelay.mail import outbox
 from formrelay.store import Store
 
 from .area import Browser, Clock, add_user, cheap_hashing, cli_run, totp_at
-from .conftest import open_store, post_form
+from .conftest import ENV, open_store, post_form
 from .keys import TestKey
 from .test_practices import make, two_practices, valid_answers
 
@@ -160,3 +160,28 @@ def test_the_rule_for_events_that_name_no_practice(tmp_path: Path) -> None:
     assert oost == [("received", "patient"), ("deleted", "system"), ("login", "user:olga"),
                     ("queued", "system")]
     assert [r["actor"] for r in chain(store, "default")] == ["unknown", "user:gone", "system"]
+
+
+def test_a_practice_added_by_reload_gets_its_own_chain(tmp_path: Path,
+                                                      keys: dict[str, TestKey]) -> None:
+    from formrelay import create_app
+
+    from .test_reload import _config, noord
+
+    config = _config(tmp_path, keys)
+    app = create_app(config, environ=ENV)
+    app.testing = True
+    client = app.test_client()
+    _config(tmp_path, keys, noord=noord(keys))
+    app.extensions["formrelay.live"].ask()  # as SIGHUP does
+    ref = post_form(client, valid_answers(), form_id="noord-intake",
+                    json_answer=True).get_json()["reference"]
+    store = app.extensions["formrelay"].store
+    assert ("received", ref) in {(r["action"], r["reference"]) for r in chain(store, "noord")}
+    assert ref not in {r["reference"] for r in chain(store, "default")}
+    # a bad file keeps the rule in force: noord's form still goes to noord's chain
+    config.write_text(config.read_text() + "\n[forms.intake\n")
+    app.extensions["formrelay.live"].ask()
+    again = post_form(client, valid_answers(), form_id="noord-intake",
+                      json_answer=True).get_json()["reference"]
+    assert again in {r["reference"] for r in chain(store, "noord")}
