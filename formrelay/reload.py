@@ -20,6 +20,7 @@ from pathlib import Path
 from .config import ConfigError, Settings, load_config, practice_files
 from .errors import OperatorError
 from .logs import log_exception
+from .patient_copy.step import check_fonts
 from .services import Services, build
 
 log = logging.getLogger("formrelay.config")
@@ -50,6 +51,16 @@ def signature(settings: Settings) -> Signature:
         except OSError:
             out.append((str(p), -1, -1, -1))
     return tuple(out)
+
+
+def validated(settings: Settings) -> Settings:
+    """What a reload checks before it builds anything, given the freshly loaded file
+    (load_config checked every key and value): that serving it needs nothing missing
+    outside the data folder (the PDF fonts when a form offers a copy). ConfigError
+    otherwise. Touches neither the data folder nor the database, so `formrelay check
+    --config-only` runs it before the systemd unit sends SIGHUP."""
+    check_fonts(settings)
+    return settings
 
 
 class Live:

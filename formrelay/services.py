@@ -88,9 +88,17 @@ class Services:
         new recipients imported, the PDF fonts there if a form now offers a copy."""
         self.relay.sync_keys()
         check_fonts(self.settings)
+        self.store.practice_of_form = form_practices(self.settings)  # now it is in force
 
     def close(self) -> None:
         self.store.close()
+
+
+def form_practices(settings: Settings) -> Callable[[str], str | None]:
+    """The practice of each configured form: the audit log's rule (store/audit.py
+    `chain_of`) puts an event about a form into that practice's chain."""
+    practices = {fid: spec.practice for fid, spec in settings.forms.items()}
+    return practices.get
 
 
 def build(settings: Settings, clock: Callable[[], datetime] = utcnow, *,
@@ -100,7 +108,9 @@ def build(settings: Settings, clock: Callable[[], datetime] = utcnow, *,
     `extra_steps` run after the standard ones (tests use it). A reload (reload.py)
     passes the open `store` and `keyring` on to the new settings."""
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    store = store or Store(settings.db_path, clock, url=settings.server.database_url)
+    if store is None:  # a reload keeps the open store's rule until it is in force
+        store = Store(settings.db_path, clock, url=settings.server.database_url)
+        store.practice_of_form = form_practices(settings)
     keyring = keyring or Keyring(settings.gnupg_home,
                                  timeout=settings.server.gpg_timeout_seconds)
     copies = Copies(settings, store, clock)

@@ -302,3 +302,42 @@ def test_packet_reader_tells_ocb_and_seipd_v2_apart() -> None:
         encryption_packet(b"not a message")
     with pytest.raises(PacketError):
         encryption_packet(pkesk)
+
+
+# -- check --config-only: what `systemctl reload` runs before SIGHUP ----------------------
+def test_config_only_passes_a_good_file_without_touching_the_data_folder(
+        tmp_path: Path, keys: dict[str, TestKey]) -> None:
+    r = run_check(tmp_path, keys, "--config-only")
+    assert r.exit_code == 0, r.output
+    assert lines(r) == [f"ok    config {tmp_path / 'config.toml'}: 1 practice(s), 1 form(s)"]
+    assert not (tmp_path / "data").exists()  # no data folder, no database, no keyring
+
+
+@pytest.mark.parametrize(("breakage", "message"), [
+    (lambda text: text + "\n[forms.intake\n", "config.toml"),  # not TOML any more
+    (lambda text: text.replace("[server]", "[server]\ncolour = \"red\""),
+     "server.colour: unknown setting"),
+    (lambda text: text.replace('delivery = "hold"', 'delivery = "pigeon"'),
+     "forms.intake.delivery"),
+])
+def test_config_only_fails_a_broken_file_with_exit_2(
+        tmp_path: Path, keys: dict[str, TestKey], breakage: Any, message: str) -> None:
+    config = write_config(tmp_path / "config.toml", make_config_dict(tmp_path / "data", keys))
+    config.write_text(breakage(config.read_text(encoding="utf-8")), encoding="utf-8")
+    r = CliRunner().invoke(cli, ["--config", str(config), "check", "--config-only"], env=ENV)
+    assert r.exit_code == 2, r.output
+    assert lines(r)[0].startswith("error ") and message in r.output and lines(r)[-1] == "errors"
+    assert not (tmp_path / "data").exists()
+
+
+def test_config_only_fails_a_copy_form_without_pdf_fonts(
+        tmp_path: Path, keys: dict[str, TestKey], monkeypatch: pytest.MonkeyPatch) -> None:
+    from formrelay.patient_copy import pdf
+
+    def missing() -> Any:
+        raise pdf.PdfError("fonts not found")
+
+    monkeypatch.setattr(pdf, "font_files", missing)
+    r = run_check(tmp_path, keys, "--config-only", patient_copy=True)
+    assert r.exit_code == 2 and "forms.intake.patient_copy: fonts not found" in r.output
+    assert not (tmp_path / "data").exists()

@@ -186,6 +186,25 @@ def test_systemd_units_verify_and_are_hardened(tmp_path: Path) -> None:
     assert "formrelay worker" in (DEPLOY / "formrelay-worker.service").read_text()
 
 
+def test_systemctl_reload_checks_the_config_before_sighup(
+        tmp_path: Path, keys: dict[str, TestKey]) -> None:
+    """systemd runs the ExecReload= lines in order and stops at the first that fails: the
+    check comes first, so a bad file never reaches gunicorn (which would stop on it)."""
+    text = (DEPLOY / "formrelay.service").read_text()
+    reload = re.findall(r"^ExecReload=(.*)$", text, re.M)
+    assert reload == ["/opt/formrelay/bin/formrelay check --config-only",
+                      "/bin/kill -HUP $MAINPID"]
+    command = reload[0].replace("/opt/formrelay/bin/", f"{VENV_BIN}/").split()
+    config = write_config(tmp_path / "config.toml", make_config_dict(tmp_path / "data", keys))
+    env = {**os.environ, **ENV, "FORMRELAY_CONFIG": str(config)}  # as the unit sets it
+    good = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert good.returncode == 0, good.stdout + good.stderr
+    config.write_text(config.read_text() + "\n[forms.intake\n")
+    bad = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and f"error {config}" in bad.stdout, bad.stdout + bad.stderr
+    assert not (tmp_path / "data").exists()
+
+
 def test_dockerfile_lints_and_keeps_its_promises() -> None:
     text = (DEPLOY / "Dockerfile").read_text()
     hadolint = shutil.which("hadolint") or shutil.which("hadolint", path=str(VENV_BIN))

@@ -88,23 +88,35 @@ def _exit(code: int) -> None:
 # -- check ------------------------------------------------------------------------------
 @cli.command()
 @click.option("--offline", is_flag=True, help="Skip the connection to the mail relay.")
+@click.option("--config-only", is_flag=True,
+              help="Only load and validate the config file (and practices_dir), as a reload "
+                   "does first; touches neither the data folder nor the database.")
 @pass_ctx
-def check(ctx: Context, offline: bool) -> None:
+def check(ctx: Context, offline: bool, config_only: bool) -> None:
     """The operator's pre-flight: config, data folder, database, every key's state and
     expiry, the packet gpg writes (SEIPD v1), the mail relay (TLS handshake and
     certificate), the outbox's oldest mail, the clock and the audit chain (the rows
     since the last verification). One line each; exit 0 ok, 1 warning, 2 error, for
-    monitoring.
+    monitoring. With --config-only: whether a reload would take the file (exit 0) or
+    keep the old configuration (exit 2); the systemd unit runs it before SIGHUP.
 
     \b
     Example:
       formrelay --config config.toml check
       formrelay --config config.toml check --offline
+      formrelay --config config.toml check --config-only
     """
     from .. import services
     from ..ops.checks import run_checks
 
     try:
+        if config_only:
+            from ..reload import validated
+
+            settings = validated(ctx.settings())
+            click.echo(f"ok    config {settings.path}: {len(settings.practices)} practice(s), "
+                       f"{len(settings.forms)} form(s)")
+            _exit(EXIT_OK)
         settings = ctx.settings()
     except ConfigError as exc:  # a broken config is one of check's errors, not a warning
         click.echo(f"error {exc}")

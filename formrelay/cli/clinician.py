@@ -183,10 +183,13 @@ def audit() -> None:
     \b
     Examples:
       formrelay --config config.toml audit export --reference FR-7K2M-9QXD
+      formrelay --config config.toml audit export --practice oost
       formrelay --config config.toml audit verify
       formrelay --config config.toml audit verify --practice oost
 
-    Each practice has its own hash chain; without --practice, every practice's.
+    Each practice has its own hash chain; without --practice, every practice's. An
+    event goes to the chain of its form's practice (a clinician's own events: their
+    account's practice; the operator's and the system's: default).
     """
 
 
@@ -194,20 +197,37 @@ PRACTICE_HELP = "Only this practice's events and chain (its id); default: every 
 
 
 @audit.command("export")
-@click.option("--reference", required=True, help="The submission's reference, FR-....")
+@click.option("--reference", default=None,
+              help="The submission's reference, FR-....; without it, --practice's whole log.")
 @click.option("--practice", default=None, metavar="ID", help=PRACTICE_HELP)
 @pass_ctx
-def audit_export(ctx: Context, reference: str, practice: str | None) -> None:
+def audit_export(ctx: Context, reference: str | None, practice: str | None) -> None:
     """Print the history of one submission in readable form: received, mailed or held,
-    downloaded, deleted; when, by whom, from where, with what outcome.
+    downloaded, deleted; when, by whom, from where, with what outcome. With --practice
+    and no --reference: every event of that practice's chain (tab-separated), none of
+    another practice's.
 
     \b
-    Example:
+    Examples:
       formrelay --config config.toml audit export --reference FR-7K2M-9QXD > history.txt
+      formrelay --config config.toml audit export --practice oost > oost-audit.tsv
     """
-    from ..ops.audit import export_text
+    from ..ops.audit import export_practice, export_text
 
-    click.echo(export_text(ctx.services().store, reference, practice), nl=False)
+    if not reference and not practice:
+        raise click.UsageError("name a submission (--reference FR-...) or a practice "
+                               "(--practice ID)")
+    store = ctx.services().store
+    if reference:
+        click.echo(export_text(store, reference, practice), nl=False)
+        return
+    assert practice is not None  # noqa: S101 - checked above
+    if practice not in store.audit_practices():
+        click.echo(f"error: no audit chain for practice {practice!r}; practices with one: "
+                   f"{', '.join(store.audit_practices())}", err=True)
+        sys.exit(EXIT_ERROR)
+    for line in export_practice(store, practice):
+        click.echo(line)
 
 
 @audit.command("verify")

@@ -97,7 +97,7 @@ class Accounts(SecondFactor, ApiTokens):
             uid = self.store.user_add(username, _hasher.hash(password), email=email,
                                       recipients=list(recipients), forms=list(forms),
                                       practice=practice)
-            self.store.audit(AuditAction.USER_CREATED, actor=OPERATOR,
+            self.store.audit(AuditAction.USER_CREATED, actor=OPERATOR, practice=practice,
                              detail=f"user:{username}; practice {practice}; recipients "
                                     f"{','.join(recipients) or '-'}; forms "
                                     f"{','.join(forms) or '-'}")
@@ -142,7 +142,7 @@ class Accounts(SecondFactor, ApiTokens):
             self.store.sessions_end(user.id)
             self.store.token_revoke(user.id)
             self.store.login_failures_clear(self._tag(user.username))
-            self.store.audit(AuditAction.USER_CHANGED, actor=OPERATOR,
+            self.store.audit(AuditAction.USER_CHANGED, actor=OPERATOR, practice=user.practice,
                              detail=f"{user.actor}: password reset, TOTP to enrol again, "
                                     "sessions ended, API tokens revoked")
         return self.require(username)
@@ -152,7 +152,7 @@ class Accounts(SecondFactor, ApiTokens):
         with self.store.transaction():
             self.store.user_update(user.id, disabled_at=self.store_now() if disabled else None)
             ended = self.store.sessions_end(user.id) if disabled else 0
-            self.store.audit(AuditAction.USER_CHANGED, actor=OPERATOR,
+            self.store.audit(AuditAction.USER_CHANGED, actor=OPERATOR, practice=user.practice,
                              detail=f"{user.actor}: {'disabled' if disabled else 'enabled'}"
                                     + (f", {ended} session(s) ended" if ended else ""))
         return self.require(username)
@@ -161,7 +161,8 @@ class Accounts(SecondFactor, ApiTokens):
         user = self.require(username)
         with self.store.transaction():
             self.store.user_remove(user.id)
-            self.store.audit(AuditAction.USER_REMOVED, actor=OPERATOR, detail=user.actor)
+            self.store.audit(AuditAction.USER_REMOVED, actor=OPERATOR, detail=user.actor,
+                             practice=user.practice)
 
     # -- passwords --------------------------------------------------------------------
     def check_password(self, username: str, password: str, ip: str) -> User:

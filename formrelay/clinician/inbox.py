@@ -78,10 +78,16 @@ class Inbox:
             why = ("another practice's submission" if foreign else
                    "not one of the user's forms" if row is not None and not allowed else
                    f"status {row['status']}" if row is not None else "no such reference")
+            # In the chain of the record's practice (or the user's when there is no
+            # record); an attempt on another practice's record goes to the user's chain
+            # too, without that practice's reference.
             self.store.audit(action, "refused", actor=user.actor, ip=ip,
                              reference=ref if REFERENCE.match(ref) else "",
                              form_id=str(row["form_id"]) if row else "",
                              detail=why if REFERENCE.match(ref) else "malformed reference")
+            if foreign:
+                self.store.audit(action, "refused", actor=user.actor, ip=ip, detail=why,
+                                 practice=user.practice)
             raise NotFound(NOT_HELD)
         return self._item(row, self.store.downloads([ref])[ref])
 

@@ -232,7 +232,7 @@ def tell_operator(store: Store, settings: Settings, subject: str, body: str, *,
         message_id = f"{OPERATOR}.{once}.{secrets.token_hex(12)}"
     payload = json.dumps({"subject": subject, "body": body}).encode()
     store.enqueue(OPERATOR, reference, [to], payload=payload, form_id=form_id,
-                  message_id=message_id)
+                  message_id=message_id, practice=practice.id if practice else "")
     return True
 
 

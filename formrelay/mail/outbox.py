@@ -285,7 +285,7 @@ def _mark_sent(settings: Settings, store: Store, mail: OutboxMail, kind: MailKin
         if refused:
             reasons = "; ".join(sorted(set(refused.values())))
             store.audit(AuditAction.FAILED, "failed", reference=mail.reference,
-                        form_id=mail.form_id,
+                        form_id=mail.form_id, practice=mail.practice or None,
                         detail=f"{mail.kind} mail refused for {len(refused)} recipient(s): "
                                f"{reasons}")
             if mail.kind != OPERATOR:

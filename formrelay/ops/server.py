@@ -148,8 +148,10 @@ def run_gunicorn(settings: Settings, *, bind: str, workers: int, connections: in
 
     class Master(Arbiter):
         def handle_hup(self) -> None:
+            from ..reload import validated
+
             try:
-                good[0] = load_config(settings.path, os.environ)
+                good[0] = validated(load_config(settings.path, os.environ))
             except ConfigError as exc:
                 log.error("configuration not reloaded, the previous one stays in force: %s",
                           exc)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -45,14 +45,22 @@ _AUDIT_INSERT = (f"INSERT INTO audit ({', '.join(_AUDIT_COLUMNS)}) "  # noqa: S6
                  f"VALUES ({', '.join('?' * len(_AUDIT_COLUMNS))})")
 
 
+def _no_forms(form_id: str) -> str | None:
+    return None
+
+
 class AuditLog(StoreBase):
     """Append events, read them back, purge the oldest behind an anchor."""
 
+    # The practice a configured form belongs to (None: not configured). The composition
+    # root (services.py) sets it from the configuration in force, again on every reload.
+    practice_of_form: Callable[[str], str | None] = staticmethod(_no_forms)
+
     def audit(self, action: str, outcome: str = "ok", *, actor: str = "system", ip: str = "",
               reference: str = "", form_id: str = "", detail: str = "",
-              practice: str = DEFAULT_PRACTICE) -> None:
-        """Append one event to `practice`'s hash-chained audit log (metadata only, never
-        content).
+              practice: str | None = None) -> None:
+        """Append one event to a practice's hash-chained audit log (metadata only, never
+        content): to `practice` if given, else to the chain `chain_of` derives.
 
         `action` must be an `AuditAction` (or its string): an action nobody documented
         cannot enter the log."""
@@ -65,13 +73,15 @@ class AuditLog(StoreBase):
         row: dict[str, Any] = {"at": iso(self.clock()), "action": action, "outcome": outcome,
                "actor": actor,
                "ip": ip, "reference": reference, "form_id": form_id, "detail": detail,
-               "practice": practice or DEFAULT_PRACTICE}
+               "practice": practice}
         lock = " FOR UPDATE" if self.engine == "postgresql" else ""
         head_sql = f"SELECT last_id, last_hash FROM audit_head WHERE practice = ?{lock}"  # noqa: S608 - fixed text
         with self.transaction() as conn:
             # Continue from the recorded head, not from the last row left: after a cut-off
             # tail the next row still names the missing one, so `audit verify` sees it.
             # Locking the head row makes concurrent appenders of one practice take turns.
+            row["practice"] = practice or self.chain_of(form_id=form_id, reference=reference,
+                                                        actor=actor)
             head = conn.execute(head_sql, (row["practice"],)).fetchone()
             if head is None:  # the practice's first event
                 conn.execute("INSERT INTO audit_head (practice, last_id, last_hash) "
@@ -85,6 +95,30 @@ class AuditLog(StoreBase):
             conn.execute(_AUDIT_INSERT, [row[k] for k in _AUDIT_COLUMNS])
             conn.execute("UPDATE audit_head SET last_id = ?, last_hash = ? WHERE practice = ?",
                          (row["id"], row["hash"], row["practice"]))
+
+    def chain_of(self, *, form_id: str = "", reference: str = "", actor: str = "") -> str:
+        """The practice whose chain an event goes to when the caller names none (the
+        README's "Audit log" says the same): an event about a form or submission goes to
+        the form's practice; one about a form no longer configured to the chain that
+        already holds that submission's events; a clinician's own event (`user:<name>`)
+        to the account's practice (so also one about a form gone without a trace);
+        anything else (the operator's, unknown names, the system's) to `default`."""
+        if form_id:
+            found = self.practice_of_form(form_id)
+            if found:
+                return found
+            if reference:
+                row = self.conn.execute("SELECT practice FROM audit WHERE reference = ? AND "
+                                        "form_id = ? ORDER BY at LIMIT 1",
+                                        (reference, form_id)).fetchone()
+                if row:
+                    return str(row[0])
+        if actor.startswith("user:"):
+            row = self.conn.execute("SELECT practice FROM users WHERE username = ?",
+                                    (actor[len("user:"):],)).fetchone()
+            if row and row[0]:
+                return str(row[0])
+        return DEFAULT_PRACTICE
 
     def audit_rows(self, reference: str | None = None,
                    practice: str | None = None) -> list[dict[str, Any]]:

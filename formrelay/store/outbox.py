@@ -36,6 +36,7 @@ class OutboxMail:
     message_id: str
     created_at: datetime
     attempts: int
+    practice: str = ""  # set for mail of no form (an operator's): its audit chain
 
 
 def _addresses(recipients: str) -> tuple[str, ...]:
@@ -47,17 +48,20 @@ def _outbox_mail(row: Any, attempts: int) -> OutboxMail:
     return OutboxMail(id=row["id"], kind=row["kind"], reference=row["reference"],
                       form_id=row["form_id"], recipients=_addresses(row["recipients"]),
                       payload=row["payload"] or b"", message_id=row["message_id"],
-                      created_at=parse_iso(row["created_at"]), attempts=attempts)
+                      created_at=parse_iso(row["created_at"]), attempts=attempts,
+                      practice=row["practice"] or "")
 
 
 class Outbox(AuditLog):
     """Queue, lease, mark and list mails; purge finished ones."""
 
     def enqueue(self, kind: str, reference: str, recipients: list[str] | tuple[str, ...],
-                payload: bytes = b"", form_id: str = "", *, message_id: str = "") -> int:
+                payload: bytes = b"", form_id: str = "", *, message_id: str = "",
+                practice: str = "") -> int:
         """Queue one mail; joins the caller's transaction if there is one. `payload` is
         opaque here (the kind's builder reads it). Without `message_id` a random token
-        is stored and mail.outbox.message_id() turns it into a fixed Message-ID."""
+        is stored and mail.outbox.message_id() turns it into a fixed Message-ID.
+        `practice` names the audit chain of a mail that names no form."""
         if not recipients:
             raise ValueError("a mail needs at least one recipient")
         now = iso(self.clock())
@@ -65,10 +69,12 @@ class Outbox(AuditLog):
         with self.transaction() as conn:
             cur = conn.execute(
                 "INSERT INTO outbox (kind, reference, form_id, recipients, payload, message_id, "
-                "created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                (kind, reference, form_id, json.dumps(list(recipients)), payload, mid, now, now))
+                "created_at, next_attempt_at, practice) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "RETURNING id", (kind, reference, form_id, json.dumps(list(recipients)), payload,
+                                 mid, now, now, practice))
             mail_id = int(cur.fetchone()[0])
             self.audit(AuditAction.QUEUED, reference=reference, form_id=form_id,
+                       practice=practice or None,
                        detail=f"{kind} mail to {len(recipients)} recipient(s)")
         return mail_id
 
@@ -110,7 +116,7 @@ class Outbox(AuditLog):
                 "AND status = 'queued'", (iso(next_at), error_class, error, mail.id, owner))
             if cur.rowcount:
                 self.audit(AuditAction.DEFERRED, "retry", reference=mail.reference,
-                           form_id=mail.form_id,
+                           form_id=mail.form_id, practice=mail.practice or None,
                            detail=f"{mail.kind} mail, attempt {mail.attempts}: {error}; "
                                   f"next try {iso(next_at)}")
 
@@ -132,8 +138,8 @@ class Outbox(AuditLog):
                 conn.execute("UPDATE outbox SET payload = NULL, recipients = ? WHERE id = ?",
                              (f"{n} recipient{'' if n == 1 else 's'}", mail.id))
             self.audit(status, "ok" if status == "sent" else "failed", reference=mail.reference,
-                       form_id=mail.form_id, detail=f"{mail.kind} mail, attempt "
-                                                    f"{mail.attempts}: {detail}")
+                       form_id=mail.form_id, practice=mail.practice or None,
+                       detail=f"{mail.kind} mail, attempt {mail.attempts}: {detail}")
             if also:
                 also()
 
@@ -159,8 +165,8 @@ class Outbox(AuditLog):
                              (now, now, row["id"]))
                 mail = self.outbox_mail(row["id"])
                 self.audit(AuditAction.QUEUED, actor="operator", reference=mail.reference,
-                           form_id=mail.form_id, detail=f"{mail.kind} mail #{mail.id} queued "
-                                                        f"again{how}")
+                           form_id=mail.form_id, practice=mail.practice or None,
+                           detail=f"{mail.kind} mail #{mail.id} queued again{how}")
                 out.append(mail)
         return out
 
@@ -228,7 +234,8 @@ class Outbox(AuditLog):
             with self.transaction() as conn:
                 rows = [dict(r) for r in conn.execute(
                     f"WITH cut AS (SELECT key AS form_id, value AS before FROM {pairs}) "  # noqa: S608 - fixed text
-                    "SELECT o.id, o.kind, o.reference, o.form_id, o.status, o.done_at "
+                    "SELECT o.id, o.kind, o.reference, o.form_id, o.status, o.done_at, "
+                    "o.practice "
                     "FROM outbox AS o LEFT JOIN cut ON cut.form_id = o.form_id "
                     "WHERE o.status IN ('sent', 'failed') "
                     "AND o.done_at < COALESCE(cut.before, ?) ORDER BY o.id LIMIT ?",
@@ -236,6 +243,7 @@ class Outbox(AuditLog):
                 for r in rows:
                     conn.execute("DELETE FROM outbox WHERE id = ?", (r["id"],))
                     self.audit(AuditAction.DELETED, reference=r["reference"], form_id=r["form_id"],
+                               practice=r["practice"] or None,
                                detail=f"retention: record of {r['status']} {r['kind']} mail "
                                       f"#{r['id']} (done {r['done_at'][:10]}) deleted")
             gone += rows

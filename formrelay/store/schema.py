@@ -5,8 +5,8 @@ declared here; existing databases record the names in `_migrations`, so a releas
 step is never renamed, reordered or edited. A new step goes at the end of this file,
 numbered from its feature's range (0001-0009 submissions and audit log, 0010-0019
 outbox, 0020-0029 public form protection, 0030-0039 clinician area and audit chain,
-0040-0049 patient copies, 0050-0059 compliance review, 0070-0079 one audit chain per
-practice), so fresh and upgraded databases run the same steps.
+0040-0049 patient copies, 0050-0059 compliance review, 0060-0079 many practices: one
+audit chain each), so fresh and upgraded databases run the same steps.
 
 Both engines run the same named steps. Where SQLite's SQL does not run on PostgreSQL a
 step carries its PostgreSQL form (`postgres=`, the `_PG_*` scripts below). No PostgreSQL
@@ -533,3 +533,12 @@ def _audit_practice(db: sqlite_utils.Database) -> None:
                  "anchor_id, at FROM audit_verified")
     conn.execute("DROP TABLE audit_verified")
     conn.execute("ALTER TABLE audit_verified_new RENAME TO audit_verified")
+
+
+@migration("0071_outbox_practice",
+           postgres="ALTER TABLE outbox ADD COLUMN practice TEXT NOT NULL DEFAULT ''")
+def _outbox_practice(db: sqlite_utils.Database) -> None:
+    # The practice a mail that names no form belongs to (a key-expiry reminder to a
+    # practice's operator), so its queued/sent/failed events go to that practice's
+    # audit chain; '' = by its form (store/audit.py `chain_of`).
+    db.conn.execute("ALTER TABLE outbox ADD COLUMN practice TEXT NOT NULL DEFAULT ''")
