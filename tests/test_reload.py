@@ -86,8 +86,9 @@ def test_serve_reloads_practices_without_a_restart(tmp_path: Path,
         # a changed name shows at once, without a signal: the file changed
         renamed = {**noord(keys), "name": "Gezondheidscentrum Noord"}
         _config(tmp_path, keys, base, noord=renamed)
-        until(lambda: b"Gezondheidscentrum Noord" in _http(f"{base}/f/noord-intake")[1],
-              "the new name", log)
+        # every worker (each looks at the file when a request comes) has the new name
+        until(lambda: all(b"Gezondheidscentrum Noord" in _http(f"{base}/f/noord-intake")[1]
+                          for _ in range(8)), "the new name in every worker", log)
 
         # a broken file: the old configuration keeps serving, the log says why
         broken = {**renamed, "colour": "red"}
