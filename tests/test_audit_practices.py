@@ -16,10 +16,10 @@ from formrelay import services
 from formrelay.mail import outbox
 from formrelay.store import Store
 
-from .area import Browser, Clock, add_user, cheap_hashing, cli_run, totp_at
+from .area import Browser, Clock, cheap_hashing, cli_run, totp_at
 from .conftest import ENV, open_store, post_form
 from .keys import TestKey
-from .test_practices import make, two_practices, valid_answers
+from .test_practices import make, practices_with_clinicians, two_practices, valid_answers
 
 
 @pytest.fixture(autouse=True)
@@ -31,13 +31,7 @@ def busy_practices(tmp_path: Path, keys: dict[str, TestKey]) -> tuple[Flask, str
     """Two practices (default: form intake, anna; noord: form noord-intake, bram), each
     with a submission, its clinician's login and download; anna also tries noord's."""
     clock = Clock()
-    app = make(tmp_path, two_practices(tmp_path, keys, delivery="hold"), clock=clock)
-    add_user(tmp_path, "anna", "--recipient", "alice")
-    add_user(tmp_path, "bram", "--practice", "noord", "--recipient", "bob")
-    client = app.test_client()
-    mine = post_form(client, valid_answers(), json_answer=True).get_json()["reference"]
-    theirs = post_form(client, valid_answers(), form_id="noord-intake",
-                       json_answer=True).get_json()["reference"]
+    app, mine, theirs = practices_with_clinicians(tmp_path, keys, clock, delivery="hold")
     for name, ref, ip in (("anna", mine, "192.0.2.1"), ("bram", theirs, "192.0.2.2")):
         b = Browser(app, ip=ip)
         b.enrol(name, totp_at(clock))

@@ -265,16 +265,23 @@ def test_users_belong_to_one_practice(tmp_path: Path, keys: dict[str, TestKey]) 
     assert "practice noord" in cli_run(tmp_path, "users", "list").output
 
 
-def test_a_clinician_never_gets_another_practices_submission(
-        tmp_path: Path, keys: dict[str, TestKey]) -> None:
-    clock = Clock()
-    app = make(tmp_path, two_practices(tmp_path, keys), clock=clock)
+def practices_with_clinicians(tmp_path: Path, keys: dict[str, TestKey], clock: Clock,
+                              **form: Any) -> tuple[Flask, str, str]:
+    """Two practices with a clinician each (default: anna, alice's forms; noord: bram,
+    bob's) and one submission each: the app and the two references."""
+    app = make(tmp_path, two_practices(tmp_path, keys, **form), clock=clock)
     add_user(tmp_path, "anna", "--recipient", "alice")
     add_user(tmp_path, "bram", "--practice", "noord", "--recipient", "bob")
     client = app.test_client()
     mine = post_form(client, valid_answers(), json_answer=True).get_json()["reference"]
     theirs = post_form(client, valid_answers(), form_id="noord-intake",
                        json_answer=True).get_json()["reference"]
+    return app, mine, theirs
+
+def test_a_clinician_never_gets_another_practices_submission(
+        tmp_path: Path, keys: dict[str, TestKey]) -> None:
+    clock = Clock()
+    app, mine, theirs = practices_with_clinicians(tmp_path, keys, clock)
     unknown = "FR-2222-2222"
     b = Browser(app)
     b.enrol("anna", totp_at(clock))

@@ -52,3 +52,10 @@ class Step(Protocol[T]):
     def prepare(self, posted: Posted) -> T: ...
 
     def record(self, stored: Stored, prepared: T) -> CopyReceipt | None: ...
+
+
+class RecordOnly:
+    """For a step that needs nothing from the plaintext: its `prepare` does nothing."""
+
+    def prepare(self, posted: Posted) -> None:
+        return None

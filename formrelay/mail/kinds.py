@@ -57,19 +57,16 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime
 from types import MappingProxyType
-from typing import TYPE_CHECKING
 
 from ..audit_actions import AuditAction
 from ..config import PracticeSettings, Settings
 from ..crypto import sealing
 from ..errors import OperatorError
 from ..i18n import gettext
+from ..intake.pipeline import RecordOnly, Stored
 from ..store import OutboxMail, Store
 from . import mime
 from .transport import Message, transport_configured
-
-if TYPE_CHECKING:
-    from ..intake.pipeline import Posted, Stored
 
 log = logging.getLogger("formrelay.delivery")  # as before the split: operators filter on it
 
@@ -156,15 +153,12 @@ def plain_message(mail: OutboxMail, settings: Settings, subject: str, body: str)
 
 # -- the submission's PGP/MIME mail ------------------------------------------------------
 @dataclass(frozen=True)
-class SubmissionMail:
+class SubmissionMail(RecordOnly):
     """The pipeline step that queues an email-delivery submission's mail in the
     submission's own transaction (intake/pipeline.py)."""
 
     store: Store
     settings: Settings
-
-    def prepare(self, posted: Posted) -> None:
-        return None
 
     def record(self, stored: Stored, prepared: None) -> None:
         if stored.delivery != "email":

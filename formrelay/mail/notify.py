@@ -14,17 +14,14 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
 
 from ..config import FormSpec, Settings
 from ..i18n import gettext
+from ..intake.pipeline import RecordOnly, Stored
 from ..localtime import local_date, shown
 from ..store import OutboxMail, Store, iso, parse_iso
 from .kinds import MailKind, plain_message
 from .transport import Message, transport_configured
-
-if TYPE_CHECKING:
-    from ..intake.pipeline import Posted, Stored
 
 log = logging.getLogger("formrelay.notify")
 
@@ -40,15 +37,12 @@ def _enqueue(settings: Settings, store: Store, spec: FormSpec,
 
 
 @dataclass(frozen=True)
-class HeldNotice:
+class HeldNotice(RecordOnly):
     """The pipeline step (intake/pipeline.py): a held submission's notification, or its place in
     the next batch, in the submission's own transaction."""
 
     store: Store
     settings: Settings
-
-    def prepare(self, posted: Posted) -> None:
-        return None
 
     def record(self, stored: Stored, prepared: None) -> None:
         if stored.delivery != "hold":
