@@ -171,27 +171,28 @@ class SubmissionMail(RecordOnly):
 
 def submission_message(settings: Settings, store: Store, *, reference: str, form_id: str,
                        recipients: list[str] | tuple[str, ...], date: datetime,
-                       message_id: str) -> mime.Streamed:
+                       message_id: str, sender: str, lang: str) -> mime.Streamed:
     """A stored submission's PGP/MIME mail (RFC 3156), as the worker mails it and the
     clinician area offers it as .eml: generic outer headers, the real subject inside the
     ciphertext. BuildError if the ciphertext is gone."""
     row = store.submission(reference)
     if row is None or row["deleted_at"] or not row["size"]:
         raise BuildError("ciphertext no longer stored")
-    spec = settings.form(form_id)
-    subject = gettext(spec.lang if spec else "nl", "Encrypted form submission %(reference)s",
-                      reference=reference)
+    subject = gettext(lang, "Encrypted form submission %(reference)s", reference=reference)
     return mime.encrypted_message(
-        sender=settings.practice_of(form_id).sender, recipients=recipients, subject=subject,
+        sender=sender, recipients=recipients, subject=subject,
         date=date,
         message_id=message_id, ciphertext=lambda dest: store.copy_ciphertext(reference, dest),
         ciphertext_size=row["size"])
 
 
 def _build_submission(mail: OutboxMail, settings: Settings, store: Store) -> Message:
+    spec = settings.form(mail.form_id)
     return submission_message(settings, store, reference=mail.reference,
                               form_id=mail.form_id, recipients=mail.recipients,
-                              date=mail.created_at, message_id=message_id(mail, settings))
+                              date=mail.created_at, message_id=message_id(mail, settings),
+                              sender=settings.practice_of(mail.form_id).sender,
+                              lang=spec.lang if spec else "nl")
 
 
 def _submission_sent(mail: OutboxMail, store: Store) -> None:

@@ -53,7 +53,7 @@ class HeldNotice(RecordOnly):
                         spec.id, sub.reference)
             return
         if spec.notify_batch_minutes:
-            store.notice_add(sub.reference, spec.id, sub.received_at)
+            store.notice_add(sub.reference, spec.id, sub.received_at, spec.practice)
         else:
             _enqueue(self.settings, store, spec, [{"reference": sub.reference,
                                                    "received_at": iso(sub.received_at)}])
@@ -62,12 +62,18 @@ class HeldNotice(RecordOnly):
 def flush(settings: Settings, store: Store, now: datetime | None = None) -> int:
     """Queue every batch that is due; returns how many mails were queued."""
     queued = 0
-    for form_id in store.notice_forms():
+    for form_id, practice in store.notice_forms():
         spec = settings.form(form_id)
         if spec is None or not transport_configured(settings):
             continue
+        if spec.practice != practice:
+            # the form now belongs to another practice: its recipients must not be told
+            # of this one's submissions; they wait until the form is back where it was
+            log.warning("form %s: held notices of practice %s wait, the form now belongs "
+                        "to practice %s", form_id, practice, spec.practice)
+            continue
         with store.transaction():
-            rows = store.notices_due(form_id, spec.notify_batch_minutes)
+            rows = store.notices_due(form_id, spec.notify_batch_minutes, practice)
             if rows:
                 _enqueue(settings, store, spec, rows)
                 queued += 1

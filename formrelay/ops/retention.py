@@ -1,7 +1,8 @@
 """Retention: nothing is kept longer than the practice decided (AVG art. 5(1)(e)).
 
-`purge(settings, store, now, purgers=...)` deletes the ciphertext of held submissions past their
-form's `retention_days` (each deletion audited), audit rows older than
+`purge(settings, store, now, purgers=...)` deletes the ciphertext of held submissions past the
+`retention_days` their form had when they were stored (each deletion audited, in the
+chain of the practice recorded with them), audit rows older than
 `server.audit_retention_years` (behind a recorded anchor, so the chain still verifies),
 submission metadata as old as that, and stale sessions and login counters. The worker
 runs it on a schedule (`periodic`), `formrelay purge` on demand. Other features' own
@@ -66,7 +67,8 @@ def purge(settings: Settings, store: Store, now: datetime | None = None, *,
     now = now or store.clock()
     report = PurgeReport()
     for row in store.submissions(status="held"):
-        days = settings.retention_days(row["form_id"])
+        # the retention recorded with the submission, whatever its form says today
+        days = int(row["keep_days"] or 0) or settings.retention_days(row["form_id"])
         if parse_iso(row["received_at"]) + timedelta(days=days) > now:
             continue
         with store.transaction():

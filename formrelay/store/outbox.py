@@ -36,7 +36,7 @@ class OutboxMail:
     message_id: str
     created_at: datetime
     attempts: int
-    practice: str = ""  # set for mail of no form (an operator's): its audit chain
+    practice: str = ""  # whose mail it is (recorded when queued): its audit chain
 
 
 def _addresses(recipients: str) -> tuple[str, ...]:
@@ -61,12 +61,15 @@ class Outbox(AuditLog):
         """Queue one mail; joins the caller's transaction if there is one. `payload` is
         opaque here (the kind's builder reads it). Without `message_id` a random token
         is stored and mail.outbox.message_id() turns it into a fixed Message-ID.
-        `practice` names the audit chain of a mail that names no form."""
+        `practice` is whose mail it is (by default its submission's recorded practice,
+        else its form's): its audit chain, for good."""
         if not recipients:
             raise ValueError("a mail needs at least one recipient")
         now = iso(self.clock())
         mid = message_id or f"{kind}.{secrets.token_hex(12)}"
         with self.transaction() as conn:
+            # the row records whose mail it is (its submission's practice), for good
+            practice = practice or self.chain_of(form_id=form_id, reference=reference)
             cur = conn.execute(
                 "INSERT INTO outbox (kind, reference, form_id, recipients, payload, message_id, "
                 "created_at, next_attempt_at, practice) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "

@@ -542,3 +542,48 @@ def _outbox_practice(db: sqlite_utils.Database) -> None:
     # practice's operator), so its queued/sent/failed events go to that practice's
     # audit chain; '' = by its form (store/audit.py `chain_of`).
     db.conn.execute("ALTER TABLE outbox ADD COLUMN practice TEXT NOT NULL DEFAULT ''")
+
+
+# -- ownership recorded, not derived (migrations 0080-0089) ---------------------------
+# Every stored row names the practice it was written for (a submission also its
+# recipients, their fingerprints and its retention), and access, mail and audit chains
+# are decided from that record, never from today's configuration: a reload may have
+# moved the form to another practice. Existing rows take the practice of the audit
+# chain their submission's "received" event is in; the rest are filled from the
+# configuration when the store is first opened with one (Store.fill_ownership).
+_OWNERSHIP = (
+    "ALTER TABLE submissions ADD COLUMN practice TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE submissions ADD COLUMN recipients TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE submissions ADD COLUMN fingerprints TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE submissions ADD COLUMN keep_days INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE copies ADD COLUMN practice TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE held_notices ADD COLUMN practice TEXT NOT NULL DEFAULT ''",
+    "DROP VIEW copy_meta",
+    "CREATE VIEW copy_meta AS SELECT id, reference, form_id, lang, check_hash, code_mac, "
+    "quick_hash, quick_until, created_at, expires_at, max_downloads, downloads, failures, "
+    "state, size, deleted_at, practice FROM copies",
+    "CREATE INDEX submissions_practice ON submissions (practice, status)",
+    "UPDATE submissions SET practice = COALESCE((SELECT a.practice FROM audit AS a WHERE "
+    "a.reference = submissions.reference AND a.action = 'received' AND a.outcome = 'ok' "
+    "ORDER BY a.at LIMIT 1), '')",
+    "UPDATE copies SET practice = COALESCE((SELECT s.practice FROM submissions AS s WHERE "
+    "s.reference = copies.reference), '')",
+    "UPDATE held_notices SET practice = COALESCE((SELECT s.practice FROM submissions AS s "
+    "WHERE s.reference = held_notices.reference), '')",
+    # an outbox row of a submission: its practice; one of no form keeps the one it names
+    "UPDATE outbox SET practice = COALESCE((SELECT s.practice FROM submissions AS s WHERE "
+    "s.reference = outbox.reference AND s.practice != ''), '') WHERE practice = '' AND "
+    "reference != ''",
+)
+
+
+def _ownership_pg(conn: Any) -> None:
+    for sql in _OWNERSHIP:
+        conn.execute(sql)
+
+
+@migration("0080_ownership", postgres=_ownership_pg)
+def _ownership(db: sqlite_utils.Database) -> None:
+    for sql in _OWNERSHIP:
+        db.conn.execute(sql)
+
