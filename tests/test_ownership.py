@@ -5,7 +5,9 @@ practice file removed and its form id reused by another practice, then reloaded.
 
 from __future__ import annotations
 
+import json
 import re
+from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ from flask import Flask
 
 from formrelay import create_app
 from formrelay.config import load_config
+from formrelay.mail import outbox
 from formrelay.ops import retention
 from formrelay.services import Services, form_owner
 from formrelay.store import Store, base
@@ -22,6 +25,7 @@ from .area import Browser, Clock, add_user, cheap_hashing, cli_run, totp_at
 from .conftest import ENV, ON_POSTGRES, make_config_dict, open_store, post_form, write_config
 from .keys import TestKey, gpg_decrypt
 from .pg import PgServer
+from .smtpd import TlsFiles, smtp_config, smtp_server
 
 API = "/clinician/api/submissions"
 FIELDS = [{"name": "name", "type": "text", "label": "Naam", "required": True},
@@ -268,3 +272,90 @@ def test_the_migration_fills_the_record_from_the_chain_or_the_form(
     assert store.copy_row("c1")["practice"] == "zuid"
     assert store.fill_ownership(form_owner(settings)) == 0  # once
     store.close()
+
+
+# -- 16.4: queued mail keeps the name it was queued under -----------------------------------
+def deliver(app: Flask) -> Any:
+    services: Services = app.extensions["formrelay.live"].current
+    return outbox.deliver_pending(services.settings, services.store, kinds=services.kinds)
+
+
+def test_a_removed_practices_queued_mail_keeps_its_own_name(
+        tmp_path: Path, keys: dict[str, TestKey], tls: TlsFiles) -> None:
+    clock = Clock()
+    with smtp_server(tls) as (server, port):
+        server.mail_reply = "451 4.3.0 try again later"  # the relay is having a bad day
+        config = two_practice_files(tmp_path, keys, smtp=smtp_config(tls, port))
+        app = make(config, clock)
+        client = app.test_client()
+        copy = post_form(client, {"name": "Z", "complaint": "rug", "email": "zoe@example.nl",
+                                  "_copy": "1"}, form_id="b-mail")
+        assert 'id="pickup-code"' in copy.get_data(as_text=True)
+        held = post_form(client, {"name": "Z", "complaint": "knie"}, form_id="b-hold",
+                         json_answer=True).get_json()["reference"]
+        first = deliver(app)
+        assert (first.sent, first.deferred) == (0, 3)  # mail, copy link, held notice
+
+        (tmp_path / "practices" / "zuid.toml").unlink()  # zuid leaves meanwhile
+        assert "b-mail" not in reload(app).settings.forms
+        server.mail_reply = "530 5.7.0 Authentication required"  # then refuses formrelay
+        clock.advance(hours=1)
+        assert deliver(app).sent == 0
+        server.mail_reply = ""  # the relay is back
+        clock.advance(hours=2)
+        assert deliver(app).sent == 4 and server.messages
+
+    by_to = {tuple(m.rcpt_tos): m for m in server.messages}
+    link = by_to[("zoe@example.nl",)]
+    text = link.parsed().get_content()
+    assert link.mail_from == ZUID_FROM and str(link.parsed()["From"]) == ZUID_FROM
+    assert ZUID_NAME in str(link.parsed()["Subject"])
+    assert ZUID_NAME in text and ZUID_PHONE in text
+    assert NOORD_NAME not in text and NOORD_PHONE not in text
+    notices = [m for m in server.messages if m.rcpt_tos == ["dr-b@zuid.test"]]
+    assert len(notices) == 2  # the encrypted submission and the held notice
+    [notice] = [m for m in notices if m.parsed().get_content_type() == "text/plain"]
+    assert held in notice.parsed().get_content()
+    assert ZUID_NAME in str(notice.parsed()["Subject"]) and notice.mail_from == ZUID_FROM
+    assert NOORD_NAME not in notice.parsed().get_content()
+    assert all(m.mail_from == ZUID_FROM for m in notices)
+    # the relay refusing formrelay is every practice's business: the instance's operator
+    [relay] = [m for m in server.messages if "relay refuses" in str(m.parsed()["Subject"])]
+    assert relay.rcpt_tos == [INSTANCE_OPERATOR]
+    assert "beheer@noord.test" not in {r for m in server.messages for r in m.rcpt_tos}
+
+
+def test_mail_queued_without_a_record_waits_for_its_practice(
+        tmp_path: Path, keys: dict[str, TestKey]) -> None:
+    """A mail an older version queued (no recorded sender) of a practice that is gone is
+    neither sent in another's name nor failed: it waits, the instance's operator is told
+    once, and it goes when the practice is back."""
+    clock = Clock()
+    app = make(two_practice_files(tmp_path, keys), clock)
+    store = app.extensions["formrelay"].store
+    payload = json.dumps({"form_id": "b-hold", "items": [
+        {"reference": "FR-AAAA-AAAA", "received_at": "2026-12-01T10:00:00.000000Z"}]})
+    store.enqueue("held-notice", "FR-AAAA-AAAA", ["dr-b@zuid.test"], payload.encode(),
+                  "b-hold", practice="zuid")  # as the version before wrote it
+    take_over_b_hold(tmp_path, keys)
+    reload(app)
+    sent_now = []
+    for _ in range(4):
+        result = deliver(app)
+        sent_now.append(result.sent)
+        assert result.failed == 0 and result.deferred == 1
+        clock.advance(days=4)  # longer than smtp.give_up_days in all: still waiting
+    assert sum(sent_now) == 1  # the operator's notice, once
+    sink = tmp_path / "mail"
+    sent = [message_from_bytes(p.read_bytes(), policy=policy.default) for p in sink.glob("*")]
+    assert [str(m["To"]) for m in sent] == [INSTANCE_OPERATOR]
+    assert "removed practice zuid" in str(sent[0]["Subject"])
+    [waiting] = store.outbox_rows(("queued",))
+    assert waiting["error_class"] == "practice no longer configured"
+    restore_zuid(tmp_path, keys)
+    reload(app)
+    clock.advance(days=1)
+    assert deliver(app).sent == 1
+    notice = next(m for m in (message_from_bytes(p.read_bytes(), policy=policy.default)
+                              for p in sink.glob("*")) if str(m["To"]) == "dr-b@zuid.test")
+    assert ZUID_NAME in str(notice["Subject"]) and str(notice["From"]) == ZUID_FROM

@@ -20,7 +20,7 @@ from ..i18n import gettext
 from ..intake.pipeline import RecordOnly, Stored
 from ..localtime import local_date, shown
 from ..store import OutboxMail, Store, iso, parse_iso
-from .kinds import MailKind, plain_message
+from .kinds import MailKind, Recorded, plain_message, recorded, recorded_for, sealed_context
 from .transport import Message, transport_configured
 
 log = logging.getLogger("formrelay.notify")
@@ -30,10 +30,14 @@ KIND = "held-notice"
 
 def _enqueue(settings: Settings, store: Store, spec: FormSpec,
              items: list[dict[str, str]]) -> None:
-    payload = json.dumps({"form_id": spec.id, "items": items}).encode()
-    store.enqueue(KIND, items[0]["reference"] if len(items) == 1 else "",
-                  settings.recipient_emails(spec),
-                  payload=payload, form_id=spec.id)
+    # what the mail says of the form and its practice is recorded now, with the mail
+    payload = json.dumps({"form_id": spec.id, "items": items, "title": spec.title,
+                          "days": spec.retention_days}).encode()
+    reference = items[0]["reference"] if len(items) == 1 else ""
+    rec = recorded_for(settings.practice_of(spec.id), spec.lang)
+    store.enqueue(KIND, reference, settings.recipient_emails(spec), payload=payload,
+                  form_id=spec.id, practice=rec.practice,
+                  context=sealed_context(settings, rec, reference))
 
 
 @dataclass(frozen=True)
@@ -80,15 +84,11 @@ def flush(settings: Settings, store: Store, now: datetime | None = None) -> int:
     return queued
 
 
-def _body(settings: Settings, spec: FormSpec | None, form_id: str,
+def _body(settings: Settings, s: Recorded, title: str, days: int,
           items: list[dict[str, str]], lang: str) -> tuple[str, str]:
-    s = settings.practice_of(form_id)
-
     def t(msg: str, **params: object) -> str:
         return gettext(lang, msg, **params)
 
-    title = spec.title if spec else form_id
-    days = settings.retention_days(form_id)
     subject = t("%(practice)s: new form to download", practice=s.name) \
         if len(items) == 1 else \
         t("%(practice)s: %(n)s new forms to download", practice=s.name, n=len(items))
@@ -110,9 +110,11 @@ def _body(settings: Settings, spec: FormSpec | None, form_id: str,
 
 def build(mail: OutboxMail, settings: Settings, store: Store) -> Message:
     data = json.loads(mail.payload)
-    spec = settings.form(data["form_id"])
-    subject, body = _body(settings, spec, data["form_id"], data["items"],
-                          spec.lang if spec else "nl")
+    rec = recorded(mail, settings)
+    spec = settings.form(data["form_id"])  # only for a mail queued before they were recorded
+    title = data.get("title") or (spec.title if spec else data["form_id"])
+    days = int(data.get("days") or settings.retention_days(data["form_id"]))
+    subject, body = _body(settings, rec, title, days, data["items"], rec.lang)
     return plain_message(mail, settings, subject, body)
 
 

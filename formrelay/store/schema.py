@@ -587,3 +587,12 @@ def _ownership(db: sqlite_utils.Database) -> None:
     for sql in _OWNERSHIP:
         db.conn.execute(sql)
 
+
+@migration("0081_outbox_context",
+           postgres="ALTER TABLE outbox ADD COLUMN context TEXT NOT NULL DEFAULT ''")
+def _outbox_context(db: sqlite_utils.Database) -> None:
+    # Whose a queued mail is, as recorded when it was queued (practice name, phone,
+    # sender, operator; sealed, see mail/kinds.py `Recorded`): a reload that removes
+    # the practice or gives its form to another must not change who a mail is from.
+    # Emptied with the payload once the mail is sent.
+    db.conn.execute("ALTER TABLE outbox ADD COLUMN context TEXT NOT NULL DEFAULT ''")
