@@ -596,3 +596,24 @@ def _outbox_context(db: sqlite_utils.Database) -> None:
     # the practice or gives its form to another must not change who a mail is from.
     # Emptied with the payload once the mail is sent.
     db.conn.execute("ALTER TABLE outbox ADD COLUMN context TEXT NOT NULL DEFAULT ''")
+
+
+_REFUSED_ATTEMPTS = (
+    "CREATE TABLE refused_attempts (ip TEXT NOT NULL, minute TEXT NOT NULL, "
+    "what TEXT NOT NULL, count INTEGER NOT NULL, PRIMARY KEY (ip, minute, what))",
+    "CREATE INDEX refused_attempts_minute ON refused_attempts (minute)",
+)
+
+
+def _refused_attempts_pg(conn: Any) -> None:
+    for sql in _REFUSED_ATTEMPTS:
+        conn.execute(sql)
+
+
+@migration("0082_refused_attempts", postgres=_refused_attempts_pg)
+def _refused_attempts(db: sqlite_utils.Database) -> None:
+    # Refused attempts by nobody known (bad API tokens, unknown login names, requests
+    # without their CSRF token), counted per client address, minute and kind instead of
+    # one audit row each (store/refusals.py); deleted by the retention purge.
+    for sql in _REFUSED_ATTEMPTS:
+        db.conn.execute(sql)
