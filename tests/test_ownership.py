@@ -16,7 +16,7 @@ from flask import Flask
 
 from formrelay import create_app
 from formrelay.config import load_config
-from formrelay.mail import outbox
+from formrelay.mail import notify, outbox
 from formrelay.ops import retention
 from formrelay.services import Services, form_owner
 from formrelay.store import Store, base
@@ -359,3 +359,29 @@ def test_mail_queued_without_a_record_waits_for_its_practice(
     notice = next(m for m in (message_from_bytes(p.read_bytes(), policy=policy.default)
                               for p in sink.glob("*")) if str(m["To"]) == "dr-b@zuid.test")
     assert ZUID_NAME in str(notice["Subject"]) and str(notice["From"]) == ZUID_FROM
+
+
+def test_batched_held_notices_wait_for_the_practice_they_were_recorded_for(
+        tmp_path: Path, keys: dict[str, TestKey]) -> None:
+    clock = Clock()
+    config = two_practice_files(tmp_path, keys)
+    zuid = practice_file(keys, "zuid")
+    zuid["forms"]["b-hold"]["notify_batch_minutes"] = 60
+    write_config(tmp_path / "practices" / "zuid.toml", zuid)
+    app = make(config, clock)
+    ref = post_form(app.test_client(), {"name": "Z", "complaint": "c"}, form_id="b-hold",
+                    json_answer=True).get_json()["reference"]
+    take_over_b_hold(tmp_path, keys)  # before the batch went out
+    services = reload(app)
+    clock.advance(hours=2)
+    assert notify.flush(services.settings, services.store, clock.now) == 0
+    assert services.store.outbox_rows(("queued",)) == []  # dr-a is told nothing
+    write_config(tmp_path / "practices" / "noord.toml", practice_file(keys, "noord"))
+    write_config(tmp_path / "practices" / "zuid.toml", zuid)
+    services = reload(app)
+    assert notify.flush(services.settings, services.store, clock.now) == 1
+    assert deliver(app).sent == 1
+    [mail] = [message_from_bytes(p.read_bytes(), policy=policy.default)
+              for p in (tmp_path / "mail").glob("*")]
+    assert str(mail["To"]) == "dr-b@zuid.test" and ZUID_NAME in str(mail["Subject"])
+    assert ref in mail.get_content()

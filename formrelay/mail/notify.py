@@ -26,6 +26,7 @@ from .transport import Message, transport_configured
 log = logging.getLogger("formrelay.notify")
 
 KIND = "held-notice"
+_waiting: set[tuple[str, str]] = set()  # (form, practice) whose notices wait, logged once
 
 
 def _enqueue(settings: Settings, store: Store, spec: FormSpec,
@@ -73,8 +74,11 @@ def flush(settings: Settings, store: Store, now: datetime | None = None) -> int:
         if spec.practice != practice:
             # the form now belongs to another practice: its recipients must not be told
             # of this one's submissions; they wait until the form is back where it was
-            log.warning("form %s: held notices of practice %s wait, the form now belongs "
-                        "to practice %s", form_id, practice, spec.practice)
+            # (said once per process, not at every pass of the worker)
+            if (form_id, practice) not in _waiting:
+                _waiting.add((form_id, practice))
+                log.warning("form %s: held notices of practice %s wait, the form now "
+                            "belongs to practice %s", form_id, practice, spec.practice)
             continue
         with store.transaction():
             rows = store.notices_due(form_id, spec.notify_batch_minutes, practice)
