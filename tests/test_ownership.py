@@ -26,6 +26,7 @@ from .conftest import ENV, ON_POSTGRES, make_config_dict, open_store, post_form,
 from .keys import TestKey, gpg_decrypt
 from .pg import PgServer
 from .smtpd import TlsFiles, smtp_config, smtp_server
+from .test_copy import pick, thanks
 
 API = "/clinician/api/submissions"
 FIELDS = [{"name": "name", "type": "text", "label": "Naam", "required": True},
@@ -385,3 +386,27 @@ def test_batched_held_notices_wait_for_the_practice_they_were_recorded_for(
               for p in (tmp_path / "mail").glob("*")]
     assert str(mail["To"]) == "dr-b@zuid.test" and ZUID_NAME in str(mail["Subject"])
     assert ref in mail.get_content()
+
+
+def test_the_copy_page_names_the_practice_the_copy_was_made_for(
+        tmp_path: Path, keys: dict[str, TestKey]) -> None:
+    app = make(two_practice_files(tmp_path, keys))
+    client = app.test_client()
+    got = thanks(post_form(client, {"name": "Z", "complaint": "c", "email": "zoe@example.nl",
+                                    "_copy": "1"}, form_id="b-mail"))
+    # zuid stays, but its form id b-mail now belongs to noord
+    zuid = practice_file(keys, "zuid")
+    del zuid["forms"]["b-mail"]
+    write_config(tmp_path / "practices" / "zuid.toml", zuid)
+    b_mail = {"title": "Vraag", "recipients": ["dr-a"], "delivery": "email", "fields": FIELDS}
+    write_config(tmp_path / "practices" / "noord.toml",
+                 practice_file(keys, "noord", **{"b-mail": b_mail}))
+    assert reload(app).settings.forms["b-mail"].practice == "noord"
+    html = client.get(got["url"]).get_data(as_text=True)
+    assert ZUID_NAME in html and ZUID_PHONE in html and NOORD_NAME not in html
+    for _ in range(3):  # every download, then the used-up page
+        assert pick(client, got["url"], got["key"], grant=got["grant"]).status_code == 200
+    gone = pick(client, got["url"], got["key"], grant=got["grant"])
+    assert gone.status_code == 410
+    assert ZUID_PHONE in gone.get_data(as_text=True)
+    assert NOORD_NAME not in gone.get_data(as_text=True)
