@@ -215,14 +215,15 @@ def _old_store(tmp_path: Path, request: pytest.FixtureRequest,
     """A database as the version before the ownership record made it (every migration
     up to 0080), on this run's engine."""
     before = [m for m in base.MIGRATIONS if m[0] < "0080"]
-    monkeypatch.setattr(base, "MIGRATIONS", before)  # where Store.migrate reads them
-    if not ON_POSTGRES:
-        return open_store(tmp_path / "old.db")
-    server: PgServer = request.getfixturevalue("postgres")
-    name = f"old{id(tmp_path) % 100000}"
-    server.admin(f"CREATE DATABASE {name}")  # empty: not from the migrated template
-    request.addfinalizer(lambda: server.drop(server.url(name)))
-    return Store(tmp_path / "unused.db", url=server.url(name))
+    with monkeypatch.context() as m:
+        m.setattr(base, "MIGRATIONS", before)  # where Store.migrate reads them
+        if not ON_POSTGRES:
+            return open_store(tmp_path / "old.db")
+        server: PgServer = request.getfixturevalue("postgres")
+        name = f"old{id(tmp_path) % 100000}"
+        server.admin(f"CREATE DATABASE {name}")  # empty: not from the migrated template
+        request.addfinalizer(lambda: server.drop(server.url(name)))
+        return Store(tmp_path / "unused.db", url=server.url(name))
 
 
 def test_the_migration_fills_the_record_from_the_chain_or_the_form(
@@ -251,7 +252,6 @@ def test_the_migration_fills_the_record_from_the_chain_or_the_form(
                      "quick_hash, quick_until, created_at, expires_at, max_downloads) VALUES "
                      "('c1', 'FR-AAAA-AAAA', 'b-hold', 'nl', '', '', '', '', '', '', 3)")
     old.close()
-    monkeypatch.undo()
     store = open_store(tmp_path / "old.db") if not ON_POSTGRES else \
         Store(tmp_path / "unused.db", url=old.url)
     # the configuration at migration time: b-hold is noord's now (dr-a), zuid is gone
