@@ -17,7 +17,7 @@ from typing import Any
 
 from .clinician.accounts import Accounts
 from .clinician.inbox import Inbox
-from .config import Settings
+from .config import DEFAULT_PRACTICE, DEFAULT_RETENTION_DAYS, Settings
 from .crypto.keyring import Keyring
 from .intake.pipeline import Step
 from .intake.relay import Relay
@@ -101,6 +101,20 @@ def form_practices(settings: Settings) -> Callable[[str], str | None]:
     return practices.get
 
 
+def form_owner(settings: Settings) -> Callable[[str], tuple[str, list[str], list[str], int]]:
+    """Who a form's submissions belong to under `settings`: its practice, recipient ids,
+    their fingerprints and its retention days (for rows stored before these were
+    recorded with each submission; a form no longer configured: the default practice)."""
+    def owner(form_id: str) -> tuple[str, list[str], list[str], int]:
+        spec = settings.form(form_id)
+        if spec is None:
+            return DEFAULT_PRACTICE, [], [], DEFAULT_RETENTION_DAYS
+        return (spec.practice, list(spec.recipients), settings.recipient_fingerprints(spec),
+                spec.retention_days)
+
+    return owner
+
+
 def build(settings: Settings, clock: Callable[[], datetime] = utcnow, *,
           extra_steps: Sequence[Step[Any]] = (), store: Store | None = None,
           keyring: Keyring | None = None) -> Services:
@@ -111,6 +125,7 @@ def build(settings: Settings, clock: Callable[[], datetime] = utcnow, *,
     if store is None:  # a reload keeps the open store's rule until it is in force
         store = Store(settings.db_path, clock, url=settings.server.database_url)
         store.practice_of_form = form_practices(settings)
+        store.fill_ownership(form_owner(settings))  # rows older than the record: once
     keyring = keyring or Keyring(settings.gnupg_home,
                                  timeout=settings.server.gpg_timeout_seconds)
     copies = Copies(settings, store, clock)

@@ -15,6 +15,7 @@ from flask import Flask
 from formrelay.config import ConfigError, load_config
 from formrelay.intake.submission import Answer, Submission
 from formrelay.mail import notify
+from formrelay.mail.kinds import recorded_for
 from formrelay.mail.mime import text_body
 from formrelay.patient_copy import pdf
 
@@ -143,7 +144,8 @@ def test_times_shown_to_people_are_local_and_labelled(tmp_path: Path,
     settings = load_config(write_config(tmp_path / "c.toml", cfg), ENV)
     assert settings.server.timezone == "Europe/Amsterdam"
     items = [{"reference": "FR-AAAA-BBBB", "received_at": "2026-07-15T22:30:00.000000Z"}]
-    _, mail = notify._body(settings, settings.form("intake"), "intake", items, "en")
+    _, mail = notify._body(settings, recorded_for(settings.practice_of("intake")), "Intake",
+                           30, items, "en")
     # 22:30 UTC in summer is 00:30 the next day in Amsterdam; the deletion date follows it
     assert "received 2026-07-16 00:30 CEST, deleted after 2026-08-15" in mail
     assert "UTC" not in mail

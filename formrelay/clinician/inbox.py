@@ -1,7 +1,10 @@
 """What a clinician may see and do with held submissions (no Flask).
 
-A user sees the held submissions of their forms only (see `Accounts.forms_of`). Every
-object is checked against those forms: a reference of another form answers exactly like
+A user sees held submissions of their own practice only, and of those the ones of a form
+named for the user or sent to one of the user's recipients, all as recorded with the
+submission when it was stored (`may_see`): a reload that moves a form to another
+practice, or gives it other recipients, changes nobody's access to what was stored
+before. Every object is checked that way: another's reference answers exactly like
 one that does not exist, and the refusal is audited with who asked and from where.
 Downloads and deletions are audited too; "who downloaded it when" is read back from the
 audit log, so there is one record of it.
@@ -9,6 +12,7 @@ audit log, so there is one record of it.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,7 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ..audit_actions import AuditAction
-from ..config import Settings
+from ..config import FormSpec, Settings
 from ..errors import NotFound
 from ..mail import mime
 from ..mail.kinds import submission_message
@@ -42,6 +46,16 @@ class HeldItem:
     downloads: tuple[tuple[str, datetime], ...]
 
 
+def may_see(user: User, row: dict[str, Any]) -> bool:
+    """May `user` have this stored submission? Decided from its record alone: the
+    practice it was stored for is the user's, and its form is named for the user or it
+    was sent to one of the user's recipients."""
+    if not row.get("practice") or row["practice"] != user.practice:
+        return False
+    recipients = set(json.loads(row.get("recipients") or "[]"))
+    return row["form_id"] in user.forms or bool(recipients & set(user.recipients))
+
+
 class Inbox:
     def __init__(self, settings: Settings, store: Store, accounts: Accounts):
         self.settings = settings
@@ -50,19 +64,23 @@ class Inbox:
 
     def _item(self, row: dict[str, Any], downloads: list[tuple[str, str]]) -> HeldItem:
         fid = str(row["form_id"])
-        spec = self.settings.form(fid)
+        spec = self._spec(row)
         received = parse_iso(str(row["received_at"]))
+        days = int(row["keep_days"] or 0) or self.settings.retention_days(fid)
         return HeldItem(reference=str(row["reference"]), form_id=fid,
                         form_title=spec.title if spec else fid, received_at=received,
                         size=int(row["size"] or 0), file_count=int(row["file_count"] or 0),
-                        delete_after=received + timedelta(days=self.settings.retention_days(fid)),
+                        delete_after=received + timedelta(days=days),
                         downloads=tuple((who, parse_iso(at)) for who, at in downloads))
 
+    def _spec(self, row: dict[str, Any]) -> FormSpec | None:
+        """The form as configured now, if it is still the recorded practice's."""
+        spec = self.settings.form(str(row["form_id"]))
+        return spec if spec and spec.practice == row["practice"] else None
+
     def items(self, user: User) -> list[HeldItem]:
-        forms = self.accounts.forms_of(user)
-        if not forms:
-            return []
-        rows = self.store.submissions(forms, status="held")
+        rows = [r for r in self.store.submissions(status="held", practice=user.practice)
+                if may_see(user, r)]
         downloads = self.store.downloads([str(r["reference"]) for r in rows])
         return [self._item(r, downloads[str(r["reference"])]) for r in rows]
 
@@ -71,16 +89,15 @@ class Inbox:
         a refused `action` (the same answer whether it exists or belongs to others)."""
         ref = reference.strip().upper()
         row = self.store.submission(ref) if REFERENCE.match(ref) else None
-        allowed = row is not None and row["form_id"] in self.accounts.forms_of(user)
+        allowed = row is not None and may_see(user, row)
         if row is None or not allowed or row["status"] != "held" or not row["size"]:
-            foreign = row is not None and row["form_id"] in self.settings.forms and \
-                self.settings.forms[row["form_id"]].practice != user.practice
+            foreign = row is not None and row["practice"] != user.practice
             why = ("another practice's submission" if foreign else
                    "not one of the user's forms" if row is not None and not allowed else
                    f"status {row['status']}" if row is not None else "no such reference")
-            # In the chain of the record's practice (or the user's when there is no
-            # record); an attempt on another practice's record goes to the user's chain
-            # too, without that practice's reference.
+            # In the chain of the record's (recorded) practice, or the user's when there
+            # is no record; an attempt on another practice's record goes to the user's
+            # chain too, without that practice's reference.
             self.store.audit(action, "refused", actor=user.actor, ip=ip,
                              reference=ref if REFERENCE.match(ref) else "",
                              form_id=str(row["form_id"]) if row else "",
@@ -101,12 +118,19 @@ class Inbox:
     def eml(self, item: HeldItem, user: User) -> mime.Streamed:
         """The held submission as a PGP/MIME mail (RFC 3156) a mail client opens and
         decrypts natively: generic outer headers, the real subject inside."""
-        spec = self.settings.form(item.form_id)
-        emails = (self.settings.recipient_emails(spec) if spec else []) or [user.email]
+        row = self.store.submission(item.reference) or {}
+        practice = self.settings.practice_or_default(str(row.get("practice") or user.practice))
+        recorded = json.loads(row.get("recipients") or "[]")
+        mine = self.settings.recipients
+        # the recorded recipients still configured for that practice, else the user
+        emails = [mine[r].email for r in recorded
+                  if r in mine and mine[r].practice == practice.id] or [user.email]
+        spec = self._spec(row) if row else None
         message = submission_message(
             self.settings, self.store, reference=item.reference, form_id=item.form_id,
             recipients=[e for e in emails if e], date=item.received_at,
-            message_id=mime.message_id(item.reference, self.settings.mail_domain))
+            message_id=mime.message_id(item.reference, self.settings.mail_domain),
+            sender=practice.sender, lang=spec.lang if spec else "nl")
         return mime.Streamed(lambda dest: write_eml(message, dest), message.size)
 
     def mark_processed(self, user: User, reference: str, ip: str) -> HeldItem:

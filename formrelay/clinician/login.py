@@ -1,7 +1,10 @@
 """The login guard: failed logins counted per account and per client address.
 
 Failures are counted in the database, so the limit holds across worker processes; a
-typed name is kept only as a keyed tag. Every login and every failed step is audited.
+typed name is kept only as a keyed tag. Every login and every failed step of a known
+account is audited; attempts by nobody known are counted per address and minute, the
+first of each minute audited (`refused_anonymously`), and once an address or account
+is paused its attempts are refused without writing anything.
 `Accounts` (and its second factor and API tokens) build on this class.
 """
 
@@ -53,15 +56,30 @@ class LoginGuard:
 
     def _fail(self, username: str, ip: str, reason: LoginFailure, *,
               count: bool = True) -> LoginRefused:
+        if not count:  # paused: refused before anything is checked, and nothing written
+            return LoginRefused(reason)
         with self.store.transaction():
-            if count:
-                self.store.login_failure(self._tag(username), ip)
+            self.store.login_failure(self._tag(username), ip)
             known = bool(username) and self.store.user_row(username=username) is not None
-            self.store.audit(AuditAction.LOGIN, "failed",
-                             actor=f"user:{username}" if known else "unknown", ip=ip,
-                             detail=reason.value if known else
-                             f"{reason} (name tag {self._tag(username)})")
+            if known:
+                self.store.audit(AuditAction.LOGIN, "failed", actor=f"user:{username}",
+                                 ip=ip, detail=reason.value)
+            else:
+                self.refused_anonymously(AuditAction.LOGIN, ip, "login",
+                                         f"{reason} (name tag {self._tag(username)})")
         return LoginRefused(reason)
+
+    def refused_anonymously(self, action: AuditAction, ip: str, what: str,
+                            detail: str) -> None:
+        """A refused attempt by nobody known (a bad API token, an unknown name, a request
+        without its CSRF token): counted per address and minute (store/refusals.py); only
+        the first of each minute is audited, so a flood cannot grow the audit log."""
+        with self.store.transaction():
+            if self.store.count_refusal(ip, what) == 1:
+                self.store.audit(action, "failed" if action != AuditAction.REQUEST else
+                                 "refused", actor="unknown", ip=ip,
+                                 detail=f"{detail}; more from this address in this minute "
+                                        "are counted, not logged one by one")
 
     def login_ok(self, user: User, ip: str, method: str) -> None:
         with self.store.transaction():

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import io
+import json
 import logging
 import os
 import threading
@@ -188,9 +189,13 @@ class Relay:
                                                    compress=not sub.uploads)
                 delivery = self._delivery_for(sub, spec, size, ip)
                 status = "queued" if delivery == "email" else "held"
+                # whose it is, recorded for good: access, mail and audit chain follow
+                # this record, not the configuration of the day
                 row = {"reference": sub.reference, "form_id": spec.id,
                        "received_at": iso(sub.received_at), "delivery": delivery,
-                       "status": status, "file_count": len(sub.uploads)}
+                       "status": status, "file_count": len(sub.uploads),
+                       "practice": spec.practice, "recipients": json.dumps(spec.recipients),
+                       "fingerprints": json.dumps(fprs), "keep_days": spec.retention_days}
                 answers: list[CopyReceipt] = []
                 stored = Stored(sub, spec, delivery, ip)
 

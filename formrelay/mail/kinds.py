@@ -22,7 +22,7 @@ How other features queue their own mail (the interface; keep it stable):
    something large). It is called at every attempt, in the worker process, with the
    claimed `store.OutboxMail` (id, kind, reference, form_id, recipients, payload,
    message_id, created_at, attempts). `plain_message(mail, settings, subject, body)`
-   makes a correct plain-text mail (From, To, Date, fixed Message-ID). Raise
+   makes a correct plain-text mail (From as recorded, To, Date, fixed Message-ID). Raise
    `BuildError("short reason")` if the mail can never be built (it is then
    marked failed at once, as are a recipient address that cannot go in a header and
    the email package's ValueError/UnicodeError/MessageError); any other exception
@@ -31,10 +31,14 @@ How other features queue their own mail (the interface; keep it stable):
    registers itself when imported: a kind missing from the table is never built (its
    mails wait, deferred as "unknown mail kind").
 
-2. Queue a mail, inside your own transaction if you have one::
+2. Queue a mail, inside your own transaction if you have one, with whose it is
+   recorded now (the builder reads it back with `recorded(mail, settings)`, never
+   the configuration of the day)::
 
+       rec = recorded_for(settings.practice_of(form_id), spec.lang)
        store.enqueue("notification", reference, ["dr@praktijk.nl"], payload=b"...",
-                     form_id=form_id)
+                     form_id=form_id, practice=rec.practice,
+                     context=sealed_context(settings, rec, reference))
 
    `payload` is an opaque blob only your builder reads (encrypt it yourself if it is
    secret: it sits in the database until sent, then it is deleted, and the recipients'
@@ -51,7 +55,7 @@ import json
 import logging
 import secrets
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from email.message import EmailMessage
 from email.policy import SMTP
@@ -59,14 +63,14 @@ from email.utils import format_datetime
 from types import MappingProxyType
 
 from ..audit_actions import AuditAction
-from ..config import PracticeSettings, Settings
+from ..config import DEFAULT_PRACTICE, PracticeSettings, Settings
 from ..crypto import sealing
 from ..errors import OperatorError
 from ..i18n import gettext
 from ..intake.pipeline import RecordOnly, Stored
 from ..store import OutboxMail, Store
 from . import mime
-from .transport import Message, transport_configured
+from .transport import MailError, Message, transport_configured
 
 log = logging.getLogger("formrelay.delivery")  # as before the split: operators filter on it
 
@@ -130,6 +134,80 @@ def open_recipients(mail: OutboxMail, settings: Settings) -> OutboxMail:
     return replace(mail, recipients=opened)
 
 
+# -- whose a mail is: recorded when it is queued ---------------------------------------
+CONTEXT_PURPOSE = b"formrelay outbox sender v1"
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """Whose a queued mail is, as it was when the mail was queued (in the submission's
+    transaction): the practice's name, phone, contact address, time zone, sender and
+    operator, and the form's language. Builders take these, never today's
+    configuration: a reload that removes a practice, or gives its form id to another,
+    must not send its patients' mail under another practice's name. Kept sealed with the
+    outbox row (the operator's address is a person's), dropped once the mail is sent."""
+
+    practice: str
+    name: str
+    phone: str
+    email: str
+    sender: str
+    timezone: str
+    operator: str
+    lang: str = "nl"
+
+
+def recorded_for(practice: PracticeSettings, lang: str = "nl") -> Recorded:
+    return Recorded(practice=practice.id, name=practice.name, phone=practice.phone,
+                    email=practice.email, sender=practice.sender, timezone=practice.timezone,
+                    operator=practice.operator_email, lang=lang)
+
+
+def instance(settings: Settings) -> Recorded:
+    """The instance itself, for what is no practice's (the relay refusing formrelay, a
+    removed practice's waiting mail): `[server] operator_email`, smtp.from_address."""
+    s = settings.server
+    return Recorded(practice=DEFAULT_PRACTICE, name="formrelay", phone="", email="",
+                    sender=settings.smtp.from_address or f"formrelay@{settings.mail_domain}",
+                    timezone=s.timezone, operator=s.operator_email)
+
+
+def sealed_context(settings: Settings, rec: Recorded, reference: str) -> str:
+    """`rec` as the outbox row keeps it (sealed, bound to the reference)."""
+    return sealing.seal_text(settings.secret_key, CONTEXT_PURPOSE,
+                             json.dumps(asdict(rec), ensure_ascii=False),
+                             f"ctx|{reference}".encode())
+
+
+class PracticeGone(MailError):
+    """A mail queued before its practice was recorded with it, whose practice is no
+    longer configured: it waits (never sent under another practice's name) and the
+    instance's operator is told."""
+
+
+def recorded(mail: OutboxMail, settings: Settings) -> Recorded:
+    """Whose `mail` is, as recorded when it was queued. A mail queued by an older
+    version has no record: its practice's details as configured now, if that practice
+    is still there (PracticeGone otherwise)."""
+    if mail.context:
+        try:
+            data = json.loads(sealing.unseal_text(settings.secret_key, CONTEXT_PURPOSE,
+                                                  mail.context, f"ctx|{mail.reference}".encode()))
+        except sealing.Unsealable:
+            raise BuildError("sender details cannot be opened (was FORMRELAY_SECRET_KEY "
+                             "changed?)") from None
+        return Recorded(**data)
+    practice = settings.practice(mail.practice) if mail.practice else \
+        settings.practice_of(mail.form_id)
+    spec = settings.form(mail.form_id)
+    if practice is None:
+        if mail.kind == OPERATOR:
+            return instance(settings)
+        raise PracticeGone("practice no longer configured",
+                           f"mail of practice {mail.practice} waits until it is back")
+    return recorded_for(practice, spec.lang if spec and spec.practice == practice.id else "nl")
+
+
 # -- helpers for builders ----------------------------------------------------------------
 def message_id(mail: OutboxMail, settings: Settings) -> str:
     """The mail's fixed Message-ID: every attempt sends the same one."""
@@ -141,7 +219,7 @@ def message_id(mail: OutboxMail, settings: Settings) -> str:
 def plain_message(mail: OutboxMail, settings: Settings, subject: str, body: str) -> bytes:
     """A plain-text UTF-8 mail from the practice's address to the mail's recipients."""
     msg = EmailMessage(policy=SMTP)
-    msg["From"] = settings.practice_of(mail.form_id).sender
+    msg["From"] = recorded(mail, settings).sender
     msg["To"] = ", ".join(mail.recipients)
     msg["Subject"] = subject
     msg["Date"] = format_datetime(mail.created_at)
@@ -165,33 +243,36 @@ class SubmissionMail(RecordOnly):
             return
         spec, reference = stored.spec, stored.sub.reference
         emails = self.settings.recipient_emails(spec)
+        rec = recorded_for(self.settings.practice_of(spec.id), spec.lang)
         self.store.enqueue(SUBMISSION, reference, emails, form_id=spec.id,
-                           message_id=mime.message_id(reference, self.settings.mail_domain))
+                           message_id=mime.message_id(reference, self.settings.mail_domain),
+                           practice=rec.practice,
+                           context=sealed_context(self.settings, rec, reference))
 
 
 def submission_message(settings: Settings, store: Store, *, reference: str, form_id: str,
                        recipients: list[str] | tuple[str, ...], date: datetime,
-                       message_id: str) -> mime.Streamed:
+                       message_id: str, sender: str, lang: str) -> mime.Streamed:
     """A stored submission's PGP/MIME mail (RFC 3156), as the worker mails it and the
     clinician area offers it as .eml: generic outer headers, the real subject inside the
     ciphertext. BuildError if the ciphertext is gone."""
     row = store.submission(reference)
     if row is None or row["deleted_at"] or not row["size"]:
         raise BuildError("ciphertext no longer stored")
-    spec = settings.form(form_id)
-    subject = gettext(spec.lang if spec else "nl", "Encrypted form submission %(reference)s",
-                      reference=reference)
+    subject = gettext(lang, "Encrypted form submission %(reference)s", reference=reference)
     return mime.encrypted_message(
-        sender=settings.practice_of(form_id).sender, recipients=recipients, subject=subject,
+        sender=sender, recipients=recipients, subject=subject,
         date=date,
         message_id=message_id, ciphertext=lambda dest: store.copy_ciphertext(reference, dest),
         ciphertext_size=row["size"])
 
 
 def _build_submission(mail: OutboxMail, settings: Settings, store: Store) -> Message:
+    rec = recorded(mail, settings)
     return submission_message(settings, store, reference=mail.reference,
                               form_id=mail.form_id, recipients=mail.recipients,
-                              date=mail.created_at, message_id=message_id(mail, settings))
+                              date=mail.created_at, message_id=message_id(mail, settings),
+                              sender=rec.sender, lang=rec.lang)
 
 
 def _submission_sent(mail: OutboxMail, store: Store) -> None:
@@ -211,11 +292,24 @@ SUBMISSION_MAIL = MailKind(SUBMISSION, _build_submission, on_sent=_submission_se
 # -- mail to the operator (plain, never patient data) ------------------------------------
 def tell_operator(store: Store, settings: Settings, subject: str, body: str, *,
                   reference: str = "", form_id: str = "", once: str = "",
-                  practice: PracticeSettings | None = None) -> bool:
-    """Queue a plain mail to the operator of `practice` (else of the form's practice,
-    else of the default one); False if none is configured. With `once` (a short name),
-    nothing is queued while a mail of that name still waits."""
-    to = (practice or settings.practice_of(form_id)).operator_email
+                  practice: PracticeSettings | None = None, about: OutboxMail | None = None,
+                  everyone: bool = False) -> bool:
+    """Queue a plain mail to an operator: with `everyone`, the instance's (`[server]
+    operator_email`: what concerns every practice, like a relay refusing formrelay);
+    with `about`, that mail's practice's as recorded with it; else the operator of
+    `practice` (else of the form's practice, else of the default one). False if none
+    is configured. With `once` (a short name), nothing is queued while a mail of that
+    name still waits."""
+    if everyone:
+        rec = instance(settings)
+    elif about is not None:
+        try:
+            rec = recorded(about, settings)
+        except (PracticeGone, BuildError):
+            rec = instance(settings)
+    else:
+        rec = recorded_for(practice or settings.practice_of(form_id))
+    to = rec.operator
     if not to or not transport_configured(settings):
         log.warning("no operator mail sent (set operator_email and [smtp]): %s", subject)
         return False
@@ -226,7 +320,8 @@ def tell_operator(store: Store, settings: Settings, subject: str, body: str, *,
         message_id = f"{OPERATOR}.{once}.{secrets.token_hex(12)}"
     payload = json.dumps({"subject": subject, "body": body}).encode()
     store.enqueue(OPERATOR, reference, [to], payload=payload, form_id=form_id,
-                  message_id=message_id, practice=practice.id if practice else "")
+                  message_id=message_id, practice=rec.practice,
+                  context=sealed_context(settings, rec, reference))
     return True
 
 

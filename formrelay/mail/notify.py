@@ -20,20 +20,25 @@ from ..i18n import gettext
 from ..intake.pipeline import RecordOnly, Stored
 from ..localtime import local_date, shown
 from ..store import OutboxMail, Store, iso, parse_iso
-from .kinds import MailKind, plain_message
+from .kinds import MailKind, Recorded, plain_message, recorded, recorded_for, sealed_context
 from .transport import Message, transport_configured
 
 log = logging.getLogger("formrelay.notify")
 
 KIND = "held-notice"
+_waiting: set[tuple[str, str]] = set()  # (form, practice) whose notices wait, logged once
 
 
 def _enqueue(settings: Settings, store: Store, spec: FormSpec,
              items: list[dict[str, str]]) -> None:
-    payload = json.dumps({"form_id": spec.id, "items": items}).encode()
-    store.enqueue(KIND, items[0]["reference"] if len(items) == 1 else "",
-                  settings.recipient_emails(spec),
-                  payload=payload, form_id=spec.id)
+    # what the mail says of the form and its practice is recorded now, with the mail
+    payload = json.dumps({"form_id": spec.id, "items": items, "title": spec.title,
+                          "days": spec.retention_days}).encode()
+    reference = items[0]["reference"] if len(items) == 1 else ""
+    rec = recorded_for(settings.practice_of(spec.id), spec.lang)
+    store.enqueue(KIND, reference, settings.recipient_emails(spec), payload=payload,
+                  form_id=spec.id, practice=rec.practice,
+                  context=sealed_context(settings, rec, reference))
 
 
 @dataclass(frozen=True)
@@ -53,7 +58,7 @@ class HeldNotice(RecordOnly):
                         spec.id, sub.reference)
             return
         if spec.notify_batch_minutes:
-            store.notice_add(sub.reference, spec.id, sub.received_at)
+            store.notice_add(sub.reference, spec.id, sub.received_at, spec.practice)
         else:
             _enqueue(self.settings, store, spec, [{"reference": sub.reference,
                                                    "received_at": iso(sub.received_at)}])
@@ -62,27 +67,32 @@ class HeldNotice(RecordOnly):
 def flush(settings: Settings, store: Store, now: datetime | None = None) -> int:
     """Queue every batch that is due; returns how many mails were queued."""
     queued = 0
-    for form_id in store.notice_forms():
+    for form_id, practice in store.notice_forms():
         spec = settings.form(form_id)
         if spec is None or not transport_configured(settings):
             continue
+        if spec.practice != practice:
+            # the form now belongs to another practice: its recipients must not be told
+            # of this one's submissions; they wait until the form is back where it was
+            # (said once per process, not at every pass of the worker)
+            if (form_id, practice) not in _waiting:
+                _waiting.add((form_id, practice))
+                log.warning("form %s: held notices of practice %s wait, the form now "
+                            "belongs to practice %s", form_id, practice, spec.practice)
+            continue
         with store.transaction():
-            rows = store.notices_due(form_id, spec.notify_batch_minutes)
+            rows = store.notices_due(form_id, spec.notify_batch_minutes, practice)
             if rows:
                 _enqueue(settings, store, spec, rows)
                 queued += 1
     return queued
 
 
-def _body(settings: Settings, spec: FormSpec | None, form_id: str,
+def _body(settings: Settings, s: Recorded, title: str, days: int,
           items: list[dict[str, str]], lang: str) -> tuple[str, str]:
-    s = settings.practice_of(form_id)
-
     def t(msg: str, **params: object) -> str:
         return gettext(lang, msg, **params)
 
-    title = spec.title if spec else form_id
-    days = settings.retention_days(form_id)
     subject = t("%(practice)s: new form to download", practice=s.name) \
         if len(items) == 1 else \
         t("%(practice)s: %(n)s new forms to download", practice=s.name, n=len(items))
@@ -104,9 +114,11 @@ def _body(settings: Settings, spec: FormSpec | None, form_id: str,
 
 def build(mail: OutboxMail, settings: Settings, store: Store) -> Message:
     data = json.loads(mail.payload)
-    spec = settings.form(data["form_id"])
-    subject, body = _body(settings, spec, data["form_id"], data["items"],
-                          spec.lang if spec else "nl")
+    rec = recorded(mail, settings)
+    spec = settings.form(data["form_id"])  # only for a mail queued before they were recorded
+    title = data.get("title") or (spec.title if spec else data["form_id"])
+    days = int(data.get("days") or settings.retention_days(data["form_id"]))
+    subject, body = _body(settings, rec, title, days, data["items"], rec.lang)
     return plain_message(mail, settings, subject, body)
 
 

@@ -51,9 +51,11 @@ from .kinds import (  # noqa: F401 - re-exported
     Hook,
     MailKind,
     MailKinds,
+    PracticeGone,
     message_id,
     open_recipients,
     plain_message,
+    recorded,
     sealed_recipient,
     tell_operator,
 )
@@ -161,14 +163,19 @@ class _Pass:
             return
         try:
             mail = open_recipients(mail, self.settings)  # sealed patient addresses
+            sender = recorded(mail, self.settings).sender  # whose it was when queued
             message = _build(kind, mail, self.settings, self.store)
             if message_size(message) > LARGE_MESSAGE:
                 self.flush()
             self.transport = self.transport or open_transport(self.settings)
             refused = self.transport.send(
-                self.settings.practice_of(mail.form_id).sender, mail.recipients, message,
+                sender, mail.recipients, message,
                 name=_sink_name(mail), keepalive=functools.partial(
                     self.store.renew_leases, self.owner, self.settings.smtp.lease_seconds))
+        except PracticeGone as exc:
+            if mail.error_class != exc.error_class:  # told once, not at every retry
+                self.alert_practice_gone(mail)
+            self.defer(mail, exc)
         except BuildError as exc:
             self.fail(mail, kind, str(exc), str(exc))
         except Rejected as exc:
@@ -199,16 +206,32 @@ class _Pass:
         log.error("the mail relay refuses formrelay's mail: %s. Every mail stays queued and "
                   "none is marked failed; fix the relay or [smtp], and the worker delivers "
                   "them all. `formrelay check` and /healthz show the waiting outbox.", exc)
-        def notice() -> None:
+        def notice() -> None:  # every practice's mail waits: the instance's operator
             tell_operator(self.store, self.settings, "the mail relay refuses formrelay's mail",
-                          _relay_text(exc), once="relay-refused")
+                          _relay_text(exc), once="relay-refused", everyone=True)
+
+        self._later(notice)
+
+    def alert_practice_gone(self, mail: OutboxMail) -> None:
+        """A mail of a practice no longer configured (queued before mail recorded whose
+        it is) waits: never sent in another practice's name. The instance's operator is
+        told when it starts waiting."""
+        log.error("mail #%d (%s %s) of practice %s waits: that practice is no longer "
+                  "configured", mail.id, mail.kind, mail.reference, mail.practice)
+
+        def notice() -> None:
+            tell_operator(self.store, self.settings,
+                          f"mail of removed practice {mail.practice} waits",
+                          _gone_text(mail.practice), once=f"practice-gone-{mail.practice}",
+                          everyone=True)
 
         self._later(notice)
 
     def defer(self, mail: OutboxMail, exc: MailError) -> None:
         s, now = self.settings.smtp, self.store.clock()
-        # a relay refusing us says nothing about the mail: wait for the fix, however long
-        if not isinstance(exc, RelayRefused) \
+        # a relay refusing us, or a practice gone, says nothing about the mail: wait
+        # for the fix, however long
+        if not isinstance(exc, RelayRefused | PracticeGone) \
                 and now - mail.created_at >= timedelta(days=s.give_up_days):
             gave_up = f"gave up after {s.give_up_days} days"
             self.fail(mail, self.kinds.get(mail.kind), f"{gave_up}: {exc.error_class}",
@@ -292,7 +315,7 @@ def _mark_sent(settings: Settings, store: Store, mail: OutboxMail, kind: MailKin
                 tell_operator(store, settings, f"mail {mail.reference} not delivered to "
                               f"{len(refused)} recipient(s)",
                               _failure_text(mail, reasons, partial=True),
-                              reference=mail.reference, form_id=mail.form_id)
+                              reference=mail.reference, form_id=mail.form_id, about=mail)
 
     store.mail_done(mail, "sent", detail, also=also)
     log.info("mail #%d (%s %s) %s, attempt %d", mail.id, mail.kind, mail.reference, detail,
@@ -307,7 +330,7 @@ def _mark_failed(settings: Settings, store: Store, mail: OutboxMail, kind: MailK
         if mail.kind != OPERATOR:
             tell_operator(store, settings, f"mail {mail.reference or mail.id} failed",
                           _failure_text(mail, detail), reference=mail.reference,
-                          form_id=mail.form_id)
+                          form_id=mail.form_id, about=mail)
 
     store.mail_done(mail, "failed", detail, error_class=error_class, also=also)
 
@@ -342,6 +365,17 @@ def _relay_text(exc: RelayRefused) -> str:
         "allowed, is a login needed?) and [smtp] username, from_address and the",
         "FORMRELAY_SMTP_PASSWORD environment variable; then see `formrelay outbox` and",
         "`formrelay check`.",
+    ]) + "\n"
+
+
+def _gone_text(practice: str) -> str:
+    return "\n".join([
+        f"Mail of practice {practice} waits in the outbox: it was queued before formrelay",
+        "recorded with each mail whose it is, and that practice is no longer configured.",
+        "It is not sent in another practice's name.",
+        "",
+        f"Put the practice {practice} back (its [practices.{practice}] or its file in",
+        "practices_dir) and the mail goes out; see `formrelay outbox`.",
     ]) + "\n"
 
 

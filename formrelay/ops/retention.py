@@ -1,9 +1,11 @@
 """Retention: nothing is kept longer than the practice decided (AVG art. 5(1)(e)).
 
-`purge(settings, store, now, purgers=...)` deletes the ciphertext of held submissions past their
-form's `retention_days` (each deletion audited), audit rows older than
+`purge(settings, store, now, purgers=...)` deletes the ciphertext of held submissions past the
+`retention_days` their form had when they were stored (each deletion audited, in the
+chain of the practice recorded with them), audit rows older than
 `server.audit_retention_years` (behind a recorded anchor, so the chain still verifies),
-submission metadata as old as that, and stale sessions and login counters. The worker
+submission metadata as old as that, stale sessions and login counters, and the
+counters of refused anonymous attempts after `REFUSALS_KEPT_DAYS`. The worker
 runs it on a schedule (`periodic`), `formrelay purge` on demand. Other features' own
 steps (expired patient copies, old outbox records) are passed in as `purgers`, a table
 of (name, step) that services.purgers() assembles.
@@ -21,7 +23,7 @@ from datetime import datetime, timedelta
 from ..audit_actions import AuditAction
 from ..config import Settings
 from ..mail.notify import flush
-from ..store import Store, iso, parse_iso
+from ..store import REFUSALS_KEPT_DAYS, Store, iso, parse_iso
 
 log = logging.getLogger("formrelay.retention")
 
@@ -40,6 +42,7 @@ class PurgeReport:
     audit_rows: int = 0
     metadata_rows: int = 0
     sessions: int = 0
+    refusals: int = 0
     other: dict[str, int] = field(default_factory=dict)
 
     def lines(self) -> list[str]:
@@ -47,7 +50,8 @@ class PurgeReport:
                + (f" ({', '.join(self.held)})" if self.held else ""),
                f"audit rows older than the audit retention removed: {self.audit_rows}",
                f"old submission records removed: {self.metadata_rows}",
-               f"expired sessions removed: {self.sessions}"]
+               f"expired sessions removed: {self.sessions}",
+               f"refused anonymous attempts counted, minutes removed: {self.refusals}"]
         out += [f"{name}: {n}" for name, n in self.other.items()]
         return out
 
@@ -66,7 +70,8 @@ def purge(settings: Settings, store: Store, now: datetime | None = None, *,
     now = now or store.clock()
     report = PurgeReport()
     for row in store.submissions(status="held"):
-        days = settings.retention_days(row["form_id"])
+        # the retention recorded with the submission, whatever its form says today
+        days = int(row["keep_days"] or 0) or settings.retention_days(row["form_id"])
         if parse_iso(row["received_at"]) + timedelta(days=days) > now:
             continue
         with store.transaction():
@@ -84,6 +89,7 @@ def purge(settings: Settings, store: Store, now: datetime | None = None, *,
     report.metadata_rows = store.purge_metadata(cutoff)
     report.sessions = store.purge_sessions_and_failures(
         now - timedelta(minutes=settings.server.session_idle_minutes), now - FAILURES_KEPT)
+    report.refusals = store.purge_refusals(now - timedelta(days=REFUSALS_KEPT_DAYS))
     if report.held or report.audit_rows or report.metadata_rows:
         log.info("purge as of %s: %s", iso(now), "; ".join(report.lines()))
     return report

@@ -201,7 +201,8 @@ class Copies:
             "code_mac": code_mac(pending.secret, pending.copy_id, pending.code),
             "quick_hash": sha256(pending.grant), "quick_until": iso(pending.quick_until),
             "created_at": iso(now), "expires_at": iso(pending.expires_at),
-            "max_downloads": self.max_downloads, "ciphertext": pending.ciphertext})
+            "max_downloads": self.max_downloads, "ciphertext": pending.ciphertext,
+            "practice": spec.practice})
         self.store.audit(AuditAction.COPY_ISSUED, actor="patient", ip=ip, reference=sub.reference,
                          form_id=spec.id, detail=f"{self.max_downloads} downloads until "
                                                  f"{iso(pending.expires_at)[:16]}Z")

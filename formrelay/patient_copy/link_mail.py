@@ -21,7 +21,16 @@ from ..config import FormSpec, Settings
 from ..crypto import sealing
 from ..i18n import gettext, translations
 from ..intake.submission import Submission
-from ..mail.kinds import BuildError, MailKind, plain_message, sealed_recipient
+from ..mail.kinds import (
+    BuildError,
+    MailKind,
+    Recorded,
+    plain_message,
+    recorded,
+    recorded_for,
+    sealed_context,
+    sealed_recipient,
+)
 from ..store import OutboxMail, Store, iso, parse_iso
 from .pdf import local_time
 
@@ -34,18 +43,17 @@ LINK_KIND = "patient_copy"
 PGP_KIND = "patient_copy_pgp"
 
 
-def subject(settings: Settings, lang: str, form_id: str) -> str:
+def subject(settings: Settings, lang: str, practice_name: str) -> str:
     custom = settings.server.copy_mail_subject.strip()
     if custom:
         return custom
-    return gettext(lang, "Your copy is ready - %(practice)s",
-                   practice=settings.practice_of(form_id).name)
+    return gettext(lang, "Your copy is ready - %(practice)s", practice=practice_name)
 
 
 def link_text(settings: Settings, lang: str, link: str, expires: datetime,
-              downloads: int, form_id: str) -> str:
+              downloads: int, p: Recorded) -> str:
+    """The link mail's text, in the name of the practice recorded with the mail."""
     _ = translations(lang).gettext
-    p = settings.practice_of(form_id)
     contact = [p.name, f"{_('Phone')} {p.phone}"]
     if p.email:
         contact.append(p.email)
@@ -79,11 +87,16 @@ def queue_mails(copies: Copies, pending: PendingCopy, sub: Submission, spec: For
                   sub.reference)
     # the patient's address is theirs: the outbox keeps it sealed too
     to = [sealed_recipient(copies.settings, pending.email, sub.reference)]
-    store.enqueue(LINK_KIND, sub.reference, to, sealed, spec.id)
+    # in the name of the practice the patient wrote to, whatever a reload does later
+    rec = recorded_for(copies.settings.practice_of(spec.id), pending.lang)
+    context = sealed_context(copies.settings, rec, sub.reference)
+    store.enqueue(LINK_KIND, sub.reference, to, sealed, spec.id, practice=rec.practice,
+                  context=context)
     if pending.pgp_ciphertext:
         # "<lang>\n" + the armoured ciphertext: only the patient's key opens it
         store.enqueue(PGP_KIND, sub.reference, to,
-                      f"{pending.lang}\n{pending.pgp_ciphertext}".encode("ascii"), spec.id)
+                      f"{pending.lang}\n{pending.pgp_ciphertext}".encode("ascii"), spec.id,
+                      practice=rec.practice, context=context)
 
 
 PAYLOAD_PURPOSE = b"formrelay outbox patient-copy v1"
@@ -113,9 +126,10 @@ def build_link_mail(mail: OutboxMail, settings: Settings, store: Store) -> bytes
     """The link mail, ready for the relay (plain text, UTF-8, no attachment)."""
     data = unseal(settings, mail.payload or b"", mail.reference)
     lang = data.get("lang", "nl")
+    rec = recorded(mail, settings)
     body = link_text(settings, lang, data["link"], parse_iso(data["expires"]),
-                     int(data.get("downloads", settings.server.copy_downloads)), mail.form_id)
-    return plain_message(mail, settings, subject(settings, lang, mail.form_id), body)
+                     int(data.get("downloads", settings.server.copy_downloads)), rec)
+    return plain_message(mail, settings, subject(settings, lang, rec.name), body)
 
 
 def copy_mail_sent(mail: OutboxMail, store: Store) -> None:

@@ -19,7 +19,7 @@ from ..crypto.keyring import CryptoError, GpgTimeout, Keyring
 from ..errors import InvalidSubmission
 from ..i18n import gettext
 from ..intake.submission import Submission
-from ..mail.kinds import BuildError, MailKind, message_id
+from ..mail.kinds import BuildError, MailKind, message_id, recorded
 from ..mail.transport import Message
 from ..store import OutboxMail, Store
 from .link_mail import PGP_KIND, copy_mail_sent, subject
@@ -42,9 +42,10 @@ def build_pgp_mail(mail: OutboxMail, settings: Settings, store: Store) -> Messag
     def write(dest: IO[bytes]) -> None:
         dest.write(payload)
 
+    rec = recorded(mail, settings)  # whose it was when queued
     return encrypted_message(
-        sender=settings.practice_of(mail.form_id).sender, recipients=list(mail.recipients),
-        subject=subject(settings, lang.decode("ascii", "replace"), mail.form_id),
+        sender=rec.sender, recipients=list(mail.recipients),
+        subject=subject(settings, lang.decode("ascii", "replace"), rec.name),
         date=mail.created_at,
         message_id=message_id(mail, settings), ciphertext=write, ciphertext_size=len(payload))
 
@@ -100,8 +101,9 @@ def pgp_copy(armored: str, pdf: bytes, sub: Submission, settings: Settings,
              store: Store) -> str:
     """The PDF in a MIME message, encrypted to the patient's key; ASCII armour."""
     inner = EmailMessage(policy=SMTP)
-    inner["Subject"] = subject(settings, sub.lang, sub.form_id)
-    inner["From"] = settings.practice_of(sub.form_id).sender
+    practice = settings.practice_of(sub.form_id)
+    inner["Subject"] = subject(settings, sub.lang, practice.name)
+    inner["From"] = practice.sender
     inner.set_param("protected-headers", "v1")
     inner.set_content(gettext(sub.lang, "Your copy is attached (PDF).") + "\n",
                       charset="utf-8")

@@ -98,11 +98,18 @@ class AuditLog(StoreBase):
 
     def chain_of(self, *, form_id: str = "", reference: str = "", actor: str = "") -> str:
         """The practice whose chain an event goes to when the caller names none (the
-        README's "Audit log" says the same): an event about a form or submission goes to
+        README's "Audit log" says the same): an event about a form goes to
         the form's practice; one about a form no longer configured to the chain that
         already holds that submission's events; a clinician's own event (`user:<name>`)
         to the account's practice (so also one about a form gone without a trace);
-        anything else (the operator's, unknown names, the system's) to `default`."""
+        anything else (the operator's, unknown names, the system's) to `default`.
+        An event about a stored submission goes to the practice recorded with it, never
+        to the one its form belongs to now (a reload may have moved the form)."""
+        if reference:
+            row = self.conn.execute("SELECT practice FROM submissions WHERE reference = ?",
+                                    (reference,)).fetchone()
+            if row and row[0]:
+                return str(row[0])
         if form_id:
             found = self.practice_of_form(form_id)
             if found:

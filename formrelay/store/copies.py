@@ -19,14 +19,16 @@ class PatientCopies(StoreBase):
     """Store, count down, hand out and delete patient copies."""
 
     def add_copy(self, row: dict[str, Any]) -> None:
-        """Store a new copy (joins the submission's transaction)."""
+        """Store a new copy (joins the submission's transaction); `practice` is the one it
+        was made for, whatever the configuration says later."""
         with self.transaction() as conn:
             conn.execute(
                 "INSERT INTO copies (id, reference, form_id, lang, check_hash, code_mac, "
                 "quick_hash, quick_until, created_at, expires_at, max_downloads, ciphertext, "
-                "size) VALUES (:id, :reference, :form_id, :lang, :check_hash, :code_mac, "
-                ":quick_hash, :quick_until, :created_at, :expires_at, :max_downloads, "
-                ":ciphertext, :size)", {**row, "size": len(row["ciphertext"])})
+                "size, practice) VALUES (:id, :reference, :form_id, :lang, :check_hash, "
+                ":code_mac, :quick_hash, :quick_until, :created_at, :expires_at, "
+                ":max_downloads, :ciphertext, :size, :practice)",
+                {**row, "size": len(row["ciphertext"])})
 
     def copy_row(self, copy_id: str) -> dict[str, Any] | None:
         """A copy's metadata (never its ciphertext)."""

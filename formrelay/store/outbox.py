@@ -36,7 +36,9 @@ class OutboxMail:
     message_id: str
     created_at: datetime
     attempts: int
-    practice: str = ""  # set for mail of no form (an operator's): its audit chain
+    practice: str = ""  # whose mail it is (recorded when queued): its audit chain
+    context: str = ""  # sealed: the sender's details as recorded (mail/kinds.py Recorded)
+    error_class: str = ""  # why the last attempt failed ("" = none yet)
 
 
 def _addresses(recipients: str) -> tuple[str, ...]:
@@ -49,7 +51,8 @@ def _outbox_mail(row: Any, attempts: int) -> OutboxMail:
                       form_id=row["form_id"], recipients=_addresses(row["recipients"]),
                       payload=row["payload"] or b"", message_id=row["message_id"],
                       created_at=parse_iso(row["created_at"]), attempts=attempts,
-                      practice=row["practice"] or "")
+                      practice=row["practice"] or "", context=row["context"] or "",
+                      error_class=row["error_class"] or "")
 
 
 class Outbox(AuditLog):
@@ -57,21 +60,26 @@ class Outbox(AuditLog):
 
     def enqueue(self, kind: str, reference: str, recipients: list[str] | tuple[str, ...],
                 payload: bytes = b"", form_id: str = "", *, message_id: str = "",
-                practice: str = "") -> int:
+                practice: str = "", context: str = "") -> int:
         """Queue one mail; joins the caller's transaction if there is one. `payload` is
         opaque here (the kind's builder reads it). Without `message_id` a random token
         is stored and mail.outbox.message_id() turns it into a fixed Message-ID.
-        `practice` names the audit chain of a mail that names no form."""
+        `practice` is whose mail it is (by default its submission's recorded practice,
+        else its form's): its audit chain, for good. `context` is opaque here too: the
+        sender's details as the kind recorded them, sealed (mail/kinds.py)."""
         if not recipients:
             raise ValueError("a mail needs at least one recipient")
         now = iso(self.clock())
         mid = message_id or f"{kind}.{secrets.token_hex(12)}"
         with self.transaction() as conn:
+            # the row records whose mail it is (its submission's practice), for good
+            practice = practice or self.chain_of(form_id=form_id, reference=reference)
             cur = conn.execute(
                 "INSERT INTO outbox (kind, reference, form_id, recipients, payload, message_id, "
-                "created_at, next_attempt_at, practice) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "RETURNING id", (kind, reference, form_id, json.dumps(list(recipients)), payload,
-                                 mid, now, now, practice))
+                "created_at, next_attempt_at, practice, context) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                (kind, reference, form_id, json.dumps(list(recipients)), payload, mid, now, now,
+                 practice, context))
             mail_id = int(cur.fetchone()[0])
             self.audit(AuditAction.QUEUED, reference=reference, form_id=form_id,
                        practice=practice or None,
@@ -135,7 +143,8 @@ class Outbox(AuditLog):
                  mail.id))
             if status == "sent":  # what was sent, and to whom (a patient's address), is not kept
                 n = len(mail.recipients)
-                conn.execute("UPDATE outbox SET payload = NULL, recipients = ? WHERE id = ?",
+                conn.execute("UPDATE outbox SET payload = NULL, recipients = ?, context = '' "
+                             "WHERE id = ?",
                              (f"{n} recipient{'' if n == 1 else 's'}", mail.id))
             self.audit(status, "ok" if status == "sent" else "failed", reference=mail.reference,
                        form_id=mail.form_id, practice=mail.practice or None,

@@ -542,3 +542,78 @@ def _outbox_practice(db: sqlite_utils.Database) -> None:
     # practice's operator), so its queued/sent/failed events go to that practice's
     # audit chain; '' = by its form (store/audit.py `chain_of`).
     db.conn.execute("ALTER TABLE outbox ADD COLUMN practice TEXT NOT NULL DEFAULT ''")
+
+
+# -- ownership recorded, not derived (migrations 0080-0089) ---------------------------
+# Every stored row names the practice it was written for (a submission also its
+# recipients, their fingerprints and its retention), and access, mail and audit chains
+# are decided from that record, never from today's configuration: a reload may have
+# moved the form to another practice. Existing rows take the practice of the audit
+# chain their submission's "received" event is in; the rest are filled from the
+# configuration when the store is first opened with one (Store.fill_ownership).
+_OWNERSHIP = (
+    "ALTER TABLE submissions ADD COLUMN practice TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE submissions ADD COLUMN recipients TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE submissions ADD COLUMN fingerprints TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE submissions ADD COLUMN keep_days INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE copies ADD COLUMN practice TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE held_notices ADD COLUMN practice TEXT NOT NULL DEFAULT ''",
+    "DROP VIEW copy_meta",
+    "CREATE VIEW copy_meta AS SELECT id, reference, form_id, lang, check_hash, code_mac, "
+    "quick_hash, quick_until, created_at, expires_at, max_downloads, downloads, failures, "
+    "state, size, deleted_at, practice FROM copies",
+    "CREATE INDEX submissions_practice ON submissions (practice, status)",
+    "UPDATE submissions SET practice = COALESCE((SELECT a.practice FROM audit AS a WHERE "
+    "a.reference = submissions.reference AND a.action = 'received' AND a.outcome = 'ok' "
+    "ORDER BY a.at LIMIT 1), '')",
+    "UPDATE copies SET practice = COALESCE((SELECT s.practice FROM submissions AS s WHERE "
+    "s.reference = copies.reference), '')",
+    "UPDATE held_notices SET practice = COALESCE((SELECT s.practice FROM submissions AS s "
+    "WHERE s.reference = held_notices.reference), '')",
+    # an outbox row of a submission: its practice; one of no form keeps the one it names
+    "UPDATE outbox SET practice = COALESCE((SELECT s.practice FROM submissions AS s WHERE "
+    "s.reference = outbox.reference AND s.practice != ''), '') WHERE practice = '' AND "
+    "reference != ''",
+)
+
+
+def _ownership_pg(conn: Any) -> None:
+    for sql in _OWNERSHIP:
+        conn.execute(sql)
+
+
+@migration("0080_ownership", postgres=_ownership_pg)
+def _ownership(db: sqlite_utils.Database) -> None:
+    for sql in _OWNERSHIP:
+        db.conn.execute(sql)
+
+
+@migration("0081_outbox_context",
+           postgres="ALTER TABLE outbox ADD COLUMN context TEXT NOT NULL DEFAULT ''")
+def _outbox_context(db: sqlite_utils.Database) -> None:
+    # Whose a queued mail is, as recorded when it was queued (practice name, phone,
+    # sender, operator; sealed, see mail/kinds.py `Recorded`): a reload that removes
+    # the practice or gives its form to another must not change who a mail is from.
+    # Emptied with the payload once the mail is sent.
+    db.conn.execute("ALTER TABLE outbox ADD COLUMN context TEXT NOT NULL DEFAULT ''")
+
+
+_REFUSED_ATTEMPTS = (
+    "CREATE TABLE refused_attempts (ip TEXT NOT NULL, minute TEXT NOT NULL, "
+    "what TEXT NOT NULL, count INTEGER NOT NULL, PRIMARY KEY (ip, minute, what))",
+    "CREATE INDEX refused_attempts_minute ON refused_attempts (minute)",
+)
+
+
+def _refused_attempts_pg(conn: Any) -> None:
+    for sql in _REFUSED_ATTEMPTS:
+        conn.execute(sql)
+
+
+@migration("0082_refused_attempts", postgres=_refused_attempts_pg)
+def _refused_attempts(db: sqlite_utils.Database) -> None:
+    # Refused attempts by nobody known (bad API tokens, unknown login names, requests
+    # without their CSRF token), counted per client address, minute and kind instead of
+    # one audit row each (store/refusals.py); deleted by the retention purge.
+    for sql in _REFUSED_ATTEMPTS:
+        db.conn.execute(sql)

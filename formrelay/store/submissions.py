@@ -11,6 +11,7 @@ the retention purge forgets rows whose ciphertext is long gone.
 from __future__ import annotations
 
 import io
+import json
 import shutil
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
@@ -18,6 +19,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from .base import CHUNK, StoreBase, iso, parse_iso
+
+# what reads give back: metadata and the ownership record, never the ciphertext
+_COLUMNS = ("reference, form_id, received_at, delivery, status, size, file_count, deleted_at, "
+            "practice, recipients, fingerprints, keep_days")
 
 
 def _quote(column: str) -> str:
@@ -80,16 +85,17 @@ class Submissions(StoreBase):
             n += 1
 
     def submission(self, reference: str) -> dict[str, Any] | None:
-        row = self.conn.execute(
-            "SELECT reference, form_id, received_at, delivery, status, size, file_count, "
-            "deleted_at FROM submissions WHERE reference = ?", (reference,)).fetchone()
+        row = self.conn.execute(f"SELECT {_COLUMNS} FROM submissions "  # noqa: S608 - fixed names
+                                "WHERE reference = ?", (reference,)).fetchone()
         return dict(row) if row else None
 
-    def submissions(self, form_ids: list[str] | None = None,
-                    status: str | None = None) -> list[dict[str, Any]]:
-        sql = ("SELECT reference, form_id, received_at, delivery, status, size, file_count, "
-               "deleted_at FROM submissions WHERE 1=1")
+    def submissions(self, form_ids: list[str] | None = None, status: str | None = None,
+                    practice: str | None = None) -> list[dict[str, Any]]:
+        sql = f"SELECT {_COLUMNS} FROM submissions WHERE 1=1"  # noqa: S608 - fixed names
         args: list[Any] = []
+        if practice is not None:
+            sql += " AND practice = ?"
+            args.append(practice)
         if form_ids is not None:
             sql += f" AND form_id IN ({','.join('?' * len(form_ids))})"
             args += form_ids
@@ -148,16 +154,18 @@ class Submissions(StoreBase):
                 yield chunk
 
     # batched notifications of held submissions
-    def notice_add(self, reference: str, form_id: str, received_at: datetime) -> None:
+    def notice_add(self, reference: str, form_id: str, received_at: datetime,
+                   practice: str) -> None:
         with self.transaction() as conn:
-            conn.execute("INSERT INTO held_notices (reference, form_id, received_at) "
-                         "VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-                         (reference, form_id, iso(received_at)))
+            conn.execute("INSERT INTO held_notices (reference, form_id, received_at, practice) "
+                         "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                         (reference, form_id, iso(received_at), practice))
 
-    def notices_due(self, form_id: str, batch_minutes: int) -> list[dict[str, Any]] | None:
-        """Unmailed notices of a form if its next batch is due now (and mark them
-        mailed, with the batch time); None when nothing is due. Call inside a
-        transaction with the enqueue, so a batch is mailed exactly once."""
+    def notices_due(self, form_id: str, batch_minutes: int,
+                    practice: str) -> list[dict[str, Any]] | None:
+        """Unmailed notices of a form, recorded for `practice`, if its next batch is due
+        now (and mark them mailed, with the batch time); None when nothing is due. Call
+        inside a transaction with the enqueue, so a batch is mailed exactly once."""
         now = self.clock()
         with self.transaction() as conn:
             self.lock(f"notices {form_id}")  # one batch at a time per form, in every process
@@ -167,19 +175,54 @@ class Submissions(StoreBase):
                 return None
             rows = [dict(r) for r in conn.execute(
                 "SELECT reference, received_at FROM held_notices WHERE form_id = ? AND "
-                "mailed_at IS NULL ORDER BY received_at", (form_id,))]
+                "practice = ? AND mailed_at IS NULL ORDER BY received_at", (form_id, practice))]
             if not rows:
                 return None
             conn.execute("UPDATE held_notices SET mailed_at = ? WHERE form_id = ? AND "
-                         "mailed_at IS NULL", (iso(now), form_id))
+                         "practice = ? AND mailed_at IS NULL", (iso(now), form_id, practice))
             conn.execute("INSERT INTO notice_batches (form_id, last_at) VALUES (?, ?) "
                          "ON CONFLICT (form_id) DO UPDATE SET last_at = excluded.last_at",
                          (form_id, iso(now)))
         return rows
 
-    def notice_forms(self) -> list[str]:
-        return [r[0] for r in self.conn.execute(
-            "SELECT DISTINCT form_id FROM held_notices WHERE mailed_at IS NULL")]
+    def notice_forms(self) -> list[tuple[str, str]]:
+        """(form, practice) of every notice still to mail."""
+        return [(str(r[0]), str(r[1])) for r in self.conn.execute(
+            "SELECT DISTINCT form_id, practice FROM held_notices WHERE mailed_at IS NULL")]
+
+    def fill_ownership(self, owner: Callable[[str], tuple[str, list[str], list[str], int]]
+                       ) -> int:
+        """Complete the ownership record of rows written before it was kept (migration
+        0080 took what the audit chains tell): `owner(form_id)` gives the practice,
+        recipient ids, fingerprints and retention days the configuration has for that
+        form now. Returns how many submissions it completed; nothing after the first
+        run, as every new row is written with its record."""
+        done = 0
+        with self.transaction() as conn:
+            forms = [str(r[0]) for r in conn.execute(
+                "SELECT DISTINCT form_id FROM submissions WHERE practice = '' OR "
+                "recipients = '' OR keep_days = 0")]
+            for form_id in forms:
+                practice, recipients, fingerprints, days = owner(form_id)
+                cur = conn.execute(
+                    "UPDATE submissions SET practice = CASE WHEN practice = '' THEN ? ELSE "
+                    "practice END, recipients = CASE WHEN recipients = '' THEN ? ELSE "
+                    "recipients END, fingerprints = CASE WHEN fingerprints = '' THEN ? ELSE "
+                    "fingerprints END, keep_days = CASE WHEN keep_days = 0 THEN ? ELSE "
+                    "keep_days END WHERE form_id = ? AND (practice = '' OR recipients = '' "
+                    "OR keep_days = 0)", (practice, json.dumps(recipients),
+                                          json.dumps(fingerprints), days, form_id))
+                done += cur.rowcount
+            for table in ("copies", "held_notices", "outbox"):
+                conn.execute(f"UPDATE {table} SET practice = COALESCE((SELECT s.practice "  # noqa: S608 - fixed names
+                             f"FROM submissions AS s WHERE s.reference = {table}.reference), "
+                             f"'') WHERE practice = ''")
+            for table in ("copies", "held_notices", "outbox"):  # of no (stored) submission
+                for (form_id,) in conn.execute(f"SELECT DISTINCT form_id FROM {table} "  # noqa: S608 - fixed names
+                                               "WHERE practice = ''").fetchall():
+                    conn.execute(f"UPDATE {table} SET practice = ? WHERE practice = '' AND "  # noqa: S608 - fixed names
+                                 "form_id = ?", (owner(str(form_id))[0], form_id))
+        return done
 
     def purge_metadata(self, before: datetime) -> int:
         """Forget submission rows whose ciphertext is long gone (kept as long as the audit

@@ -13,6 +13,7 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, g, request, url_for
 
+from ..config import PracticeSettings
 from ..i18n import gettext
 from ..patient_copy.copies import MAX_FAILURES, Copies, CopyRefused, CopyState
 from ..patient_copy.pdf import local_time
@@ -51,6 +52,20 @@ def copies() -> Copies:
     return services().copies
 
 
+def _practice(form_id: str) -> PracticeSettings:
+    """The practice the page speaks for: the one recorded with the copy when it was
+    made, while it is configured (a reload may have given its form id to another
+    practice since), else the form's."""
+    settings = relay().settings
+    token = str((request.view_args or {}).get("token", "")).partition("#")[0]
+    try:
+        row = copies().store.copy_row(copies().copy_id(token)) if token else None
+    except CopyRefused:  # an altered link: no row to ask
+        row = None
+    recorded = settings.practice(str(row["practice"])) if row and row["practice"] else None
+    return recorded or settings.practice_of(form_id)
+
+
 def _headers(resp: Response) -> Response:
     resp.headers["Cache-Control"] = "no-store"
     resp.headers["Referrer-Policy"] = "no-referrer"
@@ -62,7 +77,7 @@ def _headers(resp: Response) -> Response:
 def _gone(exc: CopyRefused) -> Response:
     lang = language(exc.lang or "nl")
     if exc.form_id:
-        g.practice = relay().settings.practice_of(exc.form_id)
+        g.practice = _practice(exc.form_id)
     status, title, message = _GONE.get(exc.state, _GONE[CopyState.ALTERED])
     html = render("copy_gone.html", lang, title=gettext(lang, title),
                   message=gettext(lang, message))
@@ -71,7 +86,7 @@ def _gone(exc: CopyRefused) -> Response:
 
 def _form(token: str, info: CopyInfo, lang: str, *, key: str = "", error: str = "",
           status: int = 200) -> Response:
-    g.practice = practice = relay().settings.practice_of(info.form_id)
+    g.practice = practice = _practice(info.form_id)
     html = render("copy.html", lang, token=token, key=key, error=error,
                   expires=local_time(info.expires_at, practice.timezone),
                   downloads_left=info.downloads_left,

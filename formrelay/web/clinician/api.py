@@ -4,7 +4,8 @@
 stored hashed, revocable). No cookies, so no CSRF: every route is a GET that changes
 nothing but the audit log. The same rights checks as the web inbox apply, each download
 is audited with the token's number, and failed token checks count against the client
-address like failed logins. Errors are JSON (`{"ok": false, "error": ...}`), made by
+address like failed logins (counted per minute, the first of each minute audited; none
+written once the address is paused). Errors are JSON (`{"ok": false, "error": ...}`), made by
 web/errors.py like every other error.
 """
 
@@ -37,8 +38,7 @@ def authenticate() -> None:
     ip = client_ip()
     limit = relay().settings.server.login_max_failures_ip
     if store.login_failures(store.clock() - FAILURE_WINDOW, ip=ip) >= limit:
-        store.audit(AuditAction.API_ACCESS, "refused", actor="unknown", ip=ip,
-                    detail="too many failed attempts from this address")
+        # paused: refused without writing anything (a flood must not grow the audit log)
         raise ApiError("Too many failed attempts. Please wait and try again.", status=429)
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     found = area().accounts.user_for_token(token.strip()) if scheme.lower() == "bearer" \
@@ -46,8 +46,9 @@ def authenticate() -> None:
     if found is None:
         with store.transaction():
             store.login_failure("", ip)
-            store.audit(AuditAction.API_ACCESS, "failed", actor="unknown", ip=ip,
-                        detail=f"{request.path}: missing, unknown or revoked API token")
+            area().accounts.refused_anonymously(
+                AuditAction.API_ACCESS, ip, "api token",
+                f"{request.path}: missing, unknown or revoked API token")
         raise ApiError("A valid API token is needed: send `Authorization: Bearer <token>`.",
                        status=401)
     g.api_user, g.api_token = found

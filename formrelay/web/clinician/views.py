@@ -87,8 +87,12 @@ def secure_enough() -> bool:
 
 def refuse_request(detail: str) -> UserError:
     user = current_user()
-    relay().store.audit(AuditAction.REQUEST, "refused", actor=user.actor if user else "unknown",
-                        ip=client_ip(), detail=f"{request.method} {request.path}: {detail}")
+    what = f"{request.method} {request.path}: {detail}"
+    if user is None:  # nobody known: counted, the first of each minute audited
+        area().accounts.refused_anonymously(AuditAction.REQUEST, client_ip(), "request", what)
+    else:
+        relay().store.audit(AuditAction.REQUEST, "refused", actor=user.actor, ip=client_ip(),
+                            detail=what)
     return UserError("This page was open too long or did not come from this site. "
                      "Please go back, reload the page and try again.", status=400)
 
