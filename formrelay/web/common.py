@@ -6,18 +6,17 @@ from datetime import datetime
 from typing import Any
 
 from flask import current_app, g, render_template, request
-from werkzeug.exceptions import RequestTimeout
 
 from ..config import PracticeSettings
-from ..i18n import pick_language, translations
+from ..i18n import DEFAULT_LANG, pick_language, translations
 from ..intake.forms import field_attrs
 from ..intake.relay import Relay
 from ..intake.texts import text
 from ..localtime import local_date, shown
 from ..reload import Live
 from ..services import Services
+from ..settings import LANGUAGES
 from ..store import parse_iso
-from .request import BadForm
 
 
 def services() -> Services:
@@ -50,14 +49,27 @@ def relay() -> Relay:
     return services().relay
 
 
-def language(default: str = "nl") -> str:
-    try:
-        chosen = request.values.get("_lang")
-    # an error page (404, 408, 429) for a body that cannot be read or came too slowly
-    # (request.py, slowbody.py): the query string only
-    except (BadForm, RequestTimeout):
-        chosen = None
-    return pick_language(chosen or request.args.get("lang"), default)
+def language(default: str | None = None) -> str:
+    """The language of a page: the query string's `lang`, else `default` (a view that
+    knows the page's own, a patient copy's), else that of the form in the URL, else the
+    browser's Accept-Language, else Dutch.
+
+    Never the body: an error page is also the answer to a body that cannot be read (a
+    broken chunked encoding, one cut off, one too large), and reading it again for the
+    language would fail the error page itself."""
+    if default is None:
+        form_id = (request.view_args or {}).get("form_id")
+        spec = services().settings.form(form_id) if form_id else None
+        default = spec.lang if spec is not None else \
+            request.accept_languages.best_match(LANGUAGES) or DEFAULT_LANG
+    return pick_language(request.args.get("lang"), default)
+
+
+def posted_language(default: str) -> str:
+    """The language a posted form was filled in: its `_lang` field (the widget's and the
+    scripted posts carry it there), else as `language`. For a view that reads the form
+    anyway; a body that cannot be read raises its own 4xx here, answered by errors.py."""
+    return pick_language(request.form.get("_lang"), language(default))
 
 
 def wants_json() -> bool:

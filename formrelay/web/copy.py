@@ -60,7 +60,7 @@ def _headers(resp: Response) -> Response:
 
 @bp.errorhandler(CopyRefused)
 def _gone(exc: CopyRefused) -> Response:
-    lang = language(exc.lang or "nl")
+    lang = language(exc.lang or None)
     if exc.form_id:
         g.practice = relay().settings.practice_of(exc.form_id)
     status, title, message = _GONE.get(exc.state, _GONE[CopyState.ALTERED])
@@ -98,7 +98,7 @@ def fetch(token: str) -> Any:
         opened = c.open(token, key, code=request.form.get("code", ""),
                         grant=request.form.get("grant", ""), ip=request.remote_addr or "")
     except CopyRefused as exc:
-        lang = language(exc.lang or "nl")
+        lang = language(exc.lang or None)
         if exc.state == CopyState.WRONG_CODE:
             msg = gettext(lang, "This pickup code is not right. Tries left before the copy "
                                 "is locked: %(n)s.", n=exc.tries_left)

@@ -161,8 +161,7 @@ def _too_many(exc: RateLimitExceeded) -> Any:
     from .errors import respond
 
     r = relay()
-    spec = r.settings.form((request.view_args or {}).get("form_id", ""))
-    lang = language(spec.lang if spec else "nl")
+    lang = language()
     log.info("rate limit reached: %s", exc.description)
     resp = respond(429, gettext(lang, "Too many attempts. Please wait a moment and try again."),
                    lang=lang)

@@ -12,7 +12,7 @@ from ..errors import InvalidSubmission
 from ..i18n import gettext
 from ..intake import forms
 from . import protect
-from .common import language, relay, render, wants_json
+from .common import language, posted_language, relay, render, wants_json
 from .errors import respond
 from .headers import allow_framing
 
@@ -58,9 +58,9 @@ def show(form_id: str) -> Any:
 def submit(form_id: str) -> Any:
     r = relay()
     spec = r.form(form_id)
-    lang = language(spec.lang)
     protect.check_origin(spec)
     r.require_available(spec)  # an unusable key says "call the practice" before anything
+    lang = posted_language(spec.lang)
     shown_at: datetime | None = None
     try:
         shown_at = protect.check_post(spec)
