@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import current_app, g, render_template, request
 
-from ..config import PracticeSettings
+from ..config import DEFAULT_PRACTICE, PracticeSettings
 from ..i18n import DEFAULT_LANG, pick_language, translations
 from ..intake.forms import field_attrs
 from ..intake.relay import Relay
@@ -29,9 +29,12 @@ def services() -> Services:
     return pinned
 
 
-def page_practice() -> PracticeSettings:
+def page_practice() -> PracticeSettings | None:
     """The practice a page speaks for: the one a view chose (g.practice), the form's in
-    the URL, the signed-in clinician's, else the default practice."""
+    the URL, the signed-in clinician's, else the default practice (the operator's own,
+    [server] practice_name). An instance whose practices all come from practice files has
+    none: a page of no practice (the clinician login, /f/nope, a broken copy link) then
+    names none, rather than one practice's name and phone to another's patients."""
     settings = services().settings
     chosen: PracticeSettings | None = g.get("practice")
     if chosen is not None:
@@ -42,6 +45,8 @@ def page_practice() -> PracticeSettings:
     user = g.get("user")
     if user is not None:
         return settings.practice_or_default(user.practice)
+    if settings.practices and DEFAULT_PRACTICE not in settings.practices:
+        return None
     return settings.default_practice
 
 
@@ -86,12 +91,16 @@ def _aware(value: datetime | str) -> datetime:
 def render(template: str, lang: str, **ctx: Any) -> str:
     tr = translations(lang)
     spec = ctx.get("spec")
+    settings = services().settings
     if spec is not None:
-        g.practice = services().settings.practice_of(spec.id)
+        g.practice = settings.practice_of(spec.id)
     p = page_practice()
-    return render_template(template, _=tr.gettext, lang=lang, practice_name=p.name,
+    tz = p.timezone if p is not None else settings.server.timezone
+    return render_template(template, _=tr.gettext, lang=lang,
+                           practice_name=p.name if p else "",
                            field_attrs=field_attrs, text=lambda spec, key: text(spec, key, lang),
-                           when=lambda dt: shown(_aware(dt), p.timezone),
-                           on_date=lambda dt: local_date(_aware(dt), p.timezone),
-                           practice_phone=p.phone, practice_email=p.email,
+                           when=lambda dt: shown(_aware(dt), tz),
+                           on_date=lambda dt: local_date(_aware(dt), tz),
+                           practice_phone=p.phone if p else "",
+                           practice_email=p.email if p else "",
                            **ctx)

@@ -69,9 +69,10 @@ def widget_js() -> Response:
 
 @bp.get("/theme.css")
 def theme_css() -> Response:
-    # each practice's own look: ?practice=<id> (page_context links it); else the default
+    # each practice's own look: ?practice=<id> (page_context links it); else [theme]
     settings = relay().settings
-    t = settings.practice_or_default(request.args.get("practice", "")).theme
+    p = settings.practice(request.args.get("practice", ""))
+    t = p.theme if p is not None else settings.theme
     version = theme.version(t)
     resp = Response(theme.stylesheet(t), mimetype="text/css")
     return _cached(resp, version, request.args.get("v") == version)
@@ -84,6 +85,9 @@ def register(app: Flask) -> None:
     def page_context() -> dict[str, Any]:
         p = page_practice()
         origins = getattr(g, "frame_ancestors", None) or []
+        # a page of no practice (common.page_practice) wears the default look
+        t = p.theme if p is not None else relay().settings.theme
         return {"asset_url": asset_url, "embed": request.args.get("embed") == "1",
                 "frame_origins": origins,
-                "theme_url": url_for("widget.theme_css", practice=p.id, v=theme.version(p.theme))}
+                "theme_url": url_for("widget.theme_css", practice=p.id if p else None,
+                                     v=theme.version(t))}
