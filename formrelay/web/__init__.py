@@ -1,5 +1,5 @@
 """The Flask layer: builds the app around the `Services` (services.py) and registers
-the blueprints, which find them in `app.extensions["formrelay"]`.
+the blueprints, which reach the services in force through `common.services()`.
 
 Views stay thin: they parse the request, call the core, render the answer.
 """

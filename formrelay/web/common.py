@@ -21,7 +21,11 @@ from ..store import parse_iso
 
 def services() -> Services:
     """The services in force: one request keeps those it started with, even when the
-    configuration is reloaded meanwhile (reload.py)."""
+    configuration is reloaded meanwhile (reload.py).
+
+    The one way for web code to reach them (as flaskr's `get_db()`): never
+    `app.extensions["formrelay"]`, which holds the services as first built and so the
+    settings from before any reload."""
     pinned: Services | None = g.get("formrelay_services")
     if pinned is None:
         live: Live = current_app.extensions["formrelay.live"]

@@ -118,13 +118,16 @@ def fetch(token: str) -> Any:
     return _headers(resp)
 
 
-def register(app: Flask) -> Copies:
+def register(app: Flask) -> None:
     """Add the /copy routes (the relay's pipeline makes the copies, services.py)."""
-    c: Copies = app.extensions["formrelay"].copies
-    app.jinja_env.globals["copy_policy"] = {"days": c.expiry.days,
-                                            "downloads": c.max_downloads}
     app.register_blueprint(bp)
-    return c
+
+    @app.context_processor
+    def copy_policy() -> dict[str, Any]:
+        # what the form's tick-box promises, from the settings in force (a reload may
+        # have changed them since the app was built)
+        c = copies()
+        return {"copy_policy": {"days": c.expiry.days, "downloads": c.max_downloads}}
 
 
 __all__ = ["bp", "register", "relay"]
