@@ -103,8 +103,8 @@ def render(template: str, lang: str, **ctx: Any) -> str:
     return render_template(template, _=tr.gettext, lang=lang,
                            practice_name=p.name if p else "",
                            field_attrs=field_attrs, text=lambda spec, key: text(spec, key, lang),
-                           when=lambda dt: shown(_aware(dt), tz),
-                           on_date=lambda dt: local_date(_aware(dt), tz),
+                           when=lambda dt: shown(_aware(dt), tz, lang),
+                           on_date=lambda dt: local_date(_aware(dt), tz, lang),
                            practice_phone=p.phone if p else "",
                            practice_email=p.email if p else "",
                            **ctx)

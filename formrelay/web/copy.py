@@ -14,8 +14,8 @@ from typing import Any
 from flask import Blueprint, Flask, Response, g, request, url_for
 
 from ..i18n import gettext
+from ..localtime import shown
 from ..patient_copy.copies import MAX_FAILURES, Copies, CopyRefused, CopyState
-from ..patient_copy.pdf import local_time
 from ..patient_copy.values import CopyInfo
 from .common import language, relay, render, services
 
@@ -73,7 +73,7 @@ def _form(token: str, info: CopyInfo, lang: str, *, key: str = "", error: str = 
           status: int = 200) -> Response:
     g.practice = practice = relay().settings.practice_of(info.form_id)
     html = render("copy.html", lang, token=token, key=key, error=error,
-                  expires=local_time(info.expires_at, practice.timezone),
+                  expires=shown(info.expires_at, practice.timezone, lang),
                   downloads_left=info.downloads_left,
                   action=url_for("copy.fetch", token=token, lang=lang),
                   other_lang="en" if lang == "nl" else "nl")

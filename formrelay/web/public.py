@@ -76,10 +76,11 @@ def submit(form_id: str) -> Any:
         return _page(form_id, lang, _kept(spec, lang), 400, message=message,
                      shown_at=exc.shown_at)
     except InvalidSubmission as exc:
-        if wants_json():
-            raise
-        return _page(form_id, lang, _kept(spec, lang), exc.status, exc.errors,
-                     gettext(lang, exc.message, **exc.params), shown_at=shown_at)
+        message = gettext(lang, exc.message, **exc.params)
+        if wants_json():  # in the language the form was filled in (its _lang)
+            return respond(exc.status, message, exc.errors, lang=lang)
+        return _page(form_id, lang, _kept(spec, lang), exc.status, exc.errors, message,
+                     shown_at=shown_at)
     if wants_json():
         answer: dict[str, Any] = {"ok": True, "reference": receipt.reference}
         if receipt.copy is not None:
