@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from datetime import UTC, datetime
@@ -184,3 +185,22 @@ def test_one_date_rule_per_language_everywhere(make_app: Any, keys: dict[str, Te
     assert copy.status_code == 200
     printed = pdf_text(copy.data)
     assert born in printed and re.search(date_rule, printed), printed
+
+
+@pytest.mark.parametrize(("lang", "example", "file_hint"), [
+    ("nl", "bijvoorbeeld 17-05-1980", "de tekst daarop staat in de taal van uw browser"),
+    ("en", "for example 1980-05-17", "its text is in your browser's language")])
+def test_date_and_file_inputs_get_a_hint_in_the_forms_language(
+        make_app: Any, lang: str, example: str, file_hint: str) -> None:
+    """The browser draws a date and a file input in its own language (mm/dd/yyyy,
+    "Choose files"): a hint in the form's language says what to enter."""
+    page = english_app(make_app).test_client().get(f"/f/intake?lang={lang}").get_data(
+        as_text=True)
+    for name in ("visit", "born"):
+        hint = re.search(rf'<p class="help" id="t-{name}">([^<]+)</p>', page)
+        assert hint and example in html.unescape(hint.group(1)), page
+        assert re.search(rf'id="f-{name}"[^>]*aria-describedby="[^"]*t-{name}', page) or \
+            re.search(rf'aria-describedby="[^"]*t-{name}[^"]*"[^>]*id="f-{name}"', page)
+    hint = re.search(r'<p class="help" id="t-attachment">([^<]+)</p>', page)
+    assert hint and file_hint in html.unescape(hint.group(1))
+    assert "t-name" not in page  # text inputs speak the form's language already

@@ -12,7 +12,7 @@ from ..i18n import DEFAULT_LANG, pick_language, translations
 from ..intake.forms import field_attrs
 from ..intake.relay import Relay
 from ..intake.texts import text
-from ..localtime import local_date, shown
+from ..localtime import answer_date, local_date, shown
 from ..reload import Live
 from ..services import Services
 from ..settings import LANGUAGES
@@ -105,6 +105,7 @@ def render(template: str, lang: str, **ctx: Any) -> str:
                            field_attrs=field_attrs, text=lambda spec, key: text(spec, key, lang),
                            when=lambda dt: shown(_aware(dt), tz, lang),
                            on_date=lambda dt: local_date(_aware(dt), tz, lang),
+                           date_example=answer_date("1980-05-17", lang),
                            practice_phone=p.phone if p else "",
                            practice_email=p.email if p else "",
                            **ctx)
