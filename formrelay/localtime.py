@@ -4,17 +4,24 @@ Storage, logs and the audit trail stay in UTC; only what a clinician or patient 
 (inbox, notification mail, the decrypted text body, the copy's PDF and pages) is turned
 into `server.timezone` here, always with the zone's abbreviation (CET, CEST) so a time is
 never ambiguous. The zone name is checked when the config is loaded (config.py).
+
+One way to write a date per language, used by every page, mail and PDF a person reads:
+Dutch day-month-year (17-05-1980), English year-month-day (1980-05-17, which no English
+reader takes for another date). The JSON part of an encrypted submission keeps ISO 8601.
 """
 
 from __future__ import annotations
 
 import functools
-from datetime import datetime
+from datetime import date, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 DEFAULT_TZ = "Europe/Amsterdam"
-CLINICIAN_FORMAT = "%Y-%m-%d %H:%M"
-PATIENT_FORMAT = "%d-%m-%Y %H:%M"
+DATE_FORMATS = {"nl": "%d-%m-%Y", "en": "%Y-%m-%d"}
+
+
+def date_format(lang: str) -> str:
+    return DATE_FORMATS.get(lang, DATE_FORMATS["nl"])
 
 
 @functools.cache
@@ -26,15 +33,24 @@ def zone(name: str) -> ZoneInfo:
         raise ValueError(f"{name!r} is not a known time zone") from None
 
 
-def shown(dt: datetime, tz: str = DEFAULT_TZ, fmt: str = CLINICIAN_FORMAT) -> str:
+def shown(dt: datetime, tz: str = DEFAULT_TZ, lang: str = "nl") -> str:
     """`dt` (aware, usually UTC) as local time in `tz`, labelled with the zone."""
     local = dt.astimezone(zone(tz))
-    return f"{local.strftime(fmt)} {local.strftime('%Z')}"
+    return f"{local.strftime(date_format(lang))} {local:%H:%M} {local.strftime('%Z')}"
 
 
-def local_date(dt: datetime, tz: str = DEFAULT_TZ, fmt: str = "%Y-%m-%d") -> str:
+def local_date(dt: datetime, tz: str = DEFAULT_TZ, lang: str = "nl") -> str:
     """The local calendar date of `dt` in `tz` (a date needs no zone label)."""
-    return dt.astimezone(zone(tz)).strftime(fmt)
+    return dt.astimezone(zone(tz)).strftime(date_format(lang))
+
+
+def answer_date(iso: str, lang: str = "nl") -> str:
+    """A date the patient answered (stored as ISO 8601), written as every other date
+    in `lang`; a value that is not a date stays as it is."""
+    try:
+        return date.fromisoformat(iso).strftime(date_format(lang))
+    except ValueError:
+        return iso
 
 
 def utc_shown(dt: datetime, seconds: bool = False) -> str:

@@ -319,11 +319,36 @@ def test_another_practices_reference_cannot_be_read_listed_or_deleted(
     assert a == b
 
 
-def test_http_without_tls_is_refused(make_app: Callable[..., Flask], tmp_path: Path) -> None:
+# words for whoever runs formrelay, never for clinicians (their hints go to the log)
+OPERATOR_WORDS = ("README", "server.", "trusted_proxies", "GnuPG", "config", "proxy", "TOML")
+
+
+def test_http_without_tls_is_refused(make_app: Callable[..., Flask], tmp_path: Path,
+                                     logs: pytest.LogCaptureFixture) -> None:
     app = make_app()
     r = Browser(app, base="http://forms.praktijk.test").get("/clinician/login")
-    assert r.status_code == 403 and "HTTPS" in r.get_data(as_text=True)
+    page = r.get_data(as_text=True)
+    assert r.status_code == 403 and "beveiligde verbinding" in page and "https://" in page
+    assert not [w for w in OPERATOR_WORDS if w in page]
     assert "Set-Cookie" not in r.headers
+    # the operator's fix is in the log
+    assert "set server.trusted_proxies" in logs.text and "/clinician/login" in logs.text
+
+
+def test_clinician_pages_speak_plain_language(make_app: Callable[..., Flask],
+                                               tmp_path: Path) -> None:
+    clock = Clock()
+    app = make_app(clock=clock)
+    add_user(tmp_path, "anna", "--recipient", "alice")
+    submit(app)
+    b = Browser(app)
+    b.enrol("anna", totp_at(clock))
+    for path, shows in (("/clinician/", "Download een formulier als .eml"),
+                        ("/clinician/account/", "Met een token")):
+        r = b.get(path)
+        page = r.get_data(as_text=True)
+        assert r.status_code == 200 and shows in page, path
+        assert not [w for w in OPERATOR_WORDS if w in page], path
 
 
 def test_behind_the_tls_proxy(make_app: Callable[..., Flask], tmp_path: Path) -> None:

@@ -141,7 +141,10 @@ def test_full_flow_link_mail_code_pdf_then_gone(make_app: Any, tls: TlsFiles,
 
     wrong = pick(client, url, key, code="AAAAAA" if page["code"] != "AAAAAA" else "BBBBBB")
     assert wrong.status_code == 403
-    assert "4" in wrong.get_data(as_text=True)  # tries left
+    said = wrong.get_data(as_text=True)
+    # said once, next to the field (not again in a box above it), with the tries left
+    assert said.count("Deze ophaalcode klopt niet") == 1, said
+    assert re.search(r'id="e-code" role="alert">.*nog 4 keer proberen', said)
     assert wrong.mimetype == "text/html"
 
     ok = pick(client, url, key, code=page["code"].lower()[:3] + " " + page["code"][3:])

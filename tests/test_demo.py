@@ -173,7 +173,24 @@ def test_demo_serves_both_forms_and_its_printed_commands_work(demo: Demo) -> Non
     [read_mail] = _printed_block(out, "read a mail as the clinician's mail program would:")
     plain = subprocess.run(["bash", "-c", read_mail.replace("FR-XXXX-XXXX", mailed)],
                            capture_output=True, env=env, timeout=60)
-    assert plain.returncode == 0 and b"Anna de Vries" in plain.stdout, plain.stderr
+    assert plain.returncode == 0, plain.stderr
+    text = plain.stdout.decode()
+    # the readable text part, not quoted-printable MIME (Rugpijn sinds =C3=A9=C3=A9n week)
+    assert "Anna de Vries" in text and "Rugpijn sinds één week" in text, text
+    assert "=C3" not in text and "Content-Transfer-Encoding" not in text, text
+    assert "Attachments: answers.json" in text, text
+    # rnp (Thunderbird's engine) with the exported secret key, on the encrypted part
+    lines = [*_printed_block(out, "or with rnp (Thunderbird's engine) or sq (Sequoia): "
+                                  "export the demo's secret key once,"),
+             *_printed_block(out, "then give them the encrypted part only (not the whole "
+                                  ".eml):")]
+    assert "--export-secret-keys" in lines[0]
+    rnp = "\n".join(["set -euo pipefail", lines[0],
+                      *(ln for ln in lines[1:] if "| rnp " in ln)])
+    ran = subprocess.run(["bash", "-c", rnp.replace("FR-XXXX-XXXX", mailed)],
+                         capture_output=True, env=env, timeout=60)
+    assert ran.returncode == 0 and b"Rugpijn sinds" in ran.stdout, ran.stderr
+    assert b"extra data" not in ran.stderr, ran.stderr
     # the operator's commands, pasted into a shell as they are
     script = "\n".join(["set -euo pipefail",
                          *_printed_block(out, "the command line, in another terminal:")])
@@ -266,3 +283,18 @@ def test_check_ok_and_errors(tmp_path: Path, keys: dict[str, TestKey]) -> None:
     r = CliRunner().invoke(cli, ["--config", str(bad), "check"], env=ENV)
     assert r.exit_code == 2
     assert "key expired" in r.output and "form intake is unavailable" in r.output
+
+
+def test_decrypt_demo_refuses_what_it_cannot_read(tmp_path: Path) -> None:
+    (tmp_path / "clinician-gnupg").mkdir(mode=0o700)
+    plain = tmp_path / "note.eml"
+    plain.write_text("Subject: hallo\n\nGewone tekst\n")
+    r = CliRunner().invoke(cli, ["decrypt-demo", "--dir", str(tmp_path), str(plain)])
+    assert r.exit_code != 0 and "not an encrypted message" in r.output, r.output
+    armored = tmp_path / "x.asc"
+    armored.write_text("-----BEGIN PGP MESSAGE-----\n\nbm9wZQ==\n-----END PGP MESSAGE-----\n")
+    r = CliRunner().invoke(cli, ["decrypt-demo", "--dir", str(tmp_path), str(armored)])
+    assert r.exit_code != 0 and "gpg could not decrypt it with the demo's key" in r.output
+    r = CliRunner().invoke(cli, ["decrypt-demo", "--dir", str(tmp_path / "nope"), str(plain)])
+    assert r.exit_code != 0 and "is not a demo folder" in r.output
+    assert "Traceback" not in r.output

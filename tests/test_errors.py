@@ -167,3 +167,26 @@ def test_cli_maps_any_operator_error_with_its_exit_code() -> None:
     assert _one_error_line(r.output) == \
         "Error: gpg did not finish in 30 s and was killed; check `gpg --version`"
     assert not isinstance(r.exception, FormrelayError)
+
+
+def test_error_pages_take_their_language_without_reading_the_body(
+        make_app: Callable[..., Flask]) -> None:
+    """The query string, else the form's own language, else the browser's: never the
+    body, which is what an error page may be the answer to."""
+    client = make_app(lang="en", server={"max_request_mb": 1}).test_client()
+    # a body over the size limit on an English form: its page is in English (it was
+    # always Dutch), and ?lang=nl still chooses Dutch
+    big = {"name": "x" * (2 * 1024 * 1024)}
+    r = client.post("/f/intake", data=big, headers={"Origin": "http://localhost"})
+    assert r.status_code == 413
+    assert '<html lang="en"' in r.text and "What you sent is too large" in r.text
+    r = client.post("/f/intake?lang=nl", data=big, headers={"Origin": "http://localhost"})
+    assert r.status_code == 413 and "Wat u verstuurde is te groot" in r.text
+    # a page of no form: the browser's language, Dutch when it has no preference
+    r = client.get("/f/nope", headers={"Accept-Language": "en-GB,en;q=0.9"})
+    assert r.status_code == 404 and '<html lang="en"' in r.text
+    assert "There is no form with this address" in r.text
+    r = client.get("/f/nope")
+    assert r.status_code == 404 and '<html lang="nl"' in r.text
+    r = client.get("/f/nope?lang=nl", headers={"Accept-Language": "en"})
+    assert '<html lang="nl"' in r.text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from datetime import UTC, datetime
@@ -84,7 +85,7 @@ def test_english_post_stores_canonical_labels_and_values(make_app: Any,
     body = next(p for p in msg.walk() if p.get_content_type() == "text/plain").get_content()
     assert "Contact via:" in body and "Contact by" not in body
     assert "Taal van de patiënt: English" in body
-    assert "Ontvangen: 2026-01-15 13:05 CET" in body  # the practice's time, labelled
+    assert "Ontvangen: 15-01-2026 13:05 CET" in body  # the practice's time, labelled
     # an English option text is not an answer the form has
     r = post_form(client, {**valid_answers(), "_lang": "en", "contact": "phone"},
                   json_answer=True, query="?lang=en")
@@ -155,4 +156,53 @@ def test_times_shown_to_people_are_local_and_labelled(tmp_path: Path,
                      received_at=SUMMER, answers=[Answer("name", "Naam", "text", "x")])
     body = text_body(sub, "Praktijk", {"reference": "Ref", "received": "Received",
                                        "practice": "Practice"}, "Asia/Tokyo")
-    assert "Received: 2026-07-15 21:05 JST" in body
+    assert "Received: 15-07-2026 21:05 JST" in body  # the Dutch rule: day-month-year
+
+
+@pytest.mark.parametrize(("lang", "born", "date_rule"), [
+    ("nl", "17-05-1980", r"\d\d-\d\d-\d{4} \d\d:\d\d CES?T"),
+    ("en", "1980-05-17", r"\d{4}-\d\d-\d\d \d\d:\d\d CES?T")])
+def test_one_date_rule_per_language_everywhere(make_app: Any, keys: dict[str, TestKey],
+                                              lang: str, born: str, date_rule: str) -> None:
+    """The clinician's text, the patient's PDF and the copy page write a date the same
+    way for one language; the JSON part keeps ISO 8601."""
+    from .test_copy import pdf_text, pick, thanks
+
+    app = make_app(fields=english_fields(), title_en="Physiotherapy intake", lang=lang,
+                   patient_copy=True)
+    client = app.test_client()
+    r = post_form(client, {**valid_answers(), "born": "1980-05-17", "_copy": "y",
+                           "email": "anna@example.nl"})
+    got = thanks(r)
+    store = app.extensions["formrelay"].store
+    plain = gpg_decrypt(keys["alice"], store.ciphertext(got["reference"]))
+    msg = message_from_bytes(plain, policy=policy.default)
+    text = next(p for p in msg.walk() if p.get_content_type() == "text/plain").get_content()
+    assert born in text and re.search(date_rule, text), text
+    answers = next(p for p in msg.walk() if p.get_filename() == "answers.json")
+    assert json.loads(answers.get_payload(decode=True))["answers"]["born"] == "1980-05-17"
+    page = client.get(got["url"]).get_data(as_text=True)
+    assert re.search(date_rule, page), page
+    copy = pick(client, got["url"], got["key"], grant=got["grant"])
+    assert copy.status_code == 200
+    printed = pdf_text(copy.data)
+    assert born in printed and re.search(date_rule, printed), printed
+
+
+@pytest.mark.parametrize(("lang", "example", "file_hint"), [
+    ("nl", "bijvoorbeeld 17-05-1980", "de tekst daarop staat in de taal van uw browser"),
+    ("en", "for example 1980-05-17", "its text is in your browser's language")])
+def test_date_and_file_inputs_get_a_hint_in_the_forms_language(
+        make_app: Any, lang: str, example: str, file_hint: str) -> None:
+    """The browser draws a date and a file input in its own language (mm/dd/yyyy,
+    "Choose files"): a hint in the form's language says what to enter."""
+    page = english_app(make_app).test_client().get(f"/f/intake?lang={lang}").get_data(
+        as_text=True)
+    for name in ("visit", "born"):
+        hint = re.search(rf'<p class="help" id="t-{name}">([^<]+)</p>', page)
+        assert hint and example in html.unescape(hint.group(1)), page
+        assert re.search(rf'id="f-{name}"[^>]*aria-describedby="[^"]*t-{name}', page) or \
+            re.search(rf'aria-describedby="[^"]*t-{name}[^"]*"[^>]*id="f-{name}"', page)
+    hint = re.search(r'<p class="help" id="t-attachment">([^<]+)</p>', page)
+    assert hint and file_hint in html.unescape(hint.group(1))
+    assert "t-name" not in page  # text inputs speak the form's language already

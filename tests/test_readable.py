@@ -58,7 +58,7 @@ def test_clinician_text_and_patient_pdf_read_well() -> None:
     text = text_body(sub, "Praktijk", {"reference": "Referentie", "received": "Ontvangen",
                                        "practice": "Praktijk"})
     assert "\nWaarvoor komt u?\n  Rugpijn" in text and "?:" not in text
-    assert "\nGeboortedatum:\n  1980-02-03" in text  # ISO for the clinician's systems
+    assert "\nGeboortedatum:\n  03-02-1980" in text  # as every Dutch date; JSON keeps ISO
     pdf = pdf_text(copy_pdf(sub, Practice("Praktijk De Linde", "020 123 4567")))
     assert "Geboortedatum 03-02-1980" in pdf and "1980-02-03" not in pdf
     assert pdf.count("Ik ga akkoord met de verwerking.") == 1

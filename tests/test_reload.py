@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import pytest
 from formrelay import create_app
 from formrelay.reload import Live
 
+from .area import Browser, Clock, add_user, audit, totp_at
 from .conftest import ENV, make_config_dict, post_form, write_config
 from .keys import TestKey
 from .smtpd import free_port
@@ -175,3 +177,50 @@ def test_worker_reloads_on_sighup(tmp_path: Path, keys: dict[str, TestKey]) -> N
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
+
+
+def _reloaded(tmp_path: Path, keys: dict[str, TestKey], **server: Any) -> None:
+    """config.toml rewritten with these [server] values; the caller then asks Live."""
+    cfg = make_config_dict(tmp_path / "data", keys, patient_copy=True,
+                           server={"reload_seconds": 1, **server})
+    write_config(tmp_path / "config.toml", cfg)
+
+
+def test_a_reload_changes_what_the_form_promises_about_copies(
+        tmp_path: Path, keys: dict[str, TestKey]) -> None:
+    _reloaded(tmp_path, keys, copy_expiry_days=7)
+    app = create_app(tmp_path / "config.toml", environ=ENV)
+    live: Live = app.extensions["formrelay.live"]
+    client = app.test_client()
+    assert "7 dagen" in client.get("/f/intake").get_data(as_text=True)
+    _reloaded(tmp_path, keys, copy_expiry_days=2)
+    live.ask()
+    page = client.get("/f/intake").get_data(as_text=True)
+    assert "2 dagen" in page and "7 dagen" not in page
+    # and the copy made now expires when the page says
+    r = post_form(client, {**valid_answers(), "consent": "y", "_copy": "y",
+                           "email": "anna@example.nl"}, json_answer=True)
+    assert r.status_code == 200, r.get_json()
+    left = datetime.fromisoformat(r.get_json()["public_copy"]["expires"]) - datetime.now(UTC)
+    assert timedelta(days=1, hours=23) < left <= timedelta(days=2)
+
+
+def test_a_reload_changes_the_clinician_session_timeouts(
+        tmp_path: Path, keys: dict[str, TestKey]) -> None:
+    clock = Clock()
+    _reloaded(tmp_path, keys, session_idle_minutes=60)
+    app = create_app(tmp_path / "config.toml", environ=ENV, clock=clock)
+    app.testing = True
+    live: Live = app.extensions["formrelay.live"]
+    add_user(tmp_path, "anna", "--recipient", "alice")
+    b = Browser(app)
+    b.enrol("anna", totp_at(clock))
+    clock.advance(minutes=20)
+    assert b.get("/clinician/").status_code == 200  # within the hour
+    _reloaded(tmp_path, keys, session_idle_minutes=10)
+    live.ask()
+    clock.advance(minutes=20)
+    r = b.get("/clinician/")  # idle 20 minutes: over the new limit
+    assert r.status_code == 302 and r.headers["Location"].endswith("/clinician/login")
+    [expired] = audit(app, "session expired")
+    assert expired["detail"].startswith("idle: idle 20 min")

@@ -235,7 +235,62 @@ def test_site_not_in_allowed_origins_cannot_frame_the_form(page: Page, site: Sit
     assert frame is not None
     assert not frame.url.startswith(site.base)
     assert frame.locator("form").count() == 0
-    assert page.eval_on_selector("iframe", "f => f.style.height") == "40rem"
+
+
+@pytest.mark.parametrize("width", [1024, 360])
+def test_a_blocked_widget_shows_the_phone_and_a_link(browser: Browser, site: Site,
+                                                     width: int) -> None:
+    """Instead of the browser's grey error: the practice's phone, a link that opens the
+    form in a new tab, and one console line for the web builder naming the setting."""
+    context = browser.new_context(viewport={"width": width, "height": 800})
+    context.set_default_timeout(10_000)
+    try:
+        page = context.new_page()
+        lines: list[str] = []
+        page.on("console", lambda m: lines.append(m.text))
+        with page.expect_console_message(lambda m: "allowed_origins" in m.text):
+            page.goto(site.foreign + "/")
+        fallback = page.wait_for_selector(".formrelay-fallback")
+        assert fallback is not None and page.locator("[data-formrelay] iframe").count() == 0
+        text = fallback.inner_text()
+        assert "Dit formulier kan op deze pagina niet worden getoond" in text
+        assert "Of bel Praktijk Test: 020 555 0101" in text
+        assert "allowed_origins" not in text  # the setting is for the console only
+        open_link = page.locator(".formrelay-fallback a[target=_blank]")
+        assert open_link.inner_text() == "Open het formulier in een nieuw tabblad"
+        assert open_link.get_attribute("href") == f"{site.base}/f/intake?lang=nl"
+        assert open_link.get_attribute("rel") == "noopener"
+        assert page.locator(".formrelay-fallback a[href='tel:0205550101']").count() == 1
+        named = [ln for ln in lines if "allowed_origins" in ln]
+        assert named == [f"formrelay: form 'intake' cannot be framed by {site.foreign}: add "
+                         f"'{site.foreign}' to the form's allowed_origins in the formrelay "
+                         "configuration"]
+        # readable on a phone: nothing wider than the screen, the links on it
+        overflow = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        assert page.evaluate(overflow) <= 0
+        for link in page.locator(".formrelay-fallback a").all():
+            box = link.bounding_box()
+            assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= width
+        # the link opens the form itself, in a tab of its own
+        with context.expect_page() as opened:
+            open_link.click()
+        tab = opened.value
+        tab.wait_for_load_state()
+        assert tab.locator("form button[type=submit]").count() == 1
+    finally:
+        context.close()
+
+
+def test_the_widget_check_tells_allowed_pages_from_others(site: Site) -> None:
+    client = site.app.test_client()
+    ok = client.get("/f/intake/embed.json", headers={"Origin": site.host})
+    assert ok.get_json() == {"allowed": True}
+    assert ok.headers["Access-Control-Allow-Origin"] == "*"
+    other = client.get("/f/intake/embed.json?lang=en", headers={"Origin": site.foreign})
+    answer = other.get_json()
+    assert answer["allowed"] is False and answer["phone"] == "020 555 0101"
+    assert answer["text"] == "This form cannot be shown on this page."
+    assert client.get("/f/nope/embed.json").status_code == 404
 
 
 def test_two_forms_on_one_page_and_data_lang(page: Page, site: Site) -> None:

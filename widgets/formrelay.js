@@ -3,7 +3,11 @@
  *   <div data-formrelay="intake"></div>
  *   <script src="https://forms.example.nl/widget.js" async></script>
  * Options on the element: data-lang="en" (language), data-title="..." (frame title
- * until the form tells its own). */
+ * until the form tells its own).
+ * A page whose origin is not in the form's allowed_origins cannot frame it (the
+ * browser shows a grey error): when the frame stays silent after loading and formrelay
+ * confirms that, the element shows the practice's phone and a link that opens the form
+ * in a new tab instead, and the console names the setting to change. */
 (function () {
   "use strict";
   var me = document.currentScript;
@@ -41,11 +45,49 @@
     frame.addEventListener("load", function () {
       // ask for the height again (a new page after posting); only formrelay can answer
       if (frame.contentWindow) frame.contentWindow.postMessage({formrelay: "measure"}, base);
+      // a frame the browser refused to show never answers
+      if (!frame.formrelayAlive) window.setTimeout(function () { check(el, frame, id, lang); }, 1500);
     });
     el.setAttribute("data-formrelay-ready", "1");
     while (el.firstChild) el.removeChild(el.firstChild); // a fallback link, if any
     el.appendChild(frame);
     frames.push(frame);
+  }
+
+  // Ask formrelay whether this page may frame the form (the request carries its Origin);
+  // only a confirmed "no" replaces the frame, so a slow frame is never taken for blocked.
+  function check(el, frame, id, lang) {
+    if (frame.formrelayAlive || !window.fetch) return;
+    var url = base + "/f/" + id + "/embed.json" + (lang === "nl" || lang === "en" ? "?lang=" + lang : "");
+    fetch(url, {credentials: "omit", referrerPolicy: "no-referrer"}).then(function (r) {
+      return r.ok ? r.json() : null;
+    }).then(function (d) {
+      if (!d || d.allowed !== false || frame.formrelayAlive) return;
+      if (window.console) console.warn(d.console);
+      var box = document.createElement("div");
+      box.setAttribute("role", "note");
+      box.className = "formrelay-fallback";
+      box.style.overflowWrap = "anywhere";
+      var p = document.createElement("p");
+      p.textContent = d.text + " ";
+      var open = document.createElement("a");
+      open.href = d.url;
+      open.target = "_blank";
+      open.rel = "noopener";
+      open.textContent = d.open;
+      p.appendChild(open);
+      box.appendChild(p);
+      if (d.phone) {
+        var q = document.createElement("p");
+        q.textContent = d.call + " ";
+        var tel = document.createElement("a");
+        tel.href = "tel:" + d.phone.replace(/[^0-9+]/g, "");
+        tel.textContent = d.phone;
+        q.appendChild(tel);
+        box.appendChild(q);
+      }
+      el.replaceChild(box, frame);
+    }, function () {});
   }
 
   function scan() {
@@ -60,6 +102,7 @@
     for (var i = 0; i < frames.length; i++) {
       var frame = frames[i];
       if (frame.contentWindow !== e.source) continue;
+      frame.formrelayAlive = true;
       frame.style.height = Math.max(150, Math.min(Math.ceil(d.height), 20000)) + "px";
       if (typeof d.title === "string" && d.title) frame.title = d.title.slice(0, 200);
       if (d.top && frame.getBoundingClientRect().top < 0) frame.scrollIntoView();

@@ -304,6 +304,24 @@ def demo(folder: str, port: int, no_serve: bool) -> None:
         run_demo(info)
 
 
+@cli.command("decrypt-demo")
+@click.option("--dir", "folder", default="demo", show_default=True, type=click.Path(),
+              help="The demo folder (its clinician key decrypts).")
+@click.argument("message", type=click.File("rb"))
+def decrypt_demo(folder: str, message: Any) -> None:
+    """Show a demo message as a mail program would: decrypted with the demo's clinician
+    key, its text readable (not raw MIME), its attachments named. MESSAGE: a mail from
+    the demo's mail folder, or - for `formrelay ciphertext` piped in.
+
+    \b
+    Example:
+      formrelay decrypt-demo --dir demo demo/mail/FR-7K2M-Q9XD.eml
+    """
+    from ..ops.demo import readable_mail
+
+    click.echo(readable_mail(Path(folder), message.read()), nl=False)
+
+
 # -- worker, outbox (delivery) ----------------------------------------------------------
 @cli.command()
 @click.option("--once", is_flag=True, help="One pass (deliver what is due, check key "

@@ -179,7 +179,7 @@ class Relay:
             return payload_parts(sub, sender=practice.sender, recipients=emails,
                                  subject=f"{spec.title} - {sub.reference}", domain=self.domain,
                                  practice=practice.name, labels=labels,
-                                 tz=practice.timezone)
+                                 tz=practice.timezone, lang=spec.lang)
 
         out = self.tmp / f"{sub.reference}.{os.getpid()}.asc"
         for attempt in range(3):

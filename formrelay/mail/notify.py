@@ -103,8 +103,8 @@ def _body(settings: Settings, s: Recorded, title: str, days: int,
         received = parse_iso(item["received_at"])
         lines.append(t("Reference %(reference)s, received %(time)s, deleted after "
                        "%(date)s", reference=item["reference"],
-                       time=shown(received, s.timezone),
-                       date=local_date(received + timedelta(days=days), s.timezone)))
+                       time=shown(received, s.timezone, lang),
+                       date=local_date(received + timedelta(days=days), s.timezone, lang)))
     lines += ["", t("Log in to download them:"),
               settings.server.base_url.rstrip("/") + "/clinician/", "",
               t("This mail holds no answers and no patient details. It was sent "

@@ -292,9 +292,19 @@ def _lines(info: DemoInfo, secret_file: Path) -> list[str]:
         else:
             lines.append(f"                  user {DEMO_USER}; a new password (after the export "
                          f"line below): {fr} users reset {DEMO_USER} --generate-password")
+    key = folder / "clinician-secret.asc"
     lines += [
         "  read a mail as the clinician's mail program would:",
-        f"    gpg --homedir {q(str(home))} --decrypt {q(str(mail))}/FR-XXXX-XXXX.eml",
+        f"    {_program()} decrypt-demo --dir {q(str(folder))} {q(str(mail))}/FR-XXXX-XXXX.eml",
+        "  or with rnp (Thunderbird's engine) or sq (Sequoia): export the demo's secret key "
+        "once,",
+        f"    gpg --homedir {q(str(home))} --batch --armor --export-secret-keys > {q(str(key))}",
+        "  then give them the encrypted part only (not the whole .eml):",
+        f"    sed -n '/^-----BEGIN PGP MESSAGE/,/^-----END PGP MESSAGE/p' "
+        f"{q(str(mail))}/FR-XXXX-XXXX.eml | rnp --keyfile {q(str(key))} --decrypt",
+        f"    sed -n '/^-----BEGIN PGP MESSAGE/,/^-----END PGP MESSAGE/p' "
+        f"{q(str(mail))}/FR-XXXX-XXXX.eml | sq decrypt --recipient-file {q(str(key))} -"
+        "  # sq 0.40 or later (sq 0.27 in Debian 12: --recipient-key)",
         "  the command line, in another terminal:",
         f"    export {SECRET_KEY_ENV}=\"$(cat {q(str(secret_file))})\"",
         f"    {fr} check --offline",
@@ -302,11 +312,56 @@ def _lines(info: DemoInfo, secret_file: Path) -> list[str]:
     if held:
         lines += [
             f"    {fr} users add anna --recipient dr-demo --generate-password",
-            f"    {fr} ciphertext FR-XXXX-XXXX | gpg --homedir {q(str(home))} --decrypt"
-            "  # a held one",
+            f"    {fr} ciphertext FR-XXXX-XXXX | {_program()} decrypt-demo --dir "
+            f"{q(str(folder))} -  # a held one",
         ]
     lines.append("  stop with Ctrl+C")
     return lines
+
+
+def readable_mail(folder: Path, data: bytes) -> str:
+    """What a mail program shows of a demo message: decrypted with the demo's clinician
+    key, its protected subject, its text part decoded (not the quoted-printable MIME gpg
+    prints) and the names of its attachments. `data`: a mail from the mail folder (.eml,
+    PGP/MIME) or the ciphertext itself (`formrelay ciphertext`)."""
+    from email import message_from_bytes, policy
+
+    home = folder.resolve() / "clinician-gnupg"
+    if not home.is_dir():
+        raise CryptoError(f"{folder} is not a demo folder (no clinician-gnupg in it): name "
+                          "it with --dir, as for `formrelay demo`")
+    ciphertext = data
+    if b"-----BEGIN PGP MESSAGE-----" not in data[:100]:
+        outer = message_from_bytes(data, policy=policy.default)
+        parts = [p for p in outer.walk() if p.get_content_type() == "application/octet-stream"]
+        if not outer.get_content_type() == "multipart/encrypted" or not parts:
+            raise CryptoError("not an encrypted message: a mail from the demo's mail folder "
+                              "(FR-….eml) or the output of `formrelay ciphertext`")
+        payload = parts[0].get_payload(decode=True)
+        ciphertext = payload if isinstance(payload, bytes) else b""
+    try:
+        done = subprocess.run(["gpg", "--homedir", str(home), "--batch", "--quiet",
+                               "--no-random-seed-file", "--decrypt"], input=ciphertext,
+                              capture_output=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise CryptoError(f"could not run gpg ({exc}); is gnupg installed?") from None
+    if done.returncode != 0:
+        why = done.stderr.decode("utf-8", "replace").strip().splitlines() or ["no reason"]
+        raise CryptoError(f"gpg could not decrypt it with the demo's key: {why[-1]}")
+    inner = message_from_bytes(done.stdout, policy=policy.default)
+    lines = [f"Subject: {inner['Subject']}"] if inner["Subject"] else []
+    files = []
+    for part in inner.walk():
+        if part.is_multipart():
+            continue
+        name = part.get_filename()
+        if name:
+            files.append(f"{name} ({len(part.get_payload(decode=True) or b'')} bytes)")
+        elif part.get_content_type() == "text/plain":
+            lines += ["", str(part.get_content()).rstrip()]
+    if files:
+        lines += ["", "Attachments: " + ", ".join(files)]
+    return "\n".join(lines).strip() + "\n"
 
 
 class _NoBanner(logging.Filter):

@@ -67,7 +67,7 @@ def link_text(settings: Settings, lang: str, link: str, expires: datetime,
         link,
         "",
         _("The link works until %(date)s, for %(n)s downloads.")
-        % {"date": local_time(expires, p.timezone), "n": downloads},
+        % {"date": local_time(expires, p.timezone, lang), "n": downloads},
         _("You need the pickup code that was shown after you sent the form."),
         _("This e-mail does not contain your answers."),
         "",

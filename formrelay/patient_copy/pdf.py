@@ -15,13 +15,13 @@ import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime
 from pathlib import Path
 
 from ..errors import OperatorError
 from ..i18n import translations
 from ..intake.submission import Submission
-from ..localtime import DEFAULT_TZ, PATIENT_FORMAT, shown
+from ..localtime import DEFAULT_TZ, answer_date, shown
 
 FONT_DIRS = (Path("/usr/share/fonts/truetype/dejavu"),
              Path("/usr/local/share/fonts/truetype/dejavu"),
@@ -73,17 +73,10 @@ def font_files() -> tuple[Path, Path, Path | None]:
                    "`apt-get install fonts-dejavu-core` (scripts/setup.sh does)")
 
 
-def local_time(dt: datetime, tz: str = LOCAL_TZ) -> str:
-    """A time the patient reads: dd-mm-yyyy hh:mm in the practice's zone, labelled."""
-    return shown(dt, tz, PATIENT_FORMAT)
-
-
-def _local_date(iso: str) -> str:
-    """A date answer as dd-mm-yyyy, like every other date in the copy (not ISO)."""
-    try:
-        return f"{date.fromisoformat(iso):%d-%m-%Y}"
-    except ValueError:
-        return iso
+def local_time(dt: datetime, tz: str = LOCAL_TZ, lang: str = "nl") -> str:
+    """A time the patient reads, in the practice's zone, labelled; the date as every
+    date in `lang` (localtime.py)."""
+    return shown(dt, tz, lang)
 
 
 def wrap_lines(text: str, width: float, measure: Callable[[str], float]) -> list[str]:
@@ -188,10 +181,10 @@ def copy_pdf(sub: Submission, practice: Practice, *, expires: datetime | None = 
     para(_("Copy of your answers"), 11, gap=3, color=(70, 70, 70))
     facts: Sequence[tuple[str, str]] = [
         (_("Reference"), sub.reference),
-        (_("Received"), local_time(sub.received_at, tz)),
+        (_("Received"), local_time(sub.received_at, tz, sub.lang)),
     ]
     if expires is not None:
-        facts = [*facts, (_("Link valid until"), local_time(expires, tz))]
+        facts = [*facts, (_("Link valid until"), local_time(expires, tz, sub.lang))]
     for label, value in facts:
         para(f"{label}: {value}", 10, gap=0.5)
     pdf.ln(3)
@@ -206,7 +199,7 @@ def copy_pdf(sub: Submission, practice: Practice, *, expires: datetime | None = 
         elif a.type == "consent":  # the label above is the consent text already
             value = _("yes").capitalize() if a.value else "—"
         elif a.type in ("date", "birthdate") and isinstance(a.value, str) and a.value:
-            value = _local_date(a.value)
+            value = answer_date(a.value, sub.lang)
         else:
             value = a.display() or "—"
         para(value, 10.5, gap=3.5)

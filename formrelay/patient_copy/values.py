@@ -62,7 +62,8 @@ class PendingCopy:
         from .pdf import local_time
 
         return CopyReceipt(code=self.code, email=self.email, expires=iso(self.expires_at),
-                           expires_text=local_time(self.expires_at, tz), downloads=downloads,
+                           expires_text=local_time(self.expires_at, tz, self.lang),
+                           downloads=downloads,
                            download=CopyDownload(url=f"/copy/{token}", key=b64e(self.secret),
                                                  grant=self.grant,
                                                  until=iso(self.quick_until)))

@@ -1,5 +1,5 @@
 """The Flask layer: builds the app around the `Services` (services.py) and registers
-the blueprints, which find them in `app.extensions["formrelay"]`.
+the blueprints, which reach the services in force through `common.services()`.
 
 Views stay thin: they parse the request, call the core, render the answer.
 """
@@ -19,7 +19,7 @@ from ..config import CONFIG_ENV, ConfigError, Settings, load_config, parse_confi
 from ..reload import Live
 from ..services import Services, build
 from ..store import utcnow
-from . import clinician, errors, headers, health, protect, public, widget
+from . import clinician, errors, framing, headers, health, protect, public, widget
 from . import copy as copy_view
 from .request import InMemoryRequest
 from .slowbody import BodyDeadline
@@ -78,6 +78,7 @@ def build_app(config: Any, *, environ: Mapping[str, str] | None = None,
                             min_rate=settings.server.body_min_rate)
     app.wsgi_app = deadline  # type: ignore[method-assign]
     errors.register(app)
+    framing.register(app)  # before every view: a body on GET, HTTP/1.1 without Host
     headers.register(app)
     app.register_blueprint(public.bp)
     protect.register(app, services.relay)  # tokens and rate limits on the form's POST route

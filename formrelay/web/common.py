@@ -6,23 +6,26 @@ from datetime import datetime
 from typing import Any
 
 from flask import current_app, g, render_template, request
-from werkzeug.exceptions import RequestTimeout
 
-from ..config import PracticeSettings
-from ..i18n import pick_language, translations
+from ..config import DEFAULT_PRACTICE, PracticeSettings
+from ..i18n import DEFAULT_LANG, pick_language, translations
 from ..intake.forms import field_attrs
 from ..intake.relay import Relay
 from ..intake.texts import text
-from ..localtime import local_date, shown
+from ..localtime import answer_date, local_date, shown
 from ..reload import Live
 from ..services import Services
+from ..settings import LANGUAGES
 from ..store import parse_iso
-from .request import BadForm
 
 
 def services() -> Services:
     """The services in force: one request keeps those it started with, even when the
-    configuration is reloaded meanwhile (reload.py)."""
+    configuration is reloaded meanwhile (reload.py).
+
+    The one way for web code to reach them (as flaskr's `get_db()`): never
+    `app.extensions["formrelay"]`, which holds the services as first built and so the
+    settings from before any reload."""
     pinned: Services | None = g.get("formrelay_services")
     if pinned is None:
         live: Live = current_app.extensions["formrelay.live"]
@@ -30,9 +33,12 @@ def services() -> Services:
     return pinned
 
 
-def page_practice() -> PracticeSettings:
+def page_practice() -> PracticeSettings | None:
     """The practice a page speaks for: the one a view chose (g.practice), the form's in
-    the URL, the signed-in clinician's, else the default practice."""
+    the URL, the signed-in clinician's, else the default practice (the operator's own,
+    [server] practice_name). An instance whose practices all come from practice files has
+    none: a page of no practice (the clinician login, /f/nope, a broken copy link) then
+    names none, rather than one practice's name and phone to another's patients."""
     settings = services().settings
     chosen: PracticeSettings | None = g.get("practice")
     if chosen is not None:
@@ -43,6 +49,8 @@ def page_practice() -> PracticeSettings:
     user = g.get("user")
     if user is not None:
         return settings.practice_or_default(user.practice)
+    if settings.practices and DEFAULT_PRACTICE not in settings.practices:
+        return None
     return settings.default_practice
 
 
@@ -50,14 +58,27 @@ def relay() -> Relay:
     return services().relay
 
 
-def language(default: str = "nl") -> str:
-    try:
-        chosen = request.values.get("_lang")
-    # an error page (404, 408, 429) for a body that cannot be read or came too slowly
-    # (request.py, slowbody.py): the query string only
-    except (BadForm, RequestTimeout):
-        chosen = None
-    return pick_language(chosen or request.args.get("lang"), default)
+def language(default: str | None = None) -> str:
+    """The language of a page: the query string's `lang`, else `default` (a view that
+    knows the page's own, a patient copy's), else that of the form in the URL, else the
+    browser's Accept-Language, else Dutch.
+
+    Never the body: an error page is also the answer to a body that cannot be read (a
+    broken chunked encoding, one cut off, one too large), and reading it again for the
+    language would fail the error page itself."""
+    if default is None:
+        form_id = (request.view_args or {}).get("form_id")
+        spec = services().settings.form(form_id) if form_id else None
+        default = spec.lang if spec is not None else \
+            request.accept_languages.best_match(LANGUAGES) or DEFAULT_LANG
+    return pick_language(request.args.get("lang"), default)
+
+
+def posted_language(default: str) -> str:
+    """The language a posted form was filled in: its `_lang` field (the widget's and the
+    scripted posts carry it there), else as `language`. For a view that reads the form
+    anyway; a body that cannot be read raises its own 4xx here, answered by errors.py."""
+    return pick_language(request.form.get("_lang"), language(default))
 
 
 def wants_json() -> bool:
@@ -74,12 +95,17 @@ def _aware(value: datetime | str) -> datetime:
 def render(template: str, lang: str, **ctx: Any) -> str:
     tr = translations(lang)
     spec = ctx.get("spec")
+    settings = services().settings
     if spec is not None:
-        g.practice = services().settings.practice_of(spec.id)
+        g.practice = settings.practice_of(spec.id)
     p = page_practice()
-    return render_template(template, _=tr.gettext, lang=lang, practice_name=p.name,
+    tz = p.timezone if p is not None else settings.server.timezone
+    return render_template(template, _=tr.gettext, lang=lang,
+                           practice_name=p.name if p else "",
                            field_attrs=field_attrs, text=lambda spec, key: text(spec, key, lang),
-                           when=lambda dt: shown(_aware(dt), p.timezone),
-                           on_date=lambda dt: local_date(_aware(dt), p.timezone),
-                           practice_phone=p.phone, practice_email=p.email,
+                           when=lambda dt: shown(_aware(dt), tz, lang),
+                           on_date=lambda dt: local_date(_aware(dt), tz, lang),
+                           date_example=answer_date("1980-05-17", lang),
+                           practice_phone=p.phone if p else "",
+                           practice_email=p.email if p else "",
                            **ctx)

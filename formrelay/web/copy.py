@@ -15,8 +15,8 @@ from flask import Blueprint, Flask, Response, g, request, url_for
 
 from ..config import PracticeSettings
 from ..i18n import gettext
+from ..localtime import shown
 from ..patient_copy.copies import MAX_FAILURES, Copies, CopyRefused, CopyState
-from ..patient_copy.pdf import local_time
 from ..patient_copy.values import CopyInfo
 from .common import language, relay, render, services
 
@@ -75,7 +75,7 @@ def _headers(resp: Response) -> Response:
 
 @bp.errorhandler(CopyRefused)
 def _gone(exc: CopyRefused) -> Response:
-    lang = language(exc.lang or "nl")
+    lang = language(exc.lang or None)
     if exc.form_id:
         g.practice = _practice(exc.form_id)
     status, title, message = _GONE.get(exc.state, _GONE[CopyState.ALTERED])
@@ -88,7 +88,7 @@ def _form(token: str, info: CopyInfo, lang: str, *, key: str = "", error: str = 
           status: int = 200) -> Response:
     g.practice = practice = _practice(info.form_id)
     html = render("copy.html", lang, token=token, key=key, error=error,
-                  expires=local_time(info.expires_at, practice.timezone),
+                  expires=shown(info.expires_at, practice.timezone, lang),
                   downloads_left=info.downloads_left,
                   action=url_for("copy.fetch", token=token, lang=lang),
                   other_lang="en" if lang == "nl" else "nl")
@@ -113,7 +113,7 @@ def fetch(token: str) -> Any:
         opened = c.open(token, key, code=request.form.get("code", ""),
                         grant=request.form.get("grant", ""), ip=request.remote_addr or "")
     except CopyRefused as exc:
-        lang = language(exc.lang or "nl")
+        lang = language(exc.lang or None)
         if exc.state == CopyState.WRONG_CODE:
             msg = gettext(lang, "This pickup code is not right. Tries left before the copy "
                                 "is locked: %(n)s.", n=exc.tries_left)
@@ -133,13 +133,16 @@ def fetch(token: str) -> Any:
     return _headers(resp)
 
 
-def register(app: Flask) -> Copies:
+def register(app: Flask) -> None:
     """Add the /copy routes (the relay's pipeline makes the copies, services.py)."""
-    c: Copies = app.extensions["formrelay"].copies
-    app.jinja_env.globals["copy_policy"] = {"days": c.expiry.days,
-                                            "downloads": c.max_downloads}
     app.register_blueprint(bp)
-    return c
+
+    @app.context_processor
+    def copy_policy() -> dict[str, Any]:
+        # what the form's tick-box promises, from the settings in force (a reload may
+        # have changed them since the app was built)
+        c = copies()
+        return {"copy_policy": {"days": c.expiry.days, "downloads": c.max_downloads}}
 
 
 __all__ = ["bp", "register", "relay"]

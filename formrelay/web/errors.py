@@ -20,7 +20,7 @@ from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from ..errors import OperatorError, UserError
-from ..i18n import gettext, pick_language
+from ..i18n import gettext
 from ..logs import log_exception, redact_path
 from ..store import StoreNotWritable
 from .common import language, relay, render, wants_json
@@ -85,12 +85,11 @@ def register(app: Flask) -> None:
     def http_error(exc: HTTPException) -> Any:
         code = exc.code or 500
         if isinstance(exc, BadForm):  # a body werkzeug could not take: say what is wrong
-            log.info("refused a post to %s: %s", redact_path(request.path), exc.kind)
-            # the query's lang (the form's action has it): reading the body again is not safe
-            spec = relay().settings.form((request.view_args or {}).get("form_id", ""))
-            lang = pick_language(request.args.get("lang"), spec.lang if spec else "nl")
+            log.info("refused a %s to %s: %s", request.method, redact_path(request.path),
+                     exc.kind)
+            lang = language()
             return respond(code, gettext(lang, exc.message, **exc.params), lang=lang)
-        lang = language() if code != 413 else "nl"  # reading args is safe; the body is not
+        lang = language()
         text = _HTTP_MESSAGES.get(code, exc.description or "")
         return respond(code, gettext(lang, text), lang=lang)
 

@@ -74,9 +74,17 @@ class SendAgain(Exception):
 
 @dataclass
 class Protection:
-    tokens: FormTokens
     own_origin: str
     limiter: Limiter
+
+    @property
+    def tokens(self) -> FormTokens:
+        """Form tokens under the settings in force (min_fill_seconds and
+        form_token_max_age_minutes may change on a reload)."""
+        r = relay()
+        s = r.settings.server
+        return FormTokens(r.settings.secret_key, r.clock, min_fill_seconds=s.min_fill_seconds,
+                          max_age_minutes=s.form_token_max_age_minutes)
 
 
 def protection() -> Protection:
@@ -126,7 +134,8 @@ def check_post(spec: FormSpec) -> datetime:
             shown = exc.token.shown_at
         elif exc.kind == TokenReason.TOO_OLD:
             # they filled it in already: the new token may be sent at once
-            shown = p.tokens.clock() - p.tokens.min_fill
+            tokens = p.tokens
+            shown = tokens.clock() - tokens.min_fill
         raise SendAgain(exc.kind, shown) from None
     return ft.shown_at
 
@@ -161,8 +170,7 @@ def _too_many(exc: RateLimitExceeded) -> Any:
     from .errors import respond
 
     r = relay()
-    spec = r.settings.form((request.view_args or {}).get("form_id", ""))
-    lang = language(spec.lang if spec else "nl")
+    lang = language()
     log.info("rate limit reached: %s", exc.description)
     resp = respond(429, gettext(lang, "Too many attempts. Please wait a moment and try again."),
                    lang=lang)
@@ -184,8 +192,6 @@ def register(app: Flask, r: Relay) -> None:
     """Set up tokens and the rate limits on the form's POST route (call after the
     public blueprint is registered)."""
     s = r.settings.server
-    tokens = FormTokens(r.settings.secret_key, r.clock, min_fill_seconds=s.min_fill_seconds,
-                        max_age_minutes=s.form_token_max_age_minutes)
     uri, options = ratelimit.storage_uri(r.settings)
     if not s.rate_limit_storage:
         options["store"] = r.store
@@ -199,7 +205,7 @@ def register(app: Flask, r: Relay) -> None:
         if why:
             log.error("%s", ratelimit.unreachable(r.settings, why))
     own = origin_of(s.base_url)
-    app.extensions["formrelay.protect"] = Protection(tokens, own, limiter)
+    app.extensions["formrelay.protect"] = Protection(own, limiter)
     view = app.view_functions["public.submit"]
     per_form = limiter.limit(s.rate_limit_form, key_func=form_key, methods=["POST"],
                              scope="form")

@@ -12,7 +12,7 @@ from ..errors import InvalidSubmission
 from ..i18n import gettext
 from ..intake import forms
 from . import protect
-from .common import language, relay, render, wants_json
+from .common import language, posted_language, relay, render, wants_json
 from .errors import respond
 from .headers import allow_framing
 
@@ -58,9 +58,9 @@ def show(form_id: str) -> Any:
 def submit(form_id: str) -> Any:
     r = relay()
     spec = r.form(form_id)
-    lang = language(spec.lang)
     protect.check_origin(spec)
     r.require_available(spec)  # an unusable key says "call the practice" before anything
+    lang = posted_language(spec.lang)
     shown_at: datetime | None = None
     try:
         shown_at = protect.check_post(spec)
@@ -76,10 +76,11 @@ def submit(form_id: str) -> Any:
         return _page(form_id, lang, _kept(spec, lang), 400, message=message,
                      shown_at=exc.shown_at)
     except InvalidSubmission as exc:
-        if wants_json():
-            raise
-        return _page(form_id, lang, _kept(spec, lang), exc.status, exc.errors,
-                     gettext(lang, exc.message, **exc.params), shown_at=shown_at)
+        message = gettext(lang, exc.message, **exc.params)
+        if wants_json():  # in the language the form was filled in (its _lang)
+            return respond(exc.status, message, exc.errors, lang=lang)
+        return _page(form_id, lang, _kept(spec, lang), exc.status, exc.errors, message,
+                     shown_at=shown_at)
     if wants_json():
         answer: dict[str, Any] = {"ok": True, "reference": receipt.reference}
         if receipt.copy is not None:

@@ -52,6 +52,17 @@ def unreadable() -> BadForm:
                    "UTF-8)." + _AGAIN)
 
 
+def unreadable_body(why: str) -> BadForm:
+    """A body the server could not read (slowbody.py): its framing is broken."""
+    return BadForm(400, f"body not readable ({why})", "The request could not be read. "
+                   "Please reload the page and try again.")
+
+
+def cut_off() -> BadForm:
+    return BadForm(400, "multipart body incomplete", "The form arrived incomplete, so "
+                   "nothing was stored." + _AGAIN)
+
+
 def too_many(limit: int) -> BadForm:
     return BadForm(400, "too many fields", "The form contained too many fields (at most "
                    "%(max)s)." + _AGAIN, max=limit)
@@ -93,6 +104,10 @@ class StrictFormParser(FormDataParser):
             raise ValueError("Missing boundary")
         try:
             form, files = parser.parse(stream, boundary, content_length)
+        except ValueError:
+            # werkzeug's answer to a body that ends before its closing boundary (or has
+            # a part without headers); its parser would take it for an empty form
+            raise cut_off() from None
         except RequestEntityTooLarge:
             # werkzeug raises the same bare 413 for: more than max_form_parts parts (when
             # part max+1 starts, all max before it are counted), a text part over

@@ -11,6 +11,12 @@ A read that blocks is interrupted at the deadline, not only checked between read
 gunicorn's gevent worker (the production server, formrelay/server.py) by a
 gevent.Timeout, under a threaded gunicorn by the socket's own timeout (each wait for
 data). The demo's development server only checks between reads.
+
+A body the server cannot read at all (a chunk size that is not a number, a chunked body
+that ends before its last chunk, a client gone mid-body) is refused here too, as the
+400 of `request.unreadable_body`: whatever the server's own exception for it (gunicorn
+and werkzeug's development server each have theirs), the error page never becomes a 500,
+and every later read meets the same refusal instead of a body that looks complete.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
 
 from werkzeug.exceptions import RequestTimeout
+
+from .request import BadForm, unreadable_body
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -48,6 +56,7 @@ class DeadlineInput:
         # one to two seconds' worth of the minimum rate per read (see _piece)
         self._chunk = max(1024, min_rate)
         self.timed_out = False
+        self.broken: BadForm | None = None
         self._green = _gevent_patched()
         # a thread's socket: its timeout is lowered while reading, and restored after
         self._sock = None if self._green else sock
@@ -65,6 +74,8 @@ class DeadlineInput:
         """At most `chunk` bytes, so the time allowed can grow with what arrives: the
         bytes asked for earn `size / min_rate` seconds once they are there, and a client
         that never sends them is cut off at most that much after its deadline."""
+        if self.broken is not None:
+            raise self.broken
         left = self._left()
         if self.timed_out or left <= 0:
             raise self._refuse()
@@ -81,6 +92,9 @@ class DeadlineInput:
                 data = fn(size)
         except (_TooSlow, TimeoutError):
             raise self._refuse() from None
+        except Exception as exc:  # noqa: BLE001 - each server raises its own for a bad body
+            self.broken = unreadable_body(type(exc).__name__)
+            raise self.broken from None
         self._received += len(data)
         if self._left() < 0:  # a read that could not be interrupted
             raise self._refuse()

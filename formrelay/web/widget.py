@@ -13,15 +13,19 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, g, request, url_for
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request, url_for
 
 from .. import theme
-from .common import page_practice, relay
+from ..i18n import gettext
+from .common import language, page_practice, relay
+from .protect import origin_of
 
 bp = Blueprint("widget", __name__)
+log = logging.getLogger("formrelay.web")
 
 PACKAGE = Path(__file__).resolve().parent.parent
 # formrelay/widgets/formrelay.js links to the repository's widgets/formrelay.js; a
@@ -67,11 +71,44 @@ def widget_js() -> Response:
     return _cached(resp, digest, request.args.get("v") == digest)
 
 
+@bp.get("/f/<form_id>/embed.json")
+def embed_check(form_id: str) -> Response:
+    """May the page asking (its Origin) frame this form? widget.js asks only when a frame
+    stayed silent: for a page not in allowed_origins it shows, instead of the browser's
+    grey error, the practice's phone and a link that opens the form in a new tab."""
+    spec = relay().form(form_id)
+    # no Origin: a request from formrelay's own pages
+    asking = origin_of(request.headers.get("Origin", "")) or \
+        origin_of(relay().settings.server.base_url)
+    allowed = asking in {origin_of(o) for o in spec.allowed_origins}
+    body: dict[str, Any] = {"allowed": allowed}
+    if not allowed:
+        lang = language()
+        p = relay().settings.practice_of(form_id)
+        body.update(
+            text=gettext(lang, "This form cannot be shown on this page."),
+            open=gettext(lang, "Open the form in a new tab"),
+            url=url_for("public.show", form_id=form_id, lang=lang, _external=True),
+            call=gettext(lang, "Or call %(practice)s:", practice=p.name), phone=p.phone,
+            # for the web builder in the browser's console, never shown to the patient
+            console=f"formrelay: form {form_id!r} cannot be framed by {asking}: add "
+                    f"{asking!r} to the form's allowed_origins in the formrelay "
+                    "configuration",
+        )
+    log.info("widget for form %s on %s: %s", form_id, asking,
+             "allowed" if allowed else "not in allowed_origins")
+    resp = jsonify(body)
+    resp.headers["Access-Control-Allow-Origin"] = "*"
+    resp.headers["Vary"] = "Origin"
+    return resp
+
+
 @bp.get("/theme.css")
 def theme_css() -> Response:
-    # each practice's own look: ?practice=<id> (page_context links it); else the default
+    # each practice's own look: ?practice=<id> (page_context links it); else [theme]
     settings = relay().settings
-    t = settings.practice_or_default(request.args.get("practice", "")).theme
+    p = settings.practice(request.args.get("practice", ""))
+    t = p.theme if p is not None else settings.theme
     version = theme.version(t)
     resp = Response(theme.stylesheet(t), mimetype="text/css")
     return _cached(resp, version, request.args.get("v") == version)
@@ -84,6 +121,9 @@ def register(app: Flask) -> None:
     def page_context() -> dict[str, Any]:
         p = page_practice()
         origins = getattr(g, "frame_ancestors", None) or []
+        # a page of no practice (common.page_practice) wears the default look
+        t = p.theme if p is not None else relay().settings.theme
         return {"asset_url": asset_url, "embed": request.args.get("embed") == "1",
                 "frame_origins": origins,
-                "theme_url": url_for("widget.theme_css", practice=p.id, v=theme.version(p.theme))}
+                "theme_url": url_for("widget.theme_css", practice=p.id if p else None,
+                                     v=theme.version(t))}

@@ -26,8 +26,8 @@ from itsdangerous import BadSignature, URLSafeSerializer
 from werkzeug.datastructures import CallbackDict
 
 from ...audit_actions import AuditAction
-from ...services import Services
 from ...store import Store, parse_iso
+from ..common import services
 
 COOKIE = "__Host-formrelay"
 AREA = "/clinician/"
@@ -66,13 +66,11 @@ class ClinicianSession(CallbackDict[str, Any], SessionMixin):
 
 
 def _store(app: Flask) -> Store:
-    services: Services = app.extensions["formrelay"]
-    return services.store
+    return services().store
 
 
 def _signed(app: Flask) -> URLSafeSerializer:
-    services: Services = app.extensions["formrelay"]
-    return URLSafeSerializer(services.settings.secret_key, salt=PRE_LOGIN_SALT)
+    return URLSafeSerializer(services().settings.secret_key, salt=PRE_LOGIN_SALT)
 
 
 def _signed_in(data: dict[str, Any]) -> bool:
@@ -94,8 +92,8 @@ class ClinicianSessionInterface(SessionInterface):
         if request.path.startswith(API):  # bearer tokens, never cookies
             return ClinicianSession(stateless=True)
         store = _store(app)
-        services: Services = app.extensions["formrelay"]
-        server = services.settings.server
+        # the timeouts in force: a reload may have changed them since the app was built
+        server = services().settings.server
         now = store.clock()
         sid = request.cookies.get(COOKIE, "")
         if "." in sid:  # a signed pre-login state; a random id has no dot

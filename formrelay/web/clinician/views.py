@@ -9,6 +9,7 @@ on a loopback address); behind the TLS proxy set `server.trusted_proxies`.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -35,11 +36,14 @@ from ...clinician.user import LoginFailure, LoginRefused, User
 from ...config import LANGUAGES, is_loopback
 from ...errors import UserError
 from ...i18n import gettext
+from ...logs import redact_path
 from ...mail.mime import Streamed
 from ...services import Services
 from ...store import iso, parse_iso
 from ..common import relay, render, services
 from .session import ClinicianSession
+
+log = logging.getLogger("formrelay.web")
 
 bp = Blueprint("clinician", __name__, url_prefix="/clinician")
 
@@ -99,9 +103,14 @@ def refuse_request(detail: str) -> UserError:
 
 def guard() -> None:
     if not secure_enough():
-        raise UserError("The clinician area works only over HTTPS. Open it with "
-                        "https:// (behind a proxy: set server.trusted_proxies).",
-                        status=403)
+        # the fix is the operator's: the page speaks plain language, the log says what
+        log.warning("clinician area refused over plain http (from %s, %s): open it with "
+                    "https://; behind a TLS proxy set server.trusted_proxies so the "
+                    "forwarded scheme is trusted (formrelay check warns about it)",
+                    client_ip(), redact_path(request.path))
+        raise UserError("The clinician area works only over a secure connection. Open it "
+                        "with an address that starts with https://. If that does not help, "
+                        "contact whoever manages formrelay for your practice.", status=403)
     if request.method != "POST":
         return
     origin = request.headers.get("Origin")
