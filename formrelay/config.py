@@ -13,6 +13,7 @@ import dataclasses
 import importlib.util
 import re
 import tomllib
+import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -127,7 +128,32 @@ class _Loader:
                                 f"use one of: {', '.join(choices)}")
         if want == "int" and value < 0:
             raise self.fail(key, "must not be negative", "use 0 or more")
+        multiline = f.metadata.get("multiline", False)
+        for text in value if isinstance(value, list) else [value]:
+            found = control_character(text, multiline) if isinstance(text, str) else None
+            if found:
+                raise self.fail(key, f"contains {found}",
+                                "remove it" if multiline else "write it on one line, without "
+                                "line breaks or other control characters")
         return value
+
+
+_CONTROL_NAMES = {"\r": "a carriage return (\\r)", "\n": "a line break (\\n)",
+                  "\t": "a tab (\\t)"}
+
+
+def control_character(text: str, multiline: bool = False) -> str | None:
+    """The first control character in `text` (named), or None. A line break in a text
+    that reaches a mail header (a practice name in From, a subject) would end that
+    header and start another: such text is refused when the file is loaded, not when a
+    mail cannot be built after the patient was promised it. Texts shown only in pages
+    and inside the encrypted message (`multiline`) may hold line breaks and tabs."""
+    for ch in text:
+        if multiline and ch in "\r\n\t":
+            continue
+        if unicodedata.category(ch) in ("Cc", "Zl", "Zp"):
+            return _CONTROL_NAMES.get(ch, f"the control character U+{ord(ch):04X}")
+    return None
 
 
 def _toml_repr(value: Any) -> str:
