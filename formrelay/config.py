@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import os
 import re
 import tomllib
 import unicodedata
@@ -170,30 +171,76 @@ def normalize_fingerprint(value: str) -> str:
     return re.sub(r"\s+", "", value).upper()
 
 
-def _read_toml(path: Path, hint: str) -> dict[str, Any]:
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found; {hint}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc}); fix the syntax") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text; save the file as UTF-8") from None
+class _Files:
+    """Where a configuration's files are read from: the disk (keeping each file's text
+    and the stamp of what was read), or a copy kept earlier (`saved`: path -> text, the
+    last good configuration reload.py keeps)."""
+
+    def __init__(self, saved: Mapping[str, str] | None = None):
+        self.saved = saved
+        self.texts: dict[str, str] = {}
+        self.stamps: list[tuple[str, int, int, int]] = []
+
+    def toml(self, path: Path, hint: str) -> dict[str, Any]:
+        try:
+            text = self._text(path)
+            self.texts[str(path)] = text
+            return tomllib.loads(text)
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: file not found; {hint}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML ({exc}); fix the syntax") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not UTF-8 text; save the file as UTF-8") from None
+
+    def _text(self, path: Path) -> str:
+        if self.saved is not None:
+            if str(path) not in self.saved:
+                raise FileNotFoundError(path)
+            return self.saved[str(path)]
+        with path.open("rb") as fh:
+            # the stamp of what is read, not of the file a moment later: a change made
+            # meanwhile is seen by the next look (reload.signature)
+            st = os.fstat(fh.fileno())
+            data = fh.read()
+        self.stamps.append((str(path), st.st_mtime_ns, st.st_size, st.st_ino))
+        return data.decode("utf-8")
+
+    def practice_files(self, path: Path, practices_dir: str) -> list[Path]:
+        if self.saved is None:
+            return practice_files(path, practices_dir)
+        folder = practices_folder(path, practices_dir)
+        return sorted(Path(p) for p in self.saved
+                      if folder is not None and Path(p).parent == folder
+                      and p.endswith(".toml"))
 
 
-def load_config(path: str | Path, environ: Mapping[str, str]) -> Settings:
-    """Read, check and freeze the configuration in `path`; secrets come from `environ`."""
+def load_config(path: str | Path, environ: Mapping[str, str], *,
+                saved: Mapping[str, str] | None = None) -> Settings:
+    """Read, check and freeze the configuration in `path`; secrets come from `environ`.
+    With `saved` (path -> text, as `Settings.sources` holds them) the files' texts come
+    from there instead of the disk: a configuration kept as the last good one."""
     path = Path(path).expanduser().resolve()
-    raw = _read_toml(path, "copy config.example.toml there or pass --config")
-    return parse_config(raw, path, environ)
+    files = _Files(saved)
+    raw = files.toml(path, "copy config.example.toml there or pass --config")
+    settings = parse_config(raw, path, environ, files=files)
+    return dataclasses.replace(settings, sources=tuple(files.texts.items()),
+                               stamps=tuple(files.stamps))
+
+
+def practices_folder(path: Path, practices_dir: str) -> Path | None:
+    """The folder `practices_dir` names (relative to the config file `path`), or None."""
+    if not practices_dir:
+        return None
+    folder = Path(practices_dir).expanduser()
+    return folder if folder.is_absolute() else (path.parent / folder).resolve()
 
 
 def practice_files(path: Path, practices_dir: str) -> list[Path]:
     """The per-practice files of `practices_dir` (relative to the config file `path`)."""
-    if not practices_dir:
+    folder = practices_folder(path, practices_dir)
+    if folder is None:
         return []
-    folder = Path(practices_dir).expanduser()
-    folder = folder if folder.is_absolute() else (path.parent / folder).resolve()
     if not folder.is_dir():
         raise ConfigError(f"{path}: server.practices_dir: {folder} is not a folder; create it "
                           "or empty the setting")
@@ -204,8 +251,11 @@ _TOP = ("server", "smtp", "theme", "recipients", "forms", "practices")
 _PRACTICE_TABLES = ("theme", "recipients", "forms")
 
 
-def parse_config(raw: Mapping[str, Any], path: Path, environ: Mapping[str, str]) -> Settings:
-    """Check an already-parsed TOML mapping; `path` names it in errors and anchors paths."""
+def parse_config(raw: Mapping[str, Any], path: Path, environ: Mapping[str, str], *,
+                 files: _Files | None = None) -> Settings:
+    """Check an already-parsed TOML mapping; `path` names it in errors and anchors paths.
+    `files` reads the practice files (default: from the disk)."""
+    files = files or _Files()
     ld = _Loader(path)
     for key in raw:
         if key not in _TOP:
@@ -242,12 +292,12 @@ def parse_config(raw: Mapping[str, Any], path: Path, environ: Mapping[str, str])
         if not isinstance(table, dict):
             raise ld.fail(f"practices.{pid}", "must be a table", f"write [practices.{pid}]")
         found.append((ld, f"practices.{pid}.", pid, table))
-    for file in practice_files(path, server.practices_dir):
+    for file in files.practice_files(path, server.practices_dir):
         pid = file.stem
         if pid in ptables:
             raise ConfigError(f"{file}: practice {pid!r} is also [practices.{pid}] in {path}; "
                               "keep one of them")
-        found.append((_Loader(file), "", pid, _read_toml(file, "")))
+        found.append((_Loader(file), "", pid, files.toml(file, "")))
 
     has_default = bool(server.practice_name or raw.get("recipients") or raw.get("forms")
                        or not found)

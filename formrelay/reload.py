@@ -6,16 +6,27 @@ most every `server.reload_seconds`), or when the process got SIGHUP, the file is
 and checked first; only a valid configuration is built into new `Services` (sharing the
 open store and keyring, so nothing in flight is dropped) and swapped in as a whole. A
 request keeps the services it started with (web/common.py pins them). A bad file keeps
-the old configuration and is logged once, naming the problem. No Flask here.
+the old configuration and is logged once, naming the problem.
+
+Every configuration a serving process takes is kept in the data folder as the last good
+one (`remember`). A process that starts - a recycled gunicorn worker, a restart -
+reads the files as they are now (`serving_settings`), never what its parent loaded
+first; when they are broken it serves the last good configuration instead and says so,
+so one bad practice file never takes the other practices down. No Flask here.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
+import os
 import threading
 import time
+import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from .config import ConfigError, Settings, load_config, practice_files
 from .errors import OperatorError
@@ -33,6 +44,9 @@ RESTART_SETTINGS = ("data_dir", "max_request_mb", "max_fields", "body_timeout_se
                     "form_token_max_age_minutes")
 
 Signature = tuple[tuple[str, int, int, int], ...]
+# The last good configuration, in the data folder (mode 0600; no secrets: those come
+# from the environment).
+LAST_GOOD = "last-good-config.json"
 
 
 def signature(settings: Settings) -> Signature:
@@ -63,6 +77,83 @@ def validated(settings: Settings) -> Settings:
     return settings
 
 
+def remember(settings: Settings) -> None:
+    """Keep `settings` (read from the files, and valid) as the last good configuration,
+    when the files still are what was read."""
+    if not settings.sources or signature(settings) != settings.stamps:
+        return  # a mapping, or the files changed meanwhile: the next load keeps them
+    target = settings.data_dir / LAST_GOOD
+    data = json.dumps({"config": str(settings.path), "files": dict(settings.sources),
+                       "stamps": [list(s) for s in settings.stamps]}, ensure_ascii=False,
+                      sort_keys=True, indent=1)
+    try:
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if target.is_file() and target.read_text(encoding="utf-8") == data:
+            return
+        part = target.with_name(f".{LAST_GOOD}.{os.getpid()}.{threading.get_ident()}")
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(part, target)  # whole or not at all, for every process reading it
+    except OSError as exc:
+        log.warning("the last good configuration could not be kept in %s (%s); a restart "
+                    "with a broken file will not start", target, exc.strerror or exc)
+
+
+# config file -> its data folder, as last loaded in this process (a forked worker
+# inherits it): where the last good configuration is when config.toml itself is broken
+_data_dirs: dict[Path, Path] = {}
+
+
+def last_good(path: str | Path, environ: Mapping[str, str]) -> Settings | None:
+    """The last good configuration kept for the config file `path`, or None."""
+    path = Path(path).expanduser().resolve()
+    folder = _data_dirs.get(path)
+    try:
+        server = tomllib.loads(path.read_text(encoding="utf-8")).get("server", {})
+        data_dir = Path(str(server.get("data_dir", "data"))).expanduser()
+        folder = data_dir if data_dir.is_absolute() else (path.parent / data_dir).resolve()
+    except (OSError, ValueError, AttributeError):
+        pass  # unreadable: the folder this process knows, if any
+    if folder is None:
+        return None
+    try:
+        kept: dict[str, Any] = json.loads((folder / LAST_GOOD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if kept.get("config") != str(path):
+        return None
+    settings = load_config(path, environ, saved=kept["files"])
+    # the stamps of the files it was read from: the first look at the files sees that
+    # they changed since, and says again what is wrong with them
+    stamps = tuple((str(p), int(m), int(z), int(i)) for p, m, z, i in kept.get("stamps", ()))
+    return validated(dataclasses.replace(settings, stamps=stamps))
+
+
+def serving_settings(path: str | Path, environ: Mapping[str, str]) -> Settings:
+    """The configuration a serving process starts with: the files as they are now when
+    they are valid (then kept as the last good one), else the last good one - with the
+    problem logged, and `formrelay check` naming it. No last good one: ConfigError."""
+    try:
+        settings = validated(load_config(path, environ))
+    except ConfigError as exc:
+        try:
+            good = last_good(path, environ)
+        except ConfigError:
+            good = None
+        if good is None:
+            raise exc from None
+        log.error("configuration cannot be used, the last good one stays in force until it "
+                  "is fixed: %s", exc)
+        _data_dirs[good.path] = good.data_dir
+        return good
+    _data_dirs[settings.path] = settings.data_dir
+    remember(settings)
+    return settings
+
+
 class Live:
     """The services in force now; `current` reloads first when the files changed."""
 
@@ -72,7 +163,10 @@ class Live:
         self._environ = dict(environ)
         self._monotonic = monotonic
         self._lock = threading.Lock()
-        self._signature: Signature | None = signature(services.settings)
+        # the stamps of the files as read, not as they are now: a change made since (while
+        # this process started) is seen at the first look
+        self._signature: Signature | None = services.settings.stamps or \
+            signature(services.settings)
         self._next_look = 0.0
         self._asked = False  # SIGHUP
         self._watch = watch
@@ -129,6 +223,7 @@ class Live:
                 log.warning("server.%s changed: it takes effect when formrelay is restarted",
                             key)
         self._services = services
+        remember(new)
         log.info("configuration reloaded from %s: %d practice(s), %d form(s)", path,
                  len(new.practices), len(new.forms))
         return True

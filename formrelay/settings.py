@@ -382,6 +382,12 @@ class Settings:
     practices: Mapping[str, PracticeSettings] = field(default_factory=dict)
     health_token: str = field(default="", repr=False)  # HEALTH_TOKEN_ENV; "": states only
     redis_password: str = field(default="", repr=False)  # REDIS_PASSWORD_ENV
+    # what the configuration was read from (config.py): each file's path and text, and
+    # the stamp (path, mtime, size, inode) of what was read; reload.py compares the files
+    # with these and keeps them as the last good configuration
+    sources: tuple[tuple[str, str], ...] = field(default=(), repr=False, compare=False)
+    stamps: tuple[tuple[str, int, int, int], ...] = field(default=(), repr=False,
+                                                          compare=False)
 
     # -- where things are -------------------------------------------------------------
     @property
