@@ -389,7 +389,8 @@ def _build_practice(ld: _Loader, prefix: str, pid: str, table: dict[str, Any],
             raise ld.fail(rwhere, f"recipient id {rid!r} is used by {owner(all_recipients, rid)} "
                           f"and by {_name(pid)}", "recipient ids must be unique across "
                           "practices: rename one")
-        r: Recipient = ld.build(Recipient, rtable, rwhere, {"id": rid, "practice": pid})
+        r: Recipient = ld.build(Recipient, rtable, rwhere,
+                                {"id": rid, "practice": pid, "source": ""})
         fpr = normalize_fingerprint(r.fingerprint)
         if not re.fullmatch(r"[0-9A-F]{40}|[0-9A-F]{64}", fpr):
             raise ld.fail(f"{rwhere}.fingerprint", f"{r.fingerprint!r} is not a full fingerprint",
@@ -397,7 +398,13 @@ def _build_practice(ld: _Loader, prefix: str, pid: str, table: dict[str, Any],
         if "@" not in r.email:
             raise ld.fail(f"{rwhere}.email", f"{r.email!r} is not an e-mail address",
                           "write the clinician's address")
-        recipients[rid] = dataclasses.replace(r, fingerprint=fpr)
+        # a relative key path starts from the folder of the file that names it: a
+        # practice's file in practices_dir carries its keys along
+        key_file = Path(r.key_file).expanduser()
+        if not key_file.is_absolute():
+            key_file = (ld.path.parent / key_file).resolve()
+        recipients[rid] = dataclasses.replace(r, fingerprint=fpr, key_file=str(key_file),
+                                              source=f"{ld.path}: {rwhere}")
     all_recipients.update(recipients)
 
     ftables = table.get("forms", {})

@@ -261,9 +261,12 @@ class ThemeSettings:
 class Recipient:
     id: str = setting(help="The recipient's id (the table name).")
     email: str = setting(help="Where this clinician receives encrypted mail.")
-    key_file: str = setting(help="Exported public key (.asc); relative to this file.")
+    key_file: str = setting(help="Exported public key (.asc); a relative path starts from "
+                            "the folder of the file that names it (a practice's own file "
+                            "in practices_dir).")
     fingerprint: str = setting(help="The key's full fingerprint, checked with the clinician.")
     practice: str = setting("default", "The practice it belongs to (where it is written).")
+    source: str = setting("", "Where it is written: the file and the table, for messages.")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -501,7 +504,8 @@ SECTIONS: dict[str, type] = {
 # A practice's own theme, recipients and forms are written like the top-level ones,
 # under [practices.<id>.theme], [practices.<id>.recipients.<id>], [practices.<id>.forms.<id>].
 NOT_IN_FILE = {("smtp", "password"), ("recipients.<id>", "id"), ("forms.<id>", "id"),
-               ("recipients.<id>", "practice"), ("forms.<id>", "practice"),
+               ("recipients.<id>", "practice"), ("recipients.<id>", "source"),
+               ("forms.<id>", "practice"),
                ("practices.<id>", "id"), ("practices.<id>", "theme"),
                ("practices.<id>", "recipients"), ("practices.<id>", "forms")}
 
