@@ -11,12 +11,14 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 from flask import Flask
 
 from formrelay import create_app
 from formrelay.cli import cli
 from formrelay.config import load_config
+from formrelay.intake import relay as relay_module
 
 from .conftest import ENV, make_config_dict, post_form, write_config
 from .keys import TestKey
@@ -57,6 +59,44 @@ def check(config: Path, *args: str) -> Any:
 def stored(app: Flask) -> int:
     return len(app.extensions["formrelay"].store.conn.execute(
         "SELECT reference FROM submissions").fetchall())
+
+
+# -- 16.9: a refused key file stays refused ------------------------------------------------
+@pytest.mark.parametrize("what", ["/etc/shadow", "another key"])
+def test_a_refused_key_file_stays_refused_after_a_recheck(
+        tmp_path: Path, keys: dict[str, TestKey], monkeypatch: pytest.MonkeyPatch,
+        what: str) -> None:
+    """zuid's dr-z pins alice's fingerprint (the default practice's recipient, so the
+    shared keyring holds that key) but its file is not alice's key."""
+    key_file = "/etc/shadow" if what == "/etc/shadow" else str(keys["bob"].public)
+    config = configure(tmp_path, keys, zuid=zuid(key_file, keys["alice"].fingerprint))
+    app = app_for(config)
+    client = app.test_client()
+    assert client.get("/f/z-hold").status_code == 503
+    monkeypatch.setattr(relay_module, "KEY_RECHECK_SECONDS", 0)  # every request rechecks
+    for _ in range(3):
+        assert client.get("/f/z-hold").status_code == 503
+        r = post_form(client, valid_answers(), form_id="z-hold", json_answer=True)
+        assert r.status_code == 503, r.get_json()
+        assert "040 222 2222" in r.get_json()["error"]
+    assert stored(app) == 0  # nothing encrypted to alice for zuid
+    assert client.get("/f/intake").status_code == 200  # alice's own form serves
+    r = check(config, "--offline")
+    assert "form z-hold is unavailable to patients" in r.output and "form intake (hold)" in \
+        r.output, r.output
+
+
+def test_a_key_file_fixed_on_disk_is_taken_at_the_next_recheck(
+        tmp_path: Path, keys: dict[str, TestKey], monkeypatch: pytest.MonkeyPatch) -> None:
+    key_file = tmp_path / "dr-z.asc"
+    key_file.write_text("not a key\n")
+    config = configure(tmp_path, keys, zuid=zuid(str(key_file), keys["bob"].fingerprint))
+    client = app_for(config).test_client()
+    assert client.get("/f/z-hold").status_code == 503
+    shutil.copy(keys["bob"].public, key_file)
+    monkeypatch.setattr(relay_module, "KEY_RECHECK_SECONDS", 0)
+    r = post_form(client, valid_answers(), form_id="z-hold", json_answer=True)
+    assert r.status_code == 200, r.get_json()
 
 
 # -- 20.3: relative key paths start from the practice file's folder ------------------------
