@@ -60,6 +60,12 @@ class ConfigError(OperatorError):
     """The configuration cannot be used; the message says where and how to fix it."""
 
 
+class KeyFileProblem(ConfigError):
+    """A recipient's key file cannot be read or does not hold its pinned key: a reload
+    is refused; a start without a last good configuration serves the other practices
+    (reload.py)."""
+
+
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 _FIELD_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 _RESERVED_FIELDS = {"_token", "_hp", "_copy", "_lang", "csrf_token"}

@@ -28,7 +28,15 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, Settings, load_config, practice_files
+from .config import (
+    ConfigError,
+    KeyFileProblem,
+    Recipient,
+    Settings,
+    load_config,
+    practice_files,
+)
+from .crypto.packets import PacketError, key_fingerprints
 from .errors import OperatorError
 from .logs import log_exception
 from .patient_copy.step import check_fonts
@@ -70,11 +78,60 @@ def signature(settings: Settings) -> Signature:
 def validated(settings: Settings) -> Settings:
     """What a reload checks before it builds anything, given the freshly loaded file
     (load_config checked every key and value): that serving it needs nothing missing
-    outside the data folder (the PDF fonts when a form offers a copy). ConfigError
-    otherwise. Touches neither the data folder nor the database, so `formrelay check
-    --config-only` runs it before the systemd unit sends SIGHUP."""
+    outside the data folder (the PDF fonts when a form offers a copy) and that every
+    recipient's key file can be read and holds its pinned key. ConfigError (for a key
+    file: KeyFileProblem) otherwise. Touches neither the data folder nor the database,
+    so `formrelay check --config-only` runs it before the systemd unit sends SIGHUP."""
     check_fonts(settings)
+    check_key_files(settings)
     return settings
+
+
+def check_key_files(settings: Settings) -> None:
+    """Every recipient's key file is readable and holds exactly its pinned public key,
+    no secret: read from the packets (no gpg run), so a reload with hundreds of
+    practices stays cheap; gpg checks the key itself when it imports it."""
+    for r in settings.recipients.values():
+        path = settings.resolve(r.key_file)
+        where = f"{r.source}.key_file" if r.source else f"{settings.path}: recipients.{r.id}"
+        fix = ("put the clinician's exported public key there, or correct key_file (a "
+               "relative path starts from the folder of the file that names it)")
+        try:
+            found, secret = key_fingerprints(path.read_bytes())
+        except FileNotFoundError:
+            raise KeyFileProblem(f"{where}: {path} not found; {fix}{_moved(settings, r)}"
+                                 ) from None
+        except OSError as exc:
+            raise KeyFileProblem(f"{where}: {path} cannot be read ({exc.strerror or exc}); "
+                                 f"give the service user read access, or {fix}") from None
+        except PacketError as exc:
+            raise KeyFileProblem(f"{where}: {path} is not an OpenPGP public key ({exc}); "
+                                 f"{fix}") from None
+        if secret:
+            raise KeyFileProblem(f"{where}: {path} contains SECRET key material; never put "
+                                 "a private key on the server - delete that file and export "
+                                 "only the public key")
+        if found != [r.fingerprint]:
+            holds = ", ".join(found) or "no public key"
+            raise KeyFileProblem(f"{where}: {path} holds {holds} but the config pins "
+                                 f"{r.fingerprint}; export only the clinician's key, and "
+                                 "check the fingerprint with the clinician by phone")
+
+
+def _moved(settings: Settings, r: Recipient) -> str:
+    """A hint when the key is where a relative key_file of a practice file was looked
+    for before it was read from that file's own folder: next to config.toml."""
+    source = Path(r.source.split(": ", 1)[0]) if r.source else settings.path
+    try:
+        relative = Path(r.key_file).relative_to(source.parent)
+    except ValueError:
+        return ""
+    old = (settings.path.parent / relative).resolve()
+    if source == settings.path or not old.is_file():
+        return ""
+    return (f" (the file is at {old}: a relative key_file is read from the folder of "
+            f"{source.name}; write key_file = \"{os.path.relpath(old, source.parent)}\" "
+            "or an absolute path)")
 
 
 def remember(settings: Settings) -> None:
@@ -129,29 +186,49 @@ def last_good(path: str | Path, environ: Mapping[str, str]) -> Settings | None:
     # the stamps of the files it was read from: the first look at the files sees that
     # they changed since, and says again what is wrong with them
     stamps = tuple((str(p), int(m), int(z), int(i)) for p, m, z, i in kept.get("stamps", ()))
-    return validated(dataclasses.replace(settings, stamps=stamps))
+    settings = dataclasses.replace(settings, stamps=stamps)
+    try:
+        return validated(settings)
+    except KeyFileProblem:  # a key file changed since: that key is refused when imported
+        return settings
 
 
 def serving_settings(path: str | Path, environ: Mapping[str, str]) -> Settings:
     """The configuration a serving process starts with: the files as they are now when
-    they are valid (then kept as the last good one), else the last good one - with the
-    problem logged, and `formrelay check` naming it. No last good one: ConfigError."""
+    they are valid (then kept as the last good one). When they cannot be loaded, the
+    last good one, with the problem logged (and `formrelay check` naming it); none kept:
+    ConfigError. When they load but a key file is wrong, the files as they are: that
+    key's forms stay unavailable and every other form serves (an older configuration
+    could bring back a key the operator rotated out)."""
     try:
-        settings = validated(load_config(path, environ))
+        loaded = load_config(path, environ)
     except ConfigError as exc:
-        try:
-            good = last_good(path, environ)
-        except ConfigError:
-            good = None
-        if good is None:
-            raise exc from None
-        log.error("configuration cannot be used, the last good one stays in force until it "
-                  "is fixed: %s", exc)
-        _data_dirs[good.path] = good.data_dir
-        return good
+        return _instead(path, environ, exc)
+    try:
+        settings = validated(loaded)
+    except KeyFileProblem as exc:
+        log.error("key file refused, its forms are unavailable until it is fixed: %s", exc)
+        _data_dirs[loaded.path] = loaded.data_dir
+        return loaded
+    except ConfigError as exc:
+        return _instead(path, environ, exc)
     _data_dirs[settings.path] = settings.data_dir
     remember(settings)
     return settings
+
+
+def _instead(path: str | Path, environ: Mapping[str, str], exc: ConfigError) -> Settings:
+    """The last good configuration, when the files cannot be used because of `exc`."""
+    try:
+        good = last_good(path, environ)
+    except ConfigError:
+        good = None
+    if good is None:
+        raise exc
+    log.error("configuration cannot be used, the last good one stays in force until it is "
+              "fixed: %s", exc)
+    _data_dirs[good.path] = good.data_dir
+    return good
 
 
 class Live:
@@ -202,7 +279,7 @@ class Live:
     def _reload(self, old: Services) -> bool:
         path = old.settings.path
         try:
-            new = load_config(path, self._environ)
+            new = validated(load_config(path, self._environ))
             if new == old.settings:
                 return False
             if new.data_dir != old.settings.data_dir:

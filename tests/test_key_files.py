@@ -7,6 +7,7 @@ does not make the whole instance's /healthz red."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,9 @@ from formrelay import create_app
 from formrelay.cli import cli
 from formrelay.config import load_config
 from formrelay.intake import relay as relay_module
+from formrelay.reload import LAST_GOOD, Live, serving_settings
 
-from .conftest import ENV, make_config_dict, post_form, write_config
+from .conftest import ENV, HEALTH_AUTH, make_config_dict, post_form, write_config
 from .keys import TestKey
 from .test_practices import FIELDS, valid_answers
 
@@ -112,3 +114,105 @@ def test_a_relative_key_file_is_read_from_the_practice_files_folder(
     r = post_form(app_for(config).test_client(), valid_answers(), form_id="z-hold",
                   json_answer=True)
     assert r.status_code == 200, r.get_json()
+
+
+def test_a_key_next_to_config_toml_is_named_with_the_fix(
+        tmp_path: Path, keys: dict[str, TestKey]) -> None:
+    """Where relative paths of practice files used to start: the error names the
+    practice file, the key, the path read and where the file is."""
+    (tmp_path / "keys").mkdir()
+    shutil.copy(keys["bob"].public, tmp_path / "keys" / "dr-z.asc")
+    config = configure(tmp_path, keys, zuid=zuid("keys/dr-z.asc", keys["bob"].fingerprint))
+    r = check(config, "--config-only")
+    assert r.exit_code == 2
+    practice_file, read = tmp_path / "practices" / "zuid.toml", tmp_path / "practices" / "keys"
+    assert f"{practice_file}: recipients.dr-z.key_file: {read / 'dr-z.asc'} not found" \
+        in r.output, r.output
+    assert f'the file is at {tmp_path / "keys" / "dr-z.asc"}' in r.output
+    assert 'write key_file = "../keys/dr-z.asc"' in r.output
+    # the running service says the same where it refuses the key
+    health = app_for(config).test_client().get("/healthz", headers=HEALTH_AUTH).get_json()
+    problem = health["checks"]["keys"]["dr-z"]["problem"]
+    assert str(read / "dr-z.asc") in problem and str(practice_file) in problem
+
+
+# -- 20.4: a reload refuses a key file that cannot be used ---------------------------------
+@pytest.mark.parametrize(("case", "message"), [
+    ("missing", "not found"),
+    ("unreadable", "is not an OpenPGP public key"),
+    ("mismatch", "but the config pins"),
+    ("secret", "contains SECRET key material"),
+])
+def test_check_config_only_refuses_a_key_file_that_cannot_be_used(
+        tmp_path: Path, keys: dict[str, TestKey], case: str, message: str) -> None:
+    key_file = {"missing": str(tmp_path / "gone.asc"), "unreadable": "/etc/hostname",
+                "mismatch": str(keys["alice"].public),
+                "secret": str(keys["bob"].secret)}[case]
+    config = configure(tmp_path, keys, zuid=zuid(key_file, keys["bob"].fingerprint))
+    r = check(config, "--config-only")
+    assert r.exit_code == 2, r.output
+    assert f"{tmp_path / 'practices' / 'zuid.toml'}: recipients.dr-z.key_file: " in r.output
+    assert message in r.output, r.output
+    assert not (tmp_path / "data").exists()  # touches nothing
+
+
+def test_a_reload_with_a_broken_key_file_keeps_the_old_configuration(
+        tmp_path: Path, keys: dict[str, TestKey], caplog: pytest.LogCaptureFixture) -> None:
+    config = configure(tmp_path, keys)
+    app = app_for(config)
+    live: Live = app.extensions["formrelay.live"]
+    client = app.test_client()
+    configure(tmp_path, keys, zuid=zuid(str(tmp_path / "gone.asc"), keys["bob"].fingerprint))
+    live.ask()
+    with caplog.at_level(logging.ERROR, logger="formrelay.config"):
+        assert client.get("/f/z-hold").status_code == 404  # not taken
+    assert "configuration not reloaded" in caplog.text and "gone.asc not found" in caplog.text
+    assert "z-hold" not in live.current.settings.forms
+    r = post_form(client, valid_answers(), json_answer=True)  # the old one serves on
+    assert r.status_code == 200, r.get_json()
+    # fixed: the next reload takes it
+    shutil.copy(keys["bob"].public, tmp_path / "gone.asc")
+    live.ask()
+    r = post_form(client, valid_answers(), form_id="z-hold", json_answer=True)
+    assert r.status_code == 200, r.get_json()
+
+
+def test_one_practices_broken_key_is_that_practices_health(
+        tmp_path: Path, keys: dict[str, TestKey]) -> None:
+    config = configure(tmp_path, keys, zuid=zuid(str(tmp_path / "gone.asc"),
+                                                 keys["bob"].fingerprint))
+    client = app_for(config).test_client()
+    public = client.get("/healthz")
+    assert public.status_code == 200, public.get_json()  # the default practice serves
+    assert public.get_json()["status"] == "warn"
+    assert public.get_json()["checks"]["keys"] == "warn"
+    assert "zuid" not in public.get_data(as_text=True)  # details for the operator only
+    detailed = client.get("/healthz", headers=HEALTH_AUTH).get_json()["checks"]
+    assert detailed["practices"] == {"default": {"level": "ok", "unusable": []},
+                                     "zuid": {"level": "error", "unusable": ["dr-z"]}}
+    assert client.get("/f/z-hold").status_code == 503
+    assert client.get("/f/intake").status_code == 200
+
+
+def test_a_start_with_a_broken_key_file_serves_the_other_practices(
+        tmp_path: Path, keys: dict[str, TestKey], caplog: pytest.LogCaptureFixture) -> None:
+    config = configure(tmp_path, keys, zuid=zuid(str(tmp_path / "gone.asc"),
+                                                 keys["bob"].fingerprint))
+    with caplog.at_level(logging.ERROR, logger="formrelay.config"):
+        settings = serving_settings(config, ENV)
+    assert {"intake", "z-hold"} <= set(settings.forms)
+    assert "key file refused, its forms are unavailable" in caplog.text
+    assert not (tmp_path / "data" / LAST_GOOD).exists()  # not a good one to go back to
+
+
+def test_a_start_never_goes_back_to_a_rotated_out_key(
+        tmp_path: Path, keys: dict[str, TestKey]) -> None:
+    """The last good configuration pins bob for dr-z; the files now pin alice, whose
+    key file is missing: dr-z stays refused, bob's key is not used again."""
+    config = configure(tmp_path, keys, zuid=zuid(str(keys["bob"].public),
+                                                 keys["bob"].fingerprint))
+    assert serving_settings(config, ENV).recipients["dr-z"].fingerprint == \
+        keys["bob"].fingerprint
+    configure(tmp_path, keys, zuid=zuid(str(tmp_path / "gone.asc"), keys["alice"].fingerprint))
+    settings = serving_settings(config, ENV)
+    assert settings.recipients["dr-z"].fingerprint == keys["alice"].fingerprint

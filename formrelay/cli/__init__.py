@@ -99,8 +99,9 @@ def _exit(code: int) -> None:
 @cli.command()
 @click.option("--offline", is_flag=True, help="Skip the connection to the mail relay.")
 @click.option("--config-only", is_flag=True,
-              help="Only load and validate the config file (and practices_dir), as a reload "
-                   "does first; touches neither the data folder nor the database.")
+              help="Only load and validate the config file (and practices_dir, and every "
+                   "recipient's key file), as a reload does first; touches neither the data "
+                   "folder nor the database.")
 @pass_ctx
 def check(ctx: Context, offline: bool, config_only: bool) -> None:
     """The operator's pre-flight: config, data folder, database, every key's state and
