@@ -259,11 +259,22 @@ class Live:
         """Reload at the next look (a signal handler calls this: no I/O here)."""
         self._asked = True
 
-    def check(self) -> bool:
+    def newest(self) -> Services:
+        """The services after a reload under way (waiting for it) and after a look at the
+        files now, whatever reload_seconds says. A request for a form its services do not
+        know asks this before answering 404: the form may be in the configuration being
+        loaded, or saved a moment ago."""
+        if self._watch:
+            self.check(wait=True)
+        return self._services
+
+    def check(self, *, wait: bool = False) -> bool:
         """Reload if the files changed (or SIGHUP asked); True when new settings took
-        effect. Never raises: a bad configuration is logged and the old one stays."""
-        if not self._lock.acquire(blocking=False):
-            return False  # another request is reloading; it swaps for everyone
+        effect. Never raises: a bad configuration is logged and the old one stays.
+        While another request reloads, return at once (it swaps for everyone), or with
+        `wait` wait for it and look again."""
+        if not self._lock.acquire(blocking=wait):
+            return False
         try:
             old = self._services
             self._next_look = self._monotonic() + max(1, old.settings.server.reload_seconds)
