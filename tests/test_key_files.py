@@ -19,6 +19,7 @@ from flask import Flask
 from formrelay import create_app
 from formrelay.cli import cli
 from formrelay.config import load_config
+from formrelay.crypto.packets import PacketError, dearmor, key_fingerprints
 from formrelay.intake import relay as relay_module
 from formrelay.reload import LAST_GOOD, Live, serving_settings
 
@@ -137,6 +138,16 @@ def test_a_key_next_to_config_toml_is_named_with_the_fix(
 
 
 # -- 20.4: a reload refuses a key file that cannot be used ---------------------------------
+def test_key_fingerprints_read_from_the_packets_are_gpgs(keys: dict[str, TestKey]) -> None:
+    for key in keys.values():  # curve and RSA keys, armoured and binary
+        armoured = key.public.read_bytes()
+        assert key_fingerprints(armoured) == ([key.fingerprint], False)
+        assert key_fingerprints(dearmor(armoured)) == ([key.fingerprint], False)
+        assert key.secret is not None and key_fingerprints(key.secret.read_bytes())[1]
+    with pytest.raises(PacketError):
+        key_fingerprints(b"-----BEGIN PGP PUBLIC KEY BLOCK-----\n\n!!!\n")
+
+
 @pytest.mark.parametrize(("case", "message"), [
     ("missing", "not found"),
     ("unreadable", "is not an OpenPGP public key"),
