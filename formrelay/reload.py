@@ -21,6 +21,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import threading
 import time
 import tomllib
@@ -113,13 +114,7 @@ _data_dirs: dict[Path, Path] = {}
 def last_good(path: str | Path, environ: Mapping[str, str]) -> Settings | None:
     """The last good configuration kept for the config file `path`, or None."""
     path = Path(path).expanduser().resolve()
-    folder = _data_dirs.get(path)
-    try:
-        server = tomllib.loads(path.read_text(encoding="utf-8")).get("server", {})
-        data_dir = Path(str(server.get("data_dir", "data"))).expanduser()
-        folder = data_dir if data_dir.is_absolute() else (path.parent / data_dir).resolve()
-    except (OSError, ValueError, AttributeError):
-        pass  # unreadable: the folder this process knows, if any
+    folder = _data_dirs.get(path) or _data_dir_of(path)
     if folder is None:
         return None
     try:
@@ -137,6 +132,25 @@ def last_good(path: str | Path, environ: Mapping[str, str]) -> Settings | None:
         return validated(settings)
     except KeyFileProblem:  # a key file changed since: that key is refused when imported
         return settings
+
+
+def _data_dir_of(path: Path) -> Path | None:
+    """server.data_dir of the config file `path`, read as leniently as can be: the file
+    may be broken (then its data_dir line is looked for), as long as it names one."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, ValueError):
+        return None
+    try:
+        server = tomllib.loads(text).get("server", {})
+        value = server.get("data_dir", "data") if isinstance(server, dict) else None
+    except tomllib.TOMLDecodeError:
+        found = re.search(r'^\s*data_dir\s*=\s*["\']([^"\'\n]+)["\']', text, re.MULTILINE)
+        value = found.group(1) if found else "data"
+    if not isinstance(value, str):
+        return None
+    data_dir = Path(value).expanduser()
+    return data_dir if data_dir.is_absolute() else (path.parent / data_dir).resolve()
 
 
 def serving_settings(path: str | Path, environ: Mapping[str, str]) -> Settings:

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from formrelay import reload
 from formrelay.cli import cli
 from formrelay.config import ConfigError
 from formrelay.reload import LAST_GOOD, serving_settings
@@ -263,3 +264,17 @@ def test_the_last_good_configuration_is_private_and_holds_no_secret(
     other.write_text(config.read_text())
     with pytest.raises(ConfigError, match="zuid.toml: not valid TOML"):
         serving_settings(other, ENV)
+
+
+def test_a_broken_config_toml_also_starts_from_the_last_good_configuration(
+        tmp_path: Path, keys: dict[str, TestKey], caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    config = configure(tmp_path, keys, "http://localhost",
+                       zuid=practice("Praktijk Zuid", "dr-b", keys["alice"], "b-hold"))
+    good = serving_settings(config, ENV)
+    config.write_text(config.read_text() + "\n[server\n")  # not TOML any more
+    monkeypatch.setattr(reload, "_data_dirs", {})  # a new process: only the file tells
+    with caplog.at_level("ERROR", logger="formrelay.config"):
+        assert serving_settings(config, ENV) == good
+    assert f"{config}: not valid TOML" in caplog.text
+    assert "the last good one stays in force" in caplog.text
