@@ -278,3 +278,17 @@ def test_a_broken_config_toml_also_starts_from_the_last_good_configuration(
         assert serving_settings(config, ENV) == good
     assert f"{config}: not valid TOML" in caplog.text
     assert "the last good one stays in force" in caplog.text
+
+
+def test_the_delivery_worker_restarts_on_the_last_good_configuration(
+        tmp_path: Path, keys: dict[str, TestKey]) -> None:
+    config = configure(tmp_path, keys, "http://localhost",
+                       zuid=practice("Praktijk Zuid", "dr-b", keys["alice"], "b-hold"))
+    serving_settings(config, ENV)  # a serving process took it
+    zuid = tmp_path / "practices" / "zuid.toml"
+    zuid.write_text(zuid.read_text()[:40])
+    result = CliRunner().invoke(cli, ["--config", str(config), "worker", "--once"], env=ENV)
+    assert result.exit_code == 0 and "sent 0" in result.output, result.output
+    # an operator's command still names the broken file
+    result = CliRunner().invoke(cli, ["--config", str(config), "outbox"], env=ENV)
+    assert result.exit_code == 1 and f"{zuid}: not valid TOML" in result.output
