@@ -13,7 +13,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..config import KeyFileProblem, Recipient, Settings
+from ..config import KeyFileProblem
+from ..settings import Recipient, Settings
 from .packets import PacketError, key_fingerprints
 
 
