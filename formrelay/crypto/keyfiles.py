@@ -52,7 +52,7 @@ def check_key_files(settings: Settings) -> None:
 def _moved(settings: Settings, r: Recipient) -> str:
     """A hint when the key is where a relative key_file of a practice file was looked
     for before it was read from that file's own folder: next to config.toml."""
-    source = Path(r.source.split(": ", 1)[0]) if r.source else settings.path
+    source = Path(r.source.rsplit(": ", 1)[0]) if r.source else settings.path
     try:
         relative = Path(r.key_file).relative_to(source.parent)
     except ValueError:
