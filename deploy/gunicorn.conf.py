@@ -27,5 +27,6 @@ from formrelay.ops.server import options_from_env
 # Every name defined here is read by gunicorn as a setting.
 globals().update(options_from_env(os.environ))
 
-# The app factory; it reads the file named by FORMRELAY_CONFIG.
+# The app factory; each worker reads the file named by FORMRELAY_CONFIG when it starts
+# (and a recycled one too), or keeps the last good configuration while it is broken.
 wsgi_app = "formrelay:create_app()"

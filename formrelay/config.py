@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import os
 import re
 import tomllib
+import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -56,6 +58,12 @@ from .theme import problems as theme_problems
 
 class ConfigError(OperatorError):
     """The configuration cannot be used; the message says where and how to fix it."""
+
+
+class KeyFileProblem(ConfigError):
+    """A recipient's key file cannot be read or does not hold its pinned key: a reload
+    is refused; a start without a last good configuration serves the other practices
+    (reload.py)."""
 
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
@@ -127,7 +135,32 @@ class _Loader:
                                 f"use one of: {', '.join(choices)}")
         if want == "int" and value < 0:
             raise self.fail(key, "must not be negative", "use 0 or more")
+        multiline = f.metadata.get("multiline", False)
+        for text in value if isinstance(value, list) else [value]:
+            found = control_character(text, multiline) if isinstance(text, str) else None
+            if found:
+                raise self.fail(key, f"contains {found}",
+                                "remove it" if multiline else "write it on one line, without "
+                                "line breaks or other control characters")
         return value
+
+
+_CONTROL_NAMES = {"\r": "a carriage return (\\r)", "\n": "a line break (\\n)",
+                  "\t": "a tab (\\t)"}
+
+
+def control_character(text: str, multiline: bool = False) -> str | None:
+    """The first control character in `text` (named), or None. A line break in a text
+    that reaches a mail header (a practice name in From, a subject) would end that
+    header and start another: such text is refused when the file is loaded, not when a
+    mail cannot be built after the patient was promised it. Texts shown only in pages
+    and inside the encrypted message (`multiline`) may hold line breaks and tabs."""
+    for ch in text:
+        if multiline and ch in "\r\n\t":
+            continue
+        if unicodedata.category(ch) in ("Cc", "Zl", "Zp"):
+            return _CONTROL_NAMES.get(ch, f"the control character U+{ord(ch):04X}")
+    return None
 
 
 def _toml_repr(value: Any) -> str:
@@ -144,30 +177,76 @@ def normalize_fingerprint(value: str) -> str:
     return re.sub(r"\s+", "", value).upper()
 
 
-def _read_toml(path: Path, hint: str) -> dict[str, Any]:
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found; {hint}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc}); fix the syntax") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text; save the file as UTF-8") from None
+class _Files:
+    """Where a configuration's files are read from: the disk (keeping each file's text
+    and the stamp of what was read), or a copy kept earlier (`saved`: path -> text, the
+    last good configuration reload.py keeps)."""
+
+    def __init__(self, saved: Mapping[str, str] | None = None):
+        self.saved = saved
+        self.texts: dict[str, str] = {}
+        self.stamps: list[tuple[str, int, int, int]] = []
+
+    def toml(self, path: Path, hint: str) -> dict[str, Any]:
+        try:
+            text = self._text(path)
+            self.texts[str(path)] = text
+            return tomllib.loads(text)
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: file not found; {hint}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML ({exc}); fix the syntax") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not UTF-8 text; save the file as UTF-8") from None
+
+    def _text(self, path: Path) -> str:
+        if self.saved is not None:
+            if str(path) not in self.saved:
+                raise FileNotFoundError(path)
+            return self.saved[str(path)]
+        with path.open("rb") as fh:
+            # the stamp of what is read, not of the file a moment later: a change made
+            # meanwhile is seen by the next look (reload.signature)
+            st = os.fstat(fh.fileno())
+            data = fh.read()
+        self.stamps.append((str(path), st.st_mtime_ns, st.st_size, st.st_ino))
+        return data.decode("utf-8")
+
+    def practice_files(self, path: Path, practices_dir: str) -> list[Path]:
+        if self.saved is None:
+            return practice_files(path, practices_dir)
+        folder = practices_folder(path, practices_dir)
+        return sorted(Path(p) for p in self.saved
+                      if folder is not None and Path(p).parent == folder
+                      and p.endswith(".toml"))
 
 
-def load_config(path: str | Path, environ: Mapping[str, str]) -> Settings:
-    """Read, check and freeze the configuration in `path`; secrets come from `environ`."""
+def load_config(path: str | Path, environ: Mapping[str, str], *,
+                saved: Mapping[str, str] | None = None) -> Settings:
+    """Read, check and freeze the configuration in `path`; secrets come from `environ`.
+    With `saved` (path -> text, as `Settings.sources` holds them) the files' texts come
+    from there instead of the disk: a configuration kept as the last good one."""
     path = Path(path).expanduser().resolve()
-    raw = _read_toml(path, "copy config.example.toml there or pass --config")
-    return parse_config(raw, path, environ)
+    files = _Files(saved)
+    raw = files.toml(path, "copy config.example.toml there or pass --config")
+    settings = parse_config(raw, path, environ, files=files)
+    return dataclasses.replace(settings, sources=tuple(files.texts.items()),
+                               stamps=tuple(files.stamps))
+
+
+def practices_folder(path: Path, practices_dir: str) -> Path | None:
+    """The folder `practices_dir` names (relative to the config file `path`), or None."""
+    if not practices_dir:
+        return None
+    folder = Path(practices_dir).expanduser()
+    return folder if folder.is_absolute() else (path.parent / folder).resolve()
 
 
 def practice_files(path: Path, practices_dir: str) -> list[Path]:
     """The per-practice files of `practices_dir` (relative to the config file `path`)."""
-    if not practices_dir:
+    folder = practices_folder(path, practices_dir)
+    if folder is None:
         return []
-    folder = Path(practices_dir).expanduser()
-    folder = folder if folder.is_absolute() else (path.parent / folder).resolve()
     if not folder.is_dir():
         raise ConfigError(f"{path}: server.practices_dir: {folder} is not a folder; create it "
                           "or empty the setting")
@@ -178,8 +257,11 @@ _TOP = ("server", "smtp", "theme", "recipients", "forms", "practices")
 _PRACTICE_TABLES = ("theme", "recipients", "forms")
 
 
-def parse_config(raw: Mapping[str, Any], path: Path, environ: Mapping[str, str]) -> Settings:
-    """Check an already-parsed TOML mapping; `path` names it in errors and anchors paths."""
+def parse_config(raw: Mapping[str, Any], path: Path, environ: Mapping[str, str], *,
+                 files: _Files | None = None) -> Settings:
+    """Check an already-parsed TOML mapping; `path` names it in errors and anchors paths.
+    `files` reads the practice files (default: from the disk)."""
+    files = files or _Files()
     ld = _Loader(path)
     for key in raw:
         if key not in _TOP:
@@ -216,12 +298,12 @@ def parse_config(raw: Mapping[str, Any], path: Path, environ: Mapping[str, str])
         if not isinstance(table, dict):
             raise ld.fail(f"practices.{pid}", "must be a table", f"write [practices.{pid}]")
         found.append((ld, f"practices.{pid}.", pid, table))
-    for file in practice_files(path, server.practices_dir):
+    for file in files.practice_files(path, server.practices_dir):
         pid = file.stem
         if pid in ptables:
             raise ConfigError(f"{file}: practice {pid!r} is also [practices.{pid}] in {path}; "
                               "keep one of them")
-        found.append((_Loader(file), "", pid, _read_toml(file, "")))
+        found.append((_Loader(file), "", pid, files.toml(file, "")))
 
     has_default = bool(server.practice_name or raw.get("recipients") or raw.get("forms")
                        or not found)
@@ -313,7 +395,8 @@ def _build_practice(ld: _Loader, prefix: str, pid: str, table: dict[str, Any],
             raise ld.fail(rwhere, f"recipient id {rid!r} is used by {owner(all_recipients, rid)} "
                           f"and by {_name(pid)}", "recipient ids must be unique across "
                           "practices: rename one")
-        r: Recipient = ld.build(Recipient, rtable, rwhere, {"id": rid, "practice": pid})
+        r: Recipient = ld.build(Recipient, rtable, rwhere,
+                                {"id": rid, "practice": pid, "source": ""})
         fpr = normalize_fingerprint(r.fingerprint)
         if not re.fullmatch(r"[0-9A-F]{40}|[0-9A-F]{64}", fpr):
             raise ld.fail(f"{rwhere}.fingerprint", f"{r.fingerprint!r} is not a full fingerprint",
@@ -321,7 +404,13 @@ def _build_practice(ld: _Loader, prefix: str, pid: str, table: dict[str, Any],
         if "@" not in r.email:
             raise ld.fail(f"{rwhere}.email", f"{r.email!r} is not an e-mail address",
                           "write the clinician's address")
-        recipients[rid] = dataclasses.replace(r, fingerprint=fpr)
+        # a relative key path starts from the folder of the file that names it: a
+        # practice's file in practices_dir carries its keys along
+        key_file = Path(r.key_file).expanduser()
+        if not key_file.is_absolute():
+            key_file = (ld.path.parent / key_file).resolve()
+        recipients[rid] = dataclasses.replace(r, fingerprint=fpr, key_file=str(key_file),
+                                              source=f"{ld.path}: {rwhere}")
     all_recipients.update(recipients)
 
     ftables = table.get("forms", {})

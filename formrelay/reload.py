@@ -6,18 +6,31 @@ most every `server.reload_seconds`), or when the process got SIGHUP, the file is
 and checked first; only a valid configuration is built into new `Services` (sharing the
 open store and keyring, so nothing in flight is dropped) and swapped in as a whole. A
 request keeps the services it started with (web/common.py pins them). A bad file keeps
-the old configuration and is logged once, naming the problem. No Flask here.
+the old configuration and is logged once, naming the problem.
+
+Every configuration a serving process takes is kept in the data folder as the last good
+one (`remember`). A process that starts - a recycled gunicorn worker, a restart -
+reads the files as they are now (`serving_settings`), never what its parent loaded
+first; when they are broken it serves the last good configuration instead and says so,
+so one bad practice file never takes the other practices down. No Flask here.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
+import os
+import re
 import threading
 import time
+import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
-from .config import ConfigError, Settings, load_config, practice_files
+from .config import ConfigError, KeyFileProblem, Settings, load_config, practice_files
+from .crypto.keyfiles import check_key_files
 from .errors import OperatorError
 from .logs import log_exception
 from .patient_copy.step import check_fonts
@@ -33,6 +46,9 @@ RESTART_SETTINGS = ("data_dir", "max_request_mb", "max_fields", "body_timeout_se
                     "form_token_max_age_minutes")
 
 Signature = tuple[tuple[str, int, int, int], ...]
+# The last good configuration, in the data folder (mode 0600; no secrets: those come
+# from the environment).
+LAST_GOOD = "last-good-config.json"
 
 
 def signature(settings: Settings) -> Signature:
@@ -56,11 +72,123 @@ def signature(settings: Settings) -> Signature:
 def validated(settings: Settings) -> Settings:
     """What a reload checks before it builds anything, given the freshly loaded file
     (load_config checked every key and value): that serving it needs nothing missing
-    outside the data folder (the PDF fonts when a form offers a copy). ConfigError
-    otherwise. Touches neither the data folder nor the database, so `formrelay check
-    --config-only` runs it before the systemd unit sends SIGHUP."""
+    outside the data folder (the PDF fonts when a form offers a copy) and that every
+    recipient's key file can be read and holds its pinned key. ConfigError (for a key
+    file: KeyFileProblem) otherwise. Touches neither the data folder nor the database,
+    so `formrelay check --config-only` runs it before the systemd unit sends SIGHUP."""
     check_fonts(settings)
+    check_key_files(settings)
     return settings
+
+
+def remember(settings: Settings) -> None:
+    """Keep `settings` (read from the files, and valid) as the last good configuration,
+    when the files still are what was read."""
+    if not settings.sources or signature(settings) != settings.stamps:
+        return  # a mapping, or the files changed meanwhile: the next load keeps them
+    target = settings.data_dir / LAST_GOOD
+    data = json.dumps({"config": str(settings.path), "files": dict(settings.sources),
+                       "stamps": [list(s) for s in settings.stamps]}, ensure_ascii=False,
+                      sort_keys=True, indent=1)
+    try:
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if target.is_file() and target.read_text(encoding="utf-8") == data:
+            return
+        part = target.with_name(f".{LAST_GOOD}.{os.getpid()}.{threading.get_ident()}")
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(part, target)  # whole or not at all, for every process reading it
+    except OSError as exc:
+        log.warning("the last good configuration could not be kept in %s (%s); a restart "
+                    "with a broken file will not start", target, exc.strerror or exc)
+
+
+# config file -> its data folder, as last loaded in this process (a forked worker
+# inherits it): where the last good configuration is when config.toml itself is broken
+_data_dirs: dict[Path, Path] = {}
+
+
+def last_good(path: str | Path, environ: Mapping[str, str]) -> Settings | None:
+    """The last good configuration kept for the config file `path`, or None."""
+    path = Path(path).expanduser().resolve()
+    folder = _data_dirs.get(path) or _data_dir_of(path)
+    if folder is None:
+        return None
+    try:
+        kept: dict[str, Any] = json.loads((folder / LAST_GOOD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if kept.get("config") != str(path):
+        return None
+    settings = load_config(path, environ, saved=kept["files"])
+    # the stamps of the files it was read from: the first look at the files sees that
+    # they changed since, and says again what is wrong with them
+    stamps = tuple((str(p), int(m), int(z), int(i)) for p, m, z, i in kept.get("stamps", ()))
+    settings = dataclasses.replace(settings, stamps=stamps)
+    try:
+        return validated(settings)
+    except KeyFileProblem:  # a key file changed since: that key is refused when imported
+        return settings
+
+
+def _data_dir_of(path: Path) -> Path | None:
+    """server.data_dir of the config file `path`, read as leniently as can be: the file
+    may be broken (then its data_dir line is looked for), as long as it names one."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, ValueError):
+        return None
+    try:
+        server = tomllib.loads(text).get("server", {})
+        value = server.get("data_dir", "data") if isinstance(server, dict) else None
+    except tomllib.TOMLDecodeError:
+        found = re.search(r'^\s*data_dir\s*=\s*["\']([^"\'\n]+)["\']', text, re.MULTILINE)
+        value = found.group(1) if found else "data"
+    if not isinstance(value, str):
+        return None
+    data_dir = Path(value).expanduser()
+    return data_dir if data_dir.is_absolute() else (path.parent / data_dir).resolve()
+
+
+def serving_settings(path: str | Path, environ: Mapping[str, str]) -> Settings:
+    """The configuration a serving process starts with: the files as they are now when
+    they are valid (then kept as the last good one). When they cannot be loaded, the
+    last good one, with the problem logged (and `formrelay check` naming it); none kept:
+    ConfigError. When they load but a key file is wrong, the files as they are: that
+    key's forms stay unavailable and every other form serves (an older configuration
+    could bring back a key the operator rotated out)."""
+    try:
+        loaded = load_config(path, environ)
+    except ConfigError as exc:
+        return _instead(path, environ, exc)
+    try:
+        settings = validated(loaded)
+    except KeyFileProblem as exc:
+        log.error("key file refused, its forms are unavailable until it is fixed: %s", exc)
+        _data_dirs[loaded.path] = loaded.data_dir
+        return loaded
+    except ConfigError as exc:
+        return _instead(path, environ, exc)
+    _data_dirs[settings.path] = settings.data_dir
+    remember(settings)
+    return settings
+
+
+def _instead(path: str | Path, environ: Mapping[str, str], exc: ConfigError) -> Settings:
+    """The last good configuration, when the files cannot be used because of `exc`."""
+    try:
+        good = last_good(path, environ)
+    except ConfigError:
+        good = None
+    if good is None:
+        raise exc
+    log.error("configuration cannot be used, the last good one stays in force until it is "
+              "fixed: %s", exc)
+    _data_dirs[good.path] = good.data_dir
+    return good
 
 
 class Live:
@@ -72,7 +200,10 @@ class Live:
         self._environ = dict(environ)
         self._monotonic = monotonic
         self._lock = threading.Lock()
-        self._signature: Signature | None = signature(services.settings)
+        # the stamps of the files as read, not as they are now: a change made since (while
+        # this process started) is seen at the first look
+        self._signature: Signature | None = services.settings.stamps or \
+            signature(services.settings)
         self._next_look = 0.0
         self._asked = False  # SIGHUP
         self._watch = watch
@@ -88,11 +219,22 @@ class Live:
         """Reload at the next look (a signal handler calls this: no I/O here)."""
         self._asked = True
 
-    def check(self) -> bool:
+    def newest(self) -> Services:
+        """The services after a reload under way (waiting for it) and after a look at the
+        files now, whatever reload_seconds says. A request for a form its services do not
+        know asks this before answering 404: the form may be in the configuration being
+        loaded, or saved a moment ago."""
+        if self._watch:
+            self.check(wait=True)
+        return self._services
+
+    def check(self, *, wait: bool = False) -> bool:
         """Reload if the files changed (or SIGHUP asked); True when new settings took
-        effect. Never raises: a bad configuration is logged and the old one stays."""
-        if not self._lock.acquire(blocking=False):
-            return False  # another request is reloading; it swaps for everyone
+        effect. Never raises: a bad configuration is logged and the old one stays.
+        While another request reloads, return at once (it swaps for everyone), or with
+        `wait` wait for it and look again."""
+        if not self._lock.acquire(blocking=wait):
+            return False
         try:
             old = self._services
             self._next_look = self._monotonic() + max(1, old.settings.server.reload_seconds)
@@ -108,7 +250,7 @@ class Live:
     def _reload(self, old: Services) -> bool:
         path = old.settings.path
         try:
-            new = load_config(path, self._environ)
+            new = validated(load_config(path, self._environ))
             if new == old.settings:
                 return False
             if new.data_dir != old.settings.data_dir:
@@ -129,6 +271,7 @@ class Live:
                 log.warning("server.%s changed: it takes effect when formrelay is restarted",
                             key)
         self._services = services
+        remember(new)
         log.info("configuration reloaded from %s: %d practice(s), %d form(s)", path,
                  len(new.practices), len(new.forms))
         return True

@@ -97,9 +97,12 @@ def database_url_problem(url: str) -> str | None:
     return None
 
 
-def setting(default: Any = REQUIRED, help: str = "", choices: tuple[Any, ...] = ()) -> Any:
-    """Declare one setting: its default (or REQUIRED), help text and allowed values."""
-    meta = {"default": default, "help": help, "choices": choices}
+def setting(default: Any = REQUIRED, help: str = "", choices: tuple[Any, ...] = (), *,
+            multiline: bool = False) -> Any:
+    """Declare one setting: its default (or REQUIRED), help text and allowed values.
+    Text is one line unless `multiline` (a text shown only inside a page or the encrypted
+    message): a line break in a text that reaches a mail header would end that header."""
+    meta = {"default": default, "help": help, "choices": choices, "multiline": multiline}
     if default is REQUIRED:
         return field(metadata=meta)
     if isinstance(default, list | dict):
@@ -258,25 +261,30 @@ class ThemeSettings:
 class Recipient:
     id: str = setting(help="The recipient's id (the table name).")
     email: str = setting(help="Where this clinician receives encrypted mail.")
-    key_file: str = setting(help="Exported public key (.asc); relative to this file.")
+    key_file: str = setting(help="Exported public key (.asc); a relative path starts from "
+                            "the folder of the file that names it (a practice's own file "
+                            "in practices_dir).")
     fingerprint: str = setting(help="The key's full fingerprint, checked with the clinician.")
     practice: str = setting("default", "The practice it belongs to (where it is written).")
+    source: str = setting("", "Where it is written: the file and the table, for messages.")
 
 
 @dataclass(frozen=True, kw_only=True)
 class FieldSpec:
     name: str = setting(help="Field name: letters, digits and underscores.")
     type: str = setting(help="Field type.", choices=FIELD_TYPES)
-    label: str = setting(help="Question shown to the patient (the exact consent text).")
+    label: str = setting(help="Question shown to the patient (the exact consent text).",
+                         multiline=True)
     required: bool = setting(False, "The patient must answer.")
     min_length: int = setting(0, "Fewest characters for text answers.")
     max_length: int = setting(0, "Most characters for text answers; 0 = the type's default.")
     min: float | None = setting(None, "Lowest number (number fields).")
     max: float | None = setting(None, "Highest number (number fields).")
     choices: list[str] = setting([], "Options for select, radio and checkboxes.")
-    help: str = setting("", "Help text under the question.")
-    label_en: str = setting("", "English question, shown with ?lang=en; empty = label.")
-    help_en: str = setting("", "English help text; empty = help.")
+    help: str = setting("", "Help text under the question.", multiline=True)
+    label_en: str = setting("", "English question, shown with ?lang=en; empty = label.",
+                            multiline=True)
+    help_en: str = setting("", "English help text; empty = help.", multiline=True)
     choices_en: list[str] = setting(
         [], "English options, in the same order and number as choices; the stored answer "
         "stays the choices value. Empty = choices."
@@ -324,11 +332,12 @@ class FormSpec:
         False, "With patient_copy: also offer a field for the patient's own OpenPGP public "
         "key; the copy is then also mailed to them encrypted to that key."
     )
-    notice: str = setting("", "Notice shown at the top, e.g. 'Bij spoed: bel 112'.")
-    intro: str = setting("", "Short introduction under the title.")
+    notice: str = setting("", "Notice shown at the top, e.g. 'Bij spoed: bel 112'.",
+                          multiline=True)
+    intro: str = setting("", "Short introduction under the title.", multiline=True)
     title_en: str = setting("", "English title, shown with ?lang=en; empty = title.")
-    notice_en: str = setting("", "English notice; empty = notice.")
-    intro_en: str = setting("", "English introduction; empty = intro.")
+    notice_en: str = setting("", "English notice; empty = notice.", multiline=True)
+    intro_en: str = setting("", "English introduction; empty = intro.", multiline=True)
     fields: tuple[FieldSpec, ...] = setting(help="The questions, as [[forms.<id>.fields]].")
     practice: str = setting("default", "The practice it belongs to (where it is written).")
 
@@ -376,6 +385,12 @@ class Settings:
     practices: Mapping[str, PracticeSettings] = field(default_factory=dict)
     health_token: str = field(default="", repr=False)  # HEALTH_TOKEN_ENV; "": states only
     redis_password: str = field(default="", repr=False)  # REDIS_PASSWORD_ENV
+    # what the configuration was read from (config.py): each file's path and text, and
+    # the stamp (path, mtime, size, inode) of what was read; reload.py compares the files
+    # with these and keeps them as the last good configuration
+    sources: tuple[tuple[str, str], ...] = field(default=(), repr=False, compare=False)
+    stamps: tuple[tuple[str, int, int, int], ...] = field(default=(), repr=False,
+                                                          compare=False)
 
     # -- where things are -------------------------------------------------------------
     @property
@@ -489,7 +504,8 @@ SECTIONS: dict[str, type] = {
 # A practice's own theme, recipients and forms are written like the top-level ones,
 # under [practices.<id>.theme], [practices.<id>.recipients.<id>], [practices.<id>.forms.<id>].
 NOT_IN_FILE = {("smtp", "password"), ("recipients.<id>", "id"), ("forms.<id>", "id"),
-               ("recipients.<id>", "practice"), ("forms.<id>", "practice"),
+               ("recipients.<id>", "practice"), ("recipients.<id>", "source"),
+               ("forms.<id>", "practice"),
                ("practices.<id>", "id"), ("practices.<id>", "theme"),
                ("practices.<id>", "recipients"), ("practices.<id>", "forms")}
 

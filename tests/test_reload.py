@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -224,3 +225,40 @@ def test_a_reload_changes_the_clinician_session_timeouts(
     assert r.status_code == 302 and r.headers["Location"].endswith("/clinician/login")
     [expired] = audit(app, "session expired")
     assert expired["detail"].startswith("idle: idle 20 min")
+
+
+def _zuid(keys: dict[str, TestKey]) -> dict[str, Any]:
+    """A third practice, whose recipient's key no process has imported yet (a reload
+    imports it: the reload takes a while)."""
+    return {"name": "Praktijk Zuid", "phone": "040 222 2222",
+            "recipients": {"carol": {"email": "carol@zuid.test",
+                                     "key_file": str(keys["soon"].public),
+                                     "fingerprint": keys["soon"].fingerprint}},
+            "forms": {"zuid-intake": {"title": "Aanmelden Zuid", "recipients": ["carol"],
+                                      "delivery": "hold", "fields": [
+                                          {"name": "name", "type": "text", "label": "Naam"}]}}}
+
+
+def test_no_request_answers_404_for_a_new_form_while_workers_reload(
+        tmp_path: Path, keys: dict[str, TestKey]) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    config = _config(tmp_path, keys, base)
+    with serving(tmp_path, config, port) as (_, log):
+        assert _http(f"{base}/f/noord-intake")[0] == 404
+
+        def burst(form_id: str) -> list[int]:
+            with ThreadPoolExecutor(16) as pool:
+                return list(pool.map(lambda _: _http(f"{base}/f/{form_id}")[0], range(32)))
+
+        # saved a moment ago: no worker's look is due yet, the form exists all the same
+        _config(tmp_path, keys, base, noord=noord(keys))
+        assert burst("noord-intake") == [200] * 32, log.read_text()[-3000:]
+
+        # the look is due in both workers: the first request in each reloads (importing
+        # carol's key), the others arrive while it does and wait for the new configuration
+        _config(tmp_path, keys, base, noord=noord(keys), zuid=_zuid(keys))
+        time.sleep(1.5)  # > reload_seconds: both workers look at their next request
+        assert burst("zuid-intake") == [200] * 32, log.read_text()[-3000:]
+        assert burst("noord-intake") == [200] * 32  # the old configuration's form too
+        assert _http(f"{base}/f/nope")[0] == 404  # an unknown form is still unknown

@@ -55,6 +55,16 @@ class Context:
             raise ConfigError(f"no configuration: pass --config FILE or set {CONFIG_ENV}")
         return load_config(path, os.environ)
 
+    def serving_settings(self) -> Settings:
+        """The settings a serving process (serve, worker) starts with: the files as they
+        are, or the last good configuration while they are broken (reload.py)."""
+        from ..reload import serving_settings
+
+        path = self.config_path or os.environ.get(CONFIG_ENV)
+        if not path:
+            raise ConfigError(f"no configuration: pass --config FILE or set {CONFIG_ENV}")
+        return serving_settings(path, os.environ)
+
     def services(self) -> Services:
         """The store, keyring, relay etc. of the configured data folder (services.py)."""
         from ..services import build
@@ -89,8 +99,9 @@ def _exit(code: int) -> None:
 @cli.command()
 @click.option("--offline", is_flag=True, help="Skip the connection to the mail relay.")
 @click.option("--config-only", is_flag=True,
-              help="Only load and validate the config file (and practices_dir), as a reload "
-                   "does first; touches neither the data folder nor the database.")
+              help="Only load and validate the config file (and practices_dir, and every "
+                   "recipient's key file), as a reload does first; touches neither the data "
+                   "folder nor the database.")
 @pass_ctx
 def check(ctx: Context, offline: bool, config_only: bool) -> None:
     """The operator's pre-flight: config, data folder, database, every key's state and
@@ -273,7 +284,7 @@ def serve(ctx: Context, bind: str, workers: int, connections: int) -> None:
     Example:
       formrelay --config config.toml serve --bind 127.0.0.1:8000 --workers 2
     """
-    settings = ctx.settings()
+    settings = ctx.serving_settings()
     from ..ops.server import refuse_without_counters, run_gunicorn
 
     refuse_without_counters(settings)  # Redis not answering: one line, nothing started
@@ -343,8 +354,9 @@ def worker(ctx: Context, once: bool, interval: float) -> None:
     from ..logs import configure_logging
     from ..mail.outbox import check_key_expiry, deliver_pending, run_worker
     from ..reload import Live
+    from ..services import build
 
-    built = ctx.services()
+    built = build(ctx.serving_settings())
     relay, settings = built.relay, built.settings
     configure_logging(settings.server.log_level)  # JSON lines, redacted (logs.py)
     if once:

@@ -184,15 +184,30 @@ class Keyring:
         # the last import by `sync`: see there.
         self._synced: dict[tuple[str, str, str], tuple[tuple[int, int, int], float,
                                                         KeyStatus]] = {}
+        # (recipient, fingerprint, key file) whose file this keyring read and imported,
+        # matching the pinned fingerprint. The keyring is shared: another recipient's
+        # key with the same fingerprint is in it too, so finding the key is not enough
+        # for a recipient whose own file was refused (`check_all`).
+        self._imported: set[tuple[str, str, str]] = set()
 
     # -- importing --------------------------------------------------------------------
     def import_recipient(self, recipient: Recipient, key_path: Path,
                          now: datetime | None = None) -> KeyStatus:
         """Scan `key_path`, refuse what cannot be used, import the pinned key, check it."""
+        slot = (recipient.id, recipient.fingerprint, str(key_path))
+        self._imported.discard(slot)  # usable again only once this file was read and matched
+        status = self._import(recipient, key_path, now)
+        self._imported.add(slot)
+        return status
+
+    def _import(self, recipient: Recipient, key_path: Path, now: datetime | None) -> KeyStatus:
         rid, fpr = recipient.id, recipient.fingerprint
         fix = f"export the public key of {rid} again and run `formrelay keys import`"
         if not key_path.is_file():
-            raise KeyRefused(f"{rid}: key file {key_path} not found; {fix}")
+            named = f" (key_file of {recipient.source})" if recipient.source else ""
+            raise KeyRefused(f"{rid}: key file {key_path}{named} not found; put the "
+                             "clinician's exported public key there, or correct key_file (a "
+                             "relative path starts from the folder of the file that names it)")
         scanned = self.gpg.scan_keys(str(key_path))
         self.check_timeout(f"reading {key_path}")
         if not scanned:
@@ -272,9 +287,23 @@ class Keyring:
             warning = f"expires in {days} days ({soonest:%Y-%m-%d}); {renew}"
         return KeyStatus(rid, fpr, True, "", soonest, warning, uids, algo)
 
-    def check_all(self, recipients: Iterable[Recipient],
-                  now: datetime | None = None) -> dict[str, KeyStatus]:
-        return {r.id: self.status(r, now) for r in recipients}
+    def check_all(self, recipients: Iterable[Recipient], now: datetime | None = None, *,
+                  resolve: Any = Path) -> dict[str, KeyStatus]:
+        """The state of each recipient's key; usable only once its own configured key
+        file (`resolve(key_file)`) was imported into this keyring and matched its pinned
+        fingerprint. A recipient whose file was refused is tried again here (a fixed
+        file is taken without a reload), never looked up by fingerprint alone."""
+        out = {}
+        for r in recipients:
+            path = resolve(r.key_file)
+            if (r.id, r.fingerprint, str(path)) in self._imported:
+                out[r.id] = self.status(r, now)
+                continue
+            try:
+                out[r.id] = self.import_recipient(r, path, now)
+            except KeyRefused as exc:
+                out[r.id] = KeyStatus(r.id, r.fingerprint, False, str(exc).split(": ", 1)[1])
+        return out
 
     def sync(self, recipients: Mapping[str, Recipient], resolve: Any,
              now: datetime | None = None) -> dict[str, KeyStatus]:

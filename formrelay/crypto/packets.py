@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 
 from ..errors import OperatorError
 
@@ -86,3 +87,34 @@ def encryption_packet(message: bytes) -> str:
         if length < 0:
             raise PacketError("session-key packet with an indeterminate length")
         pos = start + length
+
+
+# Public-key packet versions -> (hash, prefix byte, length width) of the fingerprint:
+# v4 (RFC 4880) SHA-1, v5 (LibrePGP) and v6 (RFC 9580) SHA-256.
+_FINGERPRINT = {4: ("sha1", 0x99, 2), 5: ("sha256", 0x9A, 4), 6: ("sha256", 0x9B, 4)}
+
+
+def key_fingerprints(data: bytes) -> tuple[list[str], bool]:
+    """The fingerprints of the primary public keys in a key file (armoured or binary),
+    and whether it holds secret key material. Only packet headers and public-key
+    bodies are read: a cheap check of a key file before gpg imports it."""
+    data = dearmor(data)
+    found: list[str] = []
+    secret = False
+    pos = 0
+    while pos < len(data):
+        tag, start, length = _header(data, pos)
+        if length < 0 or start + length > len(data):
+            raise PacketError("truncated or streamed packet in a key file")
+        if tag in (5, 7):  # secret key, secret subkey
+            secret = True
+        elif tag == 6 and length:  # a primary public key
+            version = data[start]
+            if version not in _FINGERPRINT:
+                raise PacketError(f"key packet version {version} is not supported")
+            algo, prefix, width = _FINGERPRINT[version]
+            digest = hashlib.new(algo, bytes([prefix]) + length.to_bytes(width, "big")
+                                 + data[start:start + length])
+            found.append(digest.hexdigest().upper())
+        pos = start + length
+    return found, secret

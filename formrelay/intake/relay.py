@@ -92,7 +92,7 @@ class Relay:
         if stale:
             try:
                 recheck = self.keyring.check_all(self.settings.recipients.values(),
-                                                 self.clock())
+                                                 self.clock(), resolve=self.settings.resolve)
             except CryptoError as exc:
                 log.error("keys cannot be checked, every form is unavailable: %s", exc)
                 self.keys_failed(self.settings.recipients, str(exc))

@@ -472,12 +472,36 @@ def essentials(relay: Relay, now: datetime, counters: Any = None
         levels.append(ERROR)
     for rid, st in statuses.items():
         level = ERROR if not st.usable else WARN if st.warning else OK
-        levels.append(level)
         keys[rid] = {"level": level, "usable": st.usable, "problem": st.problem,
                      "warning": st.warning,
                      "expires": st.expires.date().isoformat() if st.expires else None}
     out["keys"] = keys
+    out["practices"] = practice_keys(relay.settings, keys)
+    levels.append(keys_level(keys, out["practices"]))
     return worst(levels), out
+
+
+def practice_keys(settings: Settings, keys: dict[str, Any]) -> dict[str, Any]:
+    """Each practice's keys: its level (the worst of its recipients') and the recipients
+    whose key is unusable. One practice's broken key is that practice's error."""
+    out: dict[str, Any] = {}
+    for p in list(settings.practices.values()) or [settings.default_practice]:
+        mine = [rid for rid in p.recipients if rid in keys]
+        out[p.id] = {"level": worst(keys[rid]["level"] for rid in mine),
+                     "unusable": [rid for rid in mine if not keys[rid]["usable"]]}
+    return out
+
+
+def keys_level(keys: dict[str, Any], practices: dict[str, Any]) -> str:
+    """The keys' level for the whole instance: an error when gpg itself failed or no
+    practice has its keys usable; a warning when some practice has a problem (its forms
+    are unavailable, the others serve: a monitor must not see the whole instance down)."""
+    if "_error" in keys:
+        return ERROR
+    levels = [p["level"] for p in practices.values()] or [OK]
+    if all(lv == ERROR for lv in levels):
+        return ERROR
+    return WARN if any(lv != OK for lv in levels) else OK
 
 
 # What anyone may read at /healthz: each essential's level, and for an error one fixed
@@ -499,8 +523,10 @@ def public_health(level: str, checks: dict[str, Any]) -> dict[str, Any]:
     "problems": [fixed phrases]}."""
     states: dict[str, str] = {}
     for name, data in checks.items():
+        if name == "practices":
+            continue  # the keys per practice: their level is the keys' state
         if name == "keys":
-            states[name] = worst(k["level"] for k in data.values())
+            states[name] = keys_level(data, checks.get("practices", {}))
         else:
             states[name] = data["level"]
     problems = [PUBLIC_PROBLEMS[n] for n, lv in states.items() if lv == ERROR]

@@ -100,8 +100,9 @@ def check_before_workers(server: Any) -> None:
     """gunicorn's on_starting hook: `refuse_without_counters` for the configured settings
     (`formrelay serve` hands them over, deploy/gunicorn.conf.py names the file in
     FORMRELAY_CONFIG), as gunicorn's one-line "Error: ..." and exit code 1."""
-    from ..config import CONFIG_ENV, load_config
+    from ..config import CONFIG_ENV
     from ..errors import FormrelayError
+    from ..reload import serving_settings
 
     try:
         settings = getattr(server.app, "formrelay_settings", None)
@@ -109,7 +110,7 @@ def check_before_workers(server: Any) -> None:
             path = os.environ.get(CONFIG_ENV)
             if not path:
                 return  # the app factory says what is missing
-            settings = load_config(path, os.environ)
+            settings = serving_settings(path, os.environ)
         refuse_without_counters(settings)
     except FormrelayError as exc:
         raise RuntimeError(" ".join(str(exc).splitlines())) from None
@@ -134,31 +135,29 @@ def options_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
 
 def run_gunicorn(settings: Settings, *, bind: str, workers: int, connections: int,
                  extra: dict[str, Any] | None = None) -> None:
-    """Serve under gunicorn. SIGHUP to this (master) process checks the config file
-    first: a valid one is what the new workers (gunicorn starts them, the old ones finish
-    their requests) are built from; a bad one is logged and nothing is restarted, the
-    workers keep what they serve. Each worker also reloads by itself when the file
-    changes (reload.py)."""
+    """Serve under gunicorn. Every worker gunicorn starts (at first, after SIGHUP, when
+    one is recycled after max_requests) reads the configuration files as they are then,
+    never what this master loaded first, or keeps the last good configuration when they
+    are broken (reload.serving_settings). SIGHUP to this (master) process checks the
+    files first: a bad one is logged and nothing is restarted, the workers keep what
+    they serve. Each worker also reloads by itself when the files change (reload.py)."""
     from gunicorn.app.base import BaseApplication
     from gunicorn.arbiter import Arbiter
 
     from .. import create_app
-
-    good = [settings]  # the last configuration that loaded; new workers fork with it
+    from ..reload import serving_settings, validated
 
     class Master(Arbiter):
         def handle_hup(self) -> None:
-            from ..reload import validated
-
             try:
-                good[0] = validated(load_config(settings.path, os.environ))
+                good = validated(load_config(settings.path, os.environ))
             except ConfigError as exc:
                 log.error("configuration not reloaded, the previous one stays in force: %s",
                           exc)
                 return
             log.info("configuration checked on SIGHUP: %d practice(s), %d form(s); "
-                     "restarting the workers gracefully", len(good[0].practices),
-                     len(good[0].forms))
+                     "restarting the workers gracefully", len(good.practices),
+                     len(good.forms))
             super().handle_hup()
 
     class App(BaseApplication):
@@ -171,7 +170,7 @@ def run_gunicorn(settings: Settings, *, bind: str, workers: int, connections: in
                 self.cfg.set(key, value)
 
         def load(self) -> Any:
-            return create_app(good[0])
+            return create_app(serving_settings(settings.path, os.environ))
 
         def run(self) -> None:
             Master(self).run()

@@ -124,18 +124,26 @@ def disk_problem(exc: BaseException) -> str | None:
 def private_file(path: Path) -> None:
     """Create `path` if missing and make it 0600 (an existing file too): the umask
     (often 022) must not leave ciphertext and metadata readable by other users.
-    SQLite gives -wal and -shm the mode of the database file, so this comes first."""
+    SQLite gives -wal and -shm the mode of the database file, so this comes first.
+
+    An existing file is never opened here: closing any descriptor of a file drops every
+    POSIX lock this process holds on it, SQLite's too. A second store on the same file
+    in one process (the CLI, tests) then let another process take the WAL index for
+    unused and reset it, and this process's connections no longer saw what the others
+    committed."""
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        pass
     except OSError:
         return  # a read-only or missing folder: opening the database says so
+    else:
+        os.close(fd)  # new: nobody holds a lock on it yet
     try:
-        if os.fstat(fd).st_mode & 0o077:
-            os.fchmod(fd, 0o600)
+        if os.stat(path).st_mode & 0o077:
+            os.chmod(path, 0o600)
     except OSError:
         pass  # not our file (another owner): `formrelay check` warns about its mode
-    finally:
-        os.close(fd)
 
 
 def _pg_problem(exc: BaseException) -> str | None:

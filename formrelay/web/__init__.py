@@ -16,7 +16,7 @@ from typing import Any
 from flask import Flask
 
 from ..config import CONFIG_ENV, ConfigError, Settings, load_config, parse_config
-from ..reload import Live
+from ..reload import Live, serving_settings
 from ..services import Services, build
 from ..store import utcnow
 from . import clinician, errors, framing, headers, health, protect, public, widget
@@ -32,11 +32,12 @@ def settings_from(config: Any, environ: Mapping[str, str]) -> Settings:
         return load_config(config, environ)
     if isinstance(config, Mapping):
         return parse_config(config, Path.cwd() / "config.toml", environ)
-    if config is None:
+    if config is None:  # the deployed app (deploy/gunicorn.conf.py): each worker reads
+        # the files as they are now, or keeps the last good configuration (reload.py)
         path = environ.get(CONFIG_ENV)
         if not path:
             raise ConfigError(f"no configuration: pass --config or set {CONFIG_ENV}")
-        return load_config(path, environ)
+        return serving_settings(path, environ)
     raise TypeError(f"unsupported config {type(config).__name__}")
 
 

@@ -33,6 +33,19 @@ def services() -> Services:
     return pinned
 
 
+def services_with_form(form_id: str) -> Services:
+    """The services for a request about `form_id`: those it pinned, or - when they do
+    not know the form - the newest ones, after any reload under way (reload.py
+    `Live.newest`). So no request answers 404 for a form that exists in the old or the
+    new configuration while a worker reloads."""
+    pinned = services()
+    if not form_id or form_id in pinned.settings.forms:
+        return pinned
+    live: Live = current_app.extensions["formrelay.live"]
+    newest = g.formrelay_services = live.newest()
+    return newest
+
+
 def page_practice() -> PracticeSettings | None:
     """The practice a page speaks for: the one a view chose (g.practice), the form's in
     the URL, the signed-in clinician's, else the default practice (the operator's own,

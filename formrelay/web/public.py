@@ -12,7 +12,7 @@ from ..errors import InvalidSubmission
 from ..i18n import gettext
 from ..intake import forms
 from . import protect
-from .common import language, posted_language, relay, render, wants_json
+from .common import language, posted_language, relay, render, services_with_form, wants_json
 from .errors import respond
 from .headers import allow_framing
 
@@ -38,8 +38,11 @@ def _kept(spec: FormSpec, lang: str) -> Any:
 
 @bp.before_request
 def frame_form_pages() -> None:
-    """Form pages (and their error and 429 answers) may be framed by the form's sites."""
-    spec = relay().settings.form((request.view_args or {}).get("form_id", ""))
+    """Form pages (and their error and 429 answers) may be framed by the form's sites.
+    A form the request's services do not know may be in a configuration being loaded:
+    the request then waits for it (common.services_with_form)."""
+    form_id = (request.view_args or {}).get("form_id", "")
+    spec = services_with_form(form_id).settings.form(form_id)
     if spec is not None:
         allow_framing(spec.allowed_origins)
 
