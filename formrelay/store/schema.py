@@ -542,3 +542,12 @@ def _outbox_practice(db: sqlite_utils.Database) -> None:
     # practice's operator), so its queued/sent/failed events go to that practice's
     # audit chain; '' = by its form (store/audit.py `chain_of`).
     db.conn.execute("ALTER TABLE outbox ADD COLUMN practice TEXT NOT NULL DEFAULT ''")
+
+
+@migration("0090_outbox_accepted", postgres="ALTER TABLE outbox ADD COLUMN accepted TEXT")
+def _outbox_accepted(db: sqlite_utils.Database) -> None:
+    # Where the relay accepted a mail ("smtp.example:587"), recorded in a short
+    # transaction of its own before the sent mail's bookkeeping (audit, hooks): if that
+    # bookkeeping is rolled back, the mail is still known to be sent and is never sent
+    # again (mail/outbox.py). NULL: not accepted yet.
+    db.conn.execute("ALTER TABLE outbox ADD COLUMN accepted TEXT")
