@@ -10,7 +10,9 @@ time helpers (`utcnow`, `iso`, `parse_iso`) fix how every timestamp is stored.
 The database and its companions (-wal, -shm, .lock) are private (0600) whatever the
 umask. A write the disk refuses (full, read-only, I/O error) rolls back whole and
 raises `StoreNotWritable`, which callers answer with "temporarily unavailable"; a
-row whose key exists already raises `StoreConflict`, whatever the engine.
+row whose key exists already raises `StoreConflict`, whatever the engine. A transaction
+PostgreSQL gives up in a deadlock or serialization conflict raises `StoreContended`
+(a `StoreNotWritable`), which `retried` runs again a few times first.
 """
 
 from __future__ import annotations
