@@ -86,10 +86,19 @@ class GuardedGeventWorker(GeventWorker):
 
     def handle_request(self, listener_name: Any, req: Any, sock: socket.socket,
                        addr: Any) -> None:
+        self._request_in(sock)
+        super().handle_request(listener_name, req, sock, addr)
+
+    def handle_http2(self, listener: Any, client: socket.socket, addr: Any, *args: Any,
+                     **kwargs: Any) -> None:
+        # HTTP/2 (off unless gunicorn's http_protocols names it): its preface came in time
+        self._request_in(client)
+        super().handle_http2(listener, client, addr, *args, **kwargs)
+
+    def _request_in(self, sock: socket.socket) -> None:
         deadline = self.deadlines.pop(sock, None)
         if deadline is not None:  # the first request's headers are in: no cut-off now
             deadline.close()
-        super().handle_request(listener_name, req, sock, addr)
 
     def _refuse(self, client: socket.socket, who: str) -> None:
         now = time.monotonic()
