@@ -54,7 +54,7 @@ class Guesser:
 
     def __init__(self, port: int, addr: str):
         self.port, self.addr = port, addr
-        self.cookie = self.token = ""
+        self.cookie = self.token = self.page = ""
 
     def _request(self, method: str, path: str, body: str = "",
                  headers: dict[str, str] | None = None) -> tuple[int, str, list[str]]:
@@ -79,14 +79,17 @@ class Guesser:
             f"csrf_token={self.token}&username={username}&password=not-the-password",
             {"Content-Type": "application/x-www-form-urlencoded"})
         assert status in (401, 429), page[:300]
+        self.page = page
         return status
 
 
 def test_rotating_through_one_64_is_paused_like_one_address(
         tmp_path: Path, keys: dict[str, TestKey]) -> None:
     with serving(tmp_path, keys) as port:
-        answers = [Guesser(port, f"{HOUSEHOLD}::{i + 1:x}").guess(f"name{i}")
-                   for i in range(MAX_PER_NETWORK + 3)]
+        guessers = [Guesser(port, f"{HOUSEHOLD}::{i + 1:x}")
+                    for i in range(MAX_PER_NETWORK + 3)]
+        answers = [g.guess(f"name{i}") for i, g in enumerate(guessers)]
+        assert "Te veel mislukte pogingen" in guessers[-1].page  # what the pause says
         # every address new, every name new: only the /64 ties them together
         assert answers == [401] * MAX_PER_NETWORK + [429] * 3
         neighbour = Guesser(port, "2001:db8:7:43::1").guess("name0")  # the next /64
@@ -108,6 +111,8 @@ def test_form_answers_fast_during_32_parallel_bad_logins(
         answers: Counter[int] = Counter()
         lock = threading.Lock()
 
+        busy: list[str] = []
+
         def guess(i: int) -> None:
             n = 0
             while not stop.is_set():
@@ -117,6 +122,8 @@ def test_form_answers_fast_during_32_parallel_bad_logins(
                 n += 1
                 with lock:
                     answers[status] += 1
+                    if status == 429:
+                        busy.append(g.page)
 
         def form_times() -> list[float]:
             times = []
@@ -151,4 +158,6 @@ def test_form_answers_fast_during_32_parallel_bad_logins(
           f"p50 {times[len(times) // 2] * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms; "
           f"logins answered {dict(answers)}")
     assert answers[401] > 0  # the guesses were really checked ...
+    # ... and the ones refused before hashing were told why
+    assert all("De server is druk met veel aanmeldingen" in page for page in busy)
     assert p95 < 0.5, f"form p95 {p95:.2f} s under {PARALLEL} parallel bad logins"
