@@ -9,8 +9,11 @@ The settings themselves live in formrelay/ops/server.py (`gunicorn_options`), sh
   FORMRELAY_CONNECTIONS open connections (default 100), bound to FORMRELAY_BIND (default
   127.0.0.1:8000; the container uses 0.0.0.0:8000 behind Caddy). A connection costs a
   greenlet, not a thread: a few clients sending slowly or not at all cannot take the
-  service down. Headers must arrive within keepalive (5 s); a body slower than
-  server.body_timeout_seconds / body_min_rate (config.toml) is refused with 408;
+  service down. A new connection's request line and headers must arrive within 5 s
+  (whatever keepalive says); without a proxy in front (trusted_proxies = 0) one client
+  address holds at most FORMRELAY_CONNECTIONS_PER_ADDRESS (20) of a worker's
+  connections; a body slower than server.body_timeout_seconds / body_min_rate
+  (config.toml) is refused with 408;
 * timeout 120 s, graceful_timeout 30 s, keepalive 5 s, workers recycled after ~2000
   requests, no preload (each worker opens its own SQLite connections);
 * logs: JSON lines on stdout/stderr; the access line holds method, path, status,

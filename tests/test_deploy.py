@@ -141,7 +141,8 @@ def test_serve_and_gunicorn_conf_share_one_set_of_options() -> None:
     assert options_from_env({}) == gunicorn_options()
     opts = options_from_env({"FORMRELAY_BIND": "0.0.0.0:8000", "FORMRELAY_WORKERS": "3"})
     assert opts["bind"] == "0.0.0.0:8000" and opts["workers"] == 3
-    assert opts["worker_class"] == "gevent" and opts["timeout"] >= 60
+    assert opts["worker_class"] == "formrelay.ops.gworker.GuardedGeventWorker"
+    assert opts["timeout"] >= 60
     assert opts["logger_class"] == "formrelay.logs.GunicornLogger"
     assert "%(q)s" not in opts["access_log_format"] and "%(r)s" not in opts["access_log_format"]
     assert opts["secure_scheme_headers"] == {}  # forwarded headers: ProxyFix only

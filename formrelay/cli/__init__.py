@@ -285,8 +285,9 @@ def serve(ctx: Context, bind: str, workers: int, connections: int) -> None:
       formrelay --config config.toml serve --bind 127.0.0.1:8000 --workers 2
     """
     settings = ctx.serving_settings()
-    from ..ops.server import refuse_without_counters, run_gunicorn
+    from ..ops.server import refuse_bad_environment, refuse_without_counters, run_gunicorn
 
+    refuse_bad_environment(os.environ)
     refuse_without_counters(settings)  # Redis not answering: one line, nothing started
 
     run_gunicorn(settings, bind=bind, workers=workers, connections=connections)

@@ -1,7 +1,8 @@
 """Clinician accounts: who they are, passwords, and the administration the CLI does.
 
 No Flask here: `formrelay users` and the clinician area both use `Accounts`. Passwords
-are hashed with argon2id (argon2-cffi). The login steps build on the login guard
+are hashed with argon2id (argon2-cffi), off the event loop and a few at a time
+(hashing.py). The login steps build on the login guard
 (login.py: failed logins counted per account and per client address), the second factor
 (second_factor.py: TOTP and recovery codes) and API tokens (api_tokens.py). Every
 change and every login is audited.
@@ -19,6 +20,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from ..audit_actions import AuditAction
 from ..config import PracticeSettings
 from ..errors import UserError
+from . import hashing
 from .api_tokens import ApiTokens
 from .second_factor import SecondFactor
 from .user import OPERATOR, LoginFailure, User, user_from_row
@@ -171,29 +173,41 @@ class Accounts(SecondFactor, ApiTokens):
         if self.limited(username, ip):
             raise self._fail(username, ip, LoginFailure.LIMITED, count=False)
         row = self.store.user_row(username=username) if username else None
+        stored = row["password_hash"] if row else _dummy_hash()
         try:
-            _hasher.verify(row["password_hash"] if row else _dummy_hash(),
-                           password[:MAX_PASSWORD])
+            with hashing.slot():
+                # tries that waited for a slot together all passed the check above
+                limited = self.limited(username, ip)
+                if not limited:
+                    hashing.run(_hasher.verify, stored, password[:MAX_PASSWORD])
+        except hashing.Busy:
+            raise self._fail(username, ip, LoginFailure.BUSY, count=False) from None
         except (VerificationError, InvalidHashError):
             why = LoginFailure.WRONG_PASSWORD if row else LoginFailure.UNKNOWN_USER
             raise self._fail(username, ip, why) from None
+        if limited:
+            raise self._fail(username, ip, LoginFailure.LIMITED, count=False)
         if row is None:  # only with the dummy hash's own password: practically never
             raise self._fail(username, ip, LoginFailure.UNKNOWN_USER)
         user = user_from_row(row)
         if user.disabled:
             raise self._fail(username, ip, LoginFailure.DISABLED)
         if _hasher.check_needs_rehash(row["password_hash"]):
-            self.store.user_update(user.id, password_hash=_hasher.hash(password))
+            self.store.user_update(user.id, password_hash=hashing.run(_hasher.hash, password))
         return user
 
     def change_password(self, user: User, old: str, new: str, ip: str) -> None:
         row = self.store.user_row(user_id=user.id)
+        stored = row["password_hash"] if row else _dummy_hash()
         try:
-            _hasher.verify(row["password_hash"] if row else _dummy_hash(), old[:MAX_PASSWORD])
+            with hashing.slot():
+                hashing.run(_hasher.verify, stored, old[:MAX_PASSWORD])
+        except hashing.Busy:
+            raise self._fail(user.username, ip, LoginFailure.BUSY, count=False) from None
         except (VerificationError, InvalidHashError):
             raise self._fail(user.username, ip, LoginFailure.WRONG_OLD_PASSWORD) from None
         self.check_password_rules(new, user.username)
         with self.store.transaction():
-            self.store.user_update(user.id, password_hash=_hasher.hash(new))
+            self.store.user_update(user.id, password_hash=hashing.run(_hasher.hash, new))
             self.store.audit(AuditAction.USER_CHANGED, actor=user.actor, ip=ip,
                              detail="password changed")

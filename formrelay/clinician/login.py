@@ -1,4 +1,5 @@
-"""The login guard: failed logins counted per account and per client address.
+"""The login guard: failed logins counted per account and per client network (an
+address, or an IPv6 /64: store/clinician.py `client_network`).
 
 Failures are counted in the database, so the limit holds across worker processes; a
 typed name is kept only as a keyed tag. Every login and every failed step of a known

@@ -24,6 +24,7 @@ class LoginFailure(StrEnum):
     """Why a login step failed, as the audit log says it."""
 
     LIMITED = "too many failed attempts"
+    BUSY = "too many logins at once"  # every hashing slot taken (hashing.py)
     WRONG_PASSWORD = "wrong password"  # noqa: S105 - a reason, not a password
     UNKNOWN_USER = "unknown user"
     DISABLED = "account disabled"

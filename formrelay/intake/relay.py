@@ -201,6 +201,7 @@ class Relay:
 
                 def also(stored: Stored = stored,
                          answers: list[CopyReceipt] = answers) -> None:
+                    answers.clear()  # run again when the store retries the transaction
                     self.store.audit(AuditAction.RECEIVED, actor="patient", ip=ip,
                                      reference=sub.reference, form_id=spec.id,
                                      detail=f"{stored.delivery}, {len(sub.uploads)} files")

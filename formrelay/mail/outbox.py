@@ -122,6 +122,7 @@ def deliver_pending(settings: Settings, store: Store, *, kinds: MailKinds,
         return result
     run = _Pass(settings, store, kinds, owner or worker_id(), result)
     try:
+        run.finish_accepted()
         while not (stop and stop.is_set()) and (limit is None or result.handled < limit):
             want = BATCH if limit is None else min(BATCH, limit - result.handled)
             batch = store.claim_mails(run.owner, settings.smtp.lease_seconds, want)
@@ -153,7 +154,21 @@ class _Pass:
         self.transport: FileSink | SmtpSession | None = None
         self.broken: TransportError | None = None
         self._pending: list[Callable[[], None]] = []
+        self._accepted: list[tuple[int, str]] = []  # (outbox id, where) not yet recorded
         self._since = 0.0
+
+    def finish_accepted(self) -> None:
+        """Mark sent the mails the relay accepted but whose bookkeeping was lost (a pass
+        that failed after the send): never send those again."""
+        lease = self.settings.smtp.lease_seconds
+        while found := self.store.claim_accepted(self.owner, lease, BATCH):
+            for mail, where in found:
+                log.warning("mail #%d (%s %s) was accepted by %s before; recording it as "
+                            "sent, not sending it again", mail.id, mail.kind, mail.reference,
+                            where)
+                self._later(functools.partial(_mark_sent, self.settings, self.store, mail,
+                                              self.kinds.get(mail.kind), {}, where))
+            self.flush()
 
     def attempt(self, mail: OutboxMail) -> None:
         kind = self.kinds.get(mail.kind)
@@ -197,6 +212,7 @@ class _Pass:
         else:
             where = self.transport.describe()
             self.result.sent += 1
+            self._accepted.append((mail.id, where))
             self._later(functools.partial(_mark_sent, self.settings, self.store, mail, kind,
                                           refused, where))
 
@@ -263,10 +279,20 @@ class _Pass:
             self.flush()
 
     def flush(self) -> None:
+        """Record what this pass did. First, alone, that the relay accepted the sent
+        mails: nothing that rolls the bookkeeping back (a deadlock, a lost connection)
+        can then make a later claim send them again (issue 16.5). Then the bookkeeping
+        (statuses, audit, the kinds' hooks) in one transaction, run again if PostgreSQL
+        gives it up in a conflict with another."""
+        self.store.mails_accepted(self.owner, self._accepted)
+        self._accepted.clear()
         if self._pending:
-            with self.store.transaction():
-                for step in self._pending:
-                    step()
+            def record() -> None:
+                with self.store.transaction():
+                    for step in self._pending:
+                        step()
+
+            self.store.retried(record)
             self._pending.clear()
 
     def _close_transport(self) -> None:

@@ -35,21 +35,24 @@ def gunicorn_options(*, bind: str = DEFAULT_BIND, workers: int = DEFAULT_WORKERS
     gevent, not threads: a thread worker hands a thread to each connection and keeps it
     while the client sends, so a handful of clients sending slowly (or nothing) held
     every thread and no patient got an answer. With gevent a connection costs a
-    greenlet; a request's headers must arrive within `keepalive` seconds, its body keeps
+    greenlet; a connection's first headers must arrive within a few seconds and one
+    client network holds a bounded share of the connections (gworker.py), a body keeps
     to server.body_timeout_seconds / body_min_rate (web/slowbody.py), and gpg (a
     subprocess), SQLite and the locks of the store work as with threads (gunicorn
     monkey-patches threading, subprocess and time.sleep)."""
     opts: dict[str, Any] = {
         "bind": bind,
         "workers": workers,
-        "worker_class": "gevent",
+        # gevent, plus a deadline for a connection's first headers and a bound on the
+        # connections of one client network (gworker.py)
+        "worker_class": "formrelay.ops.gworker.GuardedGeventWorker",
         "worker_connections": connections,
         # a worker silent this long is restarted; a 25 MB upload on a slow link plus
         # encryption fits well within it
         "timeout": 120,
         "graceful_timeout": 30,
-        # also the most a request's headers may take (gevent worker): idle or trickling
-        # connections are closed after it
+        # how long a kept-alive connection may wait for its next request (a new
+        # connection's first headers have gworker.HEADER_SECONDS, whatever this says)
         "keepalive": 5,
         # recycle workers now and then; jitter so they do not all restart together
         "max_requests": 2000,
@@ -96,6 +99,19 @@ def refuse_without_counters(settings: Settings) -> None:
         ratelimit.require_reachable(settings, ratelimit.open_storage(settings))
 
 
+def refuse_bad_environment(environ: Mapping[str, str]) -> None:
+    """Raise `ConfigError` for a FORMRELAY_CONNECTIONS_PER_ADDRESS that is not a whole
+    number: the workers read it, and a worker that fails to boot stops gunicorn."""
+    from .gworker import PER_ADDRESS_ENV, per_address_limit
+
+    try:
+        per_address_limit(environ, 0)
+    except ValueError:
+        raise ConfigError(f"{PER_ADDRESS_ENV} must be a whole number of connections per "
+                          f"client address (0 = no limit), not "
+                          f"{environ.get(PER_ADDRESS_ENV)!r}") from None
+
+
 def check_before_workers(server: Any) -> None:
     """gunicorn's on_starting hook: `refuse_without_counters` for the configured settings
     (`formrelay serve` hands them over, deploy/gunicorn.conf.py names the file in
@@ -105,6 +121,7 @@ def check_before_workers(server: Any) -> None:
     from ..reload import serving_settings
 
     try:
+        refuse_bad_environment(os.environ)
         settings = getattr(server.app, "formrelay_settings", None)
         if settings is None:
             path = os.environ.get(CONFIG_ENV)

@@ -5,10 +5,11 @@ content. Each practice has its own chain: ids count per practice, and each row's
 covers its id, its fields, its practice (the default practice's rows hash as they did
 before there were several) and the previous row's hash; the recorded head of each chain
 shows a cut-off tail, and anchors record where the retention purge cut the beginning,
-so `formrelay audit verify` (formrelay.ops.audit) can still check the rest. Appending
-locks the practice's head row (on PostgreSQL `SELECT ... FOR UPDATE`; SQLite has one
-writer anyway), so processes appending at once still make one chain. Triggers in the
-schema refuse updates and any delete but the purge's.
+so `formrelay audit verify` (formrelay.ops.audit) can still check the rest. An event is
+written at the end of the transaction it belongs to: the practices' head rows are then
+locked in one fixed order (on PostgreSQL `SELECT ... FOR UPDATE`; SQLite has one writer
+anyway), so processes appending at once still make one chain and never deadlock on the
+heads. Triggers in the schema refuse updates and any delete but the purge's.
 """
 
 from __future__ import annotations
@@ -74,27 +75,60 @@ class AuditLog(StoreBase):
                "actor": actor,
                "ip": ip, "reference": reference, "form_id": form_id, "detail": detail,
                "practice": practice}
+
+        def append() -> None:
+            with self.transaction():
+                row["practice"] = practice or self.chain_of(form_id=form_id,
+                                                            reference=reference, actor=actor)
+                self._pending_audit().append(row)
+
+        self.retried(append)
+
+    def _pending_audit(self) -> list[dict[str, Any]]:
+        pending: list[dict[str, Any]] | None = getattr(self._local, "audit", None)
+        if pending is None:
+            pending = self._local.audit = []
+        return pending
+
+    def _transaction_ended(self) -> None:
+        self._local.audit = []
+        super()._transaction_ended()
+
+    def _before_commit(self) -> None:
+        """Append the transaction's events, chain by chain in the order of the practices'
+        names, just before COMMIT. Each chain's head row is locked while its rows are
+        added (on PostgreSQL `SELECT ... FOR UPDATE`), so concurrent appenders of one
+        practice take turns; taking the heads last and always in one order means two
+        transactions never wait for each other's heads (a deadlock, issue 16.5: a
+        delivery pass marking mails of noord and zuid sent while another marked zuid's
+        and noord's), and a head is held only for the commit, not the whole
+        transaction."""
+        super()._before_commit()
+        pending = self._pending_audit()
+        if not pending:
+            return
+        self._local.audit = []
         lock = " FOR UPDATE" if self.engine == "postgresql" else ""
         head_sql = f"SELECT last_id, last_hash FROM audit_head WHERE practice = ?{lock}"  # noqa: S608 - fixed text
-        with self.transaction() as conn:
+        conn = self.conn
+        for practice in sorted({r["practice"] for r in pending}):
             # Continue from the recorded head, not from the last row left: after a cut-off
             # tail the next row still names the missing one, so `audit verify` sees it.
-            # Locking the head row makes concurrent appenders of one practice take turns.
-            row["practice"] = practice or self.chain_of(form_id=form_id, reference=reference,
-                                                        actor=actor)
-            head = conn.execute(head_sql, (row["practice"],)).fetchone()
+            head = conn.execute(head_sql, (practice,)).fetchone()
             if head is None:  # the practice's first event
                 conn.execute("INSERT INTO audit_head (practice, last_id, last_hash) "
                              "VALUES (?, 0, ?) ON CONFLICT (practice) DO NOTHING",
-                             (row["practice"], GENESIS))
-                head = conn.execute(head_sql, (row["practice"],)).fetchone()
+                             (practice, GENESIS))
+                head = conn.execute(head_sql, (practice,)).fetchone()
             last_id, prev = int(head[0]), str(head[1])
-            row["id"] = last_id + 1
-            row["prev_hash"] = prev
-            row["hash"] = audit_hash(prev, row)
-            conn.execute(_AUDIT_INSERT, [row[k] for k in _AUDIT_COLUMNS])
+            for row in (r for r in pending if r["practice"] == practice):
+                last_id += 1
+                row["id"] = last_id
+                row["prev_hash"] = prev
+                row["hash"] = prev = audit_hash(prev, row)
+                conn.execute(_AUDIT_INSERT, [row[k] for k in _AUDIT_COLUMNS])
             conn.execute("UPDATE audit_head SET last_id = ?, last_hash = ? WHERE practice = ?",
-                         (row["id"], row["hash"], row["practice"]))
+                         (last_id, prev, practice))
 
     def chain_of(self, *, form_id: str = "", reference: str = "", actor: str = "") -> str:
         """The practice whose chain an event goes to when the caller names none (the
@@ -115,6 +149,9 @@ class AuditLog(StoreBase):
             if found:
                 return found
             if reference:
+                for pending in self._pending_audit():  # this transaction's, not yet written
+                    if pending["reference"] == reference and pending["form_id"] == form_id:
+                        return str(pending["practice"])
                 row = self.conn.execute("SELECT practice FROM audit WHERE reference = ? AND "
                                         "form_id = ? ORDER BY at LIMIT 1",
                                         (reference, form_id)).fetchone()

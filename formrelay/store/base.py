@@ -10,14 +10,18 @@ time helpers (`utcnow`, `iso`, `parse_iso`) fix how every timestamp is stored.
 The database and its companions (-wal, -shm, .lock) are private (0600) whatever the
 umask. A write the disk refuses (full, read-only, I/O error) rolls back whole and
 raises `StoreNotWritable`, which callers answer with "temporarily unavailable"; a
-row whose key exists already raises `StoreConflict`, whatever the engine.
+row whose key exists already raises `StoreConflict`, whatever the engine. A transaction
+PostgreSQL gives up in a deadlock or serialization conflict raises `StoreContended`
+(a `StoreNotWritable`), which `retried` runs again a few times first.
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
+import logging
 import os
+import random
 import sqlite3
 import threading
 import time
@@ -25,14 +29,20 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlite_utils
 
-from .errors import StoreConflict, StoreError, StoreNotWritable
+from .errors import StoreConflict, StoreContended, StoreError, StoreNotWritable
+
+log = logging.getLogger("formrelay.store")
+T = TypeVar("T")
 
 CHUNK = 1 << 20
 BUSY_SECONDS = 30
+# a transaction PostgreSQL gave up in a deadlock or serialization conflict is run again
+# this often in all before its caller is told (`StoreBase.retried`)
+CONTENDED_TRIES = 5
 
 
 def utcnow() -> datetime:
@@ -164,6 +174,16 @@ def _pg_problem(exc: BaseException) -> str | None:
     return None
 
 
+def _is_contended(exc: BaseException) -> bool:
+    """PostgreSQL rolled the transaction back in a conflict with another: a deadlock
+    (40P01) or a serialization failure (40001). Running it again is the cure."""
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(exc, psycopg.errors.DeadlockDetected | psycopg.errors.SerializationFailure)
+
+
 def _is_conflict(exc: BaseException) -> bool:
     if isinstance(exc, sqlite3.IntegrityError):
         return "UNIQUE" in str(exc) or "PRIMARY KEY" in str(exc)
@@ -286,20 +306,54 @@ class StoreBase:
         if self.conn.in_transaction:  # nested: join the outer transaction
             yield self.conn
             return
-        with self._translated():
-            if self._pg is not None:
-                with self._pg.transaction() as pg:
-                    yield pg
-                return
-            conn = self.conn
-            with self._one_writer():
-                try:
-                    conn.execute("BEGIN IMMEDIATE")
-                    yield conn
-                    conn.execute("COMMIT")
-                except BaseException:
-                    self._rollback(conn)
+        try:
+            with self._translated():
+                if self._pg is not None:
+                    with self._pg.transaction() as pg:
+                        yield pg
+                        self._before_commit()
+                    return
+                conn = self.conn
+                with self._one_writer():
+                    try:
+                        conn.execute("BEGIN IMMEDIATE")
+                        yield conn
+                        self._before_commit()
+                        conn.execute("COMMIT")
+                    except BaseException:
+                        self._rollback(conn)
+                        raise
+        finally:
+            self._transaction_ended()
+
+    def _before_commit(self) -> None:
+        """Work a part of the store leaves to the end of the transaction, run just before
+        COMMIT (the audit log appends its rows there, store/audit.py)."""
+
+    def _transaction_ended(self) -> None:
+        """The outermost transaction committed or was rolled back: drop whatever
+        `_before_commit` had still to do."""
+
+    def retried(self, work: Callable[[], T]) -> T:
+        """Run `work` (which opens its own transaction) and return what it returns; when
+        PostgreSQL gives it up in a deadlock or serialization conflict (`StoreContended`,
+        rolled back whole), run it again after a short random pause, up to
+        CONTENDED_TRIES times in all, so a busy moment is not answered with 503. `work`
+        must be safe to run again: everything it wrote was rolled back. Inside an outer
+        transaction it runs once: the outer one is what has to be run again."""
+        if self.conn.in_transaction:
+            return work()
+        for attempt in range(1, CONTENDED_TRIES + 1):
+            try:
+                return work()
+            except StoreContended as exc:
+                if attempt == CONTENDED_TRIES:
                     raise
+                log.warning("transaction rolled back in a conflict with another (%s); "
+                            "running it again (attempt %d of %d)", exc.__cause__.__class__
+                            .__name__, attempt + 1, CONTENDED_TRIES)
+                time.sleep(random.uniform(0.01, 0.05) * attempt)  # noqa: S311 - jitter only
+        raise AssertionError("unreachable")
 
     @contextmanager
     def _translated(self) -> Iterator[None]:
@@ -311,6 +365,10 @@ class StoreBase:
         except Exception as exc:
             if _is_conflict(exc):
                 raise StoreConflict(str(exc).splitlines()[0]) from exc
+            if _is_contended(exc):  # before _pg_problem: these are OperationalErrors too
+                raise StoreContended(f"database {self.where}: transaction rolled back in a "
+                                     f"conflict with another ({type(exc).__name__}); "
+                                     "it can be run again") from exc
             why = disk_problem(exc) or _pg_problem(exc)
             if why is None:
                 raise
@@ -441,8 +499,12 @@ class StoreBase:
                 yield joined
             return
         if self._pg is not None:
-            with self._translated(), self._pg.transaction(relaxed=True) as pg:
-                yield pg
+            try:
+                with self._translated(), self._pg.transaction(relaxed=True) as pg:
+                    yield pg
+                    self._before_commit()
+            finally:
+                self._transaction_ended()
             return
         conn.execute("PRAGMA synchronous=NORMAL")
         try:

@@ -5,16 +5,34 @@ recovery codes, session ids, API tokens) or sealed (TOTP secrets, by
 clinician/second_factor.py); a TOTP step is claimed with one UPDATE, so a code is
 accepted once across all processes. Login failures and
 sessions live here, not in memory, so every gunicorn worker sees the same ones; the
-retention purge drops stale ones.
+retention purge drops stale ones. A failure is counted against the client's network,
+not only its address: an IPv6 client has a whole /64 to rotate through.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from datetime import datetime
 from typing import Any
 
 from .base import StoreBase, iso
+
+
+def client_network(ip: str) -> str:
+    """What failed logins are counted against: an IPv4 address itself, an IPv6 address's
+    /64 (one household or phone gets a whole /64 and could otherwise try a password from
+    each of its addresses; the post limit counts the same way, web/protect.py). Counting
+    per /64 counts every single address too."""
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped:
+            return str(addr.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{addr}/64", strict=False))
+    return str(addr)
 
 
 class Clinicians(StoreBase):
@@ -93,13 +111,17 @@ class Clinicians(StoreBase):
 
     # login failures: counted in the database so every worker process sees them
     def login_failure(self, username: str, ip: str) -> None:
+        """Count a failed login step of `username` (a tag) from `ip`; the `ip` column
+        holds the client's network (`client_network`)."""
         with self.transaction() as conn:
             conn.execute("INSERT INTO login_failures (at, username, ip) VALUES (?, ?, ?)",
-                         (iso(self.clock()), username, ip))
+                         (iso(self.clock()), username, client_network(ip)))
 
     def login_failures(self, since: datetime, *, username: str | None = None,
                        ip: str | None = None) -> int:
-        col, value = ("username", username) if username is not None else ("ip", ip)
+        """Failed steps since `since` of one name tag, or from `ip`'s network."""
+        col, value = ("username", username) if username is not None else \
+            ("ip", client_network(ip or ""))
         return int(self.conn.execute(
             f"SELECT COUNT(*) FROM login_failures WHERE {col} = ? AND at >= ?",  # noqa: S608 - fixed names
             (value, iso(since))).fetchone()[0])

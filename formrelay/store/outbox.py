@@ -97,7 +97,7 @@ class Outbox(AuditLog):
         with self._relaxed() as conn:
             rows = conn.execute(
                 "SELECT * FROM outbox WHERE status = 'queued' AND next_attempt_at <= ? "  # noqa: S608 - fixed text
-                "AND (lease_until IS NULL OR lease_until <= ?) "
+                "AND (lease_until IS NULL OR lease_until <= ?) AND accepted IS NULL "
                 f"ORDER BY next_attempt_at, id LIMIT ?{skip}",
                 (iso(now), iso(now), limit)).fetchall()
             conn.executemany("UPDATE outbox SET lease_owner = ?, lease_until = ?, "
@@ -105,6 +105,37 @@ class Outbox(AuditLog):
                              [(owner, iso(now + timedelta(seconds=lease_seconds)), iso(now),
                                row["id"]) for row in rows])
         return [_outbox_mail(row, attempts=row["attempts"] + 1) for row in rows]
+
+    def mails_accepted(self, owner: str, accepted: list[tuple[int, str]]) -> None:
+        """Record that the relay accepted these mails ((outbox id, where) pairs), in a
+        short transaction of its own that touches nothing but the leased rows, before the
+        bookkeeping of `mail_done`: should that be rolled back, no claim sends them
+        again (`claim_accepted` finishes them instead). No fsync, like a claim: losing
+        this to a power cut only means a mail may be sent again."""
+        if not accepted:
+            return
+        with self._relaxed() as conn:
+            conn.executemany("UPDATE outbox SET accepted = ? WHERE id = ? AND lease_owner = ? "
+                             "AND status = 'queued'",
+                             [(where, mail_id, owner) for mail_id, where in accepted])
+
+    def claim_accepted(self, owner: str, lease_seconds: int,
+                       limit: int) -> list[tuple[OutboxMail, str]]:
+        """Lease up to `limit` mails the relay accepted whose bookkeeping never got done
+        (its transaction failed, or the process died right after), with where they were
+        accepted: they are to be marked sent, never sent again."""
+        now = self.clock()
+        skip = " FOR UPDATE SKIP LOCKED" if self.engine == "postgresql" else ""
+        with self._relaxed() as conn:
+            rows = conn.execute(
+                "SELECT * FROM outbox WHERE status = 'queued' AND accepted IS NOT NULL "  # noqa: S608 - fixed text
+                f"AND (lease_until IS NULL OR lease_until <= ?) ORDER BY id LIMIT ?{skip}",
+                (iso(now), limit)).fetchall()
+            conn.executemany("UPDATE outbox SET lease_owner = ?, lease_until = ? WHERE id = ?",
+                             [(owner, iso(now + timedelta(seconds=lease_seconds)), row["id"])
+                              for row in rows])
+        return [(_outbox_mail(row, attempts=row["attempts"]), str(row["accepted"]))
+                for row in rows]
 
     def renew_leases(self, owner: str, lease_seconds: int) -> int:
         """Extend every lease `owner` holds (during a long send); returns how many."""

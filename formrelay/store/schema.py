@@ -617,3 +617,12 @@ def _refused_attempts(db: sqlite_utils.Database) -> None:
     # one audit row each (store/refusals.py); deleted by the retention purge.
     for sql in _REFUSED_ATTEMPTS:
         db.conn.execute(sql)
+
+
+@migration("0090_outbox_accepted", postgres="ALTER TABLE outbox ADD COLUMN accepted TEXT")
+def _outbox_accepted(db: sqlite_utils.Database) -> None:
+    # Where the relay accepted a mail ("smtp.example:587"), recorded in a short
+    # transaction of its own before the sent mail's bookkeeping (audit, hooks): if that
+    # bookkeeping is rolled back, the mail is still known to be sent and is never sent
+    # again (mail/outbox.py). NULL: not accepted yet.
+    db.conn.execute("ALTER TABLE outbox ADD COLUMN accepted TEXT")

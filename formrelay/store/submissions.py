@@ -36,10 +36,12 @@ class Submissions(StoreBase):
     def add_submission(self, row: dict[str, Any], ciphertext: Path,
                        also: Callable[[], None] | None = None) -> None:
         """Commit a submission row and its ciphertext (copied from the file gpg wrote),
-        plus whatever `also` writes (outbox, audit), in one transaction."""
+        plus whatever `also` writes (outbox, audit), in one transaction. On PostgreSQL a
+        transaction given up in a conflict with another is run again (`also` too), so a
+        busy moment does not turn the patient away."""
         size = ciphertext.stat().st_size
         if self.engine == "postgresql":
-            self._add_chunked(row, ciphertext, size, also)
+            self.retried(lambda: self._add_chunked(row, ciphertext, size, also))
             return
         with self.transaction() as conn:
             # the row with a zero-filled blob of the right size, then the ciphertext streamed in

@@ -12,7 +12,7 @@ from typing import Any
 from flask import Blueprint, flash, redirect, request, url_for
 
 from ...clinician.accounts import AccountError
-from ...clinician.user import LoginRefused, User
+from ...clinician.user import LoginFailure, LoginRefused, User
 from .views import area, client_ip, current_user, guard, login_required, page, t
 
 bp = Blueprint("clinician_account", __name__, url_prefix="/clinician/account")
@@ -46,7 +46,10 @@ def password() -> Any:
         return _page(400, password_error=t("The two new passwords are not the same."))
     try:
         area().accounts.change_password(_user(), request.form.get("old", ""), new, client_ip())
-    except LoginRefused:
+    except LoginRefused as exc:
+        if exc.reason == LoginFailure.BUSY:
+            return _page(429, password_error=t(
+                "The server is busy with many logins. Wait a minute and try again."))
         return _page(400, password_error=t("Your current password is not right."))
     except AccountError:
         return _page(400, password_error=t(

@@ -180,6 +180,10 @@ def login() -> Any:
         user = area().accounts.check_password(username, request.form.get("password", ""),
                                               client_ip())
     except LoginRefused as exc:
+        if exc.reason == LoginFailure.BUSY:  # refused before its password was checked
+            return page("clinician/login.html", 429, error=t(
+                "The server is busy with many logins. Wait a minute and try again."),
+                username=username[:40])
         limited = exc.reason == LoginFailure.LIMITED
         error = t("Too many failed attempts. Wait 15 minutes and try again.") if limited \
             else t("Wrong user name or password.")
