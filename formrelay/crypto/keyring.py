@@ -335,6 +335,13 @@ class Keyring:
             raise CryptoError(f"gpg encryption failed: {_gpg_reason(result)}")
         return output.stat().st_size
 
+    def export_public(self, fingerprints: list[str]) -> bytes:
+        """The public keys of `fingerprints` as gpg holds them now (binary), for the
+        in-process engine (crypto/inprocess.py) to take only what gpg just checked."""
+        data = self.gpg.export_keys(list(fingerprints), armor=False)
+        self.check_timeout("exporting keys")
+        return data if isinstance(data, bytes) else b""
+
     def encrypt_bytes(self, data: bytes, fingerprints: list[str], output: Path) -> int:
         return self.encrypt_stream(io.BytesIO(data), fingerprints, output)
 

@@ -21,10 +21,12 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from ..audit_actions import AuditAction
 from ..config import FormSpec, Settings
+from ..crypto.inprocess import InProcess, KeyExpired
 from ..crypto.keyring import CryptoError, GpgTimeout, Keyring, KeyStatus
 from ..errors import FormUnavailable, InvalidSubmission, NotFound
 from ..i18n import translations
@@ -66,6 +68,8 @@ class Relay:
         self._keys_at = 0.0
         self._rechecking = False
         self._lock = threading.Lock()
+        # small posts are encrypted in process, only to keys gpg has just passed
+        self.engine = InProcess()
 
     # -- keys -------------------------------------------------------------------------
     def sync_keys(self) -> dict[str, KeyStatus]:
@@ -74,6 +78,7 @@ class Relay:
             self._keys = self.keyring.sync(self.settings.recipients, self.settings.resolve,
                                            self.clock())
             self._keys_at = time.monotonic()
+            self._admit(self._keys)
             for st in self._keys.values():
                 if not st.usable:
                     log.error("key refused: %s", st.line())
@@ -106,16 +111,32 @@ class Relay:
                     if old and not old.usable and "not imported" in st.problem:
                         recheck[rid] = old
                 self._keys, self._keys_at = recheck, time.monotonic()
+            self._admit(recheck)
         return dict(self._keys)
+
+    def _admit(self, statuses: dict[str, KeyStatus]) -> None:
+        """Hand the in-process engine exactly the keys gpg found usable just now, as
+        gpg exports them; every other key it held is dropped (crypto/inprocess.py)."""
+        passed = {st.fingerprint: st.expires for st in statuses.values() if st.usable}
+        exported = b""
+        if passed and self.engine.available:
+            try:
+                exported = self.keyring.export_public(sorted(passed))
+            except CryptoError as exc:  # gpg encrypts until the next check works
+                log.warning("keys not exported for in-process encryption: %s", exc)
+        self.engine.admit(exported, passed)
 
     def keys_failed(self, recipients: Iterable[str], problem: str) -> None:
         """gpg failed for these recipients' keys: their forms show themselves unavailable
         at once, without running gpg, until the next recheck (KEY_RECHECK_SECONDS) finds
         gpg and the keys working again."""
         with self._lock:
+            failed = []
             for rid in recipients:
                 fpr = self.settings.recipients[rid].fingerprint
                 self._keys[rid] = KeyStatus(rid, fpr, False, problem)
+                failed.append(fpr)
+            self.engine.drop(failed)
             self._keys_at = time.monotonic()
 
     def form_problems(self, spec: FormSpec) -> list[str]:
@@ -180,12 +201,10 @@ class Relay:
                                  practice=practice.name, labels=labels,
                                  tz=practice.timezone)
 
-        out = self.tmp / f"{sub.reference}.{os.getpid()}.asc"
         for attempt in range(3):
+            out = self.tmp / f"{sub.reference}.{os.getpid()}.asc"
             try:
-                stream = io.BufferedReader(IterStream(parts()), 1 << 16)
-                size = self.keyring.encrypt_stream(stream, fprs, out,
-                                                   compress=not sub.uploads)
+                size = self._encrypt(parts, fprs, out, files=bool(sub.uploads))
                 delivery = self._delivery_for(sub, spec, size, ip)
                 status = "queued" if delivery == "email" else "held"
                 row = {"reference": sub.reference, "form_id": spec.id,
@@ -223,6 +242,24 @@ class Relay:
             finally:
                 out.unlink(missing_ok=True)
         raise AssertionError("unreachable")
+
+    def _encrypt(self, parts: Callable[[], Iterator[bytes]], fprs: list[str], out: Path,
+                 *, files: bool) -> int:
+        """Write the payload's ciphertext to `out`; returns its size. A post without files
+        is encrypted in process when the engine holds every key (gpg passed them); the
+        rest, and anything the engine declines, by gpg."""
+        if not files and self.engine.available:
+            try:
+                ciphertext = self.engine.encrypt(b"".join(parts()), fprs, self.clock())
+            except KeyExpired as exc:
+                raise CryptoError(f"{exc}; nothing encrypted") from None
+            if ciphertext is not None:
+                fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(ciphertext)
+                return len(ciphertext)
+        stream = io.BufferedReader(IterStream(parts()), 1 << 16)
+        return self.keyring.encrypt_stream(stream, fprs, out, compress=not files)
 
     def _gpg_failed(self, spec: FormSpec, exc: CryptoError, ip: str) -> None:
         log.error("form %s: encryption failed, nothing stored: %s", spec.id, exc)
