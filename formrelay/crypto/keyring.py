@@ -17,7 +17,6 @@ import os
 import shutil
 import signal
 import stat
-import subprocess
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -30,6 +29,7 @@ import gnupg
 
 from ..config import Recipient
 from ..errors import OperatorError
+from .spawn import spawn
 
 log = logging.getLogger(__name__)
 
@@ -94,12 +94,9 @@ class _TimedGPG(gnupg.GPG):
 
     def _open_subprocess(self, args: list[str], passphrase: bool = False) -> Any:
         cmd = self.make_args(args, passphrase)
-        # subprocess.Popen looked up now, not python-gnupg's own reference bound at import:
-        # `formrelay serve` imports gnupg before gunicorn's gevent worker patches
-        # subprocess, and that stale Popen cannot start a process under gevent.
-        process = subprocess.Popen(cmd, stdin=subprocess.PIPE,  # noqa: S603 - fixed gpg argv
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   env=self.env, start_new_session=True)
+        # Not python-gnupg's Popen: under gevent that forked the whole worker in Python
+        # for every gpg run (crypto/spawn.py).
+        process = spawn(cmd, self.env)
         fired = threading.Event()
 
         def kill() -> None:
@@ -114,7 +111,7 @@ class _TimedGPG(gnupg.GPG):
         timer.daemon = True
         timer.start()
         self._last.timed_out = False
-        process.formrelay_watch = (timer, fired)  # type: ignore[attr-defined]
+        process.formrelay_watch = (timer, fired)
         return process
 
     def _collect_output(self, process: Any, result: Any, writer: Any = None,
