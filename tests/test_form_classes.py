@@ -1,16 +1,22 @@
 """A form's WTForms class is built once per configuration and language, and keeps
-nothing of one post for the next."""
+nothing of one post for the next; a worker compiles the patient's pages before its
+first request."""
 
 from __future__ import annotations
 
 import io
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
+
+import pytest
+from flask import Flask
 
 from formrelay.config import FormSpec, load_config
 from formrelay.intake import forms
+from formrelay.ops.server import warm_worker
 
-from .conftest import ENV, make_config_dict, valid_answers, write_config
+from .conftest import ENV, make_config_dict, post_form, valid_answers, write_config
 from .keys import TestKey
 
 
@@ -48,3 +54,20 @@ def test_uploads_of_one_post_never_reach_the_next(tmp_path: Path,
     bad = forms.File("nep.pdf", "application/pdf", io.BytesIO(b"geen pdf"))
     third = forms.validate(spec, "nl", _fields(valid_answers()), {"attachment": [bad]})
     assert not third.ok and third.uploads == [] and "attachment" in third.errors
+
+
+def test_worker_compiles_the_patient_pages_before_its_first_request(
+        app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    """gunicorn's post_worker_init (ops/server.py) compiles what a patient's request
+    renders: then neither the form, the thanks page nor an error page compiles one."""
+    warm_worker(SimpleNamespace(wsgi=app))
+
+    def no_compile(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a template was compiled inside a request")
+
+    monkeypatch.setattr(app.jinja_env, "compile", no_compile)
+    client = app.test_client()
+    assert client.get("/f/intake").status_code == 200
+    assert post_form(client, valid_answers()).status_code == 200
+    assert client.get("/f/nope").status_code == 404
+    warm_worker(SimpleNamespace(wsgi=Flask("other")))  # another app: nothing to do
