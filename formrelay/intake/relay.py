@@ -164,7 +164,10 @@ class Relay:
 
     # -- the use case -----------------------------------------------------------------
     def submit(self, form_id: str, lang: str, formdata: forms.Fields,
-               files: forms.Files | None = None, *, ip: str = "") -> Receipt:
+               files: forms.Files | None = None, *, ip: str = "",
+               also: Callable[[], None] | None = None) -> Receipt:
+        """Validate, encrypt, store. `also` runs inside the submission's transaction
+        (the form token's first use): what it raises rolls the submission back."""
         spec = self.form(form_id)
         self.require_available(spec)
         result = forms.validate(spec, lang, formdata, files or {})
@@ -180,13 +183,14 @@ class Relay:
         except GpgTimeout as exc:  # the patient's copy runs gpg too
             self._gpg_failed(spec, exc, ip)
             raise self.unavailable(spec.id) from None
-        size, delivery, copy = self._encrypt_and_store(sub, spec, prepared, ip)
+        size, delivery, copy = self._encrypt_and_store(sub, spec, prepared, ip, also)
         log.info("form %s: received %s (%d bytes ciphertext, %d files)", spec.id,
                  sub.reference, size, len(sub.uploads))
         return Receipt(sub.reference, spec.id, sub.received_at, delivery, size, copy)
 
     def _encrypt_and_store(self, sub: Submission, spec: FormSpec, prepared: list[Any],
-                           ip: str) -> tuple[int, str, CopyReceipt | None]:
+                           ip: str, first: Callable[[], None] | None = None
+                           ) -> tuple[int, str, CopyReceipt | None]:
         fprs = self.settings.recipient_fingerprints(spec)
         emails = self.settings.recipient_emails(spec)
         tr = translations(spec.lang)
@@ -215,6 +219,8 @@ class Relay:
 
                 def also(stored: Stored = stored,
                          answers: list[CopyReceipt] = answers) -> None:
+                    if first is not None:
+                        first()
                     self.store.audit(AuditAction.RECEIVED, actor="patient", ip=ip,
                                      reference=sub.reference, form_id=spec.id,
                                      detail=f"{stored.delivery}, {len(sub.uploads)} files")
