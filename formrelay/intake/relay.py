@@ -7,7 +7,8 @@ mappings of lists) and returns a `Receipt`. It fails closed: if any recipient ke
 the form is unusable, or gpg fails, nothing is stored and `FormUnavailable` is raised;
 if the disk refuses the ciphertext or the database write (full, read-only), nothing is
 stored and `StoreNotWritable` is raised. The plaintext exists only in this call's memory
-and gpg's stdin; what reaches disk is the ciphertext.
+and gpg's stdin (a post without files is encrypted in process, crypto/inprocess.py);
+what reaches disk is the ciphertext.
 """
 
 from __future__ import annotations
@@ -208,7 +209,9 @@ class Relay:
         for attempt in range(3):
             out = self.tmp / f"{sub.reference}.{os.getpid()}.asc"
             try:
-                size = self._encrypt(parts, fprs, out, files=bool(sub.uploads))
+                ciphertext = self._encrypt(parts, fprs, out, files=bool(sub.uploads))
+                size = len(ciphertext) if isinstance(ciphertext, bytes) \
+                    else ciphertext.stat().st_size
                 delivery = self._delivery_for(sub, spec, size, ip)
                 status = "queued" if delivery == "email" else "held"
                 row = {"reference": sub.reference, "form_id": spec.id,
@@ -229,7 +232,7 @@ class Relay:
                         if answer is not None:
                             answers.append(answer)
 
-                self.store.add_submission(row, out, also)
+                self.store.add_submission(row, ciphertext, also)
                 return size, delivery, answers[0] if answers else None
             except CryptoError as exc:
                 self._gpg_failed(spec, exc, ip)
@@ -250,22 +253,20 @@ class Relay:
         raise AssertionError("unreachable")
 
     def _encrypt(self, parts: Callable[[], Iterator[bytes]], fprs: list[str], out: Path,
-                 *, files: bool) -> int:
-        """Write the payload's ciphertext to `out`; returns its size. A post without files
-        is encrypted in process when the engine holds every key (gpg passed them); the
-        rest, and anything the engine declines, by gpg."""
+                 *, files: bool) -> Path | bytes:
+        """The payload's ciphertext: its bytes, or `out` where gpg wrote it. A post
+        without files is encrypted in process when the engine holds every key (gpg
+        passed them); the rest, and anything the engine declines, by gpg."""
         if not files and self.engine.available:
             try:
                 ciphertext = self.engine.encrypt(b"".join(parts()), fprs, self.clock())
             except KeyExpired as exc:
                 raise CryptoError(f"{exc}; nothing encrypted") from None
             if ciphertext is not None:
-                fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-                with os.fdopen(fd, "wb") as f:
-                    f.write(ciphertext)
-                return len(ciphertext)
+                return ciphertext  # a few KB: straight into the database, no temp file
         stream = io.BufferedReader(IterStream(parts()), 1 << 16)
-        return self.keyring.encrypt_stream(stream, fprs, out, compress=not files)
+        self.keyring.encrypt_stream(stream, fprs, out, compress=not files)
+        return out
 
     def _gpg_failed(self, spec: FormSpec, exc: CryptoError, ip: str) -> None:
         log.error("form %s: encryption failed, nothing stored: %s", spec.id, exc)
