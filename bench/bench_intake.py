@@ -317,6 +317,8 @@ def under_slow_clients(server: Server, duration: float, warmup: float,
     finally:
         for t in gets_thread:
             t.join(timeout=duration + 30)
+            if t.is_alive() or "ok" not in gets:
+                print("  the GET probe did not finish", flush=True)
         stop.set()
         attacker.join(timeout=30)
     return {**out, "gets": gets.get("ok", 0) / duration, "get_failed": gets.get("failed", 0)}
@@ -364,6 +366,8 @@ def on_postgres(root: Path, key: Path, fpr: str, port: int, duration: float, war
         for n in LEVELS:
             prefetch = int(best * 2 * (duration + 1) / n) + 10
             for setup in setups:
+                if n < len(setup.servers):  # every instance gets at least one client
+                    continue
                 r = measure_setup(setup, n, duration, warmup, prefetch)
                 best = max(best, r["rate"])
                 out.append((setup.name, n, r))

@@ -65,7 +65,7 @@ def probe(port: int, seconds: float, form: str = FORM) -> tuple[int, int]:
             resp = conn.getresponse()
             resp.read()
             ok += resp.status == 200
-        except OSError:
+        except (OSError, http.client.HTTPException):
             failed += 1
         finally:
             conn.close()
