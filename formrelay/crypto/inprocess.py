@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from .keyring import CryptoError
 from .packets import SEIPD_V1, PacketError, encryption_packet
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ except ImportError:  # pragma: no cover - a declared dependency; without it, gpg
 MAX_BYTES = 256 * 1024
 
 
-class KeyExpired(Exception):
+class KeyExpired(CryptoError):
     """An admitted certificate passed the expiry gpg reported: nothing is encrypted."""
 
 
@@ -115,7 +116,7 @@ class InProcess:
                    if a is not None and a.until is not None and a.until <= now]
         if expired:
             self.drop(expired)
-            raise KeyExpired(f"key {', '.join(expired)} expired")
+            raise KeyExpired(f"key {', '.join(expired)} expired; nothing encrypted")
         try:
             out = bytes(pysequoia.encrypt(data, recipients=[a.cert for a in chosen if a],
                                           armor=True))

@@ -27,7 +27,7 @@ from typing import Any
 
 from ..audit_actions import AuditAction
 from ..config import FormSpec, Settings
-from ..crypto.inprocess import InProcess, KeyExpired
+from ..crypto.inprocess import InProcess
 from ..crypto.keyring import CryptoError, GpgTimeout, Keyring, KeyStatus
 from ..errors import FormUnavailable, InvalidSubmission, NotFound
 from ..i18n import translations
@@ -258,10 +258,8 @@ class Relay:
         without files is encrypted in process when the engine holds every key (gpg
         passed them); the rest, and anything the engine declines, by gpg."""
         if not files and self.engine.available:
-            try:
-                ciphertext = self.engine.encrypt(b"".join(parts()), fprs, self.clock())
-            except KeyExpired as exc:
-                raise CryptoError(f"{exc}; nothing encrypted") from None
+            # KeyExpired (a CryptoError): refused like a gpg failure, nothing stored
+            ciphertext = self.engine.encrypt(b"".join(parts()), fprs, self.clock())
             if ciphertext is not None:
                 return ciphertext  # a few KB: straight into the database, no temp file
         stream = io.BufferedReader(IterStream(parts()), 1 << 16)
