@@ -50,9 +50,9 @@ from bench.bench_widget import FORM, write_config
 ATTACKER, PROBE = "127.0.0.5", "127.0.0.2"
 
 
-def attack(port: int, slow: int, idle: int, stop: threading.Event) -> None:
+def attack(port: int, slow: int, idle: int, stop: threading.Event, form: str = FORM) -> None:
     socks = []
-    head = (f"POST /f/{FORM} HTTP/1.1\r\nHost: x\r\nContent-Type: "
+    head = (f"POST /f/{form} HTTP/1.1\r\nHost: x\r\nContent-Type: "
             "application/x-www-form-urlencoded\r\nContent-Length: 1000000\r\n\r\na=").encode()
     for i in range(slow + idle):
         s = socket.create_connection(("127.0.0.1", port), timeout=5,
@@ -71,18 +71,18 @@ def attack(port: int, slow: int, idle: int, stop: threading.Event) -> None:
         s.close()
 
 
-def probe(port: int, seconds: float) -> tuple[int, int]:
+def probe(port: int, seconds: float, form: str = FORM) -> tuple[int, int]:
     ok = failed = 0
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5,
                                           source_address=(PROBE, 0))
         try:
-            conn.request("GET", f"/f/{FORM}?embed=1")
+            conn.request("GET", f"/f/{form}?embed=1")
             resp = conn.getresponse()
             resp.read()
             ok += resp.status == 200
-        except OSError:
+        except (OSError, http.client.HTTPException):
             failed += 1
         finally:
             conn.close()

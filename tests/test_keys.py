@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -152,7 +153,10 @@ def test_gpg_failure_during_post_fails_closed(app: Flask, keys: dict[str, TestKe
     post_form(client, valid_answers(), json_answer=True)  # warm up: the key is fine
     before = len(relay.store.submissions())
     relay.keyring.gpg.gpgbinary = "/bin/false"  # gpg now fails on every call
-    r = post_form(client, valid_answers("tijdens-storing"), json_answer=True)
+    # with a file: gpg encrypts it (a post without one is encrypted in process)
+    pdf = (io.BytesIO(b"%PDF-1.4 verwijzing"), "verwijzing.pdf")
+    r = post_form(client, {**valid_answers("tijdens-storing"), "attachment": pdf},
+                  json_answer=True)
     assert r.status_code == 503 and "020 555 0101" in r.get_json()["error"]
     assert len(relay.store.submissions()) == before
     assert "encryption failed" in logs.text and "tijdens-storing" not in logs.text
@@ -218,7 +222,8 @@ def test_hanging_gpg_is_stopped_and_the_form_shows_itself_unavailable(
     real = relay.keyring.gpg.gpgbinary
     relay.keyring.gpg.gpgbinary = str(script)
 
-    r = post_form(client, valid_answers("tijdens-hangen"))
+    pdf = (io.BytesIO(b"%PDF-1.4 verwijzing"), "verwijzing.pdf")  # gpg encrypts files
+    r = post_form(client, {**valid_answers("tijdens-hangen"), "attachment": pdf})
     html = r.get_data(as_text=True)
     assert r.status_code == 503
     assert "tijdelijk niet beschikbaar" in html and "020 555 0101" in html

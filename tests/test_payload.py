@@ -85,3 +85,15 @@ def test_attachment_travels_as_its_bytes() -> None:
 def test_header_injection_is_refused(subject: str) -> None:
     with pytest.raises(ValueError):
         build(make_submission(), subject=subject)
+
+
+@pytest.mark.parametrize("title", ["Intake fysiotherapie – ë", "ë" * 60, "🦵" * 25 + "ça",
+                                   "Vragenlijst voor nieuwe patiënten ’s-Hertogenbosch " * 3])
+def test_non_ascii_subject_is_encoded_words_a_client_reads(title: str) -> None:
+    msg = build(make_submission(title))
+    assert msg["Subject"] == f"{title} - FR-7K2M-9QXD"
+    raw = b"".join(payload_parts(make_submission(title), sender="formulieren@praktijk.test",
+                                 recipients=["dokter@praktijk.test"], subject=title,
+                                 domain="praktijk.test", practice="P", labels=LABELS))
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    assert head.isascii() and all(len(line) <= 78 for line in head.split(b"\r\n"))

@@ -89,6 +89,23 @@ def test_replay_is_refused_across_worker_processes(make_app: Callable[..., Flask
     assert stored(two) == 1
 
 
+def test_replay_that_passes_the_first_look_is_refused_by_the_commit(
+        app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two posts of one token at once both pass the first look (neither is stored yet);
+    the token is recorded in the submission's own transaction, so the second is rolled
+    back whole: no second submission, mail or "received" event."""
+    store = app.extensions["formrelay"].store
+    token = form_token(client)
+    assert send(client, {**token, **valid_answers("eerste")}).status_code == 200
+    events = len(store.audit_rows())
+    mails = len(store.outbox_rows())
+    monkeypatch.setattr(store, "form_token_used", lambda token_id: False)  # "not yet"
+    again = send(client, {**token, **valid_answers("tegelijk")})
+    assert stored(app) == 1 and len(store.audit_rows()) == events
+    assert len(store.outbox_rows()) == mails
+    kept_and_sendable(app, client, again, "al eens verstuurd", "tegelijk")
+
+
 def test_expired_token_asks_to_send_again(make_app: Callable[..., Flask]) -> None:
     clock = Clock()
     app = make_app(clock=clock, server={"min_fill_seconds": 3,

@@ -17,7 +17,6 @@ import os
 import shutil
 import signal
 import stat
-import subprocess
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -30,6 +29,7 @@ import gnupg
 
 from ..config import Recipient
 from ..errors import OperatorError
+from .spawn import spawn
 
 log = logging.getLogger(__name__)
 
@@ -94,12 +94,9 @@ class _TimedGPG(gnupg.GPG):
 
     def _open_subprocess(self, args: list[str], passphrase: bool = False) -> Any:
         cmd = self.make_args(args, passphrase)
-        # subprocess.Popen looked up now, not python-gnupg's own reference bound at import:
-        # `formrelay serve` imports gnupg before gunicorn's gevent worker patches
-        # subprocess, and that stale Popen cannot start a process under gevent.
-        process = subprocess.Popen(cmd, stdin=subprocess.PIPE,  # noqa: S603 - fixed gpg argv
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   env=self.env, start_new_session=True)
+        # Not python-gnupg's Popen: under gevent that forked the whole worker in Python
+        # for every gpg run (crypto/spawn.py).
+        process = spawn(cmd, self.env)
         fired = threading.Event()
 
         def kill() -> None:
@@ -114,7 +111,7 @@ class _TimedGPG(gnupg.GPG):
         timer.daemon = True
         timer.start()
         self._last.timed_out = False
-        process.formrelay_watch = (timer, fired)  # type: ignore[attr-defined]
+        process.formrelay_watch = (timer, fired)
         return process
 
     def _collect_output(self, process: Any, result: Any, writer: Any = None,
@@ -363,6 +360,13 @@ class Keyring:
                 raise OSError(errno.ENOSPC, f"no space left for gpg's output in {output.parent}")
             raise CryptoError(f"gpg encryption failed: {_gpg_reason(result)}")
         return output.stat().st_size
+
+    def export_public(self, fingerprints: list[str]) -> bytes:
+        """The public keys of `fingerprints` as gpg holds them now (binary), for the
+        in-process engine (crypto/inprocess.py) to take only what gpg just checked."""
+        data = self.gpg.export_keys(list(fingerprints), armor=False)
+        self.check_timeout("exporting keys")
+        return data if isinstance(data, bytes) else b""
 
     def encrypt_bytes(self, data: bytes, fingerprints: list[str], output: Path) -> int:
         return self.encrypt_stream(io.BytesIO(data), fingerprints, output)

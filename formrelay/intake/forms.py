@@ -14,8 +14,9 @@ from __future__ import annotations
 import io
 import re
 import unicodedata
+import weakref
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from typing import IO, Any, Protocol
 
@@ -159,10 +160,12 @@ class ReadableText:
                                                 "not be read; please type it again."))
 
 
-@dataclass
+@dataclass(frozen=True)
 class UploadCheck:
+    """Checks a file field's uploads; the ones that pass go to the form instance's
+    `uploads` (the validator itself keeps nothing: its form class serves every post)."""
+
     spec: FieldSpec
-    checked: list[Upload] = field(default_factory=list)
 
     def __call__(self, form: wtforms.Form, fld: wtforms.Field) -> None:
         files = [f for f in (fld.raw_data or []) if getattr(f, "filename", None)]
@@ -191,7 +194,7 @@ class UploadCheck:
                                         % {"mb": self.spec.max_size_mb})
             if size == 0:
                 raise v.ValidationError(fld.gettext("This file is empty."))
-            self.checked.append(Upload(
+            form.uploads.setdefault(self.spec.name, []).append(Upload(
                 field=self.spec.name,
                 filename=safe_filename(name, ext, f"{self.spec.name}-{i}"),
                 content_type=UPLOAD_TYPES[ext], size=size, stream=stream))
@@ -210,8 +213,12 @@ class BaseForm(wtforms.Form):
         def get_translations(self, form: wtforms.Form) -> Any:
             return translations(self.locales[0])
 
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.uploads: dict[str, list[Upload]] = {}  # field name -> the files that passed
 
-def _field(spec: FieldSpec, uploads: dict[str, UploadCheck], lang: str) -> wtforms.Field:
+
+def _field(spec: FieldSpec, lang: str) -> wtforms.Field:
     req: list[Any] = [v.InputRequired()] if spec.required else [v.Optional()]
     text = [ReadableText()]
     kw: dict[str, Any] = {"label": localized(spec, "label", lang),
@@ -251,24 +258,43 @@ def _field(spec: FieldSpec, uploads: dict[str, UploadCheck], lang: str) -> wtfor
     if t == "consent":
         return wtforms.BooleanField(validators=[Ticked()], **kw)
     if t == "file":
-        check = uploads.setdefault(spec.name, UploadCheck(spec))
-        return wtforms.MultipleFileField(validators=[check], **kw)
+        return wtforms.MultipleFileField(validators=[UploadCheck(spec)], **kw)
     raise ValueError(f"unknown field type {t}")
 
 
 
 
-def form_class(spec: FormSpec, lang: str, uploads: dict[str, UploadCheck]) -> type[BaseForm]:
-    meta = type("Meta", (BaseForm.Meta,), {"locales": [lang]})
-    attrs: dict[str, Any] = {"Meta": meta}
-    for f in spec.fields:
-        attrs[f.name] = _field(f, uploads, lang)
-    return type(f"Form_{spec.id}", (BaseForm,), attrs)
+# (id of a FormSpec, language) -> its form class. A configuration's FormSpec objects
+# live as long as it is in force; a reload makes new ones, and the classes of the old
+# ones are forgotten when those are collected.
+_CLASSES: dict[tuple[int, str], type[BaseForm]] = {}
+
+
+def form_class(spec: FormSpec, lang: str) -> type[BaseForm]:
+    """The WTForms class of a form in a language, built once per configuration: building
+    it (every field and validator) cost more than validating a post with it."""
+    key = (id(spec), lang)
+    cls = _CLASSES.get(key)
+    if cls is None:
+        meta = type("Meta", (BaseForm.Meta,), {"locales": [lang]})
+        attrs: dict[str, Any] = {"Meta": meta}
+        for f in spec.fields:
+            attrs[f.name] = _field(f, lang)
+        cls = type(f"Form_{spec.id}", (BaseForm,), attrs)
+        if not any(k[0] == key[0] for k in list(_CLASSES)):
+            weakref.finalize(spec, _forget, key[0])
+        _CLASSES[key] = cls
+    return cls
+
+
+def _forget(spec_id: int) -> None:
+    for key in [k for k in list(_CLASSES) if k[0] == spec_id]:
+        _CLASSES.pop(key, None)
 
 
 def empty_form(spec: FormSpec, lang: str, data: Fields | None = None) -> BaseForm:
     """An unvalidated form for rendering, optionally filled with earlier answers."""
-    return form_class(spec, lang, {})(formdata=_FormData(data) if data else None)
+    return form_class(spec, lang)(formdata=_FormData(data) if data else None)
 
 
 @dataclass
@@ -285,8 +311,7 @@ class Result:
 
 def validate(spec: FormSpec, lang: str, formdata: Fields, files: Files) -> Result:
     """Check a post against the form's allow-list; answers and uploads if it passes."""
-    uploads: dict[str, UploadCheck] = {}
-    cls = form_class(spec, lang, uploads)
+    cls = form_class(spec, lang)
     gettext = translations(lang).gettext
     known = {f.name for f in spec.fields}
     unknown = sorted({k for k in [*formdata.keys(), *files.keys()]
@@ -313,7 +338,7 @@ def validate(spec: FormSpec, lang: str, formdata: Fields, files: Files) -> Resul
     if errors:
         return Result(form, errors, [], [])
     answers = [_answer(f, form[f.name].data, lang) for f in spec.fields if f.type != "file"]
-    files_out = [u for f in spec.fields if f.name in uploads for u in uploads[f.name].checked]
+    files_out = [u for f in spec.fields for u in form.uploads.get(f.name, [])]
     for f in spec.fields:
         if f.type == "file":
             names = [u.filename for u in files_out if u.field == f.name]

@@ -7,7 +7,8 @@ mappings of lists) and returns a `Receipt`. It fails closed: if any recipient ke
 the form is unusable, or gpg fails, nothing is stored and `FormUnavailable` is raised;
 if the disk refuses the ciphertext or the database write (full, read-only), nothing is
 stored and `StoreNotWritable` is raised. The plaintext exists only in this call's memory
-and gpg's stdin; what reaches disk is the ciphertext.
+and gpg's stdin (a post without files is encrypted in process, crypto/inprocess.py);
+what reaches disk is the ciphertext.
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from ..audit_actions import AuditAction
 from ..config import FormSpec, Settings
+from ..crypto.inprocess import InProcess
 from ..crypto.keyring import CryptoError, GpgTimeout, Keyring, KeyStatus
 from ..errors import FormUnavailable, InvalidSubmission, NotFound
 from ..i18n import translations
@@ -67,6 +70,8 @@ class Relay:
         self._keys_at = 0.0
         self._rechecking = False
         self._lock = threading.Lock()
+        # small posts are encrypted in process, only to keys gpg has just passed
+        self.engine = InProcess()
 
     # -- keys -------------------------------------------------------------------------
     def sync_keys(self) -> dict[str, KeyStatus]:
@@ -75,6 +80,7 @@ class Relay:
             self._keys = self.keyring.sync(self.settings.recipients, self.settings.resolve,
                                            self.clock())
             self._keys_at = time.monotonic()
+            self._admit(self._keys)
             for st in self._keys.values():
                 if not st.usable:
                     log.error("key refused: %s", st.line())
@@ -107,16 +113,32 @@ class Relay:
                     if old and not old.usable and "not imported" in st.problem:
                         recheck[rid] = old
                 self._keys, self._keys_at = recheck, time.monotonic()
+            self._admit(recheck)
         return dict(self._keys)
+
+    def _admit(self, statuses: dict[str, KeyStatus]) -> None:
+        """Hand the in-process engine exactly the keys gpg found usable just now, as
+        gpg exports them; every other key it held is dropped (crypto/inprocess.py)."""
+        passed = {st.fingerprint: st.expires for st in statuses.values() if st.usable}
+        exported = b""
+        if passed and self.engine.available:
+            try:
+                exported = self.keyring.export_public(sorted(passed))
+            except CryptoError as exc:  # gpg encrypts until the next check works
+                log.warning("keys not exported for in-process encryption: %s", exc)
+        self.engine.admit(exported, passed)
 
     def keys_failed(self, recipients: Iterable[str], problem: str) -> None:
         """gpg failed for these recipients' keys: their forms show themselves unavailable
         at once, without running gpg, until the next recheck (KEY_RECHECK_SECONDS) finds
         gpg and the keys working again."""
         with self._lock:
+            failed = []
             for rid in recipients:
                 fpr = self.settings.recipients[rid].fingerprint
                 self._keys[rid] = KeyStatus(rid, fpr, False, problem)
+                failed.append(fpr)
+            self.engine.drop(failed)
             self._keys_at = time.monotonic()
 
     def form_problems(self, spec: FormSpec) -> list[str]:
@@ -144,7 +166,10 @@ class Relay:
 
     # -- the use case -----------------------------------------------------------------
     def submit(self, form_id: str, lang: str, formdata: forms.Fields,
-               files: forms.Files | None = None, *, ip: str = "") -> Receipt:
+               files: forms.Files | None = None, *, ip: str = "",
+               also: Callable[[], None] | None = None) -> Receipt:
+        """Validate, encrypt, store. `also` runs inside the submission's transaction
+        (the form token's first use): what it raises rolls the submission back."""
         spec = self.form(form_id)
         self.require_available(spec)
         result = forms.validate(spec, lang, formdata, files or {})
@@ -160,13 +185,14 @@ class Relay:
         except GpgTimeout as exc:  # the patient's copy runs gpg too
             self._gpg_failed(spec, exc, ip)
             raise self.unavailable(spec.id) from None
-        size, delivery, copy = self._encrypt_and_store(sub, spec, prepared, ip)
+        size, delivery, copy = self._encrypt_and_store(sub, spec, prepared, ip, also)
         log.info("form %s: received %s (%d bytes ciphertext, %d files)", spec.id,
                  sub.reference, size, len(sub.uploads))
         return Receipt(sub.reference, spec.id, sub.received_at, delivery, size, copy)
 
     def _encrypt_and_store(self, sub: Submission, spec: FormSpec, prepared: list[Any],
-                           ip: str) -> tuple[int, str, CopyReceipt | None]:
+                           ip: str, first: Callable[[], None] | None = None
+                           ) -> tuple[int, str, CopyReceipt | None]:
         fprs = self.settings.recipient_fingerprints(spec)
         emails = self.settings.recipient_emails(spec)
         tr = translations(spec.lang)
@@ -181,12 +207,12 @@ class Relay:
                                  practice=practice.name, labels=labels,
                                  tz=practice.timezone, lang=spec.lang)
 
-        out = self.tmp / f"{sub.reference}.{os.getpid()}.asc"
         for attempt in range(3):
+            out = self.tmp / f"{sub.reference}.{os.getpid()}.asc"
             try:
-                stream = io.BufferedReader(IterStream(parts()), 1 << 16)
-                size = self.keyring.encrypt_stream(stream, fprs, out,
-                                                   compress=not sub.uploads)
+                ciphertext = self._encrypt(parts, fprs, out, files=bool(sub.uploads))
+                size = len(ciphertext) if isinstance(ciphertext, bytes) \
+                    else ciphertext.stat().st_size
                 delivery = self._delivery_for(sub, spec, size, ip)
                 status = "queued" if delivery == "email" else "held"
                 # whose it is, recorded for good: access, mail and audit chain follow
@@ -202,6 +228,8 @@ class Relay:
                 def also(stored: Stored = stored,
                          answers: list[CopyReceipt] = answers) -> None:
                     answers.clear()  # run again when the store retries the transaction
+                    if first is not None:
+                        first()
                     self.store.audit(AuditAction.RECEIVED, actor="patient", ip=ip,
                                      reference=sub.reference, form_id=spec.id,
                                      detail=f"{stored.delivery}, {len(sub.uploads)} files")
@@ -210,7 +238,7 @@ class Relay:
                         if answer is not None:
                             answers.append(answer)
 
-                self.store.add_submission(row, out, also)
+                self.store.add_submission(row, ciphertext, also)
                 return size, delivery, answers[0] if answers else None
             except CryptoError as exc:
                 self._gpg_failed(spec, exc, ip)
@@ -229,6 +257,20 @@ class Relay:
             finally:
                 out.unlink(missing_ok=True)
         raise AssertionError("unreachable")
+
+    def _encrypt(self, parts: Callable[[], Iterator[bytes]], fprs: list[str], out: Path,
+                 *, files: bool) -> Path | bytes:
+        """The payload's ciphertext: its bytes, or `out` where gpg wrote it. A post
+        without files is encrypted in process when the engine holds every key (gpg
+        passed them); the rest, and anything the engine declines, by gpg."""
+        if not files and self.engine.available:
+            # KeyExpired (a CryptoError): refused like a gpg failure, nothing stored
+            ciphertext = self.engine.encrypt(b"".join(parts()), fprs, self.clock())
+            if ciphertext is not None:
+                return ciphertext  # a few KB: straight into the database, no temp file
+        stream = io.BufferedReader(IterStream(parts()), 1 << 16)
+        self.keyring.encrypt_stream(stream, fprs, out, compress=not files)
+        return out
 
     def _gpg_failed(self, spec: FormSpec, exc: CryptoError, ip: str) -> None:
         log.error("form %s: encryption failed, nothing stored: %s", spec.id, exc)

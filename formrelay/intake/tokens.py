@@ -89,10 +89,11 @@ class FormTokens:
         shown = datetime.fromtimestamp(float(data["t"]), tz=self.clock().tzinfo)
         return FormToken(form_id=form_id, shown_at=shown, id=data["n"])
 
-    def check(self, token: str, form_id: str, first_use: Callable[[str, datetime], bool]) -> \
-            FormToken:
-        """Accept a posted token or raise TokenProblem. `first_use(id, expires_at)` records
-        the id and says whether this is its first post (see Store.use_form_token)."""
+    def check(self, token: str, form_id: str, used: Callable[[str], bool]) -> FormToken:
+        """Accept a posted token or raise TokenProblem; `used(id)` says whether it was
+        posted before (Store.form_token_used). Nothing is recorded here: the submission's
+        transaction records the token with the post (`first_use`), so a post costs one
+        commit, and a post that is not stored leaves its token unused."""
         ft = self.decode(token, form_id)
         now = self.clock()
         age = now - ft.shown_at
@@ -100,6 +101,16 @@ class FormTokens:
             raise TokenProblem(TokenReason.TOO_FAST, ft)
         if age > self.max_age:
             raise TokenProblem(TokenReason.TOO_OLD, ft)
-        if not first_use(ft.id, ft.shown_at + self.max_age):
+        if used(ft.id):
             raise TokenProblem(TokenReason.REPLAYED, ft)
         return ft
+
+    def first_use(self, ft: FormToken, use: Callable[[str, datetime], bool]) -> \
+            Callable[[], None]:
+        """What the submission's transaction runs: record the token (Store.use_form_token)
+        or raise TokenProblem(REPLAYED) when another post recorded it first, which rolls
+        the whole submission back."""
+        def record() -> None:
+            if not use(ft.id, ft.shown_at + self.max_age):
+                raise TokenProblem(TokenReason.REPLAYED, ft)
+        return record

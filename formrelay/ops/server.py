@@ -75,6 +75,8 @@ def gunicorn_options(*, bind: str = DEFAULT_BIND, workers: int = DEFAULT_WORKERS
         # in the master, before any worker: counters in a Redis that does not answer stop
         # the start with one line (a worker that failed to boot would stop gunicorn later)
         "on_starting": check_before_workers,
+        # in each worker, its app loaded: the patient's pages compiled before any request
+        "post_worker_init": warm_worker,
     }
     known = _known_settings()
     if "forwarder_headers" in known:
@@ -131,6 +133,21 @@ def check_before_workers(server: Any) -> None:
         refuse_without_counters(settings)
     except FormrelayError as exc:
         raise RuntimeError(" ".join(str(exc).splitlines())) from None
+
+
+# The templates a patient's request renders (and what they extend and include).
+PATIENT_TEMPLATES = ("base.html", "_contact.html", "form.html", "thanks.html", "error.html")
+
+
+def warm_worker(worker: Any) -> None:
+    """gunicorn's post_worker_init hook: compile the patient's templates in the worker
+    before it takes a request. Jinja compiles a template on first use, so otherwise the
+    first posts of every (recycled) worker waited for it. Any other app: nothing."""
+    env = getattr(worker.wsgi, "jinja_env", None)
+    if env is None or "formrelay" not in getattr(worker.wsgi, "extensions", {}):
+        return
+    for name in PATIENT_TEMPLATES:
+        env.get_template(name)
 
 
 def _known_settings() -> set[str]:

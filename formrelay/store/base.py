@@ -23,8 +23,10 @@ import logging
 import os
 import random
 import sqlite3
+import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -194,6 +196,27 @@ def _is_conflict(exc: BaseException) -> bool:
     return isinstance(exc, psycopg.errors.UniqueViolation)
 
 
+# Connections kept for the next greenlets of a gevent worker (more are closed).
+IDLE_CONNECTIONS = 32
+
+
+def _on_greenlet_end(callback: Callable[[sqlite3.Connection], None],
+                     conn: sqlite3.Connection) -> None:
+    """Under gevent (gunicorn's worker), `threading.local` is per greenlet, and a worker
+    runs a greenlet per HTTP connection: hand `conn` to `callback` when the current
+    greenlet is gone. Threads (the CLI, the delivery worker, tests) keep theirs."""
+    if "gevent" not in sys.modules:
+        return
+    from gevent import getcurrent, monkey
+
+    if not monkey.is_module_patched("threading"):
+        return
+    current = getcurrent()
+    if getattr(current, "parent", None) is None:  # the hub's main greenlet: lives on
+        return
+    weakref.finalize(current, callback, conn)
+
+
 class StoreBase:
     """One database (a SQLite file, or PostgreSQL at `url`): connections, transactions,
     migrations. The parts of `Store` (submissions, audit log, outbox...) build on it."""
@@ -203,6 +226,8 @@ class StoreBase:
         self.clock = clock
         self.url = url
         self._local = threading.local()
+        # Connections of finished greenlets, for the next ones (`_greenlet_done`).
+        self._idle: list[sqlite3.Connection] = []
         self._writer = threading.Lock()
         self._lock_path = path.with_name(path.name + ".lock")
         self._pg: Any = None
@@ -250,6 +275,10 @@ class StoreBase:
         if self._pg is not None:
             return self._pg
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None and self._idle:
+            conn = self._idle.pop()
+            self._local.conn = conn
+            _on_greenlet_end(self._greenlet_done, conn)
         if conn is None:
             try:
                 conn = sqlite3.connect(self.path, timeout=BUSY_SECONDS, isolation_level=None,
@@ -265,7 +294,23 @@ class StoreBase:
             conn.execute("PRAGMA secure_delete=ON")  # deleted ciphertext pages are zeroed
             conn.row_factory = sqlite3.Row
             self._local.conn = conn
+            _on_greenlet_end(self._greenlet_done, conn)
         return conn
+
+    def _greenlet_done(self, conn: sqlite3.Connection) -> None:
+        """A greenlet that used `conn` has ended: keep it for the next one instead of
+        opening a new SQLite connection per HTTP connection (each with its WAL setup and
+        a cold schema and page cache). One that is left in a transaction is rolled back,
+        one that fails that is dropped."""
+        try:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        except sqlite3.Error:  # closed by a failed rollback, or unusable
+            return
+        if len(self._idle) < IDLE_CONNECTIONS:
+            self._idle.append(conn)
+        else:
+            conn.close()
 
     def _wal(self, conn: sqlite3.Connection) -> None:
         """Switch to WAL. On a new file several processes (gunicorn workers booting at
@@ -294,6 +339,8 @@ class StoreBase:
         if conn is not None:
             conn.close()
             self._local.conn = None
+        while self._idle:
+            self._idle.pop().close()
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:

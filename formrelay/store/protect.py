@@ -18,7 +18,8 @@ class FormProtection(StoreBase):
 
     def use_form_token(self, token_id: str, expires_at: datetime) -> bool:
         """Record that a form token was posted; False if it was posted before (a replay).
-        One INSERT decides, so two processes cannot both accept the same token."""
+        One INSERT decides, so two processes cannot both accept the same token. Called
+        inside the submission's transaction, it commits with it (one fsync a post)."""
         now = self.clock().timestamp()
         with self.transaction() as conn:
             conn.execute("DELETE FROM used_form_tokens WHERE expires_at <= ?", (now,))
@@ -26,6 +27,13 @@ class FormProtection(StoreBase):
                                "VALUES (?, ?) ON CONFLICT DO NOTHING",
                                (token_id, expires_at.timestamp()))
         return cur.rowcount == 1
+
+    def form_token_used(self, token_id: str) -> bool:
+        """Was this form token posted before? A read only: the post's own transaction
+        records it (`use_form_token`), and that INSERT is what decides."""
+        row = self.conn.execute("SELECT 1 FROM used_form_tokens WHERE id = ?",
+                                (token_id,)).fetchone()
+        return row is not None
 
     def hit_counter(self, key: str, expiry: float, amount: int = 1) -> int:
         """Add `amount` to a fixed-window counter that expires `expiry` seconds after its

@@ -30,16 +30,21 @@ def _quote(column: str) -> str:
     return '"' + column.replace('"', '""') + '"'
 
 
+def _source(ciphertext: Path | bytes) -> IO[bytes]:
+    return io.BytesIO(ciphertext) if isinstance(ciphertext, bytes) else ciphertext.open("rb")
+
+
 class Submissions(StoreBase):
     """Store, read, stream and delete submissions; queue and batch held notices."""
 
-    def add_submission(self, row: dict[str, Any], ciphertext: Path,
+    def add_submission(self, row: dict[str, Any], ciphertext: Path | bytes,
                        also: Callable[[], None] | None = None) -> None:
-        """Commit a submission row and its ciphertext (copied from the file gpg wrote),
-        plus whatever `also` writes (outbox, audit), in one transaction. On PostgreSQL a
-        transaction given up in a conflict with another is run again (`also` too), so a
-        busy moment does not turn the patient away."""
-        size = ciphertext.stat().st_size
+        """Commit a submission row and its ciphertext (copied from the file gpg wrote, or
+        the bytes of a small one encrypted in process), plus whatever `also` writes
+        (outbox, audit, the form token), in one transaction. On PostgreSQL a transaction
+        given up in a conflict with another is run again (`also` too), so a busy moment
+        does not turn the patient away."""
+        size = len(ciphertext) if isinstance(ciphertext, bytes) else ciphertext.stat().st_size
         if self.engine == "postgresql":
             self.retried(lambda: self._add_chunked(row, ciphertext, size, also))
             return
@@ -51,12 +56,12 @@ class Submissions(StoreBase):
                 f"INSERT INTO submissions ({cols}, size, ciphertext) "  # noqa: S608 - quoted names
                 f"VALUES ({marks}, ?, zeroblob(?))", [*row.values(), size, size])
             with conn.blobopen("submissions", "ciphertext", cur.lastrowid or 0) as blob, \
-                    ciphertext.open("rb") as src:
+                    _source(ciphertext) as src:
                 shutil.copyfileobj(src, blob, CHUNK)
             if also:
                 also()
 
-    def _add_chunked(self, row: dict[str, Any], ciphertext: Path, size: int,
+    def _add_chunked(self, row: dict[str, Any], ciphertext: Path | bytes, size: int,
                      also: Callable[[], None] | None) -> None:
         """PostgreSQL: the row (an empty marker in `ciphertext`), then the file in rows of
         `CHUNK` bytes, one read at a time."""
@@ -65,7 +70,7 @@ class Submissions(StoreBase):
             marks = ", ".join("?" * len(row))
             conn.execute(f"INSERT INTO submissions ({cols}, size, ciphertext) "  # noqa: S608 - quoted names
                          f"VALUES ({marks}, ?, ?)", [*row.values(), size, b""])
-            with ciphertext.open("rb") as src:
+            with _source(ciphertext) as src:
                 n = 0
                 while chunk := src.read(CHUNK):
                     conn.execute("INSERT INTO submission_chunks (reference, n, data) "

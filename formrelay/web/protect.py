@@ -20,6 +20,7 @@ import ipaddress
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -35,7 +36,7 @@ from ..errors import UserError
 from ..i18n import gettext
 from ..intake import ratelimit
 from ..intake.relay import Relay
-from ..intake.tokens import FormTokens, TokenProblem, TokenReason
+from ..intake.tokens import FormToken, FormTokens, TokenProblem, TokenReason
 from .common import language, relay
 
 log = logging.getLogger("formrelay.web")
@@ -117,27 +118,38 @@ def check_origin(spec: FormSpec) -> None:
     raise UserError(FOREIGN_ORIGIN, status=403)
 
 
-def check_post(spec: FormSpec) -> datetime:
-    """Honeypot and form token; returns when the patient first saw the form. Raises
-    SendAgain (show the form again with their answers) on any refusal."""
+def check_post(spec: FormSpec) -> FormToken:
+    """Honeypot and form token; returns the token (its `shown_at`: when the patient first
+    saw the form). Raises SendAgain (show the form again with their answers) on any
+    refusal. The token is recorded by the submission's own transaction (`first_use`)."""
     p = protection()
     token = request.form.get(TOKEN, "")
     if request.form.get(HONEYPOT):
         log.info("form %s: refused a post with the honeypot filled", spec.id)
         raise SendAgain("honeypot", None)
     try:
-        ft = p.tokens.check(token, spec.id, relay().store.use_form_token)
+        return p.tokens.check(token, spec.id, relay().store.form_token_used)
     except TokenProblem as exc:
-        log.info("form %s: refused a post: token %s", spec.id, exc.kind)
-        shown: datetime | None = None
-        if exc.kind == TokenReason.TOO_FAST and exc.token:
-            shown = exc.token.shown_at
-        elif exc.kind == TokenReason.TOO_OLD:
-            # they filled it in already: the new token may be sent at once
-            tokens = p.tokens
-            shown = tokens.clock() - tokens.min_fill
-        raise SendAgain(exc.kind, shown) from None
-    return ft.shown_at
+        raise send_again(spec, exc) from None
+
+
+def first_use(ft: FormToken) -> Callable[[], None]:
+    """For Relay.submit: records the token inside the submission's transaction."""
+    return protection().tokens.first_use(ft, relay().store.use_form_token)
+
+
+def send_again(spec: FormSpec, exc: TokenProblem) -> SendAgain:
+    """A refused token as the answer the patient gets: the form again, and when they may
+    send it (too fast: from when they first saw it; too old: at once)."""
+    p = protection()
+    log.info("form %s: refused a post: token %s", spec.id, exc.kind)
+    shown: datetime | None = None
+    if exc.kind == TokenReason.TOO_FAST and exc.token:
+        shown = exc.token.shown_at
+    elif exc.kind == TokenReason.TOO_OLD:
+        # they filled it in already: the new token may be sent at once
+        shown = p.tokens.clock() - p.tokens.min_fill
+    return SendAgain(exc.kind, shown)
 
 
 def issue_token(form_id: str, shown_at: datetime | None = None) -> str:

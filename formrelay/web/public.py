@@ -11,6 +11,7 @@ from ..config import FormSpec
 from ..errors import InvalidSubmission
 from ..i18n import gettext
 from ..intake import forms
+from ..intake.tokens import TokenProblem
 from . import protect
 from .common import language, posted_language, relay, render, services_with_form, wants_json
 from .errors import respond
@@ -66,10 +67,15 @@ def submit(form_id: str) -> Any:
     lang = posted_language(spec.lang)
     shown_at: datetime | None = None
     try:
-        shown_at = protect.check_post(spec)
-        # the core takes plain mappings of lists; a FileStorage is a forms.PostedFile
-        receipt = r.submit(form_id, lang, request.form.to_dict(flat=False),
-                           request.files.to_dict(flat=False), ip=request.remote_addr or "")
+        token = protect.check_post(spec)
+        shown_at = token.shown_at
+        try:
+            # the core takes plain mappings of lists; a FileStorage is a forms.PostedFile
+            receipt = r.submit(form_id, lang, request.form.to_dict(flat=False),
+                               request.files.to_dict(flat=False), ip=request.remote_addr or "",
+                               also=protect.first_use(token))
+        except TokenProblem as exc:  # another post of this token was stored meanwhile
+            raise protect.send_again(spec, exc) from None
     except protect.SendAgain as exc:
         message = exc.message(lang)
         if any(f.filename for f in request.files.values()):
