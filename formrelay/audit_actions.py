@@ -31,6 +31,16 @@ class AuditAction(StrEnum):
     COPY_LOCKED = "copy locked"
     COPY_EXPIRED = "copy expired"
     COPY_DELETED = "copy deleted"
+    # documents from the patient: the upload link, its files, their download and deletion
+    UPLOAD_INVITED = "upload link sent"
+    UPLOAD_MAIL_SENT = "upload mail sent"
+    UPLOAD_STARTED = "upload started"
+    UPLOAD_RECEIVED = "upload received"
+    UPLOAD_REFUSED = "upload refused"
+    UPLOAD_CLOSED = "upload closed"
+    UPLOAD_EXPIRED = "upload expired"
+    UPLOAD_DOWNLOADED = "upload downloaded"
+    UPLOAD_DELETED = "upload deleted"
     # clinician sessions and the API
     LOGIN = "login"
     LOGOUT = "logout"

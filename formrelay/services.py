@@ -31,6 +31,7 @@ from .patient_copy import link_mail, pgp_copy
 from .patient_copy.copies import Copies
 from .patient_copy.step import CopyStep, check_fonts
 from .store import Store, utcnow
+from .uploads import links as upload_links
 
 
 # -- the tables: which features take part ----------------------------------------------
@@ -40,18 +41,23 @@ from .store import Store, utcnow
 def mail_kinds() -> MailKinds:
     """Every kind of mail the outbox worker builds, by name."""
     return kind_table(SUBMISSION_MAIL, OPERATOR_MAIL, notify.MAIL, link_mail.LINK_MAIL,
-                      pgp_copy.PGP_MAIL)
+                      pgp_copy.PGP_MAIL, upload_links.LINK_MAIL)
 
 
 def _expired_copies(settings: Settings, store: Store, now: datetime) -> int:
     return Copies(settings, store, lambda: now).purge()
 
 
+def _expired_upload_links(settings: Settings, store: Store, now: datetime) -> int:
+    return upload_links.UploadLinks(settings, store, lambda: now).expire()
+
+
 def purgers() -> Purgers:
     """The retention purge's steps of other features, in order, with the name each
     reports under (ops/retention.py deletes held submissions and old audit rows itself)."""
     return (("sent and failed mail records removed", outbox.purge_done),
-            ("patient copies", _expired_copies))
+            ("patient copies", _expired_copies),
+            ("upload links expired", _expired_upload_links))
 
 
 def checks() -> tuple[Check, ...]:

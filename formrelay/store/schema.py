@@ -542,3 +542,63 @@ def _outbox_practice(db: sqlite_utils.Database) -> None:
     # practice's operator), so its queued/sent/failed events go to that practice's
     # audit chain; '' = by its form (store/audit.py `chain_of`).
     db.conn.execute("ALTER TABLE outbox ADD COLUMN practice TEXT NOT NULL DEFAULT ''")
+
+
+# -- documents from the patient (issue 19; migrations 0150-0159) --------------------------
+_UPLOADS = """
+CREATE TABLE upload_links (
+    id TEXT PRIMARY KEY,
+    check_hash TEXT NOT NULL,
+    practice TEXT NOT NULL,
+    form_id TEXT NOT NULL DEFAULT '',
+    reference TEXT NOT NULL,
+    recipients TEXT NOT NULL,
+    lang TEXT NOT NULL,
+    asked_by TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'open',
+    used_bytes {big} NOT NULL DEFAULT 0,
+    started_at TEXT,
+    closed_at TEXT
+);
+CREATE INDEX upload_links_reference ON upload_links (reference);
+CREATE INDEX upload_links_due ON upload_links (state, expires_at);
+CREATE TABLE upload_files (
+    id TEXT PRIMARY KEY,
+    link_id TEXT NOT NULL REFERENCES upload_links (id),
+    practice TEXT NOT NULL,
+    reference TEXT NOT NULL,
+    recipients TEXT NOT NULL,
+    how TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'receiving',
+    size {big} NOT NULL DEFAULT 0,
+    chunks INTEGER NOT NULL DEFAULT 0,
+    sha256 TEXT,
+    created_at TEXT NOT NULL,
+    completed_at TEXT,
+    deleted_at TEXT
+);
+CREATE INDEX upload_files_link ON upload_files (link_id);
+CREATE INDEX upload_files_practice ON upload_files (practice, state);
+CREATE TABLE upload_chunks (
+    file_id TEXT NOT NULL REFERENCES upload_files (id) ON DELETE CASCADE,
+    n INTEGER NOT NULL,
+    data {blob} NOT NULL,
+    PRIMARY KEY (file_id, n)
+);
+"""
+
+
+@migration("0150_uploads", postgres=_UPLOADS.format(big="BIGINT", blob="BYTEA"))
+def _uploads(db: sqlite_utils.Database) -> None:
+    # One row per upload link (the link's secret only as a hash; bound from the start to
+    # its practice and the fingerprints of the recipients it encrypts to), one per file
+    # sent through it, and the file's ciphertext in rows of at most a few MB, appended
+    # in order: an interrupted upload resumes after the last stored row. Only
+    # ciphertext is stored: OpenPGP messages made in the patient's browser, or by gpg
+    # for the no-JavaScript form post.
+    # statement by statement: executescript would commit the migration's transaction
+    for statement in _UPLOADS.format(big="INTEGER", blob="BLOB").split(";"):
+        if statement.strip():
+            db.conn.execute(statement)

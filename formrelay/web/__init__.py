@@ -21,6 +21,7 @@ from ..services import Services, build
 from ..store import utcnow
 from . import clinician, errors, headers, health, protect, public, widget
 from . import copy as copy_view
+from . import uploads as uploads_view
 from .request import InMemoryRequest
 from .slowbody import BodyDeadline
 
@@ -84,6 +85,7 @@ def build_app(config: Any, *, environ: Mapping[str, str] | None = None,
     widget.register(app)
     app.register_blueprint(health.bp)
     copy_view.register(app)  # patient copies: /copy/<token>
+    uploads_view.register(app)  # documents from patients: /u/...
     # /clinician/: sessions, login, inbox, account, API
     clinician.register(app)
     return app
