@@ -31,6 +31,7 @@ from .patient_copy import link_mail, pgp_copy
 from .patient_copy.copies import Copies
 from .patient_copy.step import CopyStep, check_fonts
 from .store import Store, utcnow
+from .uploads import held as upload_held
 from .uploads import links as upload_links
 
 
@@ -41,7 +42,8 @@ from .uploads import links as upload_links
 def mail_kinds() -> MailKinds:
     """Every kind of mail the outbox worker builds, by name."""
     return kind_table(SUBMISSION_MAIL, OPERATOR_MAIL, notify.MAIL, link_mail.LINK_MAIL,
-                      pgp_copy.PGP_MAIL, upload_links.LINK_MAIL)
+                      pgp_copy.PGP_MAIL, upload_links.LINK_MAIL,
+                      upload_links.NOTICE_MAIL)
 
 
 def _expired_copies(settings: Settings, store: Store, now: datetime) -> int:
@@ -57,7 +59,8 @@ def purgers() -> Purgers:
     reports under (ops/retention.py deletes held submissions and old audit rows itself)."""
     return (("sent and failed mail records removed", outbox.purge_done),
             ("patient copies", _expired_copies),
-            ("upload links expired", _expired_upload_links))
+            ("upload links expired", _expired_upload_links),
+            ("uploaded documents", upload_held.purge))
 
 
 def checks() -> tuple[Check, ...]:

@@ -119,6 +119,12 @@ class Uploads(StoreBase):
                                (sha256, iso(now), file_id))
             return bool(cur.rowcount)
 
+    def old_upload_files(self, before: datetime) -> list[dict[str, Any]]:
+        """Complete files received before `before`, with their link's form (retention)."""
+        return [_row(r) for r in self.conn.execute(
+            "SELECT f.*, l.form_id FROM upload_files f JOIN upload_links l ON l.id = f.link_id "
+            "WHERE f.state = 'complete' AND f.completed_at < ?", (iso(before),))]
+
     def upload_chunks(self, file_id: str) -> Iterator[bytes]:
         """The file's ciphertext, one stored chunk at a time (never whole in memory)."""
         n = 0

@@ -40,6 +40,7 @@ from ..settings import UPLOAD_MAX_EXPIRY_DAYS
 from ..store import OutboxMail, Store, iso, parse_iso
 
 MAIL_KIND = "upload_link"
+NOTICE_KIND = "upload_notice"
 SECRET_BYTES = 32
 PAYLOAD_PURPOSE = b"formrelay outbox upload-link v1"
 
@@ -213,14 +214,24 @@ class UploadLinks:
 
     def close(self, link: UploadLink, ip: str = "") -> int:
         """The patient is done: the session ends, the link answers 'used' from now on.
-        Returns how many files it delivered."""
+        Returns how many files it delivered; when there are any, the link's recipients
+        get a notice (reference and count only) through the outbox."""
         files = self.store.upload_files_of(link_id=link.id)
+        by_fpr = {r.fingerprint: r.email for r in self.settings.recipients.values()}
+        to = [by_fpr[f] for f in link.recipients if f in by_fpr]
         with self.store.transaction():
             if not self.store.close_upload_link(link.id, "closed", self.clock()):
                 raise LinkRefused(LinkState.CLOSED, lang=link.lang, practice=link.practice)
+            # unfinished files of this session can never be finished now
+            for f in self.store.upload_files_of(link_id=link.id, state="receiving"):
+                self.store.delete_upload_file(f["id"], self.clock(), give_back=True)
             self.store.audit(AuditAction.UPLOAD_CLOSED, actor="patient", ip=ip,
                              reference=link.reference, form_id=link.form_id,
                              practice=link.practice, detail=f"{len(files)} file(s)")
+            if files and to:
+                body = json.dumps({"practice": link.practice, "files": len(files)}).encode()
+                self.store.enqueue(NOTICE_KIND, link.reference, to, body, link.form_id,
+                                   practice=link.practice)
         return len(files)
 
     def expire(self, link_id: str | None = None) -> int:
@@ -281,4 +292,14 @@ def link_mail_sent(mail: OutboxMail, store: Store) -> None:
                 practice=mail.practice or None, detail="upload link to the patient")
 
 
+def build_notice(mail: OutboxMail, settings: Settings, store: Store) -> bytes:
+    """The recipients' notice: a reference has new documents in the clinician area."""
+    from .mail import notice_message
+
+    data = json.loads(mail.payload or b"{}")
+    practice = settings.practice_or_default(str(data.get("practice", "")))
+    return notice_message(mail, settings, practice, int(data.get("files", 0)))
+
+
 LINK_MAIL = MailKind(MAIL_KIND, build_mail, on_sent=link_mail_sent)
+NOTICE_MAIL = MailKind(NOTICE_KIND, build_notice)

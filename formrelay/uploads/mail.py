@@ -61,3 +61,20 @@ def link_message(mail: OutboxMail, settings: Settings, practice: PracticeSetting
     ])
     subject = _("Send documents to %(practice)s") % {"practice": practice.name}
     return _message(mail, settings, practice, subject, body)
+
+
+def notice_message(mail: OutboxMail, settings: Settings, practice: PracticeSettings,
+                   files: int) -> bytes:
+    """To the recipients, in English like the other clinician mail: which reference has
+    new documents and where to fetch them; never a file name or content."""
+    area = f"{settings.server.base_url.rstrip('/')}/clinician/uploads"
+    body = "\n".join([
+        f"New documents for {mail.reference}: {files} file(s), encrypted to your key.",
+        "",
+        f"Download them in the clinician area: {area}",
+        "They are held there, never mailed (they can be large).",
+        "",
+        practice.name,
+        "",
+    ])
+    return _message(mail, settings, practice, f"New documents ({mail.reference})", body)

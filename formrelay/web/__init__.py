@@ -19,7 +19,17 @@ from ..config import CONFIG_ENV, ConfigError, Settings, load_config, parse_confi
 from ..reload import Live
 from ..services import Services, build
 from ..store import utcnow
-from . import clinician, errors, headers, health, protect, public, widget
+from . import (
+    clinician,
+    clinician_uploads,
+    errors,
+    headers,
+    health,
+    protect,
+    public,
+    upload_pages,
+    widget,
+)
 from . import copy as copy_view
 from . import uploads as uploads_view
 from .request import InMemoryRequest
@@ -85,7 +95,10 @@ def build_app(config: Any, *, environ: Mapping[str, str] | None = None,
     widget.register(app)
     app.register_blueprint(health.bp)
     copy_view.register(app)  # patient copies: /copy/<token>
-    uploads_view.register(app)  # documents from patients: /u/...
+    # documents from patients: /u/ask, the upload page and protocol, the clinician's list
+    uploads_view.register(app)
+    upload_pages.register(app)
+    clinician_uploads.register(app)
     # /clinician/: sessions, login, inbox, account, API
     clinician.register(app)
     return app
