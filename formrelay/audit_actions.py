@@ -41,6 +41,14 @@ class AuditAction(StrEnum):
     UPLOAD_EXPIRED = "upload expired"
     UPLOAD_DOWNLOADED = "upload downloaded"
     UPLOAD_DELETED = "upload deleted"
+    # the practice's answer to a patient, opened with the patient's reply code
+    REPLY_OFFERED = "reply code issued"
+    REPLY_ANSWERED = "answer written"
+    REPLY_MAIL_SENT = "answer mail sent"
+    REPLY_OPENED = "answer opened"
+    REPLY_WRONG_CODE = "answer wrong code"
+    REPLY_LOCKED = "answer locked"
+    REPLY_EXPIRED = "answer expired"
     # clinician sessions and the API
     LOGIN = "login"
     LOGOUT = "logout"

@@ -213,6 +213,10 @@ class ServerSettings:
         2048, "Most MB one upload session may send (all its files together); a practice "
         "may set its own."
     )
+    reply_expiry_days: int = setting(
+        30, "Days a practice's answer to a patient can be read with the reply code; then "
+        "it is deleted."
+    )
     upload_reserve_mb: int = setting(
         1024, "Free space (MB) the data folder keeps: an upload that would leave less is "
         "refused with 'call the practice' (503); stored data is untouched."
@@ -341,6 +345,10 @@ class FormSpec:
     upload_link: bool = setting(
         False, "The thank-you page offers a one-time link, by mail, to upload documents "
         "(encrypted to the form's recipients) afterwards."
+    )
+    replies: bool = setting(
+        False, "The thank-you page shows a reply code: the practice can answer securely, "
+        "and only that code opens the answer (on /r/)."
     )
     notice: str = setting("", "Notice shown at the top, e.g. 'Bij spoed: bel 112'.")
     intro: str = setting("", "Short introduction under the title.")

@@ -10,7 +10,8 @@ streamed into and out of BLOBs with SQLite's incremental blob I/O (on PostgreSQL
 of 1 MB chunks) so they are never held whole in memory. Each job is one module
 here, a part of `Store`: base (connections, transactions, migrations, time helpers),
 submissions, audit, outbox, clinician, protect (form tokens, rate limits), copies
-(patient copies), uploads (documents from patients) and backup. Import everything
+(patient copies), uploads (documents from patients), replies (answers to
+patients) and backup. Import everything
 from `formrelay.store`.
 """
 
@@ -38,6 +39,7 @@ from .clinician import Clinicians
 from .copies import PatientCopies
 from .outbox import Outbox, OutboxMail
 from .protect import FormProtection
+from .replies import Replies
 from .submissions import Submissions
 from .uploads import Uploads
 
@@ -64,6 +66,6 @@ __all__ = [
 
 
 class Store(Submissions, Outbox, AuditLog, Clinicians, FormProtection, PatientCopies, Uploads,
-            Backups, StoreBase):
+            Replies, Backups, StoreBase):
     """Thread-safe access to one database (the SQLite file at `path`, or PostgreSQL at
     `url`); open it once per process."""

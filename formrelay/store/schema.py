@@ -602,3 +602,39 @@ def _uploads(db: sqlite_utils.Database) -> None:
     for statement in _UPLOADS.format(big="INTEGER", blob="BLOB").split(";"):
         if statement.strip():
             db.conn.execute(statement)
+
+
+_REPLIES = """
+CREATE TABLE replies (
+    reference TEXT PRIMARY KEY,
+    practice TEXT NOT NULL,
+    form_id TEXT NOT NULL,
+    recipients TEXT NOT NULL,
+    lang TEXT NOT NULL,
+    salt {blob} NOT NULL,
+    public_key {blob} NOT NULL,
+    wrapped_key {blob},
+    email_sealed TEXT NOT NULL DEFAULT '',
+    created_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'waiting',
+    failures INTEGER NOT NULL DEFAULT 0,
+    answer {blob},
+    answered_by TEXT,
+    answered_at TEXT,
+    deleted_at TEXT
+);
+CREATE INDEX replies_due ON replies (state, expires_at);
+"""
+
+
+@migration("0151_replies", postgres=_REPLIES.format(blob="BYTEA"))
+def _replies(db: sqlite_utils.Database) -> None:
+    # The practice's answer to a patient. Per submission an X25519 key pair: the public
+    # half encrypts the answer; the private half is stored only wrapped with a key from
+    # the patient's reply code (Argon2id) and FORMRELAY_SECRET_KEY, so neither this
+    # table nor the server's secret alone opens an answer. Locked or expired: the
+    # wrapped key and the answer are deleted, the content-free row stays a while.
+    for statement in _REPLIES.format(blob="BLOB").split(";"):
+        if statement.strip():
+            db.conn.execute(statement)

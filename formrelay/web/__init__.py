@@ -31,6 +31,7 @@ from . import (
     widget,
 )
 from . import copy as copy_view
+from . import replies as replies_view
 from . import uploads as uploads_view
 from .request import InMemoryRequest
 from .slowbody import BodyDeadline
@@ -99,6 +100,7 @@ def build_app(config: Any, *, environ: Mapping[str, str] | None = None,
     uploads_view.register(app)
     upload_pages.register(app)
     clinician_uploads.register(app)
+    replies_view.register(app)  # answers to patients: /r/, /clinician/answer/<reference>
     # /clinician/: sessions, login, inbox, account, API
     clinician.register(app)
     return app

@@ -36,6 +36,21 @@ def _kept(spec: FormSpec, lang: str) -> Any:
     return forms.empty_form(spec, lang, {k: v for k, v in request.form.lists() if k in names})
 
 
+def reply_code(spec: FormSpec, reference: str, lang: str) -> str:
+    """With `replies = true`: the code that alone opens the practice's answer (shown
+    once, on the thank-you page), grouped for writing down; '' otherwise."""
+    if not spec.replies:
+        return ""
+    from ..replies.answers import Answers
+    from ..replies.secret import shown_code
+
+    email_field = next((f.name for f in spec.fields if f.type == "email"), "")
+    email = request.form.get(email_field, "").strip() if email_field else ""
+    s = relay()
+    code = Answers(s.settings, s.store, s.clock).issue(reference, spec.id, email, lang)
+    return shown_code(code)
+
+
 @bp.before_request
 def frame_form_pages() -> None:
     """Form pages (and their error and 429 answers) may be framed by the form's sites."""
@@ -86,4 +101,5 @@ def submit(form_id: str) -> Any:
             answer["public_copy"] = receipt.copy.as_json()
         return jsonify(answer)
     return render("thanks.html", lang, spec=spec, receipt=receipt,
-                  embed=request.args.get("embed") == "1")
+                  embed=request.args.get("embed") == "1",
+                  reply_code=reply_code(spec, receipt.reference, lang))
