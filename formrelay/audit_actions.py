@@ -49,6 +49,7 @@ class AuditAction(StrEnum):
     REPLY_WRONG_CODE = "answer wrong code"
     REPLY_LOCKED = "answer locked"
     REPLY_EXPIRED = "answer expired"
+    REPLY_PATIENT = "patient replied"
     # clinician sessions and the API
     LOGIN = "login"
     LOGOUT = "logout"

@@ -164,3 +164,41 @@ def test_stolen_database_does_not_open_the_answer(make_app: Any, tmp_path: Path,
     # the right pair opens it: the test can fail
     assert mark in secret.open_answer(code, salt, wrapped, answer, settings.secret_key,
                                       reference)
+
+
+def test_patient_replies_once_delivered_like_a_new_submission(
+        make_app: Any, tmp_path: Path, monkeypatch: Any, keys: dict[str, Any]) -> None:
+    from .keys import gpg_decrypt
+
+    cheap_hashing(monkeypatch)
+    clock = Clock()
+    app = make_app(fields=FIELDS, replies=True, clock=clock)
+    client = app.test_client()
+    reference, code = send_form(client, email="")
+    add_user(tmp_path, "anna", "--recipient", "alice")
+    b = Browser(app)
+    b.enrol("anna", totp_at(clock))
+    write_answer(b, reference, "Kunt u een foto sturen?")
+    page = read(client, reference, code).get_data(as_text=True)
+    assert 'action="/r/reply' in page
+    mark = canary()
+    r = client.post("/r/reply?lang=en", data={"reference": reference, "code": code,
+                                              "reply": f"Ja, morgen. {mark}"})
+    html = r.get_data(as_text=True)
+    assert r.status_code == 200, html
+    new = re.search(r"under reference (FR-[A-Z0-9-]+)", html)
+    assert new and new.group(1) != reference
+    store = app.extensions["formrelay"].store
+    row = store.submission(new.group(1))
+    assert row["form_id"] == "intake" and row["status"] == "held"  # like a new submission
+    plain = gpg_decrypt(keys["alice"], store.ciphertext(new.group(1))).decode()
+    assert mark in plain and reference in plain
+    # once only; a wrong code counts as a wrong code
+    again = client.post("/r/reply?lang=en", data={"reference": reference, "code": code,
+                                                  "reply": "nog iets"})
+    assert again.status_code == 409 and "already replied" in again.get_data(as_text=True)
+    wrong = client.post("/r/reply?lang=en", data={"reference": reference,
+                                                  "code": "AAAA-AAAA-AAAA", "reply": "x"})
+    assert wrong.status_code == 403
+    assert 'action="/r/reply' not in read(client, reference, code).get_data(as_text=True)
+    assert audit(app, "patient replied")

@@ -26,6 +26,9 @@ from ..clinician.user import User
 from ..config import Settings
 from ..crypto import sealing
 from ..errors import UserError
+from ..i18n import gettext
+from ..intake.relay import Relay
+from ..intake.submission import Answer, Submission, new_reference
 from ..mail.kinds import BuildError, MailKind, sealed_recipient
 from ..store import OutboxMail, Store, iso, parse_iso
 from . import secret
@@ -120,6 +123,42 @@ class Answers:
 
     # -- the patient --------------------------------------------------------------------
     def read(self, reference: str, code: str, ip: str = "") -> str:
+        """The answer's text, for the right code; ReplyRefused otherwise."""
+        return self._open(reference, code, ip)[0]
+
+    def can_reply(self, reference: str) -> bool:
+        row = self.store.reply(reference.strip().upper())
+        return bool(row and row["state"] == "answered" and not row["replied_at"])
+
+    def patient_reply(self, relay: Relay, reference: str, code: str, text: str,
+                      ip: str = "") -> str:
+        """The patient's one reply to the answer, delivered like a new submission of the
+        same form to the same recipients; returns its new reference."""
+        text = text.strip()
+        if not text or len(text) > MAX_ANSWER:
+            raise UserError("Write a reply of 1 to %(n)s characters.", n=MAX_ANSWER)
+        reference = reference.strip().upper()
+        _, row = self._open(reference, code, ip)
+        spec = self.settings.form(str(row["form_id"]))
+        if spec is None or not self.store.claim_patient_reply(reference, self.clock()):
+            raise UserError("You have already replied to this answer.", status=409)
+        lang = str(row["lang"])
+        sub = Submission(reference=new_reference(), form_id=spec.id,
+                         form_title=f"{spec.title} ({reference})", lang=lang,
+                         received_at=self.clock(), answers=[
+                             Answer("reply_to", gettext(lang, "Reply to"), "text", reference),
+                             Answer("reply", gettext(lang, "Reply"), "textarea", text)])
+        try:
+            receipt = relay.deliver(sub, ip=ip)
+        except BaseException:
+            self.store.claim_patient_reply(reference, None)
+            raise
+        self.store.audit(AuditAction.REPLY_PATIENT, actor="patient", ip=ip,
+                         reference=reference, form_id=spec.id, practice=str(row["practice"]),
+                         detail=f"delivered as {receipt.reference}")
+        return receipt.reference
+
+    def _open(self, reference: str, code: str, ip: str) -> tuple[str, dict[str, Any]]:
         reference = reference.strip().upper()
         row = self.store.reply(reference)
         if row is not None and row["state"] in ("waiting", "answered") and \
@@ -157,7 +196,7 @@ class Answers:
             raise ReplyRefused(ReplyState.NONE, practice=practice) from None
         self.store.audit(AuditAction.REPLY_OPENED, actor="patient", ip=ip, reference=reference,
                          form_id=form_id, practice=practice)
-        return text
+        return text, row
 
     def expire(self) -> int:
         rows = self.store.expire_replies(self.clock())

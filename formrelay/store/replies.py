@@ -44,6 +44,19 @@ class Replies(StoreBase):
                                (answer, by, iso(now), reference))
             return bool(cur.rowcount)
 
+    def claim_patient_reply(self, reference: str, now: datetime | None) -> bool:
+        """Mark that the patient replied (once); `now=None` gives the claim back (the
+        delivery failed). False when it was taken already."""
+        with self.transaction() as conn:
+            if now is None:
+                conn.execute("UPDATE replies SET replied_at = NULL WHERE reference = ?",
+                             (reference,))
+                return True
+            cur = conn.execute("UPDATE replies SET replied_at = ? WHERE reference = ? AND "
+                               "state = 'answered' AND replied_at IS NULL",
+                               (iso(now), reference))
+            return bool(cur.rowcount)
+
     def reply_wrong_code(self, reference: str, max_failures: int,
                          now: datetime) -> tuple[int, bool]:
         with self.transaction() as conn:

@@ -622,6 +622,7 @@ CREATE TABLE replies (
     answer {blob},
     answered_by TEXT,
     answered_at TEXT,
+    replied_at TEXT,
     deleted_at TEXT
 );
 CREATE INDEX replies_due ON replies (state, expires_at);

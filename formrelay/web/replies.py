@@ -13,10 +13,11 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, flash, g, redirect, request, url_for
 
+from ..errors import UserError
 from ..i18n import gettext
 from ..replies.answers import MAX_FAILURES, Answers, ReplyRefused, ReplyState
 from .clinician import views
-from .common import language, render, services
+from .common import language, relay, render, services
 from .uploads import no_store
 
 bp = Blueprint("replies", __name__)
@@ -30,8 +31,10 @@ def answers() -> Answers:
 
 
 def _page(lang: str, *, reference: str = "", error: str = "", answer: str = "",
-          status: int = 200) -> Response:
+          status: int = 200, code: str = "", sent: str = "") -> Response:
+    can_reply = bool(answer) and answers().can_reply(reference)
     html = render("reply.html", lang, reference=reference, error=error, answer=answer,
+                  code=code if can_reply else "", sent=sent,
                   other_lang="en" if lang == "nl" else "nl")
     return no_store(Response(html, status, mimetype="text/html"))
 
@@ -45,27 +48,48 @@ def ask() -> Any:
 def read() -> Any:
     lang = language()
     reference = request.form.get("reference", "").strip().upper()[:20]
+    code = request.form.get("code", "")
     try:
-        text = answers().read(reference, request.form.get("code", ""),
-                              ip=request.remote_addr or "")
+        text = answers().read(reference, code, ip=request.remote_addr or "")
     except ReplyRefused as exc:
-        if exc.practice:
-            g.practice = services().settings.practice_or_default(exc.practice)
-        messages = {
-            ReplyState.NONE: "No answer can be shown for this reference and code. Check "
-                             "both, or call the practice.",
-            ReplyState.WRONG_CODE: "This reply code is not right. Tries left before the "
-                                   "answer is locked: %(n)s.",
-            ReplyState.LOCKED: f"The wrong reply code was entered {MAX_FAILURES} times, so "
-                               "the answer was deleted to protect it. Call the practice.",
-            ReplyState.NOT_YET: "The practice has not answered yet. You will get an e-mail "
-                                "when it does, if you gave your address.",
-        }
-        status = {ReplyState.NONE: 404, ReplyState.WRONG_CODE: 403, ReplyState.LOCKED: 403,
-                  ReplyState.NOT_YET: 200}[exc.state]
-        return _page(lang, reference=reference, status=status,
-                     error=gettext(lang, messages[exc.state], n=exc.tries_left))
-    return _page(lang, reference=reference, answer=text)
+        return _refused(exc, lang, reference)
+    return _page(lang, reference=reference, answer=text, code=code)
+
+
+@bp.post("/r/reply")
+def reply() -> Any:
+    """The patient's one reply, delivered like a new submission."""
+    lang = language()
+    reference = request.form.get("reference", "").strip().upper()[:20]
+    try:
+        new = answers().patient_reply(relay(), reference, request.form.get("code", ""),
+                                      request.form.get("reply", ""),
+                                      ip=request.remote_addr or "")
+    except ReplyRefused as exc:
+        return _refused(exc, lang, reference)
+    except UserError as exc:
+        return _page(lang, reference=reference, status=exc.status,
+                     error=gettext(lang, exc.message, **exc.params))
+    return _page(lang, reference=reference, sent=new)
+
+
+def _refused(exc: ReplyRefused, lang: str, reference: str) -> Response:
+    if exc.practice:
+        g.practice = services().settings.practice_or_default(exc.practice)
+    messages = {
+        ReplyState.NONE: "No answer can be shown for this reference and code. Check "
+                         "both, or call the practice.",
+        ReplyState.WRONG_CODE: "This reply code is not right. Tries left before the "
+                               "answer is locked: %(n)s.",
+        ReplyState.LOCKED: f"The wrong reply code was entered {MAX_FAILURES} times, so "
+                           "the answer was deleted to protect it. Call the practice.",
+        ReplyState.NOT_YET: "The practice has not answered yet. You will get an e-mail "
+                            "when it does, if you gave your address.",
+    }
+    status = {ReplyState.NONE: 404, ReplyState.WRONG_CODE: 403, ReplyState.LOCKED: 403,
+              ReplyState.NOT_YET: 200}[exc.state]
+    return _page(lang, reference=reference, status=status,
+                 error=gettext(lang, messages[exc.state], n=exc.tries_left))
 
 
 @clinician_bp.route("/<reference>", methods=["GET", "POST"])
