@@ -283,3 +283,29 @@ def test_documents_are_deleted_after_their_retention(make_app: Any, tmp_path: Pa
     assert s.store.upload_file(fid)["state"] == "deleted"
     assert list(s.store.upload_chunks(fid)) == []
     assert "past 30 days' retention" in audit(app, "upload deleted")[0]["detail"]
+
+
+def test_clinician_asks_for_documents_in_the_browser(make_app: Any, tmp_path: Path,
+                                                     monkeypatch: Any) -> None:
+    cheap_hashing(monkeypatch)
+    clock = Clock()
+    app = make_app(clock=clock)
+    b = clinician(app, tmp_path, clock)
+    page = b.get("/clinician/uploads/").get_data(as_text=True)
+    assert 'action="/clinician/uploads/invite"' in page
+    r = b.post("/clinician/uploads/invite", {"reference": "", "email": "nieuw@example.nl",
+                                             "lang": "en"})
+    assert r.status_code == 302, r.get_data(as_text=True)
+    flashed = b.get("/clinician/uploads/").get_data(as_text=True)
+    ref = re.search(r"Upload link sent for (FR-[A-Z0-9-]+)", flashed) or \
+        re.search(r"Uploadlink verstuurd voor (FR-[A-Z0-9-]+)", flashed)
+    assert ref, flashed
+    row = app.extensions["formrelay"].store.upload_links_of(ref.group(1))[0]
+    assert row["asked_by"] == "user:anna" and row["practice"] == "default"
+    # a reference that is not the clinician's, and a bad address: refused, nothing sent
+    for data in ({"reference": "FR-AAAA-AAAA", "email": "a@example.nl"},
+                 {"reference": "", "email": "=?utf-8?q?x?=@example.nl"}):
+        r = b.post("/clinician/uploads/invite", data)
+        assert r.status_code == 400 and 'id="ask-error"' in r.get_data(as_text=True)
+    kinds = [m["kind"] for m in app.extensions["formrelay"].store.outbox_rows()]
+    assert kinds.count("upload_link") == 1
