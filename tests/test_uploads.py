@@ -309,3 +309,14 @@ def test_clinician_asks_for_documents_in_the_browser(make_app: Any, tmp_path: Pa
         assert r.status_code == 400 and 'id="ask-error"' in r.get_data(as_text=True)
     kinds = [m["kind"] for m in app.extensions["formrelay"].store.outbox_rows()]
     assert kinds.count("upload_link") == 1
+
+
+def test_upload_link_secrets_never_reach_a_log() -> None:
+    from formrelay.logs import redact, redact_path
+
+    token = "wbNN8EkMncBSUIuJMYCztw.Sh-alkUQ2j_CxYuWYGscckp1DPEf-Thx-tGQQWUjDgs"
+    line = f'"PATCH /u/{token}/files/YDIe96yH61nl?lang=nl HTTP/1.1" 204 -'
+    assert token.split(".")[1] not in redact(line)
+    assert "/u/[redacted]/files/YDIe96yH61nl" in redact(line)
+    assert redact_path(f"/u/{token}") == "/u/[redacted]"
+    assert redact_path("/u/ask") == "/u/ask"
