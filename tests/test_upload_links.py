@@ -197,3 +197,23 @@ def test_cli_refuses_unknown_reference_practice_and_bad_address(make_app: Any,
         assert res.exit_code != 0 and message in res.output, res.output
         assert "Traceback" not in res.output
     assert [m for m in store.outbox_rows() if m["kind"] == "upload_link"] == []
+
+
+def test_a_practice_may_set_its_own_session_limit(tmp_path: Path,
+                                                  keys: dict[str, Any]) -> None:
+    from formrelay.config import load_config
+    from formrelay.store import Store, utcnow
+
+    from .conftest import ENV, make_config_dict, write_config
+
+    cfg = make_config_dict(tmp_path / "data", keys, server={"upload_limit_mb": 100})
+    cfg["practices"] = {"noord": {"name": "Praktijk Noord", "phone": "050 765 4321",
+                                  "upload_limit_mb": 5}}
+    settings = load_config(write_config(tmp_path / "config.toml", cfg), ENV)
+    store = Store(tmp_path / "x.db")
+    try:
+        links = UploadLinks(settings, store, utcnow)
+        assert links.limit_bytes("noord") == 5 * 1024 * 1024
+        assert links.limit_bytes("default") == 100 * 1024 * 1024
+    finally:
+        store.close()
