@@ -202,3 +202,22 @@ def test_patient_replies_once_delivered_like_a_new_submission(
     assert wrong.status_code == 403
     assert 'action="/r/reply' not in read(client, reference, code).get_data(as_text=True)
     assert audit(app, "patient replied")
+
+
+def test_no_reply_code_when_the_disk_refuses_but_the_form_is_received(
+        make_app: Any, monkeypatch: Any) -> None:
+    from formrelay.store import Store, StoreNotWritable
+
+    app = make_app(fields=FIELDS, replies=True)
+
+    def full(self: Any, row: Any) -> None:  # a full disk cannot be made here
+        raise StoreNotWritable("disk full")
+
+    monkeypatch.setattr(Store, "add_reply", full)
+    r = post_form(app.test_client(), {"name": "Zoë", "email": "", "question": "?"},
+                  query="?lang=en")
+    html = r.get_data(as_text=True)
+    assert r.status_code == 200 and 'id="reply-unavailable"' in html
+    assert 'id="reply-code"' not in html
+    ref = re.search(r'id="reference">([^<]+)<', html)
+    assert ref and app.extensions["formrelay"].store.submission(ref.group(1))

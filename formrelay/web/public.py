@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any
 
@@ -11,11 +12,13 @@ from ..config import FormSpec
 from ..errors import InvalidSubmission
 from ..i18n import gettext
 from ..intake import forms
+from ..store import StoreError
 from . import protect
 from .common import language, relay, render, wants_json
 from .errors import respond
 from .headers import allow_framing
 
+log = logging.getLogger("formrelay.public")
 bp = Blueprint("public", __name__)
 
 
@@ -47,7 +50,11 @@ def reply_code(spec: FormSpec, reference: str, lang: str) -> str:
     email_field = next((f.name for f in spec.fields if f.type == "email"), "")
     email = request.form.get(email_field, "").strip() if email_field else ""
     s = relay()
-    code = Answers(s.settings, s.store, s.clock).issue(reference, spec.id, email, lang)
+    try:
+        code = Answers(s.settings, s.store, s.clock).issue(reference, spec.id, email, lang)
+    except StoreError as exc:  # the submission is received: say so, without a code
+        log.error("form %s: no reply code for %s (%s)", spec.id, reference, exc)
+        return "-"
     return shown_code(code)
 
 
