@@ -34,6 +34,9 @@ OWN_LOGGERS = ("formrelay", "werkzeug")
 # travels in the fragment and the POST body); the token is redacted too, and so is a
 # fragment a mail client may have mangled into the path as %23 (or left as #).
 _COPY_LINK = re.compile(r"(/copy/)[^/\s?\"'<>]+")
+# /u/<id>.<secret>: an upload link holds its secret in the path (the no-JavaScript post
+# must reach it), so the whole token is redacted, also under /u/<token>/files/...
+_UPLOAD_LINK = re.compile(r"(/u/)(?!ask\b)[A-Za-z0-9_-]+\.[^/\s?\"'<>]+")
 # A query string after a path (it may hold codes or tokens): drop it.
 _QUERY = re.compile(r"(/[^\s?#\"'<>]*)\?[^\s#\"'<>]*")
 REDACTED = "[redacted]"
@@ -48,8 +51,8 @@ def redact(text: str) -> str:
 
 
 def redact_copy_link(text: str) -> str:
-    """`text` with every patient-copy link token replaced by [redacted]."""
-    return _COPY_LINK.sub(r"\1" + REDACTED, text)
+    """`text` with every patient-copy and upload link token replaced by [redacted]."""
+    return _UPLOAD_LINK.sub(r"\1" + REDACTED, _COPY_LINK.sub(r"\1" + REDACTED, text))
 
 
 def redact_path(path: str) -> str:

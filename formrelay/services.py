@@ -30,7 +30,10 @@ from .ops.retention import Purgers
 from .patient_copy import link_mail, pgp_copy
 from .patient_copy.copies import Copies
 from .patient_copy.step import CopyStep, check_fonts
+from .replies import answers as reply_answers
 from .store import Store, utcnow
+from .uploads import held as upload_held
+from .uploads import links as upload_links
 
 
 # -- the tables: which features take part ----------------------------------------------
@@ -40,18 +43,26 @@ from .store import Store, utcnow
 def mail_kinds() -> MailKinds:
     """Every kind of mail the outbox worker builds, by name."""
     return kind_table(SUBMISSION_MAIL, OPERATOR_MAIL, notify.MAIL, link_mail.LINK_MAIL,
-                      pgp_copy.PGP_MAIL)
+                      pgp_copy.PGP_MAIL, upload_links.LINK_MAIL,
+                      upload_links.NOTICE_MAIL, reply_answers.NOTICE_MAIL)
 
 
 def _expired_copies(settings: Settings, store: Store, now: datetime) -> int:
     return Copies(settings, store, lambda: now).purge()
 
 
+def _expired_upload_links(settings: Settings, store: Store, now: datetime) -> int:
+    return upload_links.UploadLinks(settings, store, lambda: now).expire()
+
+
 def purgers() -> Purgers:
     """The retention purge's steps of other features, in order, with the name each
     reports under (ops/retention.py deletes held submissions and old audit rows itself)."""
     return (("sent and failed mail records removed", outbox.purge_done),
-            ("patient copies", _expired_copies))
+            ("patient copies", _expired_copies),
+            ("upload links expired", _expired_upload_links),
+            ("uploaded documents", upload_held.purge),
+            ("answers to patients expired", reply_answers.purge))
 
 
 def checks() -> tuple[Check, ...]:

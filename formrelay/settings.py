@@ -52,6 +52,8 @@ SECRET_ENVS = (SECRET_KEY_ENV, SMTP_PASSWORD_ENV, HEALTH_TOKEN_ENV, REDIS_PASSWO
 # short-lived pickup the patient was promised.
 COPY_MAX_EXPIRY_DAYS = 30
 COPY_MAX_DOWNLOADS = 10
+# Upload links: a link that works for months is no longer a one-time link.
+UPLOAD_MAX_EXPIRY_DAYS = 30
 # How long held submissions are kept, and the mail records of a form no longer configured.
 DEFAULT_RETENTION_DAYS = 30
 # File types an upload field may accept: extension -> the content type it is sent as.
@@ -206,6 +208,22 @@ class ServerSettings:
         "", "Subject of the mail with a patient's copy link; neutral, never the form title. "
         "Empty = 'Uw kopie staat klaar' / 'Your copy is ready' and the practice name."
     )
+    upload_expiry_days: int = setting(
+        7, f"Days a patient's upload link works (1 to {UPLOAD_MAX_EXPIRY_DAYS}); then it "
+        "answers 'expired, call the practice'."
+    )
+    upload_limit_mb: int = setting(
+        2048, "Most MB one upload session may send (all its files together); a practice "
+        "may set its own."
+    )
+    reply_expiry_days: int = setting(
+        30, "Days a practice's answer to a patient can be read with the reply code; then "
+        "it is deleted."
+    )
+    upload_reserve_mb: int = setting(
+        1024, "Free space (MB) the data folder keeps: an upload that would leave less is "
+        "refused with 'call the practice' (503); stored data is untouched."
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -332,6 +350,14 @@ class FormSpec:
         False, "With patient_copy: also offer a field for the patient's own OpenPGP public "
         "key; the copy is then also mailed to them encrypted to that key."
     )
+    upload_link: bool = setting(
+        False, "The thank-you page offers a one-time link, by mail, to upload documents "
+        "(encrypted to the form's recipients) afterwards."
+    )
+    replies: bool = setting(
+        False, "The thank-you page shows a reply code: the practice can answer securely, "
+        "and only that code opens the answer (on /r/)."
+    )
     notice: str = setting("", "Notice shown at the top, e.g. 'Bij spoed: bel 112'.",
                           multiline=True)
     intro: str = setting("", "Short introduction under the title.", multiline=True)
@@ -357,6 +383,9 @@ class PracticeSettings:
     timezone: str = setting("", "Time zone (IANA name) of its times; empty = server.timezone.")
     from_address: str = setting(
         "", "Sender address of its mail; empty = smtp.from_address."
+    )
+    upload_limit_mb: int = setting(
+        0, "Most MB one upload session of its patients may send; 0 = server.upload_limit_mb."
     )
     theme: ThemeSettings = setting(
         ThemeSettings(), "Its look, as [practices.<id>.theme]; unset keys come from [theme]."

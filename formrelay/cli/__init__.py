@@ -455,6 +455,12 @@ from .clinician import COMMANDS as _CLINICIAN_COMMANDS  # noqa: E402
 for _command in _CLINICIAN_COMMANDS:
     cli.add_command(_command)
 
+# uploads: asking a patient for documents
+from .uploads import COMMANDS as _UPLOAD_COMMANDS  # noqa: E402
+
+for _command in _UPLOAD_COMMANDS:
+    cli.add_command(_command)
+
 
 def main() -> None:
     cli(prog_name="formrelay")

@@ -190,6 +190,16 @@ class Relay:
                  sub.reference, size, len(sub.uploads))
         return Receipt(sub.reference, spec.id, sub.received_at, delivery, size, copy)
 
+    def deliver(self, sub: Submission, *, ip: str = "") -> Receipt:
+        """Deliver a submission made outside the form (a patient's reply to the
+        practice's answer) through the same pipeline as a post: encrypted to the form's
+        recipients, mailed or held with its notice, audited."""
+        spec = self.form(sub.form_id)
+        self.require_available(spec)
+        prepared = [step.prepare(Posted(sub, spec, {}, ip)) for step in self.steps]
+        size, delivery, copy = self._encrypt_and_store(sub, spec, prepared, ip)
+        return Receipt(sub.reference, spec.id, sub.received_at, delivery, size, copy)
+
     def _encrypt_and_store(self, sub: Submission, spec: FormSpec, prepared: list[Any],
                            ip: str, first: Callable[[], None] | None = None
                            ) -> tuple[int, str, CopyReceipt | None]:

@@ -10,8 +10,9 @@ streamed into and out of BLOBs with SQLite's incremental blob I/O (on PostgreSQL
 of 1 MB chunks) so they are never held whole in memory. Each job is one module
 here, a part of `Store`: base (connections, transactions, migrations, time helpers),
 submissions, audit, outbox, clinician, protect (form tokens, rate limits), copies
-(patient copies), refusals (refused anonymous attempts, counted) and backup.
-Import everything from `formrelay.store`.
+(patient copies), refusals (refused anonymous attempts, counted), uploads (documents
+from patients), replies (answers to patients) and backup. Import everything from
+`formrelay.store`.
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ from .copies import PatientCopies
 from .outbox import Outbox, OutboxMail
 from .protect import FormProtection
 from .refusals import REFUSALS_KEPT_DAYS, Refusals
+from .replies import Replies
 from .submissions import Submissions
+from .uploads import Uploads
 
 __all__ = [
     "AUDIT_FIELDS",
@@ -66,7 +69,7 @@ __all__ = [
 ]
 
 
-class Store(Submissions, Outbox, AuditLog, Clinicians, FormProtection, PatientCopies, Backups,
-            Refusals, StoreBase):
+class Store(Submissions, Outbox, AuditLog, Clinicians, FormProtection, PatientCopies, Uploads,
+            Replies, Refusals, Backups, StoreBase):
     """Thread-safe access to one database (the SQLite file at `path`, or PostgreSQL at
     `url`); open it once per process."""

@@ -626,3 +626,100 @@ def _outbox_accepted(db: sqlite_utils.Database) -> None:
     # bookkeeping is rolled back, the mail is still known to be sent and is never sent
     # again (mail/outbox.py). NULL: not accepted yet.
     db.conn.execute("ALTER TABLE outbox ADD COLUMN accepted TEXT")
+
+
+# -- documents from the patient (issue 19; migrations 0150-0159) --------------------------
+_UPLOADS = """
+CREATE TABLE upload_links (
+    id TEXT PRIMARY KEY,
+    check_hash TEXT NOT NULL,
+    practice TEXT NOT NULL,
+    form_id TEXT NOT NULL DEFAULT '',
+    reference TEXT NOT NULL,
+    recipients TEXT NOT NULL,
+    lang TEXT NOT NULL,
+    asked_by TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'open',
+    used_bytes {big} NOT NULL DEFAULT 0,
+    started_at TEXT,
+    closed_at TEXT
+);
+CREATE INDEX upload_links_reference ON upload_links (reference);
+CREATE INDEX upload_links_due ON upload_links (state, expires_at);
+CREATE TABLE upload_files (
+    id TEXT PRIMARY KEY,
+    link_id TEXT NOT NULL REFERENCES upload_links (id),
+    practice TEXT NOT NULL,
+    reference TEXT NOT NULL,
+    recipients TEXT NOT NULL,
+    how TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'receiving',
+    size {big} NOT NULL DEFAULT 0,
+    chunks INTEGER NOT NULL DEFAULT 0,
+    sha256 TEXT,
+    created_at TEXT NOT NULL,
+    completed_at TEXT,
+    deleted_at TEXT
+);
+CREATE INDEX upload_files_link ON upload_files (link_id);
+CREATE INDEX upload_files_practice ON upload_files (practice, state);
+CREATE TABLE upload_chunks (
+    file_id TEXT NOT NULL REFERENCES upload_files (id) ON DELETE CASCADE,
+    n INTEGER NOT NULL,
+    data {blob} NOT NULL,
+    PRIMARY KEY (file_id, n)
+);
+"""
+
+
+@migration("0150_uploads", postgres=_UPLOADS.format(big="BIGINT", blob="BYTEA"))
+def _uploads(db: sqlite_utils.Database) -> None:
+    # One row per upload link (the link's secret only as a hash; bound from the start to
+    # its practice and the fingerprints of the recipients it encrypts to), one per file
+    # sent through it, and the file's ciphertext in rows of at most a few MB, appended
+    # in order: an interrupted upload resumes after the last stored row. Only
+    # ciphertext is stored: OpenPGP messages made in the patient's browser, or by gpg
+    # for the no-JavaScript form post.
+    # statement by statement: executescript would commit the migration's transaction
+    for statement in _UPLOADS.format(big="INTEGER", blob="BLOB").split(";"):
+        if statement.strip():
+            db.conn.execute(statement)
+
+
+_REPLIES = """
+CREATE TABLE replies (
+    reference TEXT PRIMARY KEY,
+    practice TEXT NOT NULL,
+    form_id TEXT NOT NULL,
+    recipients TEXT NOT NULL,
+    lang TEXT NOT NULL,
+    salt {blob} NOT NULL,
+    public_key {blob} NOT NULL,
+    wrapped_key {blob},
+    email_sealed TEXT NOT NULL DEFAULT '',
+    created_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'waiting',
+    failures INTEGER NOT NULL DEFAULT 0,
+    answer {blob},
+    answered_by TEXT,
+    answered_at TEXT,
+    replied_at TEXT,
+    deleted_at TEXT
+);
+CREATE INDEX replies_due ON replies (state, expires_at);
+"""
+
+
+@migration("0151_replies", postgres=_REPLIES.format(blob="BYTEA"))
+def _replies(db: sqlite_utils.Database) -> None:
+    # The practice's answer to a patient. Per submission an X25519 key pair: the public
+    # half encrypts the answer; the private half is stored only wrapped with a key from
+    # the patient's reply code (Argon2id) and FORMRELAY_SECRET_KEY, so neither this
+    # table nor the server's secret alone opens an answer. Locked or expired: the
+    # wrapped key and the answer are deleted, the content-free row stays a while.
+    for statement in _REPLIES.format(blob="BLOB").split(";"):
+        if statement.strip():
+            db.conn.execute(statement)

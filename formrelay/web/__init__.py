@@ -19,8 +19,21 @@ from ..config import CONFIG_ENV, ConfigError, Settings, load_config, parse_confi
 from ..reload import Live, serving_settings
 from ..services import Services, build
 from ..store import utcnow
-from . import clinician, errors, framing, headers, health, protect, public, widget
+from . import (
+    clinician,
+    clinician_uploads,
+    errors,
+    framing,
+    headers,
+    health,
+    protect,
+    public,
+    upload_pages,
+    widget,
+)
 from . import copy as copy_view
+from . import replies as replies_view
+from . import uploads as uploads_view
 from .request import InMemoryRequest
 from .slowbody import BodyDeadline
 
@@ -86,6 +99,11 @@ def build_app(config: Any, *, environ: Mapping[str, str] | None = None,
     widget.register(app)
     app.register_blueprint(health.bp)
     copy_view.register(app)  # patient copies: /copy/<token>
+    # documents from patients: /u/ask, the upload page and protocol, the clinician's list
+    uploads_view.register(app)
+    upload_pages.register(app)
+    clinician_uploads.register(app)
+    replies_view.register(app)  # answers to patients: /r/, /clinician/answer/<reference>
     # /clinician/: sessions, login, inbox, account, API
     clinician.register(app)
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any
 
@@ -12,11 +13,13 @@ from ..errors import InvalidSubmission
 from ..i18n import gettext
 from ..intake import forms
 from ..intake.tokens import TokenProblem
+from ..store import StoreError
 from . import protect
 from .common import language, posted_language, relay, render, services_with_form, wants_json
 from .errors import respond
 from .headers import allow_framing
 
+log = logging.getLogger("formrelay.public")
 bp = Blueprint("public", __name__)
 
 
@@ -35,6 +38,25 @@ def _kept(spec: FormSpec, lang: str) -> Any:
     """The form filled with what the patient sent (files cannot be sent back)."""
     names = {f.name for f in spec.fields}
     return forms.empty_form(spec, lang, {k: v for k, v in request.form.lists() if k in names})
+
+
+def reply_code(spec: FormSpec, reference: str, lang: str) -> str:
+    """With `replies = true`: the code that alone opens the practice's answer (shown
+    once, on the thank-you page), grouped for writing down; '' otherwise."""
+    if not spec.replies:
+        return ""
+    from ..replies.answers import Answers
+    from ..replies.secret import shown_code
+
+    email_field = next((f.name for f in spec.fields if f.type == "email"), "")
+    email = request.form.get(email_field, "").strip() if email_field else ""
+    s = relay()
+    try:
+        code = Answers(s.settings, s.store, s.clock).issue(reference, spec.id, email, lang)
+    except StoreError as exc:  # the submission is received: say so, without a code
+        log.error("form %s: no reply code for %s (%s)", spec.id, reference, exc)
+        return "-"
+    return shown_code(code)
 
 
 @bp.before_request
@@ -96,4 +118,5 @@ def submit(form_id: str) -> Any:
             answer["public_copy"] = receipt.copy.as_json()
         return jsonify(answer)
     return render("thanks.html", lang, spec=spec, receipt=receipt,
-                  embed=request.args.get("embed") == "1")
+                  embed=request.args.get("embed") == "1",
+                  reply_code=reply_code(spec, receipt.reference, lang))

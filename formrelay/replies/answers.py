@@ -1,0 +1,246 @@
+"""The practice's answer to a patient, from reply code to reading (no Flask).
+
+A form with `replies = true` gives the patient, on the thank-you page, their reference
+and a reply code, shown once (`issue`). A clinician of the submission's practice whose
+key it was sent to writes an answer (`answer`): the server encrypts it at once to the
+submission's reply key (secret.py) and forgets the text; the patient, if the form had
+their address, gets a mail that says only "the practice answered" and where to read it.
+On /r/ the patient enters the reference and the code (`read`). Five wrong codes lock
+the answer (its key and text are deleted), as the copy pickup does; after
+server.reply_expiry_days (default 30) it is deleted too (`expire`). Every step is
+audited; no message tells whether a reference exists.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+
+from ..audit_actions import AuditAction
+from ..clinician.user import User
+from ..config import Settings
+from ..crypto import sealing
+from ..errors import UserError
+from ..i18n import gettext
+from ..intake.relay import Relay
+from ..intake.submission import Answer, Submission, new_reference
+from ..mail.kinds import BuildError, MailKind, sealed_recipient
+from ..store import OutboxMail, Store, iso, parse_iso
+from . import secret
+
+MAX_FAILURES = 5
+MAIL_KIND = "reply_notice"
+MAX_ANSWER = 20_000  # characters
+PURPOSE = b"formrelay outbox reply-notice v1"
+EMAIL_PURPOSE = b"formrelay reply email v1"
+
+
+class ReplyState(StrEnum):
+    NONE = "none"  # unknown reference, expired, locked: one answer for all
+    WRONG_CODE = "wrong_code"
+    LOCKED = "locked"
+    NOT_YET = "not_yet"
+
+
+class ReplyRefused(UserError):
+    def __init__(self, state: ReplyState, *, tries_left: int = 0, practice: str = ""):
+        super().__init__("No answer can be shown")
+        self.state = state
+        self.tries_left = tries_left
+        self.practice = practice
+
+
+class Answers:
+    def __init__(self, settings: Settings, store: Store, clock: Callable[[], datetime]):
+        self.settings = settings
+        self.store = store
+        self.clock = clock
+        self.expiry = timedelta(days=max(1, settings.server.reply_expiry_days))
+
+    def issue(self, reference: str, form_id: str, email: str, lang: str) -> str:
+        """Make the submission's reply key; returns the code, shown once."""
+        spec = self.settings.form(form_id)
+        if spec is None:
+            raise UserError("No such form.")
+        code = secret.new_code()
+        salt, public, wrapped = secret.new_pair(code, self.settings.secret_key, reference)
+        now = self.clock()
+        sealed = sealing.seal_text(self.settings.secret_key, EMAIL_PURPOSE, email,
+                                   reference.encode()) if email else ""
+        practice = self.settings.practice_of(form_id).id
+        with self.store.transaction():
+            self.store.add_reply({
+                "reference": reference, "practice": practice, "form_id": form_id,
+                "recipients": self.settings.recipient_fingerprints(spec), "lang": lang,
+                "salt": salt, "public_key": public, "wrapped_key": wrapped,
+                "email_sealed": sealed, "created_at": iso(now),
+                "expires_at": iso(now + self.expiry)})
+            self.store.audit(AuditAction.REPLY_OFFERED, actor="patient", reference=reference,
+                             form_id=form_id, practice=practice,
+                             detail="mail address given" if email else "no mail address")
+        return code
+
+    # -- the clinician ------------------------------------------------------------------
+    def may_answer(self, user: User, reference: str) -> dict[str, Any] | None:
+        row = self.store.reply(reference)
+        if row is None or row["state"] != "waiting" or row["practice"] != user.practice:
+            return None
+        fprs = {self.settings.recipients[r].fingerprint for r in user.recipients
+                if r in self.settings.recipients}
+        return row if fprs & set(row["recipients"]) else None
+
+    def answer(self, user: User, reference: str, text: str, ip: str = "") -> None:
+        """Encrypt the answer to the patient's key, store it, queue the mail."""
+        text = text.strip()
+        if not text or len(text) > MAX_ANSWER:
+            raise UserError("Write an answer of 1 to %(n)s characters.", n=MAX_ANSWER)
+        row = self.may_answer(user, reference)
+        if row is None:
+            raise UserError("This submission cannot be answered (any more).", status=404)
+        sealed = secret.seal_answer(bytes(row["public_key"]), text, reference)
+        with self.store.transaction():
+            if not self.store.store_answer(reference, sealed, f"user:{user.username}",
+                                           self.clock()):
+                raise UserError("This submission cannot be answered (any more).", status=404)
+            self.store.audit(AuditAction.REPLY_ANSWERED, actor=f"user:{user.username}", ip=ip,
+                             reference=reference, form_id=str(row["form_id"]),
+                             practice=str(row["practice"]), detail=f"{len(sealed)} bytes sealed")
+            email = str(row["email_sealed"] or "")
+            if email:
+                address = sealing.unseal_text(self.settings.secret_key, EMAIL_PURPOSE, email,
+                                            reference.encode())
+                payload = sealing.seal(self.settings.secret_key, PURPOSE, json.dumps(
+                    {"lang": row["lang"], "practice": row["practice"]}).encode(),
+                    reference.encode())
+                self.store.enqueue(MAIL_KIND, reference,
+                                   [sealed_recipient(self.settings, address, reference)],
+                                   payload, str(row["form_id"]))
+
+    # -- the patient --------------------------------------------------------------------
+    def read(self, reference: str, code: str, ip: str = "") -> str:
+        """The answer's text, for the right code; ReplyRefused otherwise."""
+        return self._open(reference, code, ip)[0]
+
+    def can_reply(self, reference: str) -> bool:
+        row = self.store.reply(reference.strip().upper())
+        return bool(row and row["state"] == "answered" and not row["replied_at"])
+
+    def patient_reply(self, relay: Relay, reference: str, code: str, text: str,
+                      ip: str = "") -> str:
+        """The patient's one reply to the answer, delivered like a new submission of the
+        same form to the same recipients; returns its new reference."""
+        text = text.strip()
+        if not text or len(text) > MAX_ANSWER:
+            raise UserError("Write a reply of 1 to %(n)s characters.", n=MAX_ANSWER)
+        reference = reference.strip().upper()
+        _, row = self._open(reference, code, ip)
+        spec = self.settings.form(str(row["form_id"]))
+        if spec is None or not self.store.claim_patient_reply(reference, self.clock()):
+            raise UserError("You have already replied to this answer.", status=409)
+        lang = str(row["lang"])
+        sub = Submission(reference=new_reference(), form_id=spec.id,
+                         form_title=f"{spec.title} ({reference})", lang=lang,
+                         received_at=self.clock(), answers=[
+                             Answer("reply_to", gettext(lang, "Reply to"), "text", reference),
+                             Answer("reply", gettext(lang, "Reply"), "textarea", text)])
+        try:
+            receipt = relay.deliver(sub, ip=ip)
+        except BaseException:
+            self.store.claim_patient_reply(reference, None)
+            raise
+        self.store.audit(AuditAction.REPLY_PATIENT, actor="patient", ip=ip,
+                         reference=reference, form_id=spec.id, practice=str(row["practice"]),
+                         detail=f"delivered as {receipt.reference}")
+        return receipt.reference
+
+    def _open(self, reference: str, code: str, ip: str) -> tuple[str, dict[str, Any]]:
+        reference = reference.strip().upper()
+        row = self.store.reply(reference)
+        if row is not None and row["state"] in ("waiting", "answered") and \
+                self.clock() >= parse_iso(row["expires_at"]):
+            self.expire()
+            row = self.store.reply(reference)
+        if row is None or row["state"] not in ("waiting", "answered"):
+            raise ReplyRefused(ReplyState.NONE)
+        practice, form_id = str(row["practice"]), str(row["form_id"])
+        wrapped, salt = bytes(row["wrapped_key"]), bytes(row["salt"])
+        if not secret.normalize_code(code) or not secret.code_opens(
+                code, salt, wrapped, self.settings.secret_key, reference):
+            with self.store.transaction():
+                failures, locked = self.store.reply_wrong_code(reference, MAX_FAILURES,
+                                                               self.clock())
+                self.store.audit(AuditAction.REPLY_WRONG_CODE, "refused", actor="patient",
+                                 ip=ip, reference=reference, form_id=form_id,
+                                 practice=practice, detail=f"attempt {failures} of "
+                                                           f"{MAX_FAILURES}")
+                if locked:
+                    self.store.audit(AuditAction.REPLY_LOCKED, "refused", reference=reference,
+                                     form_id=form_id, practice=practice,
+                                     detail=f"{MAX_FAILURES} wrong codes: key and answer "
+                                            "deleted")
+            if locked:
+                raise ReplyRefused(ReplyState.LOCKED, practice=practice)
+            raise ReplyRefused(ReplyState.WRONG_CODE, tries_left=MAX_FAILURES - failures,
+                               practice=practice)
+        if row["answer"] is None:
+            raise ReplyRefused(ReplyState.NOT_YET, practice=practice)
+        try:
+            text = secret.open_answer(code, salt, wrapped, bytes(row["answer"]),
+                                      self.settings.secret_key, reference)
+        except InvalidTag:
+            raise ReplyRefused(ReplyState.NONE, practice=practice) from None
+        self.store.audit(AuditAction.REPLY_OPENED, actor="patient", ip=ip, reference=reference,
+                         form_id=form_id, practice=practice)
+        return text, row
+
+    def expire(self) -> int:
+        rows = self.store.expire_replies(self.clock())
+        for r in rows:
+            self.store.audit(AuditAction.REPLY_EXPIRED, reference=r["reference"],
+                             form_id=r["form_id"], practice=r["practice"],
+                             detail=f"{r['state']}: key and answer deleted")
+        return len(rows)
+
+
+def build_mail(mail: OutboxMail, settings: Settings, store: Store) -> bytes:
+    """The patient's notice: the practice answered; where to read it. Nothing else."""
+    from ..i18n import translations
+    from ..uploads.mail import _contact, _message
+
+    try:
+        data = json.loads(sealing.unseal(settings.secret_key, PURPOSE, mail.payload or b"",
+                                         mail.reference.encode()))
+    except sealing.Unsealable:
+        raise BuildError("answer notice payload cannot be opened (was FORMRELAY_SECRET_KEY "
+                         "changed?)") from None
+    lang = str(data.get("lang", "nl"))
+    practice = settings.practice_or_default(str(data.get("practice", "")))
+    _ = translations(lang).gettext
+    link = f"{settings.server.base_url.rstrip('/')}/r/?reference={mail.reference}"
+    body = "\n".join([
+        practice.name, "",
+        _("The practice has answered your form."),
+        _("Open this page and enter your reply code to read the answer:"), "",
+        link, "",
+        _("You received the reply code after sending the form. This e-mail does not "
+          "contain the answer."), "",
+        _contact(practice, lang), ""])
+    return _message(mail, settings, practice, _("An answer from %(practice)s")
+                    % {"practice": practice.name}, body)
+
+
+def mail_sent(mail: OutboxMail, store: Store) -> None:
+    store.audit(AuditAction.REPLY_MAIL_SENT, reference=mail.reference, form_id=mail.form_id,
+                detail="answer notice to the patient")
+
+
+NOTICE_MAIL = MailKind(MAIL_KIND, build_mail, on_sent=mail_sent)
+
+
+def purge(settings: Settings, store: Store, now: datetime) -> int:
+    return Answers(settings, store, lambda: now).expire()

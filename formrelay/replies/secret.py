@@ -1,0 +1,108 @@
+"""The cryptography of answers (no Flask, no database).
+
+Per submission an X25519 key pair. The answer is encrypted to its public half (an
+ephemeral X25519 exchange, HKDF-SHA256, AES-256-GCM bound to the reference), so the
+server can encrypt an answer without being able to read it back. The private half is
+stored only wrapped (AES-256-GCM) with a key made from two secrets:
+
+* the patient's reply code, through Argon2id (64 MiB, 3 passes): each guess costs that;
+* a pepper derived from FORMRELAY_SECRET_KEY, which is not in the database.
+
+So a stolen database (and data folder) opens nothing without the server's secret, and
+the server's secret opens nothing without the code: an offline guess of a 12-character
+code (about 59 bits) with both costs 2^58 Argon2id runs on average. docs/replies.md
+explains the choice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+
+from argon2.low_level import Type, hash_secret_raw
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from ..intake.submission import REFERENCE_ALPHABET
+
+CODE_LENGTH = 12  # 30 symbols: about 59 bits
+ARGON2 = {"time_cost": 3, "memory_cost": 64 * 1024, "parallelism": 1}
+RAW = serialization.Encoding.Raw
+
+
+def new_code() -> str:
+    return "".join(secrets.choice(REFERENCE_ALPHABET) for _ in range(CODE_LENGTH))
+
+
+def shown_code(code: str) -> str:
+    """The code in groups of four, as the patient writes it down."""
+    return "-".join(code[i:i + 4] for i in range(0, len(code), 4))
+
+
+def normalize_code(text: str) -> str:
+    return re.sub(r"[\s\-.]", "", text or "").upper()[:40]
+
+
+def _hkdf(material: bytes, info: str) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+                info=f"formrelay reply v1|{info}".encode()).derive(material)
+
+
+def wrap_key(code: str, salt: bytes, server_secret: str, reference: str) -> bytes:
+    """The key that wraps the private half: Argon2id(code) and the server's pepper."""
+    slow = hash_secret_raw(normalize_code(code).encode(), salt, hash_len=32, type=Type.ID,
+                           **ARGON2)
+    pepper = hmac.new(hashlib.sha256(f"formrelay reply pepper|{server_secret}".encode())
+                      .digest(), reference.encode(), hashlib.sha256).digest()
+    return _hkdf(slow + pepper, f"wrap|{reference}")
+
+
+def new_pair(code: str, server_secret: str, reference: str) -> tuple[bytes, bytes, bytes]:
+    """(salt, public key, wrapped private key) for a new submission."""
+    private = X25519PrivateKey.generate()
+    salt = secrets.token_bytes(16)
+    key = wrap_key(code, salt, server_secret, reference)
+    nonce = secrets.token_bytes(12)
+    raw = private.private_bytes(RAW, serialization.PrivateFormat.Raw,
+                                serialization.NoEncryption())
+    wrapped = nonce + AESGCM(key).encrypt(nonce, raw, reference.encode())
+    return salt, private.public_key().public_bytes(RAW, serialization.PublicFormat.Raw), wrapped
+
+
+def seal_answer(public_key: bytes, text: str, reference: str) -> bytes:
+    eph = X25519PrivateKey.generate()
+    shared = eph.exchange(X25519PublicKey.from_public_bytes(public_key))
+    key = _hkdf(shared, f"answer|{reference}")
+    nonce = secrets.token_bytes(12)
+    eph_pub = eph.public_key().public_bytes(RAW, serialization.PublicFormat.Raw)
+    return eph_pub + nonce + AESGCM(key).encrypt(nonce, text.encode(), reference.encode())
+
+
+def open_answer(code: str, salt: bytes, wrapped: bytes, answer: bytes, server_secret: str,
+                reference: str) -> str:
+    """The answer's text; cryptography's InvalidTag when the code (or the server's
+    secret) is wrong."""
+    key = wrap_key(code, salt, server_secret, reference)
+    raw = AESGCM(key).decrypt(wrapped[:12], wrapped[12:], reference.encode())
+    private = X25519PrivateKey.from_private_bytes(raw)
+    shared = private.exchange(X25519PublicKey.from_public_bytes(answer[:32]))
+    plain = AESGCM(_hkdf(shared, f"answer|{reference}")).decrypt(
+        answer[32:44], answer[44:], reference.encode())
+    return plain.decode()
+
+
+def code_opens(code: str, salt: bytes, wrapped: bytes, server_secret: str,
+               reference: str) -> bool:
+    """Does the code unwrap the private key (checked before any answer exists)?"""
+    from cryptography.exceptions import InvalidTag
+
+    try:
+        key = wrap_key(code, salt, server_secret, reference)
+        AESGCM(key).decrypt(wrapped[:12], wrapped[12:], reference.encode())
+    except InvalidTag:
+        return False
+    return True

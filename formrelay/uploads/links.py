@@ -1,0 +1,305 @@
+"""One-time upload links: made, mailed, opened, closed and expired (no Flask).
+
+A link is `<base_url>/u/<id>.<secret>`: `<id>` names its row, `<secret>` (256 bits) is
+kept only as its SHA-256, so the database alone cannot make a working link. Unlike a
+copy link the secret is in the path, not the fragment, because the no-JavaScript
+upload (an ordinary form post) must reach it; a link only lets its holder *send*
+documents to the practice, never read anything, and it serves one session.
+
+A link is bound when it is made to one practice and the fingerprints of the recipients
+it encrypts to (the form's, for a link after a submission; the practice's, for one a
+clinician sends to a new patient), so a reload that changes the configuration never
+sends a patient's documents to anyone else. It works for server.upload_expiry_days
+(default 7), for one upload session: the patient's "done" closes it. The mail holds the
+practice name, the expiry and the link; the outbox keeps the link and the address only
+sealed with a key from FORMRELAY_SECRET_KEY, as for copy links.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from ..audit_actions import AuditAction
+from ..config import PracticeSettings, Settings
+from ..crypto import sealing
+from ..errors import UserError
+from ..i18n import gettext
+from ..intake.submission import new_reference
+from ..mail.addresses import header_problem
+from ..mail.kinds import BuildError, MailKind, sealed_recipient
+from ..settings import UPLOAD_MAX_EXPIRY_DAYS
+from ..store import OutboxMail, Store, iso, parse_iso
+
+MAIL_KIND = "upload_link"
+NOTICE_KIND = "upload_notice"
+SECRET_BYTES = 32
+PAYLOAD_PURPOSE = b"formrelay outbox upload-link v1"
+
+
+class LinkState(StrEnum):
+    """Why a link cannot be used. ALTERED covers a made-up id and a wrong secret alike,
+    so a guess learns nothing about which links exist."""
+
+    ALTERED = "altered"
+    CLOSED = "closed"
+    EXPIRED = "expired"
+
+
+class LinkRefused(UserError):
+    def __init__(self, state: LinkState, *, lang: str = "", practice: str = ""):
+        super().__init__("This link does not work")
+        self.state = state
+        self.lang = lang
+        self.practice = practice
+
+
+@dataclass(frozen=True)
+class UploadLink:
+    """An open link, as the upload page and the upload protocol use it."""
+
+    id: str
+    reference: str
+    practice: str
+    form_id: str
+    recipients: tuple[str, ...]  # fingerprints, fixed when the link was made
+    lang: str
+    expires_at: datetime
+    used_bytes: int
+
+
+@dataclass(frozen=True)
+class Invitation:
+    reference: str
+    expires_at: datetime
+    link: str  # holds the secret: only for the outbox's sealed payload and tests
+
+
+def b64e(data: bytes) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _check_hash(secret: str) -> str:
+    return hashlib.sha256(f"formrelay upload link v1|{secret}".encode()).hexdigest()
+
+
+def check_address(value: str, lang: str, field: str = "email") -> str:
+    """The patient's address, normalised; UserError (next to `field`) when it cannot be
+    used, including encoded words and header tricks (as the form refuses them)."""
+    from email_validator import EmailNotValidError, validate_email
+
+    value = (value or "").strip()
+    if not value:
+        raise UserError("Please correct the marked fields.", errors={field: [gettext(
+            lang, "Fill in your e-mail address to receive the link.")]})
+    if header_problem(value):
+        raise UserError("Please correct the marked fields.", errors={field: [gettext(
+            lang, "This e-mail address cannot be used. Type it plainly, e.g. name@example.nl.")]})
+    try:
+        address = str(validate_email(value, check_deliverability=False).normalized)
+    except EmailNotValidError:
+        raise UserError("Please correct the marked fields.", errors={field: [gettext(
+            lang, "Enter a valid e-mail address, e.g. name@example.nl.")]}) from None
+    if header_problem(address):
+        raise UserError("Please correct the marked fields.", errors={field: [gettext(
+            lang, "This e-mail address cannot be used. Type it plainly, e.g. name@example.nl.")]})
+    return address
+
+
+class UploadLinks:
+    def __init__(self, settings: Settings, store: Store, clock: Callable[[], datetime]):
+        self.settings = settings
+        self.store = store
+        self.clock = clock
+        days = min(max(1, settings.server.upload_expiry_days), UPLOAD_MAX_EXPIRY_DAYS)
+        self.expiry = timedelta(days=days)
+
+    # -- sizes ------------------------------------------------------------------------
+    def limit_bytes(self, practice_id: str) -> int:
+        """What one session of this practice's patients may send, in bytes."""
+        p = self.settings.practice(practice_id)
+        mb = (p.upload_limit_mb if p and p.upload_limit_mb else 0) \
+            or self.settings.server.upload_limit_mb
+        return mb * 1024 * 1024
+
+    # -- making one ---------------------------------------------------------------------
+    def for_submission(self, reference: str, email: str, lang: str, *, actor: str,
+                       ip: str = "") -> Invitation:
+        """A link for the patient of submission `reference`, to the form's recipients."""
+        reference = reference.strip().upper()
+        row = self.store.submission(reference)
+        spec = self.settings.form(row["form_id"]) if row else None
+        if row is None or spec is None:
+            raise UserError("No submission %(reference)s is kept here: check the reference, "
+                            "or send the link with --practice for a patient without one.",
+                            reference=reference)
+        practice = self.settings.practice_of(spec.id)
+        return self._make(practice, spec.id, reference,
+                          self.settings.recipient_fingerprints(spec), email, lang, actor, ip)
+
+    def for_practice(self, practice_id: str, email: str, lang: str, *, actor: str,
+                     ip: str = "") -> Invitation:
+        """A link for a patient without a submission: a new reference, the practice's
+        recipients."""
+        practice = self.settings.practice(practice_id)
+        if practice is None:
+            known = ", ".join(sorted(self.settings.practices)) or self.settings.default_practice.id
+            raise UserError("No practice %(practice)s is configured (known: %(known)s).",
+                            practice=practice_id, known=known)
+        fingerprints = [self.settings.recipients[r].fingerprint for r in practice.recipients
+                        if r in self.settings.recipients]
+        reference = new_reference()
+        while self.store.submission(reference) or self.store.upload_links_of(reference):
+            reference = new_reference()
+        return self._make(practice, "", reference, fingerprints, email, lang, actor, ip)
+
+    def asked_already(self, reference: str) -> bool:
+        """Did the patient already ask for a link for this submission (thank-you page)?"""
+        return any(r["asked_by"] == "patient" for r in self.store.upload_links_of(reference))
+
+    def _make(self, practice: PracticeSettings, form_id: str, reference: str,
+              fingerprints: list[str], email: str, lang: str, actor: str,
+              ip: str) -> Invitation:
+        if not fingerprints:
+            raise UserError("Practice %(practice)s has no recipients to encrypt documents to: "
+                            "add one to its configuration first.", practice=practice.id)
+        address = check_address(email, lang)
+        now = self.clock()
+        link_id, secret = b64e(secrets.token_bytes(16)), b64e(secrets.token_bytes(SECRET_BYTES))
+        expires = now + self.expiry
+        link = f"{self.settings.server.base_url.rstrip('/')}/u/{link_id}.{secret}"
+        with self.store.transaction():
+            self.store.add_upload_link({
+                "id": link_id, "check_hash": _check_hash(secret), "practice": practice.id,
+                "form_id": form_id, "reference": reference, "recipients": fingerprints,
+                "lang": lang, "asked_by": actor, "created_at": iso(now),
+                "expires_at": iso(expires)})
+            self.store.audit(AuditAction.UPLOAD_INVITED, actor=actor, ip=ip,
+                             reference=reference, form_id=form_id, practice=practice.id,
+                             detail=f"to {len(fingerprints)} recipient key(s), until "
+                                    f"{iso(expires)[:16]}Z")
+            payload = seal(self.settings, {"link": link, "expires": iso(expires), "lang": lang,
+                                           "practice": practice.id}, reference)
+            self.store.enqueue(MAIL_KIND, reference,
+                               [sealed_recipient(self.settings, address, reference)],
+                               payload, form_id, practice=practice.id)
+        return Invitation(reference, expires, link)
+
+    # -- using one ------------------------------------------------------------------------
+    def open(self, token: str) -> UploadLink:
+        """The open link a token names; LinkRefused when it is forged, closed or expired."""
+        m = re.fullmatch(r"([A-Za-z0-9_-]{16,32})\.([A-Za-z0-9_-]{32,64})", token or "")
+        row = self.store.upload_link(m.group(1)) if m else None
+        if m is None or row is None or not hmac.compare_digest(
+                _check_hash(m.group(2)), row["check_hash"]):
+            raise LinkRefused(LinkState.ALTERED)
+        if row["state"] == "open" and self.clock() >= parse_iso(row["expires_at"]):
+            self.expire(row["id"])
+            row["state"] = "expired"
+        if row["state"] != "open":
+            raise LinkRefused(LinkState(row["state"]), lang=row["lang"], practice=row["practice"])
+        return UploadLink(row["id"], row["reference"], row["practice"], row["form_id"],
+                          tuple(row["recipients"]), row["lang"], parse_iso(row["expires_at"]),
+                          int(row["used_bytes"]))
+
+    def close(self, link: UploadLink, ip: str = "") -> int:
+        """The patient is done: the session ends, the link answers 'used' from now on.
+        Returns how many files it delivered; when there are any, the link's recipients
+        get a notice (reference and count only) through the outbox."""
+        files = self.store.upload_files_of(link_id=link.id)
+        by_fpr = {r.fingerprint: r.email for r in self.settings.recipients.values()}
+        to = [by_fpr[f] for f in link.recipients if f in by_fpr]
+        with self.store.transaction():
+            if not self.store.close_upload_link(link.id, "closed", self.clock()):
+                raise LinkRefused(LinkState.CLOSED, lang=link.lang, practice=link.practice)
+            # unfinished files of this session can never be finished now
+            for f in self.store.upload_files_of(link_id=link.id, state="receiving"):
+                self.store.delete_upload_file(f["id"], self.clock(), give_back=True)
+            self.store.audit(AuditAction.UPLOAD_CLOSED, actor="patient", ip=ip,
+                             reference=link.reference, form_id=link.form_id,
+                             practice=link.practice, detail=f"{len(files)} file(s)")
+            if files and to:
+                body = json.dumps({"practice": link.practice, "files": len(files)}).encode()
+                self.store.enqueue(NOTICE_KIND, link.reference, to, body, link.form_id,
+                                   practice=link.practice)
+        return len(files)
+
+    def expire(self, link_id: str | None = None) -> int:
+        """End the sessions of links past their date (one, or all due); their unfinished
+        files are deleted, finished ones stay for the clinician."""
+        now = self.clock()
+        rows = self.store.due_upload_links(now)
+        if link_id is not None:
+            rows = [r for r in rows if r["id"] == link_id]
+        for row in rows:
+            with self.store.transaction():
+                if not self.store.close_upload_link(row["id"], "expired", now):
+                    continue
+                self.store.audit(AuditAction.UPLOAD_EXPIRED, reference=row["reference"],
+                                 form_id=row["form_id"], practice=row["practice"],
+                                 detail="link expired")
+                for f in self.store.upload_files_of(link_id=row["id"], state="receiving"):
+                    self.store.delete_upload_file(f["id"], now, give_back=False)
+                    self.store.audit(AuditAction.UPLOAD_DELETED, reference=row["reference"],
+                                     form_id=row["form_id"], practice=row["practice"],
+                                     detail=f"unfinished file {f['id'][:8]} ({f['size']} bytes)")
+        return len(rows)
+
+
+# -- the mail ---------------------------------------------------------------------------
+def seal(settings: Settings, data: dict[str, Any], reference: str) -> bytes:
+    body = json.dumps(data, ensure_ascii=False).encode()
+    return sealing.seal(settings.secret_key, PAYLOAD_PURPOSE, body,
+                        f"{MAIL_KIND}|{reference}".encode())
+
+
+def unseal(settings: Settings, blob: bytes, reference: str) -> dict[str, Any]:
+    try:
+        data = sealing.unseal(settings.secret_key, PAYLOAD_PURPOSE, blob,
+                              f"{MAIL_KIND}|{reference}".encode())
+    except sealing.Unsealable:
+        raise BuildError("upload link payload cannot be opened (was FORMRELAY_SECRET_KEY "
+                         "changed?)") from None
+    out: dict[str, Any] = json.loads(data)
+    return out
+
+
+def build_mail(mail: OutboxMail, settings: Settings, store: Store) -> bytes:
+    """The link mail: practice name, the link, its expiry, the contact line. Nothing
+    the patient sent, a neutral subject, no attachment."""
+    from ..localtime import shown
+    from .mail import link_message
+
+    data = unseal(settings, mail.payload or b"", mail.reference)
+    practice = settings.practice_or_default(data.get("practice", ""))
+    expires = shown(parse_iso(data["expires"]), practice.timezone or settings.server.timezone)
+    return link_message(mail, settings, practice, data.get("lang", "nl"), data["link"],
+                        expires)
+
+
+def link_mail_sent(mail: OutboxMail, store: Store) -> None:
+    store.audit(AuditAction.UPLOAD_MAIL_SENT, reference=mail.reference, form_id=mail.form_id,
+                practice=mail.practice or None, detail="upload link to the patient")
+
+
+def build_notice(mail: OutboxMail, settings: Settings, store: Store) -> bytes:
+    """The recipients' notice: a reference has new documents in the clinician area."""
+    from .mail import notice_message
+
+    data = json.loads(mail.payload or b"{}")
+    practice = settings.practice_or_default(str(data.get("practice", "")))
+    return notice_message(mail, settings, practice, int(data.get("files", 0)))
+
+
+LINK_MAIL = MailKind(MAIL_KIND, build_mail, on_sent=link_mail_sent)
+NOTICE_MAIL = MailKind(NOTICE_KIND, build_notice)

@@ -1,0 +1,113 @@
+"""`/r/`: the patient reads the practice's answer with their reference and reply code;
+`/clinician/answer/<reference>`: a clinician writes it.
+
+The patient's page never says whether a reference exists: an unknown, expired or
+locked one and a wrong code for it look alike except for the count of tries left,
+which only a real reference has. The clinician's answer passes through this request's
+memory once and is encrypted to the patient's reply key before anything is stored.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Flask, Response, flash, g, redirect, request, url_for
+
+from ..errors import UserError
+from ..i18n import gettext
+from ..replies.answers import MAX_FAILURES, Answers, ReplyRefused, ReplyState
+from .clinician import views
+from .common import language, relay, render, services
+from .uploads import no_store
+
+bp = Blueprint("replies", __name__)
+clinician_bp = Blueprint("clinician_replies", __name__, url_prefix="/clinician/answer")
+clinician_bp.before_request(views.guard)
+
+
+def answers() -> Answers:
+    s = services()
+    return Answers(s.settings, s.store, s.clock)
+
+
+def _page(lang: str, *, reference: str = "", error: str = "", answer: str = "",
+          status: int = 200, code: str = "", sent: str = "") -> Response:
+    can_reply = bool(answer) and answers().can_reply(reference)
+    html = render("reply.html", lang, reference=reference, error=error, answer=answer,
+                  code=code if can_reply else "", sent=sent,
+                  other_lang="en" if lang == "nl" else "nl")
+    return no_store(Response(html, status, mimetype="text/html"))
+
+
+@bp.get("/r/")
+def ask() -> Any:
+    return _page(language(), reference=request.args.get("reference", "")[:20])
+
+
+@bp.post("/r/")
+def read() -> Any:
+    lang = language()
+    reference = request.form.get("reference", "").strip().upper()[:20]
+    code = request.form.get("code", "")
+    try:
+        text = answers().read(reference, code, ip=request.remote_addr or "")
+    except ReplyRefused as exc:
+        return _refused(exc, lang, reference)
+    return _page(lang, reference=reference, answer=text, code=code)
+
+
+@bp.post("/r/reply")
+def reply() -> Any:
+    """The patient's one reply, delivered like a new submission."""
+    lang = language()
+    reference = request.form.get("reference", "").strip().upper()[:20]
+    try:
+        new = answers().patient_reply(relay(), reference, request.form.get("code", ""),
+                                      request.form.get("reply", ""),
+                                      ip=request.remote_addr or "")
+    except ReplyRefused as exc:
+        return _refused(exc, lang, reference)
+    except UserError as exc:
+        return _page(lang, reference=reference, status=exc.status,
+                     error=gettext(lang, exc.message, **exc.params))
+    return _page(lang, reference=reference, sent=new)
+
+
+def _refused(exc: ReplyRefused, lang: str, reference: str) -> Response:
+    if exc.practice:
+        g.practice = services().settings.practice_or_default(exc.practice)
+    messages = {
+        ReplyState.NONE: "No answer can be shown for this reference and code. Check "
+                         "both, or call the practice.",
+        ReplyState.WRONG_CODE: "This reply code is not right. Tries left before the "
+                               "answer is locked: %(n)s.",
+        ReplyState.LOCKED: f"The wrong reply code was entered {MAX_FAILURES} times, so "
+                           "the answer was deleted to protect it. Call the practice.",
+        ReplyState.NOT_YET: "The practice has not answered yet. You will get an e-mail "
+                            "when it does, if you gave your address.",
+    }
+    status = {ReplyState.NONE: 404, ReplyState.WRONG_CODE: 403, ReplyState.LOCKED: 403,
+              ReplyState.NOT_YET: 200}[exc.state]
+    return _page(lang, reference=reference, status=status,
+                 error=gettext(lang, messages[exc.state], n=exc.tries_left))
+
+
+@clinician_bp.route("/<reference>", methods=["GET", "POST"])
+@views.login_required
+def write(reference: str) -> Any:
+    user = views.current_user()
+    assert user is not None  # noqa: S101 - login_required
+    a = answers()
+    if a.may_answer(user, reference) is None:
+        return views.page("clinician/answer.html", 404, reference=reference, allowed=False)
+    if request.method == "POST":
+        a.answer(user, reference, request.form.get("answer", ""), ip=views.client_ip())
+        flash(views.t("Your answer to %(reference)s was encrypted for the patient.",
+                      reference=reference))
+        return redirect(url_for("clinician.inbox"))
+    return views.page("clinician/answer.html", reference=reference, allowed=True)
+
+
+def register(app: Flask) -> None:
+    app.register_blueprint(bp)
+    app.register_blueprint(clinician_bp)

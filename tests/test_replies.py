@@ -1,0 +1,223 @@
+"""A secure answer from the practice (issue 19, part 3): reply code on the thank-you
+page, the clinician's answer encrypted to the patient's reply key, a content-free mail,
+the answer read on /r/ with reference and code; five wrong codes lock it; expiry
+deletes it; a stolen database (and data folder) does not open it."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sqlite3
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.exceptions import InvalidTag
+
+from formrelay.replies import secret
+
+from .area import Browser, Clock, add_user, audit, cheap_hashing, totp_at
+from .canary import leaks, start_clock
+from .conftest import ON_POSTGRES, canary, post_form
+from .smtpd import TlsFiles, smtp_server
+from .test_copy import smtp_cfg
+from .test_upload_links import deliver
+
+FIELDS = [{"name": "name", "type": "text", "label": "Naam", "required": True},
+          {"name": "email", "type": "email", "label": "E-mail"},
+          {"name": "question", "type": "textarea", "label": "Vraag"}]
+
+
+def send_form(client: Any, email: str = "zoe@example.nl") -> tuple[str, str]:
+    r = post_form(client, {"name": "Zoë", "email": email, "question": "Mag ik sporten?"})
+    html = r.get_data(as_text=True)
+    assert r.status_code == 200, html
+    ref = re.search(r'id="reference">([^<]+)<', html)
+    code = re.search(r'id="reply-code">([^<]+)<', html)
+    assert ref and code, html
+    return ref.group(1), code.group(1)
+
+
+def write_answer(b: Browser, reference: str, text: str) -> None:
+    page = b.get(f"/clinician/answer/{reference}")
+    assert page.status_code == 200, page.get_data(as_text=True)
+    r = b.post(f"/clinician/answer/{reference}", {"answer": text})
+    assert r.status_code == 302, r.get_data(as_text=True)
+
+
+def read(client: Any, reference: str, code: str) -> Any:
+    return client.post("/r/?lang=en", data={"reference": reference, "code": code})
+
+
+def test_answer_reaches_only_the_code(make_app: Any, tls: TlsFiles, tmp_path: Path,
+                                      monkeypatch: Any, logs: Any) -> None:
+    cheap_hashing(monkeypatch)
+    since = start_clock()
+    mark = canary()
+    clock = Clock()
+    with smtp_server(tls) as (smtp, port):
+        app = make_app(fields=FIELDS, replies=True, smtp=smtp_cfg(tls, port), clock=clock)
+        client = app.test_client()
+        reference, code = send_form(client)
+        assert re.fullmatch(r"[A-Z0-9]{4}-[A-Z0-9]{4}-[A-Z0-9]{4}", code)
+        # before the answer: the code is right, but there is nothing to read yet
+        assert "not answered yet" in read(client, reference, code).get_data(as_text=True)
+        add_user(tmp_path, "anna", "--recipient", "alice")
+        b = Browser(app)
+        b.enrol("anna", totp_at(clock))
+        write_answer(b, reference, f"U mag rustig sporten. {mark}\nGroet, dr. Jansen")
+        # one answer only
+        assert b.get(f"/clinician/answer/{reference}").status_code == 404
+        deliver(app)
+        to_patient = [m for m in smtp.messages if m.rcpt_tos == ["zoe@example.nl"]]
+        all_mail = [m.data for m in smtp.messages]
+    assert len(to_patient) == 1 and to_patient[0].tls
+    body = to_patient[0].parsed().get_body(("plain",)).get_content()
+    assert f"/r/?reference={reference}" in body and "Praktijk Test" in body
+    assert code not in body and code.replace("-", "") not in body
+    assert not leaks(mark, blobs=all_mail)
+    shown = read(client, reference.lower(), code.lower().replace("-", " "))
+    html = shown.get_data(as_text=True)
+    assert shown.status_code == 200 and mark in html and "dr. Jansen" in html
+    data_dir = app.extensions["formrelay"].settings.data_dir
+    texts = [r.getMessage() for r in logs.records if not r.name.startswith("mail.log")]
+    assert not leaks(mark, roots=[data_dir, tmp_path], texts=texts, since=since)
+    assert not leaks(code.replace("-", ""), roots=[data_dir], texts=texts, since=since)
+    for action in ("reply code issued", "answer written", "answer mail sent", "answer opened"):
+        assert audit(app, action), action
+
+
+def test_five_wrong_codes_lock_and_unknown_references_learn_nothing(
+        make_app: Any, tmp_path: Path, monkeypatch: Any) -> None:
+    app = make_app(fields=FIELDS, replies=True)
+    client = app.test_client()
+    reference, code = send_form(client)
+    unknown = read(client, "FR-AAAA-AAAA", code)
+    assert unknown.status_code == 404
+    nothing = unknown.get_data(as_text=True)
+    assert "No answer can be shown" in nothing
+    for left in (4, 3, 2, 1):
+        r = read(client, reference, "AAAA-AAAA-AAAA")
+        assert r.status_code == 403 and f"Tries left before the answer is locked: {left}" in \
+            r.get_data(as_text=True)
+    r = read(client, reference, "BBBB-BBBB-BBBB")
+    assert r.status_code == 403 and "deleted to protect it" in r.get_data(as_text=True)
+    # now even the right code opens nothing, and looks like an unknown reference
+    r = read(client, reference, code)
+    assert r.status_code == 404 and "No answer can be shown" in r.get_data(as_text=True)
+    row = app.extensions["formrelay"].store.reply(reference)
+    assert row["state"] == "locked" and row["wrapped_key"] is None and row["answer"] is None
+    assert len(audit(app, "answer wrong code", "refused")) == 5
+    assert audit(app, "answer locked", "refused")
+
+
+def test_answer_expires_and_is_deleted(make_app: Any, tmp_path: Path,
+                                       monkeypatch: Any) -> None:
+    cheap_hashing(monkeypatch)
+    clock = Clock()
+    app = make_app(fields=FIELDS, replies=True, clock=clock, server={"reply_expiry_days": 30})
+    client = app.test_client()
+    reference, code = send_form(client, email="")
+    add_user(tmp_path, "anna", "--recipient", "alice")
+    b = Browser(app)
+    b.enrol("anna", totp_at(clock))
+    write_answer(b, reference, "Tot ziens")
+    assert "Tot ziens" in read(client, reference, code).get_data(as_text=True)
+    clock.now += timedelta(days=30)
+    r = read(client, reference, code)
+    assert r.status_code == 404
+    row = app.extensions["formrelay"].store.reply(reference)
+    assert row["state"] == "expired" and row["answer"] is None and row["wrapped_key"] is None
+    assert audit(app, "answer expired")
+
+
+@pytest.mark.skipif(ON_POSTGRES, reason="copies the SQLite file")
+def test_stolen_database_does_not_open_the_answer(make_app: Any, tmp_path: Path,
+                                                  monkeypatch: Any) -> None:
+    """With the database and the data folder, but not FORMRELAY_SECRET_KEY: even the
+    right code does not unwrap the key; without the code the server's secret does not
+    either; and nothing in the files holds the answer in clear."""
+    cheap_hashing(monkeypatch)
+    clock = Clock()
+    app = make_app(fields=FIELDS, replies=True, clock=clock)
+    client = app.test_client()
+    reference, code = send_form(client, email="")
+    add_user(tmp_path, "anna", "--recipient", "alice")
+    b = Browser(app)
+    b.enrol("anna", totp_at(clock))
+    mark = canary()
+    write_answer(b, reference, f"Vertrouwelijk {mark}")
+    settings = app.extensions["formrelay"].settings
+    app.extensions["formrelay"].store.close()
+    stolen = tmp_path / "stolen"
+    shutil.copytree(settings.data_dir, stolen)
+    assert not leaks(mark, roots=[stolen])
+    db = sqlite3.connect(stolen / "formrelay.db")
+    salt, wrapped, answer = db.execute("SELECT salt, wrapped_key, answer FROM replies WHERE "
+                                       "reference = ?", (reference,)).fetchone()
+    db.close()
+    for server_secret, tried in (("a guessed secret " + "x" * 32, code),
+                                 (settings.secret_key, "AAAA-AAAA-AAAA")):
+        with pytest.raises(InvalidTag):
+            secret.open_answer(tried, salt, wrapped, answer, server_secret, reference)
+    # the right pair opens it: the test can fail
+    assert mark in secret.open_answer(code, salt, wrapped, answer, settings.secret_key,
+                                      reference)
+
+
+def test_patient_replies_once_delivered_like_a_new_submission(
+        make_app: Any, tmp_path: Path, monkeypatch: Any, keys: dict[str, Any]) -> None:
+    from .keys import gpg_decrypt
+
+    cheap_hashing(monkeypatch)
+    clock = Clock()
+    app = make_app(fields=FIELDS, replies=True, clock=clock)
+    client = app.test_client()
+    reference, code = send_form(client, email="")
+    add_user(tmp_path, "anna", "--recipient", "alice")
+    b = Browser(app)
+    b.enrol("anna", totp_at(clock))
+    write_answer(b, reference, "Kunt u een foto sturen?")
+    page = read(client, reference, code).get_data(as_text=True)
+    assert 'action="/r/reply' in page
+    mark = canary()
+    r = client.post("/r/reply?lang=en", data={"reference": reference, "code": code,
+                                              "reply": f"Ja, morgen. {mark}"})
+    html = r.get_data(as_text=True)
+    assert r.status_code == 200, html
+    new = re.search(r"under reference (FR-[A-Z0-9-]+)", html)
+    assert new and new.group(1) != reference
+    store = app.extensions["formrelay"].store
+    row = store.submission(new.group(1))
+    assert row["form_id"] == "intake" and row["status"] == "held"  # like a new submission
+    plain = gpg_decrypt(keys["alice"], store.ciphertext(new.group(1))).decode()
+    assert mark in plain and reference in plain
+    # once only; a wrong code counts as a wrong code
+    again = client.post("/r/reply?lang=en", data={"reference": reference, "code": code,
+                                                  "reply": "nog iets"})
+    assert again.status_code == 409 and "already replied" in again.get_data(as_text=True)
+    wrong = client.post("/r/reply?lang=en", data={"reference": reference,
+                                                  "code": "AAAA-AAAA-AAAA", "reply": "x"})
+    assert wrong.status_code == 403
+    assert 'action="/r/reply' not in read(client, reference, code).get_data(as_text=True)
+    assert audit(app, "patient replied")
+
+
+def test_no_reply_code_when_the_disk_refuses_but_the_form_is_received(
+        make_app: Any, monkeypatch: Any) -> None:
+    from formrelay.store import Store, StoreNotWritable
+
+    app = make_app(fields=FIELDS, replies=True)
+
+    def full(self: Any, row: Any) -> None:  # a full disk cannot be made here
+        raise StoreNotWritable("disk full")
+
+    monkeypatch.setattr(Store, "add_reply", full)
+    r = post_form(app.test_client(), {"name": "Zoë", "email": "", "question": "?"},
+                  query="?lang=en")
+    html = r.get_data(as_text=True)
+    assert r.status_code == 200 and 'id="reply-unavailable"' in html
+    assert 'id="reply-code"' not in html
+    ref = re.search(r'id="reference">([^<]+)<', html)
+    assert ref and app.extensions["formrelay"].store.submission(ref.group(1))

@@ -1,0 +1,121 @@
+"""An upload survives `kill -9` of the real server (`formrelay serve`, gunicorn) half-way:
+what was stored is ciphertext only, the session resumes after a restart from the
+offset the server reports, and the file decrypts to the same bytes."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from formrelay.config import load_config
+from formrelay.store import Store, utcnow
+from formrelay.uploads.links import UploadLinks
+
+from .canary import leaks
+from .conftest import ENV, make_config_dict, write_config
+from .keys import TestKey, gpg_decrypt
+from .test_widget_browser import _free_port
+
+MB = 1 << 20
+
+
+def serve(path: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "formrelay", "--config", str(path), "serve", "--bind",
+             f"127.0.0.1:{port}", "--workers", "1", "--connections", "20"],
+            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **ENV},
+            start_new_session=True)
+    for _ in range(300):  # bounded wait until it answers
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            try:
+                conn.request("GET", "/healthz")
+                conn.getresponse().read()
+            finally:
+                conn.close()
+            return proc
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise AssertionError(log.read_text())
+
+
+def call(port: int, method: str, path: str, body: bytes = b"",
+         headers: dict[str, str] | None = None) -> Any:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        r = conn.getresponse()
+        r.data = r.read()
+    finally:
+        conn.close()
+    return r
+
+
+def test_kill_9_mid_upload_resumes_after_restart(tmp_path: Path,
+                                                 keys: dict[str, TestKey]) -> None:
+    port = _free_port()
+    cfg = make_config_dict(tmp_path / "data", keys,
+                           server={"base_url": f"http://127.0.0.1:{port}"})
+    path = write_config(tmp_path / "config.toml", cfg)
+    settings = load_config(path, ENV)
+    mark = "CANARY-" + os.urandom(8).hex()
+    plain = mark.encode() + os.urandom(5 * MB)
+    gpg = subprocess.run(["gpg", "--homedir", str(keys["alice"].home), "--batch",
+                          "--trust-model", "always", "--rfc4880", "--compress-algo", "none",
+                          "-r", keys["alice"].fingerprint, "--encrypt"], input=plain,
+                         capture_output=True, check=True, timeout=60)
+    ct = gpg.stdout
+    log = tmp_path / "serve.log"
+    proc = serve(path, port, log)
+    try:
+        store = Store(settings.db_path, utcnow, url=settings.server.database_url)
+        made = UploadLinks(settings, store, utcnow).for_practice(
+            "default", "zoe@example.nl", "nl", actor="operator")
+        store.close()
+        token = made.link.rsplit("/u/", 1)[1]
+        r = call(port, "POST", f"/u/{token}/files", json.dumps({"size": len(plain)}).encode(),
+                 {"Content-Type": "application/json"})
+        assert r.status == 201, r.data
+        files = f"/u/{token}/files/{json.loads(r.data)['id']}"
+
+        def patch(off: int) -> Any:
+            chunk = ct[off:off + MB]
+            return call(port, "PATCH", files, chunk, {
+                "Upload-Offset": str(off),
+                "Upload-Checksum": "sha256 " + hashlib.sha256(chunk).hexdigest()})
+
+        for off in (0, MB, 2 * MB):
+            assert patch(off).status == 204
+        os.killpg(proc.pid, signal.SIGKILL)  # the whole server, mid-upload
+        proc.wait(timeout=30)
+        assert not leaks(mark, roots=[settings.data_dir])  # only ciphertext was stored
+        proc = serve(path, port, log)
+        head = call(port, "HEAD", files)
+        assert head.status == 200 and int(head.headers["Upload-Offset"]) == 3 * MB
+        offs = list(range(3 * MB, len(ct), MB))
+        for off in offs:
+            assert patch(off).status == 204
+        done = call(port, "POST", f"{files}/done", json.dumps(
+            {"length": len(ct), "chunks": 3 + len(offs)}).encode(),
+            {"Content-Type": "application/json"})
+        assert done.status == 200, done.data
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+    store = Store(settings.db_path, utcnow, url=settings.server.database_url)
+    try:
+        fid = files.rsplit("/", 1)[1]
+        assert gpg_decrypt(keys["alice"], b"".join(store.upload_chunks(fid))) == plain
+    finally:
+        store.close()
