@@ -17,7 +17,7 @@ from ..errors import UserError
 from ..i18n import gettext
 from ..replies.answers import MAX_FAILURES, Answers, ReplyRefused, ReplyState
 from .clinician import views
-from .common import language, relay, render, services
+from .common import language, posted_language, relay, render, services
 from .uploads import no_store
 
 bp = Blueprint("replies", __name__)
@@ -46,7 +46,7 @@ def ask() -> Any:
 
 @bp.post("/r/")
 def read() -> Any:
-    lang = language()
+    lang = posted_language(language())
     reference = request.form.get("reference", "").strip().upper()[:20]
     code = request.form.get("code", "")
     try:
@@ -59,7 +59,7 @@ def read() -> Any:
 @bp.post("/r/reply")
 def reply() -> Any:
     """The patient's one reply, delivered like a new submission."""
-    lang = language()
+    lang = posted_language(language())
     reference = request.form.get("reference", "").strip().upper()[:20]
     try:
         new = answers().patient_reply(relay(), reference, request.form.get("code", ""),

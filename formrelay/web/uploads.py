@@ -18,7 +18,7 @@ from ..errors import UserError
 from ..i18n import gettext
 from ..localtime import shown
 from ..uploads.links import LinkRefused, LinkState, UploadLinks
-from .common import language, render, services
+from .common import language, posted_language, render, services
 
 bp = Blueprint("uploads", __name__)
 OFFER_SECONDS = 3600
@@ -76,7 +76,7 @@ bp.register_error_handler(LinkRefused, gone_page)
 
 @bp.post("/u/ask")
 def ask() -> Any:
-    lang = language()
+    lang = posted_language(language())
     try:
         reference = str(_offers().loads(request.form.get("offer", ""), max_age=OFFER_SECONDS))
     except (BadSignature, UnicodeDecodeError):
