@@ -41,5 +41,8 @@ class AuditAction(StrEnum):
     USER_CREATED = "user created"
     USER_CHANGED = "user changed"
     USER_REMOVED = "user removed"
+    # the browser reader: invitation links
+    USER_INVITED = "user invited"
+    INVITATION = "invitation"
     # the retention purge of the log itself
     AUDIT_PURGED = "audit purged"

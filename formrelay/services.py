@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from .clinician import invitations
 from .clinician.accounts import Accounts
 from .clinician.inbox import Inbox
+from .clinician.invitations import Invitations
 from .config import Settings
 from .crypto.keyring import Keyring
 from .intake.pipeline import Step
@@ -40,7 +42,7 @@ from .store import Store, utcnow
 def mail_kinds() -> MailKinds:
     """Every kind of mail the outbox worker builds, by name."""
     return kind_table(SUBMISSION_MAIL, OPERATOR_MAIL, notify.MAIL, link_mail.LINK_MAIL,
-                      pgp_copy.PGP_MAIL)
+                      pgp_copy.PGP_MAIL, invitations.MAIL)
 
 
 def _expired_copies(settings: Settings, store: Store, now: datetime) -> int:
@@ -73,6 +75,7 @@ class Services:
     inbox: Inbox
     kinds: MailKinds
     purgers: Purgers
+    invitations: Invitations
     extra_steps: tuple[Step[Any], ...] = ()
 
     def startup(self) -> None:
@@ -122,4 +125,4 @@ def build(settings: Settings, clock: Callable[[], datetime] = utcnow, *,
     accounts = Accounts(settings, store)
     return Services(settings, clock, store, keyring, relay, copies, accounts,
                     Inbox(settings, store, accounts), mail_kinds(), purgers(),
-                    tuple(extra_steps))
+                    Invitations(settings, store, accounts), tuple(extra_steps))

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..clinician.accounts import Accounts
+from ..clinician.invitations import DEFAULT_DAYS, MAX_DAYS
 from ..localtime import utc_shown
 
 if TYPE_CHECKING:
@@ -82,6 +83,44 @@ def users_add(ctx: Context, username: str, recipients: tuple[str, ...], forms: t
         click.echo(f"password (shown once, hand it over in person or by phone): {password}")
     click.echo(f"first login: {ctx.settings().server.base_url.rstrip('/')}/clinician/ "
                "(sets up the authenticator app)")
+
+
+@users.command("invite")
+@click.argument("username")
+@click.option("--email", required=True, help="Where the invitation link is mailed.")
+@click.option("--recipient", "recipients", multiple=True, metavar="ID",
+              help="A [recipients.<id>] this user is; sees the forms sent to it. Repeatable.")
+@click.option("--form", "forms", multiple=True, metavar="ID",
+              help="A form whose held submissions this user sees. Repeatable.")
+@click.option("--practice", default="", metavar="ID",
+              help="The practice the user belongs to; default: the default practice.")
+@click.option("--days", default=DEFAULT_DAYS, show_default=True,
+              help=f"How long the link works (1-{MAX_DAYS} days).")
+@pass_ctx
+def users_invite(ctx: Context, username: str, email: str, recipients: tuple[str, ...],
+                 forms: tuple[str, ...], practice: str, days: int) -> None:
+    """Create USERNAME and mail them a one-time invitation link (no password by phone).
+
+    Opening the link, the clinician chooses a password and sets up the authenticator
+    app. The link works once and expires; run this again for a new link (the old one
+    stops working). The mail holds no patient data and goes through the TLS-only outbox.
+
+    \b
+    Example:
+      formrelay --config config.toml users invite anna --email anna@praktijk.nl \\
+        --recipient dr-jansen
+    """
+    invited = ctx.services().invitations.invite(
+        username, email=email, practice=practice, recipients=list(recipients),
+        forms=list(forms), days=days)
+    until = utc_shown(invited.expires_at)
+    if invited.mailed:
+        click.echo(f"invited {invited.user.username} (practice {invited.user.practice}): "
+                   f"the link is queued for {email}, valid until {until}")
+    else:
+        click.echo(f"invited {invited.user.username}, but no mail can be sent ([smtp] is not "
+                   f"set up); hand over this link in person, valid until {until}:")
+        click.echo(invited.link)
 
 
 @users.command("list")

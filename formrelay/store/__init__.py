@@ -10,7 +10,8 @@ streamed into and out of BLOBs with SQLite's incremental blob I/O (on PostgreSQL
 of 1 MB chunks) so they are never held whole in memory. Each job is one module
 here, a part of `Store`: base (connections, transactions, migrations, time helpers),
 submissions, audit, outbox, clinician, protect (form tokens, rate limits), copies
-(patient copies) and backup. Import everything from `formrelay.store`.
+(patient copies), backup and readers (invitations, browser-made keys). Import
+everything from `formrelay.store`.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from .clinician import Clinicians
 from .copies import PatientCopies
 from .outbox import Outbox, OutboxMail
 from .protect import FormProtection
+from .readers import Readers
 from .submissions import Submissions
 
 __all__ = [
@@ -62,6 +64,6 @@ __all__ = [
 
 
 class Store(Submissions, Outbox, AuditLog, Clinicians, FormProtection, PatientCopies, Backups,
-            StoreBase):
+            Readers, StoreBase):
     """Thread-safe access to one database (the SQLite file at `path`, or PostgreSQL at
     `url`); open it once per process."""
