@@ -44,5 +44,9 @@ class AuditAction(StrEnum):
     # the browser reader: invitation links
     USER_INVITED = "user invited"
     INVITATION = "invitation"
+    # the browser reader: keys made in the browser (never their secret)
+    KEY_CREATED = "key created"
+    KEY_PINNED = "key pinned"
+    KEY_CHANGED = "key changed"
     # the retention purge of the log itself
     AUDIT_PURGED = "audit purged"

@@ -19,6 +19,7 @@ from .clinician import invitations
 from .clinician.accounts import Accounts
 from .clinician.inbox import Inbox
 from .clinician.invitations import Invitations
+from .clinician.reader_keys import ReaderKeys
 from .config import Settings
 from .crypto.keyring import Keyring
 from .intake.pipeline import Step
@@ -76,6 +77,7 @@ class Services:
     kinds: MailKinds
     purgers: Purgers
     invitations: Invitations
+    reader_keys: ReaderKeys
     extra_steps: tuple[Step[Any], ...] = ()
 
     def startup(self) -> None:
@@ -125,4 +127,5 @@ def build(settings: Settings, clock: Callable[[], datetime] = utcnow, *,
     accounts = Accounts(settings, store)
     return Services(settings, clock, store, keyring, relay, copies, accounts,
                     Inbox(settings, store, accounts), mail_kinds(), purgers(),
-                    Invitations(settings, store, accounts), tuple(extra_steps))
+                    Invitations(settings, store, accounts),
+                    ReaderKeys(settings, store, keyring, relay), tuple(extra_steps))

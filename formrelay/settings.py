@@ -258,8 +258,15 @@ class ThemeSettings:
 class Recipient:
     id: str = setting(help="The recipient's id (the table name).")
     email: str = setting(help="Where this clinician receives encrypted mail.")
-    key_file: str = setting(help="Exported public key (.asc); relative to this file.")
-    fingerprint: str = setting(help="The key's full fingerprint, checked with the clinician.")
+    key_file: str = setting("", "Exported public key (.asc); relative to this file. "
+                                "Required with key_source = \"file\".")
+    fingerprint: str = setting("", "The key's full fingerprint, checked with the clinician. "
+                                   "Required with key_source = \"file\".")
+    key_source: str = setting(
+        "file", "\"file\": the key in key_file, pinned by fingerprint. \"browser\": no "
+        "key file; the invited clinician makes the key in the clinician area, and it is "
+        "pinned by its fingerprint then (the forms stay unavailable until that).",
+        ("file", "browser"))
     practice: str = setting("default", "The practice it belongs to (where it is written).")
 
 

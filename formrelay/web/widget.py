@@ -6,11 +6,13 @@ tracking. Web builders paste the plain `/widget.js` URL, so that answer is cache
 day and revalidated by its ETag (a hash of the content); `/widget.js?v=<hash>` (the
 pinned variant the README also shows) is cached for a year. Templates get
 `asset_url()` (static files with `?v=<hash>`, cached for a year by headers.py),
+`asset_integrity()` (their Subresource Integrity value),
 `theme_url`, `embed` and `frame_origins` (who may receive the frame's size messages).
 """
 
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
 from pathlib import Path
@@ -43,6 +45,19 @@ def widget_source() -> tuple[bytes, str]:
 @functools.cache
 def _static_version(path: str) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+
+
+@functools.cache
+def _static_integrity(path: str) -> str:
+    digest = hashlib.sha384(Path(path).read_bytes()).digest()
+    return "sha384-" + base64.b64encode(digest).decode("ascii")
+
+
+def asset_integrity(filename: str) -> str:
+    """The Subresource Integrity value of a static file: every <script> carries one, so
+    a script changed on the way (or on disk, after start) is not run."""
+    folder = current_app.static_folder or ""
+    return _static_integrity(str(Path(folder) / filename))
 
 
 def asset_url(filename: str) -> str:
@@ -84,6 +99,7 @@ def register(app: Flask) -> None:
     def page_context() -> dict[str, Any]:
         p = page_practice()
         origins = getattr(g, "frame_ancestors", None) or []
-        return {"asset_url": asset_url, "embed": request.args.get("embed") == "1",
+        return {"asset_url": asset_url, "asset_integrity": asset_integrity,
+                "embed": request.args.get("embed") == "1",
                 "frame_origins": origins,
                 "theme_url": url_for("widget.theme_css", practice=p.id, v=theme.version(p.theme))}

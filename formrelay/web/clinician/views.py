@@ -251,6 +251,9 @@ def logout() -> Any:
 def inbox() -> Any:
     user = current_user()
     assert user is not None  # noqa: S101 - login_required
+    keys = area().reader_keys
+    if keys.browser_recipients(user) and keys.active(user) is None:
+        return redirect(url_for("clinician_reader.key"))  # no key yet: make it first
     items = area().inbox.items(user)
     left = area().accounts.recovery_codes_left(user)
     return page("clinician/inbox.html", items=items, recovery_left=left,

@@ -1,0 +1,127 @@
+"""The browser reader end to end in real Chromium (issue 18): an invitation link, a
+password, the authenticator app, a key made in the page with a recovery sheet, and then
+a patient's submission encrypted to that key. The server only ever had the public key
+and two locked copies of the private key: the typed passphrase opens the stored copy
+with gpg, RNP and OpenPGP.js; nothing the server received, stored or logged does."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from urllib.parse import parse_qsl
+
+import pytest
+from flask import Flask
+from playwright.sync_api import Request, sync_playwright
+
+from .area import PASSWORD, answers, audit, cheap_hashing
+from .conftest import post_form, valid_answers
+from .keys import TestKey
+from .reader import (
+    ARGS,
+    CHROMIUM,
+    PASSPHRASE,
+    accept_invitation,
+    gpg_with_locked_key,
+    invite,
+    make_key,
+    openpgp_unlocks,
+    rnp_with_locked_key,
+    serve,
+)
+
+
+@pytest.fixture
+def live(tmp_path: Path, keys: dict[str, TestKey],
+         monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Flask, str]]:
+    cheap_hashing(monkeypatch)
+    yield from serve(tmp_path, keys)
+
+
+def _values(body: bytes) -> set[str]:
+    """The field values of a form post (urlencoded, or multipart from the page's fetch)."""
+    text = body.decode("utf-8", "replace")
+    if text.startswith("--"):
+        boundary = text.split("\r\n", 1)[0]
+        return {part.split("\r\n\r\n", 1)[-1].rstrip("\r\n-")
+                for part in text.split(boundary) if "\r\n\r\n" in part}
+    return {v for _, v in parse_qsl(text, keep_blank_values=True)}
+
+
+def test_invitation_key_in_the_page_then_a_submission_only_that_passphrase_opens(
+        live: tuple[Flask, str], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    app, base = live
+    store = app.extensions["formrelay"].store
+    link = invite(tmp_path)
+    # no key yet: the form is closed, nothing is stored (fail closed)
+    closed = post_form(app.test_client(), valid_answers("te vroeg"), json_answer=True,
+                       headers={"Origin": base})
+    assert closed.status_code == 503 and store.submissions(["intake"]) == []
+
+    bodies: list[bytes] = []
+    problems: list[str] = []
+
+    def sent(request: Request) -> None:
+        if request.post_data_buffer:
+            bodies.append(request.post_data_buffer)
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_context().new_page()
+        page.on("request", sent)
+        page.on("console", lambda m: problems.append(f"{m.text} {m.location.get('url')}")
+                if m.type == "error" and "favicon.ico" not in m.location.get("url", "")
+                else None)
+        page.on("pageerror", lambda e: problems.append(str(e)))
+        accept_invitation(page, link)
+        fingerprint, recovery = make_key(page)
+        assert "is actief" in page.locator(".flash").inner_text()
+        browser.close()
+    assert problems == []
+    assert len(fingerprint) == 40 and len(recovery) == 39
+
+    # a patient posts: the form is open now and encrypted to the browser-made key
+    r = post_form(app.test_client(), valid_answers("voor de leessleutel"), json_answer=True,
+                  headers={"Origin": base})
+    assert r.status_code == 200, r.get_data(as_text=True)
+    ref = r.get_json()["reference"]
+    ciphertext = b"".join(store.stream_ciphertext(ref))
+    [row] = store.reader_keys(store.user_row(username="anna")["id"])
+    assert row["fingerprint"] == fingerprint and row["state"] == "active"
+    locked, spare = row["locked_key"], row["recovery_locked_key"]
+
+    # the typed passphrase opens the stored copy, in gpg and in RNP (Thunderbird)
+    opened = gpg_with_locked_key(locked, PASSPHRASE, ciphertext)
+    assert opened.returncode == 0, opened.stderr
+    assert answers(opened.stdout)["answers"]["name"] == "Jeroen Brünhilde voor de leessleutel"
+    assert rnp_with_locked_key(locked, PASSPHRASE, ciphertext).returncode == 0
+    # and the recovery key opens the second copy
+    assert gpg_with_locked_key(spare, recovery, ciphertext).returncode == 0
+
+    # nothing the server received, stored or logged holds the secrets or unlocks a copy
+    candidates = {v for body in bodies for v in _values(body)}
+    for table in ("users", "sessions", "invitations", "reader_keys", "audit", "outbox",
+                  "recovery_codes", "submissions"):
+        for db_row in store.conn.execute(f"SELECT * FROM {table}"):  # noqa: S608 - fixed names
+            candidates |= {str(v) for v in dict(db_row).values() if v is not None}
+    candidates |= {rec.getMessage() for rec in caplog.records}
+    seen = "\n".join(candidates)
+    assert PASSPHRASE not in seen and recovery not in seen
+    assert {PASSWORD, fingerprint, "anna"} <= candidates  # the net caught what it should
+    # a passphrase has 12 characters at least (the page refuses shorter ones)
+    tried = sorted(c for c in candidates if 12 <= len(c) < 1000) + [PASSPHRASE]
+    with ThreadPoolExecutor(2) as pool:  # ~0.1 s a try: both copies at once
+        both = pool.map(openpgp_unlocks, [locked, spare], [tried, [*tried, recovery]])
+    assert list(both) == [[PASSPHRASE], [recovery]]
+    for candidate in sorted(v for body in bodies for v in _values(body) if 12 <= len(v) < 1000):
+        assert gpg_with_locked_key(locked, candidate, ciphertext).returncode != 0, candidate
+
+    created = audit(app, "key created")
+    assert [a["outcome"] for a in created] == ["ok"] and fingerprint in created[0]["detail"]
+    [pinned] = audit(app, "key pinned")
+    assert pinned["actor"] == "user:anna" and "reader" in pinned["detail"]
+    assert json.loads(store.user_row(username="anna")["recipients"]) == ["reader"]
