@@ -48,5 +48,7 @@ class AuditAction(StrEnum):
     KEY_CREATED = "key created"
     KEY_PINNED = "key pinned"
     KEY_CHANGED = "key changed"
+    # a held ciphertext fetched to decrypt in the browser (`failed`: the page could not)
+    READ = "read"
     # the retention purge of the log itself
     AUDIT_PURGED = "audit purged"

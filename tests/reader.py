@@ -144,3 +144,11 @@ def node_key(passphrase: str = PASSPHRASE, recovery: str = "HERS-TELS-LEUT") -> 
                          capture_output=True, text=True, timeout=120, check=True).stdout
     made: dict[str, str] = json.loads(out)
     return made
+
+
+def open_in_page(page: Page, reference: str, passphrase: str = PASSPHRASE) -> None:
+    """From the inbox: open one submission, typing the passphrase if the page asks."""
+    page.locator(f"#row-{reference}").get_by_role("button", name="Openen").click()
+    if page.locator("#unlock").is_visible():
+        page.get_by_label("Leeswachtzin", exact=True).fill(passphrase)
+        page.locator("#unlock").get_by_role("button", name="Openen").click()

@@ -18,7 +18,8 @@ from flask import Flask
 from playwright.sync_api import Request, sync_playwright
 
 from .area import PASSWORD, answers, audit, cheap_hashing
-from .conftest import post_form, valid_answers
+from .canary import leaks
+from .conftest import canary, post_form, valid_answers
 from .keys import TestKey
 from .reader import (
     ARGS,
@@ -28,6 +29,7 @@ from .reader import (
     gpg_with_locked_key,
     invite,
     make_key,
+    open_in_page,
     openpgp_unlocks,
     rnp_with_locked_key,
     serve,
@@ -55,6 +57,7 @@ def test_invitation_key_in_the_page_then_a_submission_only_that_passphrase_opens
         live: tuple[Flask, str], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     app, base = live
+    mark = canary()
     store = app.extensions["formrelay"].store
     link = invite(tmp_path)
     # no key yet: the form is closed, nothing is stored (fail closed)
@@ -80,15 +83,43 @@ def test_invitation_key_in_the_page_then_a_submission_only_that_passphrase_opens
         accept_invitation(page, link)
         fingerprint, recovery = make_key(page)
         assert "is actief" in page.locator(".flash").inner_text()
+
+        # a patient posts: the form is open now and encrypted to the browser-made key
+        r = post_form(app.test_client(), {**valid_answers("voor de leessleutel"),
+                                          "complaint": f"Knie {mark}", "visit": "2026-11-30",
+                                          "attachment": (b"uitslag " + mark.encode(),
+                                                         "uitslag lab.txt", "text/plain")},
+                      json_answer=True, headers={"Origin": base})
+        assert r.status_code == 200, r.get_data(as_text=True)
+        ref = r.get_json()["reference"]
+
+        # the clinician opens it in the page: answers, the upload, nothing sent back
+        page.goto(f"{base}/clinician/")
+        after: list[str] = []
+        page.on("request", lambda q: after.append(f"{q.method} {q.url} {q.post_data or ''}"))
+        open_in_page(page, ref)
+        shown = page.locator("#opened")
+        shown.wait_for(state="visible", timeout=30_000)
+        text = shown.inner_text()
+        assert "Jeroen Brünhilde voor de leessleutel" in text and mark in text
+        assert "30-11-2026" in text  # a date as a Dutch reader writes it
+        assert "Klacht" in text and "Intake fysiotherapie" in text
+        with page.expect_download() as dl:
+            page.get_by_role("link", name="uitslag lab.txt").click()
+        assert Path(dl.value.path()).read_bytes() == b"uitslag " + mark.encode()
+        page.get_by_role("button", name="Terug naar de lijst").click()
+        assert not any(mark in line for line in after), after
+        storage = page.evaluate("() => [localStorage.length, sessionStorage.length, "
+                                "document.cookie]")
+        assert storage == [0, 0, ""]
         browser.close()
     assert problems == []
     assert len(fingerprint) == 40 and len(recovery) == 39
-
-    # a patient posts: the form is open now and encrypted to the browser-made key
-    r = post_form(app.test_client(), valid_answers("voor de leessleutel"), json_answer=True,
-                  headers={"Origin": base})
-    assert r.status_code == 200, r.get_data(as_text=True)
-    ref = r.get_json()["reference"]
+    [read] = audit(app, "read")
+    assert read["reference"] == ref and read["actor"] == "user:anna"
+    # the canary: not in the data folder (database, WAL, keyring), the logs, or any body
+    assert leaks(mark, roots=[tmp_path], texts=[x.getMessage() for x in caplog.records],
+                 blobs=bodies) == []
     ciphertext = b"".join(store.stream_ciphertext(ref))
     [row] = store.reader_keys(store.user_row(username="anna")["id"])
     assert row["fingerprint"] == fingerprint and row["state"] == "active"
@@ -97,7 +128,7 @@ def test_invitation_key_in_the_page_then_a_submission_only_that_passphrase_opens
     # the typed passphrase opens the stored copy, in gpg and in RNP (Thunderbird)
     opened = gpg_with_locked_key(locked, PASSPHRASE, ciphertext)
     assert opened.returncode == 0, opened.stderr
-    assert answers(opened.stdout)["answers"]["name"] == "Jeroen Brünhilde voor de leessleutel"
+    assert answers(opened.stdout)["answers"]["complaint"] == f"Knie {mark}"
     assert rnp_with_locked_key(locked, PASSPHRASE, ciphertext).returncode == 0
     # and the recovery key opens the second copy
     assert gpg_with_locked_key(spare, recovery, ciphertext).returncode == 0

@@ -15,6 +15,7 @@ and queues a content-free notice to the operator. Every step is audited. No Flas
 
 from __future__ import annotations
 
+import json
 import re
 import tempfile
 from dataclasses import dataclass
@@ -84,6 +85,20 @@ class ReaderKeys:
 
     def get(self, user: User, key_id: int) -> ReaderKey | None:
         return next((k for k in self.keys(user) if k.id == key_id), None)
+
+    def readers_of(self, form_id: str) -> list[str]:
+        """Who can read the submissions of `form_id`: each recipient, with the accounts
+        tied to it ("anna (dr-jansen)"), for the inbox and "ask ..." messages."""
+        spec = self.settings.form(form_id)
+        if spec is None:
+            return []
+        users = self.store.user_rows()
+        out = []
+        for rid in spec.recipients:
+            names = [str(u["username"]) for u in users if rid in json.loads(u["recipients"])
+                     and not u["disabled_at"]]
+            out.append(f"{', '.join(names)} ({rid})" if names else rid)
+        return out
 
     # -- a new key from the browser ---------------------------------------------------
     def upload(self, user: User, fingerprint: str, public_key: str, locked_key: str,

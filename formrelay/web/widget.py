@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,13 @@ def asset_integrity(filename: str) -> str:
     a script changed on the way (or on disk, after start) is not run."""
     folder = current_app.static_folder or ""
     return _static_integrity(str(Path(folder) / filename))
+
+
+def openpgp_file() -> str:
+    """The vendored OpenPGP.js, as a static file name (static/vendor/openpgp.json, written
+    by scripts/vendor_openpgp.py, names the file of the recorded release)."""
+    record = Path(current_app.static_folder or "") / "vendor" / "openpgp.json"
+    return "vendor/" + str(json.loads(record.read_text(encoding="utf-8"))["file"])
 
 
 def asset_url(filename: str) -> str:

@@ -1,26 +1,29 @@
-"""The browser reader's pages: make the key in the browser, confirm the recovery sheet.
+"""The browser reader's pages: make the key in the browser, confirm the recovery sheet,
+and the two things the inbox's reader fetches (the locked keys, a ciphertext).
 
 The page's scripts (static/reader/*.js, with the vendored OpenPGP.js) do the
 cryptography; these views only show the page, take the public key and the two locked
-copies of the private key (`clinician.reader_keys.ReaderKeys` checks and audits them)
-and activate a key. Same guard as the whole area: HTTPS, login, a CSRF token on every
-POST, the strict CSP (script-src 'self', no inline script) and Subresource Integrity on
-every script.
+copies of the private key (`clinician.reader_keys.ReaderKeys` checks and audits them),
+activate a key, and hand out the locked keys and ciphertexts (each fetch of a
+ciphertext is audited as a read). Nothing decrypted ever comes back here: a failed
+decryption is reported by its kind only (damaged, not for this key). Same guard as the
+whole area: HTTPS, login, a CSRF token on every POST, the strict CSP (script-src 'self',
+no inline script) and Subresource Integrity on every script.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, current_app, flash, jsonify, redirect, request, url_for
+from flask import Blueprint, Response, flash, jsonify, redirect, request, url_for
 
+from ...audit_actions import AuditAction
 from ...clinician.reader_keys import KeyUploadRefused
 from ...clinician.user import User
+from ..widget import openpgp_file
 from .views import area, client_ip, current_user, guard, login_required, page, t
 
-bp = Blueprint("clinician_reader", __name__, url_prefix="/clinician/key")
+bp = Blueprint("clinician_reader", __name__, url_prefix="/clinician")
 bp.before_request(guard)
 
 
@@ -30,19 +33,7 @@ def _user() -> User:
     return user
 
 
-def openpgp_file() -> str:
-    """The vendored OpenPGP.js (static/vendor/openpgp.json names the file)."""
-    record = Path(current_app.static_folder or "") / "vendor" / "openpgp.json"
-    return "vendor/" + json.loads(record.read_text(encoding="utf-8"))["file"]
-
-
-def needs_key(user: User) -> bool:
-    """A reader of a browser recipient without an active key: the key page comes first."""
-    keys = area().reader_keys
-    return bool(keys.browser_recipients(user)) and keys.active(user) is None
-
-
-@bp.get("/")
+@bp.get("/key/")
 @login_required
 def key() -> Any:
     user = _user()
@@ -51,7 +42,7 @@ def key() -> Any:
                 active=keys.active(user), browser=keys.browser_recipients(user))
 
 
-@bp.post("/")
+@bp.post("/key/")
 @login_required
 def upload() -> Any:
     f = request.form
@@ -65,7 +56,7 @@ def upload() -> Any:
                    activate=url_for("clinician_reader.activate", key_id=made.id))
 
 
-@bp.post("/<int:key_id>/activate")
+@bp.post("/key/<int:key_id>/activate")
 @login_required
 def activate(key_id: int) -> Any:
     try:
@@ -76,3 +67,44 @@ def activate(key_id: int) -> Any:
     flash(t("Your key %(fingerprint)s is active: new submissions are encrypted to it.",
             fingerprint=key.grouped))
     return redirect(url_for("clinician.inbox"))
+
+
+@bp.get("/key/locked")
+@login_required
+def locked() -> Any:
+    """The account's locked keys (active and retired): the page unlocks them in memory."""
+    return jsonify(ok=True, keys=[{"fingerprint": k.fingerprint, "state": k.state,
+                                   "locked_key": k.locked_key}
+                                  for k in area().reader_keys.keys(_user())
+                                  if k.state in ("active", "retired")])
+
+
+@bp.get("/read/<reference>")
+@login_required
+def ciphertext(reference: str) -> Any:
+    """The held ciphertext, for the page to decrypt; audited as a read."""
+    user = _user()
+    box = area().inbox
+    item = box.get(user, reference, action=AuditAction.READ, ip=client_ip())
+    area().store.audit(AuditAction.READ, actor=user.actor, ip=client_ip(),
+                       reference=item.reference, form_id=item.form_id,
+                       detail="ciphertext fetched to decrypt in the browser")
+    resp = Response(box.asc_chunks(item), mimetype="application/pgp-encrypted")
+    resp.headers["Content-Length"] = str(item.size)
+    return resp
+
+
+@bp.post("/read/<reference>/failed")
+@login_required
+def failed(reference: str) -> Any:
+    """The page could not decrypt: which kind of failure, never any content."""
+    user = _user()
+    why = READ_FAILURES.get(request.form.get("why", ""), "unknown failure")
+    item = area().inbox.get(user, reference, action=AuditAction.READ, ip=client_ip())
+    area().store.audit(AuditAction.READ, "failed", actor=user.actor, ip=client_ip(),
+                       reference=item.reference, form_id=item.form_id, detail=why)
+    return jsonify(ok=True)
+
+
+READ_FAILURES = {"damaged": "the ciphertext is damaged (integrity check failed)",
+                 "not-for-key": "not encrypted to any of the reader's keys"}

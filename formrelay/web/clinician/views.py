@@ -39,6 +39,7 @@ from ...mail.mime import Streamed
 from ...services import Services
 from ...store import iso, parse_iso
 from ..common import relay, render, services
+from ..widget import openpgp_file
 from .session import ClinicianSession
 
 bp = Blueprint("clinician", __name__, url_prefix="/clinician")
@@ -256,8 +257,11 @@ def inbox() -> Any:
         return redirect(url_for("clinician_reader.key"))  # no key yet: make it first
     items = area().inbox.items(user)
     left = area().accounts.recovery_codes_left(user)
+    readers = {i.form_id: keys.readers_of(i.form_id) for i in items}
     return page("clinician/inbox.html", items=items, recovery_left=left,
-                forms=area().accounts.forms_of(user))
+                forms=area().accounts.forms_of(user), readers=readers,
+                reads=bool(keys.keys(user)), openpgp=openpgp_file(),
+                idle_minutes=relay().settings.server.session_idle_minutes)
 
 
 def _spooled(message: Streamed) -> Iterator[bytes]:
