@@ -152,3 +152,37 @@ def open_in_page(page: Page, reference: str, passphrase: str = PASSPHRASE) -> No
     if page.locator("#unlock").is_visible():
         page.get_by_label("Leeswachtzin", exact=True).fill(passphrase)
         page.locator("#unlock").get_by_role("button", name="Openen").click()
+
+
+def hold(app: Flask, ciphertext: bytes, tmp_path: Path) -> str:
+    """Store `ciphertext` as a held submission of `intake` (for what the relay never
+    writes: a message to another key, a damaged one); returns its reference."""
+    from formrelay.intake.submission import new_reference
+    from formrelay.store import iso
+
+    store = app.extensions["formrelay"].store
+    ref = new_reference()
+    path = tmp_path / f"{ref}.asc"
+    path.write_bytes(ciphertext)
+    store.add_submission({"reference": ref, "form_id": "intake",
+                          "received_at": iso(store.clock()), "delivery": "hold",
+                          "status": "held", "file_count": 0}, path)
+    path.unlink()
+    return ref
+
+
+def damaged(ciphertext: bytes) -> bytes:
+    """The armoured message with one base64 character changed in the encrypted data."""
+    lines = ciphertext.split(b"\n")
+    at = len(lines) // 2
+    line = lines[at]
+    lines[at] = line[:10] + (b"A" if line[10:11] != b"A" else b"B") + line[11:]
+    return b"\n".join(lines)
+
+
+def gpg_encrypt(key: TestKey, data: bytes) -> bytes:
+    """`data` encrypted to a test key (a message the reader's key cannot open)."""
+    return subprocess.run(["gpg", "--homedir", str(key.home), "--batch", "--armor",
+                           "--trust-model", "always", "--encrypt", "--recipient",
+                           key.fingerprint], input=data, check=True, capture_output=True,
+                          timeout=60).stdout

@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl
 
 import pytest
 from flask import Flask
-from playwright.sync_api import Request, sync_playwright
+from playwright.sync_api import Page, Request, sync_playwright
 
 from .area import PASSWORD, answers, audit, cheap_hashing
 from .canary import leaks
@@ -26,7 +26,10 @@ from .reader import (
     CHROMIUM,
     PASSPHRASE,
     accept_invitation,
+    damaged,
+    gpg_encrypt,
     gpg_with_locked_key,
+    hold,
     invite,
     make_key,
     open_in_page,
@@ -156,3 +159,60 @@ def test_invitation_key_in_the_page_then_a_submission_only_that_passphrase_opens
     [pinned] = audit(app, "key pinned")
     assert pinned["actor"] == "user:anna" and "reader" in pinned["detail"]
     assert json.loads(store.user_row(username="anna")["recipients"]) == ["reader"]
+
+
+def test_wrong_passphrase_foreign_and_damaged_ciphertexts_on_a_360_px_phone(
+        live: tuple[Flask, str], tmp_path: Path, keys: dict[str, TestKey]) -> None:
+    app, base = live
+    store = app.extensions["formrelay"].store
+    link = invite(tmp_path)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_context(viewport={"width": 360, "height": 740}).new_page()
+        accept_invitation(page, link)
+        make_key(page)
+        good = post_form(app.test_client(), valid_answers("telefoon"), json_answer=True,
+                         headers={"Origin": base}).get_json()["reference"]
+        ciphertext = b"".join(store.stream_ciphertext(good))
+        foreign = hold(app, gpg_encrypt(keys["alice"], b"niet voor anna"), tmp_path)
+        broken = hold(app, damaged(ciphertext), tmp_path)
+        page.goto(f"{base}/clinician/")
+        assert _no_sideways_scroll(page)
+
+        # a wrong passphrase: a clear message, nothing sent to the server
+        sent: list[str] = []
+        page.on("request", lambda q: sent.append(f"{q.method} {q.url}"))
+        open_in_page(page, good, passphrase="dit is niet mijn leeszin")
+        error = page.locator("#read-error")
+        error.wait_for(state="visible")
+        assert "niet uw leeswachtzin" in error.inner_text()
+        assert sent == []
+        assert audit(app, "read") == []
+
+        page.get_by_label("Leeswachtzin", exact=True).fill(PASSPHRASE)
+        page.locator("#unlock").get_by_role("button", name="Openen").click()
+        page.locator("#opened").wait_for(state="visible", timeout=30_000)
+        assert "Jeroen Brünhilde telefoon" in page.locator("#opened").inner_text()
+        assert _no_sideways_scroll(page)
+        page.get_by_role("button", name="Terug naar de lijst").click()
+
+        # not for this key: who to ask instead; damaged: a clear error; both audited
+        open_in_page(page, foreign)
+        error.wait_for(state="visible")
+        assert "niet voor uw sleutel versleuteld; vraag het aan anna (reader)" \
+            in error.inner_text()
+        page.get_by_role("button", name="Terug naar de lijst").first.click()
+        open_in_page(page, broken)
+        page.wait_for_function("() => document.querySelector('#read-error').textContent"
+                               ".includes('beschadigd')")
+        assert page.locator("#opened").is_hidden()
+        browser.close()
+    failed = {a["reference"]: a["detail"] for a in audit(app, "read", "failed")}
+    assert failed == {foreign: "not encrypted to any of the reader's keys",
+                      broken: "the ciphertext is damaged (integrity check failed)"}
+
+
+def _no_sideways_scroll(page: Page) -> bool:
+    widths = page.evaluate("() => [document.scrollingElement.scrollWidth, "
+                           "document.scrollingElement.clientWidth]")
+    return bool(widths[0] <= widths[1])

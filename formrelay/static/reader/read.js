@@ -72,7 +72,6 @@
       open();
     }).catch(function () { show(busy, ""); show(error, msg.msgFailed); });
   });
-  document.getElementById("unlock-cancel").addEventListener("click", backToList);
   document.getElementById("back").addEventListener("click", backToList);
   document.getElementById("print-it").addEventListener("click", function () { window.print(); });
   document.getElementById("copy-all").addEventListener("click", function (ev) {
