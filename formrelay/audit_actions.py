@@ -48,6 +48,8 @@ class AuditAction(StrEnum):
     KEY_CREATED = "key created"
     KEY_PINNED = "key pinned"
     KEY_CHANGED = "key changed"
+    KEY_RECOVERED = "key recovered"
+    KEY_EXPORTED = "key exported"
     # a held ciphertext fetched to decrypt in the browser (`failed`: the page could not)
     READ = "read"
     # the retention purge of the log itself

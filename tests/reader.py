@@ -27,6 +27,7 @@ CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--no-first-run"]
 PASSPHRASE = "mijn eigen leeszin voor formulieren"  # noqa: S105 - a test value
+NEW_PASSPHRASE = "een nieuwe leeszin na het herstelblad"  # noqa: S105 - a test value
 VENDORED = Path(__file__).parent.parent / "formrelay" / "static" / "vendor"
 NODE_TRY = Path(__file__).parent / "openpgp_try.js"
 

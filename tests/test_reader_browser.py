@@ -24,6 +24,7 @@ from .keys import TestKey
 from .reader import (
     ARGS,
     CHROMIUM,
+    NEW_PASSPHRASE,
     PASSPHRASE,
     accept_invitation,
     damaged,
@@ -115,11 +116,27 @@ def test_invitation_key_in_the_page_then_a_submission_only_that_passphrase_opens
         storage = page.evaluate("() => [localStorage.length, sessionStorage.length, "
                                 "document.cookie]")
         assert storage == [0, 0, ""]
+
+        # the passphrase forgotten: the recovery sheet sets a new one, all stays readable
+        page.goto(f"{base}/clinician/key/")
+        page.get_by_label("Herstelsleutel", exact=True).fill("AAAA-BBBB-CCCC-DDDD-EEEE")
+        page.get_by_label("Nieuwe leeswachtzin", exact=True).fill(NEW_PASSPHRASE)
+        page.get_by_label("Nieuwe leeswachtzin nogmaals").fill(NEW_PASSPHRASE)
+        page.get_by_role("button", name="Nieuwe wachtzin instellen").click()
+        page.locator("#recover-error").wait_for(state="visible", timeout=30_000)
+        assert "opent uw sleutel niet" in page.locator("#recover-error").inner_text()
+        page.get_by_label("Herstelsleutel", exact=True).fill(recovery.lower())
+        page.get_by_role("button", name="Nieuwe wachtzin instellen").click()
+        page.locator("#recover-done").wait_for(state="visible", timeout=30_000)
+        page.goto(f"{base}/clinician/")
+        open_in_page(page, ref, passphrase=NEW_PASSPHRASE)
+        page.locator("#opened").wait_for(state="visible", timeout=30_000)
+        assert mark in page.locator("#opened").inner_text()
         browser.close()
     assert problems == []
     assert len(fingerprint) == 40 and len(recovery) == 39
-    [read] = audit(app, "read")
-    assert read["reference"] == ref and read["actor"] == "user:anna"
+    reads = audit(app, "read")  # every fetch of the ciphertext: before and after recovery
+    assert [(a["reference"], a["actor"]) for a in reads] == [(ref, "user:anna")] * 2
     # the canary: not in the data folder (database, WAL, keyring), the logs, or any body
     assert leaks(mark, roots=[tmp_path], texts=[x.getMessage() for x in caplog.records],
                  blobs=bodies) == []
@@ -127,12 +144,15 @@ def test_invitation_key_in_the_page_then_a_submission_only_that_passphrase_opens
     [row] = store.reader_keys(store.user_row(username="anna")["id"])
     assert row["fingerprint"] == fingerprint and row["state"] == "active"
     locked, spare = row["locked_key"], row["recovery_locked_key"]
+    [recovered] = audit(app, "key recovered")
+    assert fingerprint in recovered["detail"]
 
     # the typed passphrase opens the stored copy, in gpg and in RNP (Thunderbird)
-    opened = gpg_with_locked_key(locked, PASSPHRASE, ciphertext)
+    opened = gpg_with_locked_key(locked, NEW_PASSPHRASE, ciphertext)
     assert opened.returncode == 0, opened.stderr
     assert answers(opened.stdout)["answers"]["complaint"] == f"Knie {mark}"
-    assert rnp_with_locked_key(locked, PASSPHRASE, ciphertext).returncode == 0
+    assert rnp_with_locked_key(locked, NEW_PASSPHRASE, ciphertext).returncode == 0
+    assert gpg_with_locked_key(locked, PASSPHRASE, ciphertext).returncode != 0  # the old one
     # and the recovery key opens the second copy
     assert gpg_with_locked_key(spare, recovery, ciphertext).returncode == 0
 
@@ -144,13 +164,13 @@ def test_invitation_key_in_the_page_then_a_submission_only_that_passphrase_opens
             candidates |= {str(v) for v in dict(db_row).values() if v is not None}
     candidates |= {rec.getMessage() for rec in caplog.records}
     seen = "\n".join(candidates)
-    assert PASSPHRASE not in seen and recovery not in seen
+    assert PASSPHRASE not in seen and NEW_PASSPHRASE not in seen and recovery not in seen
     assert {PASSWORD, fingerprint, "anna"} <= candidates  # the net caught what it should
     # a passphrase has 12 characters at least (the page refuses shorter ones)
-    tried = sorted(c for c in candidates if 12 <= len(c) < 1000) + [PASSPHRASE]
+    tried = sorted(c for c in candidates if 12 <= len(c) < 1000) + [PASSPHRASE, NEW_PASSPHRASE]
     with ThreadPoolExecutor(2) as pool:  # ~0.1 s a try: both copies at once
         both = pool.map(openpgp_unlocks, [locked, spare], [tried, [*tried, recovery]])
-    assert list(both) == [[PASSPHRASE], [recovery]]
+    assert list(both) == [[NEW_PASSPHRASE], [recovery]]
     for candidate in sorted(v for body in bodies for v in _values(body) if 12 <= len(v) < 1000):
         assert gpg_with_locked_key(locked, candidate, ciphertext).returncode != 0, candidate
 

@@ -21,7 +21,13 @@ from formrelay import create_app
 from .area import Browser, Clock, add_user, answers, audit, cheap_hashing, totp_at
 from .conftest import ENV, post_form, valid_answers
 from .keys import TestKey
-from .reader import PASSPHRASE, gpg_with_locked_key, node_key, reader_config
+from .reader import (
+    PASSPHRASE,
+    gpg_with_locked_key,
+    node_key,
+    reader_config,
+    rnp_with_locked_key,
+)
 
 BASE = "https://localhost"
 
@@ -76,7 +82,7 @@ def test_key_page_scripts_carry_integrity_under_the_strict_csp(
     assert "script-src 'self';" in csp and "unsafe-inline" not in csp and "unsafe-eval" not in csp
     html = r.get_data(as_text=True)
     scripts = re.findall(r"<script([^>]*)>(.*?)</script>", html, re.S)
-    assert len(scripts) == 3  # frame.js, OpenPGP.js, the reader's key.js
+    assert len(scripts) == 4  # frame.js, OpenPGP.js, the reader's key.js and recover.js
     for attrs, inline in scripts:
         assert inline.strip() == "", "no inline script"
         src = re.search(r'src="([^"]+)"', attrs).group(1)  # type: ignore[union-attr]
@@ -194,3 +200,60 @@ def test_an_account_of_a_key_file_recipient_cannot_upload(
     assert b.get("/clinician/").status_code == 200  # no browser recipient: no key page
     r = upload(b, made[0])
     assert r.status_code == 400 and "sleutelbestand" in r.get_json()["error"]
+
+
+def test_exported_key_opens_a_submission_in_gpg_and_rnp_with_the_passphrase(
+        reader_app: Callable[..., Flask], tmp_path: Path, made: list[dict[str, str]]) -> None:
+    clock = Clock()
+    app = reader_app(clock=clock)
+    b = logged_in(app, tmp_path, clock)
+    b.post(upload(b, made[0]).get_json()["activate"])
+    ref = submit(app).get_json()["reference"]
+    ciphertext = b"".join(app.extensions["formrelay"].store.stream_ciphertext(ref))
+    page = b.get("/clinician/key/").get_data(as_text=True)
+    href = re.search(r'href="(/clinician/key/\d+\.asc)"', page).group(1)  # type: ignore[union-attr]
+    r = b.get(href)
+    assert r.status_code == 200 and r.headers["Cache-Control"] == "no-store"
+    assert "attachment" in r.headers["Content-Disposition"]
+    exported = r.get_data(as_text=True)
+    assert exported.startswith("-----BEGIN PGP PRIVATE KEY BLOCK-----")
+    for tool in (gpg_with_locked_key, rnp_with_locked_key):
+        opened = tool(exported, PASSPHRASE, ciphertext)
+        assert opened.returncode == 0, (tool, opened.stderr)
+        assert answers(opened.stdout)["answers"]["name"] == "Jeroen Brünhilde sleutel"
+        assert tool(exported, "niet de leeswachtzin", ciphertext).returncode != 0
+    [exported_row] = audit(app, "key exported")
+    assert made[0]["fingerprint"] in exported_row["detail"]
+    # another account's key is not there for the asking
+    other = Browser(app, ip="127.0.0.7")
+    add_user(tmp_path, "bram", "--recipient", "reader")
+    other.enrol("bram", totp_at(clock))
+    assert other.get(href).status_code == 404
+
+
+def test_recovery_attempts_pause_like_logins_and_a_relock_must_stay_locked(
+        reader_app: Callable[..., Flask], tmp_path: Path, made: list[dict[str, str]]) -> None:
+    clock = Clock()
+    app = reader_app(clock=clock)
+    b = logged_in(app, tmp_path, clock)
+    b.post(upload(b, made[0]).get_json()["activate"])
+    b.get("/clinician/key/")
+    copies = b.post("/clinician/key/recovery").get_json()
+    [copy] = copies["keys"]
+    assert copy["recovery_locked_key"] == made[0]["recovery_locked_key"]
+    # an unlocked key sent back as the "new passphrase" copy: refused, nothing changed
+    r = b.post(copy["relock"], {"locked_key": made[0]["open_key"]})
+    assert r.status_code == 400
+    store = app.extensions["formrelay"].store
+    [row] = store.reader_keys(store.user_row(username="anna")["id"])
+    assert row["locked_key"] == made[0]["locked_key"]
+    assert audit(app, "key recovered", "refused")
+    for _ in range(4):  # five attempts in all: the login limit
+        assert b.post("/clinician/key/recovery").status_code == 200
+    r = b.post("/clinician/key/recovery")
+    assert r.status_code == 429 and "Wacht 15 minuten" in r.get_json()["error"]
+    assert "paused" in audit(app, "key recovered", "refused")[-1]["detail"]
+    for _ in range(2):  # 16 minutes later (the session kept alive): attempts allowed again
+        clock.advance(minutes=8)
+        b.get("/clinician/key/")
+    assert b.post("/clinician/key/recovery").status_code == 200

@@ -31,6 +31,7 @@ from ..errors import UserError
 from ..intake.relay import Relay
 from ..mail.kinds import tell_operator
 from ..store import Store, parse_iso
+from .login import FAILURE_WINDOW
 from .user import User
 
 MAX_KEY_CHARS = 64 * 1024
@@ -42,6 +43,12 @@ class KeyUploadRefused(UserError):
     """What the browser sent cannot be a reader key; nothing was stored."""
 
     status = 400
+
+
+class RecoveryPaused(UserError):
+    """Too many recovery attempts: a pause, as for logins."""
+
+    status = 429
 
 
 @dataclass(frozen=True)
@@ -150,10 +157,50 @@ class ReaderKeys:
             scanned = self.keyring.gpg.scan_keys(fh.name)
         return str(scanned[0]["fingerprint"]) if len(scanned) == 1 else ""
 
-    def _refused(self, user: User, ip: str, why: str) -> KeyUploadRefused:
-        self.store.audit(AuditAction.KEY_CREATED, "refused", actor=user.actor, ip=ip, detail=why)
+    def _refused(self, user: User, ip: str, why: str,
+                 action: AuditAction = AuditAction.KEY_CREATED) -> KeyUploadRefused:
+        self.store.audit(action, "refused", actor=user.actor, ip=ip, detail=why)
         return KeyUploadRefused("The key your browser made could not be used (%(why)s). "
                                 "Reload the page and try again.", why=why)
+
+    # -- recovery: the recovery sheet's key opens the second copy -----------------------
+    def recovery_copies(self, user: User, ip: str, tag: str) -> list[ReaderKey]:
+        """The recovery copies, for the page to open with the recovery key. Each fetch
+        counts as an attempt (the server cannot see whether it opened): past the login
+        limit within the login window the copies are refused, as a login would be; a
+        new passphrase set (`relock`) clears the count."""
+        since = self.store.clock() - FAILURE_WINDOW
+        if self.store.login_failures(since, username=tag) >= \
+                self.settings.server.login_max_failures:
+            self.store.audit(AuditAction.KEY_RECOVERED, "refused", actor=user.actor, ip=ip,
+                             detail="too many recovery attempts: paused")
+            raise RecoveryPaused("Too many attempts. Wait 15 minutes and try again.")
+        self.store.login_failure(tag, ip)
+        return [k for k in self.keys(user) if k.state in ("active", "retired")]
+
+    def relock(self, user: User, key_id: int, locked_key: str, ip: str, tag: str) -> None:
+        """A new reading passphrase: the private key, opened with the recovery key and
+        locked again in the browser, replaces the old locked copy."""
+        key = self.get(user, key_id)
+        if key is None or key.state == "pending":
+            raise KeyUploadRefused("This key cannot be changed. Reload the page.")
+        try:
+            locks = secret_key_locks(locked_key.encode("ascii"))
+        except (PacketError, UnicodeEncodeError, IndexError):
+            locks = []
+        if not locks or 0 in locks or self._secret_fingerprint(locked_key) != key.fingerprint:
+            raise self._refused(user, ip, "new passphrase copy is not locked or another key",
+                                action=AuditAction.KEY_RECOVERED)
+        with self.store.transaction():
+            self.store.reader_key_relock(key.id, locked_key)
+            self.store.login_failures_clear(tag)
+            self.store.audit(AuditAction.KEY_RECOVERED, actor=user.actor, ip=ip,
+                             detail=f"key {key.fingerprint}: new reading passphrase set "
+                                    "with the recovery key")
+
+    def export_audit(self, user: User, key: ReaderKey, ip: str) -> None:
+        self.store.audit(AuditAction.KEY_EXPORTED, actor=user.actor, ip=ip,
+                         detail=f"locked key {key.fingerprint} downloaded ({key.state})")
 
     # -- activation: the recovery sheet is kept, the key becomes the pinned one -------
     def activate(self, user: User, key_id: int, ip: str) -> ReaderKey:

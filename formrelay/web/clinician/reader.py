@@ -18,8 +18,9 @@ from typing import Any
 from flask import Blueprint, Response, flash, jsonify, redirect, request, url_for
 
 from ...audit_actions import AuditAction
-from ...clinician.reader_keys import KeyUploadRefused
+from ...clinician.reader_keys import KeyUploadRefused, RecoveryPaused
 from ...clinician.user import User
+from ...errors import NotFound
 from ..widget import openpgp_file
 from .views import area, client_ip, current_user, guard, login_required, page, t
 
@@ -67,6 +68,55 @@ def activate(key_id: int) -> Any:
     flash(t("Your key %(fingerprint)s is active: new submissions are encrypted to it.",
             fingerprint=key.grouped))
     return redirect(url_for("clinician.inbox"))
+
+
+def _recovery_tag(user: User) -> str:
+    """Recovery attempts are counted like failed logins, under a tag of their own."""
+    return "recovery:" + area().accounts.name_tag(user.username)
+
+
+@bp.post("/key/recovery")
+@login_required
+def recovery() -> Any:
+    """The recovery copies (each fetch is an attempt; paused after too many)."""
+    user = _user()
+    try:
+        keys = area().reader_keys.recovery_copies(user, client_ip(), _recovery_tag(user))
+    except RecoveryPaused as exc:
+        return jsonify(ok=False, error=t(exc.message)), exc.status
+    return jsonify(ok=True, keys=[{"id": k.id, "fingerprint": k.fingerprint,
+                                   "recovery_locked_key": k.recovery_locked_key,
+                                   "relock": url_for("clinician_reader.relock", key_id=k.id)}
+                                  for k in keys])
+
+
+@bp.post("/key/<int:key_id>/relock")
+@login_required
+def relock(key_id: int) -> Any:
+    user = _user()
+    try:
+        area().reader_keys.relock(user, key_id, request.form.get("locked_key", ""),
+                                  client_ip(), _recovery_tag(user))
+    except KeyUploadRefused as exc:
+        return jsonify(ok=False, error=t(exc.message, **exc.params)), exc.status
+    return jsonify(ok=True)
+
+
+@bp.get("/key/<int:key_id>.asc")
+@login_required
+def export(key_id: int) -> Any:
+    """The locked private key for Thunderbird or GnuPG: the reading passphrase opens it
+    there too. Audited."""
+    user = _user()
+    keys = area().reader_keys
+    key = keys.get(user, key_id)
+    if key is None or key.state == "pending":
+        raise NotFound("There is no such key.")
+    keys.export_audit(user, key, client_ip())
+    resp = Response(key.locked_key, mimetype="application/pgp-keys")
+    resp.headers["Content-Disposition"] = (f'attachment; filename="formrelay-{user.username}-'
+                                           f'{key.fingerprint[-16:]}.asc"')
+    return resp
 
 
 @bp.get("/key/locked")
