@@ -222,7 +222,7 @@
   function shown(value) {
     if (value === true) { return msg.yes; }
     if (value === false) { return msg.no; }
-    if (Array.isArray(value)) { return value.map(shown).join(", "); }
+    if (Array.isArray(value)) { return value.length ? value.map(shown).join(", ") : "-"; }
     if (value === null || value === undefined || value === "") { return "-"; }
     var date = /^(\d{4})-(\d{2})-(\d{2})$/.exec(String(value));
     if (date) { return date[3] + "-" + date[2] + "-" + date[1]; }  // Dutch: dd-mm-jjjj
