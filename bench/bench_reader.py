@@ -126,6 +126,11 @@ def open_one(page: Page, ref: str, passphrase: str | None) -> dict[str, float]:
     page.wait_for_function("() => !document.querySelector('#opened').hidden", timeout=600_000)
     took = page.evaluate("() => performance.now()") - start
     gaps = page.evaluate(STOP)
+    marks = page.evaluate("() => Object.fromEntries(performance.getEntriesByType('mark')"
+                          ".map(m => [m.name.split(':')[1], m.startTime - %f]))" % start)
+    page.evaluate("() => performance.clearMarks()")
+    print(f"  {ref}: phases (ms from Open) {marks}, frame gaps > 100 ms: "
+          f"{[round(g) for g in gaps if g > 100]}")
     page.get_by_role("button", name="Terug naar de lijst").click()
     return {"ms": took, "max_gap_ms": max(gaps or [0])}
 
