@@ -126,8 +126,9 @@ def open_one(page: Page, ref: str, passphrase: str | None) -> dict[str, float]:
     page.wait_for_function("() => !document.querySelector('#opened').hidden", timeout=600_000)
     took = page.evaluate("() => performance.now()") - start
     gaps = page.evaluate(STOP)
-    marks = page.evaluate("() => Object.fromEntries(performance.getEntriesByType('mark')"
-                          ".map(m => [m.name.split(':')[1], m.startTime - %f]))" % start)
+    marks = page.evaluate("(t0) => Object.fromEntries(performance.getEntriesByType('mark')"
+                          ".map(m => [m.name.split(':')[1], Math.round(m.startTime - t0)]))",
+                          start)
     page.evaluate("() => performance.clearMarks()")
     print(f"  {ref}: phases (ms from Open) {marks}, frame gaps > 100 ms: "
           f"{[round(g) for g in gaps if g > 100]}")
