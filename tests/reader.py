@@ -81,7 +81,7 @@ def make_key(page: Page, passphrase: str = PASSPHRASE) -> tuple[str, str]:
     """Make the key in the page; (fingerprint, recovery key) from the recovery sheet,
     then activate it."""
     page.get_by_label("Leeswachtzin", exact=True).fill(passphrase)
-    page.get_by_label("Leeswachtzin nogmaals").fill(passphrase)
+    page.get_by_label("Leeswachtzin nogmaals", exact=True).fill(passphrase)
     page.get_by_role("button", name="Maak mijn sleutel").click()
     page.locator("#sheet").wait_for(state="visible", timeout=60_000)
     fingerprint = page.locator("#fingerprint").inner_text().replace(" ", "")

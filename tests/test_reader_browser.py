@@ -226,7 +226,27 @@ def test_wrong_passphrase_foreign_and_damaged_ciphertexts_on_a_360_px_phone(
         page.wait_for_function("() => document.querySelector('#read-error').textContent"
                                ".includes('beschadigd')")
         assert page.locator("#opened").is_hidden()
+
+        # a key change: new submissions go to the new key; an older one asks for the
+        # earlier key's passphrase, and both stay readable in the same visit
+        page.goto(f"{base}/clinician/key/")
+        make_key(page, passphrase=NEW_PASSPHRASE)
+        newer = post_form(app.test_client(), valid_answers("nieuwe sleutel"), json_answer=True,
+                          headers={"Origin": base}).get_json()["reference"]
+        page.goto(f"{base}/clinician/")
+        open_in_page(page, newer, passphrase=NEW_PASSPHRASE)
+        page.locator("#opened").wait_for(state="visible", timeout=30_000)
+        assert "nieuwe sleutel" in page.locator("#opened").inner_text()
+        page.get_by_role("button", name="Terug naar de lijst").click()
+        open_in_page(page, good)
+        error.wait_for(state="visible")
+        assert "eerdere sleutel" in error.inner_text()
+        page.get_by_label("Leeswachtzin", exact=True).fill(PASSPHRASE)
+        page.locator("#unlock").get_by_role("button", name="Openen").click()
+        page.locator("#opened").wait_for(state="visible", timeout=30_000)
+        assert "Jeroen Brünhilde telefoon" in page.locator("#opened").inner_text()
         browser.close()
+    assert len(audit(app, "key changed")) == 1
     failed = {a["reference"]: a["detail"] for a in audit(app, "read", "failed")}
     assert failed == {foreign: "not encrypted to any of the reader's keys",
                       broken: "the ciphertext is damaged (integrity check failed)"}

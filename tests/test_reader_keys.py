@@ -257,3 +257,37 @@ def test_recovery_attempts_pause_like_logins_and_a_relock_must_stay_locked(
         clock.advance(minutes=8)
         b.get("/clinician/key/")
     assert b.post("/clinician/key/recovery").status_code == 200
+
+
+def test_two_readers_of_one_form_each_open_every_submission(
+        tmp_path: Path, keys: dict[str, TestKey], monkeypatch: pytest.MonkeyPatch,
+        made: list[dict[str, str]]) -> None:
+    """Two browser recipients on one form: each submission is encrypted to both keys,
+    so one lost key loses nothing; the inbox names both readers."""
+    import tomllib
+
+    import tomli_w
+
+    cheap_hashing(monkeypatch)
+    clock = Clock()
+    path = reader_config(tmp_path, keys, BASE)
+    cfg = tomllib.loads(path.read_text())
+    cfg["recipients"]["second"] = {"email": "second@praktijk.test", "key_source": "browser"}
+    cfg["forms"]["intake"]["recipients"] = ["reader", "second"]
+    path.write_text(tomli_w.dumps(cfg))
+    app = create_app(path, environ=ENV, clock=clock)
+    app.testing = True
+    anna = logged_in(app, tmp_path, clock)
+    anna.post(upload(anna, made[0]).get_json()["activate"])
+    assert submit(app).status_code == 503  # the second reader has no key yet: closed
+    add_user(tmp_path, "bram", "--recipient", "second")
+    bram = Browser(app, ip="127.0.0.8")
+    bram.enrol("bram", totp_at(clock))
+    bram.post(upload(bram, made[1]).get_json()["activate"])
+    ref = submit(app).get_json()["reference"]
+    ciphertext = b"".join(app.extensions["formrelay"].store.stream_ciphertext(ref))
+    for key, passphrase in ((made[0], PASSPHRASE), (made[1], "een andere leeswachtzin")):
+        opened = gpg_with_locked_key(key["locked_key"], passphrase, ciphertext)
+        assert answers(opened.stdout)["answers"]["name"] == "Jeroen Brünhilde sleutel"
+    row = anna.get("/clinician/").get_data(as_text=True)
+    assert "anna (reader); bram (second)" in row

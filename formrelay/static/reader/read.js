@@ -67,7 +67,7 @@
     ready.then(function () { return unlock(passphrase); }).then(function (got) {
       field.value = "";
       if (!got.length) { show(busy, ""); show(error, msg.msgWrong); return; }
-      keys = got;
+      keys = (keys || []).concat(got);
       touch();
       open();
     }).catch(function () { show(busy, ""); show(error, msg.msgFailed); });
@@ -78,10 +78,17 @@
     copy(wholeText, ev.target);
   });
 
+  function unlocked(fingerprint) {
+    return (keys || []).some(function (k) { return k.getFingerprint() === fingerprint; });
+  }
+
+  // Keys keep the passphrase they were made with: after a key change the earlier key
+  // may have another one, so a second passphrase adds the keys it opens.
   async function unlock(passphrase) {
     var out = [];
     for (var i = 0; i < lockedKeys.length; i++) {
       var key = await openpgp.readPrivateKey({ armoredKey: lockedKeys[i].locked_key });
+      if (unlocked(key.getFingerprint())) { continue; }
       try {
         out.push(await openpgp.decryptKey({ privateKey: key, passphrase: passphrase }));
       } catch (e) { /* not this key's passphrase */ }
@@ -96,9 +103,9 @@
     fetch(target.dataset.failed, { method: "POST", body: body, credentials: "same-origin" });
   }
 
-  function ours(message) {
+  function forKeys(message, candidates) {
     var wanted = message.getEncryptionKeyIDs();
-    return keys.some(function (key) {
+    return candidates.some(function (key) {
       return key.getKeys().some(function (k) {
         return wanted.some(function (id) { return id.equals(k.getKeyID()); });
       });
@@ -118,8 +125,17 @@
       var message = await openpgp.readMessage({
         armoredMessage: resp.body.pipeThrough(new TextDecoderStream())
       });
-      if (!ours(message)) {
+      if (!forKeys(message, keys)) {
         show(busy, "");
+        var locked = await Promise.all(lockedKeys.map(function (k) {
+          return openpgp.readPrivateKey({ armoredKey: k.locked_key });
+        }));
+        if (forKeys(message, locked)) {  // an earlier key of this account, still locked
+          show(error, msg.msgEarlier);
+          unlockForm.hidden = false;
+          document.getElementById("passphrase").focus();
+          return;
+        }
         show(error, msg.msgNotForKey.replace("%(readers)s", target.dataset.readers));
         report("not-for-key");
         return;
