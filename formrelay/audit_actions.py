@@ -52,5 +52,7 @@ class AuditAction(StrEnum):
     KEY_EXPORTED = "key exported"
     # a held ciphertext fetched to decrypt in the browser (`failed`: the page could not)
     READ = "read"
+    # triage: who handles a held submission was noted (a name, never content)
+    TRIAGED = "triaged"
     # the retention purge of the log itself
     AUDIT_PURGED = "audit purged"

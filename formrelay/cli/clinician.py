@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..clinician.accounts import Accounts
-from ..clinician.invitations import DEFAULT_DAYS, MAX_DAYS
+from ..clinician.invitations import DEFAULT_DAYS, MAX_DAYS, ROLES
 from ..localtime import utc_shown
 
 if TYPE_CHECKING:
@@ -96,9 +96,13 @@ def users_add(ctx: Context, username: str, recipients: tuple[str, ...], forms: t
               help="The practice the user belongs to; default: the default practice.")
 @click.option("--days", default=DEFAULT_DAYS, show_default=True,
               help=f"How long the link works (1-{MAX_DAYS} days).")
+@click.option("--role", type=click.Choice(ROLES), default="reader", show_default=True,
+              help="reader: opens what is encrypted to them. assistant: sees the list of "
+                   "their --form(s), notes who handles each and marks them processed, never "
+                   "opens or downloads one.")
 @pass_ctx
 def users_invite(ctx: Context, username: str, email: str, recipients: tuple[str, ...],
-                 forms: tuple[str, ...], practice: str, days: int) -> None:
+                 forms: tuple[str, ...], practice: str, days: int, role: str) -> None:
     """Create USERNAME and mail them a one-time invitation link (no password by phone).
 
     Opening the link, the clinician chooses a password and sets up the authenticator
@@ -112,7 +116,7 @@ def users_invite(ctx: Context, username: str, email: str, recipients: tuple[str,
     """
     invited = ctx.services().invitations.invite(
         username, email=email, practice=practice, recipients=list(recipients),
-        forms=list(forms), days=days)
+        forms=list(forms), days=days, role=role)
     until = utc_shown(invited.expires_at)
     if invited.mailed:
         click.echo(f"invited {invited.user.username} (practice {invited.user.practice}): "

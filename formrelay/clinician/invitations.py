@@ -33,6 +33,8 @@ from .accounts import AccountError, Accounts
 from .user import OPERATOR, User, sha256
 
 KIND = "invitation"
+# a reader opens what is encrypted to them; an assistant sees the list and triages only
+ROLES = ("reader", "assistant")
 DEFAULT_DAYS, MAX_DAYS = 7, 30
 _PURPOSE = b"formrelay invitation link"
 
@@ -65,12 +67,14 @@ class Invitations:
     def invite(self, username: str, *, email: str, practice: str = "",
                recipients: list[str] | tuple[str, ...] = (),
                forms: list[str] | tuple[str, ...] = (), days: int = DEFAULT_DAYS,
-               actor: str = OPERATOR) -> Invited:
+               role: str = "reader", actor: str = OPERATOR) -> Invited:
         """Make the account and mail it a link; for an existing account that has not
         logged in yet, a new link (the old ones stop working)."""
         if "@" not in email:
             raise AccountError(f"{email!r} is not an e-mail address: the invitation is "
                                "mailed, so --email is needed")
+        if role not in ROLES:
+            raise AccountError(f"unknown role {role!r}; use one of: {', '.join(ROLES)}")
         if not 1 <= days <= MAX_DAYS:
             raise AccountError(f"an invitation is valid 1 to {MAX_DAYS} days, not {days}")
         user = self.accounts.get(username)
@@ -87,6 +91,7 @@ class Invitations:
         mailed = transport_configured(self.settings)
         with self.store.transaction():
             ended = self.store.invitations_end(user.id)
+            self.store.role_set(user.id, role)
             self.store.invitation_add(user.id, sha256(token), expires)
             if mailed:
                 sealed = sealing.seal_text(self.settings.secret_key, _PURPOSE, link,
@@ -95,7 +100,8 @@ class Invitations:
                 self.store.enqueue(KIND, "", [email], payload=json.dumps(payload).encode(),
                                    practice=user.practice)
             self.store.audit(AuditAction.USER_INVITED, actor=actor, practice=user.practice,
-                             detail=f"{user.actor}: invitation valid until {iso(expires)}"
+                             detail=f"{user.actor} ({role}): invitation valid until "
+                                    f"{iso(expires)}"
                                     f"{', mailed' if mailed else ', NOT mailed (no [smtp])'}"
                                     + (f"; {ended} earlier link(s) withdrawn" if ended else ""))
         return Invited(self.accounts.require(user.username), link, expires, mailed)

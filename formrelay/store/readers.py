@@ -7,7 +7,9 @@ private key twice, each copy locked in the browser (by the reader's passphrase, 
 the recovery key printed on the recovery sheet), neither of which the server ever
 receives. A key is `pending` until the clinician confirmed the recovery sheet, `active`
 while it is the recipient's key for new submissions, and `retired` after a key change
-(kept, so older submissions stay readable).
+(kept, so older submissions stay readable). An account's role (an assistant triages the
+list but never fetches content) and the name of who handles a held submission live here
+too.
 """
 
 from __future__ import annotations
@@ -88,3 +90,33 @@ class Readers(StoreBase):
             "u.practice FROM reader_keys k JOIN users u ON u.id = k.user_id "
             "WHERE k.state = 'active' AND u.disabled_at IS NULL ORDER BY k.id")
         return [dict(r) for r in cur]
+
+    # -- roles and triage -------------------------------------------------------------
+    def role_of(self, user_id: int) -> str:
+        """"reader" unless the account was given another role ("assistant")."""
+        row = self.conn.execute("SELECT role FROM user_roles WHERE user_id = ?",
+                                (user_id,)).fetchone()
+        return str(row[0]) if row else "reader"
+
+    def role_set(self, user_id: int, role: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM user_roles WHERE user_id = ?", (user_id,))
+            if role != "reader":
+                conn.execute("INSERT INTO user_roles (user_id, role) VALUES (?, ?)",
+                             (user_id, role))
+
+    def triage_set(self, reference: str, handler: str, noted_by: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM triage WHERE reference = ?", (reference,))
+            if handler:
+                conn.execute("INSERT INTO triage (reference, handler, noted_by, noted_at) "
+                              "VALUES (?, ?, ?, ?)",
+                              (reference, handler, noted_by, iso(self.clock())))
+
+    def triage_of(self, references: list[str]) -> dict[str, str]:
+        if not references:
+            return {}
+        marks = ", ".join("?" * len(references))
+        cur = self.conn.execute(f"SELECT reference, handler FROM triage "  # noqa: S608 - placeholders only
+                                f"WHERE reference IN ({marks})", references)
+        return {str(r[0]): str(r[1]) for r in cur}

@@ -577,3 +577,25 @@ def _readers(db: sqlite_utils.Database) -> None:
     script = _READERS.format(id="INTEGER PRIMARY KEY AUTOINCREMENT", int="INTEGER")
     for statement in filter(str.strip, script.split(";")):
         db.conn.execute(statement)
+
+
+_ROLES = """
+CREATE TABLE user_roles (
+    user_id {int} PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
+    role TEXT NOT NULL
+);
+CREATE TABLE triage (
+    reference TEXT PRIMARY KEY,
+    handler TEXT NOT NULL,
+    noted_by TEXT NOT NULL,
+    noted_at TEXT NOT NULL
+);
+"""
+
+
+@migration("0111_roles_and_triage", postgres=_ROLES.format(int="BIGINT"))
+def _roles_and_triage(db: sqlite_utils.Database) -> None:
+    # An account's role in its practice when it is not a reader (store/readers.py), and
+    # who handles a held submission (a name, never content).
+    for statement in filter(str.strip, _ROLES.format(int="INTEGER").split(";")):
+        db.conn.execute(statement)

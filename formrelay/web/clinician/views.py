@@ -30,6 +30,7 @@ from flask_wtf.csrf import generate_csrf, validate_csrf
 from wtforms.validators import ValidationError
 
 from ...audit_actions import AuditAction
+from ...clinician.inbox import ASSISTANT
 from ...clinician.second_factor import qr_data_uri
 from ...clinician.user import LoginFailure, LoginRefused, User
 from ...config import LANGUAGES, is_loopback
@@ -258,9 +259,11 @@ def inbox() -> Any:
     items = area().inbox.items(user)
     left = area().accounts.recovery_codes_left(user)
     readers = {i.form_id: keys.readers_of(i.form_id) for i in items}
+    assistant = relay().store.role_of(user.id) == ASSISTANT
     return page("clinician/inbox.html", items=items, recovery_left=left,
                 forms=area().accounts.forms_of(user), readers=readers,
-                reads=bool(keys.keys(user)), openpgp=openpgp_file(),
+                reads=bool(keys.keys(user)) and not assistant, assistant=assistant,
+                openpgp=openpgp_file(),
                 idle_minutes=relay().settings.server.session_idle_minutes)
 
 
@@ -301,6 +304,16 @@ def download(reference: str, fmt: str) -> Any:
     user = current_user()
     assert user is not None  # noqa: S101 - login_required
     return download_response(user, reference, fmt, "web")
+
+
+@bp.post("/s/<reference>/handler")
+@login_required
+def handler(reference: str) -> Any:
+    """Triage: who handles this submission (readers and assistants alike)."""
+    user = current_user()
+    assert user is not None  # noqa: S101 - login_required
+    area().inbox.note_handler(user, reference, request.form.get("handler", ""), client_ip())
+    return redirect(url_for("clinician.inbox"))
 
 
 @bp.route("/s/<reference>/processed", methods=["GET", "POST"])
