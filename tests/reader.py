@@ -35,7 +35,8 @@ NODE_TRY = Path(__file__).parent / "openpgp_try.js"
 def reader_config(tmp_path: Path, keys: dict[str, TestKey], base: str, **form: Any) -> Path:
     """The form `intake` goes to `reader`, a recipient with key_source = "browser"."""
     form.setdefault("smtp", {"from_address": "forms@praktijk.test"})  # no relay: links printed
-    cfg = make_config_dict(tmp_path / "data", keys, server={"base_url": base}, **form)
+    server = {"base_url": base, **form.pop("server", {})}
+    cfg = make_config_dict(tmp_path / "data", keys, server=server, **form)
     cfg["recipients"] = {"reader": {"email": "reader@praktijk.test", "key_source": "browser"}}
     cfg["forms"]["intake"]["recipients"] = ["reader"]
     return write_config(tmp_path / "config.toml", cfg)

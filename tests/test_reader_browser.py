@@ -256,3 +256,40 @@ def _no_sideways_scroll(page: Page) -> bool:
     widths = page.evaluate("() => [document.scrollingElement.scrollWidth, "
                            "document.scrollingElement.clientWidth]")
     return bool(widths[0] <= widths[1])
+
+
+def test_key_locks_after_the_idle_time_and_a_browser_without_javascript_gets_downloads(
+        live: tuple[Flask, str], tmp_path: Path) -> None:
+    app, base = live
+    link = invite(tmp_path)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        context = browser.new_context()
+        page = context.new_page()
+        page.clock.install()  # time flows as usual; the test may jump it forward
+        accept_invitation(page, link)
+        make_key(page)
+        ref = post_form(app.test_client(), valid_answers("even weg"), json_answer=True,
+                        headers={"Origin": base}).get_json()["reference"]
+        page.goto(f"{base}/clinician/")
+        open_in_page(page, ref)
+        page.locator("#opened").wait_for(state="visible", timeout=30_000)
+        page.clock.fast_forward("15:01")  # the session's idle time, and a minute more
+        page.locator("#unlock").wait_for(state="visible")
+        assert "vergrendeld" in page.locator("#read-error").inner_text()
+        assert page.locator("#opened").is_hidden()
+        assert "even weg" not in page.content()  # what was shown is gone from the page
+
+        # the same session in a browser without JavaScript: the notice and the downloads
+        plain = browser.new_context(java_script_enabled=False)
+        plain.add_cookies(context.cookies())
+        bare = plain.new_page()
+        bare.goto(f"{base}/clinician/key/")
+        assert bare.locator("#unsupported").is_visible()
+        assert "Firefox, Chrome, Edge of Safari" in bare.locator("#unsupported").inner_text()
+        assert bare.locator("#make-key").is_hidden()
+        bare.goto(f"{base}/clinician/")
+        row = bare.locator(f"#row-{ref}")
+        assert row.get_by_role("link", name=".eml").is_visible()
+        assert row.get_by_role("button", name="Openen").is_hidden()
+        browser.close()

@@ -291,3 +291,21 @@ def test_two_readers_of_one_form_each_open_every_submission(
         assert answers(opened.stdout)["answers"]["name"] == "Jeroen Brünhilde sleutel"
     row = anna.get("/clinician/").get_data(as_text=True)
     assert "anna (reader); bram (second)" in row
+
+
+def test_operator_is_told_the_new_keys_fingerprint_and_nothing_else(
+        reader_app: Callable[..., Flask], tmp_path: Path, made: list[dict[str, str]]) -> None:
+    clock = Clock()
+    app = reader_app(clock=clock, server={"base_url": BASE,
+                                          "operator_email": "beheer@praktijk.test"},
+                     smtp={"from_address": "forms@praktijk.test",
+                           "sink_dir": str(tmp_path / "mail")})
+    b = logged_in(app, tmp_path, clock)
+    b.post(upload(b, made[0]).get_json()["activate"])
+    store = app.extensions["formrelay"].store
+    [mail] = [m for m in store.conn.execute("SELECT kind, recipients, payload FROM outbox")]
+    assert mail["kind"] == "operator" and "beheer@praktijk.test" in mail["recipients"]
+    body = bytes(mail["payload"]).decode()
+    grouped = " ".join(made[0]["fingerprint"][i:i + 4] for i in range(0, 40, 4))
+    assert grouped in body and "anna" in body and "reader" in body
+    assert "PRIVATE KEY" not in body and "PUBLIC KEY" not in body
