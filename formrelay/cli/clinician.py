@@ -99,7 +99,8 @@ def users_add(ctx: Context, username: str, recipients: tuple[str, ...], forms: t
 @click.option("--role", type=click.Choice(ROLES), default="reader", show_default=True,
               help="reader: opens what is encrypted to them. assistant: sees the list of "
                    "their --form(s), notes who handles each and marks them processed, never "
-                   "opens or downloads one.")
+                   "opens or downloads one. owner: a reader who also sees the practice's "
+                   "members and invites readers and assistants in the browser.")
 @pass_ctx
 def users_invite(ctx: Context, username: str, email: str, recipients: tuple[str, ...],
                  forms: tuple[str, ...], practice: str, days: int, role: str) -> None:

@@ -34,7 +34,8 @@ from .user import OPERATOR, User, sha256
 
 KIND = "invitation"
 # a reader opens what is encrypted to them; an assistant sees the list and triages only
-ROLES = ("reader", "assistant")
+# an owner is a reader who also sees and invites the practice's members (members.py)
+ROLES = ("reader", "assistant", "owner")
 DEFAULT_DAYS, MAX_DAYS = 7, 30
 _PURPOSE = b"formrelay invitation link"
 
