@@ -12,11 +12,14 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
-from formrelay import services
+from formrelay import create_app, services
 from formrelay.mail import outbox
 
 from .area import PASSWORD, Browser, Clock, add_user, audit, cheap_hashing, cli_run, totp_at
+from .conftest import ENV, write_config
+from .keys import TestKey
 from .smtpd import TlsFiles, smtp_config, smtp_server
+from .test_practices import two_practices
 
 BASE = "https://forms.praktijk.test"
 
@@ -149,3 +152,21 @@ def test_invite_needs_an_address_and_refuses_an_account_that_logged_in(
     result = cli_run(tmp_path, "users", "invite", "bram", "--email", "bram@praktijk.test")
     assert result.exit_code == 1 and "logged in already" in result.output
     assert audit(app, "user invited") == []
+
+
+def test_a_link_of_a_practice_removed_since_is_refused(tmp_path: Path,
+                                                       keys: dict[str, TestKey]) -> None:
+    cfg = two_practices(tmp_path, keys)
+    cfg["server"]["base_url"] = BASE
+    cfg["smtp"] = {"from_address": "forms@praktijk.test"}
+    write_config(tmp_path / "config.toml", cfg)
+    out = cli_run(tmp_path, "users", "invite", "bram", "--email", "bram@noord.test",
+                  "--practice", "noord", "--recipient", "bob").output
+    path = re.search(r"https://\S+", out).group(0).removeprefix(BASE)  # type: ignore[union-attr]
+    del cfg["practices"]  # the practice leaves this server (a reload or a restart)
+    app = create_app(write_config(tmp_path / "config.toml", cfg), environ=ENV)
+    app.testing = True
+    r = Browser(app).get(path)
+    assert r.status_code == 410 and "ingetrokken" in r.get_data(as_text=True)
+    [refused] = audit(app, "invitation", "refused")
+    assert refused["detail"] == "practice noord no longer configured"
