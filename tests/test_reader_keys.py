@@ -309,3 +309,24 @@ def test_operator_is_told_the_new_keys_fingerprint_and_nothing_else(
     grouped = " ".join(made[0]["fingerprint"][i:i + 4] for i in range(0, 40, 4))
     assert grouped in body and "anna" in body and "reader" in body
     assert "PRIVATE KEY" not in body and "PUBLIC KEY" not in body
+
+
+def test_one_browser_recipient_reads_with_one_account_s_key(
+        reader_app: Callable[..., Flask], tmp_path: Path, made: list[dict[str, str]]) -> None:
+    """A second account tied to the same browser recipient cannot pin its key over the
+    first one's (that would silently take the first reader's new submissions)."""
+    clock = Clock()
+    app = reader_app(clock=clock)
+    anna = logged_in(app, tmp_path, clock)
+    anna.post(upload(anna, made[0]).get_json()["activate"])
+    add_user(tmp_path, "bram", "--recipient", "reader")
+    bram = Browser(app, ip="127.0.0.8")
+    bram.enrol("bram", totp_at(clock))
+    r = bram.post(upload(bram, made[1]).get_json()["activate"])
+    assert r.status_code == 302 and r.headers["Location"].endswith("/clinician/key/")
+    assert "leest al met de sleutel van anna" in bram.get("/clinician/key/").get_data(
+        as_text=True)
+    status = app.extensions["formrelay"].relay.sync_keys()["reader"]
+    assert status.fingerprint == made[0]["fingerprint"]
+    assert audit(app, "key pinned")[0]["actor"] == "user:anna"
+    assert len(audit(app, "key pinned")) == 1

@@ -210,7 +210,8 @@ class ReaderKeys:
                                    "not yours). Reload the page.")
         rids = self.browser_recipients(user)
         taken = {rid: row["username"] for row in self.store.reader_keys_active()
-                 for rid in rids if rid in row["recipients"] and row["user_id"] != user.id}
+                 for rid in rids if rid in json.loads(row["recipients"])
+                 and row["user_id"] != user.id}
         if taken:
             raise KeyUploadRefused("Recipient %(rid)s already reads with the key of "
                                    "%(other)s. Ask your practice.", rid=next(iter(taken)),
