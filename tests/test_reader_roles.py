@@ -40,6 +40,8 @@ def test_assistant_triages_the_list_but_never_fetches_content(
     ref = post_form(app.test_client(), valid_answers("assistent"), json_answer=True,
                     headers={"Origin": BASE}).get_json()["reference"]
     b = assistant(app, tmp_path, clock)
+    assert "forms intake; sanne@praktijk.test; role assistant" in cli_run(
+        tmp_path, "users", "list").output
     html = b.get("/clinician/").get_data(as_text=True)
     assert f'id="row-{ref}"' in html and "Als assistent ziet u de lijst" in html
     assert f"/clinician/s/{ref}/asc" not in html and f"/clinician/read/{ref}" not in html
