@@ -10,13 +10,15 @@ import base64
 import hashlib
 import re
 from collections.abc import Callable
+from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
 
-from formrelay import create_app
+from formrelay import create_app, services
+from formrelay.mail import outbox
 
 from .area import Browser, Clock, add_user, answers, audit, cheap_hashing, totp_at
 from .conftest import ENV, post_form, valid_answers
@@ -330,3 +332,27 @@ def test_one_browser_recipient_reads_with_one_account_s_key(
     assert status.fingerprint == made[0]["fingerprint"]
     assert audit(app, "key pinned")[0]["actor"] == "user:anna"
     assert len(audit(app, "key pinned")) == 1
+
+
+def test_a_browser_made_key_also_reads_e_mail_delivery(
+        reader_app: Callable[..., Flask], tmp_path: Path, made: list[dict[str, str]]) -> None:
+    """The same key, exported to a mail client: a form switched to delivery = "email"
+    mails PGP/MIME that the exported key and its passphrase open."""
+    clock = Clock()
+    app = reader_app(clock=clock, delivery="email",
+                     smtp={"from_address": "forms@praktijk.test",
+                           "sink_dir": str(tmp_path / "mail")})
+    b = logged_in(app, tmp_path, clock)
+    b.post(upload(b, made[0]).get_json()["activate"])
+    assert submit(app).status_code == 200
+    relay = app.extensions["formrelay"]
+    assert outbox.deliver_pending(relay.settings, relay.store,
+                                  kinds=services.mail_kinds()).sent == 1
+    [eml] = list((tmp_path / "mail").glob("*.eml"))
+    mail = message_from_bytes(eml.read_bytes(), policy=policy.default)
+    assert mail["To"] == "reader@praktijk.test"
+    encrypted = next(p for p in mail.walk()
+                     if p.get_content_type() == "application/octet-stream")
+    opened = gpg_with_locked_key(made[0]["locked_key"], PASSPHRASE,
+                                 encrypted.get_payload(decode=True))
+    assert answers(opened.stdout)["answers"]["name"] == "Jeroen Brünhilde sleutel"
