@@ -217,12 +217,12 @@ def test_wrong_passphrase_foreign_and_damaged_ciphertexts_on_a_360_px_phone(
         page.get_by_role("button", name="Terug naar de lijst").click()
 
         # not for this key: who to ask instead; damaged: a clear error; both audited
-        open_in_page(page, foreign)
+        page.locator(f"#row-{foreign}").get_by_role("button", name="Openen").click()
         error.wait_for(state="visible")
         assert "niet voor uw sleutel versleuteld; vraag het aan anna (reader)" \
             in error.inner_text()
         page.get_by_role("button", name="Terug naar de lijst").first.click()
-        open_in_page(page, broken)
+        page.locator(f"#row-{broken}").get_by_role("button", name="Openen").click()
         page.wait_for_function("() => document.querySelector('#read-error').textContent"
                                ".includes('beschadigd')")
         assert page.locator("#opened").is_hidden()
@@ -238,7 +238,8 @@ def test_wrong_passphrase_foreign_and_damaged_ciphertexts_on_a_360_px_phone(
         page.locator("#opened").wait_for(state="visible", timeout=30_000)
         assert "nieuwe sleutel" in page.locator("#opened").inner_text()
         page.get_by_role("button", name="Terug naar de lijst").click()
-        open_in_page(page, good)
+        # the key is unlocked: no passphrase asked, until the page finds the earlier key
+        page.locator(f"#row-{good}").get_by_role("button", name="Openen").click()
         error.wait_for(state="visible")
         assert "eerdere sleutel" in error.inner_text()
         page.get_by_label("Leeswachtzin", exact=True).fill(PASSPHRASE)
