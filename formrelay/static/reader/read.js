@@ -40,12 +40,14 @@
 
   function show(el, text) { el.textContent = text; el.hidden = !text; }
 
+  function failed() { show(busy, ""); show(error, msg.msgFailed); }  // e.g. the network
+
   function start(button) {
     target = button;
     root.hidden = false;
     list.hidden = true;
     show(error, "");
-    if (keys) { open(); return; }
+    if (keys) { open().catch(failed); return; }
     opened.hidden = true;
     unlockForm.hidden = false;
     document.getElementById("passphrase").focus();
@@ -69,8 +71,8 @@
       if (!got.length) { show(busy, ""); show(error, msg.msgWrong); return; }
       keys = (keys || []).concat(got);
       touch();
-      open();
-    }).catch(function () { show(busy, ""); show(error, msg.msgFailed); });
+      return open();
+    }).catch(failed);
   });
   document.getElementById("back").addEventListener("click", backToList);
   document.getElementById("print-it").addEventListener("click", function () { window.print(); });
