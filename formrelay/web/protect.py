@@ -33,6 +33,7 @@ from flask_limiter import Limiter
 from flask_limiter.errors import RateLimitExceeded
 from limits import RateLimitItem, parse_many
 from limits.errors import StorageError
+from limits.storage import Storage
 
 from ..config import FormSpec
 from ..errors import UserError
@@ -80,7 +81,8 @@ class SendAgain(Exception):
 @dataclass
 class Protection:
     own_origin: str
-    limiter: Limiter
+    storage: Storage  # where the counters live (the health check asks it)
+    limiter: Limiter | None  # flask-limiter, only for counters in Redis
 
     @property
     def tokens(self) -> FormTokens:
@@ -185,7 +187,8 @@ def form_key() -> str:
 def _too_many(exc: RateLimitExceeded) -> Any:
     """flask-limiter's refusal (counters in Redis)."""
     log.info("rate limit reached: %s", exc.description)
-    current = protection().limiter.current_limit
+    limiter = protection().limiter
+    current = limiter.current_limit if limiter is not None else None
     # Redis' counters run on real time
     return _refused(max(1, math.ceil(current.reset_at - time.time())) if current else 60)
 
@@ -221,8 +224,10 @@ def _counted(view: Callable[..., Any], limits: list[_Limit]) -> Callable[..., An
     @functools.wraps(view)
     def counted(*args: Any, **kwargs: Any) -> Any:
         r = relay()
-        hits = [(lim.item.key_for(KEY_PREFIX, lim.key(), lim.scope), lim.item.get_expiry(),
-                 lim.item.amount) for lim in limits]
+        keys: dict[Callable[[], str], str] = {}  # the address is parsed once, not per limit
+        hits = [(lim.item.key_for(KEY_PREFIX, keys.get(lim.key) or keys.setdefault(
+                    lim.key, lim.key()), lim.scope), lim.item.get_expiry(), lim.item.amount)
+                for lim in limits]
         over = r.store.hit_limits(hits)
         if over is None:
             return view(*args, **kwargs)
@@ -238,32 +243,34 @@ def register(app: Flask, r: Relay) -> None:
     """Set up tokens and the rate limits on the form's POST route (call after the
     public blueprint is registered)."""
     s = r.settings.server
-    uri, options = ratelimit.storage_uri(r.settings)
-    if not s.rate_limit_storage:
-        options["store"] = r.store
-    limiter = Limiter(client_key, app=app, storage_uri=uri,
-                      storage_options=cast(dict[str, str | int], options),
-                      strategy="fixed-window", headers_enabled=False, key_prefix=KEY_PREFIX)
-    if s.rate_limit_storage:
-        # `formrelay serve` and gunicorn refuse to start without Redis; a worker started
-        # (or recycled) while it is away comes up and refuses posts until it is back
-        why = ratelimit.problem(limiter.storage)
-        if why:
-            log.error("%s", ratelimit.unreachable(r.settings, why))
     own = origin_of(s.base_url)
-    app.extensions["formrelay.protect"] = Protection(own, limiter)
     view = app.view_functions["public.submit"]
-    if not s.rate_limit_storage:  # the database: counted by the project, one transaction
+    if not s.rate_limit_storage:
+        # The database: counted by the project, every limit in one transaction. No
+        # flask-limiter on the app: its hooks ran on every request of every route.
         limits = sorted([*(_Limit(i, client_key, "ip") for i in parse_many(s.rate_limit_ip)),
                          *(_Limit(i, form_key, "form") for i in parse_many(s.rate_limit_form))],
                         key=lambda lim: lim.item)
         app.view_functions["public.submit"] = _counted(view, limits)
-    else:
-        per_form = limiter.limit(s.rate_limit_form, key_func=form_key, methods=["POST"],
-                                 scope="form")
-        per_ip = limiter.limit(s.rate_limit_ip, methods=["POST"], scope="ip")
-        # the one applied first is counted first at the same window: the address's
-        app.view_functions["public.submit"] = per_form(per_ip(view))  # type: ignore[assignment]
+        storage = ratelimit.open_storage(r.settings, r.store)
+        app.extensions["formrelay.protect"] = Protection(own, storage, None)
+        app.register_error_handler(StorageError, _counters_down)
+        return
+    uri, options = ratelimit.storage_uri(r.settings)
+    limiter = Limiter(client_key, app=app, storage_uri=uri,
+                      storage_options=cast(dict[str, str | int], options),
+                      strategy="fixed-window", headers_enabled=False, key_prefix=KEY_PREFIX)
+    # `formrelay serve` and gunicorn refuse to start without Redis; a worker started (or
+    # recycled) while it is away comes up and refuses posts until it is back
+    why = ratelimit.problem(limiter.storage)
+    if why:
+        log.error("%s", ratelimit.unreachable(r.settings, why))
+    app.extensions["formrelay.protect"] = Protection(own, limiter.storage, limiter)
+    per_form = limiter.limit(s.rate_limit_form, key_func=form_key, methods=["POST"],
+                             scope="form")
+    per_ip = limiter.limit(s.rate_limit_ip, methods=["POST"], scope="ip")
+    # the one applied first is counted first at the same window: the address's
+    app.view_functions["public.submit"] = per_form(per_ip(view))  # type: ignore[assignment]
     app.register_error_handler(RateLimitExceeded, _too_many)
     app.register_error_handler(StorageError, _counters_down)
 
