@@ -22,7 +22,7 @@ CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ("gpg: start, pipes, wait", ("gnupg.py", "spawn.py", "subprocess.py", "gevent/os.py")),
     ("payload: MIME, JSON, subject", ("mail/mime.py", "email/")),
     # limits' storage and strategy, not flask-limiter's decorator (it wraps every view)
-    ("rate limits", ("/limits/", "ratelimit.py", "hit_counter")),
+    ("rate limits", ("/limits/", "ratelimit.py", "hit_counter", "hit_limits")),
     ("form token (check, use)", ("tokens.py", "use_form_token", "itsdangerous")),
     ("audit row", ("store/audit.py",)),
     ("database: submission, outbox, commit", ("store/", "sqlite", "psycopg")),

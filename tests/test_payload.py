@@ -97,3 +97,16 @@ def test_non_ascii_subject_is_encoded_words_a_client_reads(title: str) -> None:
                                  domain="praktijk.test", practice="P", labels=LABELS))
     head = raw.split(b"\r\n\r\n", 1)[0]
     assert head.isascii() and all(len(line) <= 78 for line in head.split(b"\r\n"))
+
+
+@pytest.mark.parametrize("size", [0, 1, 56, 57, 58, 114, 1000, 57 * 1024 + 3])
+def test_base64_lines_are_the_standard_ones(size: int) -> None:
+    """The parts' base64 (one C call, then 76-character CRLF lines) is byte for byte what
+    the standard library's MIME encoder writes."""
+    import base64
+    import os
+
+    from formrelay.mail.mime import _b64
+
+    data = os.urandom(size)
+    assert _b64(data) == base64.encodebytes(data).replace(b"\n", b"\r\n")

@@ -266,6 +266,54 @@ def test_limits_hold_across_worker_processes(make_app: Callable[..., Flask]) -> 
     assert send(c, {**form_token(c), **valid_answers()}).status_code == 429
 
 
+def test_posts_refused_later_are_counted(make_app: Callable[..., Flask]) -> None:
+    """A post refused after the limits (a replayed token, a wrong answer) has used its
+    try: the limits are counted before anything else of the post is looked at."""
+    app = make_app(server={"rate_limit_ip": "3/hour"})
+    client = app.test_client()
+    token = form_token(client)
+    assert send(client, {**token, **valid_answers()}).status_code == 200
+    assert send(client, {**token, **valid_answers()}).status_code == 400  # replayed
+    assert send(client, {**form_token(client), "_token": "nonsense"}).status_code == 400
+    r = send(client, {**form_token(client), **valid_answers()}, json_answer=True)
+    assert r.status_code == 429 and r.get_json()["ok"] is False
+    assert stored(app) == 1
+
+
+def test_every_limit_of_a_list_holds(make_app: Callable[..., Flask]) -> None:
+    """'2/minute;3/hour': the minute's window starts again, the hour's does not."""
+    clock = Clock()
+    app = make_app(clock=clock, server={"rate_limit_ip": "2/minute;3/hour"})
+    client = app.test_client()
+    assert [send(client, {**form_token(client), **valid_answers()}).status_code
+            for _ in range(3)] == [200, 200, 429]
+    clock.advance(seconds=61)
+    assert send(client, {**form_token(client), **valid_answers()}).status_code == 200
+    clock.advance(seconds=61)
+    r = send(client, {**form_token(client), **valid_answers()})
+    assert r.status_code == 429
+    # the hour's window, opened two minutes ago, decides when to try again
+    assert 60 * 57 < int(r.headers["Retry-After"]) <= 60 * 58 + 1
+    assert stored(app) == 3
+
+
+def test_a_client_over_its_limit_does_not_use_up_the_form(
+        make_app: Callable[..., Flask]) -> None:
+    """Posts refused by the per-address limit are not counted against the whole form's
+    (the narrowest limit is counted first, and a post stops at the first it exceeds): one
+    flooding address cannot close the form for every patient."""
+    app = make_app(server={"rate_limit_ip": "1/hour", "rate_limit_form": "3/hour"})
+    client = app.test_client()
+    flood = [send(client, {**form_token(client), **valid_answers()}, ip="192.0.2.66").status_code
+             for _ in range(6)]
+    assert flood == [200] + [429] * 5
+    for ip in ("192.0.2.1", "192.0.2.2"):
+        assert send(client, {**form_token(client), **valid_answers()}, ip=ip).status_code == 200
+    assert send(client, {**form_token(client), **valid_answers()},
+                ip="192.0.2.3").status_code == 429
+    assert stored(app) == 3
+
+
 def test_showing_the_form_is_not_limited(make_app: Callable[..., Flask]) -> None:
     app = make_app(server={"rate_limit_ip": "1/hour"})
     client = app.test_client()

@@ -88,6 +88,17 @@ def test_two_instances_share_the_per_form_limit(tmp_path: Path, keys: dict[str, 
     assert stored_by_both(one, two) == 2
 
 
+def test_an_address_over_its_limit_does_not_use_up_the_form_in_redis(
+        tmp_path: Path, keys: dict[str, TestKey], redis_url: str) -> None:
+    """As with the database's counters: the address's limit is counted first, and its
+    refused posts do not count against the whole form's."""
+    app = instance(tmp_path, keys, "one", redis_url, rate_limit_ip="1/hour",
+                   rate_limit_form="3/hour")
+    assert [post(app, ip="192.0.2.66").status_code for _ in range(5)] == [200] + [429] * 4
+    assert [post(app, ip=ip).status_code for ip in ("192.0.2.1", "192.0.2.2", "192.0.2.3")
+            ] == [200, 200, 429]
+
+
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A redis-server of this test alone, which it may stop and start again."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 
 from ..errors import OperatorError
 
@@ -24,24 +25,33 @@ class PacketError(OperatorError, ValueError):
     """The bytes are not an OpenPGP message that can be read here."""
 
 
-def dearmor(data: bytes) -> bytes:
-    """The binary form of an ASCII-armoured message (binary input is returned as is)."""
+def dearmor(data: bytes, prefix: int = 0) -> bytes:
+    """The binary form of an ASCII-armoured message (binary input is returned as is);
+    with `prefix`, of about its first `prefix` bytes only (enough for packet headers)."""
     if not data.lstrip().startswith(b"-----BEGIN PGP"):
         return data
-    lines = data.decode("ascii", "replace").splitlines()
+    # Byte searches and one C decode, no loop over lines: every post's ciphertext made
+    # in process is read back here (crypto/inprocess.py checks its packet type).
+    head = _BLANK_LINE.search(data)
+    if head is None:
+        raise PacketError("armour without a blank line after its headers")
+    # the body runs to the checksum line ("=XXXX") or the END line, whichever is first
+    ends = [i for i in (data.find(b"\n=", head.end() - 1),
+                        data.find(b"\n-----END", head.end() - 1)) if i >= 0]
+    body = data[head.end():min(ends) if ends else len(data)]
+    joined = body.replace(b"\r", b"").replace(b"\n", b"")
+    if b" " in joined or b"\t" in joined:  # blanks around lines are dropped, not inside
+        joined = b"".join(ln.strip() for ln in body.splitlines())
+    if prefix:
+        joined = joined[:(prefix + 2) // 3 * 4]  # whole base64 groups
     try:
-        start = next(i for i, ln in enumerate(lines) if not ln.strip()) + 1
-    except StopIteration:
-        raise PacketError("armour without a blank line after its headers") from None
-    body = []
-    for ln in lines[start:]:
-        if ln.startswith("-----END") or ln.startswith("="):
-            break
-        body.append(ln.strip())
-    try:
-        return base64.b64decode("".join(body), validate=True)
+        return base64.b64decode(joined, validate=True)
     except (binascii.Error, ValueError):
         raise PacketError("armour is not valid base64") from None
+
+
+# The first empty (or blank) line ends the armour headers.
+_BLANK_LINE = re.compile(rb"\r?\n[ \t]*\r?\n")
 
 
 def _header(data: bytes, pos: int) -> tuple[int, int, int]:
@@ -71,8 +81,22 @@ def _header(data: bytes, pos: int) -> tuple[int, int, int]:
 
 
 def encryption_packet(message: bytes) -> str:
-    """The name of the message's encrypted-data packet: "SEIPD v1" is the one wanted."""
-    data = dearmor(message)
+    """The name of the message's encrypted-data packet: "SEIPD v1" is the one wanted.
+    The headers come first: the first few KB are read, the whole message only when the
+    session-key packets (one per recipient) run past them."""
+    if len(message) > _HEAD_BYTES * 2:
+        try:
+            return _encryption_packet(dearmor(message, _HEAD_BYTES))
+        except PacketError:
+            pass  # not within the first bytes: the whole message decides (and says why)
+    return _encryption_packet(dearmor(message))
+
+
+# Enough for the session-key packets of several RSA-4096 recipients (~530 bytes each).
+_HEAD_BYTES = 6144
+
+
+def _encryption_packet(data: bytes) -> str:
     pos = 0
     while True:
         tag, start, length = _header(data, pos)

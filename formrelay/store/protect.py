@@ -8,9 +8,19 @@ lets a few more requests through.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from .base import StoreBase
+
+# A counter's hit when no live window was found: a new window, or (another process just
+# started one) a hit on it. One statement decides, so concurrent first hits all count.
+_UPSERT = ("INSERT INTO rate_limits (key, count, expires_at) VALUES (?, ?, ?) "
+           "ON CONFLICT (key) DO UPDATE SET "
+           "count = CASE WHEN rate_limits.expires_at > ? "
+           "THEN rate_limits.count + excluded.count ELSE excluded.count END, "
+           "expires_at = CASE WHEN rate_limits.expires_at > ? "
+           "THEN rate_limits.expires_at ELSE excluded.expires_at END RETURNING count")
 
 
 class FormProtection(StoreBase):
@@ -46,15 +56,36 @@ class FormProtection(StoreBase):
             if row is not None:
                 return int(row[0])
             conn.execute("DELETE FROM rate_limits WHERE expires_at <= ?", (now,))
-            row = conn.execute(
-                "INSERT INTO rate_limits (key, count, expires_at) VALUES (?, ?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET "
-                "count = CASE WHEN rate_limits.expires_at > ? "
-                "THEN rate_limits.count + excluded.count ELSE excluded.count END, "
-                "expires_at = CASE WHEN rate_limits.expires_at > ? "
-                "THEN rate_limits.expires_at ELSE excluded.expires_at END RETURNING count",
-                (key, amount, now + expiry, now, now)).fetchone()
+            row = conn.execute(_UPSERT, (key, amount, now + expiry, now, now)).fetchone()
         return int(row[0])
+
+    def hit_limits(self, hits: Sequence[tuple[str, float, int]]) -> tuple[int, float] | None:
+        """Count one post against several fixed-window limits `(key, expiry, amount)`, in
+        their order, in one transaction (one commit, not one per counter); stops at the
+        first limit the post goes over, as flask-limiter does, so a refused post does not
+        use up the later (wider) limits. Returns that limit's index and when its window
+        ends (Unix seconds), or None when the post is within every limit.
+
+        Holding several counters, a PostgreSQL transaction can meet another in a deadlock
+        (the sweep of expired windows may touch a row the other holds): it is then rolled
+        back whole and run again (`retried`)."""
+
+        def hit() -> tuple[int, float] | None:
+            now = self.clock().timestamp()
+            with self._relaxed() as conn:
+                for i, (key, expiry, amount) in enumerate(hits):
+                    row = conn.execute("UPDATE rate_limits SET count = count + 1 WHERE "
+                                       "key = ? AND expires_at > ? RETURNING count, expires_at",
+                                       (key, now)).fetchone()
+                    if row is None:
+                        conn.execute("DELETE FROM rate_limits WHERE expires_at <= ?", (now,))
+                        row = conn.execute(_UPSERT + ", expires_at",
+                                           (key, 1, now + expiry, now, now)).fetchone()
+                    if int(row[0]) > amount:
+                        return i, float(row[1])
+            return None
+
+        return self.retried(hit)
 
     def counter(self, key: str) -> tuple[int, float]:
         """A counter's value and expiry (Unix seconds); (0, now) when it has none."""

@@ -45,7 +45,7 @@ def _operator(token: str) -> bool:
 @bp.get("/healthz")
 def healthz() -> Any:
     r = relay()
-    level, checks = essentials(r, r.clock(), protection().limiter.storage)
+    level, checks = essentials(r, r.clock(), protection().storage)
     status = 200 if level != ERROR else 503
     if _operator(r.settings.health_token):
         return jsonify({"ok": level != ERROR, "status": level, "checks": checks}), status

@@ -7,15 +7,17 @@ before (intake/tokens.py). Refusals a patient can cause by accident (an old tab,
 click, autofill in the hidden field) show the form again with what they typed and a
 fresh token ("please send again"); a foreign origin gets a plain 403 page.
 
-flask-limiter counts posts per client address and per form; the counters live in the
-database (intake/ratelimit.py), or in Redis when `server.rate_limit_storage` names it, so
-they hold across all gunicorn workers (and, with Redis, all app instances). Over the
+Posts are counted per client address and per form; the counters live in the database
+(one transaction per post, `_counted`), or in Redis through flask-limiter when
+`server.rate_limit_storage` names it, so they hold across all gunicorn workers (and, with
+Redis, all app instances). Over the
 limit: a translated 429 page with `Retry-After`. Counters that cannot be reached refuse
 the post with the fail-closed 503, as any other operator error.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import math
@@ -29,7 +31,9 @@ from urllib.parse import urlsplit
 from flask import Flask, current_app, request
 from flask_limiter import Limiter
 from flask_limiter.errors import RateLimitExceeded
+from limits import RateLimitItem, parse_many
 from limits.errors import StorageError
+from limits.storage import Storage
 
 from ..config import FormSpec
 from ..errors import UserError
@@ -43,6 +47,7 @@ log = logging.getLogger("formrelay.web")
 
 HONEYPOT = "_hp"
 TOKEN = "_token"  # noqa: S105 - a field name, not a secret
+KEY_PREFIX = "fr"  # of the rate-limit counters' keys
 
 SEND_AGAIN = {
     "missing": "This form could not be checked. Please send it again.",
@@ -76,7 +81,8 @@ class SendAgain(Exception):
 @dataclass
 class Protection:
     own_origin: str
-    limiter: Limiter
+    storage: Storage  # where the counters live (the health check asks it)
+    limiter: Limiter | None  # flask-limiter, only for counters in Redis
 
     @property
     def tokens(self) -> FormTokens:
@@ -179,50 +185,92 @@ def form_key() -> str:
 
 
 def _too_many(exc: RateLimitExceeded) -> Any:
+    """flask-limiter's refusal (counters in Redis)."""
+    log.info("rate limit reached: %s", exc.description)
+    limiter = protection().limiter
+    current = limiter.current_limit if limiter is not None else None
+    # Redis' counters run on real time
+    return _refused(max(1, math.ceil(current.reset_at - time.time())) if current else 60)
+
+
+def _refused(wait: int) -> Any:
+    """The translated 429 page (or JSON), with when to try again."""
     from .errors import respond
 
-    r = relay()
     lang = language()
-    log.info("rate limit reached: %s", exc.description)
-    resp = respond(429, gettext(lang, "Too many attempts. Please wait a moment and try again."),
-                   lang=lang)
-    limiter = protection().limiter
-    current = limiter.current_limit
-    wait = 60
-    if current is not None:
-        # the database's counters run on the relay's clock, Redis' on real time
-        local = isinstance(limiter.storage, ratelimit.DatabaseStorage)
-        now = r.clock().timestamp() if local else time.time()
-        wait = max(1, math.ceil(current.reset_at - now))
-    body, status = resp
+    body, status = respond(429, gettext(lang, "Too many attempts. Please wait a moment and "
+                                              "try again."), lang=lang)
     out = current_app.make_response((body, status))
     out.headers["Retry-After"] = str(wait)
     return out
+
+
+@dataclass(frozen=True)
+class _Limit:
+    item: RateLimitItem
+    key: Callable[[], str]  # the client's or the form's counter
+    scope: str
+
+
+def _counted(view: Callable[..., Any], limits: list[_Limit]) -> Callable[..., Any]:
+    """`view` behind the posting limits, counted in the database in one transaction
+    (store hit_limits), before anything else of the post is looked at: a post refused
+    later (token, validation, a key) has been counted. flask-limiter took one transaction
+    per limit (three with the defaults) and its own bookkeeping around each. The keys are
+    its; the order is the shortest window first, the address's limits before the form's
+    at the same window (`register` sorts them), up to the first one exceeded: posts a
+    flooding address is refused do not use up the form's limit for every patient."""
+
+    @functools.wraps(view)
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        r = relay()
+        keys: dict[Callable[[], str], str] = {}  # the address is parsed once, not per limit
+        hits = [(lim.item.key_for(KEY_PREFIX, keys.get(lim.key) or keys.setdefault(
+                    lim.key, lim.key()), lim.scope), lim.item.get_expiry(), lim.item.amount)
+                for lim in limits]
+        over = r.store.hit_limits(hits)
+        if over is None:
+            return view(*args, **kwargs)
+        index, ends = over
+        log.info("rate limit reached: %s (%s)", limits[index].item, limits[index].scope)
+        # the database's counters run on the relay's clock
+        return _refused(max(1, math.ceil(ends - r.clock().timestamp())))
+
+    return counted
 
 
 def register(app: Flask, r: Relay) -> None:
     """Set up tokens and the rate limits on the form's POST route (call after the
     public blueprint is registered)."""
     s = r.settings.server
-    uri, options = ratelimit.storage_uri(r.settings)
+    own = origin_of(s.base_url)
+    view = app.view_functions["public.submit"]
     if not s.rate_limit_storage:
-        options["store"] = r.store
+        # The database: counted by the project, every limit in one transaction. No
+        # flask-limiter on the app: its hooks ran on every request of every route.
+        limits = sorted([*(_Limit(i, client_key, "ip") for i in parse_many(s.rate_limit_ip)),
+                         *(_Limit(i, form_key, "form") for i in parse_many(s.rate_limit_form))],
+                        key=lambda lim: lim.item)
+        app.view_functions["public.submit"] = _counted(view, limits)
+        storage = ratelimit.open_storage(r.settings, r.store)
+        app.extensions["formrelay.protect"] = Protection(own, storage, None)
+        app.register_error_handler(StorageError, _counters_down)
+        return
+    uri, options = ratelimit.storage_uri(r.settings)
     limiter = Limiter(client_key, app=app, storage_uri=uri,
                       storage_options=cast(dict[str, str | int], options),
-                      strategy="fixed-window", headers_enabled=False, key_prefix="fr")
-    if s.rate_limit_storage:
-        # `formrelay serve` and gunicorn refuse to start without Redis; a worker started
-        # (or recycled) while it is away comes up and refuses posts until it is back
-        why = ratelimit.problem(limiter.storage)
-        if why:
-            log.error("%s", ratelimit.unreachable(r.settings, why))
-    own = origin_of(s.base_url)
-    app.extensions["formrelay.protect"] = Protection(own, limiter)
-    view = app.view_functions["public.submit"]
+                      strategy="fixed-window", headers_enabled=False, key_prefix=KEY_PREFIX)
+    # `formrelay serve` and gunicorn refuse to start without Redis; a worker started (or
+    # recycled) while it is away comes up and refuses posts until it is back
+    why = ratelimit.problem(limiter.storage)
+    if why:
+        log.error("%s", ratelimit.unreachable(r.settings, why))
+    app.extensions["formrelay.protect"] = Protection(own, limiter.storage, limiter)
     per_form = limiter.limit(s.rate_limit_form, key_func=form_key, methods=["POST"],
                              scope="form")
     per_ip = limiter.limit(s.rate_limit_ip, methods=["POST"], scope="ip")
-    app.view_functions["public.submit"] = per_ip(per_form(view))  # type: ignore[assignment]
+    # the one applied first is counted first at the same window: the address's
+    app.view_functions["public.submit"] = per_form(per_ip(view))  # type: ignore[assignment]
     app.register_error_handler(RateLimitExceeded, _too_many)
     app.register_error_handler(StorageError, _counters_down)
 
