@@ -96,7 +96,10 @@ def start_server(kind: str, config: Path, log_dir: Path, *, workers: int, connec
     overrides gunicorn's worker recycling (0 = never)."""
     port = port or free_port()
     log = log_dir / f"{kind}-{port}.log"
-    env = {**os.environ, "FORMRELAY_SECRET_KEY": SECRET, "PYTHONPATH": str(ROOT)}
+    # the load generator plays many patients from one address: the per-address
+    # connection guard (ops/gworker.py) would close all but 20 of its connections
+    env = {**os.environ, "FORMRELAY_SECRET_KEY": SECRET, "PYTHONPATH": str(ROOT),
+           "FORMRELAY_CONNECTIONS_PER_ADDRESS": "0"}
     with log.open("wb") as out:
         proc = subprocess.Popen([PY, str(BENCH / "_serve.py"), kind, str(config),
                                  "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
