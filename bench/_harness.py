@@ -90,16 +90,19 @@ class Server:
 
 def start_server(kind: str, config: Path, log_dir: Path, *, workers: int, connections: int = 100,
                  port: int = 0, ready_path: str = "/healthz", timeout: float = 60,
-                 max_requests: int | None = None, gthread: int = 0) -> Server:
+                 max_requests: int | None = None, gthread: int = 0,
+                 guard: bool = False) -> Server:
     """Start `_serve.py <kind>` (formrelay or plain) on `port` of 127.0.0.1 (default: a
     free one); wait until `ready_path` answers 200 and every worker is up. `max_requests`
-    overrides gunicorn's worker recycling (0 = never)."""
+    overrides gunicorn's worker recycling (0 = never). `guard`: keep the per-address
+    connection limit (ops/gworker.py) on, for a bench of an attack from one address."""
     port = port or free_port()
     log = log_dir / f"{kind}-{port}.log"
     # the load generator plays many patients from one address: the per-address
     # connection guard (ops/gworker.py) would close all but 20 of its connections
-    env = {**os.environ, "FORMRELAY_SECRET_KEY": SECRET, "PYTHONPATH": str(ROOT),
-           "FORMRELAY_CONNECTIONS_PER_ADDRESS": "0"}
+    env = {**os.environ, "FORMRELAY_SECRET_KEY": SECRET, "PYTHONPATH": str(ROOT)}
+    if not guard:
+        env["FORMRELAY_CONNECTIONS_PER_ADDRESS"] = "0"
     with log.open("wb") as out:
         proc = subprocess.Popen([PY, str(BENCH / "_serve.py"), kind, str(config),
                                  "--bind", f"127.0.0.1:{port}", "--workers", str(workers),

@@ -168,7 +168,7 @@ def flood(seconds: float) -> int:
         fpr, key = make_key(root)
         port = free_port()
         server = start_server("formrelay", write_config(root, port, fpr, key), root,
-                              port=port, workers=2)
+                              port=port, workers=2, guard=True)
         try:
             for label, idle, slow in (("nothing", 0, 0), ("200 idle sockets", 200, 0),
                                       ("1,000 idle sockets", 1000, 0),
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                 port = free_port()
                 cfg = write_config(root, port, fpr, key)
                 server = start_server("formrelay", cfg, root, port=port, workers=2,
-                                      gthread=gthread)
+                                      gthread=gthread, guard=True)
                 try:
                     for slow in (False, True):
                         stop = threading.Event()
