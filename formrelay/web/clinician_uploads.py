@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Flask, Response, flash, redirect, request, url_for
+from flask import Blueprint, Flask, Response, flash, g, redirect, request, url_for
 
 from ..errors import UserError
 from ..localtime import shown
@@ -24,13 +24,31 @@ def held() -> HeldUploads:
     return HeldUploads(s.settings, s.store)
 
 
+@bp.app_template_global()
+def documents_of(reference: str) -> int:
+    """How many documents of `reference` the logged-in clinician may download: the
+    inbox row's link to them (templates/clinician/_inbox_more.html). Counted once per
+    request."""
+    if "documents_by_reference" not in g:
+        user = views.current_user()
+        counts: dict[str, int] = {}
+        for item in held().items(user) if user is not None else []:
+            counts[item.reference] = counts.get(item.reference, 0) + 1
+        g.documents_by_reference = counts
+    return int(g.documents_by_reference.get(reference, 0))
+
+
 @bp.get("/")
 @views.login_required
 def index() -> Any:
+    """All the clinician's documents, or with ?reference= those of one submission (the
+    inbox row's link), with the "ask for documents" form filled in for it."""
     user = views.current_user()
     assert user is not None  # noqa: S101 - login_required
-    return views.page("clinician/uploads.html", items=held().items(user), error="",
-                      reference=request.args.get("reference", ""), email="")
+    reference = request.args.get("reference", "").strip().upper()
+    items = [i for i in held().items(user) if not reference or i.reference == reference]
+    return views.page("clinician/uploads.html", items=items, error="",
+                      reference=reference, email="", only=reference)
 
 
 @bp.post("/invite")
