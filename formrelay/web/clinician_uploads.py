@@ -11,7 +11,7 @@ from flask import Blueprint, Flask, Response, flash, g, redirect, request, url_f
 from ..errors import UserError
 from ..localtime import shown
 from ..uploads.held import HeldUploads
-from ..uploads.links import UploadLinks
+from ..uploads.links import MAX_NOTE, UploadLinks
 from .clinician import views
 from .common import services
 
@@ -48,7 +48,8 @@ def index() -> Any:
     reference = request.args.get("reference", "").strip().upper()
     items = [i for i in held().items(user) if not reference or i.reference == reference]
     return views.page("clinician/uploads.html", items=items, error="",
-                      reference=reference, email="", only=reference)
+                      reference=reference, email="", note="", only=reference,
+                      max_note=MAX_NOTE)
 
 
 @bp.post("/invite")
@@ -62,6 +63,7 @@ def invite() -> Any:
     links = UploadLinks(s.settings, s.store, s.clock)
     reference = request.form.get("reference", "").strip().upper()
     email = request.form.get("email", "")
+    note = request.form.get("note", "")
     lang = request.form.get("lang", "nl") if request.form.get("lang") in ("nl", "en") else "nl"
     actor = f"user:{user.username}"
     try:
@@ -73,15 +75,16 @@ def invite() -> Any:
                 raise UserError("No submission %(reference)s of yours is kept here.",
                                 reference=reference)
             made = links.for_submission(reference, email, lang, actor=actor,
-                                        ip=views.client_ip())
+                                        ip=views.client_ip(), note=note)
         else:
             made = links.for_practice(user.practice, email, lang, actor=actor,
-                                      ip=views.client_ip())
+                                      ip=views.client_ip(), note=note)
     except UserError as exc:
         errors = [m for ms in exc.errors.values() for m in ms] or [views.t(exc.message,
                                                                            **exc.params)]
         return views.page("clinician/uploads.html", 400, items=held().items(user),
-                          error=" ".join(errors), reference=reference, email=email)
+                          error=" ".join(errors), reference=reference, email=email,
+                          note=note, max_note=MAX_NOTE)
     tz = s.settings.practice_or_default(user.practice).timezone or s.settings.server.timezone
     flash(views.t("Upload link sent for %(reference)s; it works until %(date)s.",
                   reference=made.reference, date=shown(made.expires_at, tz)))
