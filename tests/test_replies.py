@@ -286,3 +286,38 @@ def test_inbox_offers_no_answer_where_the_form_gives_no_reply_code(
     assert f'id="more-{reference.group(1)}"' in page and "/clinician/answer/" not in page
     # and a forged answer link is refused
     assert b.get(f"/clinician/answer/{reference.group(1)}").status_code == 404
+
+
+def test_json_answer_carries_the_reply_code_once(make_app: Any, monkeypatch: Any) -> None:
+    app = make_app(fields=FIELDS, replies=True)
+    client = app.test_client()
+    r = post_form(client, {"name": "Zoë", "email": "", "question": "Mag ik sporten?"},
+                  json_answer=True)
+    body = r.get_json()
+    assert r.status_code == 200 and body["ok"] is True, body
+    code = body["reply_code"]
+    assert re.fullmatch(r"[A-Z0-9]{4}-[A-Z0-9]{4}-[A-Z0-9]{4}", code)
+    # the code opens the reference's (empty, for now) answer; another code does not
+    assert "not answered yet" in read(client, body["reference"], code).get_data(as_text=True)
+    assert read(client, body["reference"], "AAAA-AAAA-AAAA").status_code == 403
+    # a form without replies has no such key
+    plain = make_app(fields=FIELDS)
+    r = post_form(plain.test_client(), {"name": "Zoë", "question": "?"}, json_answer=True)
+    assert r.status_code == 200 and "reply_code" not in r.get_json()
+
+
+def test_json_answer_says_null_when_no_code_could_be_made(make_app: Any,
+                                                          monkeypatch: Any) -> None:
+    from formrelay.store import Store, StoreNotWritable
+
+    app = make_app(fields=FIELDS, replies=True)
+
+    def full(self: Any, row: Any) -> None:
+        raise StoreNotWritable("disk full")
+
+    monkeypatch.setattr(Store, "add_reply", full)
+    r = post_form(app.test_client(), {"name": "Zoë", "question": "?"}, json_answer=True)
+    body = r.get_json()
+    assert r.status_code == 200 and body["ok"] is True and body["reply_code"] is None
+    assert app.extensions["formrelay"].store.submission(body["reference"])
+    assert app.extensions["formrelay"].store.reply(body["reference"]) is None
