@@ -60,5 +60,18 @@ class AuditAction(StrEnum):
     USER_CREATED = "user created"
     USER_CHANGED = "user changed"
     USER_REMOVED = "user removed"
+    # the browser reader: invitation links
+    USER_INVITED = "user invited"
+    INVITATION = "invitation"
+    # the browser reader: keys made in the browser (never their secret)
+    KEY_CREATED = "key created"
+    KEY_PINNED = "key pinned"
+    KEY_CHANGED = "key changed"
+    KEY_RECOVERED = "key recovered"
+    KEY_EXPORTED = "key exported"
+    # a held ciphertext fetched to decrypt in the browser (`failed`: the page could not)
+    READ = "read"
+    # triage: who handles a held submission was noted (a name, never content)
+    TRIAGED = "triaged"
     # the retention purge of the log itself
     AUDIT_PURGED = "audit purged"

@@ -397,6 +397,20 @@ def _build_practice(ld: _Loader, prefix: str, pid: str, table: dict[str, Any],
                           "practices: rename one")
         r: Recipient = ld.build(Recipient, rtable, rwhere,
                                 {"id": rid, "practice": pid, "source": ""})
+        if r.key_source == "browser":
+            if r.key_file or r.fingerprint:
+                raise ld.fail(rwhere, "key_source = \"browser\" takes no key_file or "
+                              "fingerprint", "remove them: the clinician's browser-made key "
+                              "is pinned when it is made")
+            if "@" not in r.email:
+                raise ld.fail(f"{rwhere}.email", f"{r.email!r} is not an e-mail address",
+                              "write the clinician's address")
+            recipients[rid] = dataclasses.replace(r, source=f"{ld.path}: {rwhere}")
+            continue
+        for name in ("key_file", "fingerprint"):
+            if not getattr(r, name):
+                raise ld.fail(f"{rwhere}.{name}", "missing", "add it (or set key_source = "
+                              "\"browser\" for a key the clinician makes in the browser)")
         fpr = normalize_fingerprint(r.fingerprint)
         if not re.fullmatch(r"[0-9A-F]{40}|[0-9A-F]{64}", fpr):
             raise ld.fail(f"{rwhere}.fingerprint", f"{r.fingerprint!r} is not a full fingerprint",

@@ -15,8 +15,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from .clinician import invitations
 from .clinician.accounts import Accounts
 from .clinician.inbox import Inbox
+from .clinician.invitations import Invitations
+from .clinician.reader_keys import ReaderKeys
 from .config import DEFAULT_PRACTICE, DEFAULT_RETENTION_DAYS, Settings
 from .crypto.keyring import Keyring
 from .intake.pipeline import Step
@@ -44,7 +47,7 @@ def mail_kinds() -> MailKinds:
     """Every kind of mail the outbox worker builds, by name."""
     return kind_table(SUBMISSION_MAIL, OPERATOR_MAIL, notify.MAIL, link_mail.LINK_MAIL,
                       pgp_copy.PGP_MAIL, upload_links.LINK_MAIL,
-                      upload_links.NOTICE_MAIL, reply_answers.NOTICE_MAIL)
+                      upload_links.NOTICE_MAIL, reply_answers.NOTICE_MAIL, invitations.MAIL)
 
 
 def _expired_copies(settings: Settings, store: Store, now: datetime) -> int:
@@ -84,6 +87,8 @@ class Services:
     inbox: Inbox
     kinds: MailKinds
     purgers: Purgers
+    invitations: Invitations
+    reader_keys: ReaderKeys
     extra_steps: tuple[Step[Any], ...] = ()
 
     def startup(self) -> None:
@@ -148,4 +153,5 @@ def build(settings: Settings, clock: Callable[[], datetime] = utcnow, *,
     accounts = Accounts(settings, store)
     return Services(settings, clock, store, keyring, relay, copies, accounts,
                     Inbox(settings, store, accounts), mail_kinds(), purgers(),
-                    tuple(extra_steps))
+                    Invitations(settings, store, accounts),
+                    ReaderKeys(settings, store, keyring, relay), tuple(extra_steps))

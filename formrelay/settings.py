@@ -281,10 +281,16 @@ class ThemeSettings:
 class Recipient:
     id: str = setting(help="The recipient's id (the table name).")
     email: str = setting(help="Where this clinician receives encrypted mail.")
-    key_file: str = setting(help="Exported public key (.asc); a relative path starts from "
+    key_file: str = setting("", "Exported public key (.asc); a relative path starts from "
                             "the folder of the file that names it (a practice's own file "
-                            "in practices_dir).")
-    fingerprint: str = setting(help="The key's full fingerprint, checked with the clinician.")
+                            "in practices_dir). Required with key_source = \"file\".")
+    fingerprint: str = setting("", "The key's full fingerprint, checked with the clinician. "
+                                   "Required with key_source = \"file\".")
+    key_source: str = setting(
+        "file", "\"file\": the key in key_file, pinned by fingerprint. \"browser\": no "
+        "key file; the invited clinician makes the key in the clinician area, and it is "
+        "pinned by its fingerprint then (the forms stay unavailable until that).",
+        ("file", "browser"))
     practice: str = setting("default", "The practice it belongs to (where it is written).")
     source: str = setting("", "Where it is written: the file and the table, for messages.")
 

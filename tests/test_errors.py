@@ -27,7 +27,7 @@ from .conftest import ENV, post_form, valid_answers
 
 # Control flow, not errors (each says why in its docstring).
 INTERNAL = {"formrelay.web.slowbody._TooSlow", "formrelay.web.protect.SendAgain",
-            "formrelay.web.request.BadForm"}
+            "formrelay.web.request.BadForm", "formrelay.clinician.hashing.Busy"}
 
 
 def _exception_classes() -> dict[str, type[BaseException]]:

@@ -198,7 +198,8 @@ def keys_import(ctx: Context, recipient: str | None) -> None:
             raise click.ClickException(f"unknown recipient {rid!r}; configured: "
                                        f"{', '.join(settings.recipients) or 'none'}")
         try:
-            st = relay.keyring.import_recipient(r, settings.resolve(r.key_file))
+            st = relay.sync_keys()[rid] if r.key_source == "browser" else \
+                relay.keyring.import_recipient(r, settings.resolve(r.key_file))
         except KeyRefused as exc:
             click.echo(f"REFUSED {exc}", err=True)
             failed = True

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..clinician.accounts import Accounts
+from ..clinician.invitations import DEFAULT_DAYS, MAX_DAYS, ROLES
 from ..localtime import utc_shown
 
 if TYPE_CHECKING:
@@ -84,6 +85,49 @@ def users_add(ctx: Context, username: str, recipients: tuple[str, ...], forms: t
                "(sets up the authenticator app)")
 
 
+@users.command("invite")
+@click.argument("username")
+@click.option("--email", required=True, help="Where the invitation link is mailed.")
+@click.option("--recipient", "recipients", multiple=True, metavar="ID",
+              help="A [recipients.<id>] this user is; sees the forms sent to it. Repeatable.")
+@click.option("--form", "forms", multiple=True, metavar="ID",
+              help="A form whose held submissions this user sees. Repeatable.")
+@click.option("--practice", default="", metavar="ID",
+              help="The practice the user belongs to; default: the default practice.")
+@click.option("--days", default=DEFAULT_DAYS, show_default=True,
+              help=f"How long the link works (1-{MAX_DAYS} days).")
+@click.option("--role", type=click.Choice(ROLES), default="reader", show_default=True,
+              help="reader: opens what is encrypted to them. assistant: sees the list of "
+                   "their --form(s), notes who handles each and marks them processed, never "
+                   "opens or downloads one. owner: a reader who also sees the practice's "
+                   "members and invites readers and assistants in the browser.")
+@pass_ctx
+def users_invite(ctx: Context, username: str, email: str, recipients: tuple[str, ...],
+                 forms: tuple[str, ...], practice: str, days: int, role: str) -> None:
+    """Create USERNAME and mail them a one-time invitation link (no password by phone).
+
+    Opening the link, the clinician chooses a password and sets up the authenticator
+    app. The link works once and expires; run this again for a new link (the old one
+    stops working). The mail holds no patient data and goes through the TLS-only outbox.
+
+    \b
+    Example:
+      formrelay --config config.toml users invite anna --email anna@praktijk.nl \\
+        --recipient dr-jansen
+    """
+    invited = ctx.services().invitations.invite(
+        username, email=email, practice=practice, recipients=list(recipients),
+        forms=list(forms), days=days, role=role)
+    until = utc_shown(invited.expires_at)
+    if invited.mailed:
+        click.echo(f"invited {invited.user.username} (practice {invited.user.practice}): "
+                   f"the link is queued for {email}, valid until {until}")
+    else:
+        click.echo(f"invited {invited.user.username}, but no mail can be sent ([smtp] is not "
+                   f"set up); hand over this link in person, valid until {until}:")
+        click.echo(invited.link)
+
+
 @users.command("list")
 @pass_ctx
 def users_list(ctx: Context) -> None:
@@ -98,9 +142,11 @@ def users_list(ctx: Context) -> None:
         state = "disabled" if u.disabled else "active" if u.enrolled else "TOTP not set up yet"
         last = utc_shown(u.last_login_at) if u.last_login_at else "never"
         click.echo(f"{u.username:<20} {state:<20} last login {last}")
+        role = accounts.store.role_of(u.id)
         click.echo(f"  practice {u.practice}; recipients {', '.join(u.recipients) or '-'}; forms "
                    f"{', '.join(accounts.forms_of(u)) or 'none'}"
-                   + (f"; {u.email}" if u.email else ""))
+                   + (f"; {u.email}" if u.email else "") + ("" if role == "reader" else
+                                                           f"; role {role}"))
 
 
 @users.command("reset")

@@ -196,6 +196,12 @@ class Accounts(SecondFactor, ApiTokens):
             self.store.user_update(user.id, password_hash=hashing.run(_hasher.hash, password))
         return user
 
+    def set_password(self, user: User, password: str) -> None:
+        """The password an invited clinician chose (invitations.py checks the link and
+        audits; the caller holds the transaction)."""
+        self.check_password_rules(password, user.username)
+        self.store.user_update(user.id, password_hash=_hasher.hash(password))
+
     def change_password(self, user: User, old: str, new: str, ip: str) -> None:
         row = self.store.user_row(user_id=user.id)
         stored = row["password_hash"] if row else _dummy_hash()

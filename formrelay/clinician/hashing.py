@@ -28,7 +28,9 @@ HASH_NICENESS = 10  # a hashing thread's CPU priority below the event loop's
 
 
 class Busy(Exception):
-    """Every hashing slot of this process stayed taken for HASH_WAIT_SECONDS."""
+    """Every hashing slot of this process stayed taken for HASH_WAIT_SECONDS. Internal
+    (outside the errors.py tree): accounts.py turns it into the login's 429 "busy" at
+    once, so it never reaches a view."""
 
 
 @functools.cache

@@ -21,7 +21,7 @@ from typing import Any
 
 from ..audit_actions import AuditAction
 from ..config import FormSpec, Settings
-from ..errors import NotFound
+from ..errors import NotFound, UserError
 from ..mail import mime
 from ..mail.kinds import submission_message
 from ..mail.transport import write_eml
@@ -30,6 +30,8 @@ from .accounts import Accounts
 from .user import User
 
 REFERENCE = re.compile(r"^FR-[2-9A-Z]{4}-[2-9A-Z]{4}$")
+ASSISTANT = "assistant"  # sees the list and triages; never fetches content
+MAX_HANDLER = 60
 NOT_HELD = "There is no held submission with this reference (it may have been processed " \
            "or deleted already)."
 
@@ -44,6 +46,7 @@ class HeldItem:
     file_count: int
     delete_after: datetime
     downloads: tuple[tuple[str, datetime], ...]
+    handler: str = ""  # who handles it (triage), a name the practice typed
 
 
 def may_see(user: User, row: dict[str, Any]) -> bool:
@@ -62,7 +65,8 @@ class Inbox:
         self.store = store
         self.accounts = accounts
 
-    def _item(self, row: dict[str, Any], downloads: list[tuple[str, str]]) -> HeldItem:
+    def _item(self, row: dict[str, Any], downloads: list[tuple[str, str]],
+              handler: str = "") -> HeldItem:
         fid = str(row["form_id"])
         spec = self._spec(row)
         received = parse_iso(str(row["received_at"]))
@@ -71,7 +75,8 @@ class Inbox:
                         form_title=spec.title if spec else fid, received_at=received,
                         size=int(row["size"] or 0), file_count=int(row["file_count"] or 0),
                         delete_after=received + timedelta(days=days),
-                        downloads=tuple((who, parse_iso(at)) for who, at in downloads))
+                        downloads=tuple((who, parse_iso(at)) for who, at in downloads),
+                        handler=handler)
 
     def _spec(self, row: dict[str, Any]) -> FormSpec | None:
         """The form as configured now, if it is still the recorded practice's."""
@@ -81,13 +86,23 @@ class Inbox:
     def items(self, user: User) -> list[HeldItem]:
         rows = [r for r in self.store.submissions(status="held", practice=user.practice)
                 if may_see(user, r)]
-        downloads = self.store.downloads([str(r["reference"]) for r in rows])
-        return [self._item(r, downloads[str(r["reference"])]) for r in rows]
+        refs = [str(r["reference"]) for r in rows]
+        downloads, handlers = self.store.downloads(refs), self.store.triage_of(refs)
+        return [self._item(r, downloads[ref], handlers.get(ref, ""))
+                for r, ref in zip(rows, refs, strict=True)]
 
     def get(self, user: User, reference: str, *, action: str, ip: str) -> HeldItem:
         """The held item `reference` if `user` may have it; otherwise NotFound, audited as
         a refused `action` (the same answer whether it exists or belongs to others)."""
         ref = reference.strip().upper()
+        if action in (AuditAction.DOWNLOADED, AuditAction.READ) and \
+                self.store.role_of(user.id) == ASSISTANT:
+            self.store.audit(action, "refused", actor=user.actor, ip=ip,
+                             reference=ref if REFERENCE.match(ref) else "",
+                             detail="an assistant does not fetch content")
+            raise UserError("As an assistant you see the list and mark who handles a "
+                            "submission; opening or downloading it is for its readers.",
+                            status=403)
         row = self.store.submission(ref) if REFERENCE.match(ref) else None
         allowed = row is not None and may_see(user, row)
         if row is None or not allowed or row["status"] != "held" or not row["size"]:
@@ -132,6 +147,17 @@ class Inbox:
             message_id=mime.message_id(item.reference, self.settings.mail_domain),
             sender=practice.sender, lang=spec.lang if spec else "nl")
         return mime.Streamed(lambda dest: write_eml(message, dest), message.size)
+
+    def note_handler(self, user: User, reference: str, handler: str, ip: str) -> HeldItem:
+        """Triage: who handles a held submission (a name; empty clears it), audited."""
+        item = self.get(user, reference, action=AuditAction.TRIAGED, ip=ip)
+        handler = " ".join(handler.split())[:MAX_HANDLER]
+        with self.store.transaction():
+            self.store.triage_set(item.reference, handler, user.actor)
+            self.store.audit(AuditAction.TRIAGED, actor=user.actor, ip=ip,
+                             reference=item.reference, form_id=item.form_id,
+                             detail="handler noted" if handler else "handler cleared")
+        return item
 
     def mark_processed(self, user: User, reference: str, ip: str) -> HeldItem:
         """Delete the ciphertext of a held item the user may have (audited)."""

@@ -48,6 +48,10 @@ class LoginGuard:
         return hmac.new(self.settings.secret_key.encode(), username.encode(),
                         hashlib.sha256).hexdigest()[:16]
 
+    def name_tag(self, username: str) -> str:
+        """The keyed tag failures of `username` are counted under (see `_tag`)."""
+        return self._tag(username)
+
     def limited(self, username: str, ip: str) -> bool:
         since = self.now() - FAILURE_WINDOW
         s = self.settings.server

@@ -23,6 +23,8 @@ def check_key_files(settings: Settings) -> None:
     no secret: read from the packets (no gpg run), so a reload with hundreds of
     practices stays cheap; gpg checks the key itself when it imports it."""
     for r in settings.recipients.values():
+        if r.key_source != "file":  # a browser-made key has no file: pinned when made
+            continue
         path = settings.resolve(r.key_file)
         where = f"{r.source or f'{settings.path}: recipients.{r.id}'}.key_file"
         fix = ("put the clinician's exported public key there, or correct key_file (a "

@@ -138,7 +138,7 @@ class KeyStatus:
     def line(self) -> str:
         """One line for `formrelay check` / `keys check`."""
         state = "ok" if self.usable else "REFUSED"
-        text = f"{self.recipient} {self.fingerprint}: {state}"
+        text = f"{self.recipient} {self.fingerprint}".rstrip() + f": {state}"
         if self.problem:
             text += f" - {self.problem}"
         elif self.expires:

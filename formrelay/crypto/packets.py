@@ -118,3 +118,47 @@ def key_fingerprints(data: bytes) -> tuple[list[str], bool]:
             found.append(digest.hexdigest().upper())
         pos = start + length
     return found, secret
+
+
+# Public-key material of a v4 key packet, by algorithm: how many MPIs, after an OID?
+_MPIS = {1: 2, 2: 2, 3: 2, 16: 3, 17: 4}  # RSA, Elgamal, DSA
+_OID_MPI = {19: 0, 22: 0, 18: 1}  # ECDSA, EdDSA (legacy), ECDH (+ its KDF parameters)
+_FIXED = {25: 32, 26: 56, 27: 32, 28: 57}  # X25519, X448, Ed25519, Ed448 (RFC 9580)
+
+
+def _mpi_end(data: bytes, pos: int) -> int:
+    if pos + 2 > len(data):
+        raise PacketError("truncated key material")
+    return pos + 2 + (int.from_bytes(data[pos:pos + 2], "big") + 7) // 8
+
+
+def secret_key_locks(key: bytes) -> list[int]:
+    """The S2K usage octet of every secret (sub)key packet in `key`: 0 means the secret
+    is NOT locked by a passphrase. An empty list: no secret key at all. The server uses
+    this to refuse a "locked" private key that is in fact readable."""
+    data = dearmor(key)
+    locks, pos = [], 0
+    while pos < len(data):
+        tag, start, length = _header(data, pos)
+        if length < 0:
+            raise PacketError("key packet with an indeterminate length")
+        if tag in (5, 7):  # secret key, secret subkey
+            if data[start] != 4:
+                raise PacketError(f"version {data[start]} secret key: only v4 keys are read")
+            algo, p = data[start + 5], start + 6
+            if algo in _MPIS:
+                for _ in range(_MPIS[algo]):
+                    p = _mpi_end(data, p)
+            elif algo in _OID_MPI:
+                p = _mpi_end(data, p + 1 + data[p])  # the curve's OID, then the point
+                if _OID_MPI[algo]:
+                    p += 1 + data[p]  # ECDH's KDF parameters
+            elif algo in _FIXED:
+                p += _FIXED[algo]
+            else:
+                raise PacketError(f"unknown public-key algorithm {algo}")
+            if p >= start + length:
+                raise PacketError("secret key packet without its secret part")
+            locks.append(data[p])
+        pos = start + length
+    return locks

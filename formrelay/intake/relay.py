@@ -28,6 +28,7 @@ from typing import Any
 
 from ..audit_actions import AuditAction
 from ..config import FormSpec, Settings
+from ..crypto import pins
 from ..crypto.inprocess import InProcess
 from ..crypto.keyring import CryptoError, GpgTimeout, Keyring, KeyStatus
 from ..errors import FormUnavailable, InvalidSubmission, NotFound
@@ -77,8 +78,11 @@ class Relay:
     def sync_keys(self) -> dict[str, KeyStatus]:
         """Import every configured key file and remember the result."""
         with self._lock:
-            self._keys = self.keyring.sync(self.settings.recipients, self.settings.resolve,
-                                           self.clock())
+            recipients = self.settings.recipients
+            self._keys = self.keyring.sync(pins.file_recipients(recipients),
+                                           self.settings.resolve, self.clock())
+            self._keys.update(pins.browser_status(self.store, self.keyring, recipients,
+                                                  self.clock()))
             self._keys_at = time.monotonic()
             self._admit(self._keys)
             for st in self._keys.values():
@@ -97,8 +101,11 @@ class Relay:
             self._rechecking = self._rechecking or stale
         if stale:
             try:
-                recheck = self.keyring.check_all(self.settings.recipients.values(),
+                recipients = self.settings.recipients
+                recheck = self.keyring.check_all(pins.file_recipients(recipients).values(),
                                                  self.clock(), resolve=self.settings.resolve)
+                recheck.update(pins.browser_status(self.store, self.keyring, recipients,
+                                                   self.clock()))
             except CryptoError as exc:
                 log.error("keys cannot be checked, every form is unavailable: %s", exc)
                 self.keys_failed(self.settings.recipients, str(exc))
@@ -127,6 +134,18 @@ class Relay:
             except CryptoError as exc:  # gpg encrypts until the next check works
                 log.warning("keys not exported for in-process encryption: %s", exc)
         self.engine.admit(exported, passed)
+
+    def fingerprints(self, spec: FormSpec) -> list[str]:
+        """The keys a submission of `spec` is encrypted to: each recipient's pinned
+        fingerprint; a browser recipient's is read from the database now, so a key
+        change is in force at once (one without a key fails closed in gpg)."""
+        mine = {rid: self.settings.recipients[rid] for rid in spec.recipients}
+        pinned = pins.active_pins(self.store, mine)
+        missing = [rid for rid, r in mine.items()
+                   if r.key_source == pins.BROWSER and rid not in pinned]
+        if missing:  # its key was retired since the last check: never encrypt to fewer
+            raise CryptoError(pins.NO_KEY_YET.format(rid=", ".join(missing)))
+        return [pinned[rid][0] if rid in pinned else r.fingerprint for rid, r in mine.items()]
 
     def keys_failed(self, recipients: Iterable[str], problem: str) -> None:
         """gpg failed for these recipients' keys: their forms show themselves unavailable
@@ -203,7 +222,11 @@ class Relay:
     def _encrypt_and_store(self, sub: Submission, spec: FormSpec, prepared: list[Any],
                            ip: str, first: Callable[[], None] | None = None
                            ) -> tuple[int, str, CopyReceipt | None]:
-        fprs = self.settings.recipient_fingerprints(spec)
+        try:
+            fprs = self.fingerprints(spec)
+        except CryptoError as exc:
+            self._gpg_failed(spec, exc, ip)
+            raise self.unavailable() from None
         emails = self.settings.recipient_emails(spec)
         tr = translations(spec.lang)
         labels = {k: tr.gettext(v) for k, v in

@@ -11,8 +11,8 @@ of 1 MB chunks) so they are never held whole in memory. Each job is one module
 here, a part of `Store`: base (connections, transactions, migrations, time helpers),
 submissions, audit, outbox, clinician, protect (form tokens, rate limits), copies
 (patient copies), refusals (refused anonymous attempts, counted), uploads (documents
-from patients), replies (answers to patients) and backup. Import everything from
-`formrelay.store`.
+from patients), replies (answers to patients), readers (invitations, browser-made keys)
+and backup. Import everything from `formrelay.store`.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from .clinician import Clinicians
 from .copies import PatientCopies
 from .outbox import Outbox, OutboxMail
 from .protect import FormProtection
+from .readers import Readers
 from .refusals import REFUSALS_KEPT_DAYS, Refusals
 from .replies import Replies
 from .submissions import Submissions
@@ -70,6 +71,6 @@ __all__ = [
 
 
 class Store(Submissions, Outbox, AuditLog, Clinicians, FormProtection, PatientCopies, Uploads,
-            Replies, Refusals, Backups, StoreBase):
+            Replies, Refusals, Readers, Backups, StoreBase):
     """Thread-safe access to one database (the SQLite file at `path`, or PostgreSQL at
     `url`); open it once per process."""

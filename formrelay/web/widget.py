@@ -6,13 +6,16 @@ tracking. Web builders paste the plain `/widget.js` URL, so that answer is cache
 day and revalidated by its ETag (a hash of the content); `/widget.js?v=<hash>` (the
 pinned variant the README also shows) is cached for a year. Templates get
 `asset_url()` (static files with `?v=<hash>`, cached for a year by headers.py),
+`asset_integrity()` (their Subresource Integrity value),
 `theme_url`, `embed` and `frame_origins` (who may receive the frame's size messages).
 """
 
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -47,6 +50,26 @@ def widget_source() -> tuple[bytes, str]:
 @functools.cache
 def _static_version(path: str) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+
+
+@functools.cache
+def _static_integrity(path: str) -> str:
+    digest = hashlib.sha384(Path(path).read_bytes()).digest()
+    return "sha384-" + base64.b64encode(digest).decode("ascii")
+
+
+def asset_integrity(filename: str) -> str:
+    """The Subresource Integrity value of a static file: every <script> carries one, so
+    a script changed on the way (or on disk, after start) is not run."""
+    folder = current_app.static_folder or ""
+    return _static_integrity(str(Path(folder) / filename))
+
+
+def openpgp_file() -> str:
+    """The vendored OpenPGP.js, as a static file name (static/vendor/openpgp.json, written
+    by scripts/vendor_openpgp.py, names the file of the recorded release)."""
+    record = Path(current_app.static_folder or "") / "vendor" / "openpgp.json"
+    return "vendor/" + str(json.loads(record.read_text(encoding="utf-8"))["file"])
 
 
 def asset_url(filename: str) -> str:
@@ -123,7 +146,8 @@ def register(app: Flask) -> None:
         origins = getattr(g, "frame_ancestors", None) or []
         # a page of no practice (common.page_practice) wears the default look
         t = p.theme if p is not None else relay().settings.theme
-        return {"asset_url": asset_url, "embed": request.args.get("embed") == "1",
+        return {"asset_url": asset_url, "asset_integrity": asset_integrity,
+                "embed": request.args.get("embed") == "1",
                 "frame_origins": origins,
                 "theme_url": url_for("widget.theme_css", practice=p.id if p else None,
                                      v=theme.version(t))}

@@ -12,6 +12,7 @@ from typing import Any
 from flask import Blueprint, flash, redirect, request, url_for
 
 from ...clinician.accounts import AccountError
+from ...clinician.members import OWNER
 from ...clinician.user import LoginFailure, LoginRefused, User
 from .views import area, client_ip, current_user, guard, login_required, page, t
 
@@ -29,7 +30,8 @@ def _page(status: int = 200, **ctx: Any) -> tuple[str, int]:
     user = _user()
     accounts = area().accounts
     return page("clinician/account.html", status, tokens=accounts.tokens(user),
-                recovery_left=accounts.recovery_codes_left(user), **ctx)
+                recovery_left=accounts.recovery_codes_left(user),
+                owner=area().store.role_of(user.id) == OWNER, **ctx)
 
 
 @bp.get("/")

@@ -31,6 +31,7 @@ from flask_wtf.csrf import generate_csrf, validate_csrf
 from wtforms.validators import ValidationError
 
 from ...audit_actions import AuditAction
+from ...clinician.inbox import ASSISTANT
 from ...clinician.second_factor import qr_data_uri
 from ...clinician.user import LoginFailure, LoginRefused, User
 from ...config import LANGUAGES, is_loopback
@@ -41,6 +42,7 @@ from ...mail.mime import Streamed
 from ...services import Services
 from ...store import iso, parse_iso
 from ..common import relay, render, services
+from ..widget import openpgp_file
 from .session import ClinicianSession
 
 log = logging.getLogger("formrelay.web")
@@ -268,10 +270,18 @@ def logout() -> Any:
 def inbox() -> Any:
     user = current_user()
     assert user is not None  # noqa: S101 - login_required
+    keys = area().reader_keys
+    if keys.browser_recipients(user) and keys.active(user) is None:
+        return redirect(url_for("clinician_reader.key"))  # no key yet: make it first
     items = area().inbox.items(user)
     left = area().accounts.recovery_codes_left(user)
+    readers = {i.form_id: keys.readers_of(i.form_id) for i in items}
+    assistant = relay().store.role_of(user.id) == ASSISTANT
     return page("clinician/inbox.html", items=items, recovery_left=left,
-                forms=area().accounts.forms_of(user))
+                forms=area().accounts.forms_of(user), readers=readers,
+                reads=bool(keys.keys(user)) and not assistant, assistant=assistant,
+                openpgp=openpgp_file(),
+                idle_minutes=relay().settings.server.session_idle_minutes)
 
 
 def _spooled(message: Streamed) -> Iterator[bytes]:
@@ -311,6 +321,16 @@ def download(reference: str, fmt: str) -> Any:
     user = current_user()
     assert user is not None  # noqa: S101 - login_required
     return download_response(user, reference, fmt, "web")
+
+
+@bp.post("/s/<reference>/handler")
+@login_required
+def handler(reference: str) -> Any:
+    """Triage: who handles this submission (readers and assistants alike)."""
+    user = current_user()
+    assert user is not None  # noqa: S101 - login_required
+    area().inbox.note_handler(user, reference, request.form.get("handler", ""), client_ip())
+    return redirect(url_for("clinician.inbox"))
 
 
 @bp.route("/s/<reference>/processed", methods=["GET", "POST"])
