@@ -167,7 +167,9 @@ class ServerSettings:
         240, "How long a shown form stays valid before the patient must send again."
     )
     rate_limit_ip: str = setting(
-        "10/minute;60/hour", "Posts allowed per client address (flask-limiter syntax)."
+        "10/minute;60/hour", "Posts allowed per client address (flask-limiter syntax): "
+        "to the forms, and as much again to read and reply to answers, and to ask for "
+        "upload links."
     )
     rate_limit_form: str = setting("600/hour", "Posts allowed per form, all clients together.")
     rate_limit_storage: str = setting(

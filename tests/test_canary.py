@@ -235,3 +235,103 @@ def test_canary_is_nowhere_but_in_the_ciphertext(
     found = leaks_of([address], roots=roots, texts=texts, blobs=[*others, eml.data, asc.data],
                      since=since)
     assert kept_out(found, allowed) == {}, kept_out(found, allowed)
+
+
+def test_canary_is_nowhere_on_the_upload_and_answer_paths(
+        keys: dict[str, TestKey], tls: TlsFiles, tmp_path: Path,
+        logs: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 19's paths: the patient asks for an upload link on the thank-you page and
+    sends documents through it, once without JavaScript (encrypted on the server) and
+    once as the browser does (ciphertext chunks); a clinician downloads them and writes
+    an answer, the patient reads it with the reply code and replies. The canaries (in
+    the documents, a document's name, the answer and the reply) are then in no database
+    file or WAL, data folder, temp file, log line, request line or mail."""
+    from .conftest import encode_multipart
+    from .test_replies import read, write_answer
+    from .test_uploads import encrypt_binary, send_file
+
+    cheap_hashing(monkeypatch)
+    since = start_clock()
+    in_form, in_file, in_name, in_chunks, in_answer, in_reply = (canary() for _ in range(6))
+    address = f"canary-{secrets.token_hex(8)}@example.nl"
+    clock = Clock()
+    with smtp_server(tls) as (smtp, port):
+        cfg = make_config_dict(tmp_path / "data", keys, delivery="hold", replies=True,
+                               upload_link=True, smtp=smtp_config(tls, port), fields=[
+                                   {"name": "name", "type": "text", "label": "Naam",
+                                    "required": True},
+                                   {"name": "email", "type": "email", "label": "E-mail"}])
+        config = write_config(tmp_path / "config.toml", cfg)
+        app = create_app(config, environ=ENV, clock=clock)
+        requests = RequestLines(app.wsgi_app)
+        app.wsgi_app = requests  # type: ignore[method-assign]
+        client = app.test_client()
+        relay = app.extensions["formrelay"]
+
+        def deliver() -> list[Any]:
+            outbox.deliver_pending(relay.settings, relay.store, kinds=services.mail_kinds())
+            return list(smtp.messages)
+
+        sent = post_form(client, {"name": f"Naam {in_form}", "email": address})
+        page = sent.get_data(as_text=True)
+        assert sent.status_code == 200, page
+        ref = re.search(r'id="reference">([^<]+)<', page)
+        code = re.search(r'id="reply-code">([^<]+)<', page)
+        offer = re.search(r'name="offer" value="([^"]+)"', page)
+        assert ref and code and offer, page
+        reference = ref.group(1)
+        asked = client.post("/u/ask", data={"offer": offer.group(1), "email": address})
+        assert asked.status_code == 200, asked.get_data(as_text=True)
+        [link_mail] = [m for m in deliver() if m.rcpt_tos == [address]]
+        body = link_mail.parsed().get_body(("plain",)).get_content()
+        link = re.search(r"http://localhost(/u/([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+))", body)
+        assert link, body
+        token = link.group(2)
+        # without JavaScript: an ordinary multipart post, encrypted on the server
+        pdf = f"%PDF-1.4 verwijsbrief {in_file}\n".encode()
+        form = encode_multipart({"files": [(io.BytesIO(pdf), f"brief-{in_name}.pdf",
+                                            "application/pdf")]})
+        plain = client.post(f"/u/{token}?lang=en", data=form,
+                            content_type="multipart/form-data; boundary=frtestboundary")
+        assert plain.status_code == 200 and "Received: 1 file(s)" in plain.get_data(
+            as_text=True)
+        # as the browser does: encrypted there, sent in chunks, then done
+        chunked = b"%PDF-1.7\n" + f"foto {in_chunks}\n".encode() * 40_000  # > 1 MB
+        send_file(client, token, encrypt_binary(app, chunked, [keys["alice"].fingerprint]))
+        assert client.post(f"/u/{token}/done").status_code == 200
+
+        # the clinician downloads both documents, and answers
+        add_user(tmp_path, "anna", "--recipient", "alice")
+        b = Browser(app)
+        assert b.enrol("anna", totp_at(clock)).status_code == 200
+        docs = b.get(f"/clinician/uploads/?reference={reference}").get_data(as_text=True)
+        ids = re.findall(r'<tr id="upload-([^"]+)">', docs)
+        assert len(ids) == 2, docs
+        opened = [gpg_decrypt(keys["alice"], b.get(f"/clinician/uploads/{i}").data)
+                  for i in ids]
+        assert any(found_in(o, in_file) for o in opened)
+        assert any(found_in(o, in_chunks) for o in opened)
+        write_answer(b, reference, f"Het antwoord {in_answer}\nGroet, dr. Jansen")
+        mails = deliver()
+        # the patient reads the answer with the code, and replies to it
+        shown = read(client, reference, code.group(1))
+        assert shown.status_code == 200 and in_answer in shown.get_data(as_text=True)
+        replied = client.post("/r/reply?lang=en", data={
+            "reference": reference, "code": code.group(1), "reply": f"Dank u {in_reply}"})
+        assert replied.status_code == 200, replied.get_data(as_text=True)
+        mails = deliver()
+    assert all(m.tls for m in mails)
+
+    data_dir = relay.settings.data_dir
+    db = relay.store.path
+    if relay.store.engine == "sqlite":
+        assert db.stat().st_size and Path(f"{db}-wal").stat().st_size  # the WAL is searched too
+    texts = [logs.text, *(JsonFormatter().format(r) for r in logs.records), *requests.lines]
+    blobs = [m.data for m in mails]
+    if relay.store.engine == "postgresql":
+        blobs.append(database_rows(relay.store))
+    everything = [in_form, in_file, in_name, in_chunks, in_answer, in_reply]
+    found = leaks_of(everything, roots=[data_dir, temp_root()], texts=texts, blobs=blobs,
+                     since=since)
+    allowed = [str(config), "/keys"]
+    assert kept_out(found, allowed) == {}, kept_out(found, allowed)

@@ -221,3 +221,103 @@ def test_no_reply_code_when_the_disk_refuses_but_the_form_is_received(
     assert 'id="reply-code"' not in html
     ref = re.search(r'id="reference">([^<]+)<', html)
     assert ref and app.extensions["formrelay"].store.submission(ref.group(1))
+
+
+def test_inbox_row_links_to_its_documents_and_the_answer(
+        make_app: Any, tmp_path: Path, keys: dict[str, Any], monkeypatch: Any) -> None:
+    from formrelay.uploads.links import UploadLinks
+
+    from .test_uploads import encrypt_binary, send_file
+
+    cheap_hashing(monkeypatch)
+    clock = Clock()
+    app = make_app(fields=FIELDS, replies=True, clock=clock)
+    client = app.test_client()
+    with_docs, _ = send_form(client)
+    without, _ = send_form(client, email="")
+    s = app.extensions["formrelay"]
+    made = UploadLinks(s.settings, s.store, s.clock).for_submission(
+        with_docs, "zoe@example.nl", "nl", actor="operator")
+    token = made.link.rsplit("/u/", 1)[1]
+    for size in (1000, 2000):
+        send_file(client, token, encrypt_binary(app, b"%PDF-1.7\n" + b"x" * size,
+                                                [keys["alice"].fingerprint]))
+    add_user(tmp_path, "anna", "--recipient", "alice")
+    b = Browser(app)
+    b.enrol("anna", totp_at(clock))
+
+    def more(reference: str) -> str:
+        page = b.get("/clinician/").get_data(as_text=True)
+        found = re.search(rf'<span class="more" id="more-{reference}">(.*?)</span>', page,
+                          re.S)
+        assert found, page
+        return found.group(1)
+
+    row = more(with_docs)
+    assert f'href="/clinician/uploads/?reference={with_docs}"' in row and "2 documenten" in row
+    assert f'href="/clinician/answer/{with_docs}"' in row
+    # no documents: only the way to ask for them, and the answer
+    row = more(without)
+    assert "document" not in row.replace("Om documenten vragen", "")
+    assert f'href="/clinician/answer/{without}"' in row
+    # the documents link shows that submission's documents, and asks for more for it
+    page = b.get(f"/clinician/uploads/?reference={with_docs}").get_data(as_text=True)
+    assert page.count('<tr id="upload-') == 2 and f'value="{with_docs}"' in page
+    assert b.get(f"/clinician/uploads/?reference={without}").get_data(
+        as_text=True).count('<tr id="upload-') == 0
+    # once answered, the row no longer offers it
+    write_answer(b, with_docs, "U mag sporten.")
+    assert "/clinician/answer/" not in more(with_docs)
+
+
+def test_inbox_offers_no_answer_where_the_form_gives_no_reply_code(
+        make_app: Any, tmp_path: Path, monkeypatch: Any) -> None:
+    cheap_hashing(monkeypatch)
+    clock = Clock()
+    app = make_app(fields=FIELDS, clock=clock)
+    r = post_form(app.test_client(), {"name": "Zoë", "email": "zoe@example.nl",
+                                      "question": "Mag ik sporten?"})
+    reference = re.search(r'id="reference">([^<]+)<', r.get_data(as_text=True))
+    assert reference
+    add_user(tmp_path, "anna", "--recipient", "alice")
+    b = Browser(app)
+    b.enrol("anna", totp_at(clock))
+    page = b.get("/clinician/").get_data(as_text=True)
+    assert f'id="more-{reference.group(1)}"' in page and "/clinician/answer/" not in page
+    # and a forged answer link is refused
+    assert b.get(f"/clinician/answer/{reference.group(1)}").status_code == 404
+
+
+def test_json_answer_carries_the_reply_code_once(make_app: Any, monkeypatch: Any) -> None:
+    app = make_app(fields=FIELDS, replies=True)
+    client = app.test_client()
+    r = post_form(client, {"name": "Zoë", "email": "", "question": "Mag ik sporten?"},
+                  json_answer=True)
+    body = r.get_json()
+    assert r.status_code == 200 and body["ok"] is True, body
+    code = body["reply_code"]
+    assert re.fullmatch(r"[A-Z0-9]{4}-[A-Z0-9]{4}-[A-Z0-9]{4}", code)
+    # the code opens the reference's (empty, for now) answer; another code does not
+    assert "not answered yet" in read(client, body["reference"], code).get_data(as_text=True)
+    assert read(client, body["reference"], "AAAA-AAAA-AAAA").status_code == 403
+    # a form without replies has no such key
+    plain = make_app(fields=FIELDS)
+    r = post_form(plain.test_client(), {"name": "Zoë", "question": "?"}, json_answer=True)
+    assert r.status_code == 200 and "reply_code" not in r.get_json()
+
+
+def test_json_answer_says_null_when_no_code_could_be_made(make_app: Any,
+                                                          monkeypatch: Any) -> None:
+    from formrelay.store import Store, StoreNotWritable
+
+    app = make_app(fields=FIELDS, replies=True)
+
+    def full(self: Any, row: Any) -> None:
+        raise StoreNotWritable("disk full")
+
+    monkeypatch.setattr(Store, "add_reply", full)
+    r = post_form(app.test_client(), {"name": "Zoë", "question": "?"}, json_answer=True)
+    body = r.get_json()
+    assert r.status_code == 200 and body["ok"] is True and body["reply_code"] is None
+    assert app.extensions["formrelay"].store.submission(body["reference"])
+    assert app.extensions["formrelay"].store.reply(body["reference"]) is None

@@ -14,7 +14,7 @@ import click
 
 from ..errors import UserError
 from ..localtime import utc_shown
-from ..uploads.links import UploadLinks
+from ..uploads.links import MAX_NOTE, UploadLinks
 
 if TYPE_CHECKING:
     from . import Context
@@ -40,15 +40,20 @@ def uploads() -> None:
 @click.option("--email", required=True, help="The patient's e-mail address.")
 @click.option("--lang", type=click.Choice(["nl", "en"]), default="nl", show_default=True,
               help="Language of the mail and the upload page.")
+@click.option("--note", default="", metavar="TEXT", help="A short note to the patient (one "
+              f"line, at most {MAX_NOTE} characters), shown on the upload page and in the "
+              "mail. Not for health data: the mail is not encrypted.")
 @pass_ctx
 def invite(ctx: Context, reference: str | None, practice: str | None, email: str,
-           lang: str) -> None:
+           lang: str, note: str) -> None:
     """Mail a patient a one-time link to upload documents.
 
     \b
     Examples:
       formrelay uploads invite --reference FR-7KQ2-M9XA --email patient@example.nl
       formrelay uploads invite --practice noord --email patient@example.nl
+      formrelay uploads invite --reference FR-7KQ2-M9XA --email patient@example.nl \
+        --note "Please send the letter from the dermatologist."
     """
     if bool(reference) == bool(practice):
         raise click.UsageError("give either --reference or --practice")
@@ -56,9 +61,10 @@ def invite(ctx: Context, reference: str | None, practice: str | None, email: str
     links = UploadLinks(services.settings, services.store, services.clock)
     try:
         if reference:
-            made = links.for_submission(reference, email, lang, actor="operator")
+            made = links.for_submission(reference, email, lang, actor="operator", note=note)
         else:
-            made = links.for_practice(practice or "", email, lang, actor="operator")
+            made = links.for_practice(practice or "", email, lang, actor="operator",
+                                      note=note)
     except UserError as exc:
         if exc.errors:  # a field message: the address
             raise UserError(" ".join(m for ms in exc.errors.values() for m in ms)) from None

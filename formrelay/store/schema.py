@@ -781,3 +781,14 @@ def _replies(db: sqlite_utils.Database) -> None:
     for statement in _REPLIES.format(blob="BLOB").split(";"):
         if statement.strip():
             db.conn.execute(statement)
+
+
+# -- a note with an upload link (issue 19; migrations 0160-0169) --------------------------
+@migration("0160_upload_link_note",
+           postgres="ALTER TABLE upload_links ADD COLUMN note_sealed TEXT NOT NULL DEFAULT ''")
+def _upload_link_note(db: sqlite_utils.Database) -> None:
+    # The clinician's short note to the patient with an "ask for documents" link (shown
+    # on the upload page and in the mail). Meant not to hold health data, but sealed
+    # with a key from FORMRELAY_SECRET_KEY like the outbox's payloads all the same: what
+    # a clinician types is never at rest in clear. '' when there is none.
+    db.conn.execute("ALTER TABLE upload_links ADD COLUMN note_sealed TEXT NOT NULL DEFAULT ''")

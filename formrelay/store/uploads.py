@@ -19,7 +19,7 @@ from typing import Any
 from .base import StoreBase, iso
 
 LINK_COLUMNS = ("id", "check_hash", "practice", "form_id", "reference", "recipients", "lang",
-                "asked_by", "created_at", "expires_at")
+                "asked_by", "created_at", "expires_at", "note_sealed")
 FILE_COLUMNS = ("id", "link_id", "practice", "reference", "recipients", "how", "created_at")
 
 

@@ -22,6 +22,7 @@ import hmac
 import json
 import re
 import secrets
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -43,6 +44,8 @@ MAIL_KIND = "upload_link"
 NOTICE_KIND = "upload_notice"
 SECRET_BYTES = 32
 PAYLOAD_PURPOSE = b"formrelay outbox upload-link v1"
+NOTE_PURPOSE = b"formrelay upload-link note v1"
+MAX_NOTE = 200  # characters: a short line ("the letter from the dermatologist, please")
 
 
 class LinkState(StrEnum):
@@ -74,6 +77,7 @@ class UploadLink:
     lang: str
     expires_at: datetime
     used_bytes: int
+    note: str = ""  # the clinician's note, unsealed, for the upload page
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,25 @@ def check_address(value: str, lang: str, field: str = "email") -> str:
     return address
 
 
+def check_note(value: str, lang: str = "en") -> str:
+    """The clinician's optional note, stripped; UserError (next to `note`) when it is
+    longer than MAX_NOTE characters or holds a control or formatting character (a new
+    line, a tab, an escape, a right-to-left override): one short, plain line."""
+    note = (value or "").strip()
+    if len(note) > MAX_NOTE:
+        raise UserError("Please correct the marked fields.", errors={"note": [gettext(
+            lang, "The note is %(n)s characters long; keep it to %(max)s.", n=len(note),
+            max=MAX_NOTE)]})
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Zl", "Zp") for c in note):
+        raise UserError("Please correct the marked fields.", errors={"note": [gettext(
+            lang, "The note must be one line of plain text, without control characters.")]})
+    return note
+
+
+def _note_aad(link_id: str) -> bytes:
+    return f"upload-link-note|{link_id}".encode()
+
+
 class UploadLinks:
     def __init__(self, settings: Settings, store: Store, clock: Callable[[], datetime]):
         self.settings = settings
@@ -134,7 +157,7 @@ class UploadLinks:
 
     # -- making one ---------------------------------------------------------------------
     def for_submission(self, reference: str, email: str, lang: str, *, actor: str,
-                       ip: str = "") -> Invitation:
+                       ip: str = "", note: str = "") -> Invitation:
         """A link for the patient of submission `reference`, to the form's recipients."""
         reference = reference.strip().upper()
         row = self.store.submission(reference)
@@ -145,10 +168,11 @@ class UploadLinks:
                             reference=reference)
         practice = self.settings.practice_of(spec.id)
         return self._make(practice, spec.id, reference,
-                          self.settings.recipient_fingerprints(spec), email, lang, actor, ip)
+                          self.settings.recipient_fingerprints(spec), email, lang, actor, ip,
+                          note)
 
     def for_practice(self, practice_id: str, email: str, lang: str, *, actor: str,
-                     ip: str = "") -> Invitation:
+                     ip: str = "", note: str = "") -> Invitation:
         """A link for a patient without a submission: a new reference, the practice's
         recipients."""
         practice = self.settings.practice(practice_id)
@@ -161,7 +185,7 @@ class UploadLinks:
         reference = new_reference()
         while self.store.submission(reference) or self.store.upload_links_of(reference):
             reference = new_reference()
-        return self._make(practice, "", reference, fingerprints, email, lang, actor, ip)
+        return self._make(practice, "", reference, fingerprints, email, lang, actor, ip, note)
 
     def asked_already(self, reference: str) -> bool:
         """Did the patient already ask for a link for this submission (thank-you page)?"""
@@ -169,13 +193,16 @@ class UploadLinks:
 
     def _make(self, practice: PracticeSettings, form_id: str, reference: str,
               fingerprints: list[str], email: str, lang: str, actor: str,
-              ip: str) -> Invitation:
+              ip: str, note: str = "") -> Invitation:
         if not fingerprints:
             raise UserError("Practice %(practice)s has no recipients to encrypt documents to: "
                             "add one to its configuration first.", practice=practice.id)
         address = check_address(email, lang)
+        note = check_note(note, lang)
         now = self.clock()
         link_id, secret = b64e(secrets.token_bytes(16)), b64e(secrets.token_bytes(SECRET_BYTES))
+        note_sealed = sealing.seal_text(self.settings.secret_key, NOTE_PURPOSE, note,
+                                        _note_aad(link_id)) if note else ""
         expires = now + self.expiry
         link = f"{self.settings.server.base_url.rstrip('/')}/u/{link_id}.{secret}"
         with self.store.transaction():
@@ -183,13 +210,13 @@ class UploadLinks:
                 "id": link_id, "check_hash": _check_hash(secret), "practice": practice.id,
                 "form_id": form_id, "reference": reference, "recipients": fingerprints,
                 "lang": lang, "asked_by": actor, "created_at": iso(now),
-                "expires_at": iso(expires)})
+                "expires_at": iso(expires), "note_sealed": note_sealed})
             self.store.audit(AuditAction.UPLOAD_INVITED, actor=actor, ip=ip,
                              reference=reference, form_id=form_id, practice=practice.id,
                              detail=f"to {len(fingerprints)} recipient key(s), until "
                                     f"{iso(expires)[:16]}Z")
             payload = seal(self.settings, {"link": link, "expires": iso(expires), "lang": lang,
-                                           "practice": practice.id}, reference)
+                                           "practice": practice.id, "note": note}, reference)
             self.store.enqueue(MAIL_KIND, reference,
                                [sealed_recipient(self.settings, address, reference)],
                                payload, form_id, practice=practice.id)
@@ -210,7 +237,18 @@ class UploadLinks:
             raise LinkRefused(LinkState(row["state"]), lang=row["lang"], practice=row["practice"])
         return UploadLink(row["id"], row["reference"], row["practice"], row["form_id"],
                           tuple(row["recipients"]), row["lang"], parse_iso(row["expires_at"]),
-                          int(row["used_bytes"]))
+                          int(row["used_bytes"]), self._note(row))
+
+    def _note(self, row: dict[str, Any]) -> str:
+        """The link's note in clear, '' when there is none or it no longer opens (a
+        changed FORMRELAY_SECRET_KEY): the note is a courtesy, the upload works without."""
+        if not row.get("note_sealed"):
+            return ""
+        try:
+            return sealing.unseal_text(self.settings.secret_key, NOTE_PURPOSE,
+                                       row["note_sealed"], _note_aad(row["id"]))
+        except sealing.Unsealable:
+            return ""
 
     def close(self, link: UploadLink, ip: str = "") -> int:
         """The patient is done: the session ends, the link answers 'used' from now on.
@@ -284,7 +322,7 @@ def build_mail(mail: OutboxMail, settings: Settings, store: Store) -> bytes:
     practice = settings.practice_or_default(data.get("practice", ""))
     expires = shown(parse_iso(data["expires"]), practice.timezone or settings.server.timezone)
     return link_message(mail, settings, practice, data.get("lang", "nl"), data["link"],
-                        expires)
+                        expires, str(data.get("note", "")))
 
 
 def link_mail_sent(mail: OutboxMail, store: Store) -> None:

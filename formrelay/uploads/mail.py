@@ -40,12 +40,15 @@ def _contact(practice: PracticeSettings, lang: str) -> str:
 
 
 def link_message(mail: OutboxMail, settings: Settings, practice: PracticeSettings, lang: str,
-                 link: str, expires: str) -> bytes:
+                 link: str, expires: str, note: str = "") -> bytes:
     _ = translations(lang).gettext
+    # the clinician's note: one plain line, checked when the link was made (links.py)
+    said = [_("A note from the practice: %(note)s") % {"note": note}, ""] if note else []
     body = "\n".join([
         practice.name,
         "",
         _("You can send documents to the practice (photos, letters, videos)."),
+        *said,
         _("Open this link to upload them. They are encrypted in your browser, so that "
           "only the practice can read them:"),
         "",

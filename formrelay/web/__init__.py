@@ -104,6 +104,7 @@ def build_app(config: Any, *, environ: Mapping[str, str] | None = None,
     upload_pages.register(app)
     clinician_uploads.register(app)
     replies_view.register(app)  # answers to patients: /r/, /clinician/answer/<reference>
+    protect.limit_patient_posts(app, services.relay)  # /r/, /r/reply, /u/ask per address
     # /clinician/: sessions, login, inbox, account, API
     clinician.register(app)
     return app

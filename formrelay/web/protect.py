@@ -275,6 +275,32 @@ def register(app: Flask, r: Relay) -> None:
     app.register_error_handler(StorageError, _counters_down)
 
 
+# The patient's other posts, counted per address like the form's (server.rate_limit_ip),
+# each group in a counter of its own so that a patient who has just sent the form can
+# still ask for an upload link and read the answer: reading an answer with the reply
+# code and replying to it (a guesser of codes across references meets this before the
+# per-reference lock), and asking for an upload link (each one sends a mail).
+PATIENT_POSTS = {"replies.read": "answers", "replies.reply": "answers", "uploads.ask": "ask"}
+
+
+def limit_patient_posts(app: Flask, r: Relay) -> None:
+    """The rate limits on PATIENT_POSTS (call after their blueprints are registered).
+    Over the limit: the same 429 page with Retry-After as the form's, before the view
+    reads the body."""
+    limiter = app.extensions["formrelay.protect"].limiter
+    rate = r.settings.server.rate_limit_ip
+    if limiter is None:  # counters in the database, counted like the form's posts
+        for endpoint, scope in PATIENT_POSTS.items():
+            limits = sorted((_Limit(i, client_key, scope) for i in parse_many(rate)),
+                            key=lambda lim: lim.item)
+            app.view_functions[endpoint] = _counted(app.view_functions[endpoint], limits)
+        return
+    per_ip = {scope: limiter.shared_limit(rate, scope, methods=["POST"])
+              for scope in set(PATIENT_POSTS.values())}
+    for endpoint, scope in PATIENT_POSTS.items():
+        app.view_functions[endpoint] = per_ip[scope](app.view_functions[endpoint])
+
+
 def _counters_down(exc: StorageError) -> Any:
     """Redis went away: the post is refused like any operator error (logged, 503 "call
     the practice"), never let through uncounted."""

@@ -116,6 +116,9 @@ def submit(form_id: str) -> Any:
         answer: dict[str, Any] = {"ok": True, "reference": receipt.reference}
         if receipt.copy is not None:
             answer["public_copy"] = receipt.copy.as_json()
+        code = reply_code(spec, receipt.reference, lang)
+        if code:  # null: received, but no code could be made (the page says call them)
+            answer["reply_code"] = None if code == "-" else code
         return jsonify(answer)
     return render("thanks.html", lang, spec=spec, receipt=receipt,
                   embed=request.args.get("embed") == "1",

@@ -92,6 +92,14 @@ def _refused(exc: ReplyRefused, lang: str, reference: str) -> Response:
                  error=gettext(lang, messages[exc.state], n=exc.tries_left))
 
 
+@clinician_bp.app_template_global()
+def may_answer(reference: str) -> bool:
+    """Whether the logged-in clinician can write the answer to `reference` (the
+    inbox row's link, templates/clinician/_inbox_more.html)."""
+    user = views.current_user()
+    return user is not None and answers().may_answer(user, reference) is not None
+
+
 @clinician_bp.route("/<reference>", methods=["GET", "POST"])
 @views.login_required
 def write(reference: str) -> Any:

@@ -12,6 +12,17 @@ gunicorn's gevent worker (the production server, formrelay/server.py) by a
 gevent.Timeout, under a threaded gunicorn by the socket's own timeout (each wait for
 data). The demo's development server only checks between reads.
 
+The body is read in pieces, each under its own timer, and the size of a piece follows
+the time the client has in hand (`left`, what it earned by sending faster than the
+minimum rate): what a client at the minimum rate would send in an eighth of that time,
+at least max(1 KB, min_rate) bytes and at most 64 KB (or min_rate bytes, if larger). A
+fast upload is read in 64 KB pieces, a timer per piece costs it little; a client near
+its deadline is read in small pieces again. A piece's timer allows the bytes it asks
+for (they earn `size / min_rate` seconds once there), so a client that goes silent or
+trickles is cut off at most max(max(1 KB, min_rate) / min_rate seconds, an eighth of
+the time it had in hand) after its deadline: two seconds at the default 500 B/s when it
+is close to it, and never more than 64 KB / min_rate seconds.
+
 A body the server cannot read at all (a chunk size that is not a number, a chunked body
 that ends before its last chunk, a client gone mid-body) is refused here too, as the
 400 of `request.unreadable_body`: whatever the server's own exception for it (gunicorn
@@ -33,6 +44,9 @@ from .request import BadForm, unreadable_body
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
+MAX_PIECE = 64 * 1024  # enough that a timer per piece costs a fast upload little
+LATE_SHARE = 8  # a piece's timer ends at most 1/8 of the time in hand after the deadline
+
 
 class _TooSlow(Exception):
     """Raised into a greenlet that waits for body data when the body's time is up.
@@ -53,7 +67,7 @@ class DeadlineInput:
         self._timeout, self._min_rate = timeout, min_rate
         self._start = clock()
         self._received = 0
-        # one to two seconds' worth of the minimum rate per read (see _piece)
+        # the smallest piece: one to two seconds' worth of the minimum rate (see _size)
         self._chunk = max(1024, min_rate)
         self.timed_out = False
         self.broken: BadForm | None = None
@@ -66,12 +80,19 @@ class DeadlineInput:
         return (self._start + self._timeout + self._received / self._min_rate
                 - self._clock())
 
+    def _size(self, want: int) -> int:
+        """The next piece: what a client at the minimum rate sends in 1/LATE_SHARE of
+        the time it has in hand, between `_chunk` and MAX_PIECE bytes (module
+        docstring)."""
+        earned = int(max(self._left(), 0) * self._min_rate / LATE_SHARE)
+        return min(want, max(self._chunk, min(MAX_PIECE, earned)))
+
     def _refuse(self) -> RequestTimeout:
         self.timed_out = True
         return RequestTimeout("the request body arrived too slowly")
 
     def _piece(self, fn: Callable[[int], bytes], size: int) -> bytes:
-        """At most `chunk` bytes, so the time allowed can grow with what arrives: the
+        """At most `_size` bytes, so the time allowed can grow with what arrives: the
         bytes asked for earn `size / min_rate` seconds once they are there, and a client
         that never sends them is cut off at most that much after its deadline."""
         if self.broken is not None:
@@ -104,7 +125,7 @@ class DeadlineInput:
         want = sys.maxsize if size is None or size < 0 else size
         out = bytearray()
         while len(out) < want:
-            data = self._piece(fn, min(want - len(out), self._chunk))
+            data = self._piece(fn, self._size(want - len(out)))
             out += data
             if not data or (line and data.endswith(b"\n")):
                 break

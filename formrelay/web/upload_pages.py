@@ -93,7 +93,7 @@ def _page(token: str, link: UploadLink, lang: str, *, status: int = 200, receive
     html = render("upload.html", lang, token=token, keys=r.public_keys(link),
                   types=r.allowed_types(link), left_mb=r.left(link) // (1024 * 1024),
                   plain_mb=services().settings.server.max_request_mb, chunk=CHUNK,
-                  reference=link.reference, received=received, error=error,
+                  reference=link.reference, received=received, error=error, note=link.note,
                   expires=shown(link.expires_at, practice.timezone or
                                 services().settings.server.timezone),
                   other_lang="en" if lang == "nl" else "nl")
