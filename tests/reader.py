@@ -3,6 +3,7 @@ key is made in the browser, the invitation, and gpg/rnp/OpenPGP.js with a locked
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import tempfile
@@ -162,13 +163,17 @@ def hold(app: Flask, ciphertext: bytes, tmp_path: Path) -> str:
     from formrelay.intake.submission import new_reference
     from formrelay.store import iso
 
-    store = app.extensions["formrelay"].store
+    services = app.extensions["formrelay"]
+    store, spec = services.store, services.settings.forms["intake"]
     ref = new_reference()
     path = tmp_path / f"{ref}.asc"
     path.write_bytes(ciphertext)
+    # whose it is, recorded as the relay records it (access is decided from the record)
     store.add_submission({"reference": ref, "form_id": "intake",
                           "received_at": iso(store.clock()), "delivery": "hold",
-                          "status": "held", "file_count": 0}, path)
+                          "status": "held", "file_count": 0, "practice": spec.practice,
+                          "recipients": json.dumps(list(spec.recipients)),
+                          "fingerprints": "[]", "keep_days": spec.retention_days}, path)
     path.unlink()
     return ref
 
