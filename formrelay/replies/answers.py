@@ -22,6 +22,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 
 from ..audit_actions import AuditAction
+from ..clinician import hashing
 from ..clinician.user import User
 from ..config import Settings
 from ..crypto import sealing
@@ -45,6 +46,7 @@ class ReplyState(StrEnum):
     WRONG_CODE = "wrong_code"
     LOCKED = "locked"
     NOT_YET = "not_yet"
+    BUSY = "busy"  # every hashing slot of this worker taken: try again soon (429)
 
 
 class ReplyRefused(UserError):
@@ -169,8 +171,8 @@ class Answers:
             raise ReplyRefused(ReplyState.NONE)
         practice, form_id = str(row["practice"]), str(row["form_id"])
         wrapped, salt = bytes(row["wrapped_key"]), bytes(row["salt"])
-        if not secret.normalize_code(code) or not secret.code_opens(
-                code, salt, wrapped, self.settings.secret_key, reference):
+        key = self._slow_key(code, salt, reference, practice)
+        if not key or not secret.key_opens(key, wrapped, reference):
             with self.store.transaction():
                 failures, locked = self.store.reply_wrong_code(reference, MAX_FAILURES,
                                                                self.clock())
@@ -190,13 +192,27 @@ class Answers:
         if row["answer"] is None:
             raise ReplyRefused(ReplyState.NOT_YET, practice=practice)
         try:
-            text = secret.open_answer(code, salt, wrapped, bytes(row["answer"]),
-                                      self.settings.secret_key, reference)
+            text = secret.open_with_key(key, wrapped, bytes(row["answer"]), reference)
         except InvalidTag:
             raise ReplyRefused(ReplyState.NONE, practice=practice) from None
         self.store.audit(AuditAction.REPLY_OPENED, actor="patient", ip=ip, reference=reference,
                          form_id=form_id, practice=practice)
         return text, row
+
+    def _slow_key(self, code: str, salt: bytes, reference: str, practice: str) -> bytes:
+        """The code's wrapping key (b"" for no code): one Argon2id run, as costly as a
+        password hash, so it takes one of the worker's hashing slots and runs off the
+        event loop like a login's (clinician/hashing.py). Anyone who sends a form with
+        replies gets a reference and its right code, which never locks: without this a
+        flood of checks from rotating addresses stalls the worker for every patient."""
+        if not secret.normalize_code(code):
+            return b""
+        try:
+            with hashing.slot():
+                return hashing.run(secret.wrap_key, code, salt, self.settings.secret_key,
+                                   reference)
+        except hashing.Busy:
+            raise ReplyRefused(ReplyState.BUSY, practice=practice) from None
 
     def expire(self) -> int:
         rows = self.store.expire_replies(self.clock())
