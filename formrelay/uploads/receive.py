@@ -188,8 +188,8 @@ class Receiver:
         if not data or len(data) > MAX_CHUNK:
             raise UploadRefused("A chunk must hold 1 byte to %(mb)s MB.", status=413,
                                 mb=MAX_CHUNK // CHUNK)
-        if checksum and not hmac.compare_digest(checksum.lower(),
-                                                hashlib.sha256(data).hexdigest()):
+        if checksum and not hmac.compare_digest(checksum.lower().encode("utf-8"),
+                                                hashlib.sha256(data).hexdigest().encode()):
             # damaged on the way: the browser sends this chunk again
             raise UploadRefused("This chunk arrived damaged; send it again.", status=460)
         if offset == 0 and not made_here:
