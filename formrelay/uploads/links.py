@@ -135,11 +135,14 @@ class UploadLinks:
     # -- making one ---------------------------------------------------------------------
     def for_submission(self, reference: str, email: str, lang: str, *, actor: str,
                        ip: str = "") -> Invitation:
-        """A link for the patient of submission `reference`, to the form's recipients."""
+        """A link for the patient of submission `reference`, to the form's recipients,
+        for the practice recorded with the submission: a form id another practice
+        reuses after a reload sends no patient's documents to that practice's keys."""
         reference = reference.strip().upper()
         row = self.store.submission(reference)
         spec = self.settings.form(row["form_id"]) if row else None
-        if row is None or spec is None:
+        if row is None or spec is None or not row["practice"] or \
+                spec.practice != row["practice"]:
             raise UserError("No submission %(reference)s is kept here: check the reference, "
                             "or send the link with --practice for a patient without one.",
                             reference=reference)

@@ -50,8 +50,9 @@ def invite() -> Any:
         if reference:
             row = s.store.submission(reference)
             spec = s.settings.form(row["form_id"]) if row else None
-            if spec is None or spec.practice != user.practice or \
-                    spec.id not in s.accounts.forms_of(user):
+            # the practice recorded with the submission, not the form id's owner today
+            if spec is None or row is None or row["practice"] != user.practice or \
+                    spec.practice != user.practice or spec.id not in s.accounts.forms_of(user):
                 raise UserError("No submission %(reference)s of yours is kept here.",
                                 reference=reference)
             made = links.for_submission(reference, email, lang, actor=actor,
