@@ -80,3 +80,38 @@ def test_a_reused_form_id_hands_over_no_uploads_links_or_answers(
     links = store.upload_links_of(theirs)
     assert [(lk["practice"], lk["asked_by"]) for lk in links] == [("zuid", "user:bea")]
     assert store.reply(theirs)["answer"] is None  # type: ignore[index]
+
+
+def test_a_patients_reply_goes_to_the_practice_that_answered_or_nowhere(
+        tmp_path: Path, keys: dict[str, TestKey]) -> None:
+    """zuid answers; then b-hold is reused by noord. The patient's reply to zuid's
+    answer must not be delivered to noord's recipients (as a new b-hold submission)."""
+    clock = Clock()
+    config = two_practice_files(tmp_path, keys)
+    write_config(tmp_path / "practices" / "zuid.toml", b_hold(keys, "zuid", "dr-b"))
+    app = make(config, clock)
+    add_user(tmp_path, "bea", "--practice", "zuid", "--recipient", "dr-b")
+    client = app.test_client()
+    thanks = post_form(client, {"name": "Zuid patiënt", "complaint": "rug"},
+                       form_id="b-hold").get_data(as_text=True)
+    theirs = re.search(r'id="reference">([^<]+)<', thanks).group(1)  # type: ignore[union-attr]
+    code = re.search(r'id="reply-code">([^<]+)<', thanks).group(1)  # type: ignore[union-attr]
+    z = Browser(app, ip="192.0.2.20")
+    z.enrol("bea", totp_at(clock))
+    assert z.post(f"/clinician/answer/{theirs}", {"answer": "Rust houden."}).status_code == 302
+
+    (tmp_path / "practices" / "zuid.toml").unlink()
+    write_config(tmp_path / "practices" / "noord.toml", b_hold(keys, "noord", "dr-a"))
+    store = reload(app).store
+    before = {r["reference"] for r in store.submissions(status="held", practice="noord")}
+    read = client.post("/r/?lang=en", data={"reference": theirs, "code": code},
+                       headers={"Origin": ORIGIN})
+    assert "Rust houden." in read.get_data(as_text=True)  # the answer is still theirs
+    r = client.post("/r/reply?lang=en", data={"reference": theirs, "code": code,
+                                              "reply": "Mijn rug is nog stijf."},
+                    headers={"Origin": ORIGIN})
+    assert r.status_code == 410, r.status_code
+    assert "call the practice" in r.get_data(as_text=True)
+    after = {r["reference"] for r in store.submissions(status="held", practice="noord")}
+    assert after == before  # nothing delivered to noord
+    assert store.reply(theirs)["replied_at"] is None  # type: ignore[index]
