@@ -142,7 +142,12 @@ class Answers:
         reference = reference.strip().upper()
         _, row = self._open(reference, code, ip)
         spec = self.settings.form(str(row["form_id"]))
-        if spec is None or not self.store.claim_patient_reply(reference, self.clock()):
+        if spec is None or spec.practice != row["practice"]:
+            # the form is gone, or its id is now another practice's: a reply delivered
+            # as that form's submission would reach the other practice's recipients
+            raise UserError("This answer can no longer be replied to here. Please call "
+                            "the practice.", status=410)
+        if not self.store.claim_patient_reply(reference, self.clock()):
             raise UserError("You have already replied to this answer.", status=409)
         lang = str(row["lang"])
         sub = Submission(reference=new_reference(), form_id=spec.id,
