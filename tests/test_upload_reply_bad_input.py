@@ -1,0 +1,59 @@
+"""Bad bytes in the new patient fields: the reply to an answer and an uploaded file's
+name. A reply that cannot be read (NUL, bytes that were not UTF-8) is refused like a
+form answer, with nothing delivered; a file name's extension reaches the audit log only
+as a short plain extension (no bidi controls, no pages of text)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .area import Clock, cheap_hashing
+from .conftest import ORIGIN, encode_multipart
+from .test_replies import FIELDS, send_form, write_answer
+from .test_uploads import clinician, new_link
+
+
+@pytest.mark.parametrize("bad", ["Mijn rug\x00 is stijf", "Mijn rug \ufffd is stijf"],
+                         ids=["nul", "not-utf8"])
+def test_an_unreadable_reply_is_refused_and_nothing_delivered(
+        make_app: Any, tmp_path: Path, monkeypatch: Any, bad: str) -> None:
+    cheap_hashing(monkeypatch)
+    clock = Clock()
+    app = make_app(fields=FIELDS, replies=True, clock=clock)
+    client = app.test_client()
+    ref, code = send_form(client)
+    write_answer(clinician(app, tmp_path, clock), ref, "Rust houden.")
+    store = app.extensions["formrelay"].store
+    before = len(store.submissions(status="held"))
+    r = client.post("/r/reply?lang=en", data={"reference": ref, "code": code, "reply": bad},
+                    headers={"Origin": ORIGIN})
+    assert r.status_code == 400, r.status_code
+    assert "could not be read" in r.get_data(as_text=True)
+    assert len(store.submissions(status="held")) == before
+    assert store.reply(ref)["replied_at"] is None  # the one reply is still the patient's
+    good = client.post("/r/reply?lang=en", data={"reference": ref, "code": code,
+                                                 "reply": "Mijn rug is stijf"},
+                       headers={"Origin": ORIGIN})
+    assert good.status_code == 200 and len(store.submissions(status="held")) == before + 1
+
+
+def test_a_refused_files_name_reaches_the_audit_log_only_as_a_plain_extension(
+        make_app: Any) -> None:
+    app = make_app()
+    token = new_link(app)
+    client = app.test_client()
+    names = ["scan.\u202efdp", "scan." + "x" * 5000, "scan.p\u00addf"]
+    for name in names:
+        body = encode_multipart({"files": [(io.BytesIO(b"%PDF-1.4 x"), name, "application/pdf")]})
+        r = client.post(f"/u/{token}?lang=en", data=body,
+                        content_type="multipart/form-data; boundary=frtestboundary")
+        assert r.status_code == 415 and "pdf" in r.get_data(as_text=True)
+    rows = [r for r in app.extensions["formrelay"].store.audit_rows()
+            if r["action"] == "upload refused"]
+    assert len(rows) == len(names)
+    for row in rows:
+        assert row["detail"].isascii() and len(row["detail"]) < 100, row["detail"][:120]
