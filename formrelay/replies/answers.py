@@ -139,6 +139,9 @@ class Answers:
         text = text.strip()
         if not text or len(text) > MAX_ANSWER:
             raise UserError("Write a reply of 1 to %(n)s characters.", n=MAX_ANSWER)
+        if "\x00" in text or "\ufffd" in text:  # as a form's answer (intake/forms.py)
+            raise UserError("This answer contains characters that could not be read; "
+                            "please type it again.")
         reference = reference.strip().upper()
         _, row = self._open(reference, code, ip)
         spec = self.settings.form(str(row["form_id"]))

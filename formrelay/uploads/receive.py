@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import shutil
 from collections.abc import Callable, Iterable
@@ -263,7 +264,9 @@ class Receiver:
             size = stream.tell()
             stream.seek(0)
             if ext not in allowed or not sniff_upload(ext, head):
-                self._refused(link, "", ip, f"type .{ext or '?'} not accepted or not what "
+                # the name is the patient's text: only a plain extension goes to the log
+                shown = ext if re.fullmatch(r"[a-z0-9]{1,10}", ext) else "?"
+                self._refused(link, "", ip, f"type .{shown} not accepted or not what "
                                             "its first bytes say")
                 raise UploadRefused("Only these file types can be sent: %(types)s.",
                                     status=415, types=", ".join(allowed))
