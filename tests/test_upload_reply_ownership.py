@@ -17,7 +17,7 @@ from formrelay.uploads.links import UploadLinks
 
 from .area import Browser, Clock, add_user, cheap_hashing, totp_at
 from .conftest import ORIGIN, encode_multipart, post_form, write_config
-from .keys import TestKey
+from .keys import TestKey, gpg_decrypt
 from .test_ownership import FIELDS, make, practice_file, reload, two_practice_files
 
 EXTRA = {"upload_link": True, "replies": True}
@@ -115,3 +115,45 @@ def test_a_patients_reply_goes_to_the_practice_that_answered_or_nowhere(
     after = {r["reference"] for r in store.submissions(status="held", practice="noord")}
     assert after == before  # nothing delivered to noord
     assert store.reply(theirs)["replied_at"] is None  # type: ignore[index]
+
+
+def test_a_rotated_key_hides_no_received_document_and_no_open_question(
+        tmp_path: Path, keys: dict[str, TestKey]) -> None:
+    """noord rotates dr-a's key (a new key file and fingerprint, as the README says to):
+    the documents received before, encrypted to the old key, and the questions waiting
+    for an answer stay dr-a's clinician's to download and answer."""
+    clock = Clock()
+    config = two_practice_files(tmp_path, keys)
+    noord = tmp_path / "practices" / "noord.toml"
+    table = practice_file(keys, "noord", **{"a-hold": {
+        "title": "Intake noord", "recipients": ["dr-a"], "delivery": "hold",
+        "fields": FIELDS, **EXTRA}})
+    write_config(noord, table)
+    app = make(config, clock)
+    add_user(tmp_path, "alice", "--practice", "noord", "--recipient", "dr-a")
+    client = app.test_client()
+    thanks = post_form(client, {"name": "Noord patiënt", "complaint": "knie"},
+                       form_id="a-hold").get_data(as_text=True)
+    ref = re.search(r'id="reference">([^<]+)<', thanks).group(1)  # type: ignore[union-attr]
+    s = app.extensions["formrelay"]
+    made = UploadLinks(s.settings, s.store, s.clock).for_submission(
+        ref, "noord@example.nl", "nl", actor="user:alice")
+    sent = client.post(f"/u/{made.link.rsplit('/u/', 1)[1]}", data=encode_multipart(
+        {"files": [(io.BytesIO(b"%PDF-1.4 uitslag"), "uitslag.pdf", "application/pdf")]}),
+        content_type="multipart/form-data; boundary=frtestboundary")
+    assert sent.status_code == 200
+    file_id = s.store.upload_files_of(practice="noord")[0]["id"]
+
+    table["recipients"]["dr-a"].update(key_file=str(keys["soon"].public),
+                                       fingerprint=keys["soon"].fingerprint)
+    write_config(noord, table)
+    settings = reload(app).settings
+    assert settings.recipients["dr-a"].fingerprint == keys["soon"].fingerprint
+
+    b = Browser(app, ip="192.0.2.10")
+    b.enrol("alice", totp_at(clock))
+    assert ref in b.get("/clinician/uploads/").get_data(as_text=True)
+    got = b.get(f"/clinician/uploads/{file_id}")
+    assert got.status_code == 200 and gpg_decrypt(keys["alice"], got.data) == \
+        b"%PDF-1.4 uitslag"
+    assert b.get(f"/clinician/answer/{ref}").status_code == 200
