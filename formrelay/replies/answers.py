@@ -78,7 +78,8 @@ class Answers:
         with self.store.transaction():
             self.store.add_reply({
                 "reference": reference, "practice": practice, "form_id": form_id,
-                "recipients": self.settings.recipient_fingerprints(spec), "lang": lang,
+                "recipients": self.settings.recipient_fingerprints(spec),
+                "recipient_ids": list(spec.recipients), "lang": lang,
                 "salt": salt, "public_key": public, "wrapped_key": wrapped,
                 "email_sealed": sealed, "created_at": iso(now),
                 "expires_at": iso(now + self.expiry)})
@@ -92,6 +93,8 @@ class Answers:
         row = self.store.reply(reference)
         if row is None or row["state"] != "waiting" or row["practice"] != user.practice:
             return None
+        if set(user.recipients) & set(row["recipient_ids"]):  # as recorded: a key rotates
+            return row
         fprs = {self.settings.recipients[r].fingerprint for r in user.recipients
                 if r in self.settings.recipients}
         return row if fprs & set(row["recipients"]) else None

@@ -14,13 +14,14 @@ from typing import Any
 
 from .base import StoreBase, iso
 
-COLUMNS = ("reference", "practice", "form_id", "recipients", "lang", "salt", "public_key",
-           "wrapped_key", "email_sealed", "created_at", "expires_at")
+COLUMNS = ("reference", "practice", "form_id", "recipients", "recipient_ids", "lang", "salt",
+           "public_key", "wrapped_key", "email_sealed", "created_at", "expires_at")
 
 
 class Replies(StoreBase):
     def add_reply(self, row: dict[str, Any]) -> None:
-        values = {**row, "recipients": json.dumps(list(row["recipients"]))}
+        values = {**row, "recipients": json.dumps(list(row["recipients"])),
+                  "recipient_ids": json.dumps(list(row.get("recipient_ids", ())))}
         with self.transaction() as conn:
             conn.execute(f"INSERT INTO replies ({', '.join(COLUMNS)}) VALUES "  # noqa: S608 - fixed names
                          f"({', '.join(':' + c for c in COLUMNS)})", values)
@@ -32,6 +33,7 @@ class Replies(StoreBase):
             return None
         out = dict(row)
         out["recipients"] = json.loads(out["recipients"])
+        out["recipient_ids"] = json.loads(out.get("recipient_ids") or "[]")
         for k in ("salt", "public_key", "wrapped_key", "answer"):
             if out.get(k) is not None:
                 out[k] = bytes(out[k])

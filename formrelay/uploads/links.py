@@ -74,6 +74,7 @@ class UploadLink:
     lang: str
     expires_at: datetime
     used_bytes: int
+    recipient_ids: tuple[str, ...] = ()  # the recipients those fingerprints were, then
 
 
 @dataclass(frozen=True)
@@ -181,10 +182,13 @@ class UploadLinks:
         link_id, secret = b64e(secrets.token_bytes(16)), b64e(secrets.token_bytes(SECRET_BYTES))
         expires = now + self.expiry
         link = f"{self.settings.server.base_url.rstrip('/')}/u/{link_id}.{secret}"
+        ids = [r.id for r in self.settings.recipients.values()
+               if r.practice == practice.id and r.fingerprint in fingerprints]
         with self.store.transaction():
             self.store.add_upload_link({
                 "id": link_id, "check_hash": _check_hash(secret), "practice": practice.id,
                 "form_id": form_id, "reference": reference, "recipients": fingerprints,
+                "recipient_ids": ids,
                 "lang": lang, "asked_by": actor, "created_at": iso(now),
                 "expires_at": iso(expires)})
             self.store.audit(AuditAction.UPLOAD_INVITED, actor=actor, ip=ip,
@@ -213,7 +217,7 @@ class UploadLinks:
             raise LinkRefused(LinkState(row["state"]), lang=row["lang"], practice=row["practice"])
         return UploadLink(row["id"], row["reference"], row["practice"], row["form_id"],
                           tuple(row["recipients"]), row["lang"], parse_iso(row["expires_at"]),
-                          int(row["used_bytes"]))
+                          int(row["used_bytes"]), tuple(row.get("recipient_ids") or ()))
 
     def close(self, link: UploadLink, ip: str = "") -> int:
         """The patient is done: the session ends, the link answers 'used' from now on.

@@ -164,7 +164,8 @@ class Receiver:
         with self.store.transaction():
             self.store.add_upload_file({
                 "id": file_id, "link_id": link.id, "practice": link.practice,
-                "reference": link.reference, "recipients": list(link.recipients), "how": how,
+                "reference": link.reference, "recipients": list(link.recipients),
+                "recipient_ids": list(link.recipient_ids), "how": how,
                 "created_at": iso(self.clock())})
             self.store.start_upload_session(link.id, self.clock())
             self.store.audit(AuditAction.UPLOAD_STARTED, actor="patient", ip=ip,
