@@ -241,3 +241,46 @@ def test_one_chunk_sent_eight_times_at_once_is_stored_once(
     assert patch(port, files, half, ct[half:]).status == 204
     assert done(port, files, len(ct), 2).status == 200
     assert gpg_decrypt(keys["alice"], stored(settings, files)) == plain
+
+
+def test_an_upload_goes_on_through_recycled_workers_and_a_reload(
+        tmp_path: Path, keys: dict[str, TestKey]) -> None:
+    """Workers recycled every 15 requests (the chunks themselves recycle them), every
+    worker replaced half-way, then SIGHUP with a changed practice file: each chunk
+    lands once, in order, and the file decrypts to the bytes sent."""
+    from .test_recycle import _booted, configure, practice, recycle_every_worker
+    from .test_recycle import serve as serve_recycling
+    from .test_reload import until
+
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    config = configure(tmp_path, keys, base,
+                       zuid=practice("Praktijk Zuid", "dr-b", keys["bob"], "b-hold"))
+    settings = load_config(config, ENV)
+    plain = os.urandom(900 * KB)
+    ct = encrypt(keys["alice"], plain)
+    step, offset, n = 32 * KB, 0, 0
+    with serve_recycling(tmp_path, config, port) as (proc, log):
+        files = create(port, new_link(settings), len(plain))
+
+        def send(upto: int) -> None:
+            nonlocal offset, n
+            while offset < min(upto, len(ct)):
+                chunk = ct[offset:offset + step]
+                r = patch(port, files, offset, chunk)
+                assert r.status == 204, (r.status, r.data[:200], log.read_text()[-2000:])
+                offset += len(chunk)
+                n += 1
+
+        send(len(ct) // 3)
+        recycle_every_worker(base, proc, log)
+        send(2 * len(ct) // 3)
+        zuid = tmp_path / "practices" / "zuid.toml"
+        zuid.write_text(zuid.read_text().replace("Aanmelden", "Aanmelden (nieuw)"))
+        booted = len(_booted(log))
+        proc.send_signal(signal.SIGHUP)
+        until(lambda: len(_booted(log)) >= booted + 2, "new workers after SIGHUP", log)
+        send(len(ct))
+        assert done(port, files, len(ct), n).status == 200
+        assert proc.poll() is None
+    assert gpg_decrypt(keys["alice"], stored(settings, files)) == plain
