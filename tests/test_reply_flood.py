@@ -128,3 +128,24 @@ def test_form_answers_fast_during_32_parallel_reply_code_checks(
     # ... and the ones refused before hashing were told why
     assert all("De server is even te druk" in page for page in busy)
     assert p95 < 0.5, f"form p95 {p95:.2f} s under {PARALLEL} parallel reply-code checks"
+
+
+def test_parallel_wrong_codes_from_rotating_addresses_get_five_tries_in_all(
+        tmp_path: Path, keys: dict[str, TestKey]) -> None:
+    """Thirty wrong codes at once, each from its own /64: the five tries are counted
+    before any hashing, so at most five codes are ever checked, and then the answer is
+    locked for the right code too."""
+    with serving(tmp_path, keys) as (port, reference, code):
+        with ThreadPoolExecutor(30) as pool:
+            answers = list(pool.map(
+                lambda i: read(port, f"2001:db8:{i}::1", reference, "WRONG-CODE-" + str(i))[0],
+                range(30)))
+        assert set(answers) <= {403, 404, 429}, answers
+        status, page = read(port, "2001:db8:99::1", reference, code)
+    assert status == 404 and "nog niet geantwoord" not in page
+    store = Store(load_config(tmp_path / "config.toml", ENV).db_path, utcnow)
+    try:
+        checked = [r for r in store.audit_rows(reference) if r["action"] == "answer wrong code"]
+    finally:
+        store.close()
+    assert 1 <= len(checked) <= 5, [r["detail"] for r in checked]
