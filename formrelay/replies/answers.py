@@ -182,8 +182,21 @@ class Answers:
             raise ReplyRefused(ReplyState.NONE)
         practice, form_id = str(row["practice"]), str(row["form_id"])
         wrapped, salt = bytes(row["wrapped_key"]), bytes(row["salt"])
-        key = self._slow_key(code, salt, reference, practice)
-        if not key or not secret.key_opens(key, wrapped, reference):
+        # the try is counted before the hash: tries from many addresses at once still
+        # get MAX_FAILURES checks in all; a right code gives its try back
+        if not self.store.take_reply_try(reference, MAX_FAILURES):
+            raise ReplyRefused(ReplyState.BUSY, practice=practice)
+        try:
+            key = self._slow_key(code, salt, reference, practice)
+        except ReplyRefused:
+            self.store.give_back_reply_try(reference)  # not checked: does not count
+            raise
+        if key and secret.key_opens(key, wrapped, reference):
+            self.store.give_back_reply_try(reference)
+            row = self.store.reply(reference)  # locked meanwhile by other tries?
+            if row is None or row["state"] not in ("waiting", "answered"):
+                raise ReplyRefused(ReplyState.NONE)
+        else:
             with self.store.transaction():
                 failures, locked = self.store.reply_wrong_code(reference, MAX_FAILURES,
                                                                self.clock())

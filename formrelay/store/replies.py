@@ -59,11 +59,27 @@ class Replies(StoreBase):
                                (iso(now), reference))
             return bool(cur.rowcount)
 
-    def reply_wrong_code(self, reference: str, max_failures: int,
-                         now: datetime) -> tuple[int, bool]:
+    def take_reply_try(self, reference: str, max_failures: int) -> bool:
+        """Count one try of a reply code before it is checked (False: none is left, or
+        the answer is gone), so tries checked in parallel cannot pass the limit."""
         with self.transaction() as conn:
             row = conn.execute("UPDATE replies SET failures = failures + 1 WHERE reference = ? "
-                               "AND state IN ('waiting', 'answered') RETURNING failures",
+                               "AND state IN ('waiting', 'answered') AND failures < ? "
+                               "RETURNING failures", (reference, max_failures)).fetchone()
+            return row is not None
+
+    def give_back_reply_try(self, reference: str) -> None:
+        """The code was right (or was not checked): its try does not count."""
+        with self.transaction() as conn:
+            conn.execute("UPDATE replies SET failures = failures - 1 WHERE reference = ? "
+                         "AND failures > 0", (reference,))
+
+    def reply_wrong_code(self, reference: str, max_failures: int,
+                         now: datetime) -> tuple[int, bool]:
+        """A taken try's code was wrong: (tries counted, locked now?)."""
+        with self.transaction() as conn:
+            row = conn.execute("SELECT failures FROM replies WHERE reference = ? "
+                               "AND state IN ('waiting', 'answered')",
                                (reference,)).fetchone()
             if row is None:
                 return max_failures, True
