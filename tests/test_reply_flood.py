@@ -143,7 +143,8 @@ def test_parallel_wrong_codes_from_rotating_addresses_get_five_tries_in_all(
         assert set(answers) <= {403, 404, 429}, answers
         status, page = read(port, "2001:db8:99::1", reference, code)
     assert status == 404 and "nog niet geantwoord" not in page
-    store = Store(load_config(tmp_path / "config.toml", ENV).db_path, utcnow)
+    settings = load_config(tmp_path / "config.toml", ENV)
+    store = Store(settings.db_path, utcnow, url=settings.server.database_url)
     try:
         checked = [r for r in store.audit_rows(reference) if r["action"] == "answer wrong code"]
     finally:
