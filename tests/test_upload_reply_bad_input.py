@@ -6,13 +6,14 @@ as a short plain extension (no bidi controls, no pages of text)."""
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from .area import Clock, cheap_hashing
-from .conftest import ORIGIN, encode_multipart
+from .conftest import ORIGIN, encode_multipart, post_form
 from .test_replies import FIELDS, send_form, write_answer
 from .test_uploads import clinician, new_link
 
@@ -57,3 +58,31 @@ def test_a_refused_files_name_reaches_the_audit_log_only_as_a_plain_extension(
     assert len(rows) == len(names)
     for row in rows:
         assert row["detail"].isascii() and len(row["detail"]) < 100, row["detail"][:120]
+
+
+BAD_TEXT = ["\x00", "a@b.nl\r\nBcc: x@y.nl", "\u202ea@b.nl", "a" * 100000 + "@b.nl",
+            "a@b.nl\x00"]
+
+
+def test_bad_bytes_in_an_upload_links_address_reference_and_offer_send_nothing(
+        make_app: Any, tmp_path: Path, monkeypatch: Any) -> None:
+    cheap_hashing(monkeypatch)
+    clock = Clock()
+    app = make_app(fields=FIELDS, upload_link=True, clock=clock)
+    client = app.test_client()
+    thanks = post_form(client, {"name": "Zoë", "email": "z@example.nl"}).get_data(as_text=True)
+    ref = re.search(r'id="reference">([^<]+)<', thanks).group(1)  # type: ignore[union-attr]
+    offer = re.search(r'name="offer" value="([^"]+)"', thanks).group(1)  # type: ignore[union-attr]
+    b = clinician(app, tmp_path, clock)
+    for v in BAD_TEXT:
+        assert b.post("/clinician/uploads/invite",
+                      {"reference": ref, "email": v}).status_code == 400
+        assert b.post("/clinician/uploads/invite",
+                      {"reference": v, "email": "a@b.nl"}).status_code == 400
+        assert client.post("/u/ask", data={"offer": offer, "email": v},
+                           headers={"Origin": ORIGIN}).status_code == 400
+        assert client.post("/u/ask", data={"offer": v, "email": "a@b.nl"},
+                           headers={"Origin": ORIGIN}).status_code == 404
+    store = app.extensions["formrelay"].store
+    assert "upload_link" not in [m["kind"] for m in store.outbox_rows()]
+    assert store.upload_links_of(ref) == []
