@@ -65,12 +65,17 @@ class Answers:
         self.expiry = timedelta(days=max(1, settings.server.reply_expiry_days))
 
     def issue(self, reference: str, form_id: str, email: str, lang: str) -> str:
-        """Make the submission's reply key; returns the code, shown once."""
+        """Make the submission's reply key; returns the code, shown once. hashing.Busy
+        when this worker's hashing slots stay taken (a flood of posts or checks)."""
         spec = self.settings.form(form_id)
         if spec is None:
             raise UserError("No such form.")
         code = secret.new_code()
-        salt, public, wrapped = secret.new_pair(code, self.settings.secret_key, reference)
+        # an Argon2id run: off the event loop, in one of the worker's hashing slots
+        # (hashing.Busy when none frees up: the form is received, without a code)
+        with hashing.slot():
+            salt, public, wrapped = hashing.run(secret.new_pair, code,
+                                                self.settings.secret_key, reference)
         now = self.clock()
         sealed = sealing.seal_text(self.settings.secret_key, EMAIL_PURPOSE, email,
                                    reference.encode()) if email else ""
