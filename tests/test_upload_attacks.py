@@ -29,6 +29,7 @@ from .test_uploads_crash import serve
 from .test_widget_browser import _free_port
 
 KB = 1 << 10
+MAX_FILES = 100  # files one upload session may start (uploads/receive.py)
 
 
 def encrypt(key: TestKey, plain: bytes) -> bytes:
@@ -284,3 +285,23 @@ def test_an_upload_goes_on_through_recycled_workers_and_a_reload(
         assert done(port, files, len(ct), n).status == 200
         assert proc.poll() is None
     assert gpg_decrypt(keys["alice"], stored(settings, files)) == plain
+
+
+def test_one_link_cannot_start_files_without_end(
+        server: tuple[int, Settings], keys: dict[str, TestKey]) -> None:
+    """Each started file is a row and an audit entry: a link's holder starting empty
+    files in a loop is stopped at MAX_FILES, and the stopped starts write nothing."""
+    port, settings = server
+    token = new_link(settings)
+    statuses = [call(port, "POST", f"/u/{token}/files", b'{"size": 1}',
+                     {"Content-Type": "application/json"}).status
+                for _ in range(MAX_FILES + 20)]
+    assert statuses == [201] * MAX_FILES + [429] * 20, statuses
+    store = Store(settings.db_path, utcnow, url=settings.server.database_url)
+    try:
+        link_id = token.split(".", 1)[0]
+        assert len(store.upload_files_of(link_id=link_id, state="receiving")) == MAX_FILES
+        reference = store.upload_link(link_id)["reference"]  # type: ignore[index]
+        assert len(store.audit_rows(reference)) <= MAX_FILES + 2  # invited, started ...
+    finally:
+        store.close()
