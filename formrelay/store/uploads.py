@@ -93,6 +93,12 @@ class Uploads(StoreBase):
             f"SELECT * FROM upload_files WHERE {column} = ? AND state = ? "  # noqa: S608 - fixed names
             "ORDER BY created_at, id", (value, state))]
 
+    def count_upload_files(self, link_id: str) -> int:
+        """Files started through a link, in any state."""
+        row = self.conn.execute("SELECT COUNT(*) FROM upload_files WHERE link_id = ?",
+                                (link_id,)).fetchone()
+        return int(row[0])
+
     def append_upload_chunk(self, file_id: str, offset: int, data: bytes,
                             limit: int) -> tuple[str, int]:
         """Append `data` at `offset` of a receiving file. Returns ("ok", new size),

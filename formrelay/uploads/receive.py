@@ -48,12 +48,22 @@ from ..store import CHUNK, Store, iso
 from .links import UploadLink, UploadLinks, b64e
 
 MAX_CHUNK = 4 * CHUNK  # the browser sends 1 MB; a little room, never a whole file
+# files one session may start, refused ones included: each is a row and an audit entry,
+# so a link's holder cannot start empty files in a loop
+MAX_FILES = 100
 DEFAULT_TYPES = ("pdf", "jpg", "jpeg", "png", "heic", "docx", "odt", "txt")
 
 
 class UploadRefused(UserError):
     """A file (or a chunk of it) is refused; `status` and the message say why. The
     file's partial data is gone by the time this is raised."""
+
+
+class TooManyFiles(UploadRefused):
+    """The session started MAX_FILES files already (429, not audited: a loop of these
+    must not fill the audit log either)."""
+
+    status = 429
 
 
 class UploadUnavailable(UserError):
@@ -154,6 +164,9 @@ class Receiver:
         plaintext's size: the ciphertext is a little larger)."""
         if size < 0:
             raise UploadRefused("The file size is missing.")
+        if self.store.count_upload_files(link.id) >= MAX_FILES:
+            raise TooManyFiles("This upload session cannot take more files. Call the "
+                               "practice if you need to send more.")
         if size > self.left(link):
             self._refused(link, "", ip, f"announced {size} bytes, over the session's limit")
             raise UploadRefused("This file is larger than the practice accepts (%(mb)s MB "
