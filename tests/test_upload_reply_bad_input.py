@@ -86,3 +86,31 @@ def test_bad_bytes_in_an_upload_links_address_reference_and_offer_send_nothing(
     store = app.extensions["formrelay"].store
     assert "upload_link" not in [m["kind"] for m in store.outbox_rows()]
     assert store.upload_links_of(ref) == []
+
+
+def test_a_nul_in_a_reference_or_id_is_a_clear_refusal_on_every_engine(
+        make_app: Any, tmp_path: Path, monkeypatch: Any) -> None:
+    """PostgreSQL refuses a NUL in a text parameter outright (SQLite just finds
+    nothing): every lookup by a reference, code or id the client sent checks it first."""
+    cheap_hashing(monkeypatch)
+    clock = Clock()
+    app = make_app(fields=FIELDS, replies=True, upload_link=True, clock=clock)
+    client = app.test_client()
+    ref, code = send_form(client)
+    token = new_link(app)
+    b = clinician(app, tmp_path, clock)
+    nul = "FR-\x00AAA-AAAA"
+    for path, data in (("/r/", {"reference": nul, "code": code}),
+                       ("/r/reply", {"reference": nul, "code": code, "reply": "x"})):
+        r = client.post(path, data=data, headers={"Origin": ORIGIN})
+        assert r.status_code == 404, (path, r.status_code)
+    assert b.get("/clinician/answer/FR-%00AAA-AAAA").status_code in (400, 404)
+    assert b.get("/clinician/uploads/abc%00def").status_code in (400, 404)
+    for method in ("GET", "PATCH"):
+        r = client.open(f"/u/{token}/files/abc%00def", method=method,
+                        headers={"Upload-Offset": "0"}, data=b"x")
+        assert r.status_code in (400, 404), (method, r.status_code)
+    assert b.post("/clinician/uploads/invite",
+                  {"reference": nul, "email": "a@b.nl"}).status_code == 400
+    assert client.post("/r/", data={"reference": ref, "code": code},
+                       headers={"Origin": ORIGIN}).status_code == 200  # the real one works
