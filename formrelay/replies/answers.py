@@ -23,6 +23,7 @@ from cryptography.exceptions import InvalidTag
 
 from ..audit_actions import AuditAction
 from ..clinician import hashing
+from ..clinician.inbox import REFERENCE
 from ..clinician.user import User
 from ..config import Settings
 from ..crypto import sealing
@@ -95,7 +96,7 @@ class Answers:
 
     # -- the clinician ------------------------------------------------------------------
     def may_answer(self, user: User, reference: str) -> dict[str, Any] | None:
-        row = self.store.reply(reference)
+        row = self.store.reply(reference) if REFERENCE.match(reference) else None
         if row is None or row["state"] != "waiting" or row["practice"] != user.practice:
             return None
         if set(user.recipients) & set(row["recipient_ids"]):  # as recorded: a key rotates
@@ -137,7 +138,8 @@ class Answers:
         return self._open(reference, code, ip)[0]
 
     def can_reply(self, reference: str) -> bool:
-        row = self.store.reply(reference.strip().upper())
+        reference = reference.strip().upper()
+        row = self.store.reply(reference) if REFERENCE.match(reference) else None
         return bool(row and row["state"] == "answered" and not row["replied_at"])
 
     def patient_reply(self, relay: Relay, reference: str, code: str, text: str,
@@ -178,7 +180,8 @@ class Answers:
 
     def _open(self, reference: str, code: str, ip: str) -> tuple[str, dict[str, Any]]:
         reference = reference.strip().upper()
-        row = self.store.reply(reference)
+        # only a well-formed reference is looked up (PostgreSQL refuses a NUL outright)
+        row = self.store.reply(reference) if REFERENCE.match(reference) else None
         if row is not None and row["state"] in ("waiting", "answered") and \
                 self.clock() >= parse_iso(row["expires_at"]):
             self.expire()

@@ -19,6 +19,7 @@ from ..clinician.user import User
 from ..config import Settings
 from ..errors import UserError
 from ..store import Store, parse_iso
+from .receive import FILE_ID
 
 
 @dataclass(frozen=True)
@@ -62,11 +63,12 @@ class HeldUploads:
                       reverse=True)
 
     def download(self, user: User, file_id: str, ip: str) -> tuple[HeldUpload, Iterator[bytes]]:
-        row = self.store.upload_file(file_id)
+        row = self.store.upload_file(file_id) if FILE_ID.fullmatch(file_id) else None
         if row is None or row["state"] != "complete" or not self._mine(user, row):
             self.store.audit(AuditAction.UPLOAD_DOWNLOADED, "refused",
                              actor=f"user:{user.username}", ip=ip, practice=user.practice,
-                             detail=f"file {file_id[:8]}")
+                             detail=f"file {file_id[:8]}" if FILE_ID.fullmatch(file_id)
+                             else "malformed file id")
             raise UserError("No such document.", status=404)
         item = self._item(row)
         self.store.audit(AuditAction.UPLOAD_DOWNLOADED, actor=f"user:{user.username}", ip=ip,

@@ -51,6 +51,7 @@ MAX_CHUNK = 4 * CHUNK  # the browser sends 1 MB; a little room, never a whole fi
 # files one session may start, refused ones included: each is a row and an audit entry,
 # so a link's holder cannot start empty files in a loop
 MAX_FILES = 100
+FILE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # b64e of 16 random bytes; nothing else is looked up
 DEFAULT_TYPES = ("pdf", "jpg", "jpeg", "png", "heic", "docx", "odt", "txt")
 
 
@@ -187,7 +188,7 @@ class Receiver:
         return file_id
 
     def _file(self, link: UploadLink, file_id: str) -> dict[str, object]:
-        row = self.store.upload_file(file_id)
+        row = self.store.upload_file(file_id) if FILE_ID.fullmatch(file_id) else None
         if row is None or row["link_id"] != link.id or row["state"] != "receiving":
             raise UploadRefused("This upload is not (or no longer) open.", status=404)
         return row

@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, flash, redirect, request, url_for
 
+from ..clinician.inbox import REFERENCE
 from ..errors import UserError
 from ..localtime import shown
 from ..uploads.held import HeldUploads
@@ -48,7 +49,7 @@ def invite() -> Any:
     actor = f"user:{user.username}"
     try:
         if reference:
-            row = s.store.submission(reference)
+            row = s.store.submission(reference) if REFERENCE.match(reference) else None
             spec = s.settings.form(row["form_id"]) if row else None
             # the practice recorded with the submission, not the form id's owner today
             if spec is None or row is None or row["practice"] != user.practice or \
