@@ -18,6 +18,8 @@ so one bad practice file never takes the other practices down. No Flask here.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
 import json
 import logging
 import os
@@ -29,7 +31,14 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, KeyFileProblem, Settings, load_config, practice_files
+from .config import (
+    SECRET_KEY_ENV,
+    ConfigError,
+    KeyFileProblem,
+    Settings,
+    load_config,
+    practice_files,
+)
 from .crypto.keyfiles import check_key_files
 from .errors import OperatorError
 from .logs import log_exception
@@ -47,8 +56,16 @@ RESTART_SETTINGS = ("data_dir", "max_request_mb", "max_fields", "body_timeout_se
 
 Signature = tuple[tuple[str, int, int, int], ...]
 # The last good configuration, in the data folder (mode 0600; no secrets: those come
-# from the environment).
+# from the environment). It carries a MAC keyed with FORMRELAY_SECRET_KEY: the data
+# folder is writable by the service, the configuration files need not be, so a kept
+# file formrelay did not write itself (another key for a recipient) is never served.
 LAST_GOOD = "last-good-config.json"
+
+
+def _mac(secret: str, body: dict[str, Any]) -> str:
+    key = hashlib.sha256(f"formrelay last good config|{secret}".encode()).digest()
+    text = json.dumps(body, ensure_ascii=False, sort_keys=True)
+    return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
 
 
 def signature(settings: Settings) -> Signature:
@@ -87,8 +104,9 @@ def remember(settings: Settings) -> None:
     if not settings.sources or signature(settings) != settings.stamps:
         return  # a mapping, or the files changed meanwhile: the next load keeps them
     target = settings.data_dir / LAST_GOOD
-    data = json.dumps({"config": str(settings.path), "files": dict(settings.sources),
-                       "stamps": [list(s) for s in settings.stamps]}, ensure_ascii=False,
+    body: dict[str, Any] = {"config": str(settings.path), "files": dict(settings.sources),
+                            "stamps": [list(s) for s in settings.stamps]}
+    data = json.dumps({**body, "mac": _mac(settings.secret_key, body)}, ensure_ascii=False,
                       sort_keys=True, indent=1)
     try:
         target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -117,21 +135,51 @@ def last_good(path: str | Path, environ: Mapping[str, str]) -> Settings | None:
     folder = _data_dirs.get(path) or _data_dir_of(path)
     if folder is None:
         return None
-    try:
-        kept: dict[str, Any] = json.loads((folder / LAST_GOOD).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    kept = _kept(folder / LAST_GOOD, path, environ.get(SECRET_KEY_ENV, ""))
+    if kept is None:
         return None
-    if kept.get("config") != str(path):
-        return None
-    settings = load_config(path, environ, saved=kept["files"])
-    # the stamps of the files it was read from: the first look at the files sees that
-    # they changed since, and says again what is wrong with them
-    stamps = tuple((str(p), int(m), int(z), int(i)) for p, m, z, i in kept.get("stamps", ()))
+    files, stamps = kept
+    settings = load_config(path, environ, saved=files)
     settings = dataclasses.replace(settings, stamps=stamps)
     try:
         return validated(settings)
     except KeyFileProblem:  # a key file changed since: that key is refused when imported
         return settings
+
+
+def _kept(where: Path, path: Path, secret: str
+          ) -> tuple[dict[str, str], tuple[tuple[str, int, int, int], ...]] | None:
+    """The files and their stamps kept in `where` for the config file `path`, or None
+    when there is none, or it is damaged or was not written by formrelay with this
+    secret (logged: the start then fails with the files' own problem)."""
+    try:
+        kept = json.loads(where.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.error("the last good configuration %s cannot be read (%s); not used", where, exc)
+        return None
+    if not isinstance(kept, dict) or kept.get("config") != str(path):
+        return None  # another config file's (or not one at all)
+    body = {k: v for k, v in kept.items() if k != "mac"}
+    mac = kept.get("mac")
+    if not secret or not isinstance(mac, str) or \
+            not hmac.compare_digest(mac.encode(), _mac(secret, body).encode()):
+        log.error("the last good configuration %s was not written by formrelay with this "
+                  "FORMRELAY_SECRET_KEY (changed by hand, or the key changed); not used", where)
+        return None
+    files = kept.get("files")
+    try:
+        if not isinstance(files, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+            raise ValueError("files")
+        # the stamps of the files it was read from: the first look at the files sees
+        # that they changed since, and says again what is wrong with them
+        stamps = tuple((str(p), int(m), int(z), int(i)) for p, m, z, i in kept["stamps"])
+    except (KeyError, TypeError, ValueError) as exc:
+        log.error("the last good configuration %s is damaged (%s); not used", where, exc)
+        return None
+    return files, stamps
 
 
 def _data_dir_of(path: Path) -> Path | None:

@@ -22,6 +22,8 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 
 from ..audit_actions import AuditAction
+from ..clinician import hashing
+from ..clinician.inbox import REFERENCE
 from ..clinician.user import User
 from ..config import Settings
 from ..crypto import sealing
@@ -45,6 +47,7 @@ class ReplyState(StrEnum):
     WRONG_CODE = "wrong_code"
     LOCKED = "locked"
     NOT_YET = "not_yet"
+    BUSY = "busy"  # every hashing slot of this worker taken: try again soon (429)
 
 
 class ReplyRefused(UserError):
@@ -63,12 +66,17 @@ class Answers:
         self.expiry = timedelta(days=max(1, settings.server.reply_expiry_days))
 
     def issue(self, reference: str, form_id: str, email: str, lang: str) -> str:
-        """Make the submission's reply key; returns the code, shown once."""
+        """Make the submission's reply key; returns the code, shown once. hashing.Busy
+        when this worker's hashing slots stay taken (a flood of posts or checks)."""
         spec = self.settings.form(form_id)
         if spec is None:
             raise UserError("No such form.")
         code = secret.new_code()
-        salt, public, wrapped = secret.new_pair(code, self.settings.secret_key, reference)
+        # an Argon2id run: off the event loop, in one of the worker's hashing slots
+        # (hashing.Busy when none frees up: the form is received, without a code)
+        with hashing.slot():
+            salt, public, wrapped = hashing.run(secret.new_pair, code,
+                                                self.settings.secret_key, reference)
         now = self.clock()
         sealed = sealing.seal_text(self.settings.secret_key, EMAIL_PURPOSE, email,
                                    reference.encode()) if email else ""
@@ -76,7 +84,8 @@ class Answers:
         with self.store.transaction():
             self.store.add_reply({
                 "reference": reference, "practice": practice, "form_id": form_id,
-                "recipients": self.settings.recipient_fingerprints(spec), "lang": lang,
+                "recipients": self.settings.recipient_fingerprints(spec),
+                "recipient_ids": list(spec.recipients), "lang": lang,
                 "salt": salt, "public_key": public, "wrapped_key": wrapped,
                 "email_sealed": sealed, "created_at": iso(now),
                 "expires_at": iso(now + self.expiry)})
@@ -87,9 +96,11 @@ class Answers:
 
     # -- the clinician ------------------------------------------------------------------
     def may_answer(self, user: User, reference: str) -> dict[str, Any] | None:
-        row = self.store.reply(reference)
+        row = self.store.reply(reference) if REFERENCE.match(reference) else None
         if row is None or row["state"] != "waiting" or row["practice"] != user.practice:
             return None
+        if set(user.recipients) & set(row["recipient_ids"]):  # as recorded: a key rotates
+            return row
         fprs = {self.settings.recipients[r].fingerprint for r in user.recipients
                 if r in self.settings.recipients}
         return row if fprs & set(row["recipients"]) else None
@@ -127,7 +138,8 @@ class Answers:
         return self._open(reference, code, ip)[0]
 
     def can_reply(self, reference: str) -> bool:
-        row = self.store.reply(reference.strip().upper())
+        reference = reference.strip().upper()
+        row = self.store.reply(reference) if REFERENCE.match(reference) else None
         return bool(row and row["state"] == "answered" and not row["replied_at"])
 
     def patient_reply(self, relay: Relay, reference: str, code: str, text: str,
@@ -137,10 +149,18 @@ class Answers:
         text = text.strip()
         if not text or len(text) > MAX_ANSWER:
             raise UserError("Write a reply of 1 to %(n)s characters.", n=MAX_ANSWER)
+        if "\x00" in text or "\ufffd" in text:  # as a form's answer (intake/forms.py)
+            raise UserError("This answer contains characters that could not be read; "
+                            "please type it again.")
         reference = reference.strip().upper()
         _, row = self._open(reference, code, ip)
         spec = self.settings.form(str(row["form_id"]))
-        if spec is None or not self.store.claim_patient_reply(reference, self.clock()):
+        if spec is None or spec.practice != row["practice"]:
+            # the form is gone, or its id is now another practice's: a reply delivered
+            # as that form's submission would reach the other practice's recipients
+            raise UserError("This answer can no longer be replied to here. Please call "
+                            "the practice.", status=410)
+        if not self.store.claim_patient_reply(reference, self.clock()):
             raise UserError("You have already replied to this answer.", status=409)
         lang = str(row["lang"])
         sub = Submission(reference=new_reference(), form_id=spec.id,
@@ -160,7 +180,8 @@ class Answers:
 
     def _open(self, reference: str, code: str, ip: str) -> tuple[str, dict[str, Any]]:
         reference = reference.strip().upper()
-        row = self.store.reply(reference)
+        # only a well-formed reference is looked up (PostgreSQL refuses a NUL outright)
+        row = self.store.reply(reference) if REFERENCE.match(reference) else None
         if row is not None and row["state"] in ("waiting", "answered") and \
                 self.clock() >= parse_iso(row["expires_at"]):
             self.expire()
@@ -169,8 +190,21 @@ class Answers:
             raise ReplyRefused(ReplyState.NONE)
         practice, form_id = str(row["practice"]), str(row["form_id"])
         wrapped, salt = bytes(row["wrapped_key"]), bytes(row["salt"])
-        if not secret.normalize_code(code) or not secret.code_opens(
-                code, salt, wrapped, self.settings.secret_key, reference):
+        # the try is counted before the hash: tries from many addresses at once still
+        # get MAX_FAILURES checks in all; a right code gives its try back
+        if not self.store.take_reply_try(reference, MAX_FAILURES):
+            raise ReplyRefused(ReplyState.BUSY, practice=practice)
+        try:
+            key = self._slow_key(code, salt, reference, practice)
+        except ReplyRefused:
+            self.store.give_back_reply_try(reference)  # not checked: does not count
+            raise
+        if key and secret.key_opens(key, wrapped, reference):
+            self.store.give_back_reply_try(reference)
+            row = self.store.reply(reference)  # locked meanwhile by other tries?
+            if row is None or row["state"] not in ("waiting", "answered"):
+                raise ReplyRefused(ReplyState.NONE)
+        else:
             with self.store.transaction():
                 failures, locked = self.store.reply_wrong_code(reference, MAX_FAILURES,
                                                                self.clock())
@@ -190,13 +224,27 @@ class Answers:
         if row["answer"] is None:
             raise ReplyRefused(ReplyState.NOT_YET, practice=practice)
         try:
-            text = secret.open_answer(code, salt, wrapped, bytes(row["answer"]),
-                                      self.settings.secret_key, reference)
+            text = secret.open_with_key(key, wrapped, bytes(row["answer"]), reference)
         except InvalidTag:
             raise ReplyRefused(ReplyState.NONE, practice=practice) from None
         self.store.audit(AuditAction.REPLY_OPENED, actor="patient", ip=ip, reference=reference,
                          form_id=form_id, practice=practice)
         return text, row
+
+    def _slow_key(self, code: str, salt: bytes, reference: str, practice: str) -> bytes:
+        """The code's wrapping key (b"" for no code): one Argon2id run, as costly as a
+        password hash, so it takes one of the worker's hashing slots and runs off the
+        event loop like a login's (clinician/hashing.py). Anyone who sends a form with
+        replies gets a reference and its right code, which never locks: without this a
+        flood of checks from rotating addresses stalls the worker for every patient."""
+        if not secret.normalize_code(code):
+            return b""
+        try:
+            with hashing.slot():
+                return hashing.run(secret.wrap_key, code, salt, self.settings.secret_key,
+                                   reference)
+        except hashing.Busy:
+            raise ReplyRefused(ReplyState.BUSY, practice=practice) from None
 
     def expire(self) -> int:
         rows = self.store.expire_replies(self.clock())

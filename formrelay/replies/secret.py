@@ -87,6 +87,12 @@ def open_answer(code: str, salt: bytes, wrapped: bytes, answer: bytes, server_se
     """The answer's text; cryptography's InvalidTag when the code (or the server's
     secret) is wrong."""
     key = wrap_key(code, salt, server_secret, reference)
+    return open_with_key(key, wrapped, answer, reference)
+
+
+def open_with_key(key: bytes, wrapped: bytes, answer: bytes, reference: str) -> str:
+    """The answer's text with the key `wrap_key` made (the slow part done once);
+    InvalidTag when the key is wrong."""
     raw = AESGCM(key).decrypt(wrapped[:12], wrapped[12:], reference.encode())
     private = X25519PrivateKey.from_private_bytes(raw)
     shared = private.exchange(X25519PublicKey.from_public_bytes(answer[:32]))
@@ -98,10 +104,14 @@ def open_answer(code: str, salt: bytes, wrapped: bytes, answer: bytes, server_se
 def code_opens(code: str, salt: bytes, wrapped: bytes, server_secret: str,
                reference: str) -> bool:
     """Does the code unwrap the private key (checked before any answer exists)?"""
+    return key_opens(wrap_key(code, salt, server_secret, reference), wrapped, reference)
+
+
+def key_opens(key: bytes, wrapped: bytes, reference: str) -> bool:
+    """Does the key `wrap_key` made unwrap the private key?"""
     from cryptography.exceptions import InvalidTag
 
     try:
-        key = wrap_key(code, salt, server_secret, reference)
         AESGCM(key).decrypt(wrapped[:12], wrapped[12:], reference.encode())
     except InvalidTag:
         return False

@@ -14,13 +14,14 @@ from typing import Any
 
 from .base import StoreBase, iso
 
-COLUMNS = ("reference", "practice", "form_id", "recipients", "lang", "salt", "public_key",
-           "wrapped_key", "email_sealed", "created_at", "expires_at")
+COLUMNS = ("reference", "practice", "form_id", "recipients", "recipient_ids", "lang", "salt",
+           "public_key", "wrapped_key", "email_sealed", "created_at", "expires_at")
 
 
 class Replies(StoreBase):
     def add_reply(self, row: dict[str, Any]) -> None:
-        values = {**row, "recipients": json.dumps(list(row["recipients"]))}
+        values = {**row, "recipients": json.dumps(list(row["recipients"])),
+                  "recipient_ids": json.dumps(list(row.get("recipient_ids", ())))}
         with self.transaction() as conn:
             conn.execute(f"INSERT INTO replies ({', '.join(COLUMNS)}) VALUES "  # noqa: S608 - fixed names
                          f"({', '.join(':' + c for c in COLUMNS)})", values)
@@ -32,6 +33,7 @@ class Replies(StoreBase):
             return None
         out = dict(row)
         out["recipients"] = json.loads(out["recipients"])
+        out["recipient_ids"] = json.loads(out.get("recipient_ids") or "[]")
         for k in ("salt", "public_key", "wrapped_key", "answer"):
             if out.get(k) is not None:
                 out[k] = bytes(out[k])
@@ -57,11 +59,27 @@ class Replies(StoreBase):
                                (iso(now), reference))
             return bool(cur.rowcount)
 
-    def reply_wrong_code(self, reference: str, max_failures: int,
-                         now: datetime) -> tuple[int, bool]:
+    def take_reply_try(self, reference: str, max_failures: int) -> bool:
+        """Count one try of a reply code before it is checked (False: none is left, or
+        the answer is gone), so tries checked in parallel cannot pass the limit."""
         with self.transaction() as conn:
             row = conn.execute("UPDATE replies SET failures = failures + 1 WHERE reference = ? "
-                               "AND state IN ('waiting', 'answered') RETURNING failures",
+                               "AND state IN ('waiting', 'answered') AND failures < ? "
+                               "RETURNING failures", (reference, max_failures)).fetchone()
+            return row is not None
+
+    def give_back_reply_try(self, reference: str) -> None:
+        """The code was right (or was not checked): its try does not count."""
+        with self.transaction() as conn:
+            conn.execute("UPDATE replies SET failures = failures - 1 WHERE reference = ? "
+                         "AND failures > 0", (reference,))
+
+    def reply_wrong_code(self, reference: str, max_failures: int,
+                         now: datetime) -> tuple[int, bool]:
+        """A taken try's code was wrong: (tries counted, locked now?)."""
+        with self.transaction() as conn:
+            row = conn.execute("SELECT failures FROM replies WHERE reference = ? "
+                               "AND state IN ('waiting', 'answered')",
                                (reference,)).fetchone()
             if row is None:
                 return max_failures, True

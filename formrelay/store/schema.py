@@ -792,3 +792,23 @@ def _upload_link_note(db: sqlite_utils.Database) -> None:
     # with a key from FORMRELAY_SECRET_KEY like the outbox's payloads all the same: what
     # a clinician types is never at rest in clear. '' when there is none.
     db.conn.execute("ALTER TABLE upload_links ADD COLUMN note_sealed TEXT NOT NULL DEFAULT ''")
+
+
+# -- recipient ids recorded with links, files and answers (migrations 0180-0189) -------------
+_RECIPIENT_IDS = tuple(f"ALTER TABLE {table} ADD COLUMN recipient_ids TEXT NOT NULL "
+                       "DEFAULT '[]'" for table in ("upload_links", "upload_files", "replies"))
+
+
+def _recipient_ids_pg(conn: Any) -> None:
+    for sql in _RECIPIENT_IDS:
+        conn.execute(sql)
+
+
+@migration("0180_recipient_ids", postgres=_recipient_ids_pg)
+def _recipient_ids(db: sqlite_utils.Database) -> None:
+    # The ids of the recipients (dr-a) an upload link, its files and an answer's reply
+    # key were made for, beside their fingerprints: a clinician's access follows the
+    # recipient, so rotating dr-a's key does not hide the documents received before or
+    # the questions still open. Rows from before keep '[]' and the fingerprint rule.
+    for sql in _RECIPIENT_IDS:
+        db.conn.execute(sql)

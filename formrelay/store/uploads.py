@@ -18,16 +18,23 @@ from typing import Any
 
 from .base import StoreBase, iso
 
-LINK_COLUMNS = ("id", "check_hash", "practice", "form_id", "reference", "recipients", "lang",
-                "asked_by", "created_at", "expires_at", "note_sealed")
-FILE_COLUMNS = ("id", "link_id", "practice", "reference", "recipients", "how", "created_at")
+LINK_COLUMNS = ("id", "check_hash", "practice", "form_id", "reference", "recipients",
+                "recipient_ids", "lang", "asked_by", "created_at", "expires_at", "note_sealed")
+FILE_COLUMNS = ("id", "link_id", "practice", "reference", "recipients", "recipient_ids", "how",
+                "created_at")
 
 
 def _row(row: Any) -> dict[str, Any]:
     out = dict(row)
-    if isinstance(out.get("recipients"), str):
-        out["recipients"] = json.loads(out["recipients"])
+    for key in ("recipients", "recipient_ids"):
+        if isinstance(out.get(key), str):
+            out[key] = json.loads(out[key])
     return out
+
+
+def _values(row: dict[str, Any]) -> dict[str, Any]:
+    return {**row, "recipients": json.dumps(list(row["recipients"])),
+            "recipient_ids": json.dumps(list(row.get("recipient_ids", ())))}
 
 
 class Uploads(StoreBase):
@@ -35,7 +42,7 @@ class Uploads(StoreBase):
 
     # -- links ----------------------------------------------------------------------
     def add_upload_link(self, row: dict[str, Any]) -> None:
-        values = {**row, "recipients": json.dumps(list(row["recipients"]))}
+        values = _values(row)
         with self.transaction() as conn:
             conn.execute(f"INSERT INTO upload_links ({', '.join(LINK_COLUMNS)}) VALUES "  # noqa: S608 - fixed names
                          f"({', '.join(':' + c for c in LINK_COLUMNS)})", values)
@@ -68,7 +75,7 @@ class Uploads(StoreBase):
 
     # -- files ----------------------------------------------------------------------
     def add_upload_file(self, row: dict[str, Any]) -> None:
-        values = {**row, "recipients": json.dumps(list(row["recipients"]))}
+        values = _values(row)
         with self.transaction() as conn:
             conn.execute(f"INSERT INTO upload_files ({', '.join(FILE_COLUMNS)}) VALUES "  # noqa: S608 - fixed names
                          f"({', '.join(':' + c for c in FILE_COLUMNS)})", values)
@@ -85,6 +92,12 @@ class Uploads(StoreBase):
         return [_row(r) for r in self.conn.execute(
             f"SELECT * FROM upload_files WHERE {column} = ? AND state = ? "  # noqa: S608 - fixed names
             "ORDER BY created_at, id", (value, state))]
+
+    def count_upload_files(self, link_id: str) -> int:
+        """Files started through a link, in any state."""
+        row = self.conn.execute("SELECT COUNT(*) FROM upload_files WHERE link_id = ?",
+                                (link_id,)).fetchone()
+        return int(row[0])
 
     def append_upload_chunk(self, file_id: str, offset: int, data: bytes,
                             limit: int) -> tuple[str, int]:

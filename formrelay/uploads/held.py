@@ -1,9 +1,10 @@
 """Uploaded documents as the clinician sees them: listed by reference, downloaded as
 the ciphertext they arrived as (no Flask).
 
-A clinician sees a file when it belongs to their practice and at least one of their
-recipient keys is among the fingerprints it was encrypted to (recorded when the link
-was made, so a later reload changes nothing). Every download is audited; a refused one
+A clinician sees a file when it belongs to their practice and one of their recipients
+is among those it was encrypted to, as recorded when the link was made (the recipient
+ids, and for rows from before they were recorded the fingerprints), so a later reload,
+a key rotation included, changes nothing. Every download is audited; a refused one
 too, without saying whether the file exists.
 """
 
@@ -18,6 +19,7 @@ from ..clinician.user import User
 from ..config import Settings
 from ..errors import UserError
 from ..store import Store, parse_iso
+from .receive import FILE_ID
 
 
 @dataclass(frozen=True)
@@ -40,9 +42,14 @@ class HeldUploads:
         self.store = store
 
     def _mine(self, user: User, row: dict[str, object]) -> bool:
+        if row["practice"] != user.practice:
+            return False
+        # one of the user's recipients, as recorded: a rotated key hides nothing
+        if set(user.recipients) & set(row.get("recipient_ids") or ()):  # type: ignore[call-overload]
+            return True
         fprs = {self.settings.recipients[r].fingerprint for r in user.recipients
                 if r in self.settings.recipients}
-        return row["practice"] == user.practice and bool(fprs & set(row["recipients"]))  # type: ignore[call-overload]
+        return bool(fprs & set(row["recipients"]))  # type: ignore[call-overload]
 
     def _item(self, row: dict[str, object]) -> HeldUpload:
         return HeldUpload(str(row["id"]), str(row["reference"]), int(row["size"]),  # type: ignore[call-overload]
@@ -56,11 +63,12 @@ class HeldUploads:
                       reverse=True)
 
     def download(self, user: User, file_id: str, ip: str) -> tuple[HeldUpload, Iterator[bytes]]:
-        row = self.store.upload_file(file_id)
+        row = self.store.upload_file(file_id) if FILE_ID.fullmatch(file_id) else None
         if row is None or row["state"] != "complete" or not self._mine(user, row):
             self.store.audit(AuditAction.UPLOAD_DOWNLOADED, "refused",
                              actor=f"user:{user.username}", ip=ip, practice=user.practice,
-                             detail=f"file {file_id[:8]}")
+                             detail=f"file {file_id[:8]}" if FILE_ID.fullmatch(file_id)
+                             else "malformed file id")
             raise UserError("No such document.", status=404)
         item = self._item(row)
         self.store.audit(AuditAction.UPLOAD_DOWNLOADED, actor=f"user:{user.username}", ip=ip,

@@ -78,6 +78,7 @@ class UploadLink:
     expires_at: datetime
     used_bytes: int
     note: str = ""  # the clinician's note, unsealed, for the upload page
+    recipient_ids: tuple[str, ...] = ()  # the recipients those fingerprints were, then
 
 
 @dataclass(frozen=True)
@@ -158,11 +159,14 @@ class UploadLinks:
     # -- making one ---------------------------------------------------------------------
     def for_submission(self, reference: str, email: str, lang: str, *, actor: str,
                        ip: str = "", note: str = "") -> Invitation:
-        """A link for the patient of submission `reference`, to the form's recipients."""
+        """A link for the patient of submission `reference`, to the form's recipients,
+        for the practice recorded with the submission: a form id another practice
+        reuses after a reload sends no patient's documents to that practice's keys."""
         reference = reference.strip().upper()
         row = self.store.submission(reference)
         spec = self.settings.form(row["form_id"]) if row else None
-        if row is None or spec is None:
+        if row is None or spec is None or not row["practice"] or \
+                spec.practice != row["practice"]:
             raise UserError("No submission %(reference)s is kept here: check the reference, "
                             "or send the link with --practice for a patient without one.",
                             reference=reference)
@@ -205,10 +209,13 @@ class UploadLinks:
                                         _note_aad(link_id)) if note else ""
         expires = now + self.expiry
         link = f"{self.settings.server.base_url.rstrip('/')}/u/{link_id}.{secret}"
+        ids = [r.id for r in self.settings.recipients.values()
+               if r.practice == practice.id and r.fingerprint in fingerprints]
         with self.store.transaction():
             self.store.add_upload_link({
                 "id": link_id, "check_hash": _check_hash(secret), "practice": practice.id,
                 "form_id": form_id, "reference": reference, "recipients": fingerprints,
+                "recipient_ids": ids,
                 "lang": lang, "asked_by": actor, "created_at": iso(now),
                 "expires_at": iso(expires), "note_sealed": note_sealed})
             self.store.audit(AuditAction.UPLOAD_INVITED, actor=actor, ip=ip,
@@ -237,7 +244,8 @@ class UploadLinks:
             raise LinkRefused(LinkState(row["state"]), lang=row["lang"], practice=row["practice"])
         return UploadLink(row["id"], row["reference"], row["practice"], row["form_id"],
                           tuple(row["recipients"]), row["lang"], parse_iso(row["expires_at"]),
-                          int(row["used_bytes"]), self._note(row))
+                          int(row["used_bytes"]), self._note(row),
+                          tuple(row.get("recipient_ids") or ()))
 
     def _note(self, row: dict[str, Any]) -> str:
         """The link's note in clear, '' when there is none or it no longer opens (a

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import shutil
 from collections.abc import Callable, Iterable
@@ -47,12 +48,23 @@ from ..store import CHUNK, Store, iso
 from .links import UploadLink, UploadLinks, b64e
 
 MAX_CHUNK = 4 * CHUNK  # the browser sends 1 MB; a little room, never a whole file
+# files one session may start, refused ones included: each is a row and an audit entry,
+# so a link's holder cannot start empty files in a loop
+MAX_FILES = 100
+FILE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # b64e of 16 random bytes; nothing else is looked up
 DEFAULT_TYPES = ("pdf", "jpg", "jpeg", "png", "heic", "docx", "odt", "txt")
 
 
 class UploadRefused(UserError):
     """A file (or a chunk of it) is refused; `status` and the message say why. The
     file's partial data is gone by the time this is raised."""
+
+
+class TooManyFiles(UploadRefused):
+    """The session started MAX_FILES files already (429, not audited: a loop of these
+    must not fill the audit log either)."""
+
+    status = 429
 
 
 class UploadUnavailable(UserError):
@@ -153,6 +165,9 @@ class Receiver:
         plaintext's size: the ciphertext is a little larger)."""
         if size < 0:
             raise UploadRefused("The file size is missing.")
+        if self.store.count_upload_files(link.id) >= MAX_FILES:
+            raise TooManyFiles("This upload session cannot take more files. Call the "
+                               "practice if you need to send more.")
         if size > self.left(link):
             self._refused(link, "", ip, f"announced {size} bytes, over the session's limit")
             raise UploadRefused("This file is larger than the practice accepts (%(mb)s MB "
@@ -163,7 +178,8 @@ class Receiver:
         with self.store.transaction():
             self.store.add_upload_file({
                 "id": file_id, "link_id": link.id, "practice": link.practice,
-                "reference": link.reference, "recipients": list(link.recipients), "how": how,
+                "reference": link.reference, "recipients": list(link.recipients),
+                "recipient_ids": list(link.recipient_ids), "how": how,
                 "created_at": iso(self.clock())})
             self.store.start_upload_session(link.id, self.clock())
             self.store.audit(AuditAction.UPLOAD_STARTED, actor="patient", ip=ip,
@@ -172,7 +188,7 @@ class Receiver:
         return file_id
 
     def _file(self, link: UploadLink, file_id: str) -> dict[str, object]:
-        row = self.store.upload_file(file_id)
+        row = self.store.upload_file(file_id) if FILE_ID.fullmatch(file_id) else None
         if row is None or row["link_id"] != link.id or row["state"] != "receiving":
             raise UploadRefused("This upload is not (or no longer) open.", status=404)
         return row
@@ -188,8 +204,8 @@ class Receiver:
         if not data or len(data) > MAX_CHUNK:
             raise UploadRefused("A chunk must hold 1 byte to %(mb)s MB.", status=413,
                                 mb=MAX_CHUNK // CHUNK)
-        if checksum and not hmac.compare_digest(checksum.lower(),
-                                                hashlib.sha256(data).hexdigest()):
+        if checksum and not hmac.compare_digest(checksum.lower().encode("utf-8"),
+                                                hashlib.sha256(data).hexdigest().encode()):
             # damaged on the way: the browser sends this chunk again
             raise UploadRefused("This chunk arrived damaged; send it again.", status=460)
         if offset == 0 and not made_here:
@@ -263,7 +279,9 @@ class Receiver:
             size = stream.tell()
             stream.seek(0)
             if ext not in allowed or not sniff_upload(ext, head):
-                self._refused(link, "", ip, f"type .{ext or '?'} not accepted or not what "
+                # the name is the patient's text: only a plain extension goes to the log
+                shown = ext if re.fullmatch(r"[a-z0-9]{1,10}", ext) else "?"
+                self._refused(link, "", ip, f"type .{shown} not accepted or not what "
                                             "its first bytes say")
                 raise UploadRefused("Only these file types can be sent: %(types)s.",
                                     status=415, types=", ".join(allowed))

@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, flash, g, redirect, request, url_for
 
+from ..clinician.inbox import REFERENCE
 from ..errors import UserError
 from ..localtime import shown
 from ..uploads.held import HeldUploads
@@ -68,10 +69,11 @@ def invite() -> Any:
     actor = f"user:{user.username}"
     try:
         if reference:
-            row = s.store.submission(reference)
+            row = s.store.submission(reference) if REFERENCE.match(reference) else None
             spec = s.settings.form(row["form_id"]) if row else None
-            if spec is None or spec.practice != user.practice or \
-                    spec.id not in s.accounts.forms_of(user):
+            # the practice recorded with the submission, not the form id's owner today
+            if spec is None or row is None or row["practice"] != user.practice or \
+                    spec.practice != user.practice or spec.id not in s.accounts.forms_of(user):
                 raise UserError("No submission %(reference)s of yours is kept here.",
                                 reference=reference)
             made = links.for_submission(reference, email, lang, actor=actor,

@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import Blueprint, jsonify, request
 
+from ..clinician import hashing
 from ..config import FormSpec
 from ..errors import InvalidSubmission
 from ..i18n import gettext
@@ -53,7 +54,8 @@ def reply_code(spec: FormSpec, reference: str, lang: str) -> str:
     s = relay()
     try:
         code = Answers(s.settings, s.store, s.clock).issue(reference, spec.id, email, lang)
-    except StoreError as exc:  # the submission is received: say so, without a code
+    except (StoreError, hashing.Busy) as exc:  # the submission is received: say so,
+        # without a code
         log.error("form %s: no reply code for %s (%s)", spec.id, reference, exc)
         return "-"
     return shown_code(code)

@@ -85,11 +85,16 @@ def _refused(exc: ReplyRefused, lang: str, reference: str) -> Response:
                            "the answer was deleted to protect it. Call the practice.",
         ReplyState.NOT_YET: "The practice has not answered yet. You will get an e-mail "
                             "when it does, if you gave your address.",
+        ReplyState.BUSY: "The server is too busy to check reply codes just now. Wait a "
+                         "minute and try again; nothing was counted against your code.",
     }
     status = {ReplyState.NONE: 404, ReplyState.WRONG_CODE: 403, ReplyState.LOCKED: 403,
-              ReplyState.NOT_YET: 200}[exc.state]
-    return _page(lang, reference=reference, status=status,
+              ReplyState.NOT_YET: 200, ReplyState.BUSY: 429}[exc.state]
+    resp = _page(lang, reference=reference, status=status,
                  error=gettext(lang, messages[exc.state], n=exc.tries_left))
+    if exc.state == ReplyState.BUSY:
+        resp.headers["Retry-After"] = "60"
+    return resp
 
 
 @clinician_bp.app_template_global()

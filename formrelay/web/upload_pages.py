@@ -18,6 +18,7 @@ JSON errors are `{"ok": false, "error": ...}`; pages are calm and name the pract
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flask import Blueprint, Flask, Response, g, jsonify, request
@@ -31,6 +32,7 @@ from .common import language, render, services
 from .uploads import gone_page, links, no_store
 
 bp = Blueprint("upload_pages", __name__)
+SHA256_HEX = re.compile(r"[0-9A-Fa-f]{64}")
 
 
 def receiver() -> Receiver:
@@ -167,11 +169,13 @@ def append(token: str, file_id: str) -> Any:
         raise UploadRefused("Upload-Offset is missing.") from None
     checksum = request.headers.get("Upload-Checksum", "")
     algo, _, digest = checksum.partition(" ")
-    if checksum and algo.lower() != "sha256":
-        raise UploadRefused("Only sha256 checksums are understood.")
+    digest = digest.strip()
+    if checksum and (algo.lower() != "sha256" or not SHA256_HEX.fullmatch(digest)):
+        # a header is any latin-1 text: only hex digits go on to the comparison
+        raise UploadRefused("Upload-Checksum must be 'sha256' and 64 hex digits.")
     try:
         size = receiver().append(link, file_id, offset, request.get_data(cache=False),
-                                 digest.strip(), ip=_ip())
+                                 digest, ip=_ip())
     except OffsetMismatch as exc:
         resp = jsonify({"ok": False, "error": "offset", "offset": exc.offset})
         resp.status_code = 409

@@ -84,7 +84,8 @@ def ask() -> Any:
     s = services()
     row = s.store.submission(reference)
     spec = s.settings.form(row["form_id"]) if row else None
-    if spec is None or not spec.upload_link:
+    if row is None or spec is None or not spec.upload_link or \
+            spec.practice != row["practice"]:  # its form id now another practice's
         return gone_page(LinkRefused(LinkState.ALTERED, lang=lang))
     g.practice = s.settings.practice_of(spec.id)
     u = links()
