@@ -16,9 +16,6 @@ import json
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from email.message import EmailMessage
-from email.policy import SMTP
-from email.utils import format_datetime
 
 from ..audit_actions import AuditAction
 from ..config import Settings
@@ -26,7 +23,7 @@ from ..crypto import sealing
 from ..errors import UserError
 from ..i18n import gettext
 from ..localtime import local_date
-from ..mail.kinds import BuildError, MailKind, message_id
+from ..mail.kinds import BuildError, MailKind, plain_message
 from ..mail.transport import transport_configured
 from ..store import OutboxMail, Store, iso, parse_iso
 from .accounts import AccountError, Accounts
@@ -181,15 +178,8 @@ def build(mail: OutboxMail, settings: Settings, store: Store) -> bytes:
         raise BuildError("the invitation link cannot be opened (FORMRELAY_SECRET_KEY "
                          "changed?): send a new invitation") from None
     subject, body = _body(settings, mail.practice, link, parse_iso(data["expires_at"]), "nl")
-    msg = EmailMessage(policy=SMTP)
-    msg["From"] = settings.practice_or_default(mail.practice).sender
-    msg["To"] = ", ".join(mail.recipients)
-    msg["Subject"] = subject
-    msg["Date"] = format_datetime(mail.created_at)
-    msg["Message-ID"] = message_id(mail, settings)
-    msg["Auto-Submitted"] = "auto-generated"
-    msg.set_content(body, charset="utf-8", cte="quoted-printable")
-    return msg.as_bytes()
+    return plain_message(mail, settings, subject, body,
+                         sender=settings.practice_or_default(mail.practice).sender)
 
 
 MAIL = MailKind(KIND, build)  # in the worker's table: services.mail_kinds()

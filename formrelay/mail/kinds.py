@@ -216,10 +216,12 @@ def message_id(mail: OutboxMail, settings: Settings) -> str:
     return f"<{mail.message_id}@{settings.mail_domain}>"
 
 
-def plain_message(mail: OutboxMail, settings: Settings, subject: str, body: str) -> bytes:
-    """A plain-text UTF-8 mail from the practice's address to the mail's recipients."""
+def plain_message(mail: OutboxMail, settings: Settings, subject: str, body: str, *,
+                  sender: str = "") -> bytes:
+    """A plain-text UTF-8 mail to the mail's recipients, from `sender` or else the
+    address recorded with the mail."""
     msg = EmailMessage(policy=SMTP)
-    msg["From"] = recorded(mail, settings).sender
+    msg["From"] = sender or recorded(mail, settings).sender
     msg["To"] = ", ".join(mail.recipients)
     msg["Subject"] = subject
     msg["Date"] = format_datetime(mail.created_at)

@@ -8,27 +8,16 @@ link a clinician sends to a new patient names no form.
 
 from __future__ import annotations
 
-from email.message import EmailMessage
-from email.policy import SMTP
-from email.utils import format_datetime
-
 from ..config import PracticeSettings, Settings
 from ..i18n import translations
-from ..mail.kinds import message_id
+from ..mail.kinds import plain_message
 from ..store import OutboxMail
 
 
 def _message(mail: OutboxMail, settings: Settings, practice: PracticeSettings, subject: str,
              body: str) -> bytes:
-    msg = EmailMessage(policy=SMTP)
-    msg["From"] = practice.sender or settings.sender
-    msg["To"] = ", ".join(mail.recipients)
-    msg["Subject"] = subject
-    msg["Date"] = format_datetime(mail.created_at)
-    msg["Message-ID"] = message_id(mail, settings)
-    msg["Auto-Submitted"] = "auto-generated"
-    msg.set_content(body, charset="utf-8", cte="quoted-printable")
-    return msg.as_bytes()
+    return plain_message(mail, settings, subject, body,
+                         sender=practice.sender or settings.sender)
 
 
 def _contact(practice: PracticeSettings, lang: str) -> str:

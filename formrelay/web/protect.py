@@ -18,7 +18,6 @@ the post with the fail-closed 503, as any other operator error.
 from __future__ import annotations
 
 import functools
-import ipaddress
 import logging
 import math
 import time
@@ -41,6 +40,7 @@ from ..i18n import gettext
 from ..intake import ratelimit
 from ..intake.relay import Relay
 from ..intake.tokens import FormToken, FormTokens, TokenProblem, TokenReason
+from ..store.clinician import client_network
 from .common import language, relay
 
 log = logging.getLogger("formrelay.web")
@@ -166,16 +166,7 @@ def issue_token(form_id: str, shown_at: datetime | None = None) -> str:
 def client_key() -> str:
     """The client address; an IPv6 client is counted per /64 (one household or phone
     gets a whole /64 and could otherwise rotate through it)."""
-    addr = request.remote_addr or "unknown"
-    try:
-        ip = ipaddress.ip_address(addr)
-    except ValueError:
-        return addr
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
-    return str(ip)
+    return client_network(request.remote_addr or "unknown")  # as logins count (store)
 
 
 def form_key() -> str:
