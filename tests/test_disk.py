@@ -157,7 +157,7 @@ def test_full_disk_refuses_the_rate_limit_counter_with_503(
     store.truncate_wal()
     filler = fill(small_disk)
     with pytest.raises(StoreNotWritable, match="disk full"):
-        app.extensions["formrelay.protect"].limiter.storage.incr("fr/ip/test", 60)
+        app.extensions["formrelay.protect"].storage.incr("fr/ip/test", 60)
     r = post_form(client, valid_answers(), json_answer=True)
     assert r.status_code == 503 and r.get_json()["error"] == UNAVAILABLE_NL
     filler.unlink()
