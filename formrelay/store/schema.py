@@ -544,6 +544,15 @@ def _outbox_practice(db: sqlite_utils.Database) -> None:
     db.conn.execute("ALTER TABLE outbox ADD COLUMN practice TEXT NOT NULL DEFAULT ''")
 
 
+def _execute_all(conn: Any, statements: str | tuple[str, ...]) -> None:
+    """Run a migration's statements one by one on either engine's connection (a script
+    is split at ';'): SQLite's executescript would commit the migration's transaction."""
+    if isinstance(statements, str):
+        statements = tuple(filter(str.strip, statements.split(";")))
+    for sql in statements:
+        conn.execute(sql)
+
+
 # -- ownership recorded, not derived (migrations 0080-0089) ---------------------------
 # Every stored row names the practice it was written for (a submission also its
 # recipients, their fingerprints and its retention), and access, mail and audit chains
@@ -578,14 +587,12 @@ _OWNERSHIP = (
 
 
 def _ownership_pg(conn: Any) -> None:
-    for sql in _OWNERSHIP:
-        conn.execute(sql)
+    _execute_all(conn, _OWNERSHIP)
 
 
 @migration("0080_ownership", postgres=_ownership_pg)
 def _ownership(db: sqlite_utils.Database) -> None:
-    for sql in _OWNERSHIP:
-        db.conn.execute(sql)
+    _execute_all(db.conn, _OWNERSHIP)
 
 
 @migration("0081_outbox_context",
@@ -606,8 +613,7 @@ _REFUSED_ATTEMPTS = (
 
 
 def _refused_attempts_pg(conn: Any) -> None:
-    for sql in _REFUSED_ATTEMPTS:
-        conn.execute(sql)
+    _execute_all(conn, _REFUSED_ATTEMPTS)
 
 
 @migration("0082_refused_attempts", postgres=_refused_attempts_pg)
@@ -615,8 +621,7 @@ def _refused_attempts(db: sqlite_utils.Database) -> None:
     # Refused attempts by nobody known (bad API tokens, unknown login names, requests
     # without their CSRF token), counted per client address, minute and kind instead of
     # one audit row each (store/refusals.py); deleted by the retention purge.
-    for sql in _REFUSED_ATTEMPTS:
-        db.conn.execute(sql)
+    _execute_all(db.conn, _REFUSED_ATTEMPTS)
 
 
 @migration("0090_outbox_accepted", postgres="ALTER TABLE outbox ADD COLUMN accepted TEXT")
@@ -659,9 +664,8 @@ CREATE INDEX idx_reader_keys_user ON reader_keys (user_id, state);
 def _readers(db: sqlite_utils.Database) -> None:
     # The browser reader (store/readers.py): invitation links kept as hashes, and the
     # keys a clinician made in the browser, the private half only ever locked there.
-    script = _READERS.format(id="INTEGER PRIMARY KEY AUTOINCREMENT", int="INTEGER")
-    for statement in filter(str.strip, script.split(";")):
-        db.conn.execute(statement)
+    _execute_all(db.conn, _READERS.format(id="INTEGER PRIMARY KEY AUTOINCREMENT",
+                                          int="INTEGER"))
 
 
 _ROLES = """
@@ -682,8 +686,7 @@ CREATE TABLE triage (
 def _roles_and_triage(db: sqlite_utils.Database) -> None:
     # An account's role in its practice when it is not a reader (store/readers.py), and
     # who handles a held submission (a name, never content).
-    for statement in filter(str.strip, _ROLES.format(int="INTEGER").split(";")):
-        db.conn.execute(statement)
+    _execute_all(db.conn, _ROLES.format(int="INTEGER"))
 
 
 # -- documents from the patient (issue 19; migrations 0150-0159) --------------------------
@@ -740,10 +743,7 @@ def _uploads(db: sqlite_utils.Database) -> None:
     # in order: an interrupted upload resumes after the last stored row. Only
     # ciphertext is stored: OpenPGP messages made in the patient's browser, or by gpg
     # for the no-JavaScript form post.
-    # statement by statement: executescript would commit the migration's transaction
-    for statement in _UPLOADS.format(big="INTEGER", blob="BLOB").split(";"):
-        if statement.strip():
-            db.conn.execute(statement)
+    _execute_all(db.conn, _UPLOADS.format(big="INTEGER", blob="BLOB"))
 
 
 _REPLIES = """
@@ -778,9 +778,7 @@ def _replies(db: sqlite_utils.Database) -> None:
     # the patient's reply code (Argon2id) and FORMRELAY_SECRET_KEY, so neither this
     # table nor the server's secret alone opens an answer. Locked or expired: the
     # wrapped key and the answer are deleted, the content-free row stays a while.
-    for statement in _REPLIES.format(blob="BLOB").split(";"):
-        if statement.strip():
-            db.conn.execute(statement)
+    _execute_all(db.conn, _REPLIES.format(blob="BLOB"))
 
 
 # -- a note with an upload link (issue 19; migrations 0160-0169) --------------------------
@@ -800,8 +798,7 @@ _RECIPIENT_IDS = tuple(f"ALTER TABLE {table} ADD COLUMN recipient_ids TEXT NOT N
 
 
 def _recipient_ids_pg(conn: Any) -> None:
-    for sql in _RECIPIENT_IDS:
-        conn.execute(sql)
+    _execute_all(conn, _RECIPIENT_IDS)
 
 
 @migration("0180_recipient_ids", postgres=_recipient_ids_pg)
@@ -810,5 +807,4 @@ def _recipient_ids(db: sqlite_utils.Database) -> None:
     # key were made for, beside their fingerprints: a clinician's access follows the
     # recipient, so rotating dr-a's key does not hide the documents received before or
     # the questions still open. Rows from before keep '[]' and the fingerprint rule.
-    for sql in _RECIPIENT_IDS:
-        db.conn.execute(sql)
+    _execute_all(db.conn, _RECIPIENT_IDS)
