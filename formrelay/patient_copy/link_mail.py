@@ -12,7 +12,6 @@ drops both once the relay accepted the mail. `queue_mails` queues it, and the PG
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -105,21 +104,18 @@ PAYLOAD_PURPOSE = b"formrelay outbox patient-copy v1"
 def seal(settings: Settings, data: dict[str, Any], reference: str) -> bytes:
     """Encrypt a link mail's payload with a key derived from FORMRELAY_SECRET_KEY: the
     outbox row holds the link only in this form."""
-    body = json.dumps(data, ensure_ascii=False).encode()
-    return sealing.seal(settings.secret_key, PAYLOAD_PURPOSE, body,
-                        f"{LINK_KIND}|{reference}".encode())
+    return sealing.seal_json(settings.secret_key, PAYLOAD_PURPOSE, data,
+                             f"{LINK_KIND}|{reference}".encode())
 
 
 def unseal(settings: Settings, blob: bytes, reference: str) -> dict[str, Any]:
     """The payload `seal` made; BuildError if it cannot be opened (e.g. a new secret key)."""
     try:
-        data = sealing.unseal(settings.secret_key, PAYLOAD_PURPOSE, blob,
-                              f"{LINK_KIND}|{reference}".encode())
+        return sealing.unseal_json(settings.secret_key, PAYLOAD_PURPOSE, blob,
+                                   f"{LINK_KIND}|{reference}".encode())
     except sealing.Unsealable:
         raise BuildError("copy link payload cannot be opened (was FORMRELAY_SECRET_KEY "
                          "changed?)") from None
-    out: dict[str, Any] = json.loads(data)
-    return out
 
 
 def build_link_mail(mail: OutboxMail, settings: Settings, store: Store) -> bytes:

@@ -304,20 +304,17 @@ class UploadLinks:
 
 # -- the mail ---------------------------------------------------------------------------
 def seal(settings: Settings, data: dict[str, Any], reference: str) -> bytes:
-    body = json.dumps(data, ensure_ascii=False).encode()
-    return sealing.seal(settings.secret_key, PAYLOAD_PURPOSE, body,
-                        f"{MAIL_KIND}|{reference}".encode())
+    return sealing.seal_json(settings.secret_key, PAYLOAD_PURPOSE, data,
+                             f"{MAIL_KIND}|{reference}".encode())
 
 
 def unseal(settings: Settings, blob: bytes, reference: str) -> dict[str, Any]:
     try:
-        data = sealing.unseal(settings.secret_key, PAYLOAD_PURPOSE, blob,
-                              f"{MAIL_KIND}|{reference}".encode())
+        return sealing.unseal_json(settings.secret_key, PAYLOAD_PURPOSE, blob,
+                                   f"{MAIL_KIND}|{reference}".encode())
     except sealing.Unsealable:
         raise BuildError("upload link payload cannot be opened (was FORMRELAY_SECRET_KEY "
                          "changed?)") from None
-    out: dict[str, Any] = json.loads(data)
-    return out
 
 
 def build_mail(mail: OutboxMail, settings: Settings, store: Store) -> bytes:
