@@ -13,7 +13,6 @@ audited; no message tells whether a reference exists.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -125,9 +124,9 @@ class Answers:
             if email:
                 address = sealing.unseal_text(self.settings.secret_key, EMAIL_PURPOSE, email,
                                             reference.encode())
-                payload = sealing.seal(self.settings.secret_key, PURPOSE, json.dumps(
-                    {"lang": row["lang"], "practice": row["practice"]}).encode(),
-                    reference.encode())
+                payload = sealing.seal_json(self.settings.secret_key, PURPOSE,
+                                            {"lang": row["lang"], "practice": row["practice"]},
+                                            reference.encode())
                 self.store.enqueue(MAIL_KIND, reference,
                                    [sealed_recipient(self.settings, address, reference)],
                                    payload, str(row["form_id"]))
@@ -261,8 +260,8 @@ def build_mail(mail: OutboxMail, settings: Settings, store: Store) -> bytes:
     from ..uploads.mail import _contact, _message
 
     try:
-        data = json.loads(sealing.unseal(settings.secret_key, PURPOSE, mail.payload or b"",
-                                         mail.reference.encode()))
+        data = sealing.unseal_json(settings.secret_key, PURPOSE, mail.payload or b"",
+                                   mail.reference.encode())
     except sealing.Unsealable:
         raise BuildError("answer notice payload cannot be opened (was FORMRELAY_SECRET_KEY "
                          "changed?)") from None
