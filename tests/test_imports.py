@@ -1,4 +1,4 @@
-"""No import cycles inside the formrelay package.
+"""No import cycles inside the formrelay package, and its packages in one order.
 
 The graph is built statically from the source (ast over formrelay/**/*.py), so a module
 never has to be imported to be checked. An edge A -> B means module A imports module
@@ -12,6 +12,12 @@ of a package has its package above it; only what a module names is an edge).
 
 Cycles are the strongly connected components of the graph (Tarjan); each is named in
 the failure with one import path that closes it.
+
+The packages (and the top-level modules) sit in the layers of ORDER, lowest first: a
+module may import its own package and the layers below it, never a layer above nor a
+neighbour in its own layer. Here an import under `if TYPE_CHECKING:` counts too: a type
+from an upper package is a dependency on it all the same. Each import that breaks the
+order is named with its file, line and statement.
 """
 
 from __future__ import annotations
@@ -42,24 +48,26 @@ def _is_type_checking(test: ast.expr) -> bool:
         isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
-def _imports(tree: ast.AST) -> Iterator[ast.Import | ast.ImportFrom]:
-    """Every import statement, at any depth, except those under `if TYPE_CHECKING:`."""
+def _imports(tree: ast.AST, *, typing: bool = False) -> Iterator[ast.Import | ast.ImportFrom]:
+    """Every import statement, at any depth, except those under `if TYPE_CHECKING:`
+    (those too with `typing`)."""
     for node in ast.iter_child_nodes(tree):
-        if isinstance(node, ast.If) and _is_type_checking(node.test):
+        if isinstance(node, ast.If) and _is_type_checking(node.test) and not typing:
             for other in node.orelse:
                 yield from _imports(ast.Module(body=[other], type_ignores=[]))
             continue
         if isinstance(node, ast.Import | ast.ImportFrom):
             yield node
-        yield from _imports(node)
+        yield from _imports(node, typing=typing)
 
 
-def imported(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
-    """The formrelay modules that module `name` imports."""
+def import_statements(name: str, path: Path, modules: dict[str, Path], *,
+                      typing: bool = False,
+                      ) -> Iterator[tuple[ast.Import | ast.ImportFrom, set[str]]]:
+    """Each import statement of module `name` with the formrelay modules it imports."""
     is_package = path.name == "__init__.py"
     package = name if is_package else name.rpartition(".")[0]
-    out: set[str] = set()
-    for node in _imports(ast.parse(path.read_text(), str(path))):
+    for node in _imports(ast.parse(path.read_text(), str(path)), typing=typing):
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
         else:
@@ -73,12 +81,21 @@ def imported(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
             for alias in node.names:
                 sub = f"{source}.{alias.name}"
                 targets.append(sub if sub in modules else source)
+        out: set[str] = set()
         for target in targets:
             # `import formrelay.a.b` names a.b; the nearest module of a dotted name
             while target and target not in modules:
                 target = target.rpartition(".")[0]
             if target and target != name:
                 out.add(target)
+        yield node, out
+
+
+def imported(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
+    """The formrelay modules that module `name` imports."""
+    out: set[str] = set()
+    for _, targets in import_statements(name, path, modules):
+        out |= targets
     return out
 
 
@@ -156,3 +173,78 @@ def test_graph_sees_relative_and_lazy_imports() -> None:
     assert "formrelay.store" in real["formrelay.mail.outbox"]  # from .store import ...
     assert "formrelay.web" in real["formrelay"]  # from .web import build_app, in a function
     assert "formrelay.web.health" in real["formrelay.web"]  # from . import health
+
+
+# The layers, lowest first (names relative to formrelay; "" is the package's own
+# __init__, create_app). Neighbours in one layer import neither each other.
+ORDER: list[tuple[str, ...]] = [
+    ("errors", "audit_actions", "localtime", "logs", "settings"),  # import nothing of ours
+    ("theme",),
+    ("config",),
+    ("i18n",),
+    ("store",),
+    ("crypto",),
+    ("intake",),
+    ("mail",),
+    ("patient_copy", "clinician"),
+    ("uploads",),
+    ("replies",),
+    ("ops",),
+    ("services",),
+    ("reload",),
+    ("web",),
+    ("",),
+    # what runs the whole app: gunicorn's application and the demo (deployed
+    # gunicorn.conf.py files import formrelay.ops.server, so the path stays)
+    ("ops.server", "ops.demo"),
+    ("cli",),
+    ("__main__",),
+]
+
+
+def place(module: str) -> tuple[int, str] | None:
+    """The layer and the ORDER entry of a formrelay module: its longest listed prefix
+    ("" only for the package itself, so a new top-level module must be placed)."""
+    relative = module.removeprefix(PACKAGE).removeprefix(".")
+    best: tuple[int, str] | None = None
+    for level, entries in enumerate(ORDER):
+        for entry in entries:
+            fits = relative == entry or (entry and relative.startswith(entry + "."))
+            if fits and (best is None or len(entry) > len(best[1])):
+                best = (level, entry)
+    return best
+
+
+def order_problems() -> list[str]:
+    """Each import of a layer above (or of a neighbour), as `file:line: statement`."""
+    modules = module_names()
+    problems = []
+    for name, path in modules.items():
+        here = place(name)
+        if here is None:
+            problems.append(f"{path.relative_to(ROOT.parent)}: {name} has no place in ORDER")
+            continue
+        for node, targets in import_statements(name, path, modules, typing=True):
+            for target in sorted(targets):
+                there = place(target)
+                if there is None or there[1] == here[1] or there[0] < here[0]:
+                    continue
+                where = "above it" if there[0] > here[0] else "beside it"
+                problems.append(
+                    f"{path.relative_to(ROOT.parent)}:{node.lineno}: {ast.unparse(node)}"
+                    f"  ({here[1] or PACKAGE} imports {there[1] or PACKAGE}, {where})")
+    return problems
+
+
+def test_packages_import_only_downwards() -> None:
+    problems = order_problems()
+    assert not problems, ("imports against the package order (tests/test_imports.py ORDER):\n"
+                          + "\n".join(problems))
+
+
+def test_order_places_modules_by_their_package() -> None:
+    assert place("formrelay") == (ORDER.index(("",)), "")
+    assert place("formrelay.mail.outbox") == (ORDER.index(("mail",)), "mail")
+    assert place("formrelay.ops.server")[1] == "ops.server"
+    assert place("formrelay.ops.checks")[1] == "ops"
+    assert place("formrelay.newmodule") is None  # a new top-level module must be placed

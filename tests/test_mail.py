@@ -25,7 +25,8 @@ from flask import Flask
 
 from formrelay import services
 from formrelay.cli import cli
-from formrelay.mail import mime, outbox, transport
+from formrelay.intake import payload
+from formrelay.mail import outbox, transport
 
 from .conftest import ENV, HEALTH_AUTH, canary, post_form
 from .keys import TestKey, gpg_decrypt, rnp_decrypt
@@ -120,7 +121,8 @@ def test_submission_arrives_as_rfc3156_pgp_mime(make_app: Callable[..., Flask], 
     assert outer["Subject"] == f"Versleuteld formulier {ref}"
     assert outer["From"] == "formulieren@praktijk.test"
     assert outer["To"] == "alice@praktijk.test"
-    assert outer["Message-ID"] == mime.message_id(ref, "localhost") == f"<{ref.lower()}@localhost>"
+    assert outer["Message-ID"] == payload.message_id(ref, "localhost") \
+        == f"<{ref.lower()}@localhost>"
     assert outer["Date"].datetime.tzinfo is not None
     raw = got.data.decode("ascii")  # the whole outer message is 7-bit
     assert ref in raw and mark not in raw

@@ -27,6 +27,7 @@ from formrelay.cli import cli
 from formrelay.mail import outbox
 from formrelay.ops import retention
 from formrelay.ops.audit import verify
+from formrelay.ops.worker import start_background
 from formrelay.patient_copy import link_mail
 from formrelay.store import Store, iso
 
@@ -243,7 +244,7 @@ def test_worker_thread_stops_cleanly(make_app: Callable[..., Flask], tls: TlsFil
     with smtp_server(tls) as (server, port):
         app = mail_app(make_app, tls, port)
         relay = app.extensions["formrelay"]
-        thread, stop = outbox.start_background(
+        thread, stop = start_background(
             relay.settings, relay.store, kinds=services.mail_kinds(),
             purgers=services.purgers(), interval=0.05)
         ref = submit(app)

@@ -354,7 +354,9 @@ def worker(ctx: Context, once: bool, interval: float) -> None:
     import threading
 
     from ..logs import configure_logging
-    from ..mail.outbox import check_key_expiry, deliver_pending, run_worker
+    from ..mail.outbox import deliver_pending
+    from ..mail.reminders import check_key_expiry
+    from ..ops.worker import run_worker
     from ..reload import Live
     from ..services import build
 

@@ -28,7 +28,7 @@ from wtforms.fields.choices import SelectChoice
 
 from ..config import UPLOAD_TYPES, FieldSpec, FormSpec
 from ..i18n import translations
-from ..mail.addresses import HeaderSafe
+from .addresses import HeaderSafe
 from .submission import Answer, Upload
 from .texts import choice_pairs
 from .texts import text as localized

@@ -373,7 +373,7 @@ class _NoBanner(logging.Filter):
 def run_demo(info: DemoInfo) -> None:
     from .. import create_app
     from ..logs import configure_logging
-    from ..mail import outbox
+    from . import worker
 
     configure_logging(info.settings.server.log_level)  # JSON lines, redacted (logs.py)
     # Werkzeug's red "development server" banner reads like an error in the JSON log; the
@@ -382,9 +382,9 @@ def run_demo(info: DemoInfo) -> None:
     app = create_app(info.settings)
     services = app.extensions["formrelay"]
     # The delivery worker runs beside the web server, so mail lands in the mail folder.
-    _, stop = outbox.start_background(info.settings, services.store,
-                                        kinds=services.kinds, purgers=services.purgers,
-                                        key_status=services.relay.key_status)
+    _, stop = worker.start_background(info.settings, services.store,
+                                      kinds=services.kinds, purgers=services.purgers,
+                                      key_status=services.relay.key_status)
     # The example practice page on another origin (in the demo form's allowed_origins).
     from .hostpage import example_page, serve_pages
 

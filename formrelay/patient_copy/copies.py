@@ -41,8 +41,8 @@ from ..config import COPY_MAX_EXPIRY_DAYS as MAX_EXPIRY_DAYS
 from ..config import FormSpec, Settings
 from ..errors import InvalidSubmission, UserError
 from ..i18n import gettext
+from ..intake.addresses import header_problem
 from ..intake.submission import Submission
-from ..mail.addresses import header_problem
 from ..store import Store, iso, parse_iso
 from .secret import SECRET_BYTES, b64d, b64e, code_mac, derive, new_code, normalize_code, sha256
 from .values import CopyInfo, OpenedCopy, PendingCopy

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 
 from ..config import ConfigError, Settings
 from .copies import Copies
-from .values import CopyReceipt, PendingCopy
+from .values import PendingCopy
 
 if TYPE_CHECKING:
-    from ..intake.pipeline import Posted, Stored
+    from ..intake.pipeline import CopyReceipt, Posted, Stored
 
 
 def check_fonts(settings: Settings) -> None:
