@@ -26,7 +26,7 @@ from flask import Flask
 from formrelay import services
 from formrelay.cli import cli
 from formrelay.intake import payload
-from formrelay.mail import outbox, transport
+from formrelay.mail import kinds, outbox, reminders, transport
 
 from .conftest import ENV, HEALTH_AUTH, canary, post_form
 from .keys import TestKey, gpg_decrypt, rnp_decrypt
@@ -351,7 +351,7 @@ def test_key_expiry_reminders_once_each(make_app: Callable[..., Flask], tmp_path
     sent: list[str] = []
     for days_before in (12, 11.5, 6, 5, 0.5, 0.2, -1, -2):
         now = expires - timedelta(days=days_before)
-        sent += outbox.check_key_expiry(relay.settings, relay.store, statuses, now)
+        sent += reminders.check_key_expiry(relay.settings, relay.store, statuses, now)
     assert sent == ["soon"] * 4  # 30, 7 and 1 days before, and once expired
     kinds = services.mail_kinds()
     assert outbox.deliver_pending(relay.settings, relay.store, kinds=kinds).sent == 4
@@ -373,7 +373,7 @@ def test_dot_lines_and_non_ascii_survive_smtp(make_app: Callable[..., Flask],
         app = mail_app(make_app, tls, port)
         relay = app.extensions["formrelay"]
         body = "first\n.\n..two dots\n.leading\nlast é\n"
-        assert outbox.tell_operator(relay.store, relay.settings, "dots", body)
+        assert kinds.tell_operator(relay.store, relay.settings, "dots", body)
         assert deliver(app).sent == 1
     assert server.messages[0].parsed().get_content().replace("\r\n", "\n") == body
 

@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from .. import __version__
-from ..config import CONFIG_ENV, ConfigError, Settings, load_config
+from ..config import ConfigError, load_config
 from ..crypto.keyring import KeyRefused
 from ..errors import FormrelayError, OperatorError, UserError
 from ..localtime import utc_shown
+from ..settings import CONFIG_ENV, Settings
 
 if TYPE_CHECKING:
     from ..services import Services

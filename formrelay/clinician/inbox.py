@@ -20,12 +20,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ..audit_actions import AuditAction
-from ..config import FormSpec, Settings
 from ..errors import NotFound, UserError
 from ..intake.payload import message_id
 from ..mail import mime
 from ..mail.kinds import submission_message
 from ..mail.transport import write_eml
+from ..settings import FormSpec, Settings
 from ..store import Store, parse_iso
 from .accounts import Accounts
 from .user import User

@@ -26,8 +26,8 @@ from wtforms import validators as v
 from wtforms import widgets
 from wtforms.fields.choices import SelectChoice
 
-from ..config import UPLOAD_TYPES, FieldSpec, FormSpec
 from ..i18n import translations
+from ..settings import UPLOAD_TYPES, FieldSpec, FormSpec
 from .addresses import HeaderSafe
 from .submission import Answer, Upload
 from .texts import choice_pairs

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol, TypeVar
 
-from ..config import FormSpec
+from ..settings import FormSpec
 from .forms import Fields
 from .submission import Submission
 

@@ -63,12 +63,12 @@ from email.utils import format_datetime
 from types import MappingProxyType
 
 from ..audit_actions import AuditAction
-from ..config import DEFAULT_PRACTICE, PracticeSettings, Settings
 from ..crypto import sealing
 from ..errors import OperatorError
 from ..i18n import gettext
 from ..intake.payload import message_id as submission_message_id
 from ..intake.pipeline import RecordOnly, Stored
+from ..settings import DEFAULT_PRACTICE, PracticeSettings, Settings
 from ..store import OutboxMail, Store
 from . import mime
 from .transport import MailError, Message, transport_configured

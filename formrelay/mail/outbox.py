@@ -16,10 +16,10 @@ operator is told once, and all go once the relay is fixed. A mail that can never
 built (BuildError, e.g. an address that cannot be put in a header) fails at once.
 After the relay accepted a mail its payload and recipients' addresses are deleted; the
 records of sent and failed mails go when their form's retention has passed (a purge
-step). The kinds of mail and how a feature queues its
-own are in kinds.py (the helpers re-exported here); the worker builds only the
-kinds in the table it is given (`services.mail_kinds()`). Key-expiry reminders are in
-reminders.py.
+step). The kinds of mail and how a feature queues its own are in kinds.py; the worker
+builds only the kinds in the table it is given (`services.mail_kinds()`). Key-expiry
+reminders are in reminders.py; the loop that runs delivery with the periodic jobs is
+ops/worker.py.
 """
 
 from __future__ import annotations
@@ -36,28 +36,22 @@ from datetime import datetime, timedelta
 from email.errors import MessageError
 
 from ..audit_actions import AuditAction
-from ..config import DEFAULT_RETENTION_DAYS, Settings
 from ..intake.addresses import header_problem
 from ..localtime import utc_shown
 from ..logs import log_exception
+from ..settings import DEFAULT_RETENTION_DAYS, Settings
 from ..store import OutboxMail, Store
-from .kinds import (  # noqa: F401 - re-exported
+from .kinds import (
     OPERATOR,
     SUBMISSION,
-    Builder,
     BuildError,
-    Hook,
     MailKind,
     MailKinds,
     PracticeGone,
-    message_id,
     open_recipients,
-    plain_message,
     recorded,
-    sealed_recipient,
     tell_operator,
 )
-from .reminders import REMINDER_DAYS, check_key_expiry  # noqa: F401 - re-exported
 from .transport import (
     FileSink,
     MailError,
@@ -68,8 +62,8 @@ from .transport import (
     TransportError,
     message_size,
     open_transport,
+    transport_configured,
 )
-from .transport import transport_configured as transport_configured
 
 log = logging.getLogger("formrelay.delivery")
 

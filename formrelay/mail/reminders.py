@@ -13,9 +13,9 @@ import logging
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 
-from ..config import PracticeSettings, Settings
 from ..crypto.keyring import KeyStatus
 from ..localtime import utc_shown
+from ..settings import PracticeSettings, Settings
 from ..store import Store
 from .kinds import tell_operator
 

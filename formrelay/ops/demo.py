@@ -20,8 +20,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import SECRET_KEY_ENV, ConfigError, Settings, load_config
+from ..config import ConfigError, load_config
 from ..crypto.keyring import CryptoError
+from ..settings import SECRET_KEY_ENV, Settings
 
 DEMO_CONFIG = """\
 # Demo configuration written by `formrelay demo`. Not for production.

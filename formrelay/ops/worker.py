@@ -11,12 +11,12 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
-from ..config import Settings
 from ..crypto.keyring import KeyStatus
 from ..logs import log_exception
 from ..mail.kinds import MailKinds
 from ..mail.outbox import deliver_pending, worker_id
 from ..mail.reminders import check_key_expiry
+from ..settings import Settings
 from ..store import Store
 from . import retention
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..config import ConfigError, Settings
+from ..config import ConfigError
+from ..settings import Settings
 from .copies import Copies
 from .values import PendingCopy
 
