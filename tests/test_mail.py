@@ -26,7 +26,8 @@ from flask import Flask
 from formrelay import services
 from formrelay.cli import cli
 from formrelay.intake import payload
-from formrelay.mail import kinds, outbox, reminders, transport
+from formrelay.mail import outbox, reminders, transport
+from formrelay.mail.kinds import tell_operator
 
 from .conftest import ENV, HEALTH_AUTH, canary, post_form
 from .keys import TestKey, gpg_decrypt, rnp_decrypt
@@ -373,7 +374,7 @@ def test_dot_lines_and_non_ascii_survive_smtp(make_app: Callable[..., Flask],
         app = mail_app(make_app, tls, port)
         relay = app.extensions["formrelay"]
         body = "first\n.\n..two dots\n.leading\nlast é\n"
-        assert kinds.tell_operator(relay.store, relay.settings, "dots", body)
+        assert tell_operator(relay.store, relay.settings, "dots", body)
         assert deliver(app).sent == 1
     assert server.messages[0].parsed().get_content().replace("\r\n", "\n") == body
 
