@@ -606,3 +606,13 @@ def _build_form(ld: _Loader, fid: str, table: Any, recipients: Mapping[str, Reci
                       "deleted after it)")
     return form
 
+
+# the declarations themselves (Settings, FormSpec, the *_ENV names...) are settings.py's
+__all__ = [
+    "ConfigError",
+    "KeyFileProblem",
+    "load_config",
+    "parse_config",
+    "practice_files",
+    "redacted_url",
+]

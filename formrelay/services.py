@@ -155,3 +155,13 @@ def build(settings: Settings, clock: Callable[[], datetime] = utcnow, *,
                     Inbox(settings, store, accounts), mail_kinds(), purgers(),
                     Invitations(settings, store, accounts),
                     ReaderKeys(settings, store, keyring, relay), tuple(extra_steps))
+
+
+__all__ = [
+    "Services",
+    "build",
+    "checks",
+    "form_owner",
+    "mail_kinds",
+    "purgers",
+]

@@ -44,5 +44,7 @@ def main() -> None:
     cli(prog_name="formrelay")
 
 
+__all__ = ["cli", "main"]
+
 if __name__ == "__main__":
     main()

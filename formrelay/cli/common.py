@@ -69,3 +69,14 @@ class Context:
 
 
 pass_ctx = click.make_pass_decorator(Context)
+
+
+__all__ = [
+    "EXIT_ERROR",
+    "EXIT_OK",
+    "EXIT_WARN",
+    "Commands",
+    "Context",
+    "one_line",
+    "pass_ctx",
+]

@@ -109,3 +109,9 @@ def build_app(config: Any, *, environ: Mapping[str, str] | None = None,
     # /clinician/: sessions, login, inbox, account, API
     clinician.register(app)
     return app
+
+
+__all__ = [
+    "build_app",
+    "settings_from",
+]

@@ -145,4 +145,4 @@ def register(app: Flask) -> None:
         return {"copy_policy": {"days": c.expiry.days, "downloads": c.max_downloads}}
 
 
-__all__ = ["bp", "register", "relay"]
+__all__ = ["bp", "register"]
