@@ -28,6 +28,8 @@ import importlib
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 import formrelay
 
 ROOT = Path(formrelay.__file__).parent
@@ -222,6 +224,15 @@ def place(module: str) -> tuple[int, str] | None:
     return best
 
 
+def breaks_order(importer: str, imported: str) -> str | None:
+    """Why module `importer` may not import module `imported` ("above it", "beside
+    it"), or None when it may (both placed in ORDER)."""
+    here, there = place(importer), place(imported)
+    if here is None or there is None or there[1] == here[1] or there[0] < here[0]:
+        return None
+    return "above it" if there[0] > here[0] else "beside it"
+
+
 def order_problems() -> list[str]:
     """Each import of a layer above (or of a neighbour), as `file:line: statement`."""
     modules = module_names()
@@ -233,13 +244,11 @@ def order_problems() -> list[str]:
             continue
         for node, targets in import_statements(name, path, modules, typing=True):
             for target in sorted(targets):
-                there = place(target)
-                if there is None or there[1] == here[1] or there[0] < here[0]:
-                    continue
-                where = "above it" if there[0] > here[0] else "beside it"
-                problems.append(
-                    f"{path.relative_to(ROOT.parent)}:{node.lineno}: {ast.unparse(node)}"
-                    f"  ({here[1] or PACKAGE} imports {there[1] or PACKAGE}, {where})")
+                if where := breaks_order(name, target):
+                    there = place(target) or (0, "")
+                    problems.append(
+                        f"{path.relative_to(ROOT.parent)}:{node.lineno}: {ast.unparse(node)}"
+                        f"  ({here[1] or PACKAGE} imports {there[1] or PACKAGE}, {where})")
     return problems
 
 
@@ -255,6 +264,22 @@ def test_order_places_modules_by_their_package() -> None:
     assert place("formrelay.ops.server")[1] == "ops.server"
     assert place("formrelay.ops.checks")[1] == "ops"
     assert place("formrelay.newmodule") is None  # a new top-level module must be placed
+
+
+@pytest.mark.parametrize(("importer", "imported", "verdict"), [
+    ("formrelay.mail.outbox", "formrelay.ops.retention", "above it"),  # the old back-edge
+    ("formrelay.intake.relay", "formrelay.mail.mime", "above it"),
+    ("formrelay.theme", "formrelay.config", "above it"),
+    ("formrelay.patient_copy.copies", "formrelay.clinician.user", "beside it"),
+    ("formrelay.errors", "formrelay.settings", "beside it"),
+    ("formrelay.ops.worker", "formrelay.mail.outbox", None),
+    ("formrelay.ops.checks", "formrelay.ops.retention", None),  # inside one package
+    ("formrelay.ops.checks", "formrelay.ops.server", "above it"),  # the runners sit high
+    ("formrelay.ops.server", "formrelay", None),
+    ("formrelay.cli.serve", "formrelay.ops.server", None),
+])
+def test_order_verdicts(importer: str, imported: str, verdict: str | None) -> None:
+    assert breaks_order(importer, imported) == verdict
 
 
 # -- the public API: who exports what -----------------------------------------------------
