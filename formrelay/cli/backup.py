@@ -1,5 +1,4 @@
-"""`formrelay backup`: an online copy of the SQLite database (ops/backup.py).
-"""
+"""`formrelay backup`: an online copy of the SQLite database (ops/backup.py)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""`formrelay ciphertext`: print a stored submission, still encrypted, for gpg.
-"""
+"""`formrelay ciphertext`: print a stored submission, still encrypted, for gpg."""
 
 from __future__ import annotations
 

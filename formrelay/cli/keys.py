@@ -1,5 +1,4 @@
-"""`formrelay keys`: import, list and check the recipients' pinned public keys.
-"""
+"""`formrelay keys`: import, list and check the recipients' pinned public keys."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""`formrelay purge`: delete now what is past its retention (ops/retention.py).
-"""
+"""`formrelay purge`: delete now what is past its retention (ops/retention.py)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""`formrelay serve`: the web service under gunicorn (ops/server.py).
-"""
+"""`formrelay serve`: the web service under gunicorn (ops/server.py)."""
 
 from __future__ import annotations
 
