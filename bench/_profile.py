@@ -20,7 +20,7 @@ from pathlib import Path
 CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ("encryption in process (Sequoia)", ("inprocess.py",)),
     ("gpg: start, pipes, wait", ("gnupg.py", "spawn.py", "subprocess.py", "gevent/os.py")),
-    ("payload: MIME, JSON, subject", ("mail/mime.py", "email/")),
+    ("payload: MIME, JSON, subject", ("intake/payload.py", "mail/mime.py", "email/")),
     # limits' storage and strategy, not flask-limiter's decorator (it wraps every view)
     ("rate limits", ("/limits/", "ratelimit.py", "hit_counter", "hit_limits")),
     ("form token (check, use)", ("tokens.py", "use_form_token", "itsdangerous")),

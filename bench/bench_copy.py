@@ -60,7 +60,7 @@ def main(n: int) -> None:
         services = build(settings, lambda: datetime.now(UTC))
         store, copies = services.store, services.copies
 
-        from formrelay.config import FormSpec
+        from formrelay.settings import FormSpec
 
         spec = FormSpec(id="intake", title="Intake", recipients=["x"], patient_copy=True,
                         fields=())

@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from formrelay import create_app  # noqa: E402
-from formrelay.config import SECRET_KEY_ENV  # noqa: E402
+from formrelay.settings import SECRET_KEY_ENV  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # Flask is imported when an app is made: the core runs without it
@@ -22,4 +21,4 @@ def create_app(config: Any = None, *, environ: Mapping[str, str] | None = None,
     return build_app(config, environ=environ, clock=clock)
 
 
-__all__ = ["create_app", "__version__", "Path"]
+__all__ = ["__version__", "create_app"]

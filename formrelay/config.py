@@ -2,8 +2,8 @@
 
 `load_config(path, environ)` is a pure function: it reads one TOML file, takes the
 secrets from ``FORMRELAY_*`` environment variables and returns frozen settings. Every
-setting is declared exactly once, in settings.py (re-exported here); this module checks
-a file against those declarations. Any problem raises `ConfigError` naming the file,
+setting is declared exactly once, in settings.py (import the declarations from there);
+this module checks a file against them. Any problem raises `ConfigError` naming the file,
 the key and the fix.
 """
 
@@ -22,22 +22,17 @@ from urllib.parse import urlsplit
 
 from .errors import OperatorError
 from .localtime import zone
-from .settings import (  # noqa: F401 - re-exported: callers import settings from here
+from .settings import (
     CHOICE_TYPES,
-    CONFIG_ENV,
     COPY_MAX_DOWNLOADS,
     COPY_MAX_EXPIRY_DAYS,
     DATABASE_URL_ENV,
     DEFAULT_PRACTICE,
     DEFAULT_RETENTION_DAYS,
-    FIELD_TYPES,
     HEALTH_TOKEN_ENV,
-    LANGUAGES,
-    NOT_IN_FILE,
     REDIS_PASSWORD_ENV,
     REQUIRED,
     SECRET_KEY_ENV,
-    SECTIONS,
     SMTP_PASSWORD_ENV,
     UPLOAD_TYPES,
     FieldSpec,
@@ -49,9 +44,7 @@ from .settings import (  # noqa: F401 - re-exported: callers import settings fro
     SmtpSettings,
     ThemeSettings,
     database_url_problem,
-    documented_keys,
     is_loopback,
-    setting,
 )
 from .theme import problems as theme_problems
 
@@ -613,3 +606,13 @@ def _build_form(ld: _Loader, fid: str, table: Any, recipients: Mapping[str, Reci
                       "deleted after it)")
     return form
 
+
+# the declarations themselves (Settings, FormSpec, the *_ENV names...) are settings.py's
+__all__ = [
+    "ConfigError",
+    "KeyFileProblem",
+    "load_config",
+    "parse_config",
+    "practice_files",
+    "redacted_url",
+]

@@ -61,3 +61,13 @@ class FormUnavailable(UserError):
     the patient is told when an operator error stands in the way."""
 
     status = 503
+
+
+__all__ = [
+    "FormUnavailable",
+    "FormrelayError",
+    "InvalidSubmission",
+    "NotFound",
+    "OperatorError",
+    "UserError",
+]

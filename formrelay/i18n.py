@@ -17,7 +17,7 @@ from babel.messages.pofile import read_po
 from babel.support import NullTranslations, Translations
 from wtforms.i18n import get_translations as wtforms_translations
 
-from .config import LANGUAGES
+from .settings import LANGUAGES
 
 TRANSLATIONS_DIR = Path(__file__).parent / "translations"
 DEFAULT_LANG = "nl"

@@ -31,19 +31,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .config import (
-    SECRET_KEY_ENV,
-    ConfigError,
-    KeyFileProblem,
-    Settings,
-    load_config,
-    practice_files,
-)
+from .config import ConfigError, KeyFileProblem, load_config, practice_files
 from .crypto.keyfiles import check_key_files
 from .errors import OperatorError
 from .logs import log_exception
 from .patient_copy.step import check_fonts
 from .services import Services, build
+from .settings import SECRET_KEY_ENV, Settings
 
 log = logging.getLogger("formrelay.config")
 

@@ -20,7 +20,6 @@ from .clinician.accounts import Accounts
 from .clinician.inbox import Inbox
 from .clinician.invitations import Invitations
 from .clinician.reader_keys import ReaderKeys
-from .config import DEFAULT_PRACTICE, DEFAULT_RETENTION_DAYS, Settings
 from .crypto.keyring import Keyring
 from .intake.pipeline import Step
 from .intake.relay import Relay
@@ -34,6 +33,7 @@ from .patient_copy import link_mail, pgp_copy
 from .patient_copy.copies import Copies
 from .patient_copy.step import CopyStep, check_fonts
 from .replies import answers as reply_answers
+from .settings import DEFAULT_PRACTICE, DEFAULT_RETENTION_DAYS, Settings
 from .store import Store, utcnow
 from .uploads import held as upload_held
 from .uploads import links as upload_links
@@ -155,3 +155,13 @@ def build(settings: Settings, clock: Callable[[], datetime] = utcnow, *,
                     Inbox(settings, store, accounts), mail_kinds(), purgers(),
                     Invitations(settings, store, accounts),
                     ReaderKeys(settings, store, keyring, relay), tuple(extra_steps))
+
+
+__all__ = [
+    "Services",
+    "build",
+    "checks",
+    "form_owner",
+    "mail_kinds",
+    "purgers",
+]

@@ -555,3 +555,38 @@ def documented_keys() -> list[tuple[str, str]]:
         for f in dataclasses.fields(cls)
         if (section, f.name) not in NOT_IN_FILE
     ]
+
+
+__all__ = [
+    "CHOICE_TYPES",
+    "CONFIG_ENV",
+    "COPY_MAX_DOWNLOADS",
+    "COPY_MAX_EXPIRY_DAYS",
+    "DATABASE_URL_ENV",
+    "DEFAULT_PRACTICE",
+    "DEFAULT_RETENTION_DAYS",
+    "FIELD_TYPES",
+    "HEALTH_TOKEN_ENV",
+    "LANGUAGES",
+    "NOT_IN_FILE",
+    "REDIS_PASSWORD_ENV",
+    "REQUIRED",
+    "SECRET_ENVS",
+    "SECRET_KEY_ENV",
+    "SECTIONS",
+    "SMTP_PASSWORD_ENV",
+    "UPLOAD_MAX_EXPIRY_DAYS",
+    "UPLOAD_TYPES",
+    "FieldSpec",
+    "FormSpec",
+    "PracticeSettings",
+    "Recipient",
+    "ServerSettings",
+    "Settings",
+    "SmtpSettings",
+    "ThemeSettings",
+    "database_url_problem",
+    "documented_keys",
+    "is_loopback",
+    "setting",
+]

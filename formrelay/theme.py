@@ -13,7 +13,7 @@ import re
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .config import ThemeSettings
+    from .settings import ThemeSettings
 
 COLOUR = re.compile(r"#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})")
 FONT = re.compile(r"[A-Za-z0-9 ,\"'\-]{1,200}")

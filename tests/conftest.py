@@ -23,7 +23,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from formrelay import create_app, services
-from formrelay.config import HEALTH_TOKEN_ENV, SECRET_KEY_ENV, load_config
+from formrelay.config import load_config
+from formrelay.settings import HEALTH_TOKEN_ENV, SECRET_KEY_ENV
 from formrelay.store import Store, utcnow
 
 from .keys import TestKey, make_all

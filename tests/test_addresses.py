@@ -1,4 +1,4 @@
-"""The header-safety check of e-mail addresses (mail/addresses.py): plain addresses take
+"""The header-safety check of e-mail addresses (intake/addresses.py): plain addresses take
 a shortcut past the email package's round trip, and must get the same answer from both;
 anything the round trip refuses is still refused."""
 
@@ -9,7 +9,7 @@ import string
 
 import pytest
 
-from formrelay.mail.addresses import _round_trip_problem, header_problem
+from formrelay.intake.addresses import _round_trip_problem, header_problem
 
 _ATOM = string.ascii_letters + string.digits + "_%+-"
 _LABEL = string.ascii_letters + string.digits + "-"

@@ -13,7 +13,7 @@ import pytest
 from flask import Flask
 
 from formrelay import services
-from formrelay.mail import outbox
+from formrelay.mail import outbox, reminders
 from formrelay.store import Store
 
 from .area import Browser, Clock, cheap_hashing, cli_run, totp_at
@@ -128,7 +128,7 @@ def test_a_practices_key_reminder_is_in_its_chain(tmp_path: Path,
         "fingerprint": keys["soon"].fingerprint}
     built = make(tmp_path, cfg).extensions["formrelay"]
     statuses = built.relay.sync_keys()
-    assert outbox.check_key_expiry(built.settings, built.store, statuses,
+    assert reminders.check_key_expiry(built.settings, built.store, statuses,
                                    statuses["soon"].expires) == ["soon"]
     outbox.deliver_pending(built.settings, built.store, kinds=services.mail_kinds())
     noord = [(r["action"], r["detail"].split(",")[0]) for r in chain(built.store, "noord")]

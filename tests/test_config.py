@@ -10,7 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from formrelay.cli import cli
-from formrelay.config import SECRET_KEY_ENV, ConfigError, load_config
+from formrelay.config import ConfigError, load_config
+from formrelay.settings import SECRET_KEY_ENV
 
 from .conftest import ENV, make_config_dict, write_config
 from .keys import TestKey

@@ -20,8 +20,8 @@ from click.testing import CliRunner
 from flask import Flask
 
 from formrelay.cli import cli
-from formrelay.config import Recipient
 from formrelay.crypto.keyring import Keyring
+from formrelay.settings import Recipient
 from formrelay.store import Store, StoreNotWritable
 
 from .conftest import ENV, canary, make_config_dict, post_form, valid_answers, write_config

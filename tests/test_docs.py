@@ -18,8 +18,8 @@ from flask import Flask
 
 from formrelay.audit_actions import AuditAction
 from formrelay.cli import cli
-from formrelay.config import SECRET_KEY_ENV, SECTIONS, documented_keys, parse_config
-from formrelay.settings import SECRET_ENVS
+from formrelay.config import parse_config
+from formrelay.settings import SECRET_ENVS, SECRET_KEY_ENV, SECTIONS, documented_keys
 from formrelay.store import Store
 
 ROOT = Path(__file__).parent.parent

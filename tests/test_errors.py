@@ -16,7 +16,8 @@ from click.testing import CliRunner
 from flask import Flask
 
 import formrelay
-from formrelay.cli import Commands, cli
+from formrelay.cli import cli
+from formrelay.cli.common import Commands
 from formrelay.config import ConfigError
 from formrelay.crypto.keyring import GpgTimeout
 from formrelay.errors import FormrelayError, OperatorError, UserError

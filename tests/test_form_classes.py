@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from formrelay.config import FormSpec, load_config
+from formrelay.config import load_config
 from formrelay.intake import forms
 from formrelay.ops.server import warm_worker
+from formrelay.settings import FormSpec
 
 from .conftest import ENV, make_config_dict, post_form, valid_answers, write_config
 from .keys import TestKey

@@ -13,8 +13,8 @@ from flask import Flask
 
 from formrelay import create_app
 from formrelay.cli import cli
-from formrelay.config import Recipient
 from formrelay.crypto.keyring import CryptoError, KeyRefused, Keyring
+from formrelay.settings import Recipient
 
 from .conftest import ENV, make_config_dict, post_form, valid_answers, write_config
 from .keys import TestKey

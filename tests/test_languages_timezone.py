@@ -14,10 +14,10 @@ import pytest
 from flask import Flask
 
 from formrelay.config import ConfigError, load_config
+from formrelay.intake.payload import text_body
 from formrelay.intake.submission import Answer, Submission
 from formrelay.mail import notify
 from formrelay.mail.kinds import recorded_for
-from formrelay.mail.mime import text_body
 from formrelay.patient_copy import pdf
 
 from .area import Clock

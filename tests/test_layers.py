@@ -1,6 +1,6 @@
 """The core runs without the web stack: the relay, the services and the other use cases
 import neither Flask, Werkzeug nor gunicorn (the CLI's worker, `check` and the tests use
-them outside any request)."""
+them outside any request), and neither does the command line until a command serves."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ CORE = ("formrelay", "formrelay.services", "formrelay.intake", "formrelay.intake
         "formrelay.mail.outbox", "formrelay.mail.transport", "formrelay.clinician",
         "formrelay.clinician.accounts", "formrelay.clinician.inbox", "formrelay.patient_copy",
         "formrelay.patient_copy.copies", "formrelay.patient_copy.link_mail", "formrelay.ops",
-        "formrelay.ops.checks", "formrelay.ops.retention", "formrelay.store",
-        "formrelay.reload")
+        "formrelay.ops.checks", "formrelay.ops.retention", "formrelay.ops.worker",
+        "formrelay.intake.payload", "formrelay.store", "formrelay.reload", "formrelay.cli")
 
 
 def test_core_imports_no_web_framework() -> None:

@@ -25,7 +25,9 @@ from flask import Flask
 
 from formrelay import services
 from formrelay.cli import cli
-from formrelay.mail import mime, outbox, transport
+from formrelay.intake import payload
+from formrelay.mail import outbox, reminders, transport
+from formrelay.mail.kinds import tell_operator
 
 from .conftest import ENV, HEALTH_AUTH, canary, post_form
 from .keys import TestKey, gpg_decrypt, rnp_decrypt
@@ -120,7 +122,8 @@ def test_submission_arrives_as_rfc3156_pgp_mime(make_app: Callable[..., Flask], 
     assert outer["Subject"] == f"Versleuteld formulier {ref}"
     assert outer["From"] == "formulieren@praktijk.test"
     assert outer["To"] == "alice@praktijk.test"
-    assert outer["Message-ID"] == mime.message_id(ref, "localhost") == f"<{ref.lower()}@localhost>"
+    assert outer["Message-ID"] == payload.message_id(ref, "localhost") \
+        == f"<{ref.lower()}@localhost>"
     assert outer["Date"].datetime.tzinfo is not None
     raw = got.data.decode("ascii")  # the whole outer message is 7-bit
     assert ref in raw and mark not in raw
@@ -349,7 +352,7 @@ def test_key_expiry_reminders_once_each(make_app: Callable[..., Flask], tmp_path
     sent: list[str] = []
     for days_before in (12, 11.5, 6, 5, 0.5, 0.2, -1, -2):
         now = expires - timedelta(days=days_before)
-        sent += outbox.check_key_expiry(relay.settings, relay.store, statuses, now)
+        sent += reminders.check_key_expiry(relay.settings, relay.store, statuses, now)
     assert sent == ["soon"] * 4  # 30, 7 and 1 days before, and once expired
     kinds = services.mail_kinds()
     assert outbox.deliver_pending(relay.settings, relay.store, kinds=kinds).sent == 4
@@ -371,7 +374,7 @@ def test_dot_lines_and_non_ascii_survive_smtp(make_app: Callable[..., Flask],
         app = mail_app(make_app, tls, port)
         relay = app.extensions["formrelay"]
         body = "first\n.\n..two dots\n.leading\nlast é\n"
-        assert outbox.tell_operator(relay.store, relay.settings, "dots", body)
+        assert tell_operator(relay.store, relay.settings, "dots", body)
         assert deliver(app).sent == 1
     assert server.messages[0].parsed().get_content().replace("\r\n", "\n") == body
 

@@ -24,9 +24,10 @@ from flask import Flask
 
 from formrelay import services
 from formrelay.cli import cli
-from formrelay.mail import outbox
+from formrelay.mail.kinds import OPERATOR, sealed_recipient
 from formrelay.ops import retention
 from formrelay.ops.audit import verify
+from formrelay.ops.worker import start_background
 from formrelay.patient_copy import link_mail
 from formrelay.store import Store, iso
 
@@ -207,7 +208,7 @@ def test_temporary_failures_give_up_after_days_and_tell_the_operator(
     assert row["error_class"] == "gave up after 5 days: relay unreachable"
     assert 5 < row["attempts"] < 40
     kinds = [r["kind"] for r in store.outbox_rows(("queued",))]
-    assert kinds == [outbox.OPERATOR]  # waits for the relay like everything else
+    assert kinds == [OPERATOR]  # waits for the relay like everything else
     with smtp_server(tls, port=port) as (server, _):
         clock.advance(hours=6)
         assert deliver(app).sent == 1
@@ -243,7 +244,7 @@ def test_worker_thread_stops_cleanly(make_app: Callable[..., Flask], tls: TlsFil
     with smtp_server(tls) as (server, port):
         app = mail_app(make_app, tls, port)
         relay = app.extensions["formrelay"]
-        thread, stop = outbox.start_background(
+        thread, stop = start_background(
             relay.settings, relay.store, kinds=services.mail_kinds(),
             purgers=services.purgers(), interval=0.05)
         ref = submit(app)
@@ -277,10 +278,10 @@ def test_sent_mail_keeps_no_address_and_old_mail_records_are_purged(
 
     # a failed mail keeps its address (for `outbox --retry`) until the purge; queued
     # mail is never purged, however old
-    failed = store.enqueue(outbox.OPERATOR, "", ["beheer@praktijk.test"], b"{}")
+    failed = store.enqueue(OPERATOR, "", ["beheer@praktijk.test"], b"{}")
     [mail] = store.claim_mails("test", 60)
     store.mail_done(mail, "failed", "550 no such user", error_class="refused")
-    queued = store.enqueue(outbox.OPERATOR, "", ["beheer@praktijk.test"], b"{}")
+    queued = store.enqueue(OPERATOR, "", ["beheer@praktijk.test"], b"{}")
     clock.advance(days=29)
     report = retention.purge(relay.settings, store, clock.now, purgers=services.purgers())
     assert report.other["sent and failed mail records removed"] == 0
@@ -317,7 +318,7 @@ def test_relay_refusing_the_sender_defers_everything_until_it_is_fixed(
             assert deliver(app).failed == 0
         assert store.outbox_rows(("failed", "sent")) == []
         queued = store.outbox_rows(("queued",))
-        assert sorted(r["kind"] for r in queued) == [outbox.OPERATOR] + ["submission"] * 3
+        assert sorted(r["kind"] for r in queued) == [OPERATOR] + ["submission"] * 3
         assert {r["error_class"] for r in queued} == {
             "relay refuses formrelay's mail at MAIL FROM"}
         assert all("530 5.7.0" in r["error"] for r in queued)
@@ -398,7 +399,7 @@ def test_mail_that_can_never_be_built_fails_at_once_and_the_rest_goes(
                                                   "expires": iso(clock.now), "lang": "nl",
                                                   "downloads": 3}, ref)
         broken = store.enqueue(link_mail.LINK_KIND, ref,
-                               [outbox.sealed_recipient(relay.settings, bad, ref)],
+                               [sealed_recipient(relay.settings, bad, ref)],
                                payload, "intake")
         result = deliver(app)
         assert (result.failed, result.sent, result.deferred) == (1, 3, 0)

@@ -11,8 +11,8 @@ from email.message import EmailMessage
 
 import pytest
 
+from formrelay.intake.payload import payload_parts, text_body
 from formrelay.intake.submission import Answer, Submission, Upload
-from formrelay.mail.mime import payload_parts, text_body
 
 LABELS = {"reference": "Referentie", "received": "Ontvangen", "practice": "Praktijk"}
 
@@ -106,7 +106,7 @@ def test_base64_lines_are_the_standard_ones(size: int) -> None:
     import base64
     import os
 
-    from formrelay.mail.mime import _b64
+    from formrelay.intake.payload import _b64
 
     data = os.urandom(size)
     assert _b64(data) == base64.encodebytes(data).replace(b"\n", b"\r\n")

@@ -31,9 +31,10 @@ from flask import Flask
 
 from formrelay import create_app
 from formrelay.cli import cli
-from formrelay.config import DATABASE_URL_ENV, ConfigError, load_config
+from formrelay.config import ConfigError, load_config
 from formrelay.intake.ratelimit import DatabaseStorage
 from formrelay.ops.audit import verify
+from formrelay.settings import DATABASE_URL_ENV
 from formrelay.store import CHUNK, Store, StoreConflict, StoreError
 
 from .conftest import ENV, encode_multipart, make_config_dict, valid_answers, write_config

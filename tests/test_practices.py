@@ -16,7 +16,7 @@ from flask import Flask
 
 from formrelay import create_app, services
 from formrelay.config import ConfigError, parse_config
-from formrelay.mail import outbox
+from formrelay.mail import outbox, reminders
 
 from .area import Browser, Clock, add_user, audit, cheap_hashing, cli_run, totp_at
 from .conftest import ENV, make_config_dict, post_form, write_config
@@ -216,7 +216,7 @@ def test_held_notice_and_operator_mail_go_by_practice(tmp_path: Path,
         assert post_form(client, valid_answers(), form_id=fid).status_code == 200
     built = app.extensions["formrelay"]
     statuses = built.relay.sync_keys()
-    assert outbox.check_key_expiry(built.settings, built.store, statuses,
+    assert reminders.check_key_expiry(built.settings, built.store, statuses,
                                    statuses["soon"].expires) == ["soon"]
     outbox.deliver_pending(built.settings, built.store, kinds=services.mail_kinds())
     by_to = {str(m["To"]): m for m in mails(tmp_path / "mail")}

@@ -24,7 +24,8 @@ from flask import Flask
 
 from formrelay import create_app
 from formrelay.cli import cli
-from formrelay.config import REDIS_PASSWORD_ENV, ConfigError
+from formrelay.config import ConfigError
+from formrelay.settings import REDIS_PASSWORD_ENV
 
 from .conftest import ENV, SECRET, form_token, make_config_dict, valid_answers, write_config
 from .keys import TestKey

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
+from formrelay.intake.payload import text_body
 from formrelay.intake.submission import Answer, Submission
-from formrelay.mail.mime import text_body
 from formrelay.patient_copy.pdf import Practice, copy_pdf
 
 from .area import Browser, Clock, add_user, cheap_hashing, totp_at

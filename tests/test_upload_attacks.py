@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from formrelay.config import Settings, load_config
+from formrelay.config import load_config
+from formrelay.settings import Settings
 from formrelay.store import Store, utcnow
 from formrelay.uploads.links import UploadLinks
 

@@ -8,18 +8,14 @@ documents will arrive under and the link's expiry.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
 from ..errors import UserError
 from ..localtime import utc_shown
 from ..uploads.links import MAX_NOTE, UploadLinks
-
-if TYPE_CHECKING:
-    from . import Context
-
-pass_ctx = click.pass_obj
+from .common import Context, pass_ctx
 
 
 @click.group()

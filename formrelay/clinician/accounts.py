@@ -18,8 +18,8 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from ..audit_actions import AuditAction
-from ..config import PracticeSettings
 from ..errors import UserError
+from ..settings import PracticeSettings
 from . import hashing
 from .api_tokens import ApiTokens
 from .second_factor import SecondFactor

@@ -20,11 +20,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ..audit_actions import AuditAction
-from ..config import FormSpec, Settings
 from ..errors import NotFound, UserError
+from ..intake.payload import message_id
 from ..mail import mime
 from ..mail.kinds import submission_message
 from ..mail.transport import write_eml
+from ..settings import FormSpec, Settings
 from ..store import Store, parse_iso
 from .accounts import Accounts
 from .user import User
@@ -144,7 +145,7 @@ class Inbox:
         message = submission_message(
             self.settings, self.store, reference=item.reference, form_id=item.form_id,
             recipients=[e for e in emails if e], date=item.received_at,
-            message_id=mime.message_id(item.reference, self.settings.mail_domain),
+            message_id=message_id(item.reference, self.settings.mail_domain),
             sender=practice.sender, lang=spec.lang if spec else "nl")
         return mime.Streamed(lambda dest: write_eml(message, dest), message.size)
 

@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from ..audit_actions import AuditAction
-from ..config import Settings
 from ..crypto import sealing
 from ..errors import UserError
 from ..i18n import gettext
 from ..localtime import local_date
 from ..mail.kinds import BuildError, MailKind, plain_message
 from ..mail.transport import transport_configured
+from ..settings import Settings
 from ..store import OutboxMail, Store, iso, parse_iso
 from .accounts import AccountError, Accounts
 from .user import OPERATOR, User, sha256

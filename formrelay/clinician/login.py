@@ -16,7 +16,7 @@ import hmac
 from datetime import datetime, timedelta
 
 from ..audit_actions import AuditAction
-from ..config import Settings
+from ..settings import Settings
 from ..store import Store, iso
 from .user import LoginFailure, LoginRefused, User, user_from_row
 

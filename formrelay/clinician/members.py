@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import Settings
 from ..crypto import pins
 from ..errors import UserError
+from ..settings import Settings
 from ..store import Store
 from .accounts import AccountError, Accounts
 from .invitations import Invitations, Invited

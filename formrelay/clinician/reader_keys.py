@@ -23,13 +23,13 @@ from datetime import datetime
 from typing import Any
 
 from ..audit_actions import AuditAction
-from ..config import Settings
 from ..crypto import pins
 from ..crypto.keyring import KeyRefused, Keyring
 from ..crypto.packets import PacketError, secret_key_locks
 from ..errors import UserError
 from ..intake.relay import Relay
 from ..mail.kinds import tell_operator
+from ..settings import Settings
 from ..store import Store, parse_iso
 from .login import FAILURE_WINDOW
 from .user import User

@@ -13,8 +13,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from ..config import DEFAULT_PRACTICE
 from ..errors import UserError
+from ..settings import DEFAULT_PRACTICE
 from ..store import parse_iso
 
 OPERATOR = "operator"  # the audit actor for `formrelay users ...`

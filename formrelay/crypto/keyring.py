@@ -27,8 +27,8 @@ from typing import IO, Any
 
 import gnupg
 
-from ..config import Recipient
 from ..errors import OperatorError
+from ..settings import Recipient
 from .spawn import spawn
 
 log = logging.getLogger(__name__)

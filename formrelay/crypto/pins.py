@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 
-from ..config import Recipient
+from ..settings import Recipient
 from ..store import Store
 from .keyring import KeyRefused, Keyring, KeyStatus
 

@@ -26,9 +26,9 @@ from wtforms import validators as v
 from wtforms import widgets
 from wtforms.fields.choices import SelectChoice
 
-from ..config import UPLOAD_TYPES, FieldSpec, FormSpec
 from ..i18n import translations
-from ..mail.addresses import HeaderSafe
+from ..settings import UPLOAD_TYPES, FieldSpec, FormSpec
+from .addresses import HeaderSafe
 from .submission import Answer, Upload
 from .texts import choice_pairs
 from .texts import text as localized

@@ -7,22 +7,46 @@ transaction, once the ciphertext is stored and the effective delivery is known (
 outbox mail, the held notice, the copy's row). What a step's `prepare` returned is
 handed to its `record`, so a step keeps no state between submissions. A step that
 raises stops the submission: nothing is stored. Only `record` may answer the patient,
-and only with a `CopyReceipt`, the copy's part of the thank-you page.
+and only with a `CopyReceipt`, the copy's part of the thank-you page (defined here, so
+the relay need not know the patient_copy package that makes it).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol, TypeVar
 
-from ..config import FormSpec
+from ..settings import FormSpec
 from .forms import Fields
 from .submission import Submission
 
-if TYPE_CHECKING:
-    from ..patient_copy.values import CopyReceipt
-
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class CopyDownload:
+    """The thank-you page's "download now" form: where it posts and what it sends."""
+
+    url: str  # /copy/<token>
+    key: str  # the link secret: the page needs it to open the copy without the mail
+    grant: str  # the 15-minute pass that stands in for the pickup code
+    until: str  # when that pass ends (ISO 8601)
+
+
+@dataclass(frozen=True)
+class CopyReceipt:
+    """What the thank-you page (and the JSON answer) may show the patient of their copy:
+    nothing else reaches the template."""
+
+    code: str
+    email: str
+    expires: str  # ISO 8601
+    expires_text: str  # the same, as the practice's local time
+    downloads: int
+    download: CopyDownload
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass(frozen=True)

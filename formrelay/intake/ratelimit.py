@@ -25,9 +25,9 @@ from typing import Any
 
 from limits.storage import Storage, storage_from_string
 
-from ..config import Settings, redacted_url
+from ..config import redacted_url
 from ..errors import OperatorError
-from ..settings import REDIS_PASSWORD_ENV
+from ..settings import REDIS_PASSWORD_ENV, Settings
 from ..store import Store
 
 SCHEME = "formrelay-db"

@@ -27,17 +27,16 @@ from pathlib import Path
 from typing import Any
 
 from ..audit_actions import AuditAction
-from ..config import FormSpec, Settings
 from ..crypto import pins
 from ..crypto.inprocess import InProcess
 from ..crypto.keyring import CryptoError, GpgTimeout, Keyring, KeyStatus
 from ..errors import FormUnavailable, InvalidSubmission, NotFound
 from ..i18n import translations
-from ..mail.mime import IterStream, encrypted_size, payload_parts
-from ..patient_copy.values import CopyReceipt
+from ..settings import FormSpec, Settings
 from ..store import Store, StoreConflict, StoreNotWritable, disk_problem, iso, utcnow
 from . import forms
-from .pipeline import Posted, Step, Stored
+from .payload import IterStream, encrypted_size, payload_parts
+from .pipeline import CopyReceipt, Posted, Step, Stored
 from .submission import Submission, new_reference
 
 log = logging.getLogger("formrelay.relay")

@@ -63,11 +63,12 @@ from email.utils import format_datetime
 from types import MappingProxyType
 
 from ..audit_actions import AuditAction
-from ..config import DEFAULT_PRACTICE, PracticeSettings, Settings
 from ..crypto import sealing
 from ..errors import OperatorError
 from ..i18n import gettext
+from ..intake.payload import message_id as submission_message_id
 from ..intake.pipeline import RecordOnly, Stored
+from ..settings import DEFAULT_PRACTICE, PracticeSettings, Settings
 from ..store import OutboxMail, Store
 from . import mime
 from .transport import MailError, Message, transport_configured
@@ -247,7 +248,7 @@ class SubmissionMail(RecordOnly):
         emails = self.settings.recipient_emails(spec)
         rec = recorded_for(self.settings.practice_of(spec.id), spec.lang)
         self.store.enqueue(SUBMISSION, reference, emails, form_id=spec.id,
-                           message_id=mime.message_id(reference, self.settings.mail_domain),
+                           message_id=submission_message_id(reference, self.settings.mail_domain),
                            practice=rec.practice,
                            context=sealed_context(self.settings, rec, reference))
 

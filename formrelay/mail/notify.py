@@ -15,10 +15,10 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from ..config import FormSpec, Settings
 from ..i18n import gettext
 from ..intake.pipeline import RecordOnly, Stored
 from ..localtime import local_date, shown
+from ..settings import FormSpec, Settings
 from ..store import OutboxMail, Store, iso, parse_iso
 from .kinds import MailKind, Recorded, plain_message, recorded, recorded_for, sealed_context
 from .transport import Message, transport_configured

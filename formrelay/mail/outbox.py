@@ -16,10 +16,10 @@ operator is told once, and all go once the relay is fixed. A mail that can never
 built (BuildError, e.g. an address that cannot be put in a header) fails at once.
 After the relay accepted a mail its payload and recipients' addresses are deleted; the
 records of sent and failed mails go when their form's retention has passed (a purge
-step). The kinds of mail and how a feature queues its
-own are in kinds.py (the helpers re-exported here); the worker builds only the
-kinds in the table it is given (`services.mail_kinds()`). Key-expiry reminders are in
-reminders.py.
+step). The kinds of mail and how a feature queues its own are in kinds.py; the worker
+builds only the kinds in the table it is given (`services.mail_kinds()`). Key-expiry
+reminders are in reminders.py; the loop that runs delivery with the periodic jobs is
+ops/worker.py.
 """
 
 from __future__ import annotations
@@ -30,36 +30,28 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.errors import MessageError
 
 from ..audit_actions import AuditAction
-from ..config import DEFAULT_RETENTION_DAYS, Settings
-from ..crypto.keyring import KeyStatus
+from ..intake.addresses import header_problem
 from ..localtime import utc_shown
 from ..logs import log_exception
-from ..ops import retention
+from ..settings import DEFAULT_RETENTION_DAYS, Settings
 from ..store import OutboxMail, Store
-from .addresses import header_problem
-from .kinds import (  # noqa: F401 - re-exported
+from .kinds import (
     OPERATOR,
     SUBMISSION,
-    Builder,
     BuildError,
-    Hook,
     MailKind,
     MailKinds,
     PracticeGone,
-    message_id,
     open_recipients,
-    plain_message,
     recorded,
-    sealed_recipient,
     tell_operator,
 )
-from .reminders import REMINDER_DAYS, check_key_expiry  # noqa: F401 - re-exported
 from .transport import (
     FileSink,
     MailError,
@@ -70,12 +62,11 @@ from .transport import (
     TransportError,
     message_size,
     open_transport,
+    transport_configured,
 )
-from .transport import transport_configured as transport_configured
 
 log = logging.getLogger("formrelay.delivery")
 
-KEY_CHECK_SECONDS = 24 * 3600
 BATCH = 20  # mails claimed per transaction
 MARK_AFTER_SECONDS = 0.5  # longest a sent mail waits to be recorded as sent
 LARGE_MESSAGE = 1 << 20  # before sending one this large, record what was sent before
@@ -422,50 +413,3 @@ def purge_done(settings: Settings, store: Store, now: datetime) -> int:
     cutoffs = {form_id: now - timedelta(days=spec.retention_days)
                for form_id, spec in settings.forms.items()}
     return len(store.purge_mails(cutoffs, now - timedelta(days=DEFAULT_RETENTION_DAYS)))
-
-
-# -- the worker loop ---------------------------------------------------------------------
-def run_worker(settings: Settings, store: Store, *, kinds: MailKinds,
-               purgers: retention.Purgers, stop: threading.Event | None = None,
-               interval: float = 2.0,
-               key_status: Callable[[], Mapping[str, KeyStatus]] | None = None,
-               settings_now: Callable[[], Settings] | None = None) -> None:
-    """Deliver the mail of `kinds` until `stop` is set (a send in progress finishes
-    first), purging with `purgers` too; check the keys' expiry once a day if
-    `key_status` is given. `settings_now` gives the settings in force at each pass (a
-    reloaded configuration, reload.py)."""
-    stop = stop or threading.Event()
-    owner = worker_id()
-    next_key_check = 0.0
-    log.info("delivery worker %s started", owner)
-    while not stop.is_set():
-        try:
-            if settings_now is not None:
-                settings = settings_now()
-            deliver_pending(settings, store, kinds=kinds, owner=owner, stop=stop)
-            retention.periodic(settings, store, purgers=purgers)  # notices; hourly purge
-            if key_status is not None and time.monotonic() >= next_key_check:
-                check_key_expiry(settings, store, key_status(), store.clock())
-                next_key_check = time.monotonic() + KEY_CHECK_SECONDS
-        except Exception as exc:  # keep delivering; the next pass tries again
-            log_exception(log, "delivery pass failed; trying again in %.0f s", interval,
-                          exc=exc)
-        stop.wait(interval)
-    log.info("delivery worker %s stopped", owner)
-
-
-def start_background(settings: Settings, store: Store, *, kinds: MailKinds,
-                     purgers: retention.Purgers, interval: float = 1.0,
-                     key_status: Callable[[], Mapping[str, KeyStatus]] | None = None,
-                     ) -> tuple[threading.Thread, threading.Event]:
-    """Run the worker in a daemon thread of this process (the demo); set the returned
-    event to stop it."""
-    stop = threading.Event()
-    thread = threading.Thread(target=run_worker, name="formrelay-delivery", daemon=True,
-                              args=(settings, store),
-                              kwargs={"kinds": kinds, "purgers": purgers, "stop": stop,
-                                      "interval": interval,
-                                      "key_status": key_status})
-    thread.start()
-    return thread, stop
-

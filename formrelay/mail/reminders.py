@@ -4,7 +4,7 @@
 operator gets a plain mail naming the key, the forms that will refuse submissions and
 how to import a renewed key. Each reminder is recorded (`key_reminders`) in the same
 transaction that queues it, so it goes out once even with several workers running.
-The worker (outbox.run_worker) checks once a day, `formrelay worker --once` too.
+The worker (ops/worker.py, run_worker) checks once a day, `formrelay worker --once` too.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import logging
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 
-from ..config import PracticeSettings, Settings
 from ..crypto.keyring import KeyStatus
 from ..localtime import utc_shown
+from ..settings import PracticeSettings, Settings
 from ..store import Store
 from .kinds import tell_operator
 

@@ -26,8 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, cast
 
-from ..config import Settings
 from ..errors import OperatorError
+from ..settings import Settings
 from .mime import Streamed
 
 log = logging.getLogger("formrelay.mailer")

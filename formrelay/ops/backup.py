@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..config import Settings
+from ..settings import Settings
 from ..store import Store, StoreError, utcnow
 
 

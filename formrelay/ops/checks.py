@@ -20,11 +20,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ..config import DEFAULT_PRACTICE, Settings
 from ..crypto.keyring import CryptoError
 from ..crypto.packets import SEIPD_V1, PacketError, encryption_packet
 from ..intake.relay import Relay
 from ..localtime import utc_shown
+from ..settings import DEFAULT_PRACTICE, Settings
 from ..store import StoreError, StoreNotWritable, iso, utcnow
 
 OK, WARN, ERROR = "ok", "warn", "error"

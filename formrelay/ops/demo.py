@@ -20,8 +20,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import SECRET_KEY_ENV, ConfigError, Settings, load_config
+from ..config import ConfigError, load_config
 from ..crypto.keyring import CryptoError
+from ..settings import SECRET_KEY_ENV, Settings
 
 DEMO_CONFIG = """\
 # Demo configuration written by `formrelay demo`. Not for production.
@@ -373,7 +374,7 @@ class _NoBanner(logging.Filter):
 def run_demo(info: DemoInfo) -> None:
     from .. import create_app
     from ..logs import configure_logging
-    from ..mail import outbox
+    from . import worker
 
     configure_logging(info.settings.server.log_level)  # JSON lines, redacted (logs.py)
     # Werkzeug's red "development server" banner reads like an error in the JSON log; the
@@ -382,9 +383,9 @@ def run_demo(info: DemoInfo) -> None:
     app = create_app(info.settings)
     services = app.extensions["formrelay"]
     # The delivery worker runs beside the web server, so mail lands in the mail folder.
-    _, stop = outbox.start_background(info.settings, services.store,
-                                        kinds=services.kinds, purgers=services.purgers,
-                                        key_status=services.relay.key_status)
+    _, stop = worker.start_background(info.settings, services.store,
+                                      kinds=services.kinds, purgers=services.purgers,
+                                      key_status=services.relay.key_status)
     # The example practice page on another origin (in the demo form's allowed_origins).
     from .hostpage import example_page, serve_pages
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from ..audit_actions import AuditAction
-from ..config import Settings
 from ..mail.notify import flush
+from ..settings import Settings
 from ..store import REFUSALS_KEPT_DAYS, Store, iso, parse_iso
 
 log = logging.getLogger("formrelay.retention")

@@ -11,7 +11,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from ..config import ConfigError, Settings, load_config
+from ..config import ConfigError, load_config
+from ..settings import Settings
 
 log = logging.getLogger("formrelay.config")
 
@@ -118,9 +119,9 @@ def check_before_workers(server: Any) -> None:
     """gunicorn's on_starting hook: `refuse_without_counters` for the configured settings
     (`formrelay serve` hands them over, deploy/gunicorn.conf.py names the file in
     FORMRELAY_CONFIG), as gunicorn's one-line "Error: ..." and exit code 1."""
-    from ..config import CONFIG_ENV
     from ..errors import FormrelayError
     from ..reload import serving_settings
+    from ..settings import CONFIG_ENV
 
     try:
         refuse_bad_environment(os.environ)

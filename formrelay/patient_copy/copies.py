@@ -36,13 +36,13 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from itsdangerous import BadSignature, Signer
 
 from ..audit_actions import AuditAction
-from ..config import COPY_MAX_DOWNLOADS as MAX_DOWNLOADS
-from ..config import COPY_MAX_EXPIRY_DAYS as MAX_EXPIRY_DAYS
-from ..config import FormSpec, Settings
 from ..errors import InvalidSubmission, UserError
 from ..i18n import gettext
+from ..intake.addresses import header_problem
 from ..intake.submission import Submission
-from ..mail.addresses import header_problem
+from ..settings import COPY_MAX_DOWNLOADS as MAX_DOWNLOADS
+from ..settings import COPY_MAX_EXPIRY_DAYS as MAX_EXPIRY_DAYS
+from ..settings import FormSpec, Settings
 from ..store import Store, iso, parse_iso
 from .secret import SECRET_BYTES, b64d, b64e, code_mac, derive, new_code, normalize_code, sha256
 from .values import CopyInfo, OpenedCopy, PendingCopy

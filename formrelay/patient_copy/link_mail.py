@@ -16,7 +16,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ..audit_actions import AuditAction
-from ..config import FormSpec, Settings
 from ..crypto import sealing
 from ..i18n import gettext, translations
 from ..intake.submission import Submission
@@ -30,6 +29,7 @@ from ..mail.kinds import (
     sealed_context,
     sealed_recipient,
 )
+from ..settings import FormSpec, Settings
 from ..store import OutboxMail, Store, iso, parse_iso
 from .pdf import local_time
 

@@ -14,13 +14,13 @@ from email.policy import SMTP
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from ..config import Recipient, Settings
 from ..crypto.keyring import CryptoError, GpgTimeout, Keyring
 from ..errors import InvalidSubmission
 from ..i18n import gettext
 from ..intake.submission import Submission
 from ..mail.kinds import BuildError, MailKind, message_id, recorded
 from ..mail.transport import Message
+from ..settings import Recipient, Settings
 from ..store import OutboxMail, Store
 from .link_mail import PGP_KIND, copy_mail_sent, subject
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..config import ConfigError, Settings
+from ..config import ConfigError
+from ..settings import Settings
 from .copies import Copies
-from .values import CopyReceipt, PendingCopy
+from .values import PendingCopy
 
 if TYPE_CHECKING:
-    from ..intake.pipeline import Posted, Stored
+    from ..intake.pipeline import CopyReceipt, Posted, Stored
 
 
 def check_fonts(settings: Settings) -> None:

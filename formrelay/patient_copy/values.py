@@ -1,42 +1,16 @@
 """What the steps of a patient copy hand each other: the copy being made (`PendingCopy`),
-the receipt for the thank-you page (`CopyReceipt`, `CopyDownload`), a stored copy's
-state (`CopyInfo`) and an opened copy (`OpenedCopy`)."""
+a stored copy's state (`CopyInfo`) and an opened copy (`OpenedCopy`). The receipt for
+the thank-you page (`CopyReceipt`) is the pipeline's answer (intake/pipeline.py)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
+from ..intake.pipeline import CopyDownload, CopyReceipt
 from ..localtime import DEFAULT_TZ
 from ..store import iso
 from .secret import b64e
-
-
-@dataclass(frozen=True)
-class CopyDownload:
-    """The thank-you page's "download now" form: where it posts and what it sends."""
-
-    url: str  # /copy/<token>
-    key: str  # the link secret: the page needs it to open the copy without the mail
-    grant: str  # the 15-minute pass that stands in for the pickup code
-    until: str  # when that pass ends (ISO 8601)
-
-
-@dataclass(frozen=True)
-class CopyReceipt:
-    """What the thank-you page (and the JSON answer) may show the patient of their copy:
-    nothing else reaches the template."""
-
-    code: str
-    email: str
-    expires: str  # ISO 8601
-    expires_text: str  # the same, as the practice's local time
-    downloads: int
-    download: CopyDownload
-
-    def as_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass

@@ -24,13 +24,13 @@ from ..audit_actions import AuditAction
 from ..clinician import hashing
 from ..clinician.inbox import REFERENCE
 from ..clinician.user import User
-from ..config import Settings
 from ..crypto import sealing
 from ..errors import UserError
 from ..i18n import gettext
 from ..intake.relay import Relay
 from ..intake.submission import Answer, Submission, new_reference
 from ..mail.kinds import BuildError, MailKind, sealed_recipient
+from ..settings import Settings
 from ..store import OutboxMail, Store, iso, parse_iso
 from . import secret
 

@@ -16,8 +16,8 @@ from datetime import datetime, timedelta
 
 from ..audit_actions import AuditAction
 from ..clinician.user import User
-from ..config import Settings
 from ..errors import UserError
+from ..settings import Settings
 from ..store import Store, parse_iso
 from .receive import FILE_ID
 

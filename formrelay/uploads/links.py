@@ -30,14 +30,13 @@ from enum import StrEnum
 from typing import Any
 
 from ..audit_actions import AuditAction
-from ..config import PracticeSettings, Settings
 from ..crypto import sealing
 from ..errors import UserError
 from ..i18n import gettext
+from ..intake.addresses import header_problem
 from ..intake.submission import new_reference
-from ..mail.addresses import header_problem
 from ..mail.kinds import BuildError, MailKind, sealed_recipient
-from ..settings import UPLOAD_MAX_EXPIRY_DAYS
+from ..settings import UPLOAD_MAX_EXPIRY_DAYS, PracticeSettings, Settings
 from ..store import OutboxMail, Store, iso, parse_iso
 
 MAIL_KIND = "upload_link"

@@ -8,9 +8,9 @@ link a clinician sends to a new patient names no form.
 
 from __future__ import annotations
 
-from ..config import PracticeSettings, Settings
 from ..i18n import translations
 from ..mail.kinds import plain_message
+from ..settings import PracticeSettings, Settings
 from ..store import OutboxMail
 
 

@@ -39,11 +39,11 @@ from pathlib import Path
 from typing import IO
 
 from ..audit_actions import AuditAction
-from ..config import UPLOAD_TYPES, Settings
 from ..crypto.keyring import Keyring
 from ..crypto.packets import PacketError, encryption_packet
 from ..errors import UserError
 from ..intake.forms import sniff_upload
+from ..settings import UPLOAD_TYPES, Settings
 from ..store import CHUNK, Store, iso
 from .links import UploadLink, UploadLinks, b64e
 

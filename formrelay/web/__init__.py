@@ -15,9 +15,10 @@ from typing import Any
 
 from flask import Flask
 
-from ..config import CONFIG_ENV, ConfigError, Settings, load_config, parse_config
+from ..config import ConfigError, load_config, parse_config
 from ..reload import Live, serving_settings
 from ..services import Services, build
+from ..settings import CONFIG_ENV, Settings
 from ..store import utcnow
 from . import (
     clinician,
@@ -108,3 +109,9 @@ def build_app(config: Any, *, environ: Mapping[str, str] | None = None,
     # /clinician/: sessions, login, inbox, account, API
     clinician.register(app)
     return app
+
+
+__all__ = [
+    "build_app",
+    "settings_from",
+]

@@ -7,7 +7,6 @@ from typing import Any
 
 from flask import current_app, g, render_template, request
 
-from ..config import DEFAULT_PRACTICE, PracticeSettings
 from ..i18n import DEFAULT_LANG, pick_language, translations
 from ..intake.forms import field_attrs
 from ..intake.relay import Relay
@@ -15,7 +14,7 @@ from ..intake.texts import text
 from ..localtime import answer_date, local_date, shown
 from ..reload import Live
 from ..services import Services
-from ..settings import LANGUAGES
+from ..settings import DEFAULT_PRACTICE, LANGUAGES, PracticeSettings
 from ..store import parse_iso
 
 

@@ -13,11 +13,11 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, g, request, url_for
 
-from ..config import PracticeSettings
 from ..i18n import gettext
 from ..localtime import shown
 from ..patient_copy.copies import MAX_FAILURES, Copies, CopyRefused, CopyState
 from ..patient_copy.values import CopyInfo
+from ..settings import PracticeSettings
 from .common import language, relay, render, services
 
 bp = Blueprint("copy", __name__)
@@ -145,4 +145,4 @@ def register(app: Flask) -> None:
         return {"copy_policy": {"days": c.expiry.days, "downloads": c.max_downloads}}
 
 
-__all__ = ["bp", "register", "relay"]
+__all__ = ["bp", "register"]

@@ -34,12 +34,12 @@ from limits import RateLimitItem, parse_many
 from limits.errors import StorageError
 from limits.storage import Storage
 
-from ..config import FormSpec
 from ..errors import UserError
 from ..i18n import gettext
 from ..intake import ratelimit
 from ..intake.relay import Relay
 from ..intake.tokens import FormToken, FormTokens, TokenProblem, TokenReason
+from ..settings import FormSpec
 from ..store.clinician import client_network
 from .common import language, relay
 

@@ -9,11 +9,11 @@ from typing import Any
 from flask import Blueprint, jsonify, request
 
 from ..clinician import hashing
-from ..config import FormSpec
 from ..errors import InvalidSubmission
 from ..i18n import gettext
 from ..intake import forms
 from ..intake.tokens import TokenProblem
+from ..settings import FormSpec
 from ..store import StoreError
 from . import protect
 from .common import language, posted_language, relay, render, services_with_form, wants_json

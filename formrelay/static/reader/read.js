@@ -167,7 +167,7 @@
     document.getElementById("opened-title").focus();
   }
 
-  // -- MIME: the multipart/mixed message formrelay encrypts (mail/mime.py) -------------
+  // -- MIME: the multipart/mixed message formrelay encrypts (intake/payload.py) -------------
   var ascii = new TextDecoder("utf-8");
 
   function indexOf(bytes, needle, from) {

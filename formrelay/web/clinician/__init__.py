@@ -17,3 +17,8 @@ def register(app: Flask) -> None:
     app.session_interface = ClinicianSessionInterface(app.session_interface)
     for bp in (views.bp, account.bp, api.bp, invite.bp, reader.bp, members.bp):
         app.register_blueprint(bp)
+
+
+__all__ = [
+    "register",
+]

@@ -14,7 +14,8 @@ from flask import Blueprint, redirect, request, session, url_for
 from ...clinician.accounts import AccountError
 from ...clinician.invitations import InvitationRefused
 from ...store import iso
-from .views import area, client_ip, guard, page, relay, sess, t
+from ..common import relay
+from .views import area, client_ip, guard, page, sess, t
 
 bp = Blueprint("clinician_invite", __name__, url_prefix="/clinician/invite")
 bp.before_request(guard)

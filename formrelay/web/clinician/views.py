@@ -34,12 +34,12 @@ from ...audit_actions import AuditAction
 from ...clinician.inbox import ASSISTANT
 from ...clinician.second_factor import qr_data_uri
 from ...clinician.user import LoginFailure, LoginRefused, User
-from ...config import LANGUAGES, is_loopback
 from ...errors import UserError
 from ...i18n import gettext
 from ...logs import redact_path
 from ...mail.mime import Streamed
 from ...services import Services
+from ...settings import LANGUAGES, is_loopback
 from ...store import iso, parse_iso
 from ..common import relay, render, services
 from ..widget import openpgp_file
