@@ -1,9 +1,11 @@
 /* The browser reader: open held submissions in the page (OpenPGP.js).
  *
- * The locked keys are fetched when the page loads; the reading passphrase unlocks them
- * in this page's memory only (never sent, never stored: no localStorage, no cookies, no
- * caching: the server answers no-store). A ciphertext is fetched (the server audits the
- * read), decrypted as a stream, and its MIME parts shown: the answers from answers.json
+ * The locked keys are fetched when the page loads and handed to a Web Worker
+ * (reader/decrypt.js, its script checked against the hash this page pins before it
+ * runs); the reading passphrase unlocks them in the worker's memory only (never sent,
+ * never stored: no localStorage, no cookies, no caching: the server answers no-store).
+ * The worker fetches a ciphertext (the server audits the read) and decrypts it as a
+ * stream beside the page, which keeps drawing; the page shows its MIME parts: the answers from answers.json
  * as text (never as markup), uploads as downloads from in-memory blobs, a copy button
  * per answer and for the whole text. Nothing decrypted is sent anywhere; a failure is
  * reported by its kind only. After the session's idle time the keys and what was shown
@@ -11,11 +13,10 @@
 (function () {
   "use strict";
   var root = document.getElementById("reader");
-  if (!root || !window.crypto || !window.crypto.subtle || typeof window.openpgp === "undefined" ||
+  if (!root || !window.crypto || !window.crypto.subtle || !window.Worker ||
       !window.fetch || !window.TextDecoderStream) {
     return;  // no reader here: the .eml/.asc downloads stay, as without a key
   }
-  var openpgp = window.openpgp;
   var msg = root.dataset;
   var unlockForm = document.getElementById("unlock");
   var opened = document.getElementById("opened");
@@ -23,7 +24,10 @@
   var error = document.getElementById("read-error");
   var busy = document.getElementById("read-busy");
   var lockedKeys = null;   // the armoured locked keys, as the server has them
-  var keys = null;         // the unlocked keys: in memory only
+  var worker = null;       // holds the unlocked keys; ended to lock them
+  var keys = false;        // whether the worker has unlocked a key
+  var calls = {};
+  var nextCall = 0;
   var target = null;       // the row's button being opened
   var blobs = [];
   var wholeText = "";
@@ -31,7 +35,39 @@
 
   var ready = fetch(root.dataset.keys, { credentials: "same-origin", cache: "no-store" })
     .then(function (r) { return r.json(); })
-    .then(function (answer) { lockedKeys = answer.keys; });
+    .then(function (answer) { lockedKeys = answer.keys; return startWorker(); });
+
+  // A worker's script has no integrity attribute: the page fetches it with the hash it
+  // pins (the browser refuses another), then starts the same versioned, immutable URL.
+  async function startWorker() {
+    var pinned = await fetch(msg.worker, { integrity: msg.workerIntegrity,
+                                           credentials: "same-origin" });
+    await pinned.arrayBuffer();
+    var w = new Worker(msg.worker);
+    w.onmessage = function (ev) { answer(ev.data.id, ev.data); };
+    w.onerror = function () {  // it did not load or run: nothing waits for it forever
+      Object.keys(calls).forEach(function (id) { answer(id, { kind: "failed" }); });
+    };
+    worker = w;
+    var init = await ask({ op: "init", openpgp: msg.openpgp, integrity: msg.openpgpIntegrity,
+                           keys: lockedKeys });
+    if (init.kind !== "ready") { throw new Error("the reader did not start"); }
+    root.dataset.ready = "1";  // for tests and the bench: scripts loaded, checked, started
+  }
+
+  function answer(id, data) {
+    var done = calls[id];
+    delete calls[id];
+    if (done) { done(data); }
+  }
+
+  function ask(message) {
+    return new Promise(function (resolve) {
+      message.id = ++nextCall;
+      calls[message.id] = resolve;
+      worker.postMessage(message);
+    });
+  }
 
   Array.prototype.forEach.call(document.querySelectorAll("button.read"), function (button) {
     button.hidden = false;
@@ -66,37 +102,24 @@
     var passphrase = field.value;
     show(error, "");
     show(busy, msg.msgBusy);
-    ready.then(function () { return unlock(passphrase); }).then(function (got) {
-      field.value = "";
-      if (!got.length) { show(busy, ""); show(error, msg.msgWrong); return; }
-      keys = (keys || []).concat(got);
-      touch();
-      return open();
-    }).catch(failed);
+    ready.then(function () { return ask({ op: "unlock", passphrase: passphrase }); })
+      .then(function (got) {
+        field.value = "";
+        if (got.kind !== "unlocked") {
+          show(busy, "");
+          show(error, got.kind === "wrong" ? msg.msgWrong : msg.msgFailed);
+          return;
+        }
+        keys = true;
+        touch();
+        return open();
+      }).catch(failed);
   });
   document.getElementById("back").addEventListener("click", backToList);
   document.getElementById("print-it").addEventListener("click", function () { window.print(); });
   document.getElementById("copy-all").addEventListener("click", function (ev) {
     copy(wholeText, ev.target);
   });
-
-  function unlocked(fingerprint) {
-    return (keys || []).some(function (k) { return k.getFingerprint() === fingerprint; });
-  }
-
-  // Keys keep the passphrase they were made with: after a key change the earlier key
-  // may have another one, so a second passphrase adds the keys it opens.
-  async function unlock(passphrase) {
-    var out = [];
-    for (var i = 0; i < lockedKeys.length; i++) {
-      var key = await openpgp.readPrivateKey({ armoredKey: lockedKeys[i].locked_key });
-      if (unlocked(key.getFingerprint())) { continue; }
-      try {
-        out.push(await openpgp.decryptKey({ privateKey: key, passphrase: passphrase }));
-      } catch (e) { /* not this key's passphrase */ }
-    }
-    return out;
-  }
 
   function report(why) {
     var body = new FormData();
@@ -105,53 +128,32 @@
     fetch(target.dataset.failed, { method: "POST", body: body, credentials: "same-origin" });
   }
 
-  function forKeys(message, candidates) {
-    var wanted = message.getEncryptionKeyIDs();
-    return candidates.some(function (key) {
-      return key.getKeys().some(function (k) {
-        return wanted.some(function (id) { return id.equals(k.getKeyID()); });
-      });
-    });
-  }
-
   async function open() {
     unlockForm.hidden = true;
     opened.hidden = true;
     show(error, "");
     show(busy, msg.msgBusy);
     clearOpened();
-    var resp = await fetch(target.dataset.url, { credentials: "same-origin", cache: "no-store" });
-    if (!resp.ok) { show(busy, ""); show(error, msg.msgFailed); return; }
-    var bytes;
-    try {
-      var message = await openpgp.readMessage({
-        armoredMessage: resp.body.pipeThrough(new TextDecoderStream())
-      });
-      if (!forKeys(message, keys)) {
-        show(busy, "");
-        var locked = await Promise.all(lockedKeys.map(function (k) {
-          return openpgp.readPrivateKey({ armoredKey: k.locked_key });
-        }));
-        if (forKeys(message, locked)) {  // an earlier key of this account, still locked
-          show(error, msg.msgEarlier);
-          unlockForm.hidden = false;
-          document.getElementById("passphrase").focus();
-          return;
-        }
+    var got = await ask({ op: "open", url: target.dataset.url });
+    if (got.kind !== "ok") {
+      show(busy, "");
+      if (got.kind === "earlier") {  // an earlier key of this account, still locked
+        show(error, msg.msgEarlier);
+        unlockForm.hidden = false;
+        document.getElementById("passphrase").focus();
+      } else if (got.kind === "not-for-key") {
         show(error, msg.msgNotForKey.replace("%(readers)s", target.dataset.readers));
         report("not-for-key");
-        return;
+      } else if (got.kind === "damaged") {
+        show(error, msg.msgDamaged);
+        report("damaged");
+      } else {
+        show(error, msg.msgFailed);
       }
-      var result = await openpgp.decrypt({ message: message, decryptionKeys: keys,
-                                           format: "binary" });
-      bytes = new Uint8Array(await new Response(result.data).arrayBuffer());
-      performance.mark("formrelay:decrypted");  // the bench reads these marks
-    } catch (e) {
-      show(busy, "");
-      show(error, msg.msgDamaged);
-      report("damaged");
       return;
     }
+    var bytes = new Uint8Array(got.bytes);
+    performance.mark("formrelay:decrypted");  // the bench reads these marks
     try {
       var parts = parseMime(bytes);
       performance.mark("formrelay:parsed");
@@ -345,8 +347,17 @@
   }
 
   // -- the idle lock: the same time as the session's ----------------------------------
-  function lock() {
-    keys = null;
+  function lock(ev) {
+    if (worker) {  // the unlocked keys end with it; a fresh one waits for the passphrase
+      worker.terminate();
+      worker = null;
+      delete root.dataset.ready;
+      if (!ev || ev.type !== "pagehide") {
+        ready = startWorker();
+        ready.catch(function () {});
+      }
+    }
+    keys = false;
     clearOpened();
     opened.hidden = true;
     if (!root.hidden) {
