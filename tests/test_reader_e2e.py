@@ -9,6 +9,7 @@ host page and one browser for the module; the accounts are made once."""
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from formrelay import create_app
 from formrelay.ops.hostpage import example_page, serve_pages
 
 from .area import PASSWORD, audit, cli_run
+from .canary import leaks
 from .conftest import ENV, canary, make_config_dict, write_config
 from .keys import TestKey
 from .reader import ARGS, CHROMIUM, PASSPHRASE, accept_invitation, make_key, open_in_page
@@ -36,6 +38,7 @@ SECOND = "de leeszin van de tweede lezer"  # noqa: S105 - a test value
 @dataclass
 class Practice:
     app: Flask
+    data: Path
     base: str
     host: str
     browser: Browser
@@ -126,7 +129,7 @@ def practice(tmp_path_factory: pytest.TempPathFactory,
             readers.get_by_role("button", name="Toevoegen").click()
             owner.locator("#readers-changed").wait_for()
             assert owner.locator("#reader-intake-second").is_visible()
-            yield Practice(app, base, host, browser, owner, second, assistant)
+            yield Practice(app, tmp / "data", base, host, browser, owner, second, assistant)
             browser.close()
     finally:
         website.shutdown()
@@ -158,12 +161,18 @@ def _post_through_the_widget(p: Practice, width: int, mark: str) -> str:
 
 
 def _reads(page: Page, base: str, ref: str, passphrase: str, mark: str, width: int) -> None:
+    """Open `ref` in the reader: the answers and the upload are shown, and no request
+    the page or its worker sends afterwards carries any of it (the canary)."""
     page.set_viewport_size({"width": width, "height": 900})
     page.goto(f"{base}/clinician/")
     page.locator("#reader[data-ready]").wait_for(state="attached")
+    sent: list[str] = []
+    page.on("request", lambda q: sent.append(f"{q.method} {q.url} {q.post_data or ''}"))
     open_in_page(page, ref, passphrase)
     shown = page.locator("#opened")
     shown.wait_for(state="visible")
+    # the worker's fetch of the ciphertext is seen here too: the net covers the worker
+    assert any(f"GET {base}/clinician/read/{ref}" in line for line in sent), sent
     text = shown.inner_text()
     assert f"Jeroen Brünhilde {width}" in text and f"Knie {mark}" in text
     with page.expect_download() as dl:
@@ -172,11 +181,13 @@ def _reads(page: Page, base: str, ref: str, passphrase: str, mark: str, width: i
     assert page.evaluate("() => document.scrollingElement.scrollWidth <= "
                          "document.scrollingElement.clientWidth")  # no sideways scroll
     page.get_by_role("button", name="Terug naar de lijst").click()
+    assert not any(mark in line for line in sent), sent
 
 
 @pytest.mark.parametrize("width", [1024, 360])
 def test_patient_posts_through_the_widget_two_readers_open_it_the_assistant_cannot(
-        practice: Practice, width: int) -> None:
+        practice: Practice, width: int, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
     p, mark = practice, canary()
     ref = _post_through_the_widget(p, width, mark)
     _reads(p.owner, p.base, ref, PASSPHRASE, mark, width)
@@ -196,6 +207,8 @@ def test_patient_posts_through_the_widget_two_readers_open_it_the_assistant_cann
 
     reads = [(r["actor"], r["outcome"]) for r in audit(p.app, "read") if r["reference"] == ref]
     assert reads == [("user:anna", "ok"), ("user:bram", "ok"), ("user:sanne", "refused")]
+    # the canary: in no file of the data folder (database, WAL, keyring), nor the logs
+    assert leaks(mark, roots=[p.data], texts=[r.getMessage() for r in caplog.records]) == []
 
 
 def _tampered(route: Route) -> None:

@@ -4,10 +4,10 @@
  * (reader/decrypt.js, its script checked against the hash this page pins before it
  * runs); the reading passphrase unlocks them in the worker's memory only (never sent,
  * never stored: no localStorage, no cookies, no caching: the server answers no-store).
- * The worker fetches a ciphertext (the server audits the read) and decrypts it as a
- * stream beside the page, which keeps drawing; the page shows its MIME parts: the answers from answers.json
- * as text (never as markup), uploads as downloads from in-memory blobs, a copy button
- * per answer and for the whole text. Nothing decrypted is sent anywhere; a failure is
+ * The worker fetches a ciphertext (the server audits the read), decrypts it as a stream
+ * and takes the MIME message apart beside the page, which keeps drawing; the page shows
+ * the answers as text (never as markup), uploads as downloads from in-memory blobs, a
+ * copy button per answer and for the whole text. Nothing decrypted is sent anywhere; a failure is
  * reported by its kind only. After the session's idle time the keys and what was shown
  * are dropped; a reload asks for the passphrase again. No inline script (CSP). */
 (function () {
@@ -152,12 +152,9 @@
       }
       return;
     }
-    var bytes = new Uint8Array(got.bytes);
     performance.mark("formrelay:decrypted");  // the bench reads these marks
     try {
-      var parts = parseMime(bytes);
-      performance.mark("formrelay:parsed");
-      await render(parts);
+      render(got);
       performance.mark("formrelay:shown");
     } catch (e) {
       show(busy, "");
@@ -167,92 +164,6 @@
     show(busy, "");
     opened.hidden = false;
     document.getElementById("opened-title").focus();
-  }
-
-  // -- MIME: the multipart/mixed message formrelay encrypts (mail/mime.py) -------------
-  var ascii = new TextDecoder("utf-8");
-
-  function indexOf(bytes, needle, from) {
-    var first = needle[0];
-    for (var i = bytes.indexOf(first, from); i !== -1 && i <= bytes.length - needle.length;
-         i = bytes.indexOf(first, i + 1)) {
-      var j = 1;
-      while (j < needle.length && bytes[i + j] === needle[j]) { j++; }
-      if (j === needle.length) { return i; }
-    }
-    return -1;
-  }
-
-  function headers(text) {
-    var out = {};
-    text.replace(/\r\n[ \t]+/g, " ").split("\r\n").forEach(function (line) {
-      var at = line.indexOf(":");
-      if (at > 0) { out[line.slice(0, at).toLowerCase()] = line.slice(at + 1).trim(); }
-    });
-    return out;
-  }
-
-  function param(value, name) {
-    var star = new RegExp(name + "\\*=(?:utf-8|UTF-8)''([^;]+)").exec(value || "");
-    if (star) { return decodeURIComponent(star[1]); }
-    var plain = new RegExp(name + "=\"?([^\";]+)\"?").exec(value || "");
-    return plain ? plain[1] : "";
-  }
-
-  var CRLF2 = new Uint8Array([13, 10, 13, 10]);
-
-  function parseMime(bytes) {
-    var end = indexOf(bytes, CRLF2, 0);
-    var top = headers(ascii.decode(bytes.subarray(0, end)));
-    var boundary = new TextEncoder().encode("\r\n--" + param(top["content-type"], "boundary"));
-    var parts = [];
-    var at = indexOf(bytes, boundary, end);
-    while (at !== -1) {
-      var start = at + boundary.length;
-      if (bytes[start] === 45 && bytes[start + 1] === 45) { break; }  // the closing "--"
-      var next = indexOf(bytes, boundary, start);
-      var part = bytes.subarray(start + 2, next === -1 ? bytes.length : next);
-      var split = indexOf(part, CRLF2, 0);
-      parts.push({ headers: headers(ascii.decode(part.subarray(0, split))),
-                   body: part.subarray(split + 4) });
-      at = next;
-    }
-    return parts;
-  }
-
-  // A 20 MB upload is 27 MB of base64: decoded a slice at a time, with a pause between
-  // slices so the page keeps drawing (one atob of it all froze the page for a second).
-  var SLICE = 1 << 20;
-
-  function pause() { return new Promise(function (resolve) { setTimeout(resolve, 0); }); }
-
-  async function base64(body) {
-    var out = new Uint8Array(Math.floor(body.length * 3 / 4) + 3);
-    var n = 0;
-    var carry = "";
-    for (var i = 0; i < body.length; i += SLICE) {
-      var text = carry + ascii.decode(body.subarray(i, i + SLICE)).replace(/[\r\n]/g, "");
-      var keep = i + SLICE < body.length ? text.length % 4 : 0;
-      carry = text.slice(text.length - keep);
-      var raw = atob(text.slice(0, text.length - keep));
-      for (var j = 0; j < raw.length; j++) { out[n++] = raw.charCodeAt(j); }
-      if (i + SLICE < body.length) { await pause(); }
-    }
-    return out.subarray(0, n);
-  }
-
-  function quotedPrintable(body) {
-    var text = ascii.decode(body).replace(/=\r\n/g, "");
-    var out = [];
-    for (var i = 0; i < text.length; i++) {
-      if (text[i] === "=" && /^[0-9A-F]{2}$/i.test(text.substr(i + 1, 2))) {
-        out.push(parseInt(text.substr(i + 1, 2), 16));
-        i += 2;
-      } else {
-        out.push(text.charCodeAt(i));
-      }
-    }
-    return new TextDecoder("utf-8").decode(new Uint8Array(out));
   }
 
   // -- showing it: text only, never markup ---------------------------------------------
@@ -288,23 +199,10 @@
     });
   }
 
-  async function render(parts) {
-    var data = null;
-    var files = [];
-    for (var i = 0; i < parts.length; i++) {
-      var p = parts[i];
-      var type = (p.headers["content-type"] || "").split(";")[0].trim().toLowerCase();
-      var encoding = (p.headers["content-transfer-encoding"] || "").toLowerCase();
-      var name = param(p.headers["content-disposition"], "filename");
-      if (type === "text/plain" && !name) {
-        wholeText = encoding === "quoted-printable" ? quotedPrintable(p.body) : ascii.decode(p.body);
-      } else if (name === "answers.json") {
-        data = JSON.parse(new TextDecoder("utf-8").decode(await base64(p.body)));
-      } else if (name) {
-        files.push({ name: name, type: type,
-                     bytes: encoding === "base64" ? await base64(p.body) : p.body });
-      }
-    }
+  function render(got) {
+    var data = got.answers;
+    var files = got.files;
+    wholeText = got.text;
     document.getElementById("opened-title").textContent = data.title;
     document.getElementById("opened-title").tabIndex = -1;
     document.getElementById("opened-meta").textContent = data.reference + " · " + when(data.received_at);
@@ -331,7 +229,7 @@
       var a = document.createElement("a");
       a.href = url;
       a.download = f.name;
-      a.textContent = f.name + " (" + Math.max(1, Math.round(f.bytes.length / 1024)) + " KB)";
+      a.textContent = f.name + " (" + Math.max(1, Math.round(f.bytes.byteLength / 1024)) + " KB)";
       li.appendChild(a);
       ul.appendChild(li);
     });
