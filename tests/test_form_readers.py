@@ -7,6 +7,7 @@ operator without content. Keys are made by the vendored OpenPGP.js."""
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from pathlib import Path
 
@@ -112,6 +113,10 @@ def test_owner_adds_a_members_key_then_takes_a_reader_off_but_never_the_last(
     assert json.loads(store.submission(after)["recipients"]) == ["reader", "second"]
     inbox = bram.get("/clinician/").get_data(as_text=True)
     assert f"row-{after}" in inbox and f"row-{before}" not in inbox  # stored before: anna's
+    assert "anna (reader); bram (second)" in anna.get("/clinician/").get_data(as_text=True)
+    members = anna.get("/clinician/members/").get_data(as_text=True)
+    assert re.search(r'id="member-bram">.*?<td data-label="Formulieren">intake</td>', members,
+                     re.S)
     [added] = audit(app, "form readers", "ok")
     assert added["actor"] == "user:anna" and added["form_id"] == "intake"
     assert made[1]["fingerprint"] in added["detail"] and "readers now reader, second" \
