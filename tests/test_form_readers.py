@@ -34,12 +34,15 @@ def made() -> list[dict[str, str]]:
 def practice(tmp_path: Path, keys: dict[str, TestKey]) -> Path:
     """The form goes to anna's browser recipient `reader`; bram's, `second`, reads no
     form yet; alice reads with a key file, on no form."""
-    path = reader_config(tmp_path, keys, BASE, extra_recipients=("alice",),
+    path = reader_config(tmp_path, keys, BASE,
                          server={"base_url": BASE, "operator_email": "beheer@praktijk.test"},
                          smtp={"from_address": "forms@praktijk.test",
                                "sink_dir": str(tmp_path / "mail")})
     cfg = tomllib.loads(path.read_text())
     cfg["recipients"]["second"] = {"email": "second@praktijk.test", "key_source": "browser"}
+    cfg["recipients"]["alice"] = {"email": "alice@praktijk.test", "fingerprint":
+                                  keys["alice"].fingerprint,
+                                  "key_file": str(keys["alice"].public)}
     path.write_text(tomli_w.dumps(cfg))
     return path
 
@@ -163,7 +166,8 @@ def test_only_the_owner_changes_readers_and_only_members_keys_of_the_practice(
         monkeypatch: pytest.MonkeyPatch) -> None:
     cheap_hashing(monkeypatch)
     clock = Clock()
-    app = create_app(practice(tmp_path, keys), environ=ENV, clock=clock)
+    path = practice(tmp_path, keys)
+    app = create_app(path, environ=ENV, clock=clock)
     app.testing = True
     anna = member(app, tmp_path, clock, "anna", "reader", "127.0.0.1")
     with_key(anna, made[0])
@@ -182,3 +186,12 @@ def test_only_the_owner_changes_readers_and_only_members_keys_of_the_practice(
     assert store.form_readers("default") == []
     ref = submit(app)
     assert json.loads(store.submission(ref)["recipients"]) == ["reader"]
+    # a reader with a key file is the operator's: the owner cannot take it off
+    cfg = tomllib.loads(path.read_text())
+    cfg["forms"]["intake"]["recipients"] = ["reader", "alice"]
+    path.write_text(tomli_w.dumps(cfg))
+    app.extensions["formrelay.live"].ask()
+    status, page = change(anna, "remove", "alice")
+    assert status == 400 and "leest met een sleutelbestand van uw beheerder" in page
+    assert store.form_readers("default") == []
+    assert "key file" in audit(app, "form readers", "refused")[-1]["detail"]

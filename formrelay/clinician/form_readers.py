@@ -118,6 +118,8 @@ class Readers:
         if recipient not in readers:
             return
         if recipient not in self._keys(owner.practice):
+            self.store.audit(AuditAction.FORM_READERS, "refused", actor=owner.actor, ip=ip,
+                             form_id=form_id, detail=f"{recipient}: a key file's reader")
             raise ReadersRefused("%(who)s reads with a key file set up by your operator; "
                                  "ask them to change it.", who=recipient)
         if readers == [recipient]:

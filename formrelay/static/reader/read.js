@@ -7,8 +7,8 @@
  * The worker fetches a ciphertext (the server audits the read), decrypts it as a stream
  * and takes the MIME message apart beside the page, which keeps drawing; the page shows
  * the answers as text (never as markup), uploads as downloads from in-memory blobs, a
- * copy button per answer and for the whole text. Nothing decrypted is sent anywhere; a failure is
- * reported by its kind only. After the session's idle time the keys and what was shown
+ * copy button per answer and for the whole text. Nothing decrypted is sent anywhere; a
+ * failure is reported by its kind only. After the session's idle time the keys and what was shown
  * are dropped; a reload asks for the passphrase again. No inline script (CSP). */
 (function () {
   "use strict";
@@ -273,4 +273,10 @@
     window.addEventListener(name, touch, { passive: true });
   });
   window.addEventListener("pagehide", lock);
+  window.addEventListener("pageshow", function (ev) {  // back from the browser's cache
+    if (ev.persisted && !worker) {
+      ready = startWorker();
+      ready.catch(function () {});
+    }
+  });
 }());
