@@ -207,6 +207,11 @@ def test_patient_posts_through_the_widget_two_readers_open_it_the_assistant_cann
 
     reads = [(r["actor"], r["outcome"]) for r in audit(p.app, "read") if r["reference"] == ref]
     assert reads == [("user:anna", "ok"), ("user:bram", "ok"), ("user:sanne", "refused")]
+    # the owner's members page fits the width too
+    p.owner.goto(f"{p.base}/clinician/members/")
+    assert p.owner.locator("#reader-intake-second").is_visible()
+    assert p.owner.evaluate("() => document.scrollingElement.scrollWidth <= "
+                            "document.scrollingElement.clientWidth")
     # the canary: in no file of the data folder (database, WAL, keyring), nor the logs
     assert leaks(mark, roots=[p.data], texts=[r.getMessage() for r in caplog.records]) == []
 
