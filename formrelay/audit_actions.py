@@ -69,6 +69,8 @@ class AuditAction(StrEnum):
     KEY_CHANGED = "key changed"
     KEY_RECOVERED = "key recovered"
     KEY_EXPORTED = "key exported"
+    # a practice owner added a member's key to a form's readers, or took one off
+    FORM_READERS = "form readers"
     # a held ciphertext fetched to decrypt in the browser (`failed`: the page could not)
     READ = "read"
     # triage: who handles a held submission was noted (a name, never content)

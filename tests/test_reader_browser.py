@@ -199,7 +199,9 @@ def test_wrong_passphrase_foreign_and_damaged_ciphertexts_on_a_360_px_phone(
         page.goto(f"{base}/clinician/")
         assert _no_sideways_scroll(page)
 
-        # a wrong passphrase: a clear message, nothing sent to the server
+        # a wrong passphrase: a clear message, nothing sent to the server (once the
+        # reader's worker is loaded and checked)
+        page.locator("#reader[data-ready]").wait_for(state="attached")
         sent: list[str] = []
         page.on("request", lambda q: sent.append(f"{q.method} {q.url}"))
         open_in_page(page, good, passphrase="dit is niet mijn leeszin")

@@ -18,6 +18,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from ..audit_actions import AuditAction
+from ..crypto import pins
 from ..errors import UserError
 from ..settings import PracticeSettings
 from . import hashing
@@ -62,14 +63,17 @@ class Accounts(SecondFactor, ApiTokens):
 
     def forms_of(self, user: User) -> list[str]:
         """The forms whose submissions `user` may see: those named for the user, and
-        those sent to a recipient the user is; only ever forms of the user's own practice
-        (a form moved to another practice is no longer theirs)."""
+        those sent to a recipient the user is (as the configuration names it, or added by
+        the practice owner); only ever forms of the user's own practice (a form moved to
+        another practice is no longer theirs)."""
         mine = set(user.recipients)
         forms = self.settings.forms
         return sorted({fid for fid in user.forms
                        if fid not in forms or forms[fid].practice == user.practice}
                       | {fid for fid, spec in forms.items()
-                         if spec.practice == user.practice and mine & set(spec.recipients)})
+                         if spec.practice == user.practice and mine & set(
+                             pins.with_readers(self.store, self.settings.recipients,
+                                               spec).recipients)})
 
     # -- administration (the CLI) -----------------------------------------------------
     def check_password_rules(self, password: str, username: str) -> None:

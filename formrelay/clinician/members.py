@@ -50,12 +50,12 @@ class Members:
     def is_owner(self, user: User) -> bool:
         return self.store.role_of(user.id) == OWNER
 
-    def _require_owner(self, user: User) -> None:
+    def require_owner(self, user: User) -> None:
         if not self.is_owner(user):
             raise NotOwner("Only the practice owner manages its members.")
 
     def overview(self, owner: User) -> list[Member]:
-        self._require_owner(owner)
+        self.require_owner(owner)
         out = []
         for u in self.accounts.all():
             if u.practice != owner.practice:
@@ -76,7 +76,7 @@ class Members:
     def invite(self, owner: User, username: str, email: str, role: str,
                link: str) -> Invited:
         """A reader tied to recipient `link`, or an assistant tied to form `link`."""
-        self._require_owner(owner)
+        self.require_owner(owner)
         recipients, forms = self.choices(owner)
         if role == "reader" and link in recipients:
             return self.invitations.invite(username, email=email, practice=owner.practice,

@@ -99,6 +99,7 @@ class ReaderKeys:
         spec = self.settings.form(form_id)
         if spec is None:
             return []
+        spec = pins.with_readers(self.store, self.settings.recipients, spec)
         users = self.store.user_rows()
         out = []
         for rid in spec.recipients:

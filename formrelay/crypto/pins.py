@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 
-from ..settings import Recipient
+from ..settings import FormSpec, Recipient
 from ..store import Store
 from .keyring import KeyRefused, Keyring, KeyStatus
 
@@ -50,6 +50,27 @@ def active_pins(store: Store, recipients: Mapping[str, Recipient]) -> dict[str, 
             if rid in browser and browser[rid].practice == row["practice"]:
                 pins[rid] = (str(row["fingerprint"]), str(row["public_key"]))
     return pins
+
+
+def with_readers(store: Store, recipients: Mapping[str, Recipient], spec: FormSpec) -> FormSpec:
+    """The form with the readers its practice owner added or took off (clinician/
+    form_readers.py) applied to the configuration's recipients. Only browser recipients
+    of the form's own practice count (a reload that moved or removed one ends its row's
+    effect); a reload that would leave the owner's changes with no recipient at all gives
+    the configuration's recipients, never none. Read from the database each time, like
+    the pins: every process encrypts to the same readers at once."""
+    rows = [r for r in store.form_readers(spec.practice) if r["form_id"] == spec.id]
+    if not rows:
+        return spec
+    browser = {rid for rid, r in browser_recipients(recipients).items()
+               if r.practice == spec.practice}
+    changed = {str(r["recipient"]): str(r["kind"]) for r in rows if r["recipient"] in browser}
+    kept = [rid for rid in spec.recipients if changed.get(rid) != "remove"]
+    added = [rid for rid, kind in changed.items() if kind == "add" and rid not in kept]
+    readers = kept + sorted(added)
+    if not readers or readers == list(spec.recipients):
+        return spec
+    return dataclasses.replace(spec, recipients=readers)
 
 
 def pinned(recipient: Recipient, fingerprint: str) -> Recipient:

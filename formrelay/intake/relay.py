@@ -164,10 +164,12 @@ class Relay:
         return [status[r].line() for r in spec.recipients if not status[r].usable]
 
     def form(self, form_id: str) -> FormSpec:
+        """The form as configured, with the readers its practice owner added or took off
+        (read now: every process encrypts to the same readers)."""
         spec = self.settings.form(form_id)
         if spec is None:
             raise NotFound("There is no form with this address.")
-        return spec
+        return pins.with_readers(self.store, self.settings.recipients, spec)
 
     def require_available(self, spec: FormSpec) -> None:
         problems = self.form_problems(spec)

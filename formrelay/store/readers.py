@@ -21,7 +21,8 @@ from .base import StoreBase, iso
 
 
 class Readers(StoreBase):
-    """Invitations and browser-made reader keys (new tables: 0110-0129)."""
+    """Invitations and browser-made reader keys (new tables: 0110-0129), and the
+    readers a practice owner added to or took off a form (0220)."""
 
     # -- invitations ------------------------------------------------------------------
     def invitation_add(self, user_id: int, token_hash: str, expires_at: datetime) -> int:
@@ -90,6 +91,27 @@ class Readers(StoreBase):
             "u.practice FROM reader_keys k JOIN users u ON u.id = k.user_id "
             "WHERE k.state = 'active' AND u.disabled_at IS NULL ORDER BY k.id")
         return [dict(r) for r in cur]
+
+    # -- a form's readers, as the practice owner chose them --------------------------------
+    def form_readers(self, practice: str) -> list[dict[str, Any]]:
+        """The owner's changes to the readers of the practice's forms: rows of
+        (form_id, recipient, kind "add" | "remove", changed_by, changed_at)."""
+        cur = self.conn.execute("SELECT form_id, recipient, kind, changed_by, changed_at "
+                                "FROM form_readers WHERE practice = ? ORDER BY form_id, "
+                                "recipient", (practice,))
+        return [dict(r) for r in cur]
+
+    def form_reader_set(self, practice: str, form_id: str, recipient: str, kind: str | None,
+                        changed_by: str) -> None:
+        """Record `kind` for this recipient of the form; None: back to the configuration."""
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM form_readers WHERE practice = ? AND form_id = ? AND "
+                         "recipient = ?", (practice, form_id, recipient))
+            if kind is not None:
+                conn.execute("INSERT INTO form_readers (practice, form_id, recipient, kind, "
+                             "changed_by, changed_at) VALUES (?, ?, ?, ?, ?, ?)",
+                             (practice, form_id, recipient, kind, changed_by,
+                              iso(self.clock())))
 
     # -- roles and triage -------------------------------------------------------------
     def role_of(self, user_id: int) -> str:

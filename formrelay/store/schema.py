@@ -808,3 +808,27 @@ def _recipient_ids(db: sqlite_utils.Database) -> None:
     # recipient, so rotating dr-a's key does not hide the documents received before or
     # the questions still open. Rows from before keep '[]' and the fingerprint rule.
     _execute_all(db.conn, _RECIPIENT_IDS)
+
+
+# -- a form's readers chosen by the practice owner (issue 18; migrations 0220-0229) ----------
+_FORM_READERS = """
+CREATE TABLE form_readers (
+    practice TEXT NOT NULL,
+    form_id TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    changed_by TEXT NOT NULL,
+    changed_at TEXT NOT NULL,
+    PRIMARY KEY (practice, form_id, recipient)
+);
+"""
+
+
+@migration("0220_form_readers", postgres=_FORM_READERS)
+def _form_readers(db: sqlite_utils.Database) -> None:
+    # A practice owner adds a member's browser recipient to a form ("add"), or takes one
+    # off ("remove", also one the configuration names), on top of the configuration's
+    # recipients (clinician/form_readers.py). Read at every submission, so every process
+    # encrypts to the same readers at once; a reload applies the rows to the new
+    # configuration.
+    _execute_all(db.conn, _FORM_READERS)

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from flask import Flask, Response, g, request
 
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-       "object-src 'none'; base-uri 'none'; form-action 'self'")
+# worker-src: the reader decrypts in a worker of its own origin (static/reader/decrypt.js)
+CSP = ("default-src 'self'; script-src 'self'; worker-src 'self'; style-src 'self'; "
+       "img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'")
 
 
 def allow_framing(origins: list[str]) -> None:

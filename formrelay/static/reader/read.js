@@ -1,21 +1,22 @@
 /* The browser reader: open held submissions in the page (OpenPGP.js).
  *
- * The locked keys are fetched when the page loads; the reading passphrase unlocks them
- * in this page's memory only (never sent, never stored: no localStorage, no cookies, no
- * caching: the server answers no-store). A ciphertext is fetched (the server audits the
- * read), decrypted as a stream, and its MIME parts shown: the answers from answers.json
- * as text (never as markup), uploads as downloads from in-memory blobs, a copy button
- * per answer and for the whole text. Nothing decrypted is sent anywhere; a failure is
- * reported by its kind only. After the session's idle time the keys and what was shown
+ * The locked keys are fetched when the page loads and handed to a Web Worker
+ * (reader/decrypt.js, its script checked against the hash this page pins before it
+ * runs); the reading passphrase unlocks them in the worker's memory only (never sent,
+ * never stored: no localStorage, no cookies, no caching: the server answers no-store).
+ * The worker fetches a ciphertext (the server audits the read), decrypts it as a stream
+ * and takes the MIME message apart beside the page, which keeps drawing; the page shows
+ * the answers as text (never as markup), uploads as downloads from in-memory blobs, a
+ * copy button per answer and for the whole text. Nothing decrypted is sent anywhere; a
+ * failure is reported by its kind only. After the session's idle time the keys and what was shown
  * are dropped; a reload asks for the passphrase again. No inline script (CSP). */
 (function () {
   "use strict";
   var root = document.getElementById("reader");
-  if (!root || !window.crypto || !window.crypto.subtle || typeof window.openpgp === "undefined" ||
+  if (!root || !window.crypto || !window.crypto.subtle || !window.Worker ||
       !window.fetch || !window.TextDecoderStream) {
     return;  // no reader here: the .eml/.asc downloads stay, as without a key
   }
-  var openpgp = window.openpgp;
   var msg = root.dataset;
   var unlockForm = document.getElementById("unlock");
   var opened = document.getElementById("opened");
@@ -23,7 +24,10 @@
   var error = document.getElementById("read-error");
   var busy = document.getElementById("read-busy");
   var lockedKeys = null;   // the armoured locked keys, as the server has them
-  var keys = null;         // the unlocked keys: in memory only
+  var worker = null;       // holds the unlocked keys; ended to lock them
+  var keys = false;        // whether the worker has unlocked a key
+  var calls = {};
+  var nextCall = 0;
   var target = null;       // the row's button being opened
   var blobs = [];
   var wholeText = "";
@@ -31,7 +35,39 @@
 
   var ready = fetch(root.dataset.keys, { credentials: "same-origin", cache: "no-store" })
     .then(function (r) { return r.json(); })
-    .then(function (answer) { lockedKeys = answer.keys; });
+    .then(function (answer) { lockedKeys = answer.keys; return startWorker(); });
+
+  // A worker's script has no integrity attribute: the page fetches it with the hash it
+  // pins (the browser refuses another), then starts the same versioned, immutable URL.
+  async function startWorker() {
+    var pinned = await fetch(msg.worker, { integrity: msg.workerIntegrity,
+                                           credentials: "same-origin" });
+    await pinned.arrayBuffer();
+    var w = new Worker(msg.worker);
+    w.onmessage = function (ev) { answer(ev.data.id, ev.data); };
+    w.onerror = function () {  // it did not load or run: nothing waits for it forever
+      Object.keys(calls).forEach(function (id) { answer(id, { kind: "failed" }); });
+    };
+    worker = w;
+    var init = await ask({ op: "init", openpgp: msg.openpgp, integrity: msg.openpgpIntegrity,
+                           keys: lockedKeys });
+    if (init.kind !== "ready") { throw new Error("the reader did not start"); }
+    root.dataset.ready = "1";  // for tests and the bench: scripts loaded, checked, started
+  }
+
+  function answer(id, data) {
+    var done = calls[id];
+    delete calls[id];
+    if (done) { done(data); }
+  }
+
+  function ask(message) {
+    return new Promise(function (resolve) {
+      message.id = ++nextCall;
+      calls[message.id] = resolve;
+      worker.postMessage(message);
+    });
+  }
 
   Array.prototype.forEach.call(document.querySelectorAll("button.read"), function (button) {
     button.hidden = false;
@@ -66,37 +102,24 @@
     var passphrase = field.value;
     show(error, "");
     show(busy, msg.msgBusy);
-    ready.then(function () { return unlock(passphrase); }).then(function (got) {
-      field.value = "";
-      if (!got.length) { show(busy, ""); show(error, msg.msgWrong); return; }
-      keys = (keys || []).concat(got);
-      touch();
-      return open();
-    }).catch(failed);
+    ready.then(function () { return ask({ op: "unlock", passphrase: passphrase }); })
+      .then(function (got) {
+        field.value = "";
+        if (got.kind !== "unlocked") {
+          show(busy, "");
+          show(error, got.kind === "wrong" ? msg.msgWrong : msg.msgFailed);
+          return;
+        }
+        keys = true;
+        touch();
+        return open();
+      }).catch(failed);
   });
   document.getElementById("back").addEventListener("click", backToList);
   document.getElementById("print-it").addEventListener("click", function () { window.print(); });
   document.getElementById("copy-all").addEventListener("click", function (ev) {
     copy(wholeText, ev.target);
   });
-
-  function unlocked(fingerprint) {
-    return (keys || []).some(function (k) { return k.getFingerprint() === fingerprint; });
-  }
-
-  // Keys keep the passphrase they were made with: after a key change the earlier key
-  // may have another one, so a second passphrase adds the keys it opens.
-  async function unlock(passphrase) {
-    var out = [];
-    for (var i = 0; i < lockedKeys.length; i++) {
-      var key = await openpgp.readPrivateKey({ armoredKey: lockedKeys[i].locked_key });
-      if (unlocked(key.getFingerprint())) { continue; }
-      try {
-        out.push(await openpgp.decryptKey({ privateKey: key, passphrase: passphrase }));
-      } catch (e) { /* not this key's passphrase */ }
-    }
-    return out;
-  }
 
   function report(why) {
     var body = new FormData();
@@ -105,57 +128,33 @@
     fetch(target.dataset.failed, { method: "POST", body: body, credentials: "same-origin" });
   }
 
-  function forKeys(message, candidates) {
-    var wanted = message.getEncryptionKeyIDs();
-    return candidates.some(function (key) {
-      return key.getKeys().some(function (k) {
-        return wanted.some(function (id) { return id.equals(k.getKeyID()); });
-      });
-    });
-  }
-
   async function open() {
     unlockForm.hidden = true;
     opened.hidden = true;
     show(error, "");
     show(busy, msg.msgBusy);
     clearOpened();
-    var resp = await fetch(target.dataset.url, { credentials: "same-origin", cache: "no-store" });
-    if (!resp.ok) { show(busy, ""); show(error, msg.msgFailed); return; }
-    var bytes;
-    try {
-      var message = await openpgp.readMessage({
-        armoredMessage: resp.body.pipeThrough(new TextDecoderStream())
-      });
-      if (!forKeys(message, keys)) {
-        show(busy, "");
-        var locked = await Promise.all(lockedKeys.map(function (k) {
-          return openpgp.readPrivateKey({ armoredKey: k.locked_key });
-        }));
-        if (forKeys(message, locked)) {  // an earlier key of this account, still locked
-          show(error, msg.msgEarlier);
-          unlockForm.hidden = false;
-          document.getElementById("passphrase").focus();
-          return;
-        }
+    var got = await ask({ op: "open", url: target.dataset.url });
+    if (got.kind !== "ok") {
+      show(busy, "");
+      if (got.kind === "earlier") {  // an earlier key of this account, still locked
+        show(error, msg.msgEarlier);
+        unlockForm.hidden = false;
+        document.getElementById("passphrase").focus();
+      } else if (got.kind === "not-for-key") {
         show(error, msg.msgNotForKey.replace("%(readers)s", target.dataset.readers));
         report("not-for-key");
-        return;
+      } else if (got.kind === "damaged") {
+        show(error, msg.msgDamaged);
+        report("damaged");
+      } else {
+        show(error, msg.msgFailed);
       }
-      var result = await openpgp.decrypt({ message: message, decryptionKeys: keys,
-                                           format: "binary" });
-      bytes = new Uint8Array(await new Response(result.data).arrayBuffer());
-      performance.mark("formrelay:decrypted");  // the bench reads these marks
-    } catch (e) {
-      show(busy, "");
-      show(error, msg.msgDamaged);
-      report("damaged");
       return;
     }
+    performance.mark("formrelay:decrypted");  // the bench reads these marks
     try {
-      var parts = parseMime(bytes);
-      performance.mark("formrelay:parsed");
-      await render(parts);
+      render(got);
       performance.mark("formrelay:shown");
     } catch (e) {
       show(busy, "");
@@ -165,92 +164,6 @@
     show(busy, "");
     opened.hidden = false;
     document.getElementById("opened-title").focus();
-  }
-
-  // -- MIME: the multipart/mixed message formrelay encrypts (intake/payload.py) -------------
-  var ascii = new TextDecoder("utf-8");
-
-  function indexOf(bytes, needle, from) {
-    var first = needle[0];
-    for (var i = bytes.indexOf(first, from); i !== -1 && i <= bytes.length - needle.length;
-         i = bytes.indexOf(first, i + 1)) {
-      var j = 1;
-      while (j < needle.length && bytes[i + j] === needle[j]) { j++; }
-      if (j === needle.length) { return i; }
-    }
-    return -1;
-  }
-
-  function headers(text) {
-    var out = {};
-    text.replace(/\r\n[ \t]+/g, " ").split("\r\n").forEach(function (line) {
-      var at = line.indexOf(":");
-      if (at > 0) { out[line.slice(0, at).toLowerCase()] = line.slice(at + 1).trim(); }
-    });
-    return out;
-  }
-
-  function param(value, name) {
-    var star = new RegExp(name + "\\*=(?:utf-8|UTF-8)''([^;]+)").exec(value || "");
-    if (star) { return decodeURIComponent(star[1]); }
-    var plain = new RegExp(name + "=\"?([^\";]+)\"?").exec(value || "");
-    return plain ? plain[1] : "";
-  }
-
-  var CRLF2 = new Uint8Array([13, 10, 13, 10]);
-
-  function parseMime(bytes) {
-    var end = indexOf(bytes, CRLF2, 0);
-    var top = headers(ascii.decode(bytes.subarray(0, end)));
-    var boundary = new TextEncoder().encode("\r\n--" + param(top["content-type"], "boundary"));
-    var parts = [];
-    var at = indexOf(bytes, boundary, end);
-    while (at !== -1) {
-      var start = at + boundary.length;
-      if (bytes[start] === 45 && bytes[start + 1] === 45) { break; }  // the closing "--"
-      var next = indexOf(bytes, boundary, start);
-      var part = bytes.subarray(start + 2, next === -1 ? bytes.length : next);
-      var split = indexOf(part, CRLF2, 0);
-      parts.push({ headers: headers(ascii.decode(part.subarray(0, split))),
-                   body: part.subarray(split + 4) });
-      at = next;
-    }
-    return parts;
-  }
-
-  // A 20 MB upload is 27 MB of base64: decoded a slice at a time, with a pause between
-  // slices so the page keeps drawing (one atob of it all froze the page for a second).
-  var SLICE = 1 << 20;
-
-  function pause() { return new Promise(function (resolve) { setTimeout(resolve, 0); }); }
-
-  async function base64(body) {
-    var out = new Uint8Array(Math.floor(body.length * 3 / 4) + 3);
-    var n = 0;
-    var carry = "";
-    for (var i = 0; i < body.length; i += SLICE) {
-      var text = carry + ascii.decode(body.subarray(i, i + SLICE)).replace(/[\r\n]/g, "");
-      var keep = i + SLICE < body.length ? text.length % 4 : 0;
-      carry = text.slice(text.length - keep);
-      var raw = atob(text.slice(0, text.length - keep));
-      for (var j = 0; j < raw.length; j++) { out[n++] = raw.charCodeAt(j); }
-      if (i + SLICE < body.length) { await pause(); }
-    }
-    return out.subarray(0, n);
-  }
-
-  function quotedPrintable(body) {
-    var text = ascii.decode(body).replace(/=\r\n/g, "");
-    var out = [];
-    for (var i = 0; i < text.length; i++) {
-      if (text[i] === "=" && /^[0-9A-F]{2}$/i.test(text.substr(i + 1, 2))) {
-        out.push(parseInt(text.substr(i + 1, 2), 16));
-        i += 2;
-      } else {
-        out.push(text.charCodeAt(i));
-      }
-    }
-    return new TextDecoder("utf-8").decode(new Uint8Array(out));
   }
 
   // -- showing it: text only, never markup ---------------------------------------------
@@ -286,23 +199,10 @@
     });
   }
 
-  async function render(parts) {
-    var data = null;
-    var files = [];
-    for (var i = 0; i < parts.length; i++) {
-      var p = parts[i];
-      var type = (p.headers["content-type"] || "").split(";")[0].trim().toLowerCase();
-      var encoding = (p.headers["content-transfer-encoding"] || "").toLowerCase();
-      var name = param(p.headers["content-disposition"], "filename");
-      if (type === "text/plain" && !name) {
-        wholeText = encoding === "quoted-printable" ? quotedPrintable(p.body) : ascii.decode(p.body);
-      } else if (name === "answers.json") {
-        data = JSON.parse(new TextDecoder("utf-8").decode(await base64(p.body)));
-      } else if (name) {
-        files.push({ name: name, type: type,
-                     bytes: encoding === "base64" ? await base64(p.body) : p.body });
-      }
-    }
+  function render(got) {
+    var data = got.answers;
+    var files = got.files;
+    wholeText = got.text;
     document.getElementById("opened-title").textContent = data.title;
     document.getElementById("opened-title").tabIndex = -1;
     document.getElementById("opened-meta").textContent = data.reference + " · " + when(data.received_at);
@@ -329,7 +229,7 @@
       var a = document.createElement("a");
       a.href = url;
       a.download = f.name;
-      a.textContent = f.name + " (" + Math.max(1, Math.round(f.bytes.length / 1024)) + " KB)";
+      a.textContent = f.name + " (" + Math.max(1, Math.round(f.bytes.byteLength / 1024)) + " KB)";
       li.appendChild(a);
       ul.appendChild(li);
     });
@@ -345,8 +245,17 @@
   }
 
   // -- the idle lock: the same time as the session's ----------------------------------
-  function lock() {
-    keys = null;
+  function lock(ev) {
+    if (worker) {  // the unlocked keys end with it; a fresh one waits for the passphrase
+      worker.terminate();
+      worker = null;
+      delete root.dataset.ready;
+      if (!ev || ev.type !== "pagehide") {
+        ready = startWorker();
+        ready.catch(function () {});
+      }
+    }
+    keys = false;
     clearOpened();
     opened.hidden = true;
     if (!root.hidden) {
@@ -364,4 +273,10 @@
     window.addEventListener(name, touch, { passive: true });
   });
   window.addEventListener("pagehide", lock);
+  window.addEventListener("pageshow", function (ev) {  // back from the browser's cache
+    if (ev.persisted && !worker) {
+      ready = startWorker();
+      ready.catch(function () {});
+    }
+  });
 }());
