@@ -257,7 +257,8 @@ def test_canary_is_nowhere_on_the_upload_and_answer_paths(
     clock = Clock()
     with smtp_server(tls) as (smtp, port):
         cfg = make_config_dict(tmp_path / "data", keys, delivery="hold", replies=True,
-                               upload_link=True, smtp=smtp_config(tls, port), fields=[
+                               upload_link=True, patient_copy=True,
+                               smtp=smtp_config(tls, port), fields=[
                                    {"name": "name", "type": "text", "label": "Naam",
                                     "required": True},
                                    {"name": "email", "type": "email", "label": "E-mail"}])
@@ -272,7 +273,8 @@ def test_canary_is_nowhere_on_the_upload_and_answer_paths(
             outbox.deliver_pending(relay.settings, relay.store, kinds=services.mail_kinds())
             return list(smtp.messages)
 
-        sent = post_form(client, {"name": f"Naam {in_form}", "email": address})
+        # with a copy: its PDF prints the reply code (the copy is stored encrypted)
+        sent = post_form(client, {"name": f"Naam {in_form}", "email": address, "_copy": "1"})
         page = sent.get_data(as_text=True)
         assert sent.status_code == 200, page
         ref = re.search(r'id="reference">([^<]+)<', page)
@@ -282,8 +284,9 @@ def test_canary_is_nowhere_on_the_upload_and_answer_paths(
         reference = ref.group(1)
         asked = client.post("/u/ask", data={"offer": offer.group(1), "email": address})
         assert asked.status_code == 200, asked.get_data(as_text=True)
-        [link_mail] = [m for m in deliver() if m.rcpt_tos == [address]]
-        body = link_mail.parsed().get_body(("plain",)).get_content()
+        bodies = [m.parsed().get_body(("plain",)).get_content() for m in deliver()
+                  if m.rcpt_tos == [address]]  # the copy's link, and the upload link
+        [body] = [b for b in bodies if "/u/" in b]
         link = re.search(r"http://localhost(/u/([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+))", body)
         assert link, body
         token = link.group(2)
@@ -330,7 +333,9 @@ def test_canary_is_nowhere_on_the_upload_and_answer_paths(
     blobs = [m.data for m in mails]
     if relay.store.engine == "postgresql":
         blobs.append(database_rows(relay.store))
-    everything = [in_form, in_file, in_name, in_chunks, in_answer, in_reply]
+    # the reply code, as shown and as typed without its dashes, is a canary too
+    everything = [in_form, in_file, in_name, in_chunks, in_answer, in_reply, code.group(1),
+                  code.group(1).replace("-", "")]
     found = leaks_of(everything, roots=[data_dir, temp_root()], texts=texts, blobs=blobs,
                      since=since)
     allowed = [str(config), "/keys"]

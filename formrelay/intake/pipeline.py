@@ -12,7 +12,7 @@ and only with a `CopyReceipt`, the copy's part of the thank-you page.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from ..config import FormSpec
@@ -33,6 +33,10 @@ class Posted:
     spec: FormSpec
     fields: Fields  # everything posted, the control fields (copy tick, address, key) too
     ip: str  # the patient's access point, for audit events
+    from_form: bool = True  # False: made outside the form (a patient's reply to an answer)
+    # what a step made for the later ones and the thank-you page: "reply_code", which
+    # the patient's copy prints, so the reply step runs before the copy's
+    notes: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -67,15 +67,26 @@ class Answers:
     def issue(self, reference: str, form_id: str, email: str, lang: str) -> str:
         """Make the submission's reply key; returns the code, shown once. hashing.Busy
         when this worker's hashing slots stay taken (a flood of posts or checks)."""
+        pair = self.new_pair()
+        self.record_pair(reference, form_id, email, lang, pair)
+        return pair.code
+
+    def new_pair(self) -> secret.NewPair:
+        """A new reply code and its key pair, before the submission is stored (the
+        patient's copy prints the code). hashing.Busy when this worker's hashing slots
+        stay taken (a flood of posts or checks)."""
+        code = secret.new_code()
+        # an Argon2id run: off the event loop, in one of the worker's hashing slots
+        with hashing.slot():
+            return hashing.run(secret.make_pair, code)
+
+    def record_pair(self, reference: str, form_id: str, email: str, lang: str,
+                    pair: secret.NewPair) -> None:
+        """Store the reply key made by `new_pair` for the submission stored as
+        `reference` (inside the submission's transaction, when the relay runs it)."""
         spec = self.settings.form(form_id)
         if spec is None:
             raise UserError("No such form.")
-        code = secret.new_code()
-        # an Argon2id run: off the event loop, in one of the worker's hashing slots
-        # (hashing.Busy when none frees up: the form is received, without a code)
-        with hashing.slot():
-            salt, public, wrapped = hashing.run(secret.new_pair, code,
-                                                self.settings.secret_key, reference)
         now = self.clock()
         sealed = sealing.seal_text(self.settings.secret_key, EMAIL_PURPOSE, email,
                                    reference.encode()) if email else ""
@@ -85,13 +96,13 @@ class Answers:
                 "reference": reference, "practice": practice, "form_id": form_id,
                 "recipients": self.settings.recipient_fingerprints(spec),
                 "recipient_ids": list(spec.recipients), "lang": lang,
-                "salt": salt, "public_key": public, "wrapped_key": wrapped,
+                "salt": pair.salt, "public_key": pair.public,
+                "wrapped_key": pair.wrapped(self.settings.secret_key, reference),
                 "email_sealed": sealed, "created_at": iso(now),
                 "expires_at": iso(now + self.expiry)})
             self.store.audit(AuditAction.REPLY_OFFERED, actor="patient", reference=reference,
                              form_id=form_id, practice=practice,
                              detail="mail address given" if email else "no mail address")
-        return code
 
     # -- the clinician ------------------------------------------------------------------
     def may_answer(self, user: User, reference: str) -> dict[str, Any] | None:

@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from dataclasses import dataclass
 
 from argon2.low_level import Type, hash_secret_raw
 from cryptography.hazmat.primitives import hashes, serialization
@@ -52,25 +53,56 @@ def _hkdf(material: bytes, info: str) -> bytes:
                 info=f"formrelay reply v1|{info}".encode()).derive(material)
 
 
-def wrap_key(code: str, salt: bytes, server_secret: str, reference: str) -> bytes:
-    """The key that wraps the private half: Argon2id(code) and the server's pepper."""
-    slow = hash_secret_raw(normalize_code(code).encode(), salt, hash_len=32, type=Type.ID,
+def slow_key(code: str, salt: bytes) -> bytes:
+    """The costly part of the wrapping key: Argon2id of the code. Made once per code,
+    before the reference is final (the relay draws a new one when two collide)."""
+    return hash_secret_raw(normalize_code(code).encode(), salt, hash_len=32, type=Type.ID,
                            **ARGON2)
+
+
+def finish_key(slow: bytes, server_secret: str, reference: str) -> bytes:
+    """The wrapping key from `slow_key`'s result, the server's pepper and the reference."""
     pepper = hmac.new(hashlib.sha256(f"formrelay reply pepper|{server_secret}".encode())
                       .digest(), reference.encode(), hashlib.sha256).digest()
     return _hkdf(slow + pepper, f"wrap|{reference}")
 
 
-def new_pair(code: str, server_secret: str, reference: str) -> tuple[bytes, bytes, bytes]:
-    """(salt, public key, wrapped private key) for a new submission."""
+def wrap_key(code: str, salt: bytes, server_secret: str, reference: str) -> bytes:
+    """The key that wraps the private half: Argon2id(code) and the server's pepper."""
+    return finish_key(slow_key(code, salt), server_secret, reference)
+
+
+@dataclass(frozen=True)
+class NewPair:
+    """A submission's reply key pair before its reference is final: `wrapped` makes the
+    stored form for the reference the submission was stored under."""
+
+    code: str
+    salt: bytes
+    slow: bytes
+    private: bytes
+    public: bytes
+
+    def wrapped(self, server_secret: str, reference: str) -> bytes:
+        key = finish_key(self.slow, server_secret, reference)
+        nonce = secrets.token_bytes(12)
+        return nonce + AESGCM(key).encrypt(nonce, self.private, reference.encode())
+
+
+def make_pair(code: str) -> NewPair:
+    """A new key pair for `code`: one Argon2id run."""
     private = X25519PrivateKey.generate()
     salt = secrets.token_bytes(16)
-    key = wrap_key(code, salt, server_secret, reference)
-    nonce = secrets.token_bytes(12)
     raw = private.private_bytes(RAW, serialization.PrivateFormat.Raw,
                                 serialization.NoEncryption())
-    wrapped = nonce + AESGCM(key).encrypt(nonce, raw, reference.encode())
-    return salt, private.public_key().public_bytes(RAW, serialization.PublicFormat.Raw), wrapped
+    return NewPair(code, salt, slow_key(code, salt), raw,
+                   private.public_key().public_bytes(RAW, serialization.PublicFormat.Raw))
+
+
+def new_pair(code: str, server_secret: str, reference: str) -> tuple[bytes, bytes, bytes]:
+    """(salt, public key, wrapped private key) for a new submission."""
+    pair = make_pair(code)
+    return pair.salt, pair.public, pair.wrapped(server_secret, reference)
 
 
 def seal_answer(public_key: bytes, text: str, reference: str) -> bytes:
