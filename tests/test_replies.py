@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 from cryptography.exceptions import InvalidTag
 
-from formrelay.replies import secret
+from formrelay.crypto.packets import encryption_packet
+from formrelay.replies import letter, secret
 
 from .area import Browser, Clock, add_user, audit, cheap_hashing, totp_at
 from .canary import leaks, start_clock
@@ -157,13 +158,16 @@ def test_stolen_database_does_not_open_the_answer(make_app: Any, tmp_path: Path,
     salt, wrapped, answer = db.execute("SELECT salt, wrapped_key, answer FROM replies WHERE "
                                        "reference = ?", (reference,)).fetchone()
     db.close()
+    assert encryption_packet(bytes(answer)) == "SEIPD v1"  # an OpenPGP message
     for server_secret, tried in (("a guessed secret " + "x" * 32, code),
                                  (settings.secret_key, "AAAA-AAAA-AAAA")):
         with pytest.raises(InvalidTag):
-            secret.open_answer(tried, salt, wrapped, answer, server_secret, reference)
+            secret.unwrap(secret.wrap_key(tried, salt, server_secret, reference), wrapped,
+                          reference)
     # the right pair opens it: the test can fail
-    assert mark in secret.open_answer(code, salt, wrapped, answer, settings.secret_key,
-                                      reference)
+    private = secret.unwrap(secret.wrap_key(code, salt, settings.secret_key, reference),
+                            wrapped, reference)
+    assert mark in letter.open_letter(private, answer).text
 
 
 def test_patient_replies_once_delivered_like_a_new_submission(

@@ -20,6 +20,7 @@ from .area import Browser, Clock, add_user, audit, cheap_hashing, totp_at
 from .canary import leaks, start_clock
 from .conftest import ENV, encode_multipart, make_config_dict, write_config
 from .keys import TestKey, gpg_decrypt, packet_tags, rnp_decrypt
+from .test_answer_files import sq_decrypt
 from .test_upload_links import deliver
 
 MB = 1024 * 1024
@@ -137,6 +138,9 @@ def test_chunks_resume_after_a_lost_one_and_decrypt_with_gpg_and_rnp(
     assert hashlib.sha256(gpg_decrypt(keys["alice"], got.data)).digest() == \
         hashlib.sha256(plain).digest()
     assert hashlib.sha256(rnp_decrypt(keys["alice"], got.data)).digest() == \
+        hashlib.sha256(plain).digest()
+    assert keys["alice"].secret is not None  # and Sequoia's sq reads it too
+    assert hashlib.sha256(sq_decrypt(keys["alice"].secret, got.data)).digest() == \
         hashlib.sha256(plain).digest()
     assert any("mdc_method" in t for t in packet_tags(keys["alice"], got.data))
     assert audit(app, "upload received") and audit(app, "upload downloaded", "ok")

@@ -90,22 +90,32 @@ class NewPair:
 
 
 def make_pair(code: str) -> NewPair:
-    """A new key pair for `code`: one Argon2id run."""
-    private = X25519PrivateKey.generate()
+    """A new OpenPGP key pair for `code` (one Argon2id run): a v4 Curve25519 key that
+    gpg, rnp, Sequoia and OpenPGP.js read; the public half is an armoured certificate,
+    the private half its secret key packets (binary), kept only wrapped."""
+    from ..crypto.inprocess import pysequoia
+
+    tsk = pysequoia.Tsk.generate(user_id="formrelay reply key",
+                                 profile=pysequoia.Profile.RFC4880)
     salt = secrets.token_bytes(16)
-    raw = private.private_bytes(RAW, serialization.PrivateFormat.Raw,
-                                serialization.NoEncryption())
-    return NewPair(code, salt, slow_key(code, salt), raw,
-                   private.public_key().public_bytes(RAW, serialization.PublicFormat.Raw))
+    return NewPair(code, salt, slow_key(code, salt), bytes(tsk),
+                   str(tsk.extract_certificate()).encode())
 
 
-def new_pair(code: str, server_secret: str, reference: str) -> tuple[bytes, bytes, bytes]:
-    """(salt, public key, wrapped private key) for a new submission."""
-    pair = make_pair(code)
-    return pair.salt, pair.public, pair.wrapped(server_secret, reference)
+def unwrap(key: bytes, wrapped: bytes, reference: str) -> bytes:
+    """The private half from its wrapped form with the key `wrap_key` made; InvalidTag
+    when the key is wrong."""
+    return AESGCM(key).decrypt(wrapped[:12], wrapped[12:], reference.encode())
+
+
+def is_legacy(public_key: bytes) -> bool:
+    """A raw X25519 key of the first answers (before they were OpenPGP messages): its
+    answer is opened by `open_with_key`."""
+    return len(public_key) == 32
 
 
 def seal_answer(public_key: bytes, text: str, reference: str) -> bytes:
+    """An answer to a legacy key (`is_legacy`): rows made before answers were OpenPGP."""
     eph = X25519PrivateKey.generate()
     shared = eph.exchange(X25519PublicKey.from_public_bytes(public_key))
     key = _hkdf(shared, f"answer|{reference}")

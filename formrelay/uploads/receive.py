@@ -41,7 +41,7 @@ from typing import IO
 from ..audit_actions import AuditAction
 from ..config import UPLOAD_TYPES, Settings
 from ..crypto.keyring import Keyring
-from ..crypto.packets import PacketError, encryption_packet
+from ..crypto.packets import PacketError, encryption_packet, pkesk_key_ids
 from ..errors import UserError
 from ..intake.forms import sniff_upload
 from ..store import CHUNK, Store, iso
@@ -87,22 +87,6 @@ class OffsetMismatch(UserError):
 class Received:
     file_id: str
     size: int
-
-
-def pkesk_key_ids(message: bytes) -> list[str]:
-    """The key IDs (hex, upper case) the message's v3 public-key session-key packets
-    name, read from the start of a binary OpenPGP message."""
-    from ..crypto.packets import _header
-
-    ids, pos = [], 0
-    while pos < len(message):
-        tag, start, length = _header(message, pos)
-        if tag != 1 or length < 0:
-            break
-        if message[start] == 3:
-            ids.append(message[start + 1:start + 9].hex().upper())
-        pos = start + length
-    return ids
 
 
 class Receiver:
