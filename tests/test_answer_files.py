@@ -16,6 +16,7 @@ import subprocess
 from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -113,7 +114,7 @@ def test_answer_with_files_read_by_the_patient_and_decrypted_by_gpg_rnp_and_sq(
                                                     "n": str(n)})
         assert got.status_code == 200 and got.data == data
         assert got.headers["Cache-Control"] == "no-store"
-        assert "filename*=UTF-8''" in got.headers["Content-Disposition"]
+        assert f"filename*=UTF-8''{quote(name)}" in got.headers["Content-Disposition"]
     # a wrong code gets no file, and counts as a wrong code
     wrong = client.post("/r/file?lang=en", data={"reference": reference,
                                                  "code": "AAAA-AAAA-AAAA", "n": "0"})
