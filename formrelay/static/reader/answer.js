@@ -105,8 +105,13 @@
       var files = Array.prototype.slice.call(input.files);
       await check(files);
       var message = await openpgp.createMessage({ binary: await mime(text.value.trim(), files) });
-      var ciphertext = await openpgp.encrypt({ message: message, encryptionKeys: await key,
-                                               format: "binary" });
+      // The reply key advertises SEIPD v2 (Sequoia made it), which OpenPGP.js would then
+      // write and GnuPG cannot read: a session key given without an AEAD mode makes it
+      // write the classic SEIPD v1 packet, which every client reads (and the server
+      // checks for).
+      var ciphertext = await openpgp.encrypt({
+        message: message, encryptionKeys: await key, format: "binary",
+        sessionKey: { data: crypto.getRandomValues(new Uint8Array(32)), algorithm: "aes256" } });
       var box = new DataTransfer();
       box.items.add(new File([ciphertext], "answer.pgp", { type: "application/pgp-encrypted" }));
       sealed.files = box.files;
