@@ -289,6 +289,19 @@ class Receiver:
                 n += 1
         return offset, n
 
+    def abandon(self, link: UploadLink, file_id: str, ip: str = "") -> None:
+        """The page lost an unfinished file (a reload) and sends it again from its start:
+        its chunks are deleted and their bytes given back to the session's limit. Only
+        a file still receiving; a finished one is the practice's."""
+        self._file(link, file_id)
+        with self.store.transaction():
+            self.store.delete_upload_file(file_id, self.clock(), give_back=True)
+            self.store.audit(AuditAction.UPLOAD_DELETED, actor="patient", ip=ip,
+                             reference=link.reference, form_id=link.form_id,
+                             practice=link.practice,
+                             detail=f"file {file_id[:8]}: unfinished, sent again from its "
+                                    "start after a page reload")
+
     # -- refusing -----------------------------------------------------------------------
     def _drop(self, link: UploadLink, file_id: str, ip: str, why: str) -> None:
         with self.store.transaction():
