@@ -112,7 +112,7 @@ def test_form_link_mail_three_files_interrupted_decrypt_with_gpg_and_rnp(
         page.click("#upload-send")
         page.wait_for_function("() => document.querySelectorAll('#upload-list li.sent').length"
                                " == 3 || document.querySelectorAll('#upload-list li.failed')"
-                               ".length > 0")
+                               ".length > 0", timeout=900_000)  # 300 MB on a busy machine
         states = page.eval_on_selector_all("#upload-list li", "els => els.map(e => e.className)")
         assert states == ["sent"] * 3, page.inner_text("#upload-list")
         bars = page.eval_on_selector_all("#upload-list progress",

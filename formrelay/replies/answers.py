@@ -1,9 +1,12 @@
 """The practice's answer to a patient, from reply code to reading (no Flask).
 
-A form with `replies = true` gives the patient, on the thank-you page, their reference
-and a reply code, shown once (`issue`). A clinician of the submission's practice whose
-key it was sent to writes an answer (`answer`): the server encrypts it at once to the
-submission's reply key (secret.py) and forgets the text; the patient, if the form had
+A form with `replies = true` gives the patient, on the thank-you page (and in the copy
+PDF), their reference and a reply code, shown once (`new_pair` and `record_pair`, run by
+the relay's reply step, step.py). A clinician of the submission's practice whose key it
+was sent to writes an answer, with optional files: encrypted in the clinician's browser
+to the submission's reply key (`answer_sealed`: the server checks the ciphertext, never
+sees the text), or without JavaScript by the server at once (`answer`, letter.py),
+which then forgets it. The patient, if the form had
 their address, gets a mail that says only "the practice answered" and where to read it.
 On /r/ the patient enters the reference and the code (`read`). Five wrong codes lock
 the answer (its key and text are deleted), as the copy pickup does; after

@@ -1,9 +1,10 @@
-"""The cryptography of answers (no Flask, no database).
+"""The cryptography of reply keys (no Flask, no database).
 
-Per submission an X25519 key pair. The answer is encrypted to its public half (an
-ephemeral X25519 exchange, HKDF-SHA256, AES-256-GCM bound to the reference), so the
-server can encrypt an answer without being able to read it back. The private half is
-stored only wrapped (AES-256-GCM) with a key made from two secrets:
+Per submission an OpenPGP key pair (v4, Curve25519, made in memory with Sequoia). The
+answer is an OpenPGP message to its certificate (letter.py), so the server, or the
+clinician's browser, can encrypt an answer without being able to read it back. The
+private half (its secret key packets) is stored only wrapped (AES-256-GCM, bound to the
+reference) with a key made from two secrets:
 
 * the patient's reply code, through Argon2id (64 MiB, 3 passes): each guess costs that;
 * a pepper derived from FORMRELAY_SECRET_KEY, which is not in the database.
@@ -11,7 +12,8 @@ stored only wrapped (AES-256-GCM) with a key made from two secrets:
 So a stolen database (and data folder) opens nothing without the server's secret, and
 the server's secret opens nothing without the code: an offline guess of a 12-character
 code (about 59 bits) with both costs 2^58 Argon2id runs on average. docs/replies.md
-explains the choice.
+explains the choice. Rows made before answers were OpenPGP messages hold a raw X25519
+key (`is_legacy`); their answers (ephemeral X25519, HKDF, AES-256-GCM) still open.
 """
 
 from __future__ import annotations
