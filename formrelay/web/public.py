@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime
 from typing import Any
 
@@ -18,7 +17,6 @@ from .common import language, posted_language, relay, render, services_with_form
 from .errors import respond
 from .headers import allow_framing
 
-log = logging.getLogger("formrelay.public")
 bp = Blueprint("public", __name__)
 
 
