@@ -33,6 +33,7 @@ from .patient_copy import link_mail, pgp_copy
 from .patient_copy.copies import Copies
 from .patient_copy.step import CopyStep, check_fonts
 from .replies import answers as reply_answers
+from .replies.step import ReplyStep
 from .settings import DEFAULT_PRACTICE, DEFAULT_RETENTION_DAYS, Settings
 from .store import Store, utcnow
 from .uploads import held as upload_held
@@ -148,6 +149,8 @@ def build(settings: Settings, clock: Callable[[], datetime] = utcnow, *,
     relay = Relay(settings, store=store, keyring=keyring, clock=clock, steps=(
         SubmissionMail(store, settings),  # email delivery: the PGP/MIME mail
         HeldNotice(store, settings),  # hold delivery: the notice, no patient data
+        # the reply code before the copy: the copy's PDF prints it
+        ReplyStep(reply_answers.Answers(settings, store, clock)),
         CopyStep(copies),
         *extra_steps))
     accounts = Accounts(settings, store)

@@ -14,7 +14,8 @@ if [[ "${1:-}" == "--test" ]]; then
   # chromium-l10n: Chromium in Dutch for scripts/screenshot.py (date field "dd-mm-jjjj")
   # redis-server, postgresql: the tests start their own on loopback ports (tests/redisd.py,
   # tests/pg.py)
-  packages+=(rnp chromium chromium-l10n systemd caddy nginx redis-server postgresql)
+  # sq: Sequoia's command line, a third OpenPGP implementation the tests decrypt with
+  packages+=(rnp sq chromium chromium-l10n systemd caddy nginx redis-server postgresql)
 fi
 
 missing=()

@@ -243,21 +243,25 @@ def test_canary_is_nowhere_on_the_upload_and_answer_paths(
     """Issue 19's paths: the patient asks for an upload link on the thank-you page and
     sends documents through it, once without JavaScript (encrypted on the server) and
     once as the browser does (ciphertext chunks); a clinician downloads them and writes
-    an answer, the patient reads it with the reply code and replies. The canaries (in
+    an answer with a file, the patient reads both with the reply code and replies. The
+    reply code (also printed in the encrypted copy PDF) is a canary too. The canaries (in
     the documents, a document's name, the answer and the reply) are then in no database
     file or WAL, data folder, temp file, log line, request line or mail."""
     from .conftest import encode_multipart
-    from .test_replies import read, write_answer
+    from .test_answer_files import post_answer
+    from .test_replies import read
     from .test_uploads import encrypt_binary, send_file
 
     cheap_hashing(monkeypatch)
     since = start_clock()
-    in_form, in_file, in_name, in_chunks, in_answer, in_reply = (canary() for _ in range(6))
+    in_form, in_file, in_name, in_chunks, in_answer, in_reply, in_answer_file = (
+        canary() for _ in range(7))
     address = f"canary-{secrets.token_hex(8)}@example.nl"
     clock = Clock()
     with smtp_server(tls) as (smtp, port):
         cfg = make_config_dict(tmp_path / "data", keys, delivery="hold", replies=True,
-                               upload_link=True, smtp=smtp_config(tls, port), fields=[
+                               upload_link=True, patient_copy=True,
+                               smtp=smtp_config(tls, port), fields=[
                                    {"name": "name", "type": "text", "label": "Naam",
                                     "required": True},
                                    {"name": "email", "type": "email", "label": "E-mail"}])
@@ -272,7 +276,8 @@ def test_canary_is_nowhere_on_the_upload_and_answer_paths(
             outbox.deliver_pending(relay.settings, relay.store, kinds=services.mail_kinds())
             return list(smtp.messages)
 
-        sent = post_form(client, {"name": f"Naam {in_form}", "email": address})
+        # with a copy: its PDF prints the reply code (the copy is stored encrypted)
+        sent = post_form(client, {"name": f"Naam {in_form}", "email": address, "_copy": "1"})
         page = sent.get_data(as_text=True)
         assert sent.status_code == 200, page
         ref = re.search(r'id="reference">([^<]+)<', page)
@@ -282,8 +287,9 @@ def test_canary_is_nowhere_on_the_upload_and_answer_paths(
         reference = ref.group(1)
         asked = client.post("/u/ask", data={"offer": offer.group(1), "email": address})
         assert asked.status_code == 200, asked.get_data(as_text=True)
-        [link_mail] = [m for m in deliver() if m.rcpt_tos == [address]]
-        body = link_mail.parsed().get_body(("plain",)).get_content()
+        bodies = [m.parsed().get_body(("plain",)).get_content() for m in deliver()
+                  if m.rcpt_tos == [address]]  # the copy's link, and the upload link
+        [body] = [b for b in bodies if "/u/" in b]
         link = re.search(r"http://localhost(/u/([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+))", body)
         assert link, body
         token = link.group(2)
@@ -311,11 +317,18 @@ def test_canary_is_nowhere_on_the_upload_and_answer_paths(
                   for i in ids]
         assert any(found_in(o, in_file) for o in opened)
         assert any(found_in(o, in_chunks) for o in opened)
-        write_answer(b, reference, f"Het antwoord {in_answer}\nGroet, dr. Jansen")
+        # the answer with a file, encrypted by the server (the way without JavaScript)
+        answer_file = f"%PDF-1.4 uitslag {in_answer_file}\n".encode()
+        written = post_answer(b, reference, f"Het antwoord {in_answer}\nGroet, dr. Jansen",
+                              [("uitslag.pdf", answer_file)])
+        assert written.status_code == 302, written.get_data(as_text=True)
         mails = deliver()
         # the patient reads the answer with the code, and replies to it
         shown = read(client, reference, code.group(1))
         assert shown.status_code == 200 and in_answer in shown.get_data(as_text=True)
+        got = client.post("/r/file?lang=en", data={"reference": reference,
+                                                    "code": code.group(1), "n": "0"})
+        assert got.status_code == 200 and got.data == answer_file
         replied = client.post("/r/reply?lang=en", data={
             "reference": reference, "code": code.group(1), "reply": f"Dank u {in_reply}"})
         assert replied.status_code == 200, replied.get_data(as_text=True)
@@ -330,7 +343,9 @@ def test_canary_is_nowhere_on_the_upload_and_answer_paths(
     blobs = [m.data for m in mails]
     if relay.store.engine == "postgresql":
         blobs.append(database_rows(relay.store))
-    everything = [in_form, in_file, in_name, in_chunks, in_answer, in_reply]
+    # the reply code, as shown and as typed without its dashes, is a canary too
+    everything = [in_form, in_file, in_name, in_chunks, in_answer, in_reply, in_answer_file,
+                  code.group(1), code.group(1).replace("-", "")]
     found = leaks_of(everything, roots=[data_dir, temp_root()], texts=texts, blobs=blobs,
                      since=since)
     allowed = [str(config), "/keys"]

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 from cryptography.exceptions import InvalidTag
 
-from formrelay.replies import secret
+from formrelay.crypto.packets import encryption_packet
+from formrelay.replies import letter, secret
 
 from .area import Browser, Clock, add_user, audit, cheap_hashing, totp_at
 from .canary import leaks, start_clock
@@ -157,13 +158,16 @@ def test_stolen_database_does_not_open_the_answer(make_app: Any, tmp_path: Path,
     salt, wrapped, answer = db.execute("SELECT salt, wrapped_key, answer FROM replies WHERE "
                                        "reference = ?", (reference,)).fetchone()
     db.close()
+    assert encryption_packet(bytes(answer)) == "SEIPD v1"  # an OpenPGP message
     for server_secret, tried in (("a guessed secret " + "x" * 32, code),
                                  (settings.secret_key, "AAAA-AAAA-AAAA")):
         with pytest.raises(InvalidTag):
-            secret.open_answer(tried, salt, wrapped, answer, server_secret, reference)
+            secret.unwrap(secret.wrap_key(tried, salt, server_secret, reference), wrapped,
+                          reference)
     # the right pair opens it: the test can fail
-    assert mark in secret.open_answer(code, salt, wrapped, answer, settings.secret_key,
-                                      reference)
+    private = secret.unwrap(secret.wrap_key(code, salt, settings.secret_key, reference),
+                            wrapped, reference)
+    assert mark in letter.open_letter(private, answer).text
 
 
 def test_patient_replies_once_delivered_like_a_new_submission(
@@ -204,11 +208,42 @@ def test_patient_replies_once_delivered_like_a_new_submission(
     assert audit(app, "patient replied")
 
 
-def test_no_reply_code_when_the_disk_refuses_but_the_form_is_received(
+def busy_hashing(monkeypatch: Any) -> None:
+    """Every hashing slot of this worker stays taken (a flood of posts or code checks)."""
+    from contextlib import contextmanager
+
+    from formrelay.clinician import hashing
+
+    @contextmanager
+    def taken() -> Any:
+        raise hashing.Busy
+        yield
+
+    monkeypatch.setattr(hashing, "slot", taken)
+
+
+def test_no_reply_code_when_hashing_is_busy_but_the_form_is_received(
         make_app: Any, monkeypatch: Any) -> None:
+    app = make_app(fields=FIELDS, replies=True)
+    busy_hashing(monkeypatch)
+    r = post_form(app.test_client(), {"name": "Zoë", "email": "", "question": "?"},
+                  query="?lang=en")
+    html = r.get_data(as_text=True)
+    assert r.status_code == 200 and 'id="reply-unavailable"' in html
+    assert 'id="reply-code"' not in html
+    ref = re.search(r'id="reference">([^<]+)<', html)
+    assert ref and app.extensions["formrelay"].store.submission(ref.group(1))
+    assert app.extensions["formrelay"].store.reply(ref.group(1)) is None
+
+
+def test_a_reply_key_that_cannot_be_stored_stores_no_submission_either(
+        make_app: Any, monkeypatch: Any) -> None:
+    """The reply key is stored in the submission's transaction: the code printed in the
+    copy and shown on the page always opens something."""
     from formrelay.store import Store, StoreNotWritable
 
     app = make_app(fields=FIELDS, replies=True)
+    cheap_hashing(monkeypatch)
 
     def full(self: Any, row: Any) -> None:  # a full disk cannot be made here
         raise StoreNotWritable("disk full")
@@ -217,10 +252,60 @@ def test_no_reply_code_when_the_disk_refuses_but_the_form_is_received(
     r = post_form(app.test_client(), {"name": "Zoë", "email": "", "question": "?"},
                   query="?lang=en")
     html = r.get_data(as_text=True)
-    assert r.status_code == 200 and 'id="reply-unavailable"' in html
+    assert r.status_code == 503 and 'id="reference"' not in html, html
     assert 'id="reply-code"' not in html
-    ref = re.search(r'id="reference">([^<]+)<', html)
-    assert ref and app.extensions["formrelay"].store.submission(ref.group(1))
+    s = app.extensions["formrelay"]
+    assert s.store.conn.execute("SELECT COUNT(*) FROM submissions").fetchone()[0] == 0
+    assert s.store.conn.execute("SELECT COUNT(*) FROM replies").fetchone()[0] == 0
+
+
+def test_copy_pdf_prints_the_reply_code_that_opens_the_answer(
+        make_app: Any, monkeypatch: Any) -> None:
+    """The code exists before the copy is made (the reply step runs before the copy's);
+    when the relay draws a new reference (two collided), the PDF, the page and the key
+    all follow the reference as stored."""
+    from formrelay.intake import relay as relay_module
+
+    from .test_copy import pdf_text, pick, thanks
+
+    cheap_hashing(monkeypatch)
+    app = make_app(fields=FIELDS, replies=True, patient_copy=True)
+    client = app.test_client()
+    drawn = iter(["FR-AAAA-BBBB", "FR-AAAA-BBBB", "FR-CCCC-DDDD"])
+    monkeypatch.setattr(relay_module, "new_reference", lambda: next(drawn))
+    for expected in ("FR-AAAA-BBBB", "FR-CCCC-DDDD"):  # the second collides once
+        r = post_form(client, {"name": "Zoë", "email": "zoe@example.nl",
+                               "question": "Mag ik sporten?", "_copy": "1"},
+                      query="?lang=en")
+        page = thanks(r)
+        code = re.search(r'id="reply-code">([^<]+)<', page["html"])
+        assert code and page["reference"] == expected, page["html"]
+        pdf = pick(client, page["url"], page["key"], page["code"], page["grant"])
+        assert pdf.status_code == 200 and pdf.data.startswith(b"%PDF")
+        text = pdf_text(pdf.data)
+        # the PDF is in the form's language (Dutch)
+        assert f"Referentie: {expected}" in text and f"Antwoordcode: {code.group(1)}" in \
+            text, text
+        assert "opent hij het antwoord van de praktijk" in text
+        assert "not answered yet" in read(client, expected, code.group(1)).get_data(
+            as_text=True)
+
+
+def test_copy_pdf_without_replies_or_without_a_code_prints_none(
+        make_app: Any, monkeypatch: Any) -> None:
+    from .test_copy import pdf_text, pick, thanks
+
+    for replies in (False, True):
+        app = make_app(fields=FIELDS, replies=replies, patient_copy=True)
+        if replies:
+            busy_hashing(monkeypatch)
+        r = post_form(app.test_client(), {"name": "Zoë", "email": "zoe@example.nl",
+                                          "question": "?", "_copy": "1"}, query="?lang=en")
+        page = thanks(r)
+        pdf = pick(app.test_client(), page["url"], page["key"], page["code"], page["grant"])
+        assert pdf.status_code == 200
+        text = pdf_text(pdf.data)
+        assert page["reference"] in text and "Antwoordcode" not in text, text
 
 
 def test_inbox_row_links_to_its_documents_and_the_answer(
@@ -308,14 +393,8 @@ def test_json_answer_carries_the_reply_code_once(make_app: Any, monkeypatch: Any
 
 def test_json_answer_says_null_when_no_code_could_be_made(make_app: Any,
                                                           monkeypatch: Any) -> None:
-    from formrelay.store import Store, StoreNotWritable
-
     app = make_app(fields=FIELDS, replies=True)
-
-    def full(self: Any, row: Any) -> None:
-        raise StoreNotWritable("disk full")
-
-    monkeypatch.setattr(Store, "add_reply", full)
+    busy_hashing(monkeypatch)
     r = post_form(app.test_client(), {"name": "Zoë", "question": "?"}, json_answer=True)
     body = r.get_json()
     assert r.status_code == 200 and body["ok"] is True and body["reply_code"] is None

@@ -20,6 +20,7 @@ from .area import Browser, Clock, add_user, audit, cheap_hashing, totp_at
 from .canary import leaks, start_clock
 from .conftest import ENV, encode_multipart, make_config_dict, write_config
 from .keys import TestKey, gpg_decrypt, packet_tags, rnp_decrypt
+from .test_answer_files import sq_decrypt
 from .test_upload_links import deliver
 
 MB = 1024 * 1024
@@ -137,6 +138,9 @@ def test_chunks_resume_after_a_lost_one_and_decrypt_with_gpg_and_rnp(
     assert hashlib.sha256(gpg_decrypt(keys["alice"], got.data)).digest() == \
         hashlib.sha256(plain).digest()
     assert hashlib.sha256(rnp_decrypt(keys["alice"], got.data)).digest() == \
+        hashlib.sha256(plain).digest()
+    assert keys["alice"].secret is not None  # and Sequoia's sq reads it too
+    assert hashlib.sha256(sq_decrypt(keys["alice"].secret, got.data)).digest() == \
         hashlib.sha256(plain).digest()
     assert any("mdc_method" in t for t in packet_tags(keys["alice"], got.data))
     assert audit(app, "upload received") and audit(app, "upload downloaded", "ok")
@@ -320,3 +324,37 @@ def test_upload_link_secrets_never_reach_a_log() -> None:
     assert "/u/[redacted]/files/YDIe96yH61nl" in redact(line)
     assert redact_path(f"/u/{token}") == "/u/[redacted]"
     assert redact_path("/u/ask") == "/u/ask"
+
+
+def test_an_unfinished_file_is_dropped_to_start_again_a_finished_one_is_not(
+        make_app: Any, keys: dict[str, TestKey], monkeypatch: Any) -> None:
+    """What the page does after a reload: DELETE the cut-off file (its bytes are given
+    back to the session's limit, audited); a finished file, another link's file or a
+    made-up id cannot be dropped, and nothing of theirs is lost."""
+    cheap_hashing(monkeypatch)
+    app = make_app()
+    token, other = new_link(app), new_link(app)
+    client = app.test_client()
+    store = app.extensions["formrelay"].store
+    whole = encrypt_binary(app, b"%PDF-1.4 brief", [keys["alice"].fingerprint])
+    kept = send_file(client, token, whole)
+    ct = encrypt_binary(app, b"%PDF-1.7\n" + secrets.token_bytes(2 * MB),
+                        [keys["alice"].fingerprint])
+    cut = create(client, token, len(ct))
+    assert patch(client, token, cut, 0, ct[:MB]).status_code == 204
+    link_id = token.split(".")[0]
+    used = store.upload_link(link_id)["used_bytes"]
+    for refused in (client.delete(f"/u/{token}/files/{kept}"),  # finished: the practice's
+                    client.delete(f"/u/{other}/files/{cut}"),  # another link's
+                    client.delete(f"/u/{token}/files/nope")):
+        assert refused.status_code == 404
+    assert b"".join(store.upload_chunks(kept)) == whole
+    assert client.head(f"/u/{token}/files/{cut}").headers["Upload-Offset"] == str(MB)
+    assert client.delete(f"/u/{token}/files/{cut}").status_code == 204
+    assert store.upload_link(link_id)["used_bytes"] == used - MB
+    assert patch(client, token, cut, MB, ct[MB:2 * MB]).status_code == 404
+    assert list(store.upload_chunks(cut)) == []
+    assert [e for e in audit(app, "upload deleted") if "page reload" in e["detail"]]
+    # sent again from its start, as a new file, it completes
+    again = send_file(client, token, ct)
+    assert b"".join(store.upload_chunks(again)) == ct

@@ -186,3 +186,73 @@ def secret_key_locks(key: bytes) -> list[int]:
             locks.append(data[p])
         pos = start + length
     return locks
+
+
+def pkesk_key_ids(message: bytes) -> list[str]:
+    """The key IDs (hex, upper case) the message's v3 public-key session-key packets
+    name, read from the start of a binary OpenPGP message."""
+    ids, pos = [], 0
+    while pos < len(message):
+        tag, start, length = _header(message, pos)
+        if tag != 1 or length < 0:
+            break
+        if message[start] == 3:
+            ids.append(message[start + 1:start + 9].hex().upper())
+        pos = start + length
+    return ids
+
+
+def key_ids(data: bytes) -> set[str]:
+    """The key IDs (hex, upper case) of every v4 public key and subkey in a certificate
+    (armoured or binary): the IDs a message encrypted to it may name."""
+    data = dearmor(data)
+    found, pos = set(), 0
+    while pos < len(data):
+        tag, start, length = _header(data, pos)
+        if length < 0 or start + length > len(data):
+            raise PacketError("truncated or streamed packet in a key file")
+        if tag in (6, 14) and length and data[start] == 4:
+            digest = hashlib.sha1(b"\x99" + length.to_bytes(2, "big")  # noqa: S324 - v4 fingerprint
+                                  + data[start:start + length])
+            found.add(digest.hexdigest().upper()[-16:])
+        pos = start + length
+    return found
+
+
+def check_message_to(message: bytes, ids: set[str]) -> bytes:
+    """The binary form of `message` if it is one whole OpenPGP message encrypted to
+    exactly one of `ids` (one v3 session-key packet naming it, no password packet) with
+    SEIPD v1 data that runs exactly to its end; PacketError saying what is wrong
+    otherwise. Nothing is decrypted: this is what a server that cannot read it checks."""
+    data = dearmor(message)
+    named = pkesk_key_ids(data)
+    if len(named) != 1 or named[0] not in ids:
+        raise PacketError("not encrypted to exactly the patient's key")
+    if _encryption_packet(data) != SEIPD_V1:
+        raise PacketError("not SEIPD v1 encrypted data")
+    pos = 0
+    while True:  # walk to the end: every packet's length must add up
+        tag, start, length = _header(data, pos)
+        if tag == 18:
+            break
+        pos = start + length
+    if length < 0 and not data[pos] & 0x40:  # old format, indeterminate: runs to the end
+        return data
+    pos = start
+    while length < 0:  # partial body lengths: a chain of parts, the last one whole
+        part = 1 << (data[pos - 1] & 0x1F)
+        if pos + part >= len(data):
+            raise PacketError("truncated encrypted data")
+        pos += part
+        o1 = data[pos]
+        if o1 < 192:
+            pos, length = pos + 1, o1
+        elif o1 < 224:
+            pos, length = pos + 2, ((o1 - 192) << 8) + data[pos + 1] + 192
+        elif o1 == 255:
+            pos, length = pos + 5, int.from_bytes(data[pos + 1:pos + 5], "big")
+        else:
+            pos += 1
+    if pos + length != len(data):
+        raise PacketError("the encrypted data does not end where the message does")
+    return data

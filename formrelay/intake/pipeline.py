@@ -13,7 +13,7 @@ the relay need not know the patient_copy package that makes it).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from ..settings import FormSpec
@@ -57,6 +57,10 @@ class Posted:
     spec: FormSpec
     fields: Fields  # everything posted, the control fields (copy tick, address, key) too
     ip: str  # the patient's access point, for audit events
+    from_form: bool = True  # False: made outside the form (a patient's reply to an answer)
+    # what a step made for the later ones and the thank-you page: "reply_code", which
+    # the patient's copy prints, so the reply step runs before the copy's
+    notes: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,7 @@ class Receipt:
     delivery: str  # the effective delivery: "email", or "hold"
     size: int  # bytes of ciphertext
     copy: CopyReceipt | None  # the patient's copy, when they asked for one
+    reply_code: str = ""  # with replies: the code, shown once ("-": none could be made)
 
 
 class Relay:
@@ -208,7 +209,8 @@ class Relay:
         size, delivery, copy = self._encrypt_and_store(sub, spec, prepared, ip, also)
         log.info("form %s: received %s (%d bytes ciphertext, %d files)", spec.id,
                  sub.reference, size, len(sub.uploads))
-        return Receipt(sub.reference, spec.id, sub.received_at, delivery, size, copy)
+        return Receipt(sub.reference, spec.id, sub.received_at, delivery, size, copy,
+                       posted.notes.get("reply_code", ""))
 
     def deliver(self, sub: Submission, *, ip: str = "") -> Receipt:
         """Deliver a submission made outside the form (a patient's reply to the
@@ -216,7 +218,8 @@ class Relay:
         recipients, mailed or held with its notice, audited."""
         spec = self.form(sub.form_id)
         self.require_available(spec)
-        prepared = [step.prepare(Posted(sub, spec, {}, ip)) for step in self.steps]
+        prepared = [step.prepare(Posted(sub, spec, {}, ip, from_form=False))
+                    for step in self.steps]
         size, delivery, copy = self._encrypt_and_store(sub, spec, prepared, ip)
         return Receipt(sub.reference, spec.id, sub.received_at, delivery, size, copy)
 

@@ -152,8 +152,10 @@ class Copies:
                                                   "it plainly, e.g. name@example.nl.")]})
         return address
 
-    def prepare(self, sub: Submission, spec: FormSpec, formdata: Fields) -> PendingCopy | None:
-        """Build and encrypt the PDF from the plaintext, if the patient asked for it."""
+    def prepare(self, sub: Submission, spec: FormSpec, formdata: Fields, *,
+                reply_code: str = "") -> PendingCopy | None:
+        """Build and encrypt the PDF from the plaintext, if the patient asked for it;
+        with `reply_code` (a form with replies) the PDF prints it."""
         if not self.wanted(spec, formdata):
             return None
         email = self.recipient(sub, spec, formdata)
@@ -167,7 +169,8 @@ class Copies:
             copy_id=b64e(secrets.token_bytes(16)), secret=secrets.token_bytes(SECRET_BYTES),
             code=new_code(), grant=b64e(secrets.token_bytes(16)), email=email, lang=sub.lang,
             reference=sub.reference, ciphertext=b"", expires_at=now + self.expiry,
-            quick_until=now + timedelta(minutes=QUICK_MINUTES), pgp_key=pgp_key)
+            quick_until=now + timedelta(minutes=QUICK_MINUTES), pgp_key=pgp_key,
+            reply_code=reply_code)
         self._encrypt(pending, sub)
         return pending
 
@@ -176,7 +179,8 @@ class Copies:
 
         p = self.settings.practice_of(sub.form_id)
         pdf = copy_pdf(sub, Practice(p.name, p.phone, p.email),
-                       expires=pending.expires_at, tz=p.timezone)
+                       expires=pending.expires_at, tz=p.timezone,
+                       reply_code=pending.reply_code)
         key = derive(pending.secret, "key", pending.copy_id)
         nonce = secrets.token_bytes(12)
         pending.ciphertext = nonce + AESGCM(key).encrypt(nonce, pdf, pending.copy_id.encode())

@@ -140,8 +140,9 @@ def _covered(path: Path) -> frozenset[int]:
 
 
 def copy_pdf(sub: Submission, practice: Practice, *, expires: datetime | None = None,
-             tz: str = LOCAL_TZ) -> bytes:
-    """The patient's copy of `sub` as PDF bytes, in the submission's language."""
+             tz: str = LOCAL_TZ, reply_code: str = "") -> bytes:
+    """The patient's copy of `sub` as PDF bytes, in the submission's language; with
+    `reply_code`, the code that opens the practice's answer, beside the reference."""
     from fpdf.enums import XPos, YPos
 
     # Fonts are loaded per document: fpdf2 subsets the loaded font in place when it
@@ -183,10 +184,16 @@ def copy_pdf(sub: Submission, practice: Practice, *, expires: datetime | None = 
         (_("Reference"), sub.reference),
         (_("Received"), local_time(sub.received_at, tz, sub.lang)),
     ]
+    if reply_code:
+        facts = [*facts, (_("Reply code"), reply_code)]
     if expires is not None:
         facts = [*facts, (_("Link valid until"), local_time(expires, tz, sub.lang))]
     for label, value in facts:
         para(f"{label}: {value}", 10, gap=0.5)
+    if reply_code:
+        para(_("Keep the reply code: with the reference it opens the practice's answer "
+               "to this form. Nobody else has it; the practice cannot look it up."),
+             9.5, gap=0.5, color=(70, 70, 70))
     pdf.ln(3)
     pdf.set_draw_color(160, 160, 160)
     pdf.line(pdf.l_margin, pdf.get_y(), pdf.l_margin + width, pdf.get_y())

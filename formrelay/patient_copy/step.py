@@ -37,7 +37,9 @@ class CopyStep:
     copies: Copies
 
     def prepare(self, posted: Posted) -> PendingCopy | None:
-        return self.copies.prepare(posted.sub, posted.spec, posted.fields)
+        code = posted.notes.get("reply_code", "")
+        return self.copies.prepare(posted.sub, posted.spec, posted.fields,
+                                   reply_code="" if code == "-" else code)
 
     def record(self, stored: Stored, prepared: PendingCopy | None) -> CopyReceipt | None:
         if prepared is None:

@@ -30,6 +30,7 @@ class PendingCopy:
     quick_until: datetime
     pgp_key: str = ""  # the patient's own public key (optional)
     pgp_ciphertext: str = ""  # the PDF mail encrypted to that key
+    reply_code: str = ""  # printed in the PDF (a form with replies); never stored in clear
 
     def public(self, token: str, downloads: int, tz: str = DEFAULT_TZ) -> CopyReceipt:
         """What the thank-you page (and the JSON answer) may show the patient."""

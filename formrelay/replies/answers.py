@@ -1,9 +1,12 @@
 """The practice's answer to a patient, from reply code to reading (no Flask).
 
-A form with `replies = true` gives the patient, on the thank-you page, their reference
-and a reply code, shown once (`issue`). A clinician of the submission's practice whose
-key it was sent to writes an answer (`answer`): the server encrypts it at once to the
-submission's reply key (secret.py) and forgets the text; the patient, if the form had
+A form with `replies = true` gives the patient, on the thank-you page (and in the copy
+PDF), their reference and a reply code, shown once (`new_pair` and `record_pair`, run by
+the relay's reply step, step.py). A clinician of the submission's practice whose key it
+was sent to writes an answer, with optional files: encrypted in the clinician's browser
+to the submission's reply key (`answer_sealed`: the server checks the ciphertext, never
+sees the text), or without JavaScript by the server at once (`answer`, letter.py),
+which then forgets it. The patient, if the form had
 their address, gets a mail that says only "the practice answered" and where to read it.
 On /r/ the patient enters the reference and the code (`read`). Five wrong codes lock
 the answer (its key and text are deleted), as the copy pickup does; after
@@ -32,7 +35,7 @@ from ..intake.submission import Answer, Submission, new_reference
 from ..mail.kinds import BuildError, MailKind, sealed_recipient
 from ..settings import Settings
 from ..store import OutboxMail, Store, iso, parse_iso
-from . import secret
+from . import letter, secret
 
 MAX_FAILURES = 5
 MAIL_KIND = "reply_notice"
@@ -67,15 +70,26 @@ class Answers:
     def issue(self, reference: str, form_id: str, email: str, lang: str) -> str:
         """Make the submission's reply key; returns the code, shown once. hashing.Busy
         when this worker's hashing slots stay taken (a flood of posts or checks)."""
+        pair = self.new_pair()
+        self.record_pair(reference, form_id, email, lang, pair)
+        return pair.code
+
+    def new_pair(self) -> secret.NewPair:
+        """A new reply code and its key pair, before the submission is stored (the
+        patient's copy prints the code). hashing.Busy when this worker's hashing slots
+        stay taken (a flood of posts or checks)."""
+        code = secret.new_code()
+        # an Argon2id run: off the event loop, in one of the worker's hashing slots
+        with hashing.slot():
+            return hashing.run(secret.make_pair, code)
+
+    def record_pair(self, reference: str, form_id: str, email: str, lang: str,
+                    pair: secret.NewPair) -> None:
+        """Store the reply key made by `new_pair` for the submission stored as
+        `reference` (inside the submission's transaction, when the relay runs it)."""
         spec = self.settings.form(form_id)
         if spec is None:
             raise UserError("No such form.")
-        code = secret.new_code()
-        # an Argon2id run: off the event loop, in one of the worker's hashing slots
-        # (hashing.Busy when none frees up: the form is received, without a code)
-        with hashing.slot():
-            salt, public, wrapped = hashing.run(secret.new_pair, code,
-                                                self.settings.secret_key, reference)
         now = self.clock()
         sealed = sealing.seal_text(self.settings.secret_key, EMAIL_PURPOSE, email,
                                    reference.encode()) if email else ""
@@ -85,13 +99,13 @@ class Answers:
                 "reference": reference, "practice": practice, "form_id": form_id,
                 "recipients": self.settings.recipient_fingerprints(spec),
                 "recipient_ids": list(spec.recipients), "lang": lang,
-                "salt": salt, "public_key": public, "wrapped_key": wrapped,
+                "salt": pair.salt, "public_key": pair.public,
+                "wrapped_key": pair.wrapped(self.settings.secret_key, reference),
                 "email_sealed": sealed, "created_at": iso(now),
                 "expires_at": iso(now + self.expiry)})
             self.store.audit(AuditAction.REPLY_OFFERED, actor="patient", reference=reference,
                              form_id=form_id, practice=practice,
                              detail="mail address given" if email else "no mail address")
-        return code
 
     # -- the clinician ------------------------------------------------------------------
     def may_answer(self, user: User, reference: str) -> dict[str, Any] | None:
@@ -104,26 +118,68 @@ class Answers:
                 if r in self.settings.recipients}
         return row if fprs & set(row["recipients"]) else None
 
-    def answer(self, user: User, reference: str, text: str, ip: str = "") -> None:
-        """Encrypt the answer to the patient's key, store it, queue the mail."""
+    def answer(self, user: User, reference: str, text: str,
+               files: list[tuple[str, bytes]] | None = None, ip: str = "") -> None:
+        """Encrypt the answer (text and files) on the server, store it, queue the mail:
+        the way without JavaScript, and the CLI's. The plaintext is in this memory and
+        gpg's pipe for the time it takes to encrypt, never on disk."""
         text = text.strip()
         if not text or len(text) > MAX_ANSWER:
             raise UserError("Write an answer of 1 to %(n)s characters.", n=MAX_ANSWER)
+        attached = letter.check_files(files or [])
+        row = self._answerable(user, reference)
+        public = bytes(row["public_key"])
+        if secret.is_legacy(public):  # a reply key made before answers were OpenPGP
+            if attached:
+                raise UserError("This answer can only be text: its reply code was made "
+                                "before answers could carry files.")
+            sealed = secret.seal_answer(public, text, reference)
+        else:
+            sealed = letter.seal(public, letter.compose(text, attached),
+                                 self.settings.tmp_dir,
+                                 self.settings.server.gpg_timeout_seconds)
+        self._store(user, row, reference, sealed, ip,
+                    f"{len(sealed)} bytes sealed on the server, {len(attached)} files")
+
+    def answer_sealed(self, user: User, reference: str, ciphertext: bytes,
+                      ip: str = "") -> None:
+        """Store an answer the clinician's browser encrypted to the reply key: the
+        server checks its packets (one message, to exactly that key) and never sees it
+        in clear."""
+        row = self._answerable(user, reference)
+        public = bytes(row["public_key"])
+        if secret.is_legacy(public):
+            raise UserError("This answer can only be encrypted on the server: reload the "
+                            "page without JavaScript.", status=422)
+        sealed = letter.check_sealed(public, ciphertext)
+        self._store(user, row, reference, sealed, ip,
+                    f"{len(sealed)} bytes sealed in the browser")
+
+    def certificate(self, row: dict[str, Any]) -> str:
+        """The reply key's armoured certificate, for the clinician's browser ('' for a
+        legacy key, which only the server path answers)."""
+        public = bytes(row["public_key"])
+        return "" if secret.is_legacy(public) else public.decode("ascii")
+
+    def _answerable(self, user: User, reference: str) -> dict[str, Any]:
         row = self.may_answer(user, reference)
         if row is None:
             raise UserError("This submission cannot be answered (any more).", status=404)
-        sealed = secret.seal_answer(bytes(row["public_key"]), text, reference)
+        return row
+
+    def _store(self, user: User, row: dict[str, Any], reference: str, sealed: bytes,
+               ip: str, detail: str) -> None:
         with self.store.transaction():
             if not self.store.store_answer(reference, sealed, f"user:{user.username}",
                                            self.clock()):
                 raise UserError("This submission cannot be answered (any more).", status=404)
             self.store.audit(AuditAction.REPLY_ANSWERED, actor=f"user:{user.username}", ip=ip,
                              reference=reference, form_id=str(row["form_id"]),
-                             practice=str(row["practice"]), detail=f"{len(sealed)} bytes sealed")
+                             practice=str(row["practice"]), detail=detail)
             email = str(row["email_sealed"] or "")
             if email:
                 address = sealing.unseal_text(self.settings.secret_key, EMAIL_PURPOSE, email,
-                                            reference.encode())
+                                              reference.encode())
                 payload = sealing.seal_json(self.settings.secret_key, PURPOSE,
                                             {"lang": row["lang"], "practice": row["practice"]},
                                             reference.encode())
@@ -132,8 +188,8 @@ class Answers:
                                    payload, str(row["form_id"]))
 
     # -- the patient --------------------------------------------------------------------
-    def read(self, reference: str, code: str, ip: str = "") -> str:
-        """The answer's text, for the right code; ReplyRefused otherwise."""
+    def read(self, reference: str, code: str, ip: str = "") -> letter.Letter:
+        """The answer (text and files), for the right code; ReplyRefused otherwise."""
         return self._open(reference, code, ip)[0]
 
     def can_reply(self, reference: str) -> bool:
@@ -177,7 +233,7 @@ class Answers:
                          detail=f"delivered as {receipt.reference}")
         return receipt.reference
 
-    def _open(self, reference: str, code: str, ip: str) -> tuple[str, dict[str, Any]]:
+    def _open(self, reference: str, code: str, ip: str) -> tuple[letter.Letter, dict[str, Any]]:
         reference = reference.strip().upper()
         # only a well-formed reference is looked up (PostgreSQL refuses a NUL outright)
         row = self.store.reply(reference) if REFERENCE.match(reference) else None
@@ -222,13 +278,20 @@ class Answers:
                                practice=practice)
         if row["answer"] is None:
             raise ReplyRefused(ReplyState.NOT_YET, practice=practice)
+        answer = bytes(row["answer"])
         try:
-            text = secret.open_with_key(key, wrapped, bytes(row["answer"]), reference)
-        except InvalidTag:
+            if secret.is_legacy(bytes(row["public_key"])):
+                opened = letter.Letter(secret.open_with_key(key, wrapped, answer, reference))
+            else:
+                opened = letter.open_letter(secret.unwrap(key, wrapped, reference), answer)
+        except (InvalidTag, ValueError):  # pysequoia raises ValueError on a bad message
             raise ReplyRefused(ReplyState.NONE, practice=practice) from None
         self.store.audit(AuditAction.REPLY_OPENED, actor="patient", ip=ip, reference=reference,
-                         form_id=form_id, practice=practice)
-        return text, row
+                         form_id=form_id, practice=practice,
+                         detail=f"{len(opened.files)} files" + (
+                             f", {opened.refused} refused (type or size)" if opened.refused
+                             else ""))
+        return opened, row
 
     def _slow_key(self, code: str, salt: bytes, reference: str, practice: str) -> bytes:
         """The code's wrapping key (b"" for no code): one Argon2id run, as costly as a

@@ -1,9 +1,10 @@
-"""The cryptography of answers (no Flask, no database).
+"""The cryptography of reply keys (no Flask, no database).
 
-Per submission an X25519 key pair. The answer is encrypted to its public half (an
-ephemeral X25519 exchange, HKDF-SHA256, AES-256-GCM bound to the reference), so the
-server can encrypt an answer without being able to read it back. The private half is
-stored only wrapped (AES-256-GCM) with a key made from two secrets:
+Per submission an OpenPGP key pair (v4, Curve25519, made in memory with Sequoia). The
+answer is an OpenPGP message to its certificate (letter.py), so the server, or the
+clinician's browser, can encrypt an answer without being able to read it back. The
+private half (its secret key packets) is stored only wrapped (AES-256-GCM, bound to the
+reference) with a key made from two secrets:
 
 * the patient's reply code, through Argon2id (64 MiB, 3 passes): each guess costs that;
 * a pepper derived from FORMRELAY_SECRET_KEY, which is not in the database.
@@ -11,7 +12,8 @@ stored only wrapped (AES-256-GCM) with a key made from two secrets:
 So a stolen database (and data folder) opens nothing without the server's secret, and
 the server's secret opens nothing without the code: an offline guess of a 12-character
 code (about 59 bits) with both costs 2^58 Argon2id runs on average. docs/replies.md
-explains the choice.
+explains the choice. Rows made before answers were OpenPGP messages hold a raw X25519
+key (`is_legacy`); their answers (ephemeral X25519, HKDF, AES-256-GCM) still open.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from dataclasses import dataclass
 
 from argon2.low_level import Type, hash_secret_raw
 from cryptography.hazmat.primitives import hashes, serialization
@@ -52,28 +55,69 @@ def _hkdf(material: bytes, info: str) -> bytes:
                 info=f"formrelay reply v1|{info}".encode()).derive(material)
 
 
-def wrap_key(code: str, salt: bytes, server_secret: str, reference: str) -> bytes:
-    """The key that wraps the private half: Argon2id(code) and the server's pepper."""
-    slow = hash_secret_raw(normalize_code(code).encode(), salt, hash_len=32, type=Type.ID,
+def slow_key(code: str, salt: bytes) -> bytes:
+    """The costly part of the wrapping key: Argon2id of the code. Made once per code,
+    before the reference is final (the relay draws a new one when two collide)."""
+    return hash_secret_raw(normalize_code(code).encode(), salt, hash_len=32, type=Type.ID,
                            **ARGON2)
+
+
+def finish_key(slow: bytes, server_secret: str, reference: str) -> bytes:
+    """The wrapping key from `slow_key`'s result, the server's pepper and the reference."""
     pepper = hmac.new(hashlib.sha256(f"formrelay reply pepper|{server_secret}".encode())
                       .digest(), reference.encode(), hashlib.sha256).digest()
     return _hkdf(slow + pepper, f"wrap|{reference}")
 
 
-def new_pair(code: str, server_secret: str, reference: str) -> tuple[bytes, bytes, bytes]:
-    """(salt, public key, wrapped private key) for a new submission."""
-    private = X25519PrivateKey.generate()
+def wrap_key(code: str, salt: bytes, server_secret: str, reference: str) -> bytes:
+    """The key that wraps the private half: Argon2id(code) and the server's pepper."""
+    return finish_key(slow_key(code, salt), server_secret, reference)
+
+
+@dataclass(frozen=True)
+class NewPair:
+    """A submission's reply key pair before its reference is final: `wrapped` makes the
+    stored form for the reference the submission was stored under."""
+
+    code: str
+    salt: bytes
+    slow: bytes
+    private: bytes
+    public: bytes
+
+    def wrapped(self, server_secret: str, reference: str) -> bytes:
+        key = finish_key(self.slow, server_secret, reference)
+        nonce = secrets.token_bytes(12)
+        return nonce + AESGCM(key).encrypt(nonce, self.private, reference.encode())
+
+
+def make_pair(code: str) -> NewPair:
+    """A new OpenPGP key pair for `code` (one Argon2id run): a v4 Curve25519 key that
+    gpg, rnp, Sequoia and OpenPGP.js read; the public half is an armoured certificate,
+    the private half its secret key packets (binary), kept only wrapped."""
+    from ..crypto.inprocess import pysequoia
+
+    tsk = pysequoia.Tsk.generate(user_id="formrelay reply key",
+                                 profile=pysequoia.Profile.RFC4880)
     salt = secrets.token_bytes(16)
-    key = wrap_key(code, salt, server_secret, reference)
-    nonce = secrets.token_bytes(12)
-    raw = private.private_bytes(RAW, serialization.PrivateFormat.Raw,
-                                serialization.NoEncryption())
-    wrapped = nonce + AESGCM(key).encrypt(nonce, raw, reference.encode())
-    return salt, private.public_key().public_bytes(RAW, serialization.PublicFormat.Raw), wrapped
+    return NewPair(code, salt, slow_key(code, salt), bytes(tsk),
+                   str(tsk.extract_certificate()).encode())
+
+
+def unwrap(key: bytes, wrapped: bytes, reference: str) -> bytes:
+    """The private half from its wrapped form with the key `wrap_key` made; InvalidTag
+    when the key is wrong."""
+    return AESGCM(key).decrypt(wrapped[:12], wrapped[12:], reference.encode())
+
+
+def is_legacy(public_key: bytes) -> bool:
+    """A raw X25519 key of the first answers (before they were OpenPGP messages): its
+    answer is opened by `open_with_key`."""
+    return len(public_key) == 32
 
 
 def seal_answer(public_key: bytes, text: str, reference: str) -> bytes:
+    """An answer to a legacy key (`is_legacy`): rows made before answers were OpenPGP."""
     eph = X25519PrivateKey.generate()
     shared = eph.exchange(X25519PublicKey.from_public_bytes(public_key))
     key = _hkdf(shared, f"answer|{reference}")

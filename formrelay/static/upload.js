@@ -6,7 +6,16 @@
  * PATCH at an Upload-Offset with the chunk's SHA-256. A dropped connection is retried
  * with growing pauses, asking the server first (HEAD) where the file ends, so a chunk
  * that arrived is never sent twice and one that did not is sent again. The server
- * never receives a byte in clear. Without this script (or without streams and
+ * never receives a byte in clear.
+ *
+ * After a reload of the page (or a closed tab restored), the patient picks the files
+ * again: files that were sent whole are recognised (by name, size and date, kept in
+ * this tab's sessionStorage with their upload id, nothing of their content) and not
+ * sent twice; the file that was cut off is dropped on the server (DELETE) and sent
+ * again from its start. Its encryption cannot continue where it stopped: OpenPGP.js
+ * keeps the state of a message's encryption (the CFB stream and the SHA-1 of the
+ * integrity check over everything before) in the page's memory, which a reload ends,
+ * and a file must stay one message that every client reads (SEIPD v1). Without this script (or without streams and
  * WebCrypto) the form posts the files plainly and the server encrypts them.
  */
 (function () {
@@ -28,6 +37,22 @@
   var keys = Promise.all(armored.map(function (a) {
     return window.openpgp.readKey({ armoredKey: a });
   }));
+  // the link's id names it (not its secret, which stays in the address only)
+  var memoryKey = "formrelay-upload " + api.split("/")[2].split(".")[0];
+
+  /* What this tab sent through this link: file -> {id, sent}. */
+  function remembered() {
+    try { return JSON.parse(window.sessionStorage.getItem(memoryKey) || "{}"); }
+    catch (e) { return {}; }
+  }
+  function remember(file, id, sent) {
+    try {
+      var all = remembered();
+      all[fileKey(file)] = { id: id, sent: sent };
+      window.sessionStorage.setItem(memoryKey, JSON.stringify(all));
+    } catch (e) { /* no storage: a reload sends everything again */ }
+  }
+  function fileKey(file) { return [file.name, file.size, file.lastModified].join("|"); }
 
   function Fatal(message) { this.message = message; }
 
@@ -101,10 +126,17 @@
     var ext = file.name.indexOf(".") >= 0 ? file.name.split(".").pop().toLowerCase() : "";
     var head = new Uint8Array(await file.slice(0, 64).arrayBuffer());
     if (types.indexOf(ext) < 0 || !sniff(ext, head)) throw new Fatal(texts.type);
+    var before = remembered()[fileKey(file)];
+    if (before && before.sent) return; // sent whole before a reload: not twice
+    if (before) { // cut off by a reload: drop what arrived, send it again from its start
+      try { await call("DELETE", api + "/" + before.id); } catch (e) { /* gone already */ }
+    }
     var created = await call("POST", api, JSON.stringify({ size: file.size }),
                              { "Content-Type": "application/json" });
     if (created.status !== 201) throw new Fatal(await errorOf(created));
-    var url = api + "/" + (await created.json()).id;
+    var id = (await created.json()).id;
+    var url = api + "/" + id;
+    remember(file, id, false);
     var message = await window.openpgp.createMessage({ binary: file.stream(),
                                                        filename: file.name });
     var encrypted = await window.openpgp.encrypt({ message: message,
@@ -134,6 +166,7 @@
     var done = await call("POST", url + "/done", JSON.stringify({ length: offset, chunks: chunks }),
                           { "Content-Type": "application/json" });
     if (!done.ok) throw new Fatal(await errorOf(done));
+    remember(file, id, true);
     row.bar.value = row.bar.max;
   }
 

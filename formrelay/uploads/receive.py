@@ -40,7 +40,7 @@ from typing import IO
 
 from ..audit_actions import AuditAction
 from ..crypto.keyring import Keyring
-from ..crypto.packets import PacketError, encryption_packet
+from ..crypto.packets import PacketError, encryption_packet, pkesk_key_ids
 from ..errors import UserError
 from ..intake.forms import sniff_upload
 from ..settings import UPLOAD_TYPES, Settings
@@ -87,22 +87,6 @@ class OffsetMismatch(UserError):
 class Received:
     file_id: str
     size: int
-
-
-def pkesk_key_ids(message: bytes) -> list[str]:
-    """The key IDs (hex, upper case) the message's v3 public-key session-key packets
-    name, read from the start of a binary OpenPGP message."""
-    from ..crypto.packets import _header
-
-    ids, pos = [], 0
-    while pos < len(message):
-        tag, start, length = _header(message, pos)
-        if tag != 1 or length < 0:
-            break
-        if message[start] == 3:
-            ids.append(message[start + 1:start + 9].hex().upper())
-        pos = start + length
-    return ids
 
 
 class Receiver:
@@ -304,6 +288,19 @@ class Receiver:
                 offset = self.append(link, file_id, offset, chunk, ip=ip, made_here=True)
                 n += 1
         return offset, n
+
+    def abandon(self, link: UploadLink, file_id: str, ip: str = "") -> None:
+        """The page lost an unfinished file (a reload) and sends it again from its start:
+        its chunks are deleted and their bytes given back to the session's limit. Only
+        a file still receiving; a finished one is the practice's."""
+        self._file(link, file_id)
+        with self.store.transaction():
+            self.store.delete_upload_file(file_id, self.clock(), give_back=True)
+            self.store.audit(AuditAction.UPLOAD_DELETED, actor="patient", ip=ip,
+                             reference=link.reference, form_id=link.form_id,
+                             practice=link.practice,
+                             detail=f"file {file_id[:8]}: unfinished, sent again from its "
+                                    "start after a page reload")
 
     # -- refusing -----------------------------------------------------------------------
     def _drop(self, link: UploadLink, file_id: str, ip: str, why: str) -> None:

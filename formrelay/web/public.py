@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, jsonify, request
 
-from ..clinician import hashing
 from ..errors import InvalidSubmission
 from ..i18n import gettext
 from ..intake import forms
 from ..intake.tokens import TokenProblem
 from ..settings import FormSpec
-from ..store import StoreError
 from . import protect
 from .common import language, posted_language, relay, render, services_with_form, wants_json
 from .errors import respond
 from .headers import allow_framing
 
-log = logging.getLogger("formrelay.public")
 bp = Blueprint("public", __name__)
 
 
@@ -39,26 +35,6 @@ def _kept(spec: FormSpec, lang: str) -> Any:
     """The form filled with what the patient sent (files cannot be sent back)."""
     names = {f.name for f in spec.fields}
     return forms.empty_form(spec, lang, {k: v for k, v in request.form.lists() if k in names})
-
-
-def reply_code(spec: FormSpec, reference: str, lang: str) -> str:
-    """With `replies = true`: the code that alone opens the practice's answer (shown
-    once, on the thank-you page), grouped for writing down; '' otherwise."""
-    if not spec.replies:
-        return ""
-    from ..replies.answers import Answers
-    from ..replies.secret import shown_code
-
-    email_field = next((f.name for f in spec.fields if f.type == "email"), "")
-    email = request.form.get(email_field, "").strip() if email_field else ""
-    s = relay()
-    try:
-        code = Answers(s.settings, s.store, s.clock).issue(reference, spec.id, email, lang)
-    except (StoreError, hashing.Busy) as exc:  # the submission is received: say so,
-        # without a code
-        log.error("form %s: no reply code for %s (%s)", spec.id, reference, exc)
-        return "-"
-    return shown_code(code)
 
 
 @bp.before_request
@@ -118,10 +94,10 @@ def submit(form_id: str) -> Any:
         answer: dict[str, Any] = {"ok": True, "reference": receipt.reference}
         if receipt.copy is not None:
             answer["public_copy"] = receipt.copy.as_json()
-        code = reply_code(spec, receipt.reference, lang)
+        code = receipt.reply_code
         if code:  # null: received, but no code could be made (the page says call them)
             answer["reply_code"] = None if code == "-" else code
         return jsonify(answer)
     return render("thanks.html", lang, spec=spec, receipt=receipt,
                   embed=request.args.get("embed") == "1",
-                  reply_code=reply_code(spec, receipt.reference, lang))
+                  reply_code=receipt.reply_code)

@@ -183,6 +183,14 @@ def append(token: str, file_id: str) -> Any:
     return _offset_header(Response(status=204), size)
 
 
+@bp.route("/u/<token>/files/<file_id>", methods=["DELETE"])
+def abandon(token: str, file_id: str) -> Any:
+    """tus's termination: the page drops an unfinished file to send it again (after a
+    reload its encryption cannot continue where it stopped)."""
+    receiver().abandon(_open(token), file_id, ip=_ip())
+    return Response(status=204)
+
+
 @bp.post("/u/<token>/files/<file_id>/done")
 def finish(token: str, file_id: str) -> Any:
     link = _open(token)

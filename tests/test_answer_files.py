@@ -1,0 +1,183 @@
+"""An answer with files (issue 19: "text, optional files"), on the server's path (no
+JavaScript): the clinician attaches files to the answer, the server encrypts text and
+files at once to the patient's reply key as one OpenPGP message, the patient reads the
+text and downloads each file with the reference and reply code. Files are size-limited
+and type-checked by their first bytes; a refused answer stores nothing. The stored
+answer decrypts with gpg, rnp and Sequoia's sq given the reply key's private half (which
+only the code and the server's secret together unwrap) to the same text and bytes."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import secrets
+import subprocess
+from email import message_from_bytes, policy
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from formrelay.crypto.packets import encryption_packet
+from formrelay.replies import letter, secret
+
+from .area import Browser, Clock, add_user, audit, cheap_hashing, totp_at
+from .test_replies import FIELDS, read, send_form
+
+PDF = b"%PDF-1.7\n" + secrets.token_bytes(300_000)
+PNG = b"\x89PNG\r\n\x1a\n" + secrets.token_bytes(40_000)
+
+
+def clinician(app: Any, tmp_path: Path, clock: Clock) -> Browser:
+    add_user(tmp_path, "anna", "--recipient", "alice")
+    b = Browser(app)
+    b.enrol("anna", totp_at(clock))
+    return b
+
+
+def post_answer(b: Browser, reference: str, text: str, files: list[tuple[str, bytes]]) -> Any:
+    b.get(f"/clinician/answer/{reference}")
+    data: Any = {"answer": text, "files": [(io.BytesIO(d), n) for n, d in files]}
+    r = b.post(f"/clinician/answer/{reference}?lang=en", data,
+               content_type="multipart/form-data")
+    r.get_data()
+    r.request.input_stream.close()  # the test client spools a large body to a temp file
+    return r
+
+
+def private_key(app: Any, reference: str, code: str) -> bytes:
+    """What only the code and the server's secret together unwrap."""
+    s = app.extensions["formrelay"]
+    row = s.store.reply(reference)
+    key = secret.wrap_key(code, row["salt"], s.settings.secret_key, reference)
+    return secret.unwrap(key, row["wrapped_key"], reference)
+
+
+def sq_decrypt(keyfile: Path, data: bytes) -> bytes:
+    """Sequoia's sq (Debian's package, installed by scripts/setup.sh) decrypts `data`."""
+    return subprocess.run(["sq", "decrypt", "--recipient-key", str(keyfile)], input=data,
+                          capture_output=True, check=True, timeout=120).stdout
+
+
+def decrypt_with_tools(private: bytes, ciphertext: bytes, tmp: Path) -> dict[str, bytes]:
+    """The plaintext as gpg, rnp and Sequoia's sq decrypt it with the reply key."""
+    from formrelay.crypto.inprocess import pysequoia
+
+    tmp.mkdir(mode=0o700)
+    keyfile = tmp / "reply-key.asc"
+    keyfile.write_text(str(pysequoia.Tsk.from_bytes(private)))
+    (tmp / "answer.pgp").write_bytes(ciphertext)
+    home = tmp / "gnupg"
+    home.mkdir(mode=0o700)
+    run = {"capture_output": True, "check": True, "timeout": 120}
+    subprocess.run(["gpg", "--homedir", str(home), "--batch", "--import", str(keyfile)], **run)
+    out = {"gpg": subprocess.run(["gpg", "--homedir", str(home), "--batch", "--decrypt",
+                                  str(tmp / "answer.pgp")], **run).stdout,
+           "rnp": subprocess.run(["rnp", "--keyfile", str(keyfile), "--password", "",
+                                  "--decrypt", "--output", "-", str(tmp / "answer.pgp")],
+                                 **run).stdout}
+    out["sq"] = sq_decrypt(keyfile, ciphertext)
+    return out
+
+
+def parts(mime: bytes) -> tuple[str, dict[str, bytes]]:
+    msg = message_from_bytes(mime, policy=policy.default)
+    text, files = "", {}
+    for part in msg.walk():
+        if part.get_content_disposition() == "attachment":
+            files[part.get_filename()] = part.get_payload(decode=True)
+        elif part.get_content_type() == "text/plain":
+            text = part.get_content()
+    return text, files
+
+
+def test_answer_with_files_read_by_the_patient_and_decrypted_by_gpg_rnp_and_sq(
+        make_app: Any, tmp_path: Path, monkeypatch: Any) -> None:
+    cheap_hashing(monkeypatch)
+    clock = Clock()
+    app = make_app(fields=FIELDS, replies=True, clock=clock)
+    client = app.test_client()
+    reference, code = send_form(client, email="")
+    b = clinician(app, tmp_path, clock)
+    r = post_answer(b, reference, "Zie de brief en de foto.\nGroet, dr. Jansen",
+                    [("brief ë.pdf", PDF), ("foto.png", PNG)])
+    assert r.status_code == 302, r.get_data(as_text=True)
+    assert audit(app, "answer written")[-1]["detail"].endswith("2 files")
+
+    page = read(client, reference, code).get_data(as_text=True)
+    assert "Zie de brief en de foto." in page
+    assert page.count('action="/r/file') == 2 and "brief ë.pdf" in page, page
+    for n, (name, data) in enumerate([("brief ë.pdf", PDF), ("foto.png", PNG)]):
+        got = client.post("/r/file?lang=en", data={"reference": reference, "code": code,
+                                                    "n": str(n)})
+        assert got.status_code == 200 and got.data == data
+        assert got.headers["Cache-Control"] == "no-store"
+        assert f"filename*=UTF-8''{quote(name)}" in got.headers["Content-Disposition"]
+    # a wrong code gets no file, and counts as a wrong code
+    wrong = client.post("/r/file?lang=en", data={"reference": reference,
+                                                 "code": "AAAA-AAAA-AAAA", "n": "0"})
+    assert wrong.status_code == 403 and wrong.data != PDF
+    assert client.post("/r/file?lang=en", data={"reference": reference, "code": code,
+                                                 "n": "2"}).status_code == 404
+
+    stored = app.extensions["formrelay"].store.reply(reference)["answer"]
+    assert encryption_packet(stored) == "SEIPD v1"
+    assert PDF[9:200] not in stored and b"Zie de brief" not in stored
+    decrypted = decrypt_with_tools(private_key(app, reference, code), stored, tmp_path / "t")
+    assert set(decrypted) == {"gpg", "rnp", "sq"}
+    for tool, plain in decrypted.items():
+        text, files = parts(plain)
+        assert text.startswith("Zie de brief en de foto."), tool
+        assert {n: hashlib.sha256(d).hexdigest() for n, d in files.items()} == {
+            "brief ë.pdf": hashlib.sha256(PDF).hexdigest(),
+            "foto.png": hashlib.sha256(PNG).hexdigest()}, tool
+
+
+@pytest.mark.parametrize(("files", "why"), [
+    ([("brief.pdf", b"MZ\x90\x00 not a pdf")], "brief.pdf is refused"),
+    ([("script.exe", b"MZ\x90\x00")], "script.exe is refused"),
+    ([(f"f{i}.txt", b"tekst\n") for i in range(letter.MAX_FILES + 1)],
+     f"at most {letter.MAX_FILES} files"),
+    ([("a.pdf", b"%PDF-1.7\n" + b"x" * (letter.MAX_FILES_BYTES // 2)),
+      ("b.pdf", b"%PDF-1.7\n" + b"x" * (letter.MAX_FILES_BYTES // 2))], "at most 10 MB"),
+])
+def test_refused_files_store_no_answer(make_app: Any, tmp_path: Path, monkeypatch: Any,
+                                       files: list[tuple[str, bytes]], why: str) -> None:
+    cheap_hashing(monkeypatch)
+    clock = Clock()
+    app = make_app(fields=FIELDS, replies=True, clock=clock,
+                   server={"max_request_mb": 40})
+    client = app.test_client()
+    reference, code = send_form(client, email="")
+    b = clinician(app, tmp_path, clock)
+    r = post_answer(b, reference, "Het antwoord", files)
+    html = r.get_data(as_text=True)
+    assert r.status_code == 400 and why in html, html
+    assert 'id="answer"' in html  # the page again, to correct
+    row = app.extensions["formrelay"].store.reply(reference)
+    assert row["state"] == "waiting" and row["answer"] is None
+    assert not audit(app, "answer written")
+    assert "not answered yet" in read(client, reference, code).get_data(as_text=True)
+
+
+def test_a_file_that_is_not_what_its_name_says_is_not_handed_out(
+        make_app: Any, tmp_path: Path, monkeypatch: Any) -> None:
+    """An answer encrypted elsewhere (a browser the server cannot check) with a file
+    that is not what its name says: the patient gets the text and the good file, and
+    is told one was held back."""
+    cheap_hashing(monkeypatch)
+    clock = Clock()
+    app = make_app(fields=FIELDS, replies=True, clock=clock)
+    client = app.test_client()
+    reference, code = send_form(client, email="")
+    s = app.extensions["formrelay"]
+    row = s.store.reply(reference)
+    mime = letter.compose("Tekst", [letter.AnswerFile("goed.pdf", PDF),
+                                    letter.AnswerFile("fout.pdf", b"MZ\x90\x00 exe")])
+    sealed = letter.seal(row["public_key"], mime, s.settings.tmp_dir, 30)
+    assert s.store.store_answer(reference, sealed, "user:anna", clock())
+    page = read(client, reference, code).get_data(as_text=True)
+    assert page.count('action="/r/file') == 1 and "goed.pdf" in page and "fout.pdf" not in page
+    assert re.search(r'id="answer-refused">[^<]*1 more file', page), page
