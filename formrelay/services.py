@@ -24,6 +24,7 @@ from .config import DEFAULT_PRACTICE, DEFAULT_RETENTION_DAYS, Settings
 from .crypto.keyring import Keyring
 from .intake.pipeline import Step
 from .intake.relay import Relay
+from .localtime import utcnow
 from .mail import notify, outbox
 from .mail.kinds import OPERATOR_MAIL, SUBMISSION_MAIL, MailKinds, SubmissionMail, kind_table
 from .mail.notify import HeldNotice
@@ -34,7 +35,7 @@ from .patient_copy import link_mail, pgp_copy
 from .patient_copy.copies import Copies
 from .patient_copy.step import CopyStep, check_fonts
 from .replies import answers as reply_answers
-from .store import Store, utcnow
+from .store import Store
 from .uploads import held as upload_held
 from .uploads import links as upload_links
 
@@ -141,7 +142,7 @@ def build(settings: Settings, clock: Callable[[], datetime] = utcnow, *,
     if store is None:  # a reload keeps the open store's rule until it is in force
         store = Store(settings.db_path, clock, url=settings.server.database_url)
         store.practice_of_form = form_practices(settings)
-        store.fill_ownership(form_owner(settings))  # rows older than the record: once
+        store.submissions.fill_ownership(form_owner(settings))  # rows older than the record: once
     keyring = keyring or Keyring(settings.gnupg_home,
                                  timeout=settings.server.gpg_timeout_seconds)
     copies = Copies(settings, store, clock)

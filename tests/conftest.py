@@ -24,7 +24,8 @@ from flask.testing import FlaskClient
 
 from formrelay import create_app, services
 from formrelay.config import HEALTH_TOKEN_ENV, SECRET_KEY_ENV, load_config
-from formrelay.store import Store, utcnow
+from formrelay.localtime import utcnow
+from formrelay.store import Store
 
 from .keys import TestKey, make_all
 from .pg import TEST_DATABASE_ENV, PgServer

@@ -211,7 +211,7 @@ def test_canary_is_nowhere_but_in_the_ciphertext(
     found = leaks_of(everything, roots=roots, texts=texts, blobs=blobs, since=since)
     assert kept_out(found, allowed) == {}, kept_out(found, allowed)
     # the audit log (NEN 7513) saw it all, each event with its fields, never content
-    rows = relay.store.audit_rows()
+    rows = relay.store.audit.rows()
     assert {"received", "queued", "sent", "deleted", "copy issued", "copy mail sent",
             "copy opened", "downloaded", "login", "user created",
             "user changed"} <= {r["action"] for r in rows}

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..config import DEFAULT_PRACTICE
 from ..errors import UserError
-from ..store import parse_iso
+from ..localtime import parse_iso
 
 OPERATOR = "operator"  # the audit actor for `formrelay users ...`
 

@@ -45,7 +45,7 @@ def active_pins(store: Store, recipients: Mapping[str, Recipient]) -> dict[str, 
     if not browser:
         return {}
     pins: dict[str, tuple[str, str]] = {}
-    for row in store.reader_keys_active():
+    for row in store.readers.active_keys():
         for rid in json.loads(row["recipients"]):
             if rid in browser and browser[rid].practice == row["practice"]:
                 pins[rid] = (str(row["fingerprint"]), str(row["public_key"]))

@@ -24,8 +24,8 @@ from ..config import DEFAULT_PRACTICE, Settings
 from ..crypto.keyring import CryptoError
 from ..crypto.packets import SEIPD_V1, PacketError, encryption_packet
 from ..intake.relay import Relay
-from ..localtime import utc_shown
-from ..store import StoreError, StoreNotWritable, iso, utcnow
+from ..localtime import iso, utc_shown, utcnow
+from ..store import StoreError, StoreNotWritable
 
 OK, WARN, ERROR = "ok", "warn", "error"
 RANK = {OK: 0, WARN: 1, ERROR: 2}
@@ -215,7 +215,7 @@ def encryption_facts(relay: Relay, *, cached: bool = False) -> list[Fact]:
 
 
 def outbox_fact(relay: Relay, now: datetime) -> Fact:
-    state = relay.store.outbox_state(now - timedelta(hours=24))
+    state = relay.store.outbox.state(now - timedelta(hours=24))
     queued, oldest, failed = state["queued"], state["oldest"], state["failed"]
     age = now - oldest if oldest else timedelta(0)
     data = {"queued": queued, "oldest_age_seconds": int(age.total_seconds()),
@@ -237,7 +237,7 @@ def outbox_fact(relay: Relay, now: datetime) -> Fact:
 
 
 def clock_fact(relay: Relay, now: datetime) -> Fact:
-    newest = relay.store.newest_timestamp()
+    newest = relay.store.backups.newest_timestamp()
     data = {"now": iso(now)}
     fix = "fix the system clock (NTP: `timedatectl set-ntp true`); key expiry, link " \
           "lifetimes and the audit log depend on it"

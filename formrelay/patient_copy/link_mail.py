@@ -20,6 +20,7 @@ from ..config import FormSpec, Settings
 from ..crypto import sealing
 from ..i18n import gettext, translations
 from ..intake.submission import Submission
+from ..localtime import iso, parse_iso
 from ..mail.kinds import (
     BuildError,
     MailKind,
@@ -30,7 +31,7 @@ from ..mail.kinds import (
     sealed_context,
     sealed_recipient,
 )
-from ..store import OutboxMail, Store, iso, parse_iso
+from ..store import OutboxMail, Store
 from .pdf import local_time
 
 if TYPE_CHECKING:
@@ -89,11 +90,11 @@ def queue_mails(copies: Copies, pending: PendingCopy, sub: Submission, spec: For
     # in the name of the practice the patient wrote to, whatever a reload does later
     rec = recorded_for(copies.settings.practice_of(spec.id), pending.lang)
     context = sealed_context(copies.settings, rec, sub.reference)
-    store.enqueue(LINK_KIND, sub.reference, to, sealed, spec.id, practice=rec.practice,
+    store.outbox.enqueue(LINK_KIND, sub.reference, to, sealed, spec.id, practice=rec.practice,
                   context=context)
     if pending.pgp_ciphertext:
         # "<lang>\n" + the armoured ciphertext: only the patient's key opens it
-        store.enqueue(PGP_KIND, sub.reference, to,
+        store.outbox.enqueue(PGP_KIND, sub.reference, to,
                       f"{pending.lang}\n{pending.pgp_ciphertext}".encode("ascii"), spec.id,
                       practice=rec.practice, context=context)
 
@@ -130,7 +131,7 @@ def build_link_mail(mail: OutboxMail, settings: Settings, store: Store) -> bytes
 
 def copy_mail_sent(mail: OutboxMail, store: Store) -> None:
     what = "link" if mail.kind == LINK_KIND else "PGP-encrypted copy"
-    store.audit(AuditAction.COPY_MAIL_SENT, reference=mail.reference, form_id=mail.form_id,
+    store.audit.append(AuditAction.COPY_MAIL_SENT, reference=mail.reference, form_id=mail.form_id,
                 detail=f"{what} to the patient")
 
 

@@ -8,8 +8,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from ..localtime import DEFAULT_TZ
-from ..store import iso
+from ..localtime import DEFAULT_TZ, iso
 from .secret import b64e
 
 

@@ -16,9 +16,9 @@ from typing import Any
 from flask import Flask
 
 from ..config import CONFIG_ENV, ConfigError, Settings, load_config, parse_config
+from ..localtime import utcnow
 from ..reload import Live, serving_settings
 from ..services import Services, build
-from ..store import utcnow
 from . import (
     clinician,
     clinician_uploads,
