@@ -273,7 +273,7 @@ def test_sent_mail_keeps_no_address_and_old_mail_records_are_purged(
         ("submission", "sent", "1 recipient", None), ("patient_copy", "sent", "1 recipient", None)]
     store.truncate_wal()  # old page versions too
     db = store.path
-    for f in (db, Path(f"{db}-wal")) if store.engine == "sqlite" else ():
+    for f in (db, Path(f"{db}-wal")) if store.engine.name == "sqlite" else ():
         assert b"zoe@example.nl" not in f.read_bytes()
 
     # a failed mail keeps its address (for `outbox --retry`) until the purge; queued

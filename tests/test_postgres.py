@@ -300,7 +300,7 @@ def test_app_on_postgres_serves_a_held_download(make_app: Callable[..., Flask],
 
     app = make_app(server={"database_url": pg_url})
     store = app.extensions["formrelay"].store
-    assert store.engine == "postgresql"
+    assert store.engine.name == "postgresql"
     r = post_form(app.test_client(), valid_answers("pg"), json_answer=True)
     assert r.status_code == 200, r.get_data(as_text=True)
     ref = r.get_json()["reference"]

@@ -141,7 +141,7 @@ def database_fact(relay: Relay) -> Fact:
     disk lets a tiny probe through the write-ahead log but refuses a real post). On
     PostgreSQL: that it takes a write (its disk is the database server's to watch)."""
     path = relay.store.path
-    if relay.store.engine == "postgresql":
+    if relay.store.engine.folder is None:  # a database server's disk: not ours to watch
         try:
             relay.store.check_writable()
         except Exception as exc:  # noqa: BLE001 - reported as a line
