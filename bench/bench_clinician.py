@@ -91,8 +91,8 @@ def download_figures(tmp: Path) -> None:
             fh.write(line)
         fh.write(b"-----END PGP MESSAGE-----\n")
     store.submissions.add({"reference": "FR-2345-6789", "form_id": "intake",
-                          "received_at": "2026-01-01T00:00:00.000000Z", "delivery": "hold",
-                          "status": "held", "file_count": 0}, ct)
+                           "received_at": "2026-01-01T00:00:00.000000Z", "delivery": "hold",
+                           "status": "held", "file_count": 0}, ct)
     item = inbox.get(user, "FR-2345-6789", action="downloaded", ip="")
     for fmt in ("asc", "eml"):
         tracemalloc.start()

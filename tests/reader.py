@@ -170,10 +170,10 @@ def hold(app: Flask, ciphertext: bytes, tmp_path: Path) -> str:
     path.write_bytes(ciphertext)
     # whose it is, recorded as the relay records it (access is decided from the record)
     store.submissions.add({"reference": ref, "form_id": "intake",
-                          "received_at": iso(store.clock()), "delivery": "hold",
-                          "status": "held", "file_count": 0, "practice": spec.practice,
-                          "recipients": json.dumps(list(spec.recipients)),
-                          "fingerprints": "[]", "keep_days": spec.retention_days}, path)
+                           "received_at": iso(store.clock()), "delivery": "hold",
+                           "status": "held", "file_count": 0, "practice": spec.practice,
+                           "recipients": json.dumps(list(spec.recipients)),
+                           "fingerprints": "[]", "keep_days": spec.retention_days}, path)
     path.unlink()
     return ref
 

@@ -29,7 +29,7 @@ FORGE = ("INSERT INTO audit (id, at, action, outcome, actor, ip, reference, form
 def events(store: Store, n: int = 6) -> None:
     for i in range(n):
         store.audit.append("login", "ok" if i % 2 else "failed", actor=f"user:u{i}", ip="192.0.2.1",
-                    detail=f"event {i}")
+                           detail=f"event {i}")
 
 
 def attacker(store: Store) -> sqlite3.Connection:
@@ -352,7 +352,7 @@ def test_each_practice_chain_is_verified_and_exported_on_its_own(
     for practice in ("default", "noord", "zuid"):
         for i in range(3):
             store.audit.append("downloaded", actor=f"user:{practice}{i}", reference="FR-AAAA-BBBB"
-                        if practice == "noord" else "", practice=practice)
+                               if practice == "noord" else "", practice=practice)
     ok = cli_run(tmp_path, "audit", "verify")
     assert ok.exit_code == 0, ok.output
     assert "practice noord: 3 rows checked (#1 to #3)" in ok.output

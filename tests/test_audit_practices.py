@@ -139,11 +139,12 @@ def test_a_practices_key_reminder_is_in_its_chain(tmp_path: Path,
 
 def test_the_rule_for_events_that_name_no_practice(tmp_path: Path) -> None:
     store = open_store(tmp_path / "formrelay.db")
-    store.practice_of_form = {"intake": "default", "oost-intake": "oost"}.get
     store.clinicians.add("olga", "x", email="", recipients=[], forms=["oost-intake"],
-                   practice="oost")
-    store.audit.append("received", actor="patient", reference="FR-AAAA-AAAA", form_id="oost-intake")
-    store.practice_of_form = {"intake": "default"}.get  # oost-intake removed from the config
+                         practice="oost")
+    # the caller that knows the form names its practice (Settings.practice_of)
+    store.audit.append("received", actor="patient", reference="FR-AAAA-AAAA",
+                       form_id="oost-intake", practice="oost")
+    # oost-intake since removed from the config: the store follows the record
     store.audit.append("deleted", reference="FR-AAAA-AAAA", form_id="oost-intake")  # its chain
     store.audit.append("login", actor="user:olga")  # the account's practice
     store.audit.append("login", "failed", actor="unknown")  # nobody's: default

@@ -175,7 +175,7 @@ def test_write_refused_at_commit_is_rolled_back_not_left_open(small_disk: Path) 
     filler = fill(small_disk)
     with pytest.raises(StoreNotWritable, match="disk full"):
         store.audit.append("login", "failed", actor="user:refused", ip="192.0.2.9",
-                    detail="x" * 8000)
+                           detail="x" * 8000)
     filler.unlink()
     store.audit.append("logout", actor="user:anna", ip="192.0.2.1")
     assert [(e["action"], e["actor"]) for e in store.audit.iter()] == [

@@ -399,8 +399,8 @@ def test_mail_that_can_never_be_built_fails_at_once_and_the_rest_goes(
                                                   "expires": iso(clock.now), "lang": "nl",
                                                   "downloads": 3}, ref)
         broken = store.outbox.enqueue(link_mail.LINK_KIND, ref,
-                               [outbox.sealed_recipient(relay.settings, bad, ref)],
-                               payload, "intake")
+                                      [outbox.sealed_recipient(relay.settings, bad, ref)],
+                                      payload, "intake")
         result = deliver(app)
         assert (result.failed, result.sent, result.deferred) == (1, 3, 0)
         [failed] = store.outbox.rows(("failed",))

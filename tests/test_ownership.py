@@ -241,7 +241,7 @@ def test_the_migration_fills_the_record_from_the_chain_or_the_form(
                          (ref, form, b"x"))
             if chain_:
                 old.audit.append("received", actor="patient", reference=ref, form_id=form,
-                          practice=chain_)
+                                 practice=chain_)
             conn.execute("INSERT INTO outbox (kind, reference, form_id, recipients, "
                          "message_id, created_at, next_attempt_at) VALUES ('held-notice', ?, "
                          "?, '[]', ?, 'x', 'x')", (ref, form, f"m.{ref}"))
@@ -337,7 +337,7 @@ def test_mail_queued_without_a_record_waits_for_its_practice(
     payload = json.dumps({"form_id": "b-hold", "items": [
         {"reference": "FR-AAAA-AAAA", "received_at": "2026-12-01T10:00:00.000000Z"}]})
     store.outbox.enqueue("held-notice", "FR-AAAA-AAAA", ["dr-b@zuid.test"], payload.encode(),
-                  "b-hold", practice="zuid")  # as the version before wrote it
+                         "b-hold", practice="zuid")  # as the version before wrote it
     take_over_b_hold(tmp_path, keys)
     reload(app)
     sent_now = []

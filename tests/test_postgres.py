@@ -115,8 +115,8 @@ def test_ciphertext_is_stored_and_served_in_chunks(store: Store, tmp_path: Path)
     src = tmp_path / "ct.asc"
     src.write_bytes(data)
     store.submissions.add({"reference": "FR-AAAA-BBBB", "form_id": "intake",
-                          "received_at": "2026-01-01T00:00:00.000000Z", "delivery": "hold",
-                          "status": "held", "file_count": 0}, src)
+                           "received_at": "2026-01-01T00:00:00.000000Z", "delivery": "hold",
+                           "status": "held", "file_count": 0}, src)
     rows = store.conn.execute("SELECT n, length(data) FROM submission_chunks WHERE "
                               "reference = ? ORDER BY n", ("FR-AAAA-BBBB",)).fetchall()
     assert [r[1] for r in rows] == [CHUNK, CHUNK, CHUNK, 12345]
@@ -126,8 +126,8 @@ def test_ciphertext_is_stored_and_served_in_chunks(store: Store, tmp_path: Path)
     # a reference drawn twice is the store's own conflict, whatever the engine
     with pytest.raises(StoreConflict):
         store.submissions.add({"reference": "FR-AAAA-BBBB", "form_id": "intake",
-                              "received_at": "2026-01-01T00:00:00.000000Z", "delivery": "hold",
-                              "status": "held", "file_count": 0}, src)
+                               "received_at": "2026-01-01T00:00:00.000000Z", "delivery": "hold",
+                               "status": "held", "file_count": 0}, src)
     store.submissions.set_status("FR-AAAA-BBBB", "processed", drop_ciphertext=True)
     assert store.conn.execute("SELECT COUNT(*) FROM submission_chunks").fetchone()[0] == 0
     with pytest.raises(KeyError):

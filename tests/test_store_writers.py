@@ -29,7 +29,7 @@ def test_concurrent_writers_from_two_processes_all_land(tmp_path: Path) -> None:
             for i in range(EVENTS):
                 with st.transaction():  # nested calls join the outer transaction
                     st.audit.append("received", actor="patient", reference=f"FR-{n}-{i}",
-                             form_id="intake")
+                                    form_id="intake")
                     st.audit.append("queued", reference=f"FR-{n}-{i}", form_id="intake")
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)

@@ -97,12 +97,12 @@ class Accounts(SecondFactor, ApiTokens):
         self.check_password_rules(password, username)
         with self.store.transaction():
             uid = self.store.clinicians.add(username, _hasher.hash(password), email=email,
-                                      recipients=list(recipients), forms=list(forms),
-                                      practice=practice)
+                                            recipients=list(recipients), forms=list(forms),
+                                            practice=practice)
             self.store.audit.append(AuditAction.USER_CREATED, actor=OPERATOR, practice=practice,
-                             detail=f"user:{username}; practice {practice}; recipients "
-                                    f"{','.join(recipients) or '-'}; forms "
-                                    f"{','.join(forms) or '-'}")
+                                    detail=f"user:{username}; practice {practice}; recipients "
+                                           f"{','.join(recipients) or '-'}; forms "
+                                           f"{','.join(forms) or '-'}")
         user = self.by_id(uid)
         assert user is not None  # noqa: S101 - just written
         return user
@@ -139,7 +139,7 @@ class Accounts(SecondFactor, ApiTokens):
         self.check_password_rules(password, user.username)
         with self.store.transaction():
             self.store.clinicians.update(user.id, password_hash=_hasher.hash(password),
-                                   totp_secret=None, totp_last_step=0)
+                                         totp_secret=None, totp_last_step=0)
             self.store.clinicians.recovery_codes_set(user.id, [])
             self.store.clinicians.sessions_end(user.id)
             self.store.clinicians.token_revoke(user.id)
@@ -167,7 +167,7 @@ class Accounts(SecondFactor, ApiTokens):
         with self.store.transaction():
             self.store.clinicians.remove(user.id)
             self.store.audit.append(AuditAction.USER_REMOVED, actor=OPERATOR, detail=user.actor,
-                             practice=user.practice)
+                                    practice=user.practice)
 
     # -- passwords --------------------------------------------------------------------
     def check_password(self, username: str, password: str, ip: str) -> User:
@@ -219,4 +219,4 @@ class Accounts(SecondFactor, ApiTokens):
         with self.store.transaction():
             self.store.clinicians.update(user.id, password_hash=hashing.run(_hasher.hash, new))
             self.store.audit.append(AuditAction.USER_CHANGED, actor=user.actor, ip=ip,
-                             detail="password changed")
+                                    detail="password changed")

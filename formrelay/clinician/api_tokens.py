@@ -20,7 +20,7 @@ class ApiTokens(LoginGuard):
         with self.store.transaction():
             tid = self.store.clinicians.token_add(user.id, name, sha256(token), token[:7] + "…")
             self.store.audit.append(AuditAction.USER_CHANGED, actor=user.actor, ip=ip,
-                             detail=f"API token #{tid} ({name}) created")
+                                    detail=f"API token #{tid} ({name}) created")
         return token
 
     def tokens(self, user: User) -> list[dict[str, Any]]:
@@ -31,7 +31,7 @@ class ApiTokens(LoginGuard):
             done = self.store.clinicians.token_revoke(user.id, token_id) == 1
             if done:
                 self.store.audit.append(AuditAction.USER_CHANGED, actor=user.actor, ip=ip,
-                                 detail=f"API token #{token_id} revoked")
+                                        detail=f"API token #{token_id} revoked")
         return done
 
     def user_for_token(self, token: str) -> tuple[User, int] | None:

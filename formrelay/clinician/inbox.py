@@ -99,8 +99,8 @@ class Inbox:
         if action in (AuditAction.DOWNLOADED, AuditAction.READ) and \
                 self.store.readers.role_of(user.id) == ASSISTANT:
             self.store.audit.append(action, "refused", actor=user.actor, ip=ip,
-                             reference=ref if REFERENCE.match(ref) else "",
-                             detail="an assistant does not fetch content")
+                                    reference=ref if REFERENCE.match(ref) else "",
+                                    detail="an assistant does not fetch content")
             raise UserError("As an assistant you see the list and mark who handles a "
                             "submission; opening or downloading it is for its readers.",
                             status=403)
@@ -115,12 +115,12 @@ class Inbox:
             # is no record; an attempt on another practice's record goes to the user's
             # chain too, without that practice's reference.
             self.store.audit.append(action, "refused", actor=user.actor, ip=ip,
-                             reference=ref if REFERENCE.match(ref) else "",
-                             form_id=str(row["form_id"]) if row else "",
-                             detail=why if REFERENCE.match(ref) else "malformed reference")
+                                    reference=ref if REFERENCE.match(ref) else "",
+                                    form_id=str(row["form_id"]) if row else "",
+                                    detail=why if REFERENCE.match(ref) else "malformed reference")
             if foreign:
                 self.store.audit.append(action, "refused", actor=user.actor, ip=ip, detail=why,
-                                 practice=user.practice)
+                                        practice=user.practice)
             raise NotFound(NOT_HELD)
         return self._item(row, self.store.audit.downloads([ref])[ref])
 
@@ -157,8 +157,8 @@ class Inbox:
         with self.store.transaction():
             self.store.readers.set_triage(item.reference, handler, user.actor)
             self.store.audit.append(AuditAction.TRIAGED, actor=user.actor, ip=ip,
-                             reference=item.reference, form_id=item.form_id,
-                             detail="handler noted" if handler else "handler cleared")
+                                    reference=item.reference, form_id=item.form_id,
+                                    detail="handler noted" if handler else "handler cleared")
         return item
 
     def mark_processed(self, user: User, reference: str, ip: str) -> HeldItem:

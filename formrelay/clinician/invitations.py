@@ -96,12 +96,12 @@ class Invitations:
                                            user.username.encode())
                 payload = {"user": user.username, "link": sealed, "expires_at": iso(expires)}
                 self.store.outbox.enqueue(KIND, "", [email], payload=json.dumps(payload).encode(),
-                                   practice=user.practice)
-            self.store.audit.append(AuditAction.USER_INVITED, actor=actor, practice=user.practice,
-                             detail=f"{user.actor} ({role}): invitation valid until "
-                                    f"{iso(expires)}"
-                                    f"{', mailed' if mailed else ', NOT mailed (no [smtp])'}"
-                                    + (f"; {ended} earlier link(s) withdrawn" if ended else ""))
+                                          practice=user.practice)
+            self.store.audit.append(
+                AuditAction.USER_INVITED, actor=actor, practice=user.practice,
+                detail=f"{user.actor} ({role}): invitation valid until {iso(expires)}"
+                       f"{', mailed' if mailed else ', NOT mailed (no [smtp])'}"
+                       + (f"; {ended} earlier link(s) withdrawn" if ended else ""))
         return Invited(self.accounts.require(user.username), link, expires, mailed)
 
     # -- the clinician's side ---------------------------------------------------------
@@ -121,7 +121,7 @@ class Invitations:
                 raise self._refuse(user, ip, "used before")
             self.accounts.set_password(user, password)
             self.store.audit.append(AuditAction.INVITATION, actor=user.actor, ip=ip,
-                             practice=user.practice, detail="link used; password chosen")
+                                    practice=user.practice, detail="link used; password chosen")
         return self.accounts.require(user.username)
 
     def _open(self, token: str, ip: str) -> tuple[User, int]:
@@ -141,8 +141,8 @@ class Invitations:
 
     def _refuse(self, user: User | None, ip: str, why: str) -> InvitationRefused:
         self.store.audit.append(AuditAction.INVITATION, "refused", actor=user.actor if user else
-                         "unknown", ip=ip, detail=why,
-                         **({"practice": user.practice} if user else {}))
+                                "unknown", ip=ip, detail=why,
+                                **({"practice": user.practice} if user else {}))
         gone = why in ("unknown link", "used before") or why.startswith("expired")
         return InvitationRefused(
             "This invitation link has expired or was used already. Ask your practice for "

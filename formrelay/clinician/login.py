@@ -69,7 +69,7 @@ class LoginGuard:
             known = bool(username) and self.store.clinicians.get(username=username) is not None
             if known:
                 self.store.audit.append(AuditAction.LOGIN, "failed", actor=f"user:{username}",
-                                 ip=ip, detail=reason.value)
+                                        ip=ip, detail=reason.value)
             else:
                 self.refused_anonymously(AuditAction.LOGIN, ip, "login",
                                          f"{reason} (name tag {self._tag(username)})")
@@ -83,9 +83,9 @@ class LoginGuard:
         with self.store.transaction():
             if self.store.refusals.count(ip, what) == 1:
                 self.store.audit.append(action, "failed" if action != AuditAction.REQUEST else
-                                 "refused", actor="unknown", ip=ip,
-                                 detail=f"{detail}; more from this address in this minute "
-                                        "are counted, not logged one by one")
+                                        "refused", actor="unknown", ip=ip,
+                                        detail=f"{detail}; more from this address in this minute "
+                                               "are counted, not logged one by one")
 
     def login_ok(self, user: User, ip: str, method: str) -> None:
         with self.store.transaction():

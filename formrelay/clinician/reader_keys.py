@@ -140,10 +140,10 @@ class ReaderKeys:
             raise self._refused(user, ip, status.problem)
         with self.store.transaction():
             key_id = self.store.readers.add_key(user.id, fpr, public_key, locked_key,
-                                               recovery_locked_key)
+                                                recovery_locked_key)
             self.store.audit.append(AuditAction.KEY_CREATED, actor=user.actor, ip=ip,
-                             detail=f"key {fpr} made in the browser ({status.algorithm}), "
-                                    "pending until the recovery sheet is confirmed")
+                                    detail=f"key {fpr} made in the browser ({status.algorithm}), "
+                                           "pending until the recovery sheet is confirmed")
         made = self.get(user, key_id)
         assert made is not None  # noqa: S101 - just written
         return made
@@ -174,7 +174,7 @@ class ReaderKeys:
         if self.store.clinicians.login_failures(since, username=tag) >= \
                 self.settings.server.login_max_failures:
             self.store.audit.append(AuditAction.KEY_RECOVERED, "refused", actor=user.actor, ip=ip,
-                             detail="too many recovery attempts: paused")
+                                    detail="too many recovery attempts: paused")
             raise RecoveryPaused("Too many attempts. Wait 15 minutes and try again.")
         self.store.clinicians.login_failure(tag, ip)
         return [k for k in self.keys(user) if k.state in ("active", "retired")]
@@ -196,12 +196,12 @@ class ReaderKeys:
             self.store.readers.relock_key(key.id, locked_key)
             self.store.clinicians.login_failures_clear(tag)
             self.store.audit.append(AuditAction.KEY_RECOVERED, actor=user.actor, ip=ip,
-                             detail=f"key {key.fingerprint}: new reading passphrase set "
-                                    "with the recovery key")
+                                    detail=f"key {key.fingerprint}: new reading passphrase set "
+                                           "with the recovery key")
 
     def export_audit(self, user: User, key: ReaderKey, ip: str) -> None:
         self.store.audit.append(AuditAction.KEY_EXPORTED, actor=user.actor, ip=ip,
-                         detail=f"locked key {key.fingerprint} downloaded ({key.state})")
+                                detail=f"locked key {key.fingerprint} downloaded ({key.state})")
 
     # -- activation: the recovery sheet is kept, the key becomes the pinned one -------
     def activate(self, user: User, key_id: int, ip: str) -> ReaderKey:
@@ -225,9 +225,9 @@ class ReaderKeys:
                 raise KeyUploadRefused("This key was activated meanwhile. Reload the page.")
             action = AuditAction.KEY_CHANGED if old else AuditAction.KEY_PINNED
             self.store.audit.append(action, actor=user.actor, ip=ip,
-                             detail=f"key {key.fingerprint} pinned for {', '.join(rids)}"
-                                    + (f"; {old.fingerprint} retired (kept for older "
-                                       "submissions)" if old else ""))
+                                    detail=f"key {key.fingerprint} pinned for {', '.join(rids)}"
+                                           + (f"; {old.fingerprint} retired (kept for older "
+                                              "submissions)" if old else ""))
             tell_operator(self.store, self.settings,
                           f"new reader key for {', '.join(rids)}",
                           f"{user.username} made a key in the browser; it is now pinned for "

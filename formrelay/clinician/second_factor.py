@@ -151,10 +151,10 @@ class SecondFactor(LoginGuard):
             raise self._fail(user.username, ip, LoginFailure.WRONG_ENROL_CODE)
         with self.store.transaction():
             self.store.clinicians.update(user.id, totp_secret=self._seal_totp(user.id, secret),
-                                   totp_last_step=step)
+                                         totp_last_step=step)
             codes = self._new_recovery_codes(user)
             self.store.audit.append(AuditAction.USER_CHANGED, actor=user.actor, ip=ip,
-                             detail="TOTP enrolled, recovery codes issued")
+                                    detail="TOTP enrolled, recovery codes issued")
         self.login_ok(user, ip, "TOTP (enrolment)")
         return codes
 
@@ -168,7 +168,7 @@ class SecondFactor(LoginGuard):
         with self.store.transaction():
             codes = self._new_recovery_codes(user)
             self.store.audit.append(AuditAction.USER_CHANGED, actor=user.actor, ip=ip,
-                             detail="new recovery codes issued")
+                                    detail="new recovery codes issued")
         return codes
 
     def recovery_codes_left(self, user: User) -> int:

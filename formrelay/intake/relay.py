@@ -316,9 +316,9 @@ class Relay:
     def _gpg_failed(self, spec: FormSpec, exc: CryptoError, ip: str) -> None:
         log.error("form %s: encryption failed, nothing stored: %s", spec.id, exc)
         self.store.audit.append(AuditAction.RECEIVED, "failed", actor="patient", ip=ip,
-                                form_id=spec.id,
-                         detail="encryption timed out" if isinstance(exc, GpgTimeout)
-                         else "encryption failed")
+                                form_id=spec.id, practice=self.settings.practice_of(spec.id).id,
+                                detail="encryption timed out" if isinstance(exc, GpgTimeout)
+                                else "encryption failed")
         # A stuck gpg fails every form; another failure only this form's keys.
         self.keys_failed(self.settings.recipients if isinstance(exc, GpgTimeout)
                          else spec.recipients, str(exc))
@@ -336,8 +336,8 @@ class Relay:
         log.info("form %s: refused post, too large for mail (%d bytes ciphertext)", spec.id,
                  size)
         self.store.audit.append(AuditAction.RECEIVED, "refused", actor="patient", ip=ip,
-                                form_id=spec.id,
-                         detail=f"too large for mail: {size} bytes")
+                                form_id=spec.id, practice=self.settings.practice_of(spec.id).id,
+                                detail=f"too large for mail: {size} bytes")
         message = ("Your answers and files together are too large to send by e-mail (at "
                    "most %(mb)s MB). Please make the files smaller or send fewer, and try "
                    "again.")

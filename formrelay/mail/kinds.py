@@ -37,8 +37,8 @@ How other features queue their own mail (the interface; keep it stable):
 
        rec = recorded_for(settings.practice_of(form_id), spec.lang)
        store.outbox.enqueue("notification", reference, ["dr@praktijk.nl"], payload=b"...",
-                     form_id=form_id, practice=rec.practice,
-                     context=sealed_context(settings, rec, reference))
+                            form_id=form_id, practice=rec.practice,
+                            context=sealed_context(settings, rec, reference))
 
    `payload` is an opaque blob only your builder reads (encrypt it yourself if it is
    secret: it sits in the database until sent, then it is deleted, and the recipients'
@@ -247,9 +247,9 @@ class SubmissionMail(RecordOnly):
         emails = self.settings.recipient_emails(spec)
         rec = recorded_for(self.settings.practice_of(spec.id), spec.lang)
         self.store.outbox.enqueue(SUBMISSION, reference, emails, form_id=spec.id,
-                           message_id=mime.message_id(reference, self.settings.mail_domain),
-                           practice=rec.practice,
-                           context=sealed_context(self.settings, rec, reference))
+                                  message_id=mime.message_id(reference, self.settings.mail_domain),
+                                  practice=rec.practice,
+                                  context=sealed_context(self.settings, rec, reference))
 
 
 def submission_message(settings: Settings, store: Store, *, reference: str, form_id: str,
@@ -280,7 +280,7 @@ def _build_submission(mail: OutboxMail, settings: Settings, store: Store) -> Mes
 def _submission_sent(mail: OutboxMail, store: Store) -> None:
     store.submissions.set_status(mail.reference, "sent", drop_ciphertext=True)
     store.audit.append(AuditAction.DELETED, reference=mail.reference, form_id=mail.form_id,
-                detail="ciphertext deleted after the relay accepted the mail")
+                       detail="ciphertext deleted after the relay accepted the mail")
 
 
 def _submission_failed(mail: OutboxMail, store: Store) -> None:
@@ -322,8 +322,8 @@ def tell_operator(store: Store, settings: Settings, subject: str, body: str, *,
         message_id = f"{OPERATOR}.{once}.{secrets.token_hex(12)}"
     payload = json.dumps({"subject": subject, "body": body}).encode()
     store.outbox.enqueue(OPERATOR, reference, [to], payload=payload, form_id=form_id,
-                  message_id=message_id, practice=rec.practice,
-                  context=sealed_context(settings, rec, reference))
+                         message_id=message_id, practice=rec.practice,
+                         context=sealed_context(settings, rec, reference))
     return True
 
 

@@ -37,8 +37,8 @@ def _enqueue(settings: Settings, store: Store, spec: FormSpec,
     reference = items[0]["reference"] if len(items) == 1 else ""
     rec = recorded_for(settings.practice_of(spec.id), spec.lang)
     store.outbox.enqueue(KIND, reference, settings.recipient_emails(spec), payload=payload,
-                  form_id=spec.id, practice=rec.practice,
-                  context=sealed_context(settings, rec, reference))
+                         form_id=spec.id, practice=rec.practice,
+                         context=sealed_context(settings, rec, reference))
 
 
 @dataclass(frozen=True)

@@ -335,9 +335,9 @@ def _mark_sent(settings: Settings, store: Store, mail: OutboxMail, kind: MailKin
         if refused:
             reasons = "; ".join(sorted(set(refused.values())))
             store.audit.append(AuditAction.FAILED, "failed", reference=mail.reference,
-                        form_id=mail.form_id, practice=mail.practice or None,
-                        detail=f"{mail.kind} mail refused for {len(refused)} recipient(s): "
-                               f"{reasons}")
+                               form_id=mail.form_id, practice=mail.practice or None,
+                               detail=f"{mail.kind} mail refused for {len(refused)} recipient(s): "
+                                      f"{reasons}")
             if mail.kind != OPERATOR:
                 tell_operator(store, settings, f"mail {mail.reference} not delivered to "
                               f"{len(refused)} recipient(s)",

@@ -198,7 +198,7 @@ class Copies:
         self.store.copies.add({
             "id": pending.copy_id, "reference": sub.reference, "form_id": spec.id,
             "lang": pending.lang, "check_hash": derive(pending.secret, "check",
-                                                       pending.copy_id).hex(),
+                                                         pending.copy_id).hex(),
             "code_mac": code_mac(pending.secret, pending.copy_id, pending.code),
             "quick_hash": sha256(pending.grant), "quick_until": iso(pending.quick_until),
             "created_at": iso(now), "expires_at": iso(pending.expires_at),
@@ -249,7 +249,8 @@ class Copies:
         if len(secret) != SECRET_BYTES or not hmac.compare_digest(
                 derive(secret, "check", cid).hex(), row.get("check_hash", "")):
             self.store.audit.append(AuditAction.COPY_OPENED, "refused", actor="patient", ip=ip,
-                             reference=ref, form_id=fid, detail="link secret missing or altered")
+                                    reference=ref, form_id=fid,
+                                    detail="link secret missing or altered")
             raise CopyRefused(CopyState.ALTERED, lang=lang, form_id=fid)
         if grant:
             fresh = self.clock() < parse_iso(row["quick_until"])
@@ -268,11 +269,12 @@ class Copies:
             ciphertext, downloads, used_up = taken
             how = "pickup code" if not grant else "thank-you page"
             self.store.audit.append(AuditAction.COPY_OPENED, actor="patient", ip=ip, reference=ref,
-                             form_id=fid, detail=f"download {downloads} of {row['max_downloads']} "
-                                    f"({how})")
+                                    form_id=fid,
+                                    detail=f"download {downloads} of {row['max_downloads']} "
+                                           f"({how})")
             if used_up:
                 self.store.audit.append(AuditAction.COPY_DELETED, reference=ref, form_id=fid,
-                                 detail="all downloads used")
+                                        detail="all downloads used")
         try:
             pdf = AESGCM(derive(secret, "key", cid)).decrypt(ciphertext[:12], ciphertext[12:],
                                                              cid.encode())
@@ -286,16 +288,16 @@ class Copies:
     def _wrong_code(self, info: CopyInfo, ip: str) -> None:
         with self.store.transaction():
             failures, locked = self.store.copies.wrong_code(info.copy_id, MAX_FAILURES,
-                                                          self.clock())
+                                                            self.clock())
             self.store.audit.append(AuditAction.COPY_WRONG_CODE, "refused", actor="patient", ip=ip,
-                             reference=info.reference, form_id=info.form_id,
-                             detail=f"attempt {failures} of {MAX_FAILURES}")
+                                    reference=info.reference, form_id=info.form_id,
+                                    detail=f"attempt {failures} of {MAX_FAILURES}")
             if locked:
                 self.store.audit.append(AuditAction.COPY_LOCKED, "refused",
                                         reference=info.reference,
                                  form_id=info.form_id, detail=f"{MAX_FAILURES} wrong codes")
                 self.store.audit.append(AuditAction.COPY_DELETED, reference=info.reference,
-                                 form_id=info.form_id, detail="locked")
+                                        form_id=info.form_id, detail="locked")
         if locked:
             raise CopyRefused(CopyState.LOCKED, lang=info.lang, form_id=info.form_id)
         raise CopyRefused(CopyState.WRONG_CODE, lang=info.lang, form_id=info.form_id,
@@ -309,9 +311,10 @@ class Copies:
             gone = self.store.copies.expire(now, copy_id)
             for row in gone:
                 self.store.audit.append(AuditAction.COPY_EXPIRED, reference=row["reference"],
-                                 form_id=row["form_id"], detail=f"{row['downloads']} downloads")
+                                        form_id=row["form_id"],
+                                        detail=f"{row['downloads']} downloads")
                 self.store.audit.append(AuditAction.COPY_DELETED, reference=row["reference"],
-                                 form_id=row["form_id"], detail="expired")
+                                        form_id=row["form_id"], detail="expired")
         return len(gone)
 
     def purge(self) -> int:

@@ -91,12 +91,12 @@ def queue_mails(copies: Copies, pending: PendingCopy, sub: Submission, spec: For
     rec = recorded_for(copies.settings.practice_of(spec.id), pending.lang)
     context = sealed_context(copies.settings, rec, sub.reference)
     store.outbox.enqueue(LINK_KIND, sub.reference, to, sealed, spec.id, practice=rec.practice,
-                  context=context)
+                         context=context)
     if pending.pgp_ciphertext:
         # "<lang>\n" + the armoured ciphertext: only the patient's key opens it
         store.outbox.enqueue(PGP_KIND, sub.reference, to,
-                      f"{pending.lang}\n{pending.pgp_ciphertext}".encode("ascii"), spec.id,
-                      practice=rec.practice, context=context)
+                             f"{pending.lang}\n{pending.pgp_ciphertext}".encode("ascii"), spec.id,
+                             practice=rec.practice, context=context)
 
 
 PAYLOAD_PURPOSE = b"formrelay outbox patient-copy v1"
@@ -132,7 +132,7 @@ def build_link_mail(mail: OutboxMail, settings: Settings, store: Store) -> bytes
 def copy_mail_sent(mail: OutboxMail, store: Store) -> None:
     what = "link" if mail.kind == LINK_KIND else "PGP-encrypted copy"
     store.audit.append(AuditAction.COPY_MAIL_SENT, reference=mail.reference, form_id=mail.form_id,
-                detail=f"{what} to the patient")
+                       detail=f"{what} to the patient")
 
 
 # -- the kind of mail, for the worker's table (services.mail_kinds()) ---------------------

@@ -90,8 +90,8 @@ class Answers:
                 "email_sealed": sealed, "created_at": iso(now),
                 "expires_at": iso(now + self.expiry)})
             self.store.audit.append(AuditAction.REPLY_OFFERED, actor="patient", reference=reference,
-                             form_id=form_id, practice=practice,
-                             detail="mail address given" if email else "no mail address")
+                                    form_id=form_id, practice=practice,
+                                    detail="mail address given" if email else "no mail address")
         return code
 
     # -- the clinician ------------------------------------------------------------------
@@ -116,7 +116,7 @@ class Answers:
         sealed = secret.seal_answer(bytes(row["public_key"]), text, reference)
         with self.store.transaction():
             if not self.store.replies.store_answer(reference, sealed, f"user:{user.username}",
-                                           self.clock()):
+                                                   self.clock()):
                 raise UserError("This submission cannot be answered (any more).", status=404)
             self.store.audit.append(AuditAction.REPLY_ANSWERED, actor=f"user:{user.username}",
                                     ip=ip,
@@ -130,8 +130,8 @@ class Answers:
                                             {"lang": row["lang"], "practice": row["practice"]},
                                             reference.encode())
                 self.store.outbox.enqueue(MAIL_KIND, reference,
-                                   [sealed_recipient(self.settings, address, reference)],
-                                   payload, str(row["form_id"]))
+                                          [sealed_recipient(self.settings, address, reference)],
+                                          payload, str(row["form_id"]))
 
     # -- the patient --------------------------------------------------------------------
     def read(self, reference: str, code: str, ip: str = "") -> str:
@@ -175,8 +175,8 @@ class Answers:
             self.store.replies.claim(reference, None)
             raise
         self.store.audit.append(AuditAction.REPLY_PATIENT, actor="patient", ip=ip,
-                         reference=reference, form_id=spec.id, practice=str(row["practice"]),
-                         detail=f"delivered as {receipt.reference}")
+                                reference=reference, form_id=spec.id, practice=str(row["practice"]),
+                                detail=f"delivered as {receipt.reference}")
         return receipt.reference
 
     def _open(self, reference: str, code: str, ip: str) -> tuple[str, dict[str, Any]]:
@@ -208,11 +208,11 @@ class Answers:
         else:
             with self.store.transaction():
                 failures, locked = self.store.replies.wrong_code(reference, MAX_FAILURES,
-                                                               self.clock())
+                                                                 self.clock())
                 self.store.audit.append(AuditAction.REPLY_WRONG_CODE, "refused", actor="patient",
-                                 ip=ip, reference=reference, form_id=form_id,
-                                 practice=practice, detail=f"attempt {failures} of "
-                                                           f"{MAX_FAILURES}")
+                                        ip=ip, reference=reference, form_id=form_id,
+                                        practice=practice, detail=f"attempt {failures} of "
+                                                                  f"{MAX_FAILURES}")
                 if locked:
                     self.store.audit.append(AuditAction.REPLY_LOCKED, "refused",
                                             reference=reference,
@@ -253,8 +253,8 @@ class Answers:
         rows = self.store.replies.expire(self.clock())
         for r in rows:
             self.store.audit.append(AuditAction.REPLY_EXPIRED, reference=r["reference"],
-                             form_id=r["form_id"], practice=r["practice"],
-                             detail=f"{r['state']}: key and answer deleted")
+                                    form_id=r["form_id"], practice=r["practice"],
+                                    detail=f"{r['state']}: key and answer deleted")
         return len(rows)
 
 
@@ -287,7 +287,7 @@ def build_mail(mail: OutboxMail, settings: Settings, store: Store) -> bytes:
 
 def mail_sent(mail: OutboxMail, store: Store) -> None:
     store.audit.append(AuditAction.REPLY_MAIL_SENT, reference=mail.reference, form_id=mail.form_id,
-                detail="answer notice to the patient")
+                       detail="answer notice to the patient")
 
 
 NOTICE_MAIL = MailKind(MAIL_KIND, build_mail, on_sent=mail_sent)

@@ -76,10 +76,6 @@ __all__ = [
 ]
 
 
-def _no_forms(form_id: str) -> str | None:
-    return None
-
-
 class Store(StoreBase):
     """Thread-safe access to one database (the SQLite file at `path`, or PostgreSQL at
     `url`); open it once per process."""
@@ -95,10 +91,6 @@ class Store(StoreBase):
     refusals: Refusals
     readers: Readers
     backups: Backups
-
-    # The practice a configured form belongs to (None: not configured). The composition
-    # root (services.py) sets it from the configuration in force, again on every reload.
-    practice_of_form: Callable[[str], str | None] = staticmethod(_no_forms)
 
     def __init__(self, path: Path, clock: Callable[[], datetime] = utcnow, *, url: str = ""):
         self.submissions = Submissions(self)

@@ -62,7 +62,8 @@ class AuditLog(Concern):
               reference: str = "", form_id: str = "", detail: str = "",
               practice: str | None = None) -> None:
         """Append one event to a practice's hash-chained audit log (metadata only, never
-        content): to `practice` if given, else to the chain `chain_of` derives.
+        content): to `practice` if given (an event about a form: its practice by
+        `Settings.practice_of`), else to the chain `recorded_practice` finds.
 
         `action` must be an `AuditAction` (or its string): an action nobody documented
         cannot enter the log."""
@@ -79,8 +80,8 @@ class AuditLog(Concern):
 
         def append() -> None:
             with self.transaction():
-                row["practice"] = practice or self.chain_of(form_id=form_id,
-                                                            reference=reference, actor=actor)
+                row["practice"] = practice or self.recorded_practice(
+                    form_id=form_id, reference=reference, actor=actor)
                 self._pending_audit().append(row)
 
         self.store.retried(append)
@@ -130,25 +131,21 @@ class AuditLog(Concern):
             conn.execute("UPDATE audit_head SET last_id = ?, last_hash = ? WHERE practice = ?",
                          (last_id, prev, practice))
 
-    def chain_of(self, *, form_id: str = "", reference: str = "", actor: str = "") -> str:
-        """The practice whose chain an event goes to when the caller names none (the
-        README's "Audit log" says the same): an event about a form goes to
-        the form's practice; one about a form no longer configured to the chain that
-        already holds that submission's events; a clinician's own event (`user:<name>`)
-        to the account's practice (so also one about a form gone without a trace);
-        anything else (the operator's, unknown names, the system's) to `default`.
-        An event about a stored submission goes to the practice recorded with it, never
-        to the one its form belongs to now (a reload may have moved the form)."""
+    def recorded_practice(self, *, form_id: str = "", reference: str = "",
+                          actor: str = "") -> str:
+        """The practice whose chain an event goes to when the caller names none, from
+        what is recorded, never from the configuration (callers that know an event's
+        form pass `practice=`, by `Settings.practice_of`; the README's "Audit log" says
+        the same): an event about a stored submission goes to the practice recorded with
+        it; one about a submission no longer stored to the chain that already holds its
+        events; a clinician's own event (`user:<name>`) to the account's practice;
+        anything else (the operator's, unknown names, the system's) to `default`."""
         if reference:
             row = self.conn.execute("SELECT practice FROM submissions WHERE reference = ?",
                                     (reference,)).fetchone()
             if row and row[0]:
                 return str(row[0])
-        if form_id:
-            found = self.store.practice_of_form(form_id)
-            if found:
-                return found
-            if reference:
+            if form_id:
                 for pending in self._pending_audit():  # this transaction's, not yet written
                     if pending["reference"] == reference and pending["form_id"] == form_id:
                         return str(pending["practice"])

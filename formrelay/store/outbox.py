@@ -64,8 +64,9 @@ class Outbox(Concern):
         """Queue one mail; joins the caller's transaction if there is one. `payload` is
         opaque here (the kind's builder reads it). Without `message_id` a random token
         is stored and mail.outbox.message_id() turns it into a fixed Message-ID.
-        `practice` is whose mail it is (by default its submission's recorded practice,
-        else its form's): its audit chain, for good. `context` is opaque here too: the
+        `practice` is whose mail it is (callers know it: a form's by
+        `Settings.practice_of`; by default what `audit.recorded_practice` finds): its
+        audit chain, for good. `context` is opaque here too: the
         sender's details as the kind recorded them, sealed (mail/kinds.py)."""
         if not recipients:
             raise ValueError("a mail needs at least one recipient")
@@ -73,7 +74,8 @@ class Outbox(Concern):
         mid = message_id or f"{kind}.{secrets.token_hex(12)}"
         with self.transaction() as conn:
             # the row records whose mail it is (its submission's practice), for good
-            practice = practice or self.store.audit.chain_of(form_id=form_id, reference=reference)
+            practice = practice or self.store.audit.recorded_practice(form_id=form_id,
+                                                                      reference=reference)
             cur = conn.execute(
                 "INSERT INTO outbox (kind, reference, form_id, recipients, payload, message_id, "
                 "created_at, next_attempt_at, practice, context) "

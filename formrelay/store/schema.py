@@ -540,7 +540,7 @@ def _audit_practice(db: sqlite_utils.Database) -> None:
 def _outbox_practice(db: sqlite_utils.Database) -> None:
     # The practice a mail that names no form belongs to (a key-expiry reminder to a
     # practice's operator), so its queued/sent/failed events go to that practice's
-    # audit chain; '' = by its form (store/audit.py `chain_of`).
+    # audit chain; '' = by its form (store/audit.py `recorded_practice` now).
     db.conn.execute("ALTER TABLE outbox ADD COLUMN practice TEXT NOT NULL DEFAULT ''")
 
 

@@ -67,14 +67,14 @@ class HeldUploads:
         row = self.store.uploads.file(file_id) if FILE_ID.fullmatch(file_id) else None
         if row is None or row["state"] != "complete" or not self._mine(user, row):
             self.store.audit.append(AuditAction.UPLOAD_DOWNLOADED, "refused",
-                             actor=f"user:{user.username}", ip=ip, practice=user.practice,
-                             detail=f"file {file_id[:8]}" if FILE_ID.fullmatch(file_id)
-                             else "malformed file id")
+                                    actor=f"user:{user.username}", ip=ip, practice=user.practice,
+                                    detail=f"file {file_id[:8]}" if FILE_ID.fullmatch(file_id)
+                                    else "malformed file id")
             raise UserError("No such document.", status=404)
         item = self._item(row)
         self.store.audit.append(AuditAction.UPLOAD_DOWNLOADED, actor=f"user:{user.username}", ip=ip,
-                         reference=item.reference, practice=str(row["practice"]),
-                         detail=f"file {file_id[:8]} ({item.size} bytes)")
+                                reference=item.reference, practice=str(row["practice"]),
+                                detail=f"file {file_id[:8]} ({item.size} bytes)")
         return item, self.store.uploads.chunks(file_id)
 
 
@@ -91,7 +91,7 @@ def purge(settings: Settings, store: Store, now: datetime) -> int:
         with store.transaction():
             if store.uploads.delete_file(str(row["id"]), now, give_back=False):
                 store.audit.append(AuditAction.UPLOAD_DELETED, reference=str(row["reference"]),
-                            form_id=str(row["form_id"]), practice=str(row["practice"]),
-                            detail=f"file {str(row['id'])[:8]}: past {days} days' retention")
+                                   form_id=str(row["form_id"]), practice=str(row["practice"]),
+                                   detail=f"file {str(row['id'])[:8]}: past {days} days' retention")
                 gone += 1
     return gone

@@ -220,14 +220,14 @@ class UploadLinks:
                 "lang": lang, "asked_by": actor, "created_at": iso(now),
                 "expires_at": iso(expires), "note_sealed": note_sealed})
             self.store.audit.append(AuditAction.UPLOAD_INVITED, actor=actor, ip=ip,
-                             reference=reference, form_id=form_id, practice=practice.id,
-                             detail=f"to {len(fingerprints)} recipient key(s), until "
-                                    f"{iso(expires)[:16]}Z")
+                                    reference=reference, form_id=form_id, practice=practice.id,
+                                    detail=f"to {len(fingerprints)} recipient key(s), until "
+                                           f"{iso(expires)[:16]}Z")
             payload = seal(self.settings, {"link": link, "expires": iso(expires), "lang": lang,
                                            "practice": practice.id, "note": note}, reference)
             self.store.outbox.enqueue(MAIL_KIND, reference,
-                               [sealed_recipient(self.settings, address, reference)],
-                               payload, form_id, practice=practice.id)
+                                      [sealed_recipient(self.settings, address, reference)],
+                                      payload, form_id, practice=practice.id)
         return Invitation(reference, expires, link)
 
     # -- using one ------------------------------------------------------------------------
@@ -273,12 +273,12 @@ class UploadLinks:
             for f in self.store.uploads.files_of(link_id=link.id, state="receiving"):
                 self.store.uploads.delete_file(f["id"], self.clock(), give_back=True)
             self.store.audit.append(AuditAction.UPLOAD_CLOSED, actor="patient", ip=ip,
-                             reference=link.reference, form_id=link.form_id,
-                             practice=link.practice, detail=f"{len(files)} file(s)")
+                                    reference=link.reference, form_id=link.form_id,
+                                    practice=link.practice, detail=f"{len(files)} file(s)")
             if files and to:
                 body = json.dumps({"practice": link.practice, "files": len(files)}).encode()
                 self.store.outbox.enqueue(NOTICE_KIND, link.reference, to, body, link.form_id,
-                                   practice=link.practice)
+                                          practice=link.practice)
         return len(files)
 
     def expire(self, link_id: str | None = None) -> int:
@@ -293,13 +293,14 @@ class UploadLinks:
                 if not self.store.uploads.close_link(row["id"], "expired", now):
                     continue
                 self.store.audit.append(AuditAction.UPLOAD_EXPIRED, reference=row["reference"],
-                                 form_id=row["form_id"], practice=row["practice"],
-                                 detail="link expired")
+                                        form_id=row["form_id"], practice=row["practice"],
+                                        detail="link expired")
                 for f in self.store.uploads.files_of(link_id=row["id"], state="receiving"):
                     self.store.uploads.delete_file(f["id"], now, give_back=False)
-                    self.store.audit.append(AuditAction.UPLOAD_DELETED, reference=row["reference"],
-                                     form_id=row["form_id"], practice=row["practice"],
-                                     detail=f"unfinished file {f['id'][:8]} ({f['size']} bytes)")
+                    self.store.audit.append(
+                        AuditAction.UPLOAD_DELETED, reference=row["reference"],
+                        form_id=row["form_id"], practice=row["practice"],
+                        detail=f"unfinished file {f['id'][:8]} ({f['size']} bytes)")
         return len(rows)
 
 
@@ -333,7 +334,7 @@ def build_mail(mail: OutboxMail, settings: Settings, store: Store) -> bytes:
 
 def link_mail_sent(mail: OutboxMail, store: Store) -> None:
     store.audit.append(AuditAction.UPLOAD_MAIL_SENT, reference=mail.reference, form_id=mail.form_id,
-                practice=mail.practice or None, detail="upload link to the patient")
+                       practice=mail.practice or None, detail="upload link to the patient")
 
 
 def build_notice(mail: OutboxMail, settings: Settings, store: Store) -> bytes:

@@ -184,8 +184,8 @@ class Receiver:
                 "created_at": iso(self.clock())})
             self.store.uploads.start_session(link.id, self.clock())
             self.store.audit.append(AuditAction.UPLOAD_STARTED, actor="patient", ip=ip,
-                             reference=link.reference, form_id=link.form_id,
-                             practice=link.practice, detail=f"file {file_id[:8]} ({how})")
+                                    reference=link.reference, form_id=link.form_id,
+                                    practice=link.practice, detail=f"file {file_id[:8]} ({how})")
         return file_id
 
     def _file(self, link: UploadLink, file_id: str) -> dict[str, object]:
@@ -262,9 +262,9 @@ class Receiver:
             if not self.store.uploads.complete_file(file_id, digest.hexdigest(), self.clock()):
                 raise UploadRefused("This upload is not (or no longer) open.", status=404)
             self.store.audit.append(AuditAction.UPLOAD_RECEIVED, actor="patient", ip=ip,
-                             reference=link.reference, form_id=link.form_id,
-                             practice=link.practice,
-                             detail=f"file {file_id[:8]}: {length} bytes of ciphertext")
+                                    reference=link.reference, form_id=link.form_id,
+                                    practice=link.practice,
+                                    detail=f"file {file_id[:8]}: {length} bytes of ciphertext")
         return Received(file_id, length)
 
     # -- the plain form post --------------------------------------------------------------
@@ -315,5 +315,5 @@ class Receiver:
     def _refused(self, link: UploadLink, file_id: str, ip: str, why: str) -> None:
         what = f"file {file_id[:8]}: " if file_id else ""
         self.store.audit.append(AuditAction.UPLOAD_REFUSED, "refused", actor="patient", ip=ip,
-                         reference=link.reference, form_id=link.form_id,
-                         practice=link.practice, detail=what + why)
+                                reference=link.reference, form_id=link.form_id,
+                                practice=link.practice, detail=what + why)

@@ -137,8 +137,8 @@ def ciphertext(reference: str) -> Any:
     box = area().inbox
     item = box.get(user, reference, action=AuditAction.READ, ip=client_ip())
     area().store.audit.append(AuditAction.READ, actor=user.actor, ip=client_ip(),
-                       reference=item.reference, form_id=item.form_id,
-                       detail="ciphertext fetched to decrypt in the browser")
+                              reference=item.reference, form_id=item.form_id,
+                              detail="ciphertext fetched to decrypt in the browser")
     resp = Response(box.asc_chunks(item), mimetype="application/pgp-encrypted")
     resp.headers["Content-Length"] = str(item.size)
     return resp
@@ -152,7 +152,7 @@ def failed(reference: str) -> Any:
     why = READ_FAILURES.get(request.form.get("why", ""), "unknown failure")
     item = area().inbox.get(user, reference, action=AuditAction.READ, ip=client_ip())
     area().store.audit.append(AuditAction.READ, "failed", actor=user.actor, ip=client_ip(),
-                       reference=item.reference, form_id=item.form_id, detail=why)
+                              reference=item.reference, form_id=item.form_id, detail=why)
     return jsonify(ok=True)
 
 

@@ -112,9 +112,9 @@ class ClinicianSessionInterface(SessionInterface):
             store.clinicians.session_delete(_hash(sid))
             if data.get("uid"):
                 store.audit.append(AuditAction.SESSION_EXPIRED, actor=data.get("actor", ""),
-                            ip=request.remote_addr or "",
-                            detail=f"{why}: idle {_minutes(now - seen)} min, "
-                                   f"age {_minutes(now - created)} min")
+                                   ip=request.remote_addr or "",
+                                   detail=f"{why}: idle {_minutes(now - seen)} min, "
+                                          f"age {_minutes(now - created)} min")
         fresh = ClinicianSession()
         if data.get("uid") or data.get("pending"):
             fresh["notice"] = "expired"
@@ -159,7 +159,7 @@ class ClinicianSessionInterface(SessionInterface):
         # the account ends that too.
         uid = session.get("uid") or (session.get("pending") or {}).get("uid")
         store.clinicians.session_save(_hash(session.sid), uid, session.created_at or now, now,
-                           dict(session))
+                                      dict(session))
         if session.rotate or session.new:
             response.set_cookie(COOKIE, session.sid, path="/", secure=True, httponly=True,
                                 samesite="Strict")

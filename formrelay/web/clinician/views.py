@@ -98,7 +98,7 @@ def refuse_request(detail: str) -> UserError:
         area().accounts.refused_anonymously(AuditAction.REQUEST, client_ip(), "request", what)
     else:
         relay().store.audit.append(AuditAction.REQUEST, "refused", actor=user.actor, ip=client_ip(),
-                            detail=what)
+                                   detail=what)
     return UserError("This page was open too long or did not come from this site. "
                      "Please go back, reload the page and try again.", status=400)
 
