@@ -107,7 +107,7 @@ class FormTokens:
 
     def first_use(self, ft: FormToken, use: Callable[[str, datetime], bool]) -> \
             Callable[[], None]:
-        """What the submission's transaction runs: record the token (Store.use_form_token)
+        """What the submission's transaction runs: record the token (store.protection.use_token)
         or raise TokenProblem(REPLAYED) when another post recorded it first, which rolls
         the whole submission back."""
         def record() -> None:
