@@ -20,10 +20,10 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import sqlite_utils
 
@@ -218,7 +218,7 @@ class Concern:
     def engine(self) -> Engine:
         return self.store.engine
 
-    def transaction(self, *, relaxed: bool = False) -> Any:
+    def transaction(self, *, relaxed: bool = False) -> AbstractContextManager[Connection]:
         return self.store.transaction(relaxed=relaxed)
 
 
