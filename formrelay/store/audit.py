@@ -59,8 +59,8 @@ class AuditLog(Concern):
         self._local = threading.local()  # this thread's transaction's events, not yet written
 
     def append(self, action: str, outcome: str = "ok", *, actor: str = "system", ip: str = "",
-              reference: str = "", form_id: str = "", detail: str = "",
-              practice: str | None = None) -> None:
+               reference: str = "", form_id: str = "", detail: str = "",
+               practice: str | None = None) -> None:
         """Append one event to a practice's hash-chained audit log (metadata only, never
         content): to `practice` if given (an event about a form: its practice by
         `Settings.practice_of`), else to the chain `recorded_practice` finds.
@@ -162,7 +162,7 @@ class AuditLog(Concern):
         return DEFAULT_PRACTICE
 
     def rows(self, reference: str | None = None,
-                   practice: str | None = None) -> list[dict[str, Any]]:
+             practice: str | None = None) -> list[dict[str, Any]]:
         """Events of one reference (or all), of one practice (or all), chain by chain."""
         sql, args = "SELECT * FROM audit WHERE 1=1", []
         if reference:
@@ -190,7 +190,7 @@ class AuditLog(Concern):
         return dict(row) if row else None
 
     def iter(self, after: int = -1,
-                   practice: str = DEFAULT_PRACTICE) -> Iterator[dict[str, Any]]:
+             practice: str = DEFAULT_PRACTICE) -> Iterator[dict[str, Any]]:
         """A practice's audit rows (after id `after`) in id order, read in pages (a log
         of years stays small in RAM)."""
         while True:
@@ -219,7 +219,7 @@ class AuditLog(Concern):
         return dict(row) if row else None
 
     def record_verified(self, upto_id: int, upto_hash: str, anchor_id: int,
-                              practice: str = DEFAULT_PRACTICE) -> None:
+                        practice: str = DEFAULT_PRACTICE) -> None:
         """Remember that the chain verified up to row `upto_id`; never moves back."""
         with self.transaction(relaxed=True) as conn:
             conn.execute(

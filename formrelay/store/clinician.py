@@ -43,7 +43,7 @@ class Clinicians(Concern):
                      "forms", "disabled_at", "last_login_at")
 
     def add(self, username: str, password_hash: str, *, email: str,
-                 recipients: list[str], forms: list[str], practice: str = "default") -> int:
+            recipients: list[str], forms: list[str], practice: str = "default") -> int:
         now = iso(self.clock())
         with self.transaction() as conn:
             cur = conn.execute(
@@ -54,7 +54,7 @@ class Clinicians(Concern):
             return int(cur.fetchone()[0])
 
     def get(self, *, username: str | None = None,
-                 user_id: int | None = None) -> dict[str, Any] | None:
+            user_id: int | None = None) -> dict[str, Any] | None:
         if username is not None:
             row = self.conn.execute("SELECT * FROM users WHERE username = ?",
                                     (username,)).fetchone()
@@ -189,7 +189,7 @@ class Clinicians(Concern):
             return conn.execute(sql, args).rowcount
 
     def purge(self, idle_before: datetime,
-                                    failures_before: datetime) -> int:
+              failures_before: datetime) -> int:
         with self.transaction() as conn:
             n = conn.execute("DELETE FROM sessions WHERE seen_at < ?",
                              (iso(idle_before),)).rowcount

@@ -57,7 +57,7 @@ class PatientCopies(Concern):
             return bytes(row[0]), int(row[1]), used_up
 
     def wrong_code(self, copy_id: str, max_failures: int,
-                        now: datetime) -> tuple[int, bool]:
+                   now: datetime) -> tuple[int, bool]:
         """Count a wrong pickup code; at `max_failures` the copy is locked and its
         ciphertext deleted. Returns (failures, locked)."""
         with self.transaction() as conn:

@@ -148,7 +148,7 @@ class Outbox(Concern):
         return cur.rowcount
 
     def deferred(self, mail: OutboxMail, owner: str, next_at: datetime, error_class: str,
-                      error: str) -> None:
+                 error: str) -> None:
         """Give the lease back and schedule the next try (a temporary failure)."""
         with self.transaction() as conn:
             cur = conn.execute(
@@ -226,7 +226,7 @@ class Outbox(Concern):
         return _outbox_mail(row, attempts=row["attempts"])
 
     def rows(self, statuses: tuple[str, ...] = ("queued", "failed"),
-                    limit: int = 500) -> list[dict[str, Any]]:
+             limit: int = 500) -> list[dict[str, Any]]:
         """Metadata of outbox rows (never the payload), oldest first."""
         marks = ", ".join("?" * len(statuses))
         cur = self.conn.execute(
@@ -262,7 +262,7 @@ class Outbox(Concern):
         return bool(cur.rowcount)
 
     def purge(self, cutoffs: Mapping[str, datetime],
-                    default: datetime) -> list[dict[str, Any]]:
+              default: datetime) -> list[dict[str, Any]]:
         """Delete sent and failed mails finished before their form's cutoff (`default`
         for mail of no configured form, such as the operator's), each deletion audited;
         returns what was deleted. Works in batches so intake is not held up long."""

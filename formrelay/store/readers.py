@@ -53,7 +53,7 @@ class Readers(Concern):
 
     # -- reader keys ------------------------------------------------------------------
     def add_key(self, user_id: int, fingerprint: str, public_key: str,
-                       locked_key: str, recovery_locked_key: str) -> int:
+                locked_key: str, recovery_locked_key: str) -> int:
         with self.transaction() as conn:
             cur = conn.execute(
                 "INSERT INTO reader_keys (user_id, fingerprint, public_key, locked_key, "

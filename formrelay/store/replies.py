@@ -76,7 +76,7 @@ class Replies(Concern):
                          "AND failures > 0", (reference,))
 
     def wrong_code(self, reference: str, max_failures: int,
-                         now: datetime) -> tuple[int, bool]:
+                   now: datetime) -> tuple[int, bool]:
         """A taken try's code was wrong: (tries counted, locked now?)."""
         with self.transaction() as conn:
             row = conn.execute("SELECT failures FROM replies WHERE reference = ? "

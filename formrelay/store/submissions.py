@@ -57,7 +57,7 @@ class Submissions(Concern):
         return dict(row) if row else None
 
     def rows(self, form_ids: list[str] | None = None, status: str | None = None,
-                    practice: str | None = None) -> list[dict[str, Any]]:
+             practice: str | None = None) -> list[dict[str, Any]]:
         sql = f"SELECT {_COLUMNS} FROM submissions WHERE 1=1"  # noqa: S608 - fixed names
         args: list[Any] = []
         if practice is not None:

@@ -87,7 +87,7 @@ class Uploads(Concern):
         return _row(row) if row else None
 
     def files_of(self, *, link_id: str = "", practice: str = "",
-                        state: str = "complete") -> list[dict[str, Any]]:
+                 state: str = "complete") -> list[dict[str, Any]]:
         """The files of one link, or of one practice, in one state, oldest first."""
         column, value = ("link_id", link_id) if link_id else ("practice", practice)
         return [_row(r) for r in self.conn.execute(
@@ -101,7 +101,7 @@ class Uploads(Concern):
         return int(row[0])
 
     def append_chunk(self, file_id: str, offset: int, data: bytes,
-                            limit: int) -> tuple[str, int]:
+                     limit: int) -> tuple[str, int]:
         """Append `data` at `offset` of a receiving file. Returns ("ok", new size),
         ("offset", stored size) when `offset` is not where the file ends (a retry of a
         chunk already stored, or one missed), ("limit", used bytes) when the session
