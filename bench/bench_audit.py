@@ -32,8 +32,9 @@ def timed(fn: Callable[[], Verification]) -> tuple[float, Verification]:
 def fill(store: Store, n: int, start: int = 0) -> None:
     with store.transaction():
         for i in range(start, start + n):
-            store.audit("received", actor="patient", ip="192.0.2.1",
-                        reference=f"FR-BNCH-{i:06d}", form_id="intake", detail="hold, 0 files")
+            store.audit.append("received", actor="patient", ip="192.0.2.1",
+                               reference=f"FR-BNCH-{i:06d}", form_id="intake",
+                               detail="hold, 0 files")
 
 
 def main() -> None:

@@ -51,7 +51,8 @@ def audit_figures(tmp: Path, rows: int) -> None:
     store = Store(tmp / "audit.db", clock)
     t = time.perf_counter()
     for i in range(rows):
-        store.audit("downloaded", actor="user:anna", ip="192.0.2.1", reference="FR-2345-6789",
+        store.audit.append("downloaded", actor="user:anna", ip="192.0.2.1",
+                           reference="FR-2345-6789",
                     form_id="intake", detail=f"asc via web {i}")
         if i == rows // 2:
             clock.now += timedelta(days=6 * 365)
@@ -60,7 +61,7 @@ def audit_figures(tmp: Path, rows: int) -> None:
     result = verify(store)
     check = time.perf_counter() - t
     t = time.perf_counter()
-    purged = store.purge_audit(clock.now - timedelta(days=5 * 365))[0]
+    purged = store.audit.purge(clock.now - timedelta(days=5 * 365))[0]
     purge = time.perf_counter() - t
     print(f"audit: {rows} rows appended at {rows / append:,.0f} rows/s (one transaction each)")
     print(f"audit verify over {result.rows} rows: {check * 1000:.0f} ms "
@@ -89,9 +90,9 @@ def download_figures(tmp: Path) -> None:
         for _ in range(30 * 1024 * 1024 // len(line)):
             fh.write(line)
         fh.write(b"-----END PGP MESSAGE-----\n")
-    store.add_submission({"reference": "FR-2345-6789", "form_id": "intake",
-                          "received_at": "2026-01-01T00:00:00.000000Z", "delivery": "hold",
-                          "status": "held", "file_count": 0}, ct)
+    store.submissions.add({"reference": "FR-2345-6789", "form_id": "intake",
+                           "received_at": "2026-01-01T00:00:00.000000Z", "delivery": "hold",
+                           "status": "held", "file_count": 0}, ct)
     item = inbox.get(user, "FR-2345-6789", action="downloaded", ip="")
     for fmt in ("asc", "eml"):
         tracemalloc.start()

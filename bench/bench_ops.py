@@ -4,8 +4,8 @@ cost of `formrelay check` and /healthz.
     .venv/bin/python bench/bench_ops.py [--submissions 400] [--kb 64]
 
 1. A database with N held submissions of about K KB ciphertext each (real gpg output
-   of random data, stored through Store.add_submission).
-2. `Store.backup` of it, alone, then again while a writer thread keeps adding
+   of random data, stored through Store.submissions.add).
+2. `Store.backups.create` of it, alone, then again while a writer thread keeps adding
    submissions: backup time, MB/s, and the writer's slowest commit during the backup
    against its slowest commit before it (a one-step online backup holds a read
    snapshot; in WAL mode writers should not wait for it).
@@ -32,8 +32,8 @@ from formrelay.cli import cli
 from formrelay.config import load_config
 from formrelay.intake.relay import Relay
 from formrelay.intake.submission import new_reference
+from formrelay.localtime import iso, utcnow
 from formrelay.services import build
-from formrelay.store import iso, utcnow
 
 CONFIG = """\
 [server]
@@ -61,7 +61,7 @@ def add(relay: Relay, ct: Path) -> float:
     row = {"reference": ref, "form_id": "intake", "received_at": iso(utcnow()),
            "delivery": "hold", "status": "held", "file_count": 0}
     start = time.perf_counter()
-    relay.store.add_submission(row, ct, lambda: relay.store.audit(
+    relay.store.submissions.add(row, ct, lambda: relay.store.audit.append(
         "received", actor="patient", reference=ref, form_id="intake"))
     return time.perf_counter() - start
 
@@ -87,7 +87,7 @@ def main() -> None:
         db_mb = settings.db_path.stat().st_size / 1e6
 
         t = time.perf_counter()
-        relay.store.backup(root / "alone.db")
+        relay.store.backups.create(root / "alone.db")
         alone = time.perf_counter() - t
 
         baseline: list[float] = []
@@ -106,7 +106,7 @@ def main() -> None:
             time.sleep(0.01)
         phase["during"] = True
         t = time.perf_counter()
-        counts = relay.store.backup(root / "busy.db")
+        counts = relay.store.backups.create(root / "busy.db")
         busy = time.perf_counter() - t
         phase["during"] = False
         stop.set()

@@ -11,7 +11,7 @@ worker's peak resident set (VmHWM in /proc/<pid>/status) before and after: the
 ciphertext goes into `submission_chunks` in rows of 1 MB, never whole in memory.
 
 Then, in this process, it streams that ciphertext back out the way a download and the
-outbox do (`Store.stream_ciphertext`, `Store.copy_ciphertext`) and reads this process's
+outbox do (`Store.submissions.stream`, `Store.submissions.copy_to`) and reads this process's
 peak RSS before and after.
 
 Target (issue 11): a 20 MB upload adds <= 50 MB RSS on PostgreSQL too.
@@ -40,11 +40,11 @@ def stream_rss(url: str, root: Path) -> dict[str, Any]:
 
     store = Store(root / "unused.db", url=url)
     try:
-        ref = max(store.submissions(), key=lambda r: r["size"] or 0)
+        ref = max(store.submissions.rows(), key=lambda r: r["size"] or 0)
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        total = sum(len(chunk) for chunk in store.stream_ciphertext(ref["reference"]))
+        total = sum(len(chunk) for chunk in store.submissions.stream(ref["reference"]))
         with open(os.devnull, "wb") as sink:
-            store.copy_ciphertext(ref["reference"], sink)
+            store.submissions.copy_to(ref["reference"], sink)
         after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     finally:
         store.close()

@@ -149,7 +149,7 @@ def main() -> int:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         app, code, (small, big) = setup(Path(tmp), port)
-        sizes = {ref: app.extensions["formrelay"].store.submission(ref)["size"]
+        sizes = {ref: app.extensions["formrelay"].store.submissions.get(ref)["size"]
                  for ref in (small, big)}
         server = make_server("127.0.0.1", port, app, threaded=True)
         threading.Thread(target=server.serve_forever, daemon=True).start()

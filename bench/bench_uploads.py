@@ -220,7 +220,8 @@ def main() -> int:
         fr = start_server("formrelay", config, root, workers=2, port=port)
         try:
             from formrelay.config import load_config
-            from formrelay.store import Store, utcnow
+            from formrelay.localtime import utcnow
+            from formrelay.store import Store
             from formrelay.uploads.links import UploadLinks
 
             settings = load_config(config, {"FORMRELAY_SECRET_KEY": SECRET})

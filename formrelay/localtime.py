@@ -1,4 +1,7 @@
-"""Times shown to people, in the practice's own time zone.
+"""Times shown to people, in the practice's own time zone; and how times are stored.
+
+`utcnow`, `iso` and `parse_iso` fix the one text form of every stored time (UTC,
+microseconds, `Z`), which the store, tokens and the audit log share.
 
 Storage, logs and the audit trail stay in UTC; only what a clinician or patient reads
 (inbox, notification mail, the decrypted text body, the copy's PDF and pages) is turned
@@ -13,10 +16,25 @@ reader takes for another date). The JSON part of an encrypted submission keeps I
 from __future__ import annotations
 
 import functools
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 DEFAULT_TZ = "Europe/Amsterdam"
+
+
+# -- stored times: UTC, one text form (the store, the audit log, tokens) ----------------
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(dt: datetime) -> str:
+    """How every timestamp is stored: UTC with microseconds, e.g. 2026-12-08T00:45:00.000000Z
+    (text order is time order)."""
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_iso(value: str) -> datetime:
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 DATE_FORMATS = {"nl": "%d-%m-%Y", "en": "%Y-%m-%d"}
 
 

@@ -23,6 +23,7 @@ from .clinician.reader_keys import ReaderKeys
 from .crypto.keyring import Keyring
 from .intake.pipeline import Step
 from .intake.relay import Relay
+from .localtime import utcnow
 from .mail import notify, outbox
 from .mail.kinds import OPERATOR_MAIL, SUBMISSION_MAIL, MailKinds, SubmissionMail, kind_table
 from .mail.notify import HeldNotice
@@ -35,7 +36,7 @@ from .patient_copy.step import CopyStep, check_fonts
 from .replies import answers as reply_answers
 from .replies.step import ReplyStep
 from .settings import DEFAULT_PRACTICE, DEFAULT_RETENTION_DAYS, Settings
-from .store import Store, utcnow
+from .store import Store
 from .uploads import held as upload_held
 from .uploads import links as upload_links
 
@@ -105,17 +106,9 @@ class Services:
         new recipients imported, the PDF fonts there if a form now offers a copy."""
         self.relay.sync_keys()
         check_fonts(self.settings)
-        self.store.practice_of_form = form_practices(self.settings)  # now it is in force
 
     def close(self) -> None:
         self.store.close()
-
-
-def form_practices(settings: Settings) -> Callable[[str], str | None]:
-    """The practice of each configured form: the audit log's rule (store/audit.py
-    `chain_of`) puts an event about a form into that practice's chain."""
-    practices = {fid: spec.practice for fid, spec in settings.forms.items()}
-    return practices.get
 
 
 def form_owner(settings: Settings) -> Callable[[str], tuple[str, list[str], list[str], int]]:
@@ -139,10 +132,9 @@ def build(settings: Settings, clock: Callable[[], datetime] = utcnow, *,
     `extra_steps` run after the standard ones (tests use it). A reload (reload.py)
     passes the open `store` and `keyring` on to the new settings."""
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if store is None:  # a reload keeps the open store's rule until it is in force
+    if store is None:  # a reload passes the open store on
         store = Store(settings.db_path, clock, url=settings.server.database_url)
-        store.practice_of_form = form_practices(settings)
-        store.fill_ownership(form_owner(settings))  # rows older than the record: once
+        store.submissions.fill_ownership(form_owner(settings))  # rows older than the record: once
     keyring = keyring or Keyring(settings.gnupg_home,
                                  timeout=settings.server.gpg_timeout_seconds)
     copies = Copies(settings, store, clock)

@@ -129,6 +129,6 @@ def answers(plaintext: bytes) -> dict[str, Any]:
 
 
 def audit(app: Flask, action: str, outcome: str | None = None) -> list[dict[str, Any]]:
-    rows = app.extensions["formrelay"].store.audit_rows()
+    rows = app.extensions["formrelay"].store.audit.rows()
     return [r for r in rows if r["action"] == action and (outcome is None or
                                                           r["outcome"] == outcome)]

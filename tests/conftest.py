@@ -24,8 +24,9 @@ from flask.testing import FlaskClient
 
 from formrelay import create_app, services
 from formrelay.config import load_config
+from formrelay.localtime import utcnow
 from formrelay.settings import HEALTH_TOKEN_ENV, SECRET_KEY_ENV
-from formrelay.store import Store, utcnow
+from formrelay.store import Store
 
 from .keys import TestKey, make_all
 from .pg import TEST_DATABASE_ENV, PgServer

@@ -161,7 +161,7 @@ def hold(app: Flask, ciphertext: bytes, tmp_path: Path) -> str:
     """Store `ciphertext` as a held submission of `intake` (for what the relay never
     writes: a message to another key, a damaged one); returns its reference."""
     from formrelay.intake.submission import new_reference
-    from formrelay.store import iso
+    from formrelay.localtime import iso
 
     services = app.extensions["formrelay"]
     store, spec = services.store, services.settings.forms["intake"]
@@ -169,11 +169,11 @@ def hold(app: Flask, ciphertext: bytes, tmp_path: Path) -> str:
     path = tmp_path / f"{ref}.asc"
     path.write_bytes(ciphertext)
     # whose it is, recorded as the relay records it (access is decided from the record)
-    store.add_submission({"reference": ref, "form_id": "intake",
-                          "received_at": iso(store.clock()), "delivery": "hold",
-                          "status": "held", "file_count": 0, "practice": spec.practice,
-                          "recipients": json.dumps(list(spec.recipients)),
-                          "fingerprints": "[]", "keep_days": spec.retention_days}, path)
+    store.submissions.add({"reference": ref, "form_id": "intake",
+                           "received_at": iso(store.clock()), "delivery": "hold",
+                           "status": "held", "file_count": 0, "practice": spec.practice,
+                           "recipients": json.dumps(list(spec.recipients)),
+                           "fingerprints": "[]", "keep_days": spec.retention_days}, path)
     path.unlink()
     return ref
 

@@ -93,7 +93,7 @@ def test_answer_and_file_encrypted_in_the_clinicians_browser(
     got = client.post("/r/file?lang=en", data={"reference": reference, "code": code,
                                                 "n": "0"})
     assert got.status_code == 200 and got.data == pdf
-    stored = app.extensions["formrelay"].store.reply(reference)["answer"]
+    stored = app.extensions["formrelay"].store.replies.get(reference)["answer"]
     for tool, plain in decrypt_with_tools(private_key(app, reference, code), stored,
                                           tmp_path / "t").items():
         text, files = parts(plain)
@@ -114,7 +114,7 @@ def test_ciphertext_not_to_the_patients_key_is_refused(
     b.enrol("anna", totp_at(clock))
     to_practice = encrypt_binary(app, b"MIME-Version: 1.0\r\n\r\nHallo",
                                  [keys["alice"].fingerprint])
-    row = app.extensions["formrelay"].store.reply(reference)
+    row = app.extensions["formrelay"].store.replies.get(reference)
     from formrelay.replies import letter
 
     to_patient = letter.seal(row["public_key"], letter.compose("Hallo", []),
@@ -126,7 +126,7 @@ def test_ciphertext_not_to_the_patients_key_is_refused(
                    content_type="multipart/form-data")
         assert r.status_code == 422 and "not encrypted for the patient" in r.get_data(
             as_text=True)
-    row = app.extensions["formrelay"].store.reply(reference)
+    row = app.extensions["formrelay"].store.replies.get(reference)
     assert row["state"] == "waiting" and row["answer"] is None
     assert not audit(app, "answer written")
     assert "not answered yet" in read(client, reference, code).get_data(as_text=True)

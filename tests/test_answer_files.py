@@ -50,7 +50,7 @@ def post_answer(b: Browser, reference: str, text: str, files: list[tuple[str, by
 def private_key(app: Any, reference: str, code: str) -> bytes:
     """What only the code and the server's secret together unwrap."""
     s = app.extensions["formrelay"]
-    row = s.store.reply(reference)
+    row = s.store.replies.get(reference)
     key = secret.wrap_key(code, row["salt"], s.settings.secret_key, reference)
     return secret.unwrap(key, row["wrapped_key"], reference)
 
@@ -63,7 +63,7 @@ def sq_decrypt(keyfile: Path, data: bytes) -> bytes:
 
 def decrypt_with_tools(private: bytes, ciphertext: bytes, tmp: Path) -> dict[str, bytes]:
     """The plaintext as gpg, rnp and Sequoia's sq decrypt it with the reply key."""
-    from formrelay.crypto.inprocess import pysequoia
+    import pysequoia
 
     tmp.mkdir(mode=0o700)
     keyfile = tmp / "reply-key.asc"
@@ -122,7 +122,7 @@ def test_answer_with_files_read_by_the_patient_and_decrypted_by_gpg_rnp_and_sq(
     assert client.post("/r/file?lang=en", data={"reference": reference, "code": code,
                                                  "n": "2"}).status_code == 404
 
-    stored = app.extensions["formrelay"].store.reply(reference)["answer"]
+    stored = app.extensions["formrelay"].store.replies.get(reference)["answer"]
     assert encryption_packet(stored) == "SEIPD v1"
     assert PDF[9:200] not in stored and b"Zie de brief" not in stored
     decrypted = decrypt_with_tools(private_key(app, reference, code), stored, tmp_path / "t")
@@ -156,7 +156,7 @@ def test_refused_files_store_no_answer(make_app: Any, tmp_path: Path, monkeypatc
     html = r.get_data(as_text=True)
     assert r.status_code == 400 and why in html, html
     assert 'id="answer"' in html  # the page again, to correct
-    row = app.extensions["formrelay"].store.reply(reference)
+    row = app.extensions["formrelay"].store.replies.get(reference)
     assert row["state"] == "waiting" and row["answer"] is None
     assert not audit(app, "answer written")
     assert "not answered yet" in read(client, reference, code).get_data(as_text=True)
@@ -173,11 +173,11 @@ def test_a_file_that_is_not_what_its_name_says_is_not_handed_out(
     client = app.test_client()
     reference, code = send_form(client, email="")
     s = app.extensions["formrelay"]
-    row = s.store.reply(reference)
+    row = s.store.replies.get(reference)
     mime = letter.compose("Tekst", [letter.AnswerFile("goed.pdf", PDF),
                                     letter.AnswerFile("fout.pdf", b"MZ\x90\x00 exe")])
     sealed = letter.seal(row["public_key"], mime, s.settings.tmp_dir, 30)
-    assert s.store.store_answer(reference, sealed, "user:anna", clock())
+    assert s.store.replies.store_answer(reference, sealed, "user:anna", clock())
     page = read(client, reference, code).get_data(as_text=True)
     assert page.count('action="/r/file') == 1 and "goed.pdf" in page and "fout.pdf" not in page
     assert re.search(r'id="answer-refused">[^<]*1 more file', page), page

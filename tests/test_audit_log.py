@@ -28,8 +28,8 @@ FORGE = ("INSERT INTO audit (id, at, action, outcome, actor, ip, reference, form
 
 def events(store: Store, n: int = 6) -> None:
     for i in range(n):
-        store.audit("login", "ok" if i % 2 else "failed", actor=f"user:u{i}", ip="192.0.2.1",
-                    detail=f"event {i}")
+        store.audit.append("login", "ok" if i % 2 else "failed", actor=f"user:u{i}", ip="192.0.2.1",
+                           detail=f"event {i}")
 
 
 def attacker(store: Store) -> sqlite3.Connection:
@@ -41,7 +41,7 @@ def attacker(store: Store) -> sqlite3.Connection:
 
 
 def row(store: Store, rid: int) -> dict[str, object]:
-    return next(r for r in store.audit_rows() if r["id"] == rid)
+    return next(r for r in store.audit.rows() if r["id"] == rid)
 
 
 def change(store: Store) -> None:
@@ -132,13 +132,13 @@ def test_retention_purge_keeps_the_chain_verifiable(make_app: Callable[..., Flas
     relay = app.extensions["formrelay"]
     store = relay.store
     events(store, 4)
-    first_old = len(store.audit_rows())
+    first_old = len(store.audit.rows())
     clock.advance(days=365 * 5 - 30)
     events(store, 3)
     clock.advance(days=60)  # the first events are now over 5 years old, the others not
     report = purge(relay.settings, store, clock.now, purgers=services.purgers())
     assert report.audit_rows == first_old
-    rows = store.audit_rows()
+    rows = store.audit.rows()
     assert rows[0]["id"] == first_old + 1 and rows[-1]["action"] == "audit purged"
     assert f"up to #{first_old}" in rows[-1]["detail"]
     assert verify(store).ok, verify(store).problems
@@ -176,8 +176,8 @@ def test_a_log_from_before_the_id_chain_is_upgraded(tmp_path: Path,
     monkeypatch.undo()
     upgraded = Store(tmp_path / "formrelay.db")
     assert verify(upgraded).ok and verify(upgraded).rows == 3
-    upgraded.audit("login")
-    assert verify(upgraded).ok and upgraded.audit_rows()[-1]["id"] == 4
+    upgraded.audit.append("login")
+    assert verify(upgraded).ok and upgraded.audit.rows()[-1]["id"] == 4
 
 
 # -- incremental verification (`formrelay check`, /healthz) --------------------------------
@@ -240,7 +240,7 @@ def test_incremental_verification_reads_only_new_rows_and_survives_the_purge(
     assert verify(store, incremental=True, record=True).ok
     events(store, 3)
     again = verify(store, incremental=True, record=True)
-    head = store.audit_head()[0]
+    head = store.audit.head()[0]
     assert again.ok and again.rows == 3 and again.since_id == head - 3
     assert verify(store, incremental=True, record=True).rows == 0
     clock.advance(days=365 * 5 + 30)  # everything is old now: the purge cuts it all
@@ -251,7 +251,7 @@ def test_incremental_verification_reads_only_new_rows_and_survives_the_purge(
     events(store, 2)
     assert verify(store, incremental=True).ok and verify(store).ok
     # the purge's own event, which confirms the anchor, cannot go missing unseen
-    purged = next(r["id"] for r in store.audit_rows() if r["action"] == "audit purged")
+    purged = next(r["id"] for r in store.audit.rows() if r["action"] == "audit purged")
     attacker(store).execute("DELETE FROM audit WHERE id = ?", (purged,))
     assert not verify(store, incremental=True).ok
 
@@ -260,7 +260,7 @@ def rewrite_and_rechain(store: Store, rid: int) -> None:
     """Someone with the file rewrites one field of row `rid` and recomputes the chain from
     there to the head, so every row again matches its own hash and its predecessor."""
     con = attacker(store)
-    rows = [r for r in store.audit_rows() if r["id"] >= rid]
+    rows = [r for r in store.audit.rows() if r["id"] >= rid]
     prev = str(rows[0]["prev_hash"])
     for r in rows:
         if r["id"] == rid:
@@ -277,7 +277,7 @@ def test_full_verify_fails_where_check_did_and_keeps_the_verified_point(
     store = make_app().extensions["formrelay"].store
     events(store)
     assert cli_run(tmp_path, "check", "--offline").exit_code in (0, 1)  # records the point
-    point = store.audit_verified()
+    point = store.audit.verified()
     assert point is not None
     rewrite_and_rechain(store, 3)
     checked = cli_run(tmp_path, "check", "--offline")
@@ -286,7 +286,7 @@ def test_full_verify_fails_where_check_did_and_keeps_the_verified_point(
     assert result.exit_code == 2, result.output
     assert f"PROBLEM row #{point['upto_id']}, verified on" in result.output
     assert "FAILED" in result.output
-    assert store.audit_verified() == point  # the full check did not bless the rewrite
+    assert store.audit.verified() == point  # the full check did not bless the rewrite
     again = cli_run(tmp_path, "check", "--offline")  # and `check` still reports it
     assert again.exit_code == 2 and f"row #{point['upto_id']}, verified on" in again.output
     assert cli_run(tmp_path, "audit", "verify").exit_code == 2
@@ -297,18 +297,18 @@ def test_full_verify_never_moves_the_point_past_a_rewrite(make_app: Callable[...
     store = make_app().extensions["formrelay"].store
     events(store, 4)
     assert cli_run(tmp_path, "audit", "verify").exit_code == 0
-    point = store.audit_verified()
-    assert point is not None and point["upto_id"] == store.audit_head()[0]
+    point = store.audit.verified()
+    assert point is not None and point["upto_id"] == store.audit.head()[0]
     events(store, 4)
     assert cli_run(tmp_path, "audit", "verify").exit_code == 0  # a clean run moves it on
-    point = store.audit_verified()
-    assert point is not None and point["upto_id"] == store.audit_head()[0]
+    point = store.audit.verified()
+    assert point is not None and point["upto_id"] == store.audit.head()[0]
     events(store, 2)  # newer rows, not yet verified, and an older one rewritten
     rewrite_and_rechain(store, 2)
     result = cli_run(tmp_path, "audit", "verify")
     assert result.exit_code == 2
     assert f"PROBLEM row #{point['upto_id']}, verified on" in result.output
-    assert store.audit_verified() == point
+    assert store.audit.verified() == point
 
 
 # -- one chain per practice (migration 0070) ---------------------------------------------
@@ -334,14 +334,14 @@ def test_a_chain_written_before_practices_still_verifies_after_the_migration(
                          "2026-01-06T00:00:00.000000Z"))
         old.close()
     store = Store(path)  # start-up runs 0070
-    assert store.audit_head() == (5, prev)
-    assert store.audit_verified()["upto_id"] == 3  # type: ignore[index]
+    assert store.audit.head() == (5, prev)
+    assert store.audit.verified()["upto_id"] == 3  # type: ignore[index]
     result = verify(store, incremental=True)
     assert result.ok and result.since_id == 3, result.problems
     assert verify(store).ok and verify(store).rows == 5
-    store.audit("login", actor="user:new")
-    store.audit("login", actor="user:oost", practice="oost")
-    assert store.audit_head()[0] == 6 and store.audit_head("oost")[0] == 1
+    store.audit.append("login", actor="user:new")
+    store.audit.append("login", actor="user:oost", practice="oost")
+    assert store.audit.head()[0] == 6 and store.audit.head("oost")[0] == 1
     assert verify(store).ok and verify(store, practice="oost").rows == 1
 
 
@@ -351,8 +351,8 @@ def test_each_practice_chain_is_verified_and_exported_on_its_own(
     store = app.extensions["formrelay"].store
     for practice in ("default", "noord", "zuid"):
         for i in range(3):
-            store.audit("downloaded", actor=f"user:{practice}{i}", reference="FR-AAAA-BBBB"
-                        if practice == "noord" else "", practice=practice)
+            store.audit.append("downloaded", actor=f"user:{practice}{i}", reference="FR-AAAA-BBBB"
+                               if practice == "noord" else "", practice=practice)
     ok = cli_run(tmp_path, "audit", "verify")
     assert ok.exit_code == 0, ok.output
     assert "practice noord: 3 rows checked (#1 to #3)" in ok.output

@@ -43,7 +43,7 @@ def busy_practices(tmp_path: Path, keys: dict[str, TestKey]) -> tuple[Flask, str
 
 
 def chain(store: Store, practice: str) -> list[dict[str, Any]]:
-    return list(store.iter_audit(practice=practice))
+    return list(store.audit.iter(practice=practice))
 
 
 def test_every_event_lands_in_its_practices_chain(tmp_path: Path,
@@ -139,17 +139,18 @@ def test_a_practices_key_reminder_is_in_its_chain(tmp_path: Path,
 
 def test_the_rule_for_events_that_name_no_practice(tmp_path: Path) -> None:
     store = open_store(tmp_path / "formrelay.db")
-    store.practice_of_form = {"intake": "default", "oost-intake": "oost"}.get
-    store.user_add("olga", "x", email="", recipients=[], forms=["oost-intake"],
-                   practice="oost")
-    store.audit("received", actor="patient", reference="FR-AAAA-AAAA", form_id="oost-intake")
-    store.practice_of_form = {"intake": "default"}.get  # oost-intake removed from the config
-    store.audit("deleted", reference="FR-AAAA-AAAA", form_id="oost-intake")  # its chain
-    store.audit("login", actor="user:olga")  # the account's practice
-    store.audit("login", "failed", actor="unknown")  # nobody's: default
-    store.audit("login", actor="user:gone")  # no such account: default
-    store.audit("deleted", reference="FR-BBBB-BBBB", form_id="never-seen")  # default
-    store.audit("queued", form_id="intake", practice="oost")  # named explicitly
+    store.clinicians.add("olga", "x", email="", recipients=[], forms=["oost-intake"],
+                         practice="oost")
+    # the caller that knows the form names its practice (Settings.practice_of)
+    store.audit.append("received", actor="patient", reference="FR-AAAA-AAAA",
+                       form_id="oost-intake", practice="oost")
+    # oost-intake since removed from the config: the store follows the record
+    store.audit.append("deleted", reference="FR-AAAA-AAAA", form_id="oost-intake")  # its chain
+    store.audit.append("login", actor="user:olga")  # the account's practice
+    store.audit.append("login", "failed", actor="unknown")  # nobody's: default
+    store.audit.append("login", actor="user:gone")  # no such account: default
+    store.audit.append("deleted", reference="FR-BBBB-BBBB", form_id="never-seen")  # default
+    store.audit.append("queued", form_id="intake", practice="oost")  # named explicitly
     oost = [(r["action"], r["actor"]) for r in chain(store, "oost")]
     assert oost == [("received", "patient"), ("deleted", "system"), ("login", "user:olga"),
                     ("queued", "system")]

@@ -114,9 +114,9 @@ def test_backup_while_writing_restores_consistent(tmp_path: Path,
     r = CliRunner().invoke(cli, ["--config", str(config2), "check", "--offline"], env=ENV)
     assert r.exit_code == 0, r.output
     store = Store(restored / "formrelay.db")
-    subs = store.submissions()
+    subs = store.submissions.rows()
     assert len(subs) == counts[-1]
-    plain = gpg_decrypt(keys["alice"], store.ciphertext(subs[0]["reference"]))
+    plain = gpg_decrypt(keys["alice"], store.submissions.ciphertext(subs[0]["reference"]))
     assert any(m.encode() in plain for m in marks)
     store.close()
 

@@ -198,12 +198,12 @@ def test_canary_is_nowhere_but_in_the_ciphertext(
     # now search everywhere
     data_dir = relay.settings.data_dir
     db = relay.store.path
-    if relay.store.engine == "sqlite":
+    if relay.store.engine.name == "sqlite":
         assert db.stat().st_size and Path(f"{db}-wal").stat().st_size  # the WAL is searched too
     texts = [logs.text, *(JsonFormatter().format(r) for r in logs.records), *requests.lines]
     blobs = [m.data for m in mails] + [m.mail_from.encode() + repr(m.rcpt_tos).encode()
                                        for m in mails] + [eml.data, asc.data]
-    if relay.store.engine == "postgresql":  # no file to search: every row of every table
+    if relay.store.engine.name == "postgresql":  # no file to search: every row of every table
         blobs.append(database_rows(relay.store))
     roots = [data_dir, temp_root()]
     # the test's own config (the options are set there) and its keys may hold them
@@ -211,7 +211,7 @@ def test_canary_is_nowhere_but_in_the_ciphertext(
     found = leaks_of(everything, roots=roots, texts=texts, blobs=blobs, since=since)
     assert kept_out(found, allowed) == {}, kept_out(found, allowed)
     # the audit log (NEN 7513) saw it all, each event with its fields, never content
-    rows = relay.store.audit_rows()
+    rows = relay.store.audit.rows()
     assert {"received", "queued", "sent", "deleted", "copy issued", "copy mail sent",
             "copy opened", "downloaded", "login", "user created",
             "user changed"} <= {r["action"] for r in rows}
@@ -337,11 +337,11 @@ def test_canary_is_nowhere_on_the_upload_and_answer_paths(
 
     data_dir = relay.settings.data_dir
     db = relay.store.path
-    if relay.store.engine == "sqlite":
+    if relay.store.engine.name == "sqlite":
         assert db.stat().st_size and Path(f"{db}-wal").stat().st_size  # the WAL is searched too
     texts = [logs.text, *(JsonFormatter().format(r) for r in logs.records), *requests.lines]
     blobs = [m.data for m in mails]
-    if relay.store.engine == "postgresql":
+    if relay.store.engine.name == "postgresql":
         blobs.append(database_rows(relay.store))
     # the reply code, as shown and as typed without its dashes, is a canary too
     everything = [in_form, in_file, in_name, in_chunks, in_answer, in_reply, in_answer_file,

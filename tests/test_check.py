@@ -16,7 +16,8 @@ from formrelay import create_app
 from formrelay.cli import cli
 from formrelay.config import ConfigError
 from formrelay.crypto.packets import PacketError, encryption_packet
-from formrelay.store import Store, utcnow
+from formrelay.localtime import utcnow
+from formrelay.store import Store
 
 from .conftest import (
     ENV,
@@ -139,7 +140,7 @@ def test_data_folder_readable_by_others_is_a_warning(tmp_path: Path,
 def _queue_mail(data: Path, age: timedelta) -> None:
     then = utcnow() - age
     store = open_store(data / "formrelay.db", clock=lambda: then)
-    store.enqueue("submission", "FR-AAAA-BBBB", ["alice@praktijk.test"], form_id="intake")
+    store.outbox.enqueue("submission", "FR-AAAA-BBBB", ["alice@praktijk.test"], form_id="intake")
     store.close()
 
 
@@ -162,7 +163,7 @@ def test_old_outbox_message(tmp_path: Path, keys: dict[str, TestKey], age: timed
 def test_clock_behind_the_database_is_an_error(tmp_path: Path, keys: dict[str, TestKey]) -> None:
     future = utcnow() + timedelta(days=3, hours=1)
     store = open_store(tmp_path / "data" / "formrelay.db", clock=lambda: future)
-    store.audit("received", actor="patient", reference="FR-AAAA-BBBB", form_id="intake")
+    store.audit.append("received", actor="patient", reference="FR-AAAA-BBBB", form_id="intake")
     store.close()
     r = run_check(tmp_path, keys)
     assert r.exit_code == 2, r.output
@@ -270,12 +271,12 @@ def test_healthz_ok_when_only_warnings(make_app: Any) -> None:
 def test_tampered_audit_log_is_an_error_in_check_and_healthz(tmp_path: Path,
                                                              keys: dict[str, TestKey]) -> None:
     store = Store(tmp_path / "data" / "formrelay.db")
-    store.audit("login", actor="user:u0", ip="192.0.2.1")
+    store.audit.append("login", actor="user:u0", ip="192.0.2.1")
     first = run_check(tmp_path, keys)
     assert first.exit_code == 0, first.output
     assert "audit log intact up to #1 (1 row(s) checked)" in first.output
     for i in range(3):
-        store.audit("login", actor=f"user:u{i}", ip="192.0.2.1")
+        store.audit.append("login", actor=f"user:u{i}", ip="192.0.2.1")
     again = run_check(tmp_path, keys)  # only what was added since the first check
     assert "#4 (3 row(s) checked since #1" in line_with(again, "audit log intact"), again.output
     con = sqlite3.connect(store.path, isolation_level=None)

@@ -115,7 +115,7 @@ def test_the_whole_hold_flow(make_app: Callable[..., Flask], tls: TlsFiles, tmp_
     assert f'id="row-{ref}"' not in inbox and "verwerkt" in inbox
     assert b.get(f"/clinician/s/{ref}/asc").status_code == 404
     with pytest.raises(KeyError):
-        relay.store.ciphertext(ref)
+        relay.store.submissions.ciphertext(ref)
 
     history = cli_run(tmp_path, "audit", "export", "--reference", ref)
     assert history.exit_code == 0
@@ -274,7 +274,7 @@ def test_csrf_token_is_required_on_every_post(make_app: Callable[..., Flask],
         assert b.post(path, {"csrf_token": "forged"}, csrf=False).status_code == 400
     r = b.post(f"/clinician/s/{ref}/processed", headers={"Origin": "https://evil.example"})
     assert r.status_code == 400
-    assert app.extensions["formrelay"].store.submission(ref)["status"] == "held"
+    assert app.extensions["formrelay"].store.submissions.get(ref)["status"] == "held"
     assert b.get("/clinician/").status_code == 200  # still logged in
     refused = audit(app, "request", "refused")
     assert len(refused) == 8 and "CSRF" in refused[0]["detail"]
@@ -307,7 +307,7 @@ def test_another_practices_reference_cannot_be_read_listed_or_deleted(
         assert r.status_code == 404, attempt
     assert bram.post(f"/clinician/s/{mine}/processed").status_code == 404
     store = app.extensions["formrelay"].store
-    assert store.submission(mine)["status"] == "held" and store.ciphertext(mine)
+    assert store.submissions.get(mine)["status"] == "held" and store.submissions.ciphertext(mine)
     refused = audit(app, "downloaded", "refused") + audit(app, "deleted", "refused")
     assert len(refused) == 5
     assert all(r["actor"] == "user:bram" and r["ip"] == "192.0.2.44" for r in refused)
@@ -407,7 +407,7 @@ def test_totp_secret_is_sealed_at_rest(make_app: Callable[..., Flask], tmp_path:
     assert r.status_code == 200 and b.get("/clinician/").status_code == 200
     data = _db_bytes(app)
     assert offered.encode() not in data and offered.lower().encode() not in data
-    row = app.extensions["formrelay"].store.user_row(username="anna")
+    row = app.extensions["formrelay"].store.clinicians.get(username="anna")
     assert row["totp_secret"].startswith("sealed:v1:")
     assert row["password_hash"].startswith("$argon2id$")  # and the password only hashed
     b.post("/clinician/logout")
@@ -441,7 +441,7 @@ def test_totp_secret_stored_in_clear_by_an_older_version_is_sealed(
     assert b.secret.encode() in _db_bytes(app)
     app.extensions["formrelay"].store.close()
     again = create_app(tmp_path / "config.toml", environ=ENV, clock=clock)  # start-up
-    assert again.extensions["formrelay"].store.user_row(
+    assert again.extensions["formrelay"].store.clinicians.get(
         username="anna")["totp_secret"].startswith("sealed:v1:")
     assert b.secret.encode() not in _db_bytes(again)
     clock.advance(seconds=30)

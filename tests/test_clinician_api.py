@@ -38,7 +38,7 @@ def test_api_token_lists_and_fetches_held_ciphertexts(make_app: Callable[..., Fl
     again = b.get("/clinician/account/").get_data(as_text=True)
     assert token not in again and "HIS koppeling" in again and token[:7] in again
     store = app.extensions["formrelay"].store
-    assert token not in str(store.token_rows(1))  # only a hash is stored
+    assert token not in str(store.clinicians.tokens(1))  # only a hash is stored
 
     api = app.test_client()
     auth = {"Authorization": f"Bearer {token}"}
@@ -86,14 +86,14 @@ def test_api_refuses_missing_wrong_and_foreign(make_app: Callable[..., Flask],
     # three failures in one minute: counted, the first audited; the pause writes nothing
     assert len(audit(app, "api access", "failed")) == 1
     assert not audit(app, "api access", "refused")
-    assert [r["count"] for r in app.extensions["formrelay"].store.refusal_counts()] == [3]
+    assert [r["count"] for r in app.extensions["formrelay"].store.refusals.counts()] == [3]
     assert api.get(API, base_url="http://forms.praktijk.test").status_code == 403
 
     # a token of someone without this form cannot fetch it
     accounts = app.extensions["formrelay"].accounts
     other = accounts.add("bram", "een ander lang wachtwoord", forms=[], recipients=["alice"])
     store = app.extensions["formrelay"].store
-    store.user_update(other.id, recipients="[]", forms='["elders"]')
+    store.clinicians.update(other.id, recipients="[]", forms='["elders"]')
     token = accounts.new_token(accounts.require("bram"), "x", "127.0.0.1")
     other_api = app.test_client()
     r = other_api.get(f"{API}/{ref}", headers={"Authorization": f"Bearer {token}"},

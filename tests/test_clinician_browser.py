@@ -106,7 +106,7 @@ def test_first_login_download_and_processed_in_chromium(live: tuple[Flask, str],
         page.wait_for_url("**/clinician/login")
         browser.close()
     assert problems == []
-    assert app.extensions["formrelay"].store.submission(ref)["status"] == "processed"
+    assert app.extensions["formrelay"].store.submissions.get(ref)["status"] == "processed"
 
 
 def _first_login(page: Page, base: str) -> None:

@@ -46,7 +46,7 @@ def test_unhandled_error_in_a_view_shows_and_logs_no_form_data(
     assert json.loads(answer)["ok"] is False
     for body in bodies:
         assert "Traceback" not in body and "ValueError" not in body and "bug" not in body
-    assert relay.store.submissions() == []
+    assert relay.store.submissions.rows() == []
     # the operator learns what and where, never the message
     errors = [r for r in logs.records if r.getMessage().startswith("unhandled error")]
     assert len(errors) == 2

@@ -165,13 +165,13 @@ def test_full_flow_link_mail_code_pdf_then_gone(make_app: Any, tls: TlsFiles,
     assert "020 555 0101" in gone.get_data(as_text=True)
     assert client.get(url).status_code == 410
 
-    row = store.copy_row(b64d_id(url))
+    row = store.copies.get(b64d_id(url))
     assert row["state"] == "used_up"
     with nullcontext(store.conn) as conn:
         assert conn.execute("SELECT ciphertext FROM copies").fetchone()[0] is None
         rows = conn.execute("SELECT payload FROM outbox WHERE kind = 'patient_copy'")
         assert rows.fetchone()[0] is None  # sent: the sealed link is gone too
-    actions = [r["action"] for r in store.audit_rows(page["reference"])]
+    actions = [r["action"] for r in store.audit.rows(page["reference"])]
     for action in ("copy issued", "copy mail sent", "copy wrong code", "copy opened",
                    "copy deleted"):
         assert action in actions, actions
@@ -266,9 +266,9 @@ def test_lockout_after_five_wrong_codes(make_app: Any) -> None:
     r = pick(client, page["url"], page["key"], code=page["code"])
     assert r.status_code == 403 and r.mimetype == "text/html"
     store = app.extensions["formrelay"].store
-    row = store.copy_row(b64d_id(page["url"]))
+    row = store.copies.get(b64d_id(page["url"]))
     assert row["state"] == "locked" and row["failures"] == 5
-    actions = [r["action"] for r in store.audit_rows(page["reference"])]
+    actions = [r["action"] for r in store.audit.rows(page["reference"])]
     assert actions.count("copy wrong code") == 5
     assert "copy locked" in actions and "copy deleted" in actions
 
@@ -327,7 +327,7 @@ def test_altered_links_are_refused(make_app: Any) -> None:
         r = pick(client, url, k, code=code)
         assert r.status_code == 400 and r.mimetype == "text/html", k
     store = app.extensions["formrelay"].store
-    assert store.copy_row(cid)["failures"] == 0
+    assert store.copies.get(cid)["failures"] == 0
     assert pick(client, url, key, code=code).mimetype == "application/pdf"
     # no stack trace anywhere
     for r in (client.get("/copy/"), client.get("/copy/x"), client.post("/copy/x.y")):
@@ -346,7 +346,7 @@ def test_expiry_with_injected_clock(make_app: Any) -> None:
     assert r.status_code == 410 and "verlopen" in r.get_data(as_text=True)
     assert pick(client, page["url"], page["key"], code=page["code"]).status_code == 410
     store = app.extensions["formrelay"].store
-    actions = [r["action"] for r in store.audit_rows(page["reference"])]
+    actions = [r["action"] for r in store.audit.rows(page["reference"])]
     assert "copy expired" in actions and "copy deleted" in actions
     with nullcontext(store.conn) as conn:
         assert conn.execute("SELECT ciphertext FROM copies").fetchone()[0] is None
@@ -433,7 +433,7 @@ def test_copy_needs_a_valid_address(make_app: Any, fields: list[dict[str, Any]],
     html = r.get_data(as_text=True)
     assert r.status_code == 400 and where in html and "e-mail" in html
     assert "checked" in html.split('name="_copy"')[1][:80]  # the tick is kept
-    assert not app.extensions["formrelay"].store.submissions()
+    assert not app.extensions["formrelay"].store.submissions.rows()
 
 
 # RFC 2047 encoded words that email-validator accepts but the email package decodes in
@@ -468,7 +468,7 @@ def test_address_with_encoded_words_is_refused_at_the_form(
     assert r.get_json()["errors"][where] == [
         "This e-mail address cannot be used. Type it plainly, e.g. name@example.nl."]
     store = app.extensions["formrelay"].store
-    assert not store.submissions() and store.outbox_rows(("queued", "sent", "failed")) == []
+    assert not store.submissions.rows() and store.outbox.rows(("queued", "sent", "failed")) == []
     with nullcontext(store.conn) as conn:
         assert conn.execute("SELECT count(*) FROM copies").fetchone()[0] == 0
 

@@ -109,7 +109,7 @@ def test_pgp_copy_to_the_patients_own_key(make_app: Any, keys: dict[str, TestKey
     rows = r.store.conn.execute("SELECT payload, status FROM outbox WHERE kind = "
                                 "'patient_copy_pgp'").fetchall()
     assert [tuple(x) for x in rows] == [(None, "sent")]
-    actions = [a["action"] for a in r.store.audit_rows(page["reference"])]
+    actions = [a["action"] for a in r.store.audit.rows(page["reference"])]
     assert actions.count("copy mail sent") == 2
 
 
@@ -132,7 +132,7 @@ def test_unusable_patient_keys_are_refused(make_app: Any, keys: dict[str, TestKe
     html = r.get_data(as_text=True)
     assert r.status_code == 400 and 'id="e-_copy_key"' in html, html
     assert message in html
-    assert not app.extensions["formrelay"].store.submissions()
+    assert not app.extensions["formrelay"].store.submissions.rows()
 
 
 

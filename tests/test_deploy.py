@@ -392,7 +392,7 @@ def test_behind_caddy_forwarded_headers_come_only_from_the_proxy(
             proxy.terminate()
             proxy.wait(timeout=30)
     store = open_store(tmp_path / "data" / "formrelay.db")
-    [received] = [r for r in store.audit_rows(reference) if r["action"] == "received"]
+    [received] = [r for r in store.audit.rows(reference) if r["action"] == "received"]
     store.close()
     # what Caddy saw, not the spoofed header and not Caddy's own address
     assert received["ip"] == "127.0.0.2"

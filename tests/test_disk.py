@@ -73,7 +73,8 @@ def fill(folder: Path, leave: int = 0) -> Path:
 
 def stored(app: Flask) -> dict[str, bytes]:
     store: Store = app.extensions["formrelay"].store
-    return {row["reference"]: store.ciphertext(row["reference"]) for row in store.submissions()}
+    return {row["reference"]: store.submissions.ciphertext(row["reference"])
+            for row in store.submissions.rows()}
 
 
 def test_full_disk_answers_503_call_the_practice_and_recovers(
@@ -169,15 +170,15 @@ def test_write_refused_at_commit_is_rolled_back_not_left_open(small_disk: Path) 
     """A write the full disk refused at COMMIT is gone: it is not committed later by the
     next write (which would join a transaction left open), and the error is typed."""
     store = Store(small_disk / "formrelay.db")
-    store.audit("login", actor="user:anna", ip="192.0.2.1")
+    store.audit.append("login", actor="user:anna", ip="192.0.2.1")
     store.truncate_wal()
     filler = fill(small_disk)
     with pytest.raises(StoreNotWritable, match="disk full"):
-        store.audit("login", "failed", actor="user:refused", ip="192.0.2.9",
-                    detail="x" * 8000)
+        store.audit.append("login", "failed", actor="user:refused", ip="192.0.2.9",
+                           detail="x" * 8000)
     filler.unlink()
-    store.audit("logout", actor="user:anna", ip="192.0.2.1")
-    assert [(e["action"], e["actor"]) for e in store.iter_audit()] == [
+    store.audit.append("logout", actor="user:anna", ip="192.0.2.1")
+    assert [(e["action"], e["actor"]) for e in store.audit.iter()] == [
         ("login", "user:anna"), ("logout", "user:anna")]
     store.close()
 
@@ -212,7 +213,7 @@ def test_store_makes_existing_readable_files_private(tmp_path: Path) -> None:
     # kept open: the WAL files stay until the last connection closes (not when the
     # garbage collector happens to run)
     first = Store(path)
-    first.audit("login", actor="user:anna", ip="192.0.2.1")
+    first.audit.append("login", actor="user:anna", ip="192.0.2.1")
     for name in ("formrelay.db", "formrelay.db-wal", "formrelay.db-shm"):
         os.chmod(tmp_path / "data" / name, 0o644)
     Store(path).close()

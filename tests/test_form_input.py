@@ -209,7 +209,7 @@ def test_optional_select_left_empty_stores_no_answer(make_app: Callable[..., Fla
     r = post_form(app.test_client(), {"name": "Jan", "insurer": "VGZ", "floor": ""},
                   json_answer=True)
     assert r.status_code == 200, r.get_json()
-    ct = app.extensions["formrelay"].store.ciphertext(r.get_json()["reference"])
+    ct = app.extensions["formrelay"].store.submissions.ciphertext(r.get_json()["reference"])
     data = answers_json(inner(gpg_decrypt(keys["alice"], ct)))
     assert data["answers"]["insurer"] == "VGZ" and data["answers"]["floor"] == ""
 

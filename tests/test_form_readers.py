@@ -69,7 +69,7 @@ def submit(app: Flask) -> str:
 
 
 def opens(app: Flask, ref: str, key: dict[str, str], passphrase: str) -> bool:
-    ciphertext = b"".join(app.extensions["formrelay"].store.stream_ciphertext(ref))
+    ciphertext = b"".join(app.extensions["formrelay"].store.submissions.stream(ref))
     done = gpg_with_locked_key(key["locked_key"], passphrase, ciphertext)
     if done.returncode != 0:
         return False
@@ -92,7 +92,7 @@ def test_owner_adds_a_members_key_then_takes_a_reader_off_but_never_the_last(
     app.testing = True
     anna = member(app, tmp_path, clock, "anna", "reader", "127.0.0.1")
     store = app.extensions["formrelay"].store
-    store.role_set(store.user_row(username="anna")["id"], "owner")
+    store.readers.set_role(store.clinicians.get(username="anna")["id"], "owner")
     with_key(anna, made[0])
     bram = member(app, tmp_path, clock, "bram", "second", "127.0.0.8")
     before = submit(app)
@@ -113,7 +113,7 @@ def test_owner_adds_a_members_key_then_takes_a_reader_off_but_never_the_last(
     assert 'id="reader-intake-second"' in page and "bram (second)" in page
     after = submit(app)
     assert opens(app, after, made[0], PASSPHRASE) and opens(app, after, made[1], OTHER)
-    assert json.loads(store.submission(after)["recipients"]) == ["reader", "second"]
+    assert json.loads(store.submissions.get(after)["recipients"]) == ["reader", "second"]
     inbox = bram.get("/clinician/").get_data(as_text=True)
     assert f"row-{after}" in inbox and f"row-{before}" not in inbox  # stored before: anna's
     assert "anna (reader); bram (second)" in anna.get("/clinician/").get_data(as_text=True)
@@ -156,8 +156,8 @@ def test_owner_adds_a_members_key_then_takes_a_reader_off_but_never_the_last(
     assert refused["detail"] == "second: the form's only reader"
     # back as configured: anna reads again, the owner's row is gone
     assert change(anna, "add", "reader")[0] == 200
-    assert store.form_readers("default") == [
-        {**store.form_readers("default")[0], "recipient": "second", "kind": "add"}]
+    assert store.readers.of_forms("default") == [
+        {**store.readers.of_forms("default")[0], "recipient": "second", "kind": "add"}]
     assert opens(app, submit(app), made[0], PASSPHRASE)
 
 
@@ -175,7 +175,7 @@ def test_only_the_owner_changes_readers_and_only_members_keys_of_the_practice(
     status, page = change(anna, "add", "reader")
     assert status == 403 and "Alleen de eigenaar van de praktijk" in page
     store = app.extensions["formrelay"].store
-    store.role_set(store.user_row(username="anna")["id"], "owner")
+    store.readers.set_role(store.clinicians.get(username="anna")["id"], "owner")
     for rid, form, why in (("alice", "intake", "heeft nog geen actieve sleutel"),
                            ("nobody", "intake", "heeft nog geen actieve sleutel"),
                            ("reader", "elders", "geen formulier met die naam")):
@@ -183,9 +183,9 @@ def test_only_the_owner_changes_readers_and_only_members_keys_of_the_practice(
         assert status == 400 and why in page, (rid, form)
     status, page = change(anna, "remove", "reader")
     assert status == 400 and "is de enige lezer" in page
-    assert store.form_readers("default") == []
+    assert store.readers.of_forms("default") == []
     ref = submit(app)
-    assert json.loads(store.submission(ref)["recipients"]) == ["reader"]
+    assert json.loads(store.submissions.get(ref)["recipients"]) == ["reader"]
     # a reader with a key file is the operator's: the owner cannot take it off
     cfg = tomllib.loads(path.read_text())
     cfg["forms"]["intake"]["recipients"] = ["reader", "alice"]
@@ -193,5 +193,5 @@ def test_only_the_owner_changes_readers_and_only_members_keys_of_the_practice(
     app.extensions["formrelay.live"].ask()
     status, page = change(anna, "remove", "alice")
     assert status == 400 and "leest met een sleutelbestand van uw beheerder" in page
-    assert store.form_readers("default") == []
+    assert store.readers.of_forms("default") == []
     assert "key file" in audit(app, "form readers", "refused")[-1]["detail"]

@@ -24,11 +24,11 @@ from .test_submit import answers_json, inner
 
 
 def _stored(app: Flask, reference: str) -> bytes:
-    return bytes(app.extensions["formrelay"].store.ciphertext(reference))
+    return bytes(app.extensions["formrelay"].store.submissions.ciphertext(reference))
 
 
 def _count(app: Flask) -> int:
-    return len(app.extensions["formrelay"].store.submissions())
+    return len(app.extensions["formrelay"].store.submissions.rows())
 
 
 def _refused(app: Flask, mark: str) -> None:

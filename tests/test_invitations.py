@@ -39,7 +39,7 @@ def invite(tmp_path: Path, *extra: str, name: str = "anna") -> str:
 def mailed_link(app: Flask, server_messages: list, n: int = -1) -> str:  # type: ignore[type-arg]
     relay = app.extensions["formrelay"]
     result = outbox.deliver_pending(relay.settings, relay.store, kinds=services.mail_kinds())
-    assert result.sent == 1, (result, relay.store.audit_rows()[-3:])
+    assert result.sent == 1, (result, relay.store.audit.rows()[-3:])
     body = server_messages[n].parsed().get_content()
     return re.search(r"https://\S+/clinician/invite/\S+", body).group(0)  # type: ignore[union-attr]
 

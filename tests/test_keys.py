@@ -126,7 +126,7 @@ def test_form_with_unusable_key_fails_closed(make_app: Any, keys: dict[str, Test
     assert r.status_code == 503
     j = post_form(client, valid_answers(), json_answer=True)
     assert j.status_code == 503 and j.get_json()["ok"] is False
-    assert app.extensions["formrelay"].store.submissions() == []
+    assert app.extensions["formrelay"].store.submissions.rows() == []
     assert any(name in rec.getMessage() and "unavailable" in rec.getMessage()
                for rec in logs.records)
     assert "geheim-antwoord" not in logs.text
@@ -141,7 +141,7 @@ def test_form_whose_key_file_is_missing_fails_closed(tmp_path: Path,
     assert client.get("/f/intake").status_code == 503
     r = post_form(client, valid_answers("zonder-sleutel"), json_answer=True)
     assert r.status_code == 503 and "020 555 0101" in r.get_json()["error"]
-    assert app.extensions["formrelay"].store.submissions() == []
+    assert app.extensions["formrelay"].store.submissions.rows() == []
     health = client.get("/healthz")
     assert health.status_code == 503 and health.get_json()["checks"]["keys"] == "error"
 
@@ -151,14 +151,14 @@ def test_gpg_failure_during_post_fails_closed(app: Flask, keys: dict[str, TestKe
     relay = app.extensions["formrelay"].relay
     client = app.test_client()
     post_form(client, valid_answers(), json_answer=True)  # warm up: the key is fine
-    before = len(relay.store.submissions())
+    before = len(relay.store.submissions.rows())
     relay.keyring.gpg.gpgbinary = "/bin/false"  # gpg now fails on every call
     # with a file: gpg encrypts it (a post without one is encrypted in process)
     pdf = (io.BytesIO(b"%PDF-1.4 verwijzing"), "verwijzing.pdf")
     r = post_form(client, {**valid_answers("tijdens-storing"), "attachment": pdf},
                   json_answer=True)
     assert r.status_code == 503 and "020 555 0101" in r.get_json()["error"]
-    assert len(relay.store.submissions()) == before
+    assert len(relay.store.submissions.rows()) == before
     assert "encryption failed" in logs.text and "tijdens-storing" not in logs.text
 
 
@@ -227,11 +227,11 @@ def test_hanging_gpg_is_stopped_and_the_form_shows_itself_unavailable(
     html = r.get_data(as_text=True)
     assert r.status_code == 503
     assert "tijdelijk niet beschikbaar" in html and "020 555 0101" in html
-    assert relay.store.submissions() == []
+    assert relay.store.submissions.rows() == []
     assert not _running(int(pidfile.read_text()))  # the hung gpg was killed
     assert "gpg did not finish encrypting within 1 s" in logs.text
     assert "tijdens-hangen" not in logs.text
-    assert relay.store.audit_rows()[-1]["detail"] == "encryption timed out"
+    assert relay.store.audit.rows()[-1]["detail"] == "encryption timed out"
     # the form says so at once: no gpg run, so no wait
     page = client.get("/f/intake")
     assert page.status_code == 503 and "020 555 0101" in page.get_data(as_text=True)
@@ -250,7 +250,7 @@ def test_hanging_gpg_is_stopped_and_the_form_shows_itself_unavailable(
     assert client.get("/f/intake").status_code == 200
     ok = post_form(client, valid_answers(), json_answer=True)
     assert ok.status_code == 200 and ok.get_json()["ok"] is True
-    assert len(relay.store.submissions()) == 1
+    assert len(relay.store.submissions.rows()) == 1
 
 
 def test_hanging_gpg_that_never_reads_a_large_input_is_stopped(

@@ -74,7 +74,8 @@ def test_english_post_stores_canonical_labels_and_values(make_app: Any,
                   query="?lang=en")
     assert r.status_code == 200, r.get_data(as_text=True)
     ref = r.get_json()["reference"]
-    plain = gpg_decrypt(keys["alice"], app.extensions["formrelay"].store.ciphertext(ref))
+    plain = gpg_decrypt(keys["alice"],
+                        app.extensions["formrelay"].store.submissions.ciphertext(ref))
     msg = message_from_bytes(plain, policy=policy.default)
     data = json.loads(next(p for p in msg.walk() if p.get_filename() == "answers.json")
                       .get_payload(decode=True))
@@ -102,7 +103,7 @@ def test_consent_answer_is_language_neutral(make_app: Any, keys: dict[str, TestK
         r = post_form(client, {**valid_answers(), "_lang": lang}, json_answer=True,
                       query=f"?lang={lang}")
         assert r.status_code == 200, r.get_data(as_text=True)
-        ct = app.extensions["formrelay"].store.ciphertext(r.get_json()["reference"])
+        ct = app.extensions["formrelay"].store.submissions.ciphertext(r.get_json()["reference"])
         msg = message_from_bytes(gpg_decrypt(keys["alice"], ct), policy=policy.default)
         data = json.loads(next(p for p in msg.walk() if p.get_filename() == "answers.json")
                           .get_payload(decode=True))
@@ -175,7 +176,7 @@ def test_one_date_rule_per_language_everywhere(make_app: Any, keys: dict[str, Te
                            "email": "anna@example.nl"})
     got = thanks(r)
     store = app.extensions["formrelay"].store
-    plain = gpg_decrypt(keys["alice"], store.ciphertext(got["reference"]))
+    plain = gpg_decrypt(keys["alice"], store.submissions.ciphertext(got["reference"]))
     msg = message_from_bytes(plain, policy=policy.default)
     text = next(p for p in msg.walk() if p.get_content_type() == "text/plain").get_content()
     assert born in text and re.search(date_rule, text), text

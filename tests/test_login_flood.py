@@ -95,7 +95,7 @@ def test_rotating_through_one_64_is_paused_like_one_address(
         neighbour = Guesser(port, "2001:db8:7:43::1").guess("name0")  # the next /64
     assert neighbour == 401
     store: Store = open_store(tmp_path / "data" / "formrelay.db")
-    failed = [r for r in store.audit_rows() if r["action"] == "login"]
+    failed = [r for r in store.audit.rows() if r["action"] == "login"]
     assert {r["outcome"] for r in failed} == {"failed"}  # nobody got in
     # the audit log keeps each full address; the pause counted them as one network, and
     # a paused network's attempts write nothing (a flood cannot fill the log)

@@ -100,7 +100,7 @@ def test_submission_arrives_as_rfc3156_pgp_mime(make_app: Callable[..., Flask], 
         mark = canary()
         ref = submit(app, mark, verwijsbrief=(PDF, "verwijzing dr. Ünal.pdf"),
                      knie_foto=(PNG, "knie-foto.png"))
-        stored = store_of(app).ciphertext(ref)
+        stored = store_of(app).submissions.ciphertext(ref)
         result = deliver(app)
     assert (result.sent, result.deferred, result.failed) == (1, 0, 0)
     [got] = server.messages
@@ -148,13 +148,13 @@ def test_submission_arrives_as_rfc3156_pgp_mime(make_app: Callable[..., Flask], 
 
     # Delivered: the ciphertext is gone, the metadata and the audit trail stay.
     store = store_of(app)
-    assert store.submission(ref)["status"] == "sent"
+    assert store.submissions.get(ref)["status"] == "sent"
     with pytest.raises(KeyError):
-        store.ciphertext(ref)
-    actions = [(r["action"], r["outcome"]) for r in store.audit_rows(ref)]
+        store.submissions.ciphertext(ref)
+    actions = [(r["action"], r["outcome"]) for r in store.audit.rows(ref)]
     for expected in (("received", "ok"), ("queued", "ok"), ("sent", "ok"), ("deleted", "ok")):
         assert expected in actions
-    assert all(mark not in json.dumps(r) for r in store.audit_rows())
+    assert all(mark not in json.dumps(r) for r in store.audit.rows())
 
 
 def test_implicit_tls_and_file_sink(make_app: Callable[..., Flask], tls: TlsFiles,
@@ -193,9 +193,9 @@ def test_no_tls_means_nothing_sent_and_the_operator_is_told(
         assert (result.sent, result.deferred) == (0, 1)
         assert "MAIL" not in server.commands and server.messages == []
         store = store_of(app)
-        assert store.submission(ref)["status"] == "queued"
-        assert store.ciphertext(ref).startswith(b"-----BEGIN PGP MESSAGE-----")
-        [row] = store.outbox_rows()
+        assert store.submissions.get(ref)["status"] == "queued"
+        assert store.submissions.ciphertext(ref).startswith(b"-----BEGIN PGP MESSAGE-----")
+        [row] = store.outbox.rows()
         assert row["status"] == "queued" and row["error_class"] == error
         # told: the log, `formrelay check`, /healthz and `formrelay outbox`
         assert any(error in r.getMessage() and r.levelname == "ERROR" for r in logs.records)
@@ -237,9 +237,9 @@ def test_relay_offering_only_tls_1_1_gets_nothing(make_app: Callable[..., Flask]
     assert (result.sent, result.deferred) == (0, 1)
     assert "MAIL" not in handler.commands and handler.messages == []
     store = store_of(app)
-    [row] = store.outbox_rows()
+    [row] = store.outbox.rows()
     assert row["status"] == "queued" and row["error_class"] == "TLS handshake failed"
-    assert store.submission(ref)["status"] == "queued"
+    assert store.submissions.get(ref)["status"] == "queued"
     settings = app.extensions["formrelay"].settings
     assert transport.tls_context(settings).minimum_version >= ssl.TLSVersion.TLSv1_2
 
@@ -260,12 +260,12 @@ def test_permanent_refusal_fails_reports_and_is_not_retried(
         result = deliver(app)
         assert (result.failed, result.sent) == (1, 1)  # the operator's mail went through
         store = store_of(app)
-        assert store.submission(ref)["status"] == "failed"
-        assert store.ciphertext(ref)  # kept, for a retry or `formrelay ciphertext`
-        [failed] = store.outbox_rows(("failed",))
+        assert store.submissions.get(ref)["status"] == "failed"
+        assert store.submissions.ciphertext(ref)  # kept, for a retry or `formrelay ciphertext`
+        [failed] = store.outbox.rows(("failed",))
         assert failed["attempts"] == 1 and reply[:3] in failed["error"]
         assert ("failed", "failed") in [(r["action"], r["outcome"])
-                                        for r in store.audit_rows(ref)]
+                                        for r in store.audit.rows(ref)]
         [told] = server.messages
         assert told.rcpt_tos == [OPERATOR]
         note = told.parsed()
@@ -276,7 +276,7 @@ def test_permanent_refusal_fails_reports_and_is_not_retried(
             clock.advance(days=2)
             deliver(app)
         assert [m.rcpt_tos for m in server.messages] == [[OPERATOR]]
-        assert store.outbox_rows(("failed",))[0]["attempts"] == 1
+        assert store.outbox.rows(("failed",))[0]["attempts"] == 1
         # the operator fixes it and queues it again
         refuse.clear()
         runner = CliRunner()
@@ -285,7 +285,7 @@ def test_permanent_refusal_fails_reports_and_is_not_retried(
         assert listed.exit_code == 1 and ref in listed.output and "failed" in listed.output
         assert runner.invoke(cli, [*config, "outbox", "--retry", ref], env=ENV).exit_code == 0
         assert deliver(app).sent == 1
-        assert store.submission(ref)["status"] == "sent"
+        assert store.submissions.get(ref)["status"] == "sent"
         assert server.messages[-1].rcpt_tos == ["alice@praktijk.test"]
 
 
@@ -300,7 +300,7 @@ def test_temporary_refusal_backs_off_then_delivers(make_app: Callable[..., Flask
         waits = []
         for _ in range(7):
             assert deliver(app).deferred == 1
-            [row] = store_of(app).outbox_rows()
+            [row] = store_of(app).outbox.rows()
             waits.append(round((datetime.fromisoformat(row["next_attempt_at"]) - clock.now)
                                .total_seconds()))
             assert deliver(app).deferred == 0  # not due yet: not tried again
@@ -327,7 +327,7 @@ def test_oversize_is_refused_at_the_form_or_held(make_app: Callable[..., Flask],
                            "_lang": "en"}, json_answer=True)
     assert r.status_code == 413 and "too large to send by e-mail" in r.get_json()["error"]
     store = store_of(app)
-    assert store.submissions() == [] and store.outbox_rows(("queued", "failed", "sent")) == []
+    assert store.submissions.rows() == [] and store.outbox.rows(("queued", "failed", "sent")) == []
     assert list(app.extensions["formrelay"].settings.tmp_dir.iterdir()) == []
 
     app = mail_app(make_app, tls, 1, smtp={**smtp_config(tls, 1), "max_message_mb": 1},
@@ -335,9 +335,9 @@ def test_oversize_is_refused_at_the_form_or_held(make_app: Callable[..., Flask],
     r = post_form(app.test_client(), {**base, "verwijsbrief": (io.BytesIO(big), "scan.pdf")},
                   json_answer=True)
     assert r.status_code == 200
-    row = store_of(app).submission(r.get_json()["reference"])
+    row = store_of(app).submissions.get(r.get_json()["reference"])
     assert (row["delivery"], row["status"]) == ("hold", "held")
-    assert [m["kind"] for m in store_of(app).outbox_rows(("queued", "failed", "sent"))
+    assert [m["kind"] for m in store_of(app).outbox.rows(("queued", "failed", "sent"))
             if m["kind"] == "submission"] == []
 
 

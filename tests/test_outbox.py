@@ -24,12 +24,13 @@ from flask import Flask
 
 from formrelay import services
 from formrelay.cli import cli
+from formrelay.localtime import iso
 from formrelay.mail.kinds import OPERATOR, sealed_recipient
 from formrelay.ops import retention
 from formrelay.ops.audit import verify
 from formrelay.ops.worker import start_background
 from formrelay.patient_copy import link_mail
-from formrelay.store import Store, iso
+from formrelay.store import Store
 
 from .conftest import ENV, canary, open_store, post_form
 from .keys import TestKey, gpg_decrypt
@@ -58,7 +59,7 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60) -> N
 
 
 def all_sent(store: Store, refs: list[str]) -> bool:
-    return all(store.submission(r)["status"] == "sent" for r in refs)
+    return all(store.submissions.get(r)["status"] == "sent" for r in refs)
 
 
 def test_relay_down_then_up_delivers_each_exactly_once(make_app: Callable[..., Flask],
@@ -71,7 +72,7 @@ def test_relay_down_then_up_delivers_each_exactly_once(make_app: Callable[..., F
     result = deliver(app)
     assert (result.sent, result.deferred) == (0, 3)  # one try, then all deferred
     assert result.errors == ["relay unreachable"] * 3
-    assert [store.submission(r)["status"] for r in refs] == ["queued"] * 3
+    assert [store.submissions.get(r)["status"] for r in refs] == ["queued"] * 3
     clock.advance(minutes=1)
     deliver(app)
     with smtp_server(tls, port=port) as (server, _):
@@ -107,16 +108,16 @@ def test_lease_keeps_a_mail_to_one_sender_until_it_expires(make_app: Callable[..
     settings = app.extensions["formrelay"].settings
     one = store_of(app)
     other = open_store(one.path, clock)  # a second process on the same database
-    [mail] = one.claim_mails("worker-a", settings.smtp.lease_seconds, 10)
+    [mail] = one.outbox.claim("worker-a", settings.smtp.lease_seconds, 10)
     assert mail.reference == ref and mail.attempts == 1
-    assert other.claim_mails("worker-b", 300, 10) == []
+    assert other.outbox.claim("worker-b", 300, 10) == []
     clock.advance(seconds=settings.smtp.lease_seconds - 5)
-    assert one.renew_leases("worker-a", settings.smtp.lease_seconds) == 1
+    assert one.outbox.renew_leases("worker-a", settings.smtp.lease_seconds) == 1
     clock.advance(seconds=10)
-    assert other.claim_mails("worker-b", 300, 10) == []  # renewed: still a's
-    assert other.renew_leases("worker-b", 300) == 0
+    assert other.outbox.claim("worker-b", 300, 10) == []  # renewed: still a's
+    assert other.outbox.renew_leases("worker-b", 300) == 0
     clock.advance(seconds=settings.smtp.lease_seconds)
-    [again] = other.claim_mails("worker-b", 300, 10)  # a died: b sends it, same id
+    [again] = other.outbox.claim("worker-b", 300, 10)  # a died: b sends it, same id
     assert again.message_id == mail.message_id and again.attempts == 2
 
 
@@ -174,7 +175,7 @@ def test_20_mb_attachment_is_streamed_with_bounded_memory(
             wait_for(lambda: all_sent(store, [warm]), "the warm-up mail")
             idle = vm_hwm_kb(proc.pid)  # every code path has run once
             ref = submit(app, verwijsbrief=(scan, "scan.pdf"))
-            size = store.submission(ref)["size"]
+            size = store.submissions.get(ref)["size"]
             wait_for(lambda: all_sent(store, [ref]), "the 20 MB mail", timeout=120)
             sending = vm_hwm_kb(proc.pid)
         finally:
@@ -201,13 +202,13 @@ def test_temporary_failures_give_up_after_days_and_tell_the_operator(
     app = mail_app(make_app, tls, port, clock=clock)
     ref = submit(app)
     store = store_of(app)
-    while store.submission(ref)["status"] == "queued":
+    while store.submissions.get(ref)["status"] == "queued":
         clock.advance(hours=6)
         deliver(app)
-    [row] = store.outbox_rows(("failed",))
+    [row] = store.outbox.rows(("failed",))
     assert row["error_class"] == "gave up after 5 days: relay unreachable"
     assert 5 < row["attempts"] < 40
-    kinds = [r["kind"] for r in store.outbox_rows(("queued",))]
+    kinds = [r["kind"] for r in store.outbox.rows(("queued",))]
     assert kinds == [OPERATOR]  # waits for the relay like everything else
     with smtp_server(tls, port=port) as (server, _):
         clock.advance(hours=6)
@@ -225,15 +226,15 @@ def test_mail_queued_again_gets_a_fresh_give_up_clock(make_app: Callable[..., Fl
     app = mail_app(make_app, tls, port, clock=clock)
     ref = submit(app)
     store = store_of(app)
-    while store.submission(ref)["status"] == "queued":  # the relay is down for days
+    while store.submissions.get(ref)["status"] == "queued":  # the relay is down for days
         clock.advance(hours=6)
         deliver(app)
-    assert store.submission(ref)["status"] == "failed"
+    assert store.submissions.get(ref)["status"] == "failed"
     # what `formrelay outbox --retry` runs, on the test's clock (the CLI has the real one)
-    assert [m.reference for m in store.retry_mail(ref)] == [ref]
+    assert [m.reference for m in store.outbox.retry(ref)] == [ref]
     result = deliver(app)  # still down: a temporary failure, not a second give-up
     assert (result.failed, result.deferred) == (0, 2)
-    assert [r["reference"] for r in store.outbox_rows(("failed",))] == []
+    assert [r["reference"] for r in store.outbox.rows(("failed",))] == []
     with smtp_server(tls, port=port) as (server, _):
         clock.advance(hours=1)
         assert deliver(app).sent == 2
@@ -248,7 +249,7 @@ def test_worker_thread_stops_cleanly(make_app: Callable[..., Flask], tls: TlsFil
             relay.settings, relay.store, kinds=services.mail_kinds(),
             purgers=services.purgers(), interval=0.05)
         ref = submit(app)
-        wait_for(lambda: relay.store.submission(ref)["status"] == "sent", "the thread to send")
+        wait_for(lambda: relay.store.submissions.get(ref)["status"] == "sent", "the thread to send")
         stop.set()
         thread.join(timeout=30)
         assert not thread.is_alive()
@@ -273,24 +274,24 @@ def test_sent_mail_keeps_no_address_and_old_mail_records_are_purged(
         ("submission", "sent", "1 recipient", None), ("patient_copy", "sent", "1 recipient", None)]
     store.truncate_wal()  # old page versions too
     db = store.path
-    for f in (db, Path(f"{db}-wal")) if store.engine == "sqlite" else ():
+    for f in (db, Path(f"{db}-wal")) if store.engine.name == "sqlite" else ():
         assert b"zoe@example.nl" not in f.read_bytes()
 
     # a failed mail keeps its address (for `outbox --retry`) until the purge; queued
     # mail is never purged, however old
-    failed = store.enqueue(OPERATOR, "", ["beheer@praktijk.test"], b"{}")
-    [mail] = store.claim_mails("test", 60)
-    store.mail_done(mail, "failed", "550 no such user", error_class="refused")
-    queued = store.enqueue(OPERATOR, "", ["beheer@praktijk.test"], b"{}")
+    failed = store.outbox.enqueue(OPERATOR, "", ["beheer@praktijk.test"], b"{}")
+    [mail] = store.outbox.claim("test", 60)
+    store.outbox.done(mail, "failed", "550 no such user", error_class="refused")
+    queued = store.outbox.enqueue(OPERATOR, "", ["beheer@praktijk.test"], b"{}")
     clock.advance(days=29)
     report = retention.purge(relay.settings, store, clock.now, purgers=services.purgers())
     assert report.other["sent and failed mail records removed"] == 0
-    assert len(store.outbox_rows(("sent", "failed"))) == 3
+    assert len(store.outbox.rows(("sent", "failed"))) == 3
     clock.advance(days=2)  # past the form's retention_days (and the default for no form)
     report = retention.purge(relay.settings, store, clock.now, purgers=services.purgers())
     assert report.other["sent and failed mail records removed"] == 3
-    assert [r["id"] for r in store.outbox_rows(("queued", "sent", "failed"))] == [queued]
-    purged = [r for r in store.audit_rows() if r["action"] == "deleted"
+    assert [r["id"] for r in store.outbox.rows(("queued", "sent", "failed"))] == [queued]
+    purged = [r for r in store.audit.rows() if r["action"] == "deleted"
               and r["detail"].startswith("retention: record of")]
     assert [(r["reference"], r["detail"].split()[3:6]) for r in purged] == [
         (ref, ["sent", "submission", "mail"]), (ref, ["sent", "patient_copy", "mail"]),
@@ -316,18 +317,18 @@ def test_relay_refusing_the_sender_defers_everything_until_it_is_fixed(
         for _ in range(40):  # ten days: longer than smtp.give_up_days
             clock.advance(hours=6)
             assert deliver(app).failed == 0
-        assert store.outbox_rows(("failed", "sent")) == []
-        queued = store.outbox_rows(("queued",))
+        assert store.outbox.rows(("failed", "sent")) == []
+        queued = store.outbox.rows(("queued",))
         assert sorted(r["kind"] for r in queued) == [OPERATOR] + ["submission"] * 3
         assert {r["error_class"] for r in queued} == {
             "relay refuses formrelay's mail at MAIL FROM"}
         assert all("530 5.7.0" in r["error"] for r in queued)
-        assert [store.submission(r)["status"] for r in refs] == ["queued"] * 3
+        assert [store.submissions.get(r)["status"] for r in refs] == ["queued"] * 3
         assert "DATA" not in server.commands and server.messages == []
         assert any("relay refuses formrelay's mail" in r.getMessage() and
                    r.levelname == "ERROR" for r in logs.records)
         # what `formrelay check` and /healthz report: the waiting outbox and why
-        state = store.outbox_state(clock.now)
+        state = store.outbox.state(clock.now)
         assert state["queued"] == 4 and "530 5.7.0" in state["error"]
 
         server.mail_reply = ""  # the operator fixed the relay
@@ -358,13 +359,13 @@ def test_retry_failed_queues_every_failed_mail_again(make_app: Callable[..., Fla
         refs = [submit(app, f"n{i}") for i in range(2)]
         assert deliver(app).failed == 2
         store = store_of(app)
-        assert [store.submission(r)["status"] for r in refs] == ["failed"] * 2
+        assert [store.submissions.get(r)["status"] for r in refs] == ["failed"] * 2
         server.rcpt_reply.clear()  # the address was fixed at the relay
         out = runner.invoke(cli, [*config, "outbox", "--retry-failed"], env=ENV)
         assert out.exit_code == 0, out.output
         assert "2 failed mail(s) queued again" in out.output
         assert all(f"submission {r} queued again" in out.output for r in refs)
-        retried = [r for r in store.audit_rows() if r["action"] == "queued"
+        retried = [r for r in store.audit.rows() if r["action"] == "queued"
                    and r["actor"] == "operator"]
         assert sorted(r["reference"] for r in retried) == sorted(refs)
         assert all("--retry-failed" in r["detail"] for r in retried)
@@ -398,15 +399,15 @@ def test_mail_that_can_never_be_built_fails_at_once_and_the_rest_goes(
         payload = link_mail.seal(relay.settings, {"link": "https://localhost/copy/x#y",
                                                   "expires": iso(clock.now), "lang": "nl",
                                                   "downloads": 3}, ref)
-        broken = store.enqueue(link_mail.LINK_KIND, ref,
-                               [sealed_recipient(relay.settings, bad, ref)],
-                               payload, "intake")
+        broken = store.outbox.enqueue(link_mail.LINK_KIND, ref,
+                                      [sealed_recipient(relay.settings, bad, ref)],
+                                      payload, "intake")
         result = deliver(app)
         assert (result.failed, result.sent, result.deferred) == (1, 3, 0)
-        [failed] = store.outbox_rows(("failed",))
+        [failed] = store.outbox.rows(("failed",))
         assert failed["id"] == broken and failed["attempts"] == 1
         assert "encoded word" in failed["error"]
-        audit = [r for r in store.audit_rows(ref) if r["action"] == "failed"]
+        audit = [r for r in store.audit.rows(ref) if r["action"] == "failed"]
         assert len(audit) == 1 and "encoded word" in audit[0]["detail"]
         assert any(f"mail #{broken}" in r.getMessage() and "encoded word" in r.getMessage()
                    and r.levelname == "ERROR" for r in logs.records)
@@ -418,4 +419,4 @@ def test_mail_that_can_never_be_built_fails_at_once_and_the_rest_goes(
     [notice] = [m for m in server.messages if m.rcpt_tos == ["beheer@praktijk.test"]]
     assert "encoded word" in notice.parsed().get_content()
     assert all(bad not in m.data.decode() for m in server.messages)
-    assert all(bad not in json.dumps(r) for r in store.audit_rows())
+    assert all(bad not in json.dumps(r) for r in store.audit.rows())

@@ -112,7 +112,7 @@ def api_token(b: Browser) -> str:
 
 
 def chain(store: Store, practice: str) -> list[dict[str, Any]]:
-    return list(store.iter_audit(practice=practice))
+    return list(store.audit.iter(practice=practice))
 
 
 # -- 16.3: access ------------------------------------------------------------------------------
@@ -158,7 +158,7 @@ def test_a_reused_form_id_does_not_hand_over_another_practices_submissions(
 
     # nothing was handed out or deleted; every refusal is audited: in zuid's chain with
     # the reference, in alice's (noord's) without it
-    assert store.submission(theirs)["status"] == "held"
+    assert store.submissions.get(theirs)["status"] == "held"
     zuid = [r for r in chain(store, "zuid") if r["actor"] == "user:alice"]
     assert {(r["action"], r["outcome"]) for r in zuid} == {("downloaded", "refused"),
                                                           ("deleted", "refused")}
@@ -166,7 +166,7 @@ def test_a_reused_form_id_does_not_hand_over_another_practices_submissions(
     assert all(r["detail"] == "another practice's submission" for r in zuid)
     noord = chain(store, "noord")
     assert theirs not in {r["reference"] for r in noord}
-    assert not [r for r in store.audit_rows(theirs) if r["outcome"] == "ok"
+    assert not [r for r in store.audit.rows(theirs) if r["outcome"] == "ok"
                 and r["action"] in ("downloaded", "deleted")]
 
     # zuid comes back: its clinician sees it and decrypts it with zuid's key
@@ -200,12 +200,12 @@ def test_a_reused_form_id_changes_neither_retention_nor_the_chain_of_the_purge(
     clock.advance(days=2)
     report = retention.purge(services.settings, services.store, clock.now,
                              purgers=services.purgers)
-    assert report.held == [] and services.store.submission(ref)["status"] == "held"
+    assert report.held == [] and services.store.submissions.get(ref)["status"] == "held"
     clock.advance(days=29)  # its own 30 days
     report = retention.purge(services.settings, services.store, clock.now,
                              purgers=services.purgers)
     assert report.held == [ref]
-    [gone] = [r for r in services.store.audit_rows(ref) if r["action"] == "deleted"]
+    [gone] = [r for r in services.store.audit.rows(ref) if r["action"] == "deleted"]
     assert gone["practice"] == "zuid" and "30 days" in gone["detail"]
 
 
@@ -240,8 +240,8 @@ def test_the_migration_fills_the_record_from_the_chain_or_the_form(
                          "'2026-01-01T00:00:00.000000Z', 'hold', 'held', 1, 0, ?)",
                          (ref, form, b"x"))
             if chain_:
-                old.audit("received", actor="patient", reference=ref, form_id=form,
-                          practice=chain_)
+                old.audit.append("received", actor="patient", reference=ref, form_id=form,
+                                 practice=chain_)
             conn.execute("INSERT INTO outbox (kind, reference, form_id, recipients, "
                          "message_id, created_at, next_attempt_at) VALUES ('held-notice', ?, "
                          "?, '[]', ?, 'x', 'x')", (ref, form, f"m.{ref}"))
@@ -258,8 +258,8 @@ def test_the_migration_fills_the_record_from_the_chain_or_the_form(
     config = two_practice_files(tmp_path, keys)
     take_over_b_hold(tmp_path, keys)
     settings = load_config(config, ENV)
-    assert store.fill_ownership(form_owner(settings)) == 3
-    got = {r["reference"]: r for r in store.submissions()}
+    assert store.submissions.fill_ownership(form_owner(settings)) == 3
+    got = {r["reference"]: r for r in store.submissions.rows()}
     assert got["FR-AAAA-AAAA"]["practice"] == "zuid"  # the chain its "received" is in
     assert got["FR-BBBB-BBBB"]["practice"] == "noord"  # the form's practice then
     assert got["FR-BBBB-BBBB"]["recipients"] == '["dr-a"]'
@@ -270,8 +270,8 @@ def test_the_migration_fills_the_record_from_the_chain_or_the_form(
         "SELECT message_id, practice FROM outbox")}
     assert outbox == {"m.FR-AAAA-AAAA": "zuid", "m.FR-BBBB-BBBB": "noord",
                       "m.FR-CCCC-CCCC": "default", "op": "zuid"}
-    assert store.copy_row("c1")["practice"] == "zuid"
-    assert store.fill_ownership(form_owner(settings)) == 0  # once
+    assert store.copies.get("c1")["practice"] == "zuid"
+    assert store.submissions.fill_ownership(form_owner(settings)) == 0  # once
     store.close()
 
 
@@ -336,8 +336,8 @@ def test_mail_queued_without_a_record_waits_for_its_practice(
     store = app.extensions["formrelay"].store
     payload = json.dumps({"form_id": "b-hold", "items": [
         {"reference": "FR-AAAA-AAAA", "received_at": "2026-12-01T10:00:00.000000Z"}]})
-    store.enqueue("held-notice", "FR-AAAA-AAAA", ["dr-b@zuid.test"], payload.encode(),
-                  "b-hold", practice="zuid")  # as the version before wrote it
+    store.outbox.enqueue("held-notice", "FR-AAAA-AAAA", ["dr-b@zuid.test"], payload.encode(),
+                         "b-hold", practice="zuid")  # as the version before wrote it
     take_over_b_hold(tmp_path, keys)
     reload(app)
     sent_now = []
@@ -351,7 +351,7 @@ def test_mail_queued_without_a_record_waits_for_its_practice(
     sent = [message_from_bytes(p.read_bytes(), policy=policy.default) for p in sink.glob("*")]
     assert [str(m["To"]) for m in sent] == [INSTANCE_OPERATOR]
     assert "removed practice zuid" in str(sent[0]["Subject"])
-    [waiting] = store.outbox_rows(("queued",))
+    [waiting] = store.outbox.rows(("queued",))
     assert waiting["error_class"] == "practice no longer configured"
     restore_zuid(tmp_path, keys)
     reload(app)
@@ -376,7 +376,7 @@ def test_batched_held_notices_wait_for_the_practice_they_were_recorded_for(
     services = reload(app)
     clock.advance(hours=2)
     assert notify.flush(services.settings, services.store, clock.now) == 0
-    assert services.store.outbox_rows(("queued",)) == []  # dr-a is told nothing
+    assert services.store.outbox.rows(("queued",)) == []  # dr-a is told nothing
     write_config(tmp_path / "practices" / "noord.toml", practice_file(keys, "noord"))
     write_config(tmp_path / "practices" / "zuid.toml", zuid)
     services = reload(app)

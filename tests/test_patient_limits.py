@@ -28,7 +28,7 @@ def test_reading_answers_is_limited_per_address(make_app: Any) -> None:
     reply = client.post("/r/reply?lang=en", data={"reference": reference, "code": code,
                                                    "reply": "Dank u"})
     assert reply.status_code == 429
-    row = app.extensions["formrelay"].store.reply(reference)
+    row = app.extensions["formrelay"].store.replies.get(reference)
     assert row["failures"] == 3 and row["state"] == "waiting"
     # another address is not affected
     other = client.post("/r/?lang=en", data={"reference": reference, "code": code},
@@ -52,9 +52,9 @@ def test_asking_for_upload_links_is_limited_per_address(make_app: Any) -> None:
     assert over.status_code == 429 and "Too many attempts" in over.get_data(as_text=True)
     assert "Retry-After" in over.headers
     store = app.extensions["formrelay"].store
-    assert [m for m in store.outbox_rows() if m["kind"] == "upload_link"] == []
+    assert [m for m in store.outbox.rows() if m["kind"] == "upload_link"] == []
     clock.advance(seconds=61)
     ok = client.post("/u/ask?lang=en", data={"offer": offer, "email": "zoe@example.nl",
                                              "_lang": "en"})
     assert ok.status_code == 200 and "Check your e-mail" in ok.get_data(as_text=True)
-    assert len([m for m in store.outbox_rows() if m["kind"] == "upload_link"]) == 1
+    assert len([m for m in store.outbox.rows() if m["kind"] == "upload_link"]) == 1

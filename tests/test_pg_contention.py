@@ -116,8 +116,8 @@ def test_two_instances_and_two_workers_under_load_no_deadlock_no_503_no_duplicat
     assert len(smtp.messages) == len(by_id) == len(references)  # each once, none twice
     store = Store(tmp_path / "unused.db", url=pg_url)
     try:
-        assert {r["status"] for r in store.submissions()} == {"sent"}
-        assert store.outbox_rows(("queued", "failed")) == []
+        assert {r["status"] for r in store.submissions.rows()} == {"sent"}
+        assert store.outbox.rows(("queued", "failed")) == []
         for practice in ("default", "noord", "zuid"):
             result = verify(store, practice=practice)
             assert result.ok, result.problems
@@ -146,7 +146,7 @@ def test_a_transaction_given_up_in_a_deadlock_is_run_again(pg_url: str,
         def once() -> str:
             runs[name] += 1
             with store.transaction():
-                store.audit("login", actor=f"user:{name}", detail=f"attempt {runs[name]}")
+                store.audit.append("login", actor=f"user:{name}", detail=f"attempt {runs[name]}")
                 store.lock(first)
                 if runs[name] == 1:
                     both_hold_one.wait()  # each holds its first lock: now cross over
@@ -158,7 +158,7 @@ def test_a_transaction_given_up_in_a_deadlock_is_run_again(pg_url: str,
         done = [pool.submit(work("a", "x", "y")), pool.submit(work("b", "y", "x"))]
         assert sorted(f.result(timeout=60) for f in done) == ["a", "b"]
     assert sorted(runs.values()) == [1, 2]  # one was the deadlock's victim, run again
-    rows = stores[0].audit_rows(practice="default")
+    rows = stores[0].audit.rows(practice="default")
     assert sorted(r["actor"] for r in rows) == ["user:a", "user:b"]
     victim = next(n for n, c in runs.items() if c == 2)
     assert next(r["detail"] for r in rows if r["actor"] == f"user:{victim}") == "attempt 2"
@@ -178,7 +178,7 @@ def test_retries_that_run_out_answer_unavailable_and_write_nothing(pg_url: str,
         nonlocal runs
         runs += 1
         with store.transaction() as conn:
-            store.audit("login", actor="user:x")
+            store.audit.append("login", actor="user:x")
             conn.execute("INSERT INTO rate_limits (key, count, expires_at) VALUES (?, 1, ?)",
                          (f"k{runs}", time.time() + 600))
             raise psycopg.errors.DeadlockDetected("deadlock detected")
@@ -186,7 +186,7 @@ def test_retries_that_run_out_answer_unavailable_and_write_nothing(pg_url: str,
     with pytest.raises(StoreNotWritable, match="conflict with another") as caught:
         store.retried(always_a_victim)
     assert isinstance(caught.value, StoreContended) and runs == CONTENDED_TRIES
-    assert store.audit_rows() == [] and store.counter("k1")[0] == 0
+    assert store.audit.rows() == [] and store.protection.counter("k1")[0] == 0
     store.close()
 
 
@@ -207,11 +207,11 @@ def test_mail_accepted_before_its_bookkeeping_failed_is_not_sent_again(
         with pytest.raises(StoreNotWritable):
             outbox.deliver_pending(settings, store, kinds=broken, owner="worker-a")
         assert len(server.messages) == 1  # the relay has it ...
-        assert store.submission(ref)["status"] == "queued"  # ... its bookkeeping was lost
+        assert store.submissions.get(ref)["status"] == "queued"  # ... its bookkeeping was lost
         clock.advance(seconds=settings.smtp.lease_seconds + 1)  # worker-a's lease is over
         result = outbox.deliver_pending(settings, store, kinds=kinds, owner="worker-b")
         assert result.sent == 0 and len(server.messages) == 1  # not sent a second time
-    assert store.submission(ref)["status"] == "sent"
-    assert store.outbox_rows(("queued", "failed")) == []
-    sent = [r for r in store.audit_rows(ref) if r["action"] == "sent"]
+    assert store.submissions.get(ref)["status"] == "sent"
+    assert store.outbox.rows(("queued", "failed")) == []
+    sent = [r for r in store.audit.rows(ref) if r["action"] == "sent"]
     assert len(sent) == 1 and "accepted by" in sent[0]["detail"]

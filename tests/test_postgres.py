@@ -50,7 +50,7 @@ def store(pg_url: str, tmp_path: Path) -> Iterator[Store]:
 
 
 def test_nothing_is_written_to_the_data_folder(store: Store, tmp_path: Path) -> None:
-    store.audit("login", actor="user:a")
+    store.audit.append("login", actor="user:a")
     assert not list(tmp_path.iterdir())  # no SQLite file, no lock file, nothing local
 
 
@@ -106,7 +106,7 @@ def test_database_url_from_the_environment(tmp_path: Path, keys: dict[str, TestK
 
 def test_backup_refuses_and_points_to_pg_dump(store: Store, tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="pg_dump"):
-        store.backup(tmp_path / "copy.db")
+        store.backups.create(tmp_path / "copy.db")
     assert not list(tmp_path.glob("*copy*"))
 
 
@@ -115,24 +115,24 @@ def test_ciphertext_is_stored_and_served_in_chunks(store: Store, tmp_path: Path)
     data = os.urandom(3 * CHUNK + 12345)
     src = tmp_path / "ct.asc"
     src.write_bytes(data)
-    store.add_submission({"reference": "FR-AAAA-BBBB", "form_id": "intake",
-                          "received_at": "2026-01-01T00:00:00.000000Z", "delivery": "hold",
-                          "status": "held", "file_count": 0}, src)
+    store.submissions.add({"reference": "FR-AAAA-BBBB", "form_id": "intake",
+                           "received_at": "2026-01-01T00:00:00.000000Z", "delivery": "hold",
+                           "status": "held", "file_count": 0}, src)
     rows = store.conn.execute("SELECT n, length(data) FROM submission_chunks WHERE "
                               "reference = ? ORDER BY n", ("FR-AAAA-BBBB",)).fetchall()
     assert [r[1] for r in rows] == [CHUNK, CHUNK, CHUNK, 12345]
-    assert b"".join(store.stream_ciphertext("FR-AAAA-BBBB")) == data
+    assert b"".join(store.submissions.stream("FR-AAAA-BBBB")) == data
     out = io.BytesIO()
-    assert store.copy_ciphertext("FR-AAAA-BBBB", out) == len(data) and out.getvalue() == data
+    assert store.submissions.copy_to("FR-AAAA-BBBB", out) == len(data) and out.getvalue() == data
     # a reference drawn twice is the store's own conflict, whatever the engine
     with pytest.raises(StoreConflict):
-        store.add_submission({"reference": "FR-AAAA-BBBB", "form_id": "intake",
-                              "received_at": "2026-01-01T00:00:00.000000Z", "delivery": "hold",
-                              "status": "held", "file_count": 0}, src)
-    store.set_status("FR-AAAA-BBBB", "processed", drop_ciphertext=True)
+        store.submissions.add({"reference": "FR-AAAA-BBBB", "form_id": "intake",
+                               "received_at": "2026-01-01T00:00:00.000000Z", "delivery": "hold",
+                               "status": "held", "file_count": 0}, src)
+    store.submissions.set_status("FR-AAAA-BBBB", "processed", drop_ciphertext=True)
     assert store.conn.execute("SELECT COUNT(*) FROM submission_chunks").fetchone()[0] == 0
     with pytest.raises(KeyError):
-        store.ciphertext("FR-AAAA-BBBB")
+        store.submissions.ciphertext("FR-AAAA-BBBB")
 
 
 # -- several processes at once ---------------------------------------------------------
@@ -142,14 +142,14 @@ def test_concurrent_appends_keep_each_practice_chain_whole(pg_url: str,
 
     def append(i: int) -> None:
         s = stores[i % 4]
-        s.audit("login", actor=f"user:{i}", practice=("noord", "zuid")[i % 2])
-        s.audit("login", actor=f"user:{i}")
+        s.audit.append("login", actor=f"user:{i}", practice=("noord", "zuid")[i % 2])
+        s.audit.append("login", actor=f"user:{i}")
 
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(append, range(60)))
     check = stores[0]
-    assert check.audit_practices() == ["default", "noord", "zuid"]
-    assert check.audit_head("noord")[0] == 30 and check.audit_head("default")[0] == 60
+    assert check.audit.practices() == ["default", "noord", "zuid"]
+    assert check.audit.head("noord")[0] == 30 and check.audit.head("default")[0] == 60
     for practice in ("default", "noord", "zuid"):
         result = verify(check, practice=practice)
         assert result.ok, result.problems
@@ -161,12 +161,12 @@ def test_concurrent_appends_keep_each_practice_chain_whole(pg_url: str,
 def test_workers_claim_each_mail_once(pg_url: str, tmp_path: Path) -> None:
     stores = [Store(tmp_path / "unused.db", url=pg_url) for _ in range(4)]
     for i in range(40):
-        stores[0].enqueue("submission", f"FR-{i:04d}", ["a@praktijk.test"])
+        stores[0].outbox.enqueue("submission", f"FR-{i:04d}", ["a@praktijk.test"])
     claimed: list[int] = []
     lock = threading.Lock()
 
     def claim(i: int) -> None:
-        while mails := stores[i].claim_mails(f"worker-{i}", 60, limit=3):
+        while mails := stores[i].outbox.claim(f"worker-{i}", 60, limit=3):
             with lock:
                 claimed.extend(m.id for m in mails)
 
@@ -283,11 +283,11 @@ def test_two_instances_and_two_workers_store_and_mail_each_submission_once(
         assert all(len(copies) == 1 for copies in by_id.values())
     store = Store(tmp_path / "unused.db", url=pg_url)
     try:
-        stored = store.submissions()
+        stored = store.submissions.rows()
         assert sorted(r["reference"] for r in stored) == sorted(references)
         assert {r["status"] for r in stored} == {"sent"} or all(
             r["status"] in ("sent", "deleted") for r in stored)
-        assert store.outbox_rows(("queued", "failed")) == []
+        assert store.outbox.rows(("queued", "failed")) == []
         result = verify(store)
         assert result.ok, result.problems
     finally:
@@ -301,12 +301,12 @@ def test_app_on_postgres_serves_a_held_download(make_app: Callable[..., Flask],
 
     app = make_app(server={"database_url": pg_url})
     store = app.extensions["formrelay"].store
-    assert store.engine == "postgresql"
+    assert store.engine.name == "postgresql"
     r = post_form(app.test_client(), valid_answers("pg"), json_answer=True)
     assert r.status_code == 200, r.get_data(as_text=True)
     ref = r.get_json()["reference"]
-    assert store.ciphertext(ref).startswith(b"-----BEGIN PGP MESSAGE-----")
-    assert store.submission(ref)["size"] == len(store.ciphertext(ref))  # type: ignore[index]
+    assert store.submissions.ciphertext(ref).startswith(b"-----BEGIN PGP MESSAGE-----")
+    assert store.submissions.get(ref)["size"] == len(store.submissions.ciphertext(ref))  # type: ignore[index]
 
 
 def test_purge_keeps_each_practice_chain_verifiable(store: Store) -> None:
@@ -314,13 +314,13 @@ def test_purge_keeps_each_practice_chain_verifiable(store: Store) -> None:
     store.clock = lambda: then
     for practice in ("default", "noord"):
         for i in range(3):
-            store.audit("login", actor=f"user:{i}", practice=practice)
+            store.audit.append("login", actor=f"user:{i}", practice=practice)
     store.clock = lambda: datetime.now(UTC)
-    n, _, _ = store.purge_audit(datetime.now(UTC) - timedelta(days=1))
+    n, _, _ = store.audit.purge(datetime.now(UTC) - timedelta(days=1))
     assert n == 6
     for practice in ("default", "noord"):
         assert verify(store, practice=practice).ok
-        assert store.audit_anchor(practice)["upto_id"] == 3  # type: ignore[index]
+        assert store.audit.anchor(practice)["upto_id"] == 3  # type: ignore[index]
 
 
 def test_backup_command_refuses_on_postgres(tmp_path: Path, keys: dict[str, TestKey],
@@ -343,7 +343,7 @@ def test_check_names_the_postgres_database(tmp_path: Path, keys: dict[str, TestK
 def test_tampering_in_postgres_is_found_per_practice(store: Store) -> None:
     for practice in ("default", "noord"):
         for i in range(3):
-            store.audit("login", actor=f"user:{i}", practice=practice)
+            store.audit.append("login", actor=f"user:{i}", practice=practice)
     assert verify(store).ok
     # someone with the database's owner rights: the triggers are no obstacle to them
     with store.transaction() as conn:

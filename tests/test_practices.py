@@ -173,7 +173,7 @@ def test_each_form_names_its_own_practice(tmp_path: Path, keys: dict[str, TestKe
     # the encrypted Practice line, decrypted with each practice's own key
     for fid, key, own, other in (("intake", "alice", DEFAULT_NAME, NOORD_NAME),
                                  ("noord-intake", "bob", NOORD_NAME, DEFAULT_NAME)):
-        plain = gpg_decrypt(keys[key], store.ciphertext(got[fid]["reference"])).decode()
+        plain = gpg_decrypt(keys[key], store.submissions.ciphertext(got[fid]["reference"])).decode()
         assert own in plain and other not in plain
 
     # the patient's PDF
@@ -295,7 +295,7 @@ def test_a_clinician_never_gets_another_practices_submission(
         assert seen[0].get_data(as_text=True) == seen[1].get_data(as_text=True)
     for ref in (theirs, unknown):
         assert b.post(f"/clinician/s/{ref}/processed").status_code == 404
-    assert app.extensions["formrelay"].store.submission(theirs)["status"] == "held"
+    assert app.extensions["formrelay"].store.submissions.get(theirs)["status"] == "held"
     refused = [row for row in audit(app, "downloaded", "refused") + audit(app, "deleted",
                                                                           "refused")
                if row["reference"] == theirs]

@@ -50,7 +50,7 @@ def hidden(html: str) -> dict[str, str]:
 
 
 def stored(app: Flask) -> int:
-    return len(app.extensions["formrelay"].store.submissions())
+    return len(app.extensions["formrelay"].store.submissions.rows())
 
 
 def kept_and_sendable(app: Flask, client: FlaskClient, r: Any, message: str,
@@ -97,12 +97,12 @@ def test_replay_that_passes_the_first_look_is_refused_by_the_commit(
     store = app.extensions["formrelay"].store
     token = form_token(client)
     assert send(client, {**token, **valid_answers("eerste")}).status_code == 200
-    events = len(store.audit_rows())
-    mails = len(store.outbox_rows())
-    monkeypatch.setattr(store, "form_token_used", lambda token_id: False)  # "not yet"
+    events = len(store.audit.rows())
+    mails = len(store.outbox.rows())
+    monkeypatch.setattr(store.protection, "token_used", lambda token_id: False)  # "not yet"
     again = send(client, {**token, **valid_answers("tegelijk")})
-    assert stored(app) == 1 and len(store.audit_rows()) == events
-    assert len(store.outbox_rows()) == mails
+    assert stored(app) == 1 and len(store.audit.rows()) == events
+    assert len(store.outbox.rows()) == mails
     kept_and_sendable(app, client, again, "al eens verstuurd", "tegelijk")
 
 

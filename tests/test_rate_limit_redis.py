@@ -54,7 +54,7 @@ def stored_by_both(one: Flask, two: Flask) -> int:
     """Submissions the two instances stored together (on PostgreSQL they share one
     database, on SQLite each has its own file)."""
     return len({row["reference"] for app in (one, two)
-                for row in app.extensions["formrelay"].store.submissions()})
+                for row in app.extensions["formrelay"].store.submissions.rows()})
 
 
 def post(app: Flask, ip: str = "192.0.2.10", **kw: Any) -> Any:

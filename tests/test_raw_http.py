@@ -290,7 +290,7 @@ def send(port: int, data: bytes, *, shut: bool = False, wait: float = 30) -> Ans
 def stored(server: Server) -> int:
     store = open_store(server.data / "formrelay.db")
     try:
-        return len(store.submissions())
+        return len(store.submissions.rows())
     finally:
         store.close()
 

@@ -67,7 +67,7 @@ def test_invitation_key_in_the_page_then_a_submission_only_that_passphrase_opens
     # no key yet: the form is closed, nothing is stored (fail closed)
     closed = post_form(app.test_client(), valid_answers("te vroeg"), json_answer=True,
                        headers={"Origin": base})
-    assert closed.status_code == 503 and store.submissions(["intake"]) == []
+    assert closed.status_code == 503 and store.submissions.rows(["intake"]) == []
 
     bodies: list[bytes] = []
     problems: list[str] = []
@@ -140,8 +140,8 @@ def test_invitation_key_in_the_page_then_a_submission_only_that_passphrase_opens
     # the canary: not in the data folder (database, WAL, keyring), the logs, or any body
     assert leaks(mark, roots=[tmp_path], texts=[x.getMessage() for x in caplog.records],
                  blobs=bodies) == []
-    ciphertext = b"".join(store.stream_ciphertext(ref))
-    [row] = store.reader_keys(store.user_row(username="anna")["id"])
+    ciphertext = b"".join(store.submissions.stream(ref))
+    [row] = store.readers.keys(store.clinicians.get(username="anna")["id"])
     assert row["fingerprint"] == fingerprint and row["state"] == "active"
     locked, spare = row["locked_key"], row["recovery_locked_key"]
     [recovered] = audit(app, "key recovered")
@@ -178,7 +178,7 @@ def test_invitation_key_in_the_page_then_a_submission_only_that_passphrase_opens
     assert [a["outcome"] for a in created] == ["ok"] and fingerprint in created[0]["detail"]
     [pinned] = audit(app, "key pinned")
     assert pinned["actor"] == "user:anna" and "reader" in pinned["detail"]
-    assert json.loads(store.user_row(username="anna")["recipients"]) == ["reader"]
+    assert json.loads(store.clinicians.get(username="anna")["recipients"]) == ["reader"]
 
 
 def test_wrong_passphrase_foreign_and_damaged_ciphertexts_on_a_360_px_phone(
@@ -193,7 +193,7 @@ def test_wrong_passphrase_foreign_and_damaged_ciphertexts_on_a_360_px_phone(
         make_key(page)
         good = post_form(app.test_client(), valid_answers("telefoon"), json_answer=True,
                          headers={"Origin": base}).get_json()["reference"]
-        ciphertext = b"".join(store.stream_ciphertext(good))
+        ciphertext = b"".join(store.submissions.stream(good))
         foreign = hold(app, gpg_encrypt(keys["alice"], b"niet voor anna"), tmp_path)
         broken = hold(app, damaged(ciphertext), tmp_path)
         page.goto(f"{base}/clinician/")

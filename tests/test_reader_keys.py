@@ -110,7 +110,7 @@ def test_made_key_is_pinned_only_when_activated_and_opens_with_the_passphrase(
     sent = submit(app)
     assert sent.status_code == 200
     store = app.extensions["formrelay"].store
-    ciphertext = b"".join(store.stream_ciphertext(sent.get_json()["reference"]))
+    ciphertext = b"".join(store.submissions.stream(sent.get_json()["reference"]))
     opened = gpg_with_locked_key(made[0]["locked_key"], PASSPHRASE, ciphertext)
     assert answers(opened.stdout)["answers"]["name"] == "Jeroen Brünhilde sleutel"
     assert [a["outcome"] for a in audit(app, "key created")] == ["ok"]
@@ -131,13 +131,13 @@ def test_key_change_retires_the_old_key_at_once_and_keeps_it(
     b.post(upload(b, made[1]).get_json()["activate"])
     after = submit(app).get_json()["reference"]
     old, new = made[0]["locked_key"], made[1]["locked_key"]
-    first = b"".join(store.stream_ciphertext(before))
-    second = b"".join(store.stream_ciphertext(after))
+    first = b"".join(store.submissions.stream(before))
+    second = b"".join(store.submissions.stream(after))
     assert gpg_with_locked_key(old, PASSPHRASE, first).returncode == 0
     assert gpg_with_locked_key(old, PASSPHRASE, second).returncode != 0  # not to the old key
     assert gpg_with_locked_key(new, "een andere leeswachtzin", second).returncode == 0
-    states = {r["fingerprint"]: r["state"] for r in store.reader_keys(
-        store.user_row(username="anna")["id"])}
+    states = {r["fingerprint"]: r["state"] for r in store.readers.keys(
+        store.clinicians.get(username="anna")["id"])}
     assert states == {made[0]["fingerprint"]: "retired", made[1]["fingerprint"]: "active"}
     [changed] = audit(app, "key changed")
     assert made[0]["fingerprint"] in changed["detail"] and "retired" in changed["detail"]
@@ -173,7 +173,7 @@ def test_a_key_that_is_not_locked_or_not_one_key_is_refused(
     assert r.status_code == 400 and not r.get_json()["ok"]
     assert "kan niet worden gebruikt" in r.get_json()["error"]
     store = app.extensions["formrelay"].store
-    assert store.reader_keys(store.user_row(username="anna")["id"]) == []
+    assert store.readers.keys(store.clinicians.get(username="anna")["id"]) == []
     [refused] = audit(app, "key created", "refused")
     assert why in refused["detail"], refused["detail"]
     assert submit(app).status_code == 503
@@ -211,7 +211,7 @@ def test_exported_key_opens_a_submission_in_gpg_and_rnp_with_the_passphrase(
     b = logged_in(app, tmp_path, clock)
     b.post(upload(b, made[0]).get_json()["activate"])
     ref = submit(app).get_json()["reference"]
-    ciphertext = b"".join(app.extensions["formrelay"].store.stream_ciphertext(ref))
+    ciphertext = b"".join(app.extensions["formrelay"].store.submissions.stream(ref))
     page = b.get("/clinician/key/").get_data(as_text=True)
     href = re.search(r'href="(/clinician/key/\d+\.asc)"', page).group(1)  # type: ignore[union-attr]
     r = b.get(href)
@@ -247,7 +247,7 @@ def test_recovery_attempts_pause_like_logins_and_a_relock_must_stay_locked(
     r = b.post(copy["relock"], {"locked_key": made[0]["open_key"]})
     assert r.status_code == 400
     store = app.extensions["formrelay"].store
-    [row] = store.reader_keys(store.user_row(username="anna")["id"])
+    [row] = store.readers.keys(store.clinicians.get(username="anna")["id"])
     assert row["locked_key"] == made[0]["locked_key"]
     assert audit(app, "key recovered", "refused")
     for _ in range(4):  # five attempts in all: the login limit
@@ -287,7 +287,7 @@ def test_two_readers_of_one_form_each_open_every_submission(
     bram.enrol("bram", totp_at(clock))
     bram.post(upload(bram, made[1]).get_json()["activate"])
     ref = submit(app).get_json()["reference"]
-    ciphertext = b"".join(app.extensions["formrelay"].store.stream_ciphertext(ref))
+    ciphertext = b"".join(app.extensions["formrelay"].store.submissions.stream(ref))
     for key, passphrase in ((made[0], PASSPHRASE), (made[1], "een andere leeswachtzin")):
         opened = gpg_with_locked_key(key["locked_key"], passphrase, ciphertext)
         assert answers(opened.stdout)["answers"]["name"] == "Jeroen Brünhilde sleutel"

@@ -70,7 +70,7 @@ def test_assistant_triages_the_list_but_never_fetches_content(
 
     b.get(f"/clinician/s/{ref}/processed")
     assert b.post(f"/clinician/s/{ref}/processed").status_code == 302
-    assert app.extensions["formrelay"].store.submission(ref)["status"] == "processed"
+    assert app.extensions["formrelay"].store.submissions.get(ref)["status"] == "processed"
 
 
 def test_unknown_role_is_refused(make_app: Callable[..., Flask], tmp_path: Path) -> None:

@@ -153,7 +153,7 @@ def ciphertext(config: Path, reference: str) -> bytes:
     run while a practice file is broken)."""
     store = open_store(config.parent / "data" / "formrelay.db")
     try:
-        return store.ciphertext(reference)
+        return store.submissions.ciphertext(reference)
     finally:
         store.close()
 

@@ -35,7 +35,7 @@ def bad_tokens(app: Flask, n: int) -> list[int]:
 
 
 def rows_from(app: Flask, ip: str) -> list[dict[str, object]]:
-    return [r for r in app.extensions["formrelay"].store.audit_rows() if r["ip"] == ip]
+    return [r for r in app.extensions["formrelay"].store.audit.rows() if r["ip"] == ip]
 
 
 def test_a_flood_of_bad_api_tokens_writes_a_bounded_audit_trail(
@@ -49,12 +49,12 @@ def test_a_flood_of_bad_api_tokens_writes_a_bounded_audit_trail(
     assert [(r["action"], r["outcome"], r["actor"]) for r in written] == [
         ("api access", "failed", "unknown")]  # the first of the minute; the rest counted
     assert "more from this address in this minute are counted" in str(written[0]["detail"])
-    assert [(c["ip"], c["what"], c["count"]) for c in store.refusal_counts()] == [
+    assert [(c["ip"], c["what"], c["count"]) for c in store.refusals.counts()] == [
         (ATTACKER, "api token", 20)]
     # paused: more of them, a minute later, write nothing at all
     clock.advance(minutes=1)
     assert set(bad_tokens(app, 100)) == {429}
-    assert len(rows_from(app, ATTACKER)) == 1 and len(store.refusal_counts()) == 1
+    assert len(rows_from(app, ATTACKER)) == 1 and len(store.refusals.counts()) == 1
 
     # the pause over, the next burst: again one row, however long it lasts
     clock.advance(minutes=15)
@@ -66,10 +66,10 @@ def test_a_flood_of_bad_api_tokens_writes_a_bounded_audit_trail(
     built = app.extensions["formrelay"]
     report = retention.purge(built.settings, store, clock.now + timedelta(days=1),
                              purgers=services.purgers())
-    assert report.refusals == 0 and len(store.refusal_counts()) == 2
+    assert report.refusals == 0 and len(store.refusals.counts()) == 2
     later = clock.now + timedelta(days=REFUSALS_KEPT_DAYS, minutes=1)
     report = retention.purge(built.settings, store, later, purgers=services.purgers())
-    assert report.refusals == 2 and store.refusal_counts() == []
+    assert report.refusals == 2 and store.refusals.counts() == []
     assert "refused anonymous attempts counted" in "\n".join(report.lines())
     verified = cli_run(tmp_path, "audit", "verify")
     assert verified.exit_code == 0 and "ok: the audit log is intact" in verified.output
@@ -86,7 +86,7 @@ def test_logins_under_unknown_names_are_counted_not_logged_one_by_one(
     written = rows_from(app, ATTACKER)
     assert len(written) == 1 and str(written[0]["detail"]).startswith("unknown user (name tag ")
     assert "niemand" not in str(written) and "geraden" not in str(written)
-    assert [c["count"] for c in app.extensions["formrelay"].store.refusal_counts()] == [20]
+    assert [c["count"] for c in app.extensions["formrelay"].store.refusals.counts()] == [20]
     # someone else, from another address, is audited as before
     assert Browser(app, ip="192.0.2.5").password("niemand", "x").status_code == 401
     assert len(audit(app, "login", "failed")) == 2

@@ -107,7 +107,7 @@ def test_five_wrong_codes_lock_and_unknown_references_learn_nothing(
     # now even the right code opens nothing, and looks like an unknown reference
     r = read(client, reference, code)
     assert r.status_code == 404 and "No answer can be shown" in r.get_data(as_text=True)
-    row = app.extensions["formrelay"].store.reply(reference)
+    row = app.extensions["formrelay"].store.replies.get(reference)
     assert row["state"] == "locked" and row["wrapped_key"] is None and row["answer"] is None
     assert len(audit(app, "answer wrong code", "refused")) == 5
     assert audit(app, "answer locked", "refused")
@@ -128,7 +128,7 @@ def test_answer_expires_and_is_deleted(make_app: Any, tmp_path: Path,
     clock.now += timedelta(days=30)
     r = read(client, reference, code)
     assert r.status_code == 404
-    row = app.extensions["formrelay"].store.reply(reference)
+    row = app.extensions["formrelay"].store.replies.get(reference)
     assert row["state"] == "expired" and row["answer"] is None and row["wrapped_key"] is None
     assert audit(app, "answer expired")
 
@@ -193,9 +193,9 @@ def test_patient_replies_once_delivered_like_a_new_submission(
     new = re.search(r"under reference (FR-[A-Z0-9-]+)", html)
     assert new and new.group(1) != reference
     store = app.extensions["formrelay"].store
-    row = store.submission(new.group(1))
+    row = store.submissions.get(new.group(1))
     assert row["form_id"] == "intake" and row["status"] == "held"  # like a new submission
-    plain = gpg_decrypt(keys["alice"], store.ciphertext(new.group(1))).decode()
+    plain = gpg_decrypt(keys["alice"], store.submissions.ciphertext(new.group(1))).decode()
     assert mark in plain and reference in plain
     # once only; a wrong code counts as a wrong code
     again = client.post("/r/reply?lang=en", data={"reference": reference, "code": code,
@@ -232,15 +232,16 @@ def test_no_reply_code_when_hashing_is_busy_but_the_form_is_received(
     assert r.status_code == 200 and 'id="reply-unavailable"' in html
     assert 'id="reply-code"' not in html
     ref = re.search(r'id="reference">([^<]+)<', html)
-    assert ref and app.extensions["formrelay"].store.submission(ref.group(1))
-    assert app.extensions["formrelay"].store.reply(ref.group(1)) is None
+    assert ref and app.extensions["formrelay"].store.submissions.get(ref.group(1))
+    assert app.extensions["formrelay"].store.replies.get(ref.group(1)) is None
 
 
 def test_a_reply_key_that_cannot_be_stored_stores_no_submission_either(
         make_app: Any, monkeypatch: Any) -> None:
     """The reply key is stored in the submission's transaction: the code printed in the
     copy and shown on the page always opens something."""
-    from formrelay.store import Store, StoreNotWritable
+    from formrelay.store import StoreNotWritable
+    from formrelay.store.replies import Replies
 
     app = make_app(fields=FIELDS, replies=True)
     cheap_hashing(monkeypatch)
@@ -248,7 +249,7 @@ def test_a_reply_key_that_cannot_be_stored_stores_no_submission_either(
     def full(self: Any, row: Any) -> None:  # a full disk cannot be made here
         raise StoreNotWritable("disk full")
 
-    monkeypatch.setattr(Store, "add_reply", full)
+    monkeypatch.setattr(Replies, "add", full)
     r = post_form(app.test_client(), {"name": "Zoë", "email": "", "question": "?"},
                   query="?lang=en")
     html = r.get_data(as_text=True)
@@ -398,5 +399,5 @@ def test_json_answer_says_null_when_no_code_could_be_made(make_app: Any,
     r = post_form(app.test_client(), {"name": "Zoë", "question": "?"}, json_answer=True)
     body = r.get_json()
     assert r.status_code == 200 and body["ok"] is True and body["reply_code"] is None
-    assert app.extensions["formrelay"].store.submission(body["reference"])
-    assert app.extensions["formrelay"].store.reply(body["reference"]) is None
+    assert app.extensions["formrelay"].store.submissions.get(body["reference"])
+    assert app.extensions["formrelay"].store.replies.get(body["reference"]) is None

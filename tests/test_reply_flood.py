@@ -25,8 +25,9 @@ from pathlib import Path
 
 from formrelay.config import load_config
 from formrelay.intake.submission import new_reference
+from formrelay.localtime import utcnow
 from formrelay.replies.answers import Answers
-from formrelay.store import Store, utcnow
+from formrelay.store import Store
 
 from .conftest import ENV, make_config_dict, write_config
 from .keys import TestKey
@@ -147,7 +148,7 @@ def test_parallel_wrong_codes_from_rotating_addresses_get_five_tries_in_all(
     settings = load_config(tmp_path / "config.toml", ENV)
     store = Store(settings.db_path, utcnow, url=settings.server.database_url)
     try:
-        checked = [r for r in store.audit_rows(reference) if r["action"] == "answer wrong code"]
+        checked = [r for r in store.audit.rows(reference) if r["action"] == "answer wrong code"]
     finally:
         store.close()
     assert 1 <= len(checked) <= 5, [r["detail"] for r in checked]

@@ -47,26 +47,26 @@ def test_held_items_past_their_date_are_purged_audit_rows_stay(
     b = Browser(app)
     b.enrol("anna", totp_at(clock))
     assert old in b.get("/clinician/").get_data(as_text=True)
-    audit_before = len(store.audit_rows())
+    audit_before = len(store.audit.rows())
 
     clock.advance(days=10, hours=1)  # `old` is now 30 days and an hour old
     monkeypatch.setattr(retention, "_last_purge", 0.0)
     # what the worker runs
     retention.periodic(relay.settings, store, clock.now, purgers=services.purgers())
-    assert store.submission(old)["status"] == "deleted"
+    assert store.submissions.get(old)["status"] == "deleted"
     with pytest.raises(KeyError):
-        store.ciphertext(old)
-    assert store.submission(new)["status"] == "held" and store.ciphertext(new)
+        store.submissions.ciphertext(old)
+    assert store.submissions.get(new)["status"] == "held" and store.submissions.ciphertext(new)
     b.login("anna", pyotp.TOTP(b.secret).at(clock.now))  # the session expired meanwhile
     inbox = b.get("/clinician/").get_data(as_text=True)
     assert old not in inbox and new in inbox
     assert b.get(f"/clinician/s/{old}/asc").status_code == 404
 
-    rows = store.audit_rows()
+    rows = store.audit.rows()
     assert len(rows) > audit_before  # nothing removed, the deletion added
-    [deleted] = [r for r in store.audit_rows(old) if r["action"] == "deleted"]
+    [deleted] = [r for r in store.audit.rows(old) if r["action"] == "deleted"]
     assert deleted["actor"] == "system" and "30 days" in deleted["detail"]
-    assert [r["action"] for r in store.audit_rows(old)][0] == "received"
+    assert [r["action"] for r in store.audit.rows(old)][0] == "received"
     assert verify(store).ok
 
     again = retention.purge(relay.settings, store, clock.now, purgers=services.purgers())
@@ -81,7 +81,7 @@ def test_batched_notifications(make_app: Callable[..., Flask], tmp_path: Path) -
     relay = app.extensions["formrelay"]
     store = relay.store
     first = submit(app)
-    assert store.outbox_rows() == []  # waits for the batch
+    assert store.outbox.rows() == []  # waits for the batch
     assert notify.flush(relay.settings, store, clock.now) == 1  # a quiet form: at once
     second, third = submit(app), submit(app)
     clock.advance(minutes=5)
@@ -106,6 +106,6 @@ def test_no_mail_relay_means_no_notification_but_the_item_is_held(
     app = make_app(smtp={})
     ref = submit(app)
     store = app.extensions["formrelay"].store
-    assert store.submission(ref)["status"] == "held" and store.outbox_rows() == []
+    assert store.submissions.get(ref)["status"] == "held" and store.outbox.rows() == []
     assert any("no notification sent" in r.getMessage() for r in logs.records)
     assert audit(app, "received")

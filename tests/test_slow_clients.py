@@ -154,7 +154,7 @@ def _config(tmp_path: Path, keys: dict[str, TestKey], base: str, **server: objec
 def _stored(tmp_path: Path) -> list[str]:
     store = open_store(tmp_path / "data" / "formrelay.db")
     try:
-        return [row["reference"] for row in store.submissions()]
+        return [row["reference"] for row in store.submissions.rows()]
     finally:
         store.close()
 
@@ -301,7 +301,7 @@ def test_gevent_worker_encrypts_a_large_upload_while_others_post(
     assert sorted(_stored(tmp_path)) == sorted(refs.values())
     store = open_store(tmp_path / "data" / "formrelay.db")
     try:
-        plain = gpg_decrypt(keys["alice"], store.ciphertext(refs["Groot"]))
+        plain = gpg_decrypt(keys["alice"], store.submissions.ciphertext(refs["Groot"]))
     finally:
         store.close()
     parts = {p.get_filename(): p.get_payload(decode=True)

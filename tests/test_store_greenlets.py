@@ -28,9 +28,9 @@ store = Store(Path(sys.argv[1]) / "formrelay.db")
 before = len(opened)
 
 def one_connection(n):  # what a greenlet of gunicorn's worker does for one request
-    store.audit("login", actor=f"user{n}", ip="127.0.0.1")
+    store.audit.append("login", actor=f"user{n}", ip="127.0.0.1")
     gevent.sleep(0)
-    return len(store.audit_rows())
+    return len(store.audit.rows())
 
 def killed_in_a_transaction():
     with store.transaction() as conn:
@@ -48,7 +48,7 @@ for batch in range(20):
     counts += [j.value for j in jobs]
     del jobs
 token_kept = store.conn.execute("SELECT count(*) FROM used_form_tokens").fetchone()[0]
-print(len(opened) - before, len(store.audit_rows()), token_kept)
+print(len(opened) - before, len(store.audit.rows()), token_kept)
 """
 
 

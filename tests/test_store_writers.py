@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from formrelay.ops.audit import verify
-from formrelay.store import Store, base
+from formrelay.store import Store
+from formrelay.store.engines import sqlite as sqlite_engine
 
 from .conftest import open_store
 
@@ -27,9 +28,9 @@ def test_concurrent_writers_from_two_processes_all_land(tmp_path: Path) -> None:
         try:
             for i in range(EVENTS):
                 with st.transaction():  # nested calls join the outer transaction
-                    st.audit("received", actor="patient", reference=f"FR-{n}-{i}",
-                             form_id="intake")
-                    st.audit("queued", reference=f"FR-{n}-{i}", form_id="intake")
+                    st.audit.append("received", actor="patient", reference=f"FR-{n}-{i}",
+                                    form_id="intake")
+                    st.audit.append("queued", reference=f"FR-{n}-{i}", form_id="intake")
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
@@ -43,7 +44,7 @@ def test_concurrent_writers_from_two_processes_all_land(tmp_path: Path) -> None:
         st.close()
     assert errors == []
     check = open_store(path)
-    rows = check.audit_rows()
+    rows = check.audit.rows()
     assert len(rows) == 2 * THREADS * EVENTS * 2
     for r in (r for r in rows if r["action"] == "received"):  # each pair stayed together
         assert rows[r["id"]]["reference"] == r["reference"]  # ids start at 1
@@ -54,14 +55,14 @@ def test_concurrent_writers_from_two_processes_all_land(tmp_path: Path) -> None:
 @pytest.mark.sqlite_only  # SQLite's own lock; PostgreSQL writers wait on row locks
 def test_a_writer_that_never_gets_its_turn_gives_up(tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(base, "BUSY_SECONDS", 0.2)
+    monkeypatch.setattr(sqlite_engine, "BUSY_SECONDS", 0.2)
     path = tmp_path / "formrelay.db"
     first, second = Store(path), Store(path)
     with first.transaction():
-        first.audit("login", actor="u1")
+        first.audit.append("login", actor="u1")
         with pytest.raises(sqlite3.OperationalError, match="database is locked"):
-            second.audit("login", actor="u2")
-    second.audit("login", actor="u3")  # the turn came: works again
-    assert [r["actor"] for r in second.audit_rows()] == ["u1", "u3"]
+            second.audit.append("login", actor="u2")
+    second.audit.append("login", actor="u3")  # the turn came: works again
+    assert [r["actor"] for r in second.audit.rows()] == ["u1", "u3"]
     first.close()
     second.close()

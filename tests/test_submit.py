@@ -21,7 +21,7 @@ post = post_form
 
 
 def stored(app: Flask, reference: str) -> bytes:
-    return app.extensions["formrelay"].store.ciphertext(reference)
+    return app.extensions["formrelay"].store.submissions.ciphertext(reference)
 
 
 def inner(plaintext: bytes) -> Message:
@@ -36,7 +36,7 @@ def answers_json(msg: Message) -> dict[str, Any]:
 
 
 def count_rows(app: Flask) -> int:
-    return len(app.extensions["formrelay"].store.submissions())
+    return len(app.extensions["formrelay"].store.submissions.rows())
 
 
 def test_form_page_renders_every_field(client: FlaskClient) -> None:
@@ -103,7 +103,7 @@ def test_json_answer_and_stored_row_holds_metadata_only(app: Flask,
     body = r.get_json()
     assert body["ok"] is True and re.fullmatch(r"FR-\w{4}-\w{4}", body["reference"])
     store = app.extensions["formrelay"].store
-    row = store.submission(body["reference"])
+    row = store.submissions.get(body["reference"])
     assert row["form_id"] == "intake" and row["status"] == "held" and row["size"] > 0
     cols = list(dict(store.conn.execute("SELECT * FROM submissions").fetchone()))
     assert "name" not in cols and "answers" not in cols

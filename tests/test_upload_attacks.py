@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 
 from formrelay.config import load_config
+from formrelay.localtime import utcnow
 from formrelay.settings import Settings
-from formrelay.store import Store, utcnow
+from formrelay.store import Store
 from formrelay.uploads.links import UploadLinks
 
 from .conftest import ENV, make_config_dict, write_config
@@ -102,7 +103,7 @@ def done(port: int, files: str, length: int, chunks: int) -> Any:
 def stored(settings: Settings, files: str) -> bytes:
     store = Store(settings.db_path, utcnow, url=settings.server.database_url)
     try:
-        return b"".join(store.upload_chunks(files.rsplit("/", 1)[1]))
+        return b"".join(store.uploads.chunks(files.rsplit("/", 1)[1]))
     finally:
         store.close()
 
@@ -220,7 +221,7 @@ def test_parallel_chunks_never_pass_the_session_limit(
     assert sorted(answers) == [204] + [413] * 7, answers
     store = Store(settings.db_path, utcnow, url=settings.server.database_url)
     try:
-        link = store.upload_link(token.split(".", 1)[0])
+        link = store.uploads.link(token.split(".", 1)[0])
         assert link is not None and link["used_bytes"] == min(len(ct), 700 * KB)
     finally:
         store.close()
@@ -301,8 +302,8 @@ def test_one_link_cannot_start_files_without_end(
     store = Store(settings.db_path, utcnow, url=settings.server.database_url)
     try:
         link_id = token.split(".", 1)[0]
-        assert len(store.upload_files_of(link_id=link_id, state="receiving")) == MAX_FILES
-        reference = store.upload_link(link_id)["reference"]  # type: ignore[index]
-        assert len(store.audit_rows(reference)) <= MAX_FILES + 2  # invited, started ...
+        assert len(store.uploads.files_of(link_id=link_id, state="receiving")) == MAX_FILES
+        reference = store.uploads.link(link_id)["reference"]  # type: ignore[index]
+        assert len(store.audit.rows(reference)) <= MAX_FILES + 2  # invited, started ...
     finally:
         store.close()

@@ -78,7 +78,7 @@ def test_thank_you_page_sends_a_content_free_link_once(make_app: Any, tls: TlsFi
     link = link_in(body)
     assert not leaks(mark, blobs=all_mail)
     store = app.extensions["formrelay"].store
-    row = store.upload_links_of(reference)[0]
+    row = store.uploads.links_of(reference)[0]
     keys = app.extensions["formrelay"].settings.recipients
     assert row["practice"] == "default" and row["recipients"] == [keys["alice"].fingerprint]
     assert row["form_id"] == "intake" and row["asked_by"] == "patient"
@@ -90,7 +90,7 @@ def test_thank_you_page_sends_a_content_free_link_once(make_app: Any, tls: TlsFi
     assert not leaks("zoe@example.nl", roots=[data_dir], texts=texts)
     opened = links_of(app).open(link.removeprefix("/u/"))
     assert opened.reference == reference and opened.recipients == (keys["alice"].fingerprint,)
-    actions = [a["action"] for a in store.audit_rows(reference)]
+    actions = [a["action"] for a in store.audit.rows(reference)]
     assert "upload link sent" in actions and "upload mail sent" in actions
 
 
@@ -111,7 +111,7 @@ def test_offer_only_where_the_form_has_it_and_not_forged(make_app: Any) -> None:
         assert ref
         token = offer_token(ref.group(1))
     assert client.post("/u/ask", data={"offer": token, "email": "a@b.nl"}).status_code == 404
-    assert app.extensions["formrelay"].store.upload_links_of(ref.group(1)) == []
+    assert app.extensions["formrelay"].store.uploads.links_of(ref.group(1)) == []
 
 
 def test_bad_addresses_are_refused_and_nothing_is_queued(make_app: Any) -> None:
@@ -126,8 +126,8 @@ def test_bad_addresses_are_refused_and_nothing_is_queued(make_app: Any) -> None:
         assert r.status_code == 400, bad
         assert 'role="alert"' in html and "e-mail" in html
         assert 'name="offer"' in html  # the patient can try again
-    assert store.upload_links_of(reference) == []
-    assert [m for m in store.outbox_rows() if m["kind"] == "upload_link"] == []
+    assert store.uploads.links_of(reference) == []
+    assert [m for m in store.outbox.rows() if m["kind"] == "upload_link"] == []
 
 
 def test_link_expires_after_the_setting_and_forged_links_learn_nothing(make_app: Any) -> None:
@@ -153,7 +153,7 @@ def test_link_expires_after_the_setting_and_forged_links_learn_nothing(make_app:
     except LinkRefused as exc:
         assert exc.state == LinkState.EXPIRED
     store = app.extensions["formrelay"].store
-    assert "upload expired" in [a["action"] for a in store.audit_rows(made.reference)]
+    assert "upload expired" in [a["action"] for a in store.audit.rows(made.reference)]
 
 
 def test_cli_invites_for_a_submission_and_for_a_new_patient(make_app: Any, tmp_path: Path,
@@ -178,8 +178,8 @@ def test_cli_invites_for_a_submission_and_for_a_new_patient(make_app: Any, tmp_p
         to = sorted(m.rcpt_tos[0] for m in smtp.messages if "praktijk" not in m.rcpt_tos[0])
     assert to == ["new@example.nl", "zoe@example.nl"]
     store = app.extensions["formrelay"].store
-    assert store.upload_links_of(reference)[0]["asked_by"] == "operator"
-    fresh = store.upload_links_of(new_ref.group(1))[0]
+    assert store.uploads.links_of(reference)[0]["asked_by"] == "operator"
+    fresh = store.uploads.links_of(new_ref.group(1))[0]
     assert fresh["form_id"] == "" and fresh["practice"] == "default" and fresh["lang"] == "en"
 
 
@@ -196,13 +196,14 @@ def test_cli_refuses_unknown_reference_practice_and_bad_address(make_app: Any,
         res = cli_run(tmp_path, "uploads", "invite", *args)
         assert res.exit_code != 0 and message in res.output, res.output
         assert "Traceback" not in res.output
-    assert [m for m in store.outbox_rows() if m["kind"] == "upload_link"] == []
+    assert [m for m in store.outbox.rows() if m["kind"] == "upload_link"] == []
 
 
 def test_a_practice_may_set_its_own_session_limit(tmp_path: Path,
                                                   keys: dict[str, Any]) -> None:
     from formrelay.config import load_config
-    from formrelay.store import Store, utcnow
+    from formrelay.localtime import utcnow
+    from formrelay.store import Store
 
     from .conftest import ENV, make_config_dict, write_config
 

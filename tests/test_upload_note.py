@@ -25,7 +25,7 @@ NOTE = "Graag de brief van de dermatoloog – Anna"
 
 
 def _link_kinds(app: Any) -> list[str]:
-    return [m["kind"] for m in app.extensions["formrelay"].store.outbox_rows()
+    return [m["kind"] for m in app.extensions["formrelay"].store.outbox.rows()
             if m["kind"] == "upload_link"]
 
 
@@ -108,4 +108,4 @@ def test_bad_notes_are_refused_and_nothing_is_queued(
     assert res.exit_code != 0 and message in res.output, res.output
     assert "Traceback" not in res.output
     assert _link_kinds(app) == []
-    assert app.extensions["formrelay"].store.upload_links_of("FR-AAAA-AAAA") == []
+    assert app.extensions["formrelay"].store.uploads.links_of("FR-AAAA-AAAA") == []

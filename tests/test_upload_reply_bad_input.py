@@ -29,17 +29,17 @@ def test_an_unreadable_reply_is_refused_and_nothing_delivered(
     ref, code = send_form(client)
     write_answer(clinician(app, tmp_path, clock), ref, "Rust houden.")
     store = app.extensions["formrelay"].store
-    before = len(store.submissions(status="held"))
+    before = len(store.submissions.rows(status="held"))
     r = client.post("/r/reply?lang=en", data={"reference": ref, "code": code, "reply": bad},
                     headers={"Origin": ORIGIN})
     assert r.status_code == 400, r.status_code
     assert "could not be read" in r.get_data(as_text=True)
-    assert len(store.submissions(status="held")) == before
-    assert store.reply(ref)["replied_at"] is None  # the one reply is still the patient's
+    assert len(store.submissions.rows(status="held")) == before
+    assert store.replies.get(ref)["replied_at"] is None  # the one reply is still the patient's
     good = client.post("/r/reply?lang=en", data={"reference": ref, "code": code,
                                                  "reply": "Mijn rug is stijf"},
                        headers={"Origin": ORIGIN})
-    assert good.status_code == 200 and len(store.submissions(status="held")) == before + 1
+    assert good.status_code == 200 and len(store.submissions.rows(status="held")) == before + 1
 
 
 def test_a_refused_files_name_reaches_the_audit_log_only_as_a_plain_extension(
@@ -53,7 +53,7 @@ def test_a_refused_files_name_reaches_the_audit_log_only_as_a_plain_extension(
         r = client.post(f"/u/{token}?lang=en", data=body,
                         content_type="multipart/form-data; boundary=frtestboundary")
         assert r.status_code == 415 and "pdf" in r.get_data(as_text=True)
-    rows = [r for r in app.extensions["formrelay"].store.audit_rows()
+    rows = [r for r in app.extensions["formrelay"].store.audit.rows()
             if r["action"] == "upload refused"]
     assert len(rows) == len(names)
     for row in rows:
@@ -84,8 +84,8 @@ def test_bad_bytes_in_an_upload_links_address_reference_and_offer_send_nothing(
         assert client.post("/u/ask", data={"offer": v, "email": "a@b.nl"},
                            headers={"Origin": ORIGIN}).status_code == 404
     store = app.extensions["formrelay"].store
-    assert "upload_link" not in [m["kind"] for m in store.outbox_rows()]
-    assert store.upload_links_of(ref) == []
+    assert "upload_link" not in [m["kind"] for m in store.outbox.rows()]
+    assert store.uploads.links_of(ref) == []
 
 
 def test_a_nul_in_a_reference_or_id_is_a_clear_refusal_on_every_engine(

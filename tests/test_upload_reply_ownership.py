@@ -55,7 +55,7 @@ def test_a_reused_form_id_hands_over_no_uploads_links_or_answers(
         {"files": [(io.BytesIO(b"%PDF-1.4 uitslag"), "uitslag.pdf", "application/pdf")]}),
         content_type="multipart/form-data; boundary=frtestboundary")
     assert sent.status_code == 200, sent.get_data(as_text=True)
-    file_id = s.store.upload_files_of(practice="zuid")[0]["id"]
+    file_id = s.store.uploads.files_of(practice="zuid")[0]["id"]
 
     # the attack: zuid's file removed, b-hold reused by noord for dr-a
     (tmp_path / "practices" / "zuid.toml").unlink()
@@ -77,9 +77,9 @@ def test_a_reused_form_id_hands_over_no_uploads_links_or_answers(
     r = client.post("/u/ask", data={"offer": offer, "email": "zuid@example.nl"},
                     headers={"Origin": ORIGIN})
     assert r.status_code == 404, r.get_data(as_text=True)
-    links = store.upload_links_of(theirs)
+    links = store.uploads.links_of(theirs)
     assert [(lk["practice"], lk["asked_by"]) for lk in links] == [("zuid", "user:bea")]
-    assert store.reply(theirs)["answer"] is None  # type: ignore[index]
+    assert store.replies.get(theirs)["answer"] is None  # type: ignore[index]
 
 
 def test_a_patients_reply_goes_to_the_practice_that_answered_or_nowhere(
@@ -103,7 +103,7 @@ def test_a_patients_reply_goes_to_the_practice_that_answered_or_nowhere(
     (tmp_path / "practices" / "zuid.toml").unlink()
     write_config(tmp_path / "practices" / "noord.toml", b_hold(keys, "noord", "dr-a"))
     store = reload(app).store
-    before = {r["reference"] for r in store.submissions(status="held", practice="noord")}
+    before = {r["reference"] for r in store.submissions.rows(status="held", practice="noord")}
     read = client.post("/r/?lang=en", data={"reference": theirs, "code": code},
                        headers={"Origin": ORIGIN})
     assert "Rust houden." in read.get_data(as_text=True)  # the answer is still theirs
@@ -112,9 +112,9 @@ def test_a_patients_reply_goes_to_the_practice_that_answered_or_nowhere(
                     headers={"Origin": ORIGIN})
     assert r.status_code == 410, r.status_code
     assert "call the practice" in r.get_data(as_text=True)
-    after = {r["reference"] for r in store.submissions(status="held", practice="noord")}
+    after = {r["reference"] for r in store.submissions.rows(status="held", practice="noord")}
     assert after == before  # nothing delivered to noord
-    assert store.reply(theirs)["replied_at"] is None  # type: ignore[index]
+    assert store.replies.get(theirs)["replied_at"] is None  # type: ignore[index]
 
 
 def test_a_rotated_key_hides_no_received_document_and_no_open_question(
@@ -142,7 +142,7 @@ def test_a_rotated_key_hides_no_received_document_and_no_open_question(
         {"files": [(io.BytesIO(b"%PDF-1.4 uitslag"), "uitslag.pdf", "application/pdf")]}),
         content_type="multipart/form-data; boundary=frtestboundary")
     assert sent.status_code == 200
-    file_id = s.store.upload_files_of(practice="noord")[0]["id"]
+    file_id = s.store.uploads.files_of(practice="noord")[0]["id"]
 
     table["recipients"]["dr-a"].update(key_file=str(keys["soon"].public),
                                        fingerprint=keys["soon"].fingerprint)

@@ -162,8 +162,8 @@ def test_refusals_delete_what_arrived_and_are_audited(make_app: Any,
         fid = create(client, token, len(data))
         r = patch(client, token, fid, 0, data)
         assert r.status_code == 422 and "niet versleuteld voor de praktijk" in r.get_json()["error"]
-        assert store.upload_file(fid)["state"] == "deleted"
-        assert list(store.upload_chunks(fid)) == []
+        assert store.uploads.file(fid)["state"] == "deleted"
+        assert list(store.uploads.chunks(fid)) == []
     # over the session's limit: announced, or found out chunk by chunk
     r = client.post(f"/u/{token}/files", json={"size": 3 * MB})
     assert r.status_code == 413 and "2 MB" in r.get_json()["error"]
@@ -173,8 +173,8 @@ def test_refusals_delete_what_arrived_and_are_audited(make_app: Any,
     assert patch(client, token, fid, MB, big[MB:2 * MB]).status_code == 204
     r = patch(client, token, fid, 2 * MB, big[2 * MB:3 * MB])
     assert r.status_code == 413
-    assert store.upload_file(fid)["state"] == "deleted" and not list(store.upload_chunks(fid))
-    assert store.upload_link(token.split(".")[0])["used_bytes"] == 0  # given back
+    assert store.uploads.file(fid)["state"] == "deleted" and not list(store.uploads.chunks(fid))
+    assert store.uploads.link(token.split(".")[0])["used_bytes"] == 0  # given back
     # chunks that do not add up
     small = encrypt_binary(app, b"%PDF-1.4 x", [alice])
     fid = create(client, token, len(small))
@@ -182,7 +182,7 @@ def test_refusals_delete_what_arrived_and_are_audited(make_app: Any,
     r = client.post(f"/u/{token}/files/{fid}/done", json={"length": len(small) + 1,
                                                           "chunks": 1})
     assert r.status_code == 422 and "kloppen niet" in r.get_json()["error"]
-    assert store.upload_file(fid)["state"] == "deleted"
+    assert store.uploads.file(fid)["state"] == "deleted"
     refused = [a["detail"] for a in audit(app, "upload refused", "refused")]
     assert len(refused) == 6, refused
     assert any("do not add up" in d for d in refused)
@@ -203,7 +203,7 @@ def test_disk_reserve_refuses_new_uploads_with_503(make_app: Any,
     assert "call" in html.lower() and "020 555 0101" in html
     assert client.post(f"/u/{token}/files", json={"size": 10}).status_code == 503
     # the link itself is untouched: it works once there is room again
-    assert app.extensions["formrelay"].store.upload_link(token.split(".")[0])["state"] == "open"
+    assert app.extensions["formrelay"].store.uploads.link(token.split(".")[0])["state"] == "open"
 
 
 def test_plain_form_post_is_encrypted_on_the_server(make_app: Any, keys: dict[str, TestKey],
@@ -224,9 +224,9 @@ def test_plain_form_post_is_encrypted_on_the_server(make_app: Any, keys: dict[st
                     content_type="multipart/form-data; boundary=frtestboundary")
     assert r.status_code == 415 and "pdf" in r.get_data(as_text=True)
     store = app.extensions["formrelay"].store
-    files = store.upload_files_of(link_id=token.split(".")[0])
+    files = store.uploads.files_of(link_id=token.split(".")[0])
     assert len(files) == 1 and files[0]["how"] == "form"
-    ct = b"".join(store.upload_chunks(files[0]["id"]))
+    ct = b"".join(store.uploads.chunks(files[0]["id"]))
     assert gpg_decrypt(keys["alice"], ct) == pdf == rnp_decrypt(keys["alice"], ct)
     data_dir = app.extensions["formrelay"].settings.data_dir
     texts = [r.getMessage() for r in logs.records]
@@ -265,7 +265,7 @@ def test_two_instances_share_one_upload(tmp_path: Path, keys: dict[str, TestKey]
         assert patch((a, b)[i % 2], token, fid, off, ct[off:off + MB]).status_code == 204
     r = b.post(f"/u/{token}/files/{fid}/done", json={"length": len(ct), "chunks": len(offs)})
     assert r.status_code == 200
-    got = b"".join(two.extensions["formrelay"].store.upload_chunks(fid))
+    got = b"".join(two.extensions["formrelay"].store.uploads.chunks(fid))
     assert gpg_decrypt(keys["alice"], got) == plain
     assert re.fullmatch(r"[A-Za-z0-9_-]+", fid)
 
@@ -284,8 +284,8 @@ def test_documents_are_deleted_after_their_retention(make_app: Any, tmp_path: Pa
     s = app.extensions["formrelay"]
     assert purge(s.settings, s.store, clock.now + timedelta(days=29)) == 0
     assert purge(s.settings, s.store, clock.now + timedelta(days=30, seconds=1)) == 1
-    assert s.store.upload_file(fid)["state"] == "deleted"
-    assert list(s.store.upload_chunks(fid)) == []
+    assert s.store.uploads.file(fid)["state"] == "deleted"
+    assert list(s.store.uploads.chunks(fid)) == []
     assert "past 30 days' retention" in audit(app, "upload deleted")[0]["detail"]
 
 
@@ -304,14 +304,14 @@ def test_clinician_asks_for_documents_in_the_browser(make_app: Any, tmp_path: Pa
     ref = re.search(r"Upload link sent for (FR-[A-Z0-9-]+)", flashed) or \
         re.search(r"Uploadlink verstuurd voor (FR-[A-Z0-9-]+)", flashed)
     assert ref, flashed
-    row = app.extensions["formrelay"].store.upload_links_of(ref.group(1))[0]
+    row = app.extensions["formrelay"].store.uploads.links_of(ref.group(1))[0]
     assert row["asked_by"] == "user:anna" and row["practice"] == "default"
     # a reference that is not the clinician's, and a bad address: refused, nothing sent
     for data in ({"reference": "FR-AAAA-AAAA", "email": "a@example.nl"},
                  {"reference": "", "email": "=?utf-8?q?x?=@example.nl"}):
         r = b.post("/clinician/uploads/invite", data)
         assert r.status_code == 400 and 'id="ask-error"' in r.get_data(as_text=True)
-    kinds = [m["kind"] for m in app.extensions["formrelay"].store.outbox_rows()]
+    kinds = [m["kind"] for m in app.extensions["formrelay"].store.outbox.rows()]
     assert kinds.count("upload_link") == 1
 
 
@@ -343,18 +343,18 @@ def test_an_unfinished_file_is_dropped_to_start_again_a_finished_one_is_not(
     cut = create(client, token, len(ct))
     assert patch(client, token, cut, 0, ct[:MB]).status_code == 204
     link_id = token.split(".")[0]
-    used = store.upload_link(link_id)["used_bytes"]
+    used = store.uploads.link(link_id)["used_bytes"]
     for refused in (client.delete(f"/u/{token}/files/{kept}"),  # finished: the practice's
                     client.delete(f"/u/{other}/files/{cut}"),  # another link's
                     client.delete(f"/u/{token}/files/nope")):
         assert refused.status_code == 404
-    assert b"".join(store.upload_chunks(kept)) == whole
+    assert b"".join(store.uploads.chunks(kept)) == whole
     assert client.head(f"/u/{token}/files/{cut}").headers["Upload-Offset"] == str(MB)
     assert client.delete(f"/u/{token}/files/{cut}").status_code == 204
-    assert store.upload_link(link_id)["used_bytes"] == used - MB
+    assert store.uploads.link(link_id)["used_bytes"] == used - MB
     assert patch(client, token, cut, MB, ct[MB:2 * MB]).status_code == 404
-    assert list(store.upload_chunks(cut)) == []
+    assert list(store.uploads.chunks(cut)) == []
     assert [e for e in audit(app, "upload deleted") if "page reload" in e["detail"]]
     # sent again from its start, as a new file, it completes
     again = send_file(client, token, ct)
-    assert b"".join(store.upload_chunks(again)) == ct
+    assert b"".join(store.uploads.chunks(again)) == ct

@@ -206,7 +206,7 @@ def test_reload_mid_file_keeps_whole_files_and_sends_the_cut_one_again(
         browser.close()
     # the text file went once; the scan's first try was dropped, its second went whole
     assert len(ids) == 3 and sent[ids[0]] == 1 and sent[ids[2]] == 7, sent
-    dropped = s.store.upload_file(ids[1])
+    dropped = s.store.uploads.file(ids[1])
     assert dropped is not None and dropped["state"] == "deleted"
     assert [e for e in audit(app, "upload deleted") if "page reload" in e["detail"]]
     downloads = _download_all(app, tmp_path, clock, count=2)

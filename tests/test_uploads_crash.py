@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from formrelay.config import load_config
-from formrelay.store import Store, utcnow
+from formrelay.localtime import utcnow
+from formrelay.store import Store
 from formrelay.uploads.links import UploadLinks
 
 from .canary import leaks
@@ -116,6 +117,6 @@ def test_kill_9_mid_upload_resumes_after_restart(tmp_path: Path,
     store = Store(settings.db_path, utcnow, url=settings.server.database_url)
     try:
         fid = files.rsplit("/", 1)[1]
-        assert gpg_decrypt(keys["alice"], b"".join(store.upload_chunks(fid))) == plain
+        assert gpg_decrypt(keys["alice"], b"".join(store.uploads.chunks(fid))) == plain
     finally:
         store.close()

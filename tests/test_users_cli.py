@@ -75,7 +75,7 @@ def test_generated_password_list_and_reset(make_app: Callable[..., Flask],
     r = b.password("anna")
     assert r.headers["Location"].endswith("/clinician/enrol")  # a new authenticator
     store = app.extensions["formrelay"].store
-    assert all(t["revoked_at"] for t in store.token_rows(1))
+    assert all(t["revoked_at"] for t in store.clinicians.tokens(1))
     old_code = pyotp.TOTP(b.secret).at(clock.now)
     b.get("/clinician/enrol")
     assert b.post("/clinician/enrol", {"code": old_code}).status_code == 401

@@ -148,7 +148,7 @@ def wait_resized(page: Page, form_id: str = "intake") -> int:
 
 
 def answers(keys: dict[str, TestKey], site: Site, reference: str) -> dict[str, Any]:
-    plain = gpg_decrypt(keys["alice"], site.store.ciphertext(reference))
+    plain = gpg_decrypt(keys["alice"], site.store.submissions.ciphertext(reference))
     msg = message_from_bytes(plain, policy=policy.default)
     for part in msg.walk():
         if part.get_filename() == "answers.json":
@@ -412,14 +412,14 @@ def test_no_accessibility_violations(page: Page, site: Site, lang: str) -> None:
 def test_flood_shows_429_page_then_recovers(page: Page, site: Site) -> None:
     page.goto(f"{site.host}/two.html")
     wait_resized(page, "contact")
-    before = len(site.store.submissions())
+    before = len(site.store.submissions.rows())
     _exhaust_form_limit(site, "contact")
     contact = widget_frame(page, "contact")
     contact.get_by_label("Naam").fill("Te Veel")
     contact.get_by_label("Uw vraag").fill("nog een keer")
     contact.get_by_role("button", name="Send securely").click()
     contact.get_by_text("Too many attempts").wait_for()
-    assert len(site.store.submissions()) == before + FORM_LIMIT
+    assert len(site.store.submissions.rows()) == before + FORM_LIMIT
     frame = frame_of(page, "contact")
     _axe_frame(frame, "429 page (en)")
     page.goto(f"{site.base}/f/contact?lang=nl")
@@ -428,7 +428,7 @@ def test_flood_shows_429_page_then_recovers(page: Page, site: Site) -> None:
     page.get_by_role("button", name="Veilig versturen").click()
     page.get_by_text("Te veel pogingen").wait_for()
     _axe(page, "429 page (nl)")
-    assert len(site.store.submissions()) == before + FORM_LIMIT
+    assert len(site.store.submissions.rows()) == before + FORM_LIMIT
     # a minute later the same patient gets through
     site.clock.offset += timedelta(minutes=2)
     page.go_back()
@@ -436,7 +436,7 @@ def test_flood_shows_429_page_then_recovers(page: Page, site: Site) -> None:
     page.locator("#f-question").fill("nu wel")
     page.get_by_role("button", name="Veilig versturen").click()
     page.locator("#reference").wait_for()
-    assert len(site.store.submissions()) == before + FORM_LIMIT + 1
+    assert len(site.store.submissions.rows()) == before + FORM_LIMIT + 1
 
 
 def _axe_frame(frame: Frame, what: str) -> None:

@@ -57,9 +57,9 @@ def audit_export(ctx: Context, reference: str | None, practice: str | None) -> N
         click.echo(export_text(store, reference, practice), nl=False)
         return
     assert practice is not None  # noqa: S101 - checked above
-    if practice not in store.audit_practices():
+    if practice not in store.audit.practices():
         click.echo(f"error: no audit chain for practice {practice!r}; practices with one: "
-                   f"{', '.join(store.audit_practices())}", err=True)
+                   f"{', '.join(store.audit.practices())}", err=True)
         sys.exit(EXIT_ERROR)
     for line in export_practice(store, practice):
         click.echo(line)
@@ -80,10 +80,10 @@ def audit_verify(ctx: Context, practice: str | None) -> None:
     from ..ops.audit import verify_chain
 
     store = ctx.services().store
-    names = [practice] if practice else store.audit_practices()
-    if practice and practice not in store.audit_practices():
+    names = [practice] if practice else store.audit.practices()
+    if practice and practice not in store.audit.practices():
         click.echo(f"error: no audit chain for practice {practice!r}; practices with one: "
-                   f"{', '.join(store.audit_practices())}", err=True)
+                   f"{', '.join(store.audit.practices())}", err=True)
         sys.exit(EXIT_ERROR)
     ok = True
     for name in names:

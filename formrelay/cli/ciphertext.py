@@ -21,7 +21,7 @@ def ciphertext(ctx: Context, reference: str) -> None:
     """
     relay = ctx.services().relay
     try:
-        relay.store.copy_ciphertext(reference.upper(), sys.stdout.buffer)
+        relay.store.submissions.copy_to(reference.upper(), sys.stdout.buffer)
     except KeyError:
         raise click.ClickException(f"no stored ciphertext for {reference}; it may have been "
                                    "delivered and deleted already") from None

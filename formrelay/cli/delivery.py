@@ -77,8 +77,8 @@ def outbox(ctx: Context, show_all: bool, retry: str | None, retry_failed: bool) 
     """
     from datetime import timedelta
 
+    from ..localtime import parse_iso
     from ..mail.outbox import retry as retry_mails
-    from ..store import parse_iso
 
     if retry and retry_failed:
         raise click.UsageError("use --retry ID or --retry-failed, not both")
@@ -101,7 +101,7 @@ def outbox(ctx: Context, show_all: bool, retry: str | None, retry_failed: bool) 
         return
     now = store.clock()
     statuses = ("queued", "failed", "sent") if show_all else ("queued", "failed")
-    rows = store.outbox_rows(statuses)
+    rows = store.outbox.rows(statuses)
     for r in rows:
         since = parse_iso(r["created_at"])
         line = (f"#{r['id']} {r['kind']} {r['reference'] or '-'} (form {r['form_id'] or '-'}): "
@@ -115,7 +115,7 @@ def outbox(ctx: Context, show_all: bool, retry: str | None, retry_failed: bool) 
         if r["error"]:
             line += f"\n    why: {r['error']}"
         click.echo(line)
-    state = store.outbox_state(now - timedelta(days=7))
+    state = store.outbox.state(now - timedelta(days=7))
     click.echo(f"{state['queued']} queued, {state['failed']} failed in the last 7 days"
                + ("; retry one with `formrelay outbox --retry ID`" if state["failed"] else ""))
     sys.exit(EXIT_WARN if state["failed"] else EXIT_OK)

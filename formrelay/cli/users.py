@@ -133,7 +133,7 @@ def users_list(ctx: Context) -> None:
         state = "disabled" if u.disabled else "active" if u.enrolled else "TOTP not set up yet"
         last = utc_shown(u.last_login_at) if u.last_login_at else "never"
         click.echo(f"{u.username:<20} {state:<20} last login {last}")
-        role = accounts.store.role_of(u.id)
+        role = accounts.store.readers.role_of(u.id)
         click.echo(f"  practice {u.practice}; recipients {', '.join(u.recipients) or '-'}; forms "
                    f"{', '.join(accounts.forms_of(u)) or 'none'}"
                    + (f"; {u.email}" if u.email else "") + ("" if role == "reader" else

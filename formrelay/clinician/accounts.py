@@ -48,11 +48,11 @@ class Accounts(SecondFactor, ApiTokens):
 
     # -- reading ----------------------------------------------------------------------
     def get(self, username: str) -> User | None:
-        row = self.store.user_row(username=username.strip().lower())
+        row = self.store.clinicians.get(username=username.strip().lower())
         return user_from_row(row) if row else None
 
     def all(self) -> list[User]:
-        return [user_from_row(r) for r in self.store.user_rows()]
+        return [user_from_row(r) for r in self.store.clinicians.rows()]
 
     def require(self, username: str) -> User:
         user = self.get(username)
@@ -100,13 +100,13 @@ class Accounts(SecondFactor, ApiTokens):
             raise AccountError(f"{email!r} is not an e-mail address")
         self.check_password_rules(password, username)
         with self.store.transaction():
-            uid = self.store.user_add(username, _hasher.hash(password), email=email,
-                                      recipients=list(recipients), forms=list(forms),
-                                      practice=practice)
-            self.store.audit(AuditAction.USER_CREATED, actor=OPERATOR, practice=practice,
-                             detail=f"user:{username}; practice {practice}; recipients "
-                                    f"{','.join(recipients) or '-'}; forms "
-                                    f"{','.join(forms) or '-'}")
+            uid = self.store.clinicians.add(username, _hasher.hash(password), email=email,
+                                            recipients=list(recipients), forms=list(forms),
+                                            practice=practice)
+            self.store.audit.append(AuditAction.USER_CREATED, actor=OPERATOR, practice=practice,
+                                    detail=f"user:{username}; practice {practice}; recipients "
+                                           f"{','.join(recipients) or '-'}; forms "
+                                           f"{','.join(forms) or '-'}")
         user = self.by_id(uid)
         assert user is not None  # noqa: S101 - just written
         return user
@@ -142,13 +142,14 @@ class Accounts(SecondFactor, ApiTokens):
         user = self.require(username)
         self.check_password_rules(password, user.username)
         with self.store.transaction():
-            self.store.user_update(user.id, password_hash=_hasher.hash(password),
-                                   totp_secret=None, totp_last_step=0)
-            self.store.recovery_codes_set(user.id, [])
-            self.store.sessions_end(user.id)
-            self.store.token_revoke(user.id)
-            self.store.login_failures_clear(self._tag(user.username))
-            self.store.audit(AuditAction.USER_CHANGED, actor=OPERATOR, practice=user.practice,
+            self.store.clinicians.update(user.id, password_hash=_hasher.hash(password),
+                                         totp_secret=None, totp_last_step=0)
+            self.store.clinicians.recovery_codes_set(user.id, [])
+            self.store.clinicians.sessions_end(user.id)
+            self.store.clinicians.token_revoke(user.id)
+            self.store.clinicians.login_failures_clear(self._tag(user.username))
+            self.store.audit.append(AuditAction.USER_CHANGED, actor=OPERATOR,
+                                    practice=user.practice,
                              detail=f"{user.actor}: password reset, TOTP to enrol again, "
                                     "sessions ended, API tokens revoked")
         return self.require(username)
@@ -156,9 +157,11 @@ class Accounts(SecondFactor, ApiTokens):
     def set_disabled(self, username: str, disabled: bool) -> User:
         user = self.require(username)
         with self.store.transaction():
-            self.store.user_update(user.id, disabled_at=self.store_now() if disabled else None)
-            ended = self.store.sessions_end(user.id) if disabled else 0
-            self.store.audit(AuditAction.USER_CHANGED, actor=OPERATOR, practice=user.practice,
+            self.store.clinicians.update(user.id,
+                                         disabled_at=self.store_now() if disabled else None)
+            ended = self.store.clinicians.sessions_end(user.id) if disabled else 0
+            self.store.audit.append(AuditAction.USER_CHANGED, actor=OPERATOR,
+                                    practice=user.practice,
                              detail=f"{user.actor}: {'disabled' if disabled else 'enabled'}"
                                     + (f", {ended} session(s) ended" if ended else ""))
         return self.require(username)
@@ -166,9 +169,9 @@ class Accounts(SecondFactor, ApiTokens):
     def remove(self, username: str) -> None:
         user = self.require(username)
         with self.store.transaction():
-            self.store.user_remove(user.id)
-            self.store.audit(AuditAction.USER_REMOVED, actor=OPERATOR, detail=user.actor,
-                             practice=user.practice)
+            self.store.clinicians.remove(user.id)
+            self.store.audit.append(AuditAction.USER_REMOVED, actor=OPERATOR, detail=user.actor,
+                                    practice=user.practice)
 
     # -- passwords --------------------------------------------------------------------
     def check_password(self, username: str, password: str, ip: str) -> User:
@@ -176,7 +179,7 @@ class Accounts(SecondFactor, ApiTokens):
         username = re.sub(r"[^a-z0-9._-]", "?", username.strip().lower()[:40])
         if self.limited(username, ip):
             raise self._fail(username, ip, LoginFailure.LIMITED, count=False)
-        row = self.store.user_row(username=username) if username else None
+        row = self.store.clinicians.get(username=username) if username else None
         stored = row["password_hash"] if row else _dummy_hash()
         try:
             with hashing.slot():
@@ -197,17 +200,17 @@ class Accounts(SecondFactor, ApiTokens):
         if user.disabled:
             raise self._fail(username, ip, LoginFailure.DISABLED)
         if _hasher.check_needs_rehash(row["password_hash"]):
-            self.store.user_update(user.id, password_hash=hashing.run(_hasher.hash, password))
+            self.store.clinicians.update(user.id, password_hash=hashing.run(_hasher.hash, password))
         return user
 
     def set_password(self, user: User, password: str) -> None:
         """The password an invited clinician chose (invitations.py checks the link and
         audits; the caller holds the transaction)."""
         self.check_password_rules(password, user.username)
-        self.store.user_update(user.id, password_hash=_hasher.hash(password))
+        self.store.clinicians.update(user.id, password_hash=_hasher.hash(password))
 
     def change_password(self, user: User, old: str, new: str, ip: str) -> None:
-        row = self.store.user_row(user_id=user.id)
+        row = self.store.clinicians.get(user_id=user.id)
         stored = row["password_hash"] if row else _dummy_hash()
         try:
             with hashing.slot():
@@ -218,6 +221,6 @@ class Accounts(SecondFactor, ApiTokens):
             raise self._fail(user.username, ip, LoginFailure.WRONG_OLD_PASSWORD) from None
         self.check_password_rules(new, user.username)
         with self.store.transaction():
-            self.store.user_update(user.id, password_hash=hashing.run(_hasher.hash, new))
-            self.store.audit(AuditAction.USER_CHANGED, actor=user.actor, ip=ip,
-                             detail="password changed")
+            self.store.clinicians.update(user.id, password_hash=hashing.run(_hasher.hash, new))
+            self.store.audit.append(AuditAction.USER_CHANGED, actor=user.actor, ip=ip,
+                                    detail="password changed")

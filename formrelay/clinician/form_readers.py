@@ -57,7 +57,7 @@ class Readers:
         """The practice's browser recipients, each with its members and active key."""
         by_rid: dict[str, list[str]] = {}
         keys: dict[str, str] = {}
-        for row in self.store.reader_keys_active():
+        for row in self.store.readers.active_keys():
             if row["practice"] != practice:
                 continue
             for rid in json.loads(row["recipients"]):
@@ -100,9 +100,9 @@ class Readers:
         readers = self._form(owner, form_id)
         member = self._keys(owner.practice).get(recipient)
         if member is None or not member.members or not member.key:
-            self.store.audit(AuditAction.FORM_READERS, "refused", actor=owner.actor, ip=ip,
-                             form_id=form_id, detail=f"{recipient}: no member with an "
-                                                     "active key")
+            self.store.audit.append(AuditAction.FORM_READERS, "refused", actor=owner.actor, ip=ip,
+                                    form_id=form_id, detail=f"{recipient}: no member with an "
+                                                            "active key")
             raise ReadersRefused("%(who)s has no active key yet: the member makes it "
                                  "first, on their key page.", who=recipient)
         if recipient in readers:
@@ -118,13 +118,13 @@ class Readers:
         if recipient not in readers:
             return
         if recipient not in self._keys(owner.practice):
-            self.store.audit(AuditAction.FORM_READERS, "refused", actor=owner.actor, ip=ip,
-                             form_id=form_id, detail=f"{recipient}: a key file's reader")
+            self.store.audit.append(AuditAction.FORM_READERS, "refused", actor=owner.actor, ip=ip,
+                                    form_id=form_id, detail=f"{recipient}: a key file's reader")
             raise ReadersRefused("%(who)s reads with a key file set up by your operator; "
                                  "ask them to change it.", who=recipient)
         if readers == [recipient]:
-            self.store.audit(AuditAction.FORM_READERS, "refused", actor=owner.actor, ip=ip,
-                             form_id=form_id, detail=f"{recipient}: the form's only reader")
+            self.store.audit.append(AuditAction.FORM_READERS, "refused", actor=owner.actor, ip=ip,
+                                    form_id=form_id, detail=f"{recipient}: the form's only reader")
             raise ReadersRefused("%(who)s is the only reader of this form: add another "
                                  "reader first, or nobody could read what patients send.",
                                  who=recipient)
@@ -135,12 +135,13 @@ class Readers:
     def _change(self, owner: User, form_id: str, recipient: str, kind: str | None, ip: str,
                 what: str, key: str) -> None:
         with self.store.transaction():
-            self.store.form_reader_set(owner.practice, form_id, recipient, kind, owner.actor)
+            self.store.readers.set_form_reader(owner.practice, form_id, recipient, kind,
+                                               owner.actor)
             readers = self.relay.form(form_id).recipients
             pinned = f" with key {key.replace(' ', '')}" if key else ""
-            self.store.audit(AuditAction.FORM_READERS, actor=owner.actor, ip=ip,
-                             form_id=form_id, detail=f"{what}{pinned}; readers now "
-                                                     f"{', '.join(readers)}")
+            self.store.audit.append(AuditAction.FORM_READERS, actor=owner.actor, ip=ip,
+                                    form_id=form_id, detail=f"{what}{pinned}; readers now "
+                                                            f"{', '.join(readers)}")
             tell_operator(self.store, self.settings, f"readers of form {form_id} changed",
                           f"{owner.username}, owner of the practice, changed who reads form "
                           f"{form_id}: {what}.\n\n"

@@ -22,11 +22,12 @@ from typing import Any
 from ..audit_actions import AuditAction
 from ..errors import NotFound, UserError
 from ..intake.payload import message_id
+from ..localtime import parse_iso
 from ..mail import mime
 from ..mail.kinds import submission_message
 from ..mail.transport import write_eml
 from ..settings import FormSpec, Settings
-from ..store import Store, parse_iso
+from ..store import Store
 from .accounts import Accounts
 from .user import User
 
@@ -85,10 +86,10 @@ class Inbox:
         return spec if spec and spec.practice == row["practice"] else None
 
     def items(self, user: User) -> list[HeldItem]:
-        rows = [r for r in self.store.submissions(status="held", practice=user.practice)
+        rows = [r for r in self.store.submissions.rows(status="held", practice=user.practice)
                 if may_see(user, r)]
         refs = [str(r["reference"]) for r in rows]
-        downloads, handlers = self.store.downloads(refs), self.store.triage_of(refs)
+        downloads, handlers = self.store.audit.downloads(refs), self.store.readers.triage_of(refs)
         return [self._item(r, downloads[ref], handlers.get(ref, ""))
                 for r, ref in zip(rows, refs, strict=True)]
 
@@ -97,14 +98,14 @@ class Inbox:
         a refused `action` (the same answer whether it exists or belongs to others)."""
         ref = reference.strip().upper()
         if action in (AuditAction.DOWNLOADED, AuditAction.READ) and \
-                self.store.role_of(user.id) == ASSISTANT:
-            self.store.audit(action, "refused", actor=user.actor, ip=ip,
-                             reference=ref if REFERENCE.match(ref) else "",
-                             detail="an assistant does not fetch content")
+                self.store.readers.role_of(user.id) == ASSISTANT:
+            self.store.audit.append(action, "refused", actor=user.actor, ip=ip,
+                                    reference=ref if REFERENCE.match(ref) else "",
+                                    detail="an assistant does not fetch content")
             raise UserError("As an assistant you see the list and mark who handles a "
                             "submission; opening or downloading it is for its readers.",
                             status=403)
-        row = self.store.submission(ref) if REFERENCE.match(ref) else None
+        row = self.store.submissions.get(ref) if REFERENCE.match(ref) else None
         allowed = row is not None and may_see(user, row)
         if row is None or not allowed or row["status"] != "held" or not row["size"]:
             foreign = row is not None and row["practice"] != user.practice
@@ -114,27 +115,28 @@ class Inbox:
             # In the chain of the record's (recorded) practice, or the user's when there
             # is no record; an attempt on another practice's record goes to the user's
             # chain too, without that practice's reference.
-            self.store.audit(action, "refused", actor=user.actor, ip=ip,
-                             reference=ref if REFERENCE.match(ref) else "",
-                             form_id=str(row["form_id"]) if row else "",
-                             detail=why if REFERENCE.match(ref) else "malformed reference")
+            self.store.audit.append(action, "refused", actor=user.actor, ip=ip,
+                                    reference=ref if REFERENCE.match(ref) else "",
+                                    form_id=str(row["form_id"]) if row else "",
+                                    detail=why if REFERENCE.match(ref) else "malformed reference")
             if foreign:
-                self.store.audit(action, "refused", actor=user.actor, ip=ip, detail=why,
-                                 practice=user.practice)
+                self.store.audit.append(action, "refused", actor=user.actor, ip=ip, detail=why,
+                                        practice=user.practice)
             raise NotFound(NOT_HELD)
-        return self._item(row, self.store.downloads([ref])[ref])
+        return self._item(row, self.store.audit.downloads([ref])[ref])
 
     def download(self, user: User, item: HeldItem, fmt: str, ip: str, via: str) -> None:
-        self.store.audit(AuditAction.DOWNLOADED, actor=user.actor, ip=ip, reference=item.reference,
+        self.store.audit.append(AuditAction.DOWNLOADED, actor=user.actor, ip=ip,
+                                reference=item.reference,
                          form_id=item.form_id, detail=f"{fmt} via {via}")
 
     def asc_chunks(self, item: HeldItem) -> Iterator[bytes]:
-        return self.store.stream_ciphertext(item.reference)
+        return self.store.submissions.stream(item.reference)
 
     def eml(self, item: HeldItem, user: User) -> mime.Streamed:
         """The held submission as a PGP/MIME mail (RFC 3156) a mail client opens and
         decrypts natively: generic outer headers, the real subject inside."""
-        row = self.store.submission(item.reference) or {}
+        row = self.store.submissions.get(item.reference) or {}
         practice = self.settings.practice_or_default(str(row.get("practice") or user.practice))
         recorded = json.loads(row.get("recipients") or "[]")
         mine = self.settings.recipients
@@ -154,20 +156,21 @@ class Inbox:
         item = self.get(user, reference, action=AuditAction.TRIAGED, ip=ip)
         handler = " ".join(handler.split())[:MAX_HANDLER]
         with self.store.transaction():
-            self.store.triage_set(item.reference, handler, user.actor)
-            self.store.audit(AuditAction.TRIAGED, actor=user.actor, ip=ip,
-                             reference=item.reference, form_id=item.form_id,
-                             detail="handler noted" if handler else "handler cleared")
+            self.store.readers.set_triage(item.reference, handler, user.actor)
+            self.store.audit.append(AuditAction.TRIAGED, actor=user.actor, ip=ip,
+                                    reference=item.reference, form_id=item.form_id,
+                                    detail="handler noted" if handler else "handler cleared")
         return item
 
     def mark_processed(self, user: User, reference: str, ip: str) -> HeldItem:
         """Delete the ciphertext of a held item the user may have (audited)."""
         item = self.get(user, reference, action=AuditAction.DELETED, ip=ip)
         with self.store.transaction():
-            row = self.store.submission(item.reference)
+            row = self.store.submissions.get(item.reference)
             if row is None or row["status"] != "held":  # processed meanwhile by someone else
                 raise NotFound(NOT_HELD)
-            self.store.set_status(item.reference, "processed", drop_ciphertext=True)
-            self.store.audit(AuditAction.DELETED, actor=user.actor, ip=ip, reference=item.reference,
+            self.store.submissions.set_status(item.reference, "processed", drop_ciphertext=True)
+            self.store.audit.append(AuditAction.DELETED, actor=user.actor, ip=ip,
+                                    reference=item.reference,
                              form_id=item.form_id, detail="marked processed; ciphertext deleted")
         return item

@@ -21,11 +21,11 @@ from ..audit_actions import AuditAction
 from ..crypto import sealing
 from ..errors import UserError
 from ..i18n import gettext
-from ..localtime import local_date
+from ..localtime import iso, local_date, parse_iso
 from ..mail.kinds import BuildError, MailKind, plain_message
 from ..mail.transport import transport_configured
 from ..settings import Settings
-from ..store import OutboxMail, Store, iso, parse_iso
+from ..store import OutboxMail, Store
 from .accounts import AccountError, Accounts
 from .user import OPERATOR, User, sha256
 
@@ -88,20 +88,20 @@ class Invitations:
         link = self.settings.server.base_url.rstrip("/") + invitation_path(token)
         mailed = transport_configured(self.settings)
         with self.store.transaction():
-            ended = self.store.invitations_end(user.id)
-            self.store.role_set(user.id, role)
-            self.store.invitation_add(user.id, sha256(token), expires)
+            ended = self.store.readers.end_invitations(user.id)
+            self.store.readers.set_role(user.id, role)
+            self.store.readers.add_invitation(user.id, sha256(token), expires)
             if mailed:
                 sealed = sealing.seal_text(self.settings.secret_key, _PURPOSE, link,
                                            user.username.encode())
                 payload = {"user": user.username, "link": sealed, "expires_at": iso(expires)}
-                self.store.enqueue(KIND, "", [email], payload=json.dumps(payload).encode(),
-                                   practice=user.practice)
-            self.store.audit(AuditAction.USER_INVITED, actor=actor, practice=user.practice,
-                             detail=f"{user.actor} ({role}): invitation valid until "
-                                    f"{iso(expires)}"
-                                    f"{', mailed' if mailed else ', NOT mailed (no [smtp])'}"
-                                    + (f"; {ended} earlier link(s) withdrawn" if ended else ""))
+                self.store.outbox.enqueue(KIND, "", [email], payload=json.dumps(payload).encode(),
+                                          practice=user.practice)
+            self.store.audit.append(
+                AuditAction.USER_INVITED, actor=actor, practice=user.practice,
+                detail=f"{user.actor} ({role}): invitation valid until {iso(expires)}"
+                       f"{', mailed' if mailed else ', NOT mailed (no [smtp])'}"
+                       + (f"; {ended} earlier link(s) withdrawn" if ended else ""))
         return Invited(self.accounts.require(user.username), link, expires, mailed)
 
     # -- the clinician's side ---------------------------------------------------------
@@ -117,15 +117,15 @@ class Invitations:
         user, invitation_id = self._open(token, ip)
         self.accounts.check_password_rules(password, user.username)
         with self.store.transaction():
-            if not self.store.invitation_use(invitation_id):
+            if not self.store.readers.use_invitation(invitation_id):
                 raise self._refuse(user, ip, "used before")
             self.accounts.set_password(user, password)
-            self.store.audit(AuditAction.INVITATION, actor=user.actor, ip=ip,
-                             practice=user.practice, detail="link used; password chosen")
+            self.store.audit.append(AuditAction.INVITATION, actor=user.actor, ip=ip,
+                                    practice=user.practice, detail="link used; password chosen")
         return self.accounts.require(user.username)
 
     def _open(self, token: str, ip: str) -> tuple[User, int]:
-        row = self.store.invitation_row(sha256(token)) if 20 <= len(token) <= 100 else None
+        row = self.store.readers.invitation(sha256(token)) if 20 <= len(token) <= 100 else None
         user = self.accounts.by_id(int(row["user_id"])) if row else None
         if row is None or user is None:
             raise self._refuse(None, ip, "unknown link")
@@ -140,9 +140,9 @@ class Invitations:
         return user, int(row["id"])
 
     def _refuse(self, user: User | None, ip: str, why: str) -> InvitationRefused:
-        self.store.audit(AuditAction.INVITATION, "refused", actor=user.actor if user else
-                         "unknown", ip=ip, detail=why,
-                         **({"practice": user.practice} if user else {}))
+        self.store.audit.append(AuditAction.INVITATION, "refused", actor=user.actor if user else
+                                "unknown", ip=ip, detail=why,
+                                **({"practice": user.practice} if user else {}))
         gone = why in ("unknown link", "used before") or why.startswith("expired")
         return InvitationRefused(
             "This invitation link has expired or was used already. Ask your practice for "

@@ -16,8 +16,9 @@ import hmac
 from datetime import datetime, timedelta
 
 from ..audit_actions import AuditAction
+from ..localtime import iso
 from ..settings import Settings
-from ..store import Store, iso
+from ..store import Store
 from .user import LoginFailure, LoginRefused, User, user_from_row
 
 FAILURE_WINDOW = timedelta(minutes=15)
@@ -38,7 +39,7 @@ class LoginGuard:
         return iso(self.now())
 
     def by_id(self, user_id: int) -> User | None:
-        row = self.store.user_row(user_id=user_id)
+        row = self.store.clinicians.get(user_id=user_id)
         return user_from_row(row) if row else None
 
     def _tag(self, username: str) -> str:
@@ -55,20 +56,20 @@ class LoginGuard:
     def limited(self, username: str, ip: str) -> bool:
         since = self.now() - FAILURE_WINDOW
         s = self.settings.server
-        by_name = self.store.login_failures(since, username=self._tag(username))
+        by_name = self.store.clinicians.login_failures(since, username=self._tag(username))
         return (by_name >= s.login_max_failures
-                or self.store.login_failures(since, ip=ip) >= s.login_max_failures_ip)
+                or self.store.clinicians.login_failures(since, ip=ip) >= s.login_max_failures_ip)
 
     def _fail(self, username: str, ip: str, reason: LoginFailure, *,
               count: bool = True) -> LoginRefused:
         if not count:  # paused: refused before anything is checked, and nothing written
             return LoginRefused(reason)
         with self.store.transaction():
-            self.store.login_failure(self._tag(username), ip)
-            known = bool(username) and self.store.user_row(username=username) is not None
+            self.store.clinicians.login_failure(self._tag(username), ip)
+            known = bool(username) and self.store.clinicians.get(username=username) is not None
             if known:
-                self.store.audit(AuditAction.LOGIN, "failed", actor=f"user:{username}",
-                                 ip=ip, detail=reason.value)
+                self.store.audit.append(AuditAction.LOGIN, "failed", actor=f"user:{username}",
+                                        ip=ip, detail=reason.value)
             else:
                 self.refused_anonymously(AuditAction.LOGIN, ip, "login",
                                          f"{reason} (name tag {self._tag(username)})")
@@ -80,14 +81,14 @@ class LoginGuard:
         without its CSRF token): counted per address and minute (store/refusals.py); only
         the first of each minute is audited, so a flood cannot grow the audit log."""
         with self.store.transaction():
-            if self.store.count_refusal(ip, what) == 1:
-                self.store.audit(action, "failed" if action != AuditAction.REQUEST else
-                                 "refused", actor="unknown", ip=ip,
-                                 detail=f"{detail}; more from this address in this minute "
-                                        "are counted, not logged one by one")
+            if self.store.refusals.count(ip, what) == 1:
+                self.store.audit.append(action, "failed" if action != AuditAction.REQUEST else
+                                        "refused", actor="unknown", ip=ip,
+                                        detail=f"{detail}; more from this address in this minute "
+                                               "are counted, not logged one by one")
 
     def login_ok(self, user: User, ip: str, method: str) -> None:
         with self.store.transaction():
-            self.store.user_update(user.id, last_login_at=self.store_now())
-            self.store.login_failures_clear(self._tag(user.username))
-            self.store.audit(AuditAction.LOGIN, actor=user.actor, ip=ip, detail=method)
+            self.store.clinicians.update(user.id, last_login_at=self.store_now())
+            self.store.clinicians.login_failures_clear(self._tag(user.username))
+            self.store.audit.append(AuditAction.LOGIN, actor=user.actor, ip=ip, detail=method)

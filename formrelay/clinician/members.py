@@ -48,7 +48,7 @@ class Members:
         self.reader_keys = reader_keys
 
     def is_owner(self, user: User) -> bool:
-        return self.store.role_of(user.id) == OWNER
+        return self.store.readers.role_of(user.id) == OWNER
 
     def require_owner(self, user: User) -> None:
         if not self.is_owner(user):
@@ -61,7 +61,7 @@ class Members:
             if u.practice != owner.practice:
                 continue
             key = self.reader_keys.active(u)
-            out.append(Member(u.username, self.store.role_of(u.id),
+            out.append(Member(u.username, self.store.readers.role_of(u.id),
                               tuple(self.accounts.forms_of(u)), u.recipients,
                               key.grouped if key else "", u.disabled))
         return out

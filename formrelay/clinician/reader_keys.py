@@ -28,9 +28,10 @@ from ..crypto.keyring import KeyRefused, Keyring
 from ..crypto.packets import PacketError, secret_key_locks
 from ..errors import UserError
 from ..intake.relay import Relay
+from ..localtime import parse_iso
 from ..mail.kinds import tell_operator
 from ..settings import Settings
-from ..store import Store, parse_iso
+from ..store import Store
 from .login import FAILURE_WINDOW
 from .user import User
 
@@ -85,7 +86,7 @@ class ReaderKeys:
                 and self.settings.recipients[rid].key_source == pins.BROWSER]
 
     def keys(self, user: User) -> list[ReaderKey]:
-        return [_key(r) for r in self.store.reader_keys(user.id)]
+        return [_key(r) for r in self.store.readers.keys(user.id)]
 
     def active(self, user: User) -> ReaderKey | None:
         return next((k for k in self.keys(user) if k.state == "active"), None)
@@ -100,7 +101,7 @@ class ReaderKeys:
         if spec is None:
             return []
         spec = pins.with_readers(self.store, self.settings.recipients, spec)
-        users = self.store.user_rows()
+        users = self.store.clinicians.rows()
         out = []
         for rid in spec.recipients:
             names = [str(u["username"]) for u in users if rid in json.loads(u["recipients"])
@@ -139,11 +140,11 @@ class ReaderKeys:
         if not status.usable:
             raise self._refused(user, ip, status.problem)
         with self.store.transaction():
-            key_id = self.store.reader_key_add(user.id, fpr, public_key, locked_key,
-                                               recovery_locked_key)
-            self.store.audit(AuditAction.KEY_CREATED, actor=user.actor, ip=ip,
-                             detail=f"key {fpr} made in the browser ({status.algorithm}), "
-                                    "pending until the recovery sheet is confirmed")
+            key_id = self.store.readers.add_key(user.id, fpr, public_key, locked_key,
+                                                recovery_locked_key)
+            self.store.audit.append(AuditAction.KEY_CREATED, actor=user.actor, ip=ip,
+                                    detail=f"key {fpr} made in the browser ({status.algorithm}), "
+                                           "pending until the recovery sheet is confirmed")
         made = self.get(user, key_id)
         assert made is not None  # noqa: S101 - just written
         return made
@@ -160,7 +161,7 @@ class ReaderKeys:
 
     def _refused(self, user: User, ip: str, why: str,
                  action: AuditAction = AuditAction.KEY_CREATED) -> KeyUploadRefused:
-        self.store.audit(action, "refused", actor=user.actor, ip=ip, detail=why)
+        self.store.audit.append(action, "refused", actor=user.actor, ip=ip, detail=why)
         return KeyUploadRefused("The key your browser made could not be used (%(why)s). "
                                 "Reload the page and try again.", why=why)
 
@@ -171,12 +172,12 @@ class ReaderKeys:
         limit within the login window the copies are refused, as a login would be; a
         new passphrase set (`relock`) clears the count."""
         since = self.store.clock() - FAILURE_WINDOW
-        if self.store.login_failures(since, username=tag) >= \
+        if self.store.clinicians.login_failures(since, username=tag) >= \
                 self.settings.server.login_max_failures:
-            self.store.audit(AuditAction.KEY_RECOVERED, "refused", actor=user.actor, ip=ip,
-                             detail="too many recovery attempts: paused")
+            self.store.audit.append(AuditAction.KEY_RECOVERED, "refused", actor=user.actor, ip=ip,
+                                    detail="too many recovery attempts: paused")
             raise RecoveryPaused("Too many attempts. Wait 15 minutes and try again.")
-        self.store.login_failure(tag, ip)
+        self.store.clinicians.login_failure(tag, ip)
         return [k for k in self.keys(user) if k.state in ("active", "retired")]
 
     def relock(self, user: User, key_id: int, locked_key: str, ip: str, tag: str) -> None:
@@ -193,15 +194,15 @@ class ReaderKeys:
             raise self._refused(user, ip, "new passphrase copy is not locked or another key",
                                 action=AuditAction.KEY_RECOVERED)
         with self.store.transaction():
-            self.store.reader_key_relock(key.id, locked_key)
-            self.store.login_failures_clear(tag)
-            self.store.audit(AuditAction.KEY_RECOVERED, actor=user.actor, ip=ip,
-                             detail=f"key {key.fingerprint}: new reading passphrase set "
-                                    "with the recovery key")
+            self.store.readers.relock_key(key.id, locked_key)
+            self.store.clinicians.login_failures_clear(tag)
+            self.store.audit.append(AuditAction.KEY_RECOVERED, actor=user.actor, ip=ip,
+                                    detail=f"key {key.fingerprint}: new reading passphrase set "
+                                           "with the recovery key")
 
     def export_audit(self, user: User, key: ReaderKey, ip: str) -> None:
-        self.store.audit(AuditAction.KEY_EXPORTED, actor=user.actor, ip=ip,
-                         detail=f"locked key {key.fingerprint} downloaded ({key.state})")
+        self.store.audit.append(AuditAction.KEY_EXPORTED, actor=user.actor, ip=ip,
+                                detail=f"locked key {key.fingerprint} downloaded ({key.state})")
 
     # -- activation: the recovery sheet is kept, the key becomes the pinned one -------
     def activate(self, user: User, key_id: int, ip: str) -> ReaderKey:
@@ -210,7 +211,7 @@ class ReaderKeys:
             raise KeyUploadRefused("This key cannot be activated (it is active already, or "
                                    "not yours). Reload the page.")
         rids = self.browser_recipients(user)
-        taken = {rid: row["username"] for row in self.store.reader_keys_active()
+        taken = {rid: row["username"] for row in self.store.readers.active_keys()
                  for rid in rids if rid in json.loads(row["recipients"])
                  and row["user_id"] != user.id}
         if taken:
@@ -220,14 +221,14 @@ class ReaderKeys:
         old = self.active(user)
         with self.store.transaction():
             if old is not None:
-                self.store.reader_key_set_state(old.id, "retired", was="active")
-            if not self.store.reader_key_set_state(key.id, "active", was="pending"):
+                self.store.readers.set_key_state(old.id, "retired", was="active")
+            if not self.store.readers.set_key_state(key.id, "active", was="pending"):
                 raise KeyUploadRefused("This key was activated meanwhile. Reload the page.")
             action = AuditAction.KEY_CHANGED if old else AuditAction.KEY_PINNED
-            self.store.audit(action, actor=user.actor, ip=ip,
-                             detail=f"key {key.fingerprint} pinned for {', '.join(rids)}"
-                                    + (f"; {old.fingerprint} retired (kept for older "
-                                       "submissions)" if old else ""))
+            self.store.audit.append(action, actor=user.actor, ip=ip,
+                                    detail=f"key {key.fingerprint} pinned for {', '.join(rids)}"
+                                           + (f"; {old.fingerprint} retired (kept for older "
+                                              "submissions)" if old else ""))
             tell_operator(self.store, self.settings,
                           f"new reader key for {', '.join(rids)}",
                           f"{user.username} made a key in the browser; it is now pinned for "

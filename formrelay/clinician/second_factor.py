@@ -63,18 +63,18 @@ class SecondFactor(LoginGuard):
         Returns how the user logged in; raises LoginRefused (audited)."""
         if self.limited(user.username, ip):
             raise self._fail(user.username, ip, LoginFailure.LIMITED, count=False)
-        row = self.store.user_row(user_id=user.id)
+        row = self.store.clinicians.get(user_id=user.id)
         if row is None or row["disabled_at"] or not row["totp_secret"]:
             raise self._fail(user.username, ip, LoginFailure.NOT_ENROLLED)
         secret = self._open_totp(row)
         step = self._totp_step(secret, code) if secret else None
         if step is not None:
-            if not self.store.totp_claim_step(user.id, step):
+            if not self.store.clinicians.totp_claim_step(user.id, step):
                 raise self._fail(user.username, ip, LoginFailure.CODE_USED)
             method = "TOTP"
         elif len(_normal_code(code)) == 16 and \
-                self.store.recovery_code_use(user.id, sha256(_normal_code(code))):
-            method = f"recovery code ({self.store.recovery_codes_left(user.id)} left)"
+                self.store.clinicians.recovery_code_use(user.id, sha256(_normal_code(code))):
+            method = f"recovery code ({self.store.clinicians.recovery_codes_left(user.id)} left)"
         else:
             why = LoginFailure.WRONG_CODE if secret else LoginFailure.UNSEALABLE
             raise self._fail(user.username, ip, why)
@@ -106,12 +106,12 @@ class SecondFactor(LoginGuard):
             return None
 
     def _reseal(self, user_id: int, clear: str) -> None:
-        self.store.totp_reseal(user_id, clear, self._seal_totp(user_id, clear))
+        self.store.clinicians.totp_reseal(user_id, clear, self._seal_totp(user_id, clear))
 
     def seal_stored_secrets(self) -> int:
         """Seal TOTP secrets an older version stored in clear (run at start-up);
         returns how many. The write-ahead log that held them is then truncated."""
-        clear = [(r["id"], r["totp_secret"]) for r in self.store.user_rows()
+        clear = [(r["id"], r["totp_secret"]) for r in self.store.clinicians.rows()
                  if r["totp_secret"] and not sealing.is_sealed_text(r["totp_secret"])]
         for uid, secret in clear:
             self._reseal(uid, secret)
@@ -150,26 +150,26 @@ class SecondFactor(LoginGuard):
         if step is None:
             raise self._fail(user.username, ip, LoginFailure.WRONG_ENROL_CODE)
         with self.store.transaction():
-            self.store.user_update(user.id, totp_secret=self._seal_totp(user.id, secret),
-                                   totp_last_step=step)
+            self.store.clinicians.update(user.id, totp_secret=self._seal_totp(user.id, secret),
+                                         totp_last_step=step)
             codes = self._new_recovery_codes(user)
-            self.store.audit(AuditAction.USER_CHANGED, actor=user.actor, ip=ip,
-                             detail="TOTP enrolled, recovery codes issued")
+            self.store.audit.append(AuditAction.USER_CHANGED, actor=user.actor, ip=ip,
+                                    detail="TOTP enrolled, recovery codes issued")
         self.login_ok(user, ip, "TOTP (enrolment)")
         return codes
 
     def _new_recovery_codes(self, user: User) -> list[str]:
         codes = ["".join(secrets.choice(_RECOVERY_ALPHABET) for _ in range(16))
                  for _ in range(RECOVERY_CODES)]
-        self.store.recovery_codes_set(user.id, [sha256(c) for c in codes])
+        self.store.clinicians.recovery_codes_set(user.id, [sha256(c) for c in codes])
         return ["-".join(c[i:i + 4] for i in range(0, 16, 4)) for c in codes]
 
     def renew_recovery_codes(self, user: User, ip: str) -> list[str]:
         with self.store.transaction():
             codes = self._new_recovery_codes(user)
-            self.store.audit(AuditAction.USER_CHANGED, actor=user.actor, ip=ip,
-                             detail="new recovery codes issued")
+            self.store.audit.append(AuditAction.USER_CHANGED, actor=user.actor, ip=ip,
+                                    detail="new recovery codes issued")
         return codes
 
     def recovery_codes_left(self, user: User) -> int:
-        return self.store.recovery_codes_left(user.id)
+        return self.store.clinicians.recovery_codes_left(user.id)

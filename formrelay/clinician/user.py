@@ -14,8 +14,8 @@ from enum import StrEnum
 from typing import Any
 
 from ..errors import UserError
+from ..localtime import parse_iso
 from ..settings import DEFAULT_PRACTICE
-from ..store import parse_iso
 
 OPERATOR = "operator"  # the audit actor for `formrelay users ...`
 

@@ -45,7 +45,7 @@ def active_pins(store: Store, recipients: Mapping[str, Recipient]) -> dict[str, 
     if not browser:
         return {}
     pins: dict[str, tuple[str, str]] = {}
-    for row in store.reader_keys_active():
+    for row in store.readers.active_keys():
         for rid in json.loads(row["recipients"]):
             if rid in browser and browser[rid].practice == row["practice"]:
                 pins[rid] = (str(row["fingerprint"]), str(row["public_key"]))
@@ -59,7 +59,7 @@ def with_readers(store: Store, recipients: Mapping[str, Recipient], spec: FormSp
     effect); a reload that would leave the owner's changes with no recipient at all gives
     the configuration's recipients, never none. Read from the database each time, like
     the pins: every process encrypts to the same readers at once."""
-    rows = [r for r in store.form_readers(spec.practice) if r["form_id"] == spec.id]
+    rows = [r for r in store.readers.of_forms(spec.practice) if r["form_id"] == spec.id]
     if not rows:
         return spec
     browser = {rid for rid, r in browser_recipients(recipients).items()

@@ -55,26 +55,26 @@ class DatabaseStorage(Storage):
         return self.store.errors
 
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:
-        return self.store.hit_counter(key, expiry, amount)
+        return self.store.protection.hit(key, expiry, amount)
 
     def get(self, key: str) -> int:
-        return self.store.counter(key)[0]
+        return self.store.protection.counter(key)[0]
 
     def get_expiry(self, key: str) -> float:
-        return self.store.counter(key)[1]
+        return self.store.protection.counter(key)[1]
 
     def check(self) -> bool:
         try:
-            self.store.counter("_check")
+            self.store.protection.counter("_check")
         except self.store.errors:
             return False
         return True
 
     def reset(self) -> int | None:
-        return self.store.clear_counters()
+        return self.store.protection.clear_counters()
 
     def clear(self, key: str) -> None:
-        self.store.clear_counters(key)
+        self.store.protection.clear_counters(key)
 
 
 # -- choosing and checking the storage ----------------------------------------------------

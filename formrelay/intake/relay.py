@@ -32,8 +32,9 @@ from ..crypto.inprocess import InProcess
 from ..crypto.keyring import CryptoError, GpgTimeout, Keyring, KeyStatus
 from ..errors import FormUnavailable, InvalidSubmission, NotFound
 from ..i18n import translations
+from ..localtime import iso, utcnow
 from ..settings import FormSpec, Settings
-from ..store import Store, StoreConflict, StoreNotWritable, disk_problem, iso, utcnow
+from ..store import Store, StoreConflict, StoreNotWritable, disk_problem
 from . import forms
 from .payload import IterStream, encrypted_size, payload_parts
 from .pipeline import CopyReceipt, Posted, Step, Stored
@@ -262,20 +263,27 @@ class Relay:
                 answers: list[CopyReceipt] = []
                 stored = Stored(sub, spec, delivery, ip)
 
-                def also(stored: Stored = stored,
-                         answers: list[CopyReceipt] = answers) -> None:
+                def store_it(stored: Stored = stored, answers: list[CopyReceipt] = answers,
+                             row: dict[str, Any] = row,
+                             ciphertext: Path | bytes = ciphertext) -> None:
                     answers.clear()  # run again when the store retries the transaction
-                    if first is not None:
-                        first()
-                    self.store.audit(AuditAction.RECEIVED, actor="patient", ip=ip,
-                                     reference=sub.reference, form_id=spec.id,
-                                     detail=f"{stored.delivery}, {len(sub.uploads)} files")
-                    for step, ready in zip(self.steps, prepared, strict=True):
-                        answer = step.record(stored, ready)
-                        if answer is not None:
-                            answers.append(answer)
+                    with self.store.transaction():
+                        self.store.submissions.add(row, ciphertext)
+                        if first is not None:
+                            first()
+                        self.store.audit.append(AuditAction.RECEIVED, actor="patient", ip=ip,
+                                                reference=sub.reference, form_id=spec.id,
+                                                detail=f"{stored.delivery}, "
+                                                       f"{len(sub.uploads)} files")
+                        for step, ready in zip(self.steps, prepared, strict=True):
+                            answer = step.record(stored, ready)
+                            if answer is not None:
+                                answers.append(answer)
 
-                self.store.add_submission(row, ciphertext, also)
+                # one transaction: the row, its ciphertext, the token, the audit event and
+                # what each step records; run again when PostgreSQL gives it up in a
+                # conflict with another, so a busy moment does not turn the patient away
+                self.store.retried(store_it)
                 return size, delivery, answers[0] if answers else None
             except CryptoError as exc:
                 self._gpg_failed(spec, exc, ip)
@@ -311,9 +319,10 @@ class Relay:
 
     def _gpg_failed(self, spec: FormSpec, exc: CryptoError, ip: str) -> None:
         log.error("form %s: encryption failed, nothing stored: %s", spec.id, exc)
-        self.store.audit(AuditAction.RECEIVED, "failed", actor="patient", ip=ip, form_id=spec.id,
-                         detail="encryption timed out" if isinstance(exc, GpgTimeout)
-                         else "encryption failed")
+        self.store.audit.append(AuditAction.RECEIVED, "failed", actor="patient", ip=ip,
+                                form_id=spec.id, practice=self.settings.practice_of(spec.id).id,
+                                detail="encryption timed out" if isinstance(exc, GpgTimeout)
+                                else "encryption failed")
         # A stuck gpg fails every form; another failure only this form's keys.
         self.keys_failed(self.settings.recipients if isinstance(exc, GpgTimeout)
                          else spec.recipients, str(exc))
@@ -330,8 +339,9 @@ class Relay:
             return "hold"
         log.info("form %s: refused post, too large for mail (%d bytes ciphertext)", spec.id,
                  size)
-        self.store.audit(AuditAction.RECEIVED, "refused", actor="patient", ip=ip, form_id=spec.id,
-                         detail=f"too large for mail: {size} bytes")
+        self.store.audit.append(AuditAction.RECEIVED, "refused", actor="patient", ip=ip,
+                                form_id=spec.id, practice=self.settings.practice_of(spec.id).id,
+                                detail=f"too large for mail: {size} bytes")
         message = ("Your answers and files together are too large to send by e-mail (at "
                    "most %(mb)s MB). Please make the files smaller or send fewer, and try "
                    "again.")

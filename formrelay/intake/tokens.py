@@ -91,7 +91,7 @@ class FormTokens:
 
     def check(self, token: str, form_id: str, used: Callable[[str], bool]) -> FormToken:
         """Accept a posted token or raise TokenProblem; `used(id)` says whether it was
-        posted before (Store.form_token_used). Nothing is recorded here: the submission's
+        posted before (Store.protection.token_used). Nothing is recorded here: the submission's
         transaction records the token with the post (`first_use`), so a post costs one
         commit, and a post that is not stored leaves its token unused."""
         ft = self.decode(token, form_id)
@@ -107,7 +107,7 @@ class FormTokens:
 
     def first_use(self, ft: FormToken, use: Callable[[str, datetime], bool]) -> \
             Callable[[], None]:
-        """What the submission's transaction runs: record the token (Store.use_form_token)
+        """What the submission's transaction runs: record the token (store.protection.use_token)
         or raise TokenProblem(REPLAYED) when another post recorded it first, which rolls
         the whole submission back."""
         def record() -> None:

@@ -36,9 +36,9 @@ How other features queue their own mail (the interface; keep it stable):
    the configuration of the day)::
 
        rec = recorded_for(settings.practice_of(form_id), spec.lang)
-       store.enqueue("notification", reference, ["dr@praktijk.nl"], payload=b"...",
-                     form_id=form_id, practice=rec.practice,
-                     context=sealed_context(settings, rec, reference))
+       store.outbox.enqueue("notification", reference, ["dr@praktijk.nl"], payload=b"...",
+                            form_id=form_id, practice=rec.practice,
+                            context=sealed_context(settings, rec, reference))
 
    `payload` is an opaque blob only your builder reads (encrypt it yourself if it is
    secret: it sits in the database until sent, then it is deleted, and the recipients'
@@ -247,10 +247,11 @@ class SubmissionMail(RecordOnly):
         spec, reference = stored.spec, stored.sub.reference
         emails = self.settings.recipient_emails(spec)
         rec = recorded_for(self.settings.practice_of(spec.id), spec.lang)
-        self.store.enqueue(SUBMISSION, reference, emails, form_id=spec.id,
-                           message_id=submission_message_id(reference, self.settings.mail_domain),
-                           practice=rec.practice,
-                           context=sealed_context(self.settings, rec, reference))
+        self.store.outbox.enqueue(SUBMISSION, reference, emails, form_id=spec.id,
+                                  message_id=submission_message_id(reference,
+                                                                   self.settings.mail_domain),
+                                  practice=rec.practice,
+                                  context=sealed_context(self.settings, rec, reference))
 
 
 def submission_message(settings: Settings, store: Store, *, reference: str, form_id: str,
@@ -259,14 +260,14 @@ def submission_message(settings: Settings, store: Store, *, reference: str, form
     """A stored submission's PGP/MIME mail (RFC 3156), as the worker mails it and the
     clinician area offers it as .eml: generic outer headers, the real subject inside the
     ciphertext. BuildError if the ciphertext is gone."""
-    row = store.submission(reference)
+    row = store.submissions.get(reference)
     if row is None or row["deleted_at"] or not row["size"]:
         raise BuildError("ciphertext no longer stored")
     subject = gettext(lang, "Encrypted form submission %(reference)s", reference=reference)
     return mime.encrypted_message(
         sender=sender, recipients=recipients, subject=subject,
         date=date,
-        message_id=message_id, ciphertext=lambda dest: store.copy_ciphertext(reference, dest),
+        message_id=message_id, ciphertext=lambda dest: store.submissions.copy_to(reference, dest),
         ciphertext_size=row["size"])
 
 
@@ -279,13 +280,13 @@ def _build_submission(mail: OutboxMail, settings: Settings, store: Store) -> Mes
 
 
 def _submission_sent(mail: OutboxMail, store: Store) -> None:
-    store.set_status(mail.reference, "sent", drop_ciphertext=True)
-    store.audit(AuditAction.DELETED, reference=mail.reference, form_id=mail.form_id,
-                detail="ciphertext deleted after the relay accepted the mail")
+    store.submissions.set_status(mail.reference, "sent", drop_ciphertext=True)
+    store.audit.append(AuditAction.DELETED, reference=mail.reference, form_id=mail.form_id,
+                       detail="ciphertext deleted after the relay accepted the mail")
 
 
 def _submission_failed(mail: OutboxMail, store: Store) -> None:
-    store.set_status(mail.reference, "failed")
+    store.submissions.set_status(mail.reference, "failed")
 
 
 SUBMISSION_MAIL = MailKind(SUBMISSION, _build_submission, on_sent=_submission_sent,
@@ -318,13 +319,13 @@ def tell_operator(store: Store, settings: Settings, subject: str, body: str, *,
         return False
     message_id = ""
     if once:
-        if store.mail_waiting(f"{OPERATOR}.{once}."):
+        if store.outbox.waiting(f"{OPERATOR}.{once}."):
             return True
         message_id = f"{OPERATOR}.{once}.{secrets.token_hex(12)}"
     payload = json.dumps({"subject": subject, "body": body}).encode()
-    store.enqueue(OPERATOR, reference, [to], payload=payload, form_id=form_id,
-                  message_id=message_id, practice=rec.practice,
-                  context=sealed_context(settings, rec, reference))
+    store.outbox.enqueue(OPERATOR, reference, [to], payload=payload, form_id=form_id,
+                         message_id=message_id, practice=rec.practice,
+                         context=sealed_context(settings, rec, reference))
     return True
 
 

@@ -17,9 +17,9 @@ from datetime import datetime, timedelta
 
 from ..i18n import gettext
 from ..intake.pipeline import RecordOnly, Stored
-from ..localtime import local_date, shown
+from ..localtime import iso, local_date, parse_iso, shown
 from ..settings import FormSpec, Settings
-from ..store import OutboxMail, Store, iso, parse_iso
+from ..store import OutboxMail, Store
 from .kinds import MailKind, Recorded, plain_message, recorded, recorded_for, sealed_context
 from .transport import Message, transport_configured
 
@@ -36,9 +36,9 @@ def _enqueue(settings: Settings, store: Store, spec: FormSpec,
                           "days": spec.retention_days}).encode()
     reference = items[0]["reference"] if len(items) == 1 else ""
     rec = recorded_for(settings.practice_of(spec.id), spec.lang)
-    store.enqueue(KIND, reference, settings.recipient_emails(spec), payload=payload,
-                  form_id=spec.id, practice=rec.practice,
-                  context=sealed_context(settings, rec, reference))
+    store.outbox.enqueue(KIND, reference, settings.recipient_emails(spec), payload=payload,
+                         form_id=spec.id, practice=rec.practice,
+                         context=sealed_context(settings, rec, reference))
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class HeldNotice(RecordOnly):
                         spec.id, sub.reference)
             return
         if spec.notify_batch_minutes:
-            store.notice_add(sub.reference, spec.id, sub.received_at, spec.practice)
+            store.submissions.add_notice(sub.reference, spec.id, sub.received_at, spec.practice)
         else:
             _enqueue(self.settings, store, spec, [{"reference": sub.reference,
                                                    "received_at": iso(sub.received_at)}])
@@ -67,7 +67,7 @@ class HeldNotice(RecordOnly):
 def flush(settings: Settings, store: Store, now: datetime | None = None) -> int:
     """Queue every batch that is due; returns how many mails were queued."""
     queued = 0
-    for form_id, practice in store.notice_forms():
+    for form_id, practice in store.submissions.notice_forms():
         spec = settings.form(form_id)
         if spec is None or not transport_configured(settings):
             continue
@@ -81,7 +81,7 @@ def flush(settings: Settings, store: Store, now: datetime | None = None) -> int:
                             "belongs to practice %s", form_id, practice, spec.practice)
             continue
         with store.transaction():
-            rows = store.notices_due(form_id, spec.notify_batch_minutes, practice)
+            rows = store.submissions.notices_due(form_id, spec.notify_batch_minutes, practice)
             if rows:
                 _enqueue(settings, store, spec, rows)
                 queued += 1

@@ -116,7 +116,7 @@ def deliver_pending(settings: Settings, store: Store, *, kinds: MailKinds,
         run.finish_accepted()
         while not (stop and stop.is_set()) and (limit is None or result.handled < limit):
             want = BATCH if limit is None else min(BATCH, limit - result.handled)
-            batch = store.claim_mails(run.owner, settings.smtp.lease_seconds, want)
+            batch = store.outbox.claim(run.owner, settings.smtp.lease_seconds, want)
             if not batch:
                 break
             for mail in batch:
@@ -152,7 +152,7 @@ class _Pass:
         """Mark sent the mails the relay accepted but whose bookkeeping was lost (a pass
         that failed after the send): never send those again."""
         lease = self.settings.smtp.lease_seconds
-        while found := self.store.claim_accepted(self.owner, lease, BATCH):
+        while found := self.store.outbox.claim_accepted(self.owner, lease, BATCH):
             for mail, where in found:
                 log.warning("mail #%d (%s %s) was accepted by %s before; recording it as "
                             "sent, not sending it again", mail.id, mail.kind, mail.reference,
@@ -177,7 +177,7 @@ class _Pass:
             refused = self.transport.send(
                 sender, mail.recipients, message,
                 name=_sink_name(mail), keepalive=functools.partial(
-                    self.store.renew_leases, self.owner, self.settings.smtp.lease_seconds))
+                    self.store.outbox.renew_leases, self.owner, self.settings.smtp.lease_seconds))
         except PracticeGone as exc:
             if mail.error_class != exc.error_class:  # told once, not at every retry
                 self.alert_practice_gone(mail)
@@ -250,7 +250,7 @@ class _Pass:
         level = logging.ERROR if isinstance(exc, TransportError) else logging.WARNING
         log.log(level, "mail #%d (%s %s) not sent, stays queued: %s; next try %s", mail.id,
                 mail.kind, mail.reference, exc, utc_shown(next_at, seconds=True))
-        self._later(functools.partial(self.store.mail_deferred, mail, self.owner, next_at,
+        self._later(functools.partial(self.store.outbox.deferred, mail, self.owner, next_at,
                                       exc.error_class, str(exc)))
 
     def fail(self, mail: OutboxMail, kind: MailKind | None, error_class: str,
@@ -275,7 +275,7 @@ class _Pass:
         can then make a later claim send them again (issue 16.5). Then the bookkeeping
         (statuses, audit, the kinds' hooks) in one transaction, run again if PostgreSQL
         gives it up in a conflict with another."""
-        self.store.mails_accepted(self.owner, self._accepted)
+        self.store.outbox.accepted(self.owner, self._accepted)
         self._accepted.clear()
         if self._pending:
             def record() -> None:
@@ -319,37 +319,36 @@ def _mark_sent(settings: Settings, store: Store, mail: OutboxMail, kind: MailKin
     if refused:
         detail += f"; refused for {len(refused)} of {len(mail.recipients)} recipients"
 
-    def also() -> None:
+    with store.transaction():  # the mail's row, its audit and the kind's bookkeeping
+        store.outbox.done(mail, "sent", detail)
         if kind and kind.on_sent:
             kind.on_sent(mail, store)
         if refused:
             reasons = "; ".join(sorted(set(refused.values())))
-            store.audit(AuditAction.FAILED, "failed", reference=mail.reference,
-                        form_id=mail.form_id, practice=mail.practice or None,
-                        detail=f"{mail.kind} mail refused for {len(refused)} recipient(s): "
-                               f"{reasons}")
+            store.audit.append(AuditAction.FAILED, "failed", reference=mail.reference,
+                               form_id=mail.form_id, practice=mail.practice or None,
+                               detail=f"{mail.kind} mail refused for {len(refused)} recipient(s): "
+                                      f"{reasons}")
             if mail.kind != OPERATOR:
                 tell_operator(store, settings, f"mail {mail.reference} not delivered to "
                               f"{len(refused)} recipient(s)",
                               _failure_text(mail, reasons, partial=True),
                               reference=mail.reference, form_id=mail.form_id, about=mail)
 
-    store.mail_done(mail, "sent", detail, also=also)
     log.info("mail #%d (%s %s) %s, attempt %d", mail.id, mail.kind, mail.reference, detail,
              mail.attempts)
 
 
 def _mark_failed(settings: Settings, store: Store, mail: OutboxMail, kind: MailKind | None,
                  error_class: str, detail: str) -> None:
-    def also() -> None:
+    with store.transaction():  # the mail's row, its audit and the kind's bookkeeping
+        store.outbox.done(mail, "failed", detail, error_class=error_class)
         if kind and kind.on_failed:
             kind.on_failed(mail, store)
         if mail.kind != OPERATOR:
             tell_operator(store, settings, f"mail {mail.reference or mail.id} failed",
                           _failure_text(mail, detail), reference=mail.reference,
                           form_id=mail.form_id, about=mail)
-
-    store.mail_done(mail, "failed", detail, error_class=error_class, also=also)
 
 
 def _failure_text(mail: OutboxMail, reason: str, partial: bool = False) -> str:
@@ -399,10 +398,10 @@ def _gone_text(practice: str) -> str:
 def retry(store: Store, ident: str | None) -> list[OutboxMail]:
     """Queue failed mails again, due now: by outbox id or reference, or (None) all."""
     with store.transaction():
-        mails = store.retry_mail(ident)
+        mails = store.outbox.retry(ident)
         for mail in mails:
             if mail.kind == SUBMISSION:
-                store.set_status(mail.reference, "queued")
+                store.submissions.set_status(mail.reference, "queued")
     return mails
 
 
@@ -412,4 +411,4 @@ def purge_done(settings: Settings, store: Store, now: datetime) -> int:
     `retention_days` (mail of no configured form: the default); each is audited."""
     cutoffs = {form_id: now - timedelta(days=spec.retention_days)
                for form_id, spec in settings.forms.items()}
-    return len(store.purge_mails(cutoffs, now - timedelta(days=DEFAULT_RETENTION_DAYS)))
+    return len(store.outbox.purge(cutoffs, now - timedelta(days=DEFAULT_RETENTION_DAYS)))

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 from ..crypto.keyring import KeyStatus
 from ..localtime import utc_shown
-from ..settings import PracticeSettings, Settings
+from ..settings import Settings
 from ..store import Store
 from .kinds import tell_operator
 
@@ -51,11 +51,12 @@ def check_key_expiry(settings: Settings, store: Store, statuses: Mapping[str, Ke
             log.warning("%s; set operator_email to be mailed about it", subject)
             continue
 
-        def queue(subject: str = subject, body: str = body,
-                  practice: PracticeSettings = practice) -> None:
-            tell_operator(store, settings, subject, body, practice=practice)
-
-        if store.first_key_reminder(st.fingerprint, f"{st.expires:%Y-%m-%d}", days, queue):
+        with store.transaction():  # the reminder's record and its mail, or neither
+            first = store.outbox.first_key_reminder(st.fingerprint, f"{st.expires:%Y-%m-%d}",
+                                                    days)
+            if first:
+                tell_operator(store, settings, subject, body, practice=practice)
+        if first:
             log.warning("%s; operator mailed", subject)
             reminded.append(rid)
     return reminded

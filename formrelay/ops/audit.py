@@ -53,7 +53,7 @@ def verify(store: Store, *, incremental: bool = False, record: bool = False,
     """Check one practice's chain, or (None) every practice's: the counts add up, each
     problem names its practice (but the default one's), the head is the default
     practice's (or the one asked for). See `verify_chain`."""
-    names = [practice] if practice else store.audit_practices()
+    names = [practice] if practice else store.audit.practices()
     if len(names) == 1:
         return verify_chain(store, incremental=incremental, record=record, practice=names[0])
     result = Verification(practices=names)
@@ -80,33 +80,33 @@ def verify_chain(store: Store, *, incremental: bool = False, record: bool = Fals
     chain verified is remembered for the next incremental check (never after a problem)."""
     with store.snapshot():  # one consistent view while the service keeps writing
         result = _verify(store, incremental, practice)
-        anchor = store.audit_anchor(practice)
+        anchor = store.audit.anchor(practice)
     if record and result.ok and result.head_id:
-        store.record_audit_verified(result.head_id, result.head_hash,
+        store.audit.record_verified(result.head_id, result.head_hash,
                                     anchor["id"] if anchor else 0, practice)
     return result
 
 
 def _verify(store: Store, incremental: bool, practice: str) -> Verification:
     result = Verification(practices=[practice])
-    result.head_id, result.head_hash = store.audit_head(practice)
-    anchor = store.audit_anchor(practice)
+    result.head_id, result.head_hash = store.audit.head(practice)
+    anchor = store.audit.anchor(practice)
     expect_id = anchor["upto_id"] + 1 if anchor else 1
     prev = anchor["upto_hash"] if anchor else GENESIS
     anchor_confirmed = anchor is None
-    done = store.audit_verified(practice)
+    done = store.audit.verified(practice)
     if done and done["upto_id"] >= expect_id:
         # Both checks hold the chain to the recorded point: a rewrite that recomputed every
         # hash from some row on is consistent in itself, and only this hash still shows it.
-        row = store.audit_row(done["upto_id"], practice)
+        row = store.audit.row(done["upto_id"], practice)
         if row is None or row["hash"] != done["upto_hash"] or \
                 audit_hash(row["prev_hash"], row) != row["hash"]:
             result.add(f"row #{done['upto_id']}, verified on {done['at'][:10]}, was changed or "
                        "deleted since (or a row before it, and the chain was recomputed)")
     if incremental and done and done["upto_id"] >= expect_id:
         purged_upto = expect_id - 1
-        if store.audit_count(-1, purged_upto, practice) or \
-                store.audit_count(purged_upto, done["upto_id"], practice) != \
+        if store.audit.count(-1, purged_upto, practice) or \
+                store.audit.count(purged_upto, done["upto_id"], practice) != \
                 done["upto_id"] - purged_upto:
             result.add(f"rows up to #{done['upto_id']}, verified on {done['at'][:10]}, were "
                        "deleted or inserted since; run `formrelay audit verify`")
@@ -114,7 +114,7 @@ def _verify(store: Store, incremental: bool, practice: str) -> Verification:
             anchor_confirmed = True  # it was in force then, and confirmed then
         expect_id, prev = done["upto_id"] + 1, done["upto_hash"]
         result.since_id, result.since_at = done["upto_id"], done["at"]
-    for row in store.iter_audit(after=expect_id - 1 if result.since_id else -1,
+    for row in store.audit.iter(after=expect_id - 1 if result.since_id else -1,
                                 practice=practice):
         rid = row["id"]
         result.rows += 1
@@ -147,7 +147,7 @@ def _verify(store: Store, incremental: bool, practice: str) -> Verification:
 
 
 def history(store: Store, reference: str, practice: str | None = None) -> list[dict[str, Any]]:
-    return store.audit_rows(reference.strip().upper(), practice)
+    return store.audit.rows(reference.strip().upper(), practice)
 
 
 def export_text(store: Store, reference: str, practice: str | None = None) -> str:
@@ -183,7 +183,7 @@ def export_practice(store: Store, practice: str) -> Iterator[str]:
     verifies. Never another practice's events."""
     yield "\t".join(PRACTICE_HEADER)
     count = 0
-    for r in store.iter_audit(practice=practice):
+    for r in store.audit.iter(practice=practice):
         count += 1
         yield "\t".join(_clean(str(v or "-")) for v in (
             r["id"], r["at"][:19].replace("T", " "), r["action"], r["outcome"], r["actor"],

@@ -1,6 +1,6 @@
 """`formrelay backup DEST`: a consistent copy of the database while the service runs.
 
-The copy is made by `Store.backup` (SQLite's online backup API), so gunicorn workers
+The copy is made by `Store.backups.create` (SQLite's online backup API), so gunicorn workers
 and the delivery worker keep writing meanwhile. What it holds is what the database
 holds: ciphertext, metadata, the audit log (and, with hold mode, the clinicians'
 password hashes and TOTP enrolments) - never a submission's plaintext, which never
@@ -20,8 +20,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..localtime import utcnow
 from ..settings import Settings
-from ..store import Store, StoreError, utcnow
+from ..store import Store, StoreError
 
 
 def target_path(dest: str | Path) -> Path:
@@ -57,7 +58,7 @@ def _backup(settings: Settings, dest: str | Path) -> tuple[Path, dict[str, int]]
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     store = Store(source)
     try:
-        counts = store.backup(path)
+        counts = store.backups.create(path)
     finally:
         store.close()
     return path, counts

@@ -23,9 +23,9 @@ from typing import Any
 from ..crypto.keyring import CryptoError
 from ..crypto.packets import SEIPD_V1, PacketError, encryption_packet
 from ..intake.relay import Relay
-from ..localtime import utc_shown
+from ..localtime import iso, utc_shown, utcnow
 from ..settings import DEFAULT_PRACTICE, Settings
-from ..store import StoreError, StoreNotWritable, iso, utcnow
+from ..store import StoreError, StoreNotWritable
 
 OK, WARN, ERROR = "ok", "warn", "error"
 RANK = {OK: 0, WARN: 1, ERROR: 2}
@@ -141,7 +141,7 @@ def database_fact(relay: Relay) -> Fact:
     disk lets a tiny probe through the write-ahead log but refuses a real post). On
     PostgreSQL: that it takes a write (its disk is the database server's to watch)."""
     path = relay.store.path
-    if relay.store.engine == "postgresql":
+    if relay.store.engine.folder is None:  # a database server's disk: not ours to watch
         try:
             relay.store.check_writable()
         except Exception as exc:  # noqa: BLE001 - reported as a line
@@ -215,7 +215,7 @@ def encryption_facts(relay: Relay, *, cached: bool = False) -> list[Fact]:
 
 
 def outbox_fact(relay: Relay, now: datetime) -> Fact:
-    state = relay.store.outbox_state(now - timedelta(hours=24))
+    state = relay.store.outbox.state(now - timedelta(hours=24))
     queued, oldest, failed = state["queued"], state["oldest"], state["failed"]
     age = now - oldest if oldest else timedelta(0)
     data = {"queued": queued, "oldest_age_seconds": int(age.total_seconds()),
@@ -237,7 +237,7 @@ def outbox_fact(relay: Relay, now: datetime) -> Fact:
 
 
 def clock_fact(relay: Relay, now: datetime) -> Fact:
-    newest = relay.store.newest_timestamp()
+    newest = relay.store.backups.newest_timestamp()
     data = {"now": iso(now)}
     fix = "fix the system clock (NTP: `timedatectl set-ntp true`); key expiry, link " \
           "lifetimes and the audit log depend on it"

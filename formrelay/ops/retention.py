@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from ..audit_actions import AuditAction
+from ..localtime import iso, parse_iso
 from ..mail.notify import flush
 from ..settings import Settings
-from ..store import REFUSALS_KEPT_DAYS, Store, iso, parse_iso
+from ..store import REFUSALS_KEPT_DAYS, Store
 
 log = logging.getLogger("formrelay.retention")
 
@@ -69,27 +70,28 @@ def purge(settings: Settings, store: Store, now: datetime | None = None, *,
     `purgers`; every deletion is audited."""
     now = now or store.clock()
     report = PurgeReport()
-    for row in store.submissions(status="held"):
+    for row in store.submissions.rows(status="held"):
         # the retention recorded with the submission, whatever its form says today
         days = int(row["keep_days"] or 0) or settings.retention_days(row["form_id"])
         if parse_iso(row["received_at"]) + timedelta(days=days) > now:
             continue
         with store.transaction():
-            current = store.submission(row["reference"])
+            current = store.submissions.get(row["reference"])
             if current is None or current["status"] != "held":
                 continue
-            store.set_status(row["reference"], "deleted", drop_ciphertext=True)
-            store.audit(AuditAction.DELETED, reference=row["reference"], form_id=row["form_id"],
+            store.submissions.set_status(row["reference"], "deleted", drop_ciphertext=True)
+            store.audit.append(AuditAction.DELETED, reference=row["reference"],
+                               form_id=row["form_id"],
                         detail=f"retention: held longer than {days} days; ciphertext deleted")
         report.held.append(row["reference"])
     for name, step in purgers:
         report.other[name] = step(settings, store, now)
     cutoff = years_before(now, settings.server.audit_retention_years)
-    report.audit_rows = store.purge_audit(cutoff)[0]
-    report.metadata_rows = store.purge_metadata(cutoff)
-    report.sessions = store.purge_sessions_and_failures(
+    report.audit_rows = store.audit.purge(cutoff)[0]
+    report.metadata_rows = store.submissions.purge_metadata(cutoff)
+    report.sessions = store.clinicians.purge(
         now - timedelta(minutes=settings.server.session_idle_minutes), now - FAILURES_KEPT)
-    report.refusals = store.purge_refusals(now - timedelta(days=REFUSALS_KEPT_DAYS))
+    report.refusals = store.refusals.purge(now - timedelta(days=REFUSALS_KEPT_DAYS))
     if report.held or report.audit_rows or report.metadata_rows:
         log.info("purge as of %s: %s", iso(now), "; ".join(report.lines()))
     return report

@@ -40,10 +40,11 @@ from ..errors import InvalidSubmission, UserError
 from ..i18n import gettext
 from ..intake.addresses import header_problem
 from ..intake.submission import Submission
+from ..localtime import iso, parse_iso
 from ..settings import COPY_MAX_DOWNLOADS as MAX_DOWNLOADS
 from ..settings import COPY_MAX_EXPIRY_DAYS as MAX_EXPIRY_DAYS
 from ..settings import FormSpec, Settings
-from ..store import Store, iso, parse_iso
+from ..store import Store
 from .secret import SECRET_BYTES, b64d, b64e, code_mac, derive, new_code, normalize_code, sha256
 from .values import CopyInfo, OpenedCopy, PendingCopy
 
@@ -198,16 +199,17 @@ class Copies:
         if pending.reference != sub.reference:  # the relay drew a new reference
             self._encrypt(pending, sub)
         now = self.clock()
-        self.store.add_copy({
+        self.store.copies.add({
             "id": pending.copy_id, "reference": sub.reference, "form_id": spec.id,
             "lang": pending.lang, "check_hash": derive(pending.secret, "check",
-                                                       pending.copy_id).hex(),
+                                                         pending.copy_id).hex(),
             "code_mac": code_mac(pending.secret, pending.copy_id, pending.code),
             "quick_hash": sha256(pending.grant), "quick_until": iso(pending.quick_until),
             "created_at": iso(now), "expires_at": iso(pending.expires_at),
             "max_downloads": self.max_downloads, "ciphertext": pending.ciphertext,
             "practice": spec.practice})
-        self.store.audit(AuditAction.COPY_ISSUED, actor="patient", ip=ip, reference=sub.reference,
+        self.store.audit.append(AuditAction.COPY_ISSUED, actor="patient", ip=ip,
+                                reference=sub.reference,
                          form_id=spec.id, detail=f"{self.max_downloads} downloads until "
                                                  f"{iso(pending.expires_at)[:16]}Z")
         from .link_mail import queue_mails
@@ -219,7 +221,7 @@ class Copies:
     def info(self, token: str) -> CopyInfo:
         """The state of the copy a link names; CopyRefused when it cannot be opened."""
         cid = self.copy_id(token)
-        row = self.store.copy_row(cid)
+        row = self.store.copies.get(cid)
         if row is None:
             raise CopyRefused(CopyState.UNKNOWN)
         return self._live(row)
@@ -243,15 +245,16 @@ class Copies:
         count the download and return the decrypted PDF."""
         info = self.info(token)
         cid, ref, fid, lang = info.copy_id, info.reference, info.form_id, info.lang
-        row = self.store.copy_row(cid) or {}
+        row = self.store.copies.get(cid) or {}
         try:
             secret = b64d(key)
         except ValueError:
             secret = b""
         if len(secret) != SECRET_BYTES or not hmac.compare_digest(
                 derive(secret, "check", cid).hex(), row.get("check_hash", "")):
-            self.store.audit(AuditAction.COPY_OPENED, "refused", actor="patient", ip=ip,
-                             reference=ref, form_id=fid, detail="link secret missing or altered")
+            self.store.audit.append(AuditAction.COPY_OPENED, "refused", actor="patient", ip=ip,
+                                    reference=ref, form_id=fid,
+                                    detail="link secret missing or altered")
             raise CopyRefused(CopyState.ALTERED, lang=lang, form_id=fid)
         if grant:
             fresh = self.clock() < parse_iso(row["quick_until"])
@@ -264,17 +267,18 @@ class Copies:
         elif not hmac.compare_digest(code_mac(secret, cid, code), row["code_mac"]):
             self._wrong_code(info, ip)
         with self.store.transaction():
-            taken = self.store.take_copy(cid, self.clock())
+            taken = self.store.copies.take(cid, self.clock())
             if taken is None:
                 raise CopyRefused(CopyState.USED_UP, lang=lang, form_id=fid)
             ciphertext, downloads, used_up = taken
             how = "pickup code" if not grant else "thank-you page"
-            self.store.audit(AuditAction.COPY_OPENED, actor="patient", ip=ip, reference=ref,
-                             form_id=fid, detail=f"download {downloads} of {row['max_downloads']} "
-                                    f"({how})")
+            self.store.audit.append(AuditAction.COPY_OPENED, actor="patient", ip=ip, reference=ref,
+                                    form_id=fid,
+                                    detail=f"download {downloads} of {row['max_downloads']} "
+                                           f"({how})")
             if used_up:
-                self.store.audit(AuditAction.COPY_DELETED, reference=ref, form_id=fid,
-                                 detail="all downloads used")
+                self.store.audit.append(AuditAction.COPY_DELETED, reference=ref, form_id=fid,
+                                        detail="all downloads used")
         try:
             pdf = AESGCM(derive(secret, "key", cid)).decrypt(ciphertext[:12], ciphertext[12:],
                                                              cid.encode())
@@ -287,16 +291,17 @@ class Copies:
 
     def _wrong_code(self, info: CopyInfo, ip: str) -> None:
         with self.store.transaction():
-            failures, locked = self.store.copy_wrong_code(info.copy_id, MAX_FAILURES,
-                                                          self.clock())
-            self.store.audit(AuditAction.COPY_WRONG_CODE, "refused", actor="patient", ip=ip,
-                             reference=info.reference, form_id=info.form_id,
-                             detail=f"attempt {failures} of {MAX_FAILURES}")
+            failures, locked = self.store.copies.wrong_code(info.copy_id, MAX_FAILURES,
+                                                            self.clock())
+            self.store.audit.append(AuditAction.COPY_WRONG_CODE, "refused", actor="patient", ip=ip,
+                                    reference=info.reference, form_id=info.form_id,
+                                    detail=f"attempt {failures} of {MAX_FAILURES}")
             if locked:
-                self.store.audit(AuditAction.COPY_LOCKED, "refused", reference=info.reference,
+                self.store.audit.append(AuditAction.COPY_LOCKED, "refused",
+                                        reference=info.reference,
                                  form_id=info.form_id, detail=f"{MAX_FAILURES} wrong codes")
-                self.store.audit(AuditAction.COPY_DELETED, reference=info.reference,
-                                 form_id=info.form_id, detail="locked")
+                self.store.audit.append(AuditAction.COPY_DELETED, reference=info.reference,
+                                        form_id=info.form_id, detail="locked")
         if locked:
             raise CopyRefused(CopyState.LOCKED, lang=info.lang, form_id=info.form_id)
         raise CopyRefused(CopyState.WRONG_CODE, lang=info.lang, form_id=info.form_id,
@@ -307,18 +312,19 @@ class Copies:
         """Delete the content of copies past their date (one, or all); returns how many."""
         now = self.clock()
         with self.store.transaction():
-            gone = self.store.expire_copies(now, copy_id)
+            gone = self.store.copies.expire(now, copy_id)
             for row in gone:
-                self.store.audit(AuditAction.COPY_EXPIRED, reference=row["reference"],
-                                 form_id=row["form_id"], detail=f"{row['downloads']} downloads")
-                self.store.audit(AuditAction.COPY_DELETED, reference=row["reference"],
-                                 form_id=row["form_id"], detail="expired")
+                self.store.audit.append(AuditAction.COPY_EXPIRED, reference=row["reference"],
+                                        form_id=row["form_id"],
+                                        detail=f"{row['downloads']} downloads")
+                self.store.audit.append(AuditAction.COPY_DELETED, reference=row["reference"],
+                                        form_id=row["form_id"], detail="expired")
         return len(gone)
 
     def purge(self) -> int:
         """Expire what is due and forget old rows of deleted copies (for the worker)."""
         n = self.expire()
-        self.store.forget_copies(self.clock() - timedelta(days=FORGET_AFTER_DAYS))
+        self.store.copies.forget(self.clock() - timedelta(days=FORGET_AFTER_DAYS))
         return n
 
 

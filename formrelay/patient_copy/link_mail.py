@@ -19,6 +19,7 @@ from ..audit_actions import AuditAction
 from ..crypto import sealing
 from ..i18n import gettext, translations
 from ..intake.submission import Submission
+from ..localtime import iso, parse_iso
 from ..mail.kinds import (
     BuildError,
     MailKind,
@@ -30,7 +31,7 @@ from ..mail.kinds import (
     sealed_recipient,
 )
 from ..settings import FormSpec, Settings
-from ..store import OutboxMail, Store, iso, parse_iso
+from ..store import OutboxMail, Store
 from .pdf import local_time
 
 if TYPE_CHECKING:
@@ -89,13 +90,13 @@ def queue_mails(copies: Copies, pending: PendingCopy, sub: Submission, spec: For
     # in the name of the practice the patient wrote to, whatever a reload does later
     rec = recorded_for(copies.settings.practice_of(spec.id), pending.lang)
     context = sealed_context(copies.settings, rec, sub.reference)
-    store.enqueue(LINK_KIND, sub.reference, to, sealed, spec.id, practice=rec.practice,
-                  context=context)
+    store.outbox.enqueue(LINK_KIND, sub.reference, to, sealed, spec.id, practice=rec.practice,
+                         context=context)
     if pending.pgp_ciphertext:
         # "<lang>\n" + the armoured ciphertext: only the patient's key opens it
-        store.enqueue(PGP_KIND, sub.reference, to,
-                      f"{pending.lang}\n{pending.pgp_ciphertext}".encode("ascii"), spec.id,
-                      practice=rec.practice, context=context)
+        store.outbox.enqueue(PGP_KIND, sub.reference, to,
+                             f"{pending.lang}\n{pending.pgp_ciphertext}".encode("ascii"), spec.id,
+                             practice=rec.practice, context=context)
 
 
 PAYLOAD_PURPOSE = b"formrelay outbox patient-copy v1"
@@ -130,8 +131,8 @@ def build_link_mail(mail: OutboxMail, settings: Settings, store: Store) -> bytes
 
 def copy_mail_sent(mail: OutboxMail, store: Store) -> None:
     what = "link" if mail.kind == LINK_KIND else "PGP-encrypted copy"
-    store.audit(AuditAction.COPY_MAIL_SENT, reference=mail.reference, form_id=mail.form_id,
-                detail=f"{what} to the patient")
+    store.audit.append(AuditAction.COPY_MAIL_SENT, reference=mail.reference, form_id=mail.form_id,
+                       detail=f"{what} to the patient")
 
 
 # -- the kind of mail, for the worker's table (services.mail_kinds()) ---------------------

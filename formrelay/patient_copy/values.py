@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from ..intake.pipeline import CopyDownload, CopyReceipt
-from ..localtime import DEFAULT_TZ
-from ..store import iso
+from ..localtime import DEFAULT_TZ, iso
 from .secret import b64e
 
 

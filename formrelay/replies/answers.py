@@ -32,9 +32,10 @@ from ..errors import UserError
 from ..i18n import gettext
 from ..intake.relay import Relay
 from ..intake.submission import Answer, Submission, new_reference
+from ..localtime import iso, parse_iso
 from ..mail.kinds import BuildError, MailKind, sealed_recipient
 from ..settings import Settings
-from ..store import OutboxMail, Store, iso, parse_iso
+from ..store import OutboxMail, Store
 from . import letter, secret
 
 MAX_FAILURES = 5
@@ -95,7 +96,7 @@ class Answers:
                                    reference.encode()) if email else ""
         practice = self.settings.practice_of(form_id).id
         with self.store.transaction():
-            self.store.add_reply({
+            self.store.replies.add({
                 "reference": reference, "practice": practice, "form_id": form_id,
                 "recipients": self.settings.recipient_fingerprints(spec),
                 "recipient_ids": list(spec.recipients), "lang": lang,
@@ -103,13 +104,13 @@ class Answers:
                 "wrapped_key": pair.wrapped(self.settings.secret_key, reference),
                 "email_sealed": sealed, "created_at": iso(now),
                 "expires_at": iso(now + self.expiry)})
-            self.store.audit(AuditAction.REPLY_OFFERED, actor="patient", reference=reference,
-                             form_id=form_id, practice=practice,
-                             detail="mail address given" if email else "no mail address")
+            self.store.audit.append(AuditAction.REPLY_OFFERED, actor="patient", reference=reference,
+                                    form_id=form_id, practice=practice,
+                                    detail="mail address given" if email else "no mail address")
 
     # -- the clinician ------------------------------------------------------------------
     def may_answer(self, user: User, reference: str) -> dict[str, Any] | None:
-        row = self.store.reply(reference) if REFERENCE.match(reference) else None
+        row = self.store.replies.get(reference) if REFERENCE.match(reference) else None
         if row is None or row["state"] != "waiting" or row["practice"] != user.practice:
             return None
         if set(user.recipients) & set(row["recipient_ids"]):  # as recorded: a key rotates
@@ -170,10 +171,11 @@ class Answers:
     def _store(self, user: User, row: dict[str, Any], reference: str, sealed: bytes,
                ip: str, detail: str) -> None:
         with self.store.transaction():
-            if not self.store.store_answer(reference, sealed, f"user:{user.username}",
-                                           self.clock()):
+            if not self.store.replies.store_answer(reference, sealed, f"user:{user.username}",
+                                                   self.clock()):
                 raise UserError("This submission cannot be answered (any more).", status=404)
-            self.store.audit(AuditAction.REPLY_ANSWERED, actor=f"user:{user.username}", ip=ip,
+            self.store.audit.append(AuditAction.REPLY_ANSWERED, actor=f"user:{user.username}",
+                                    ip=ip,
                              reference=reference, form_id=str(row["form_id"]),
                              practice=str(row["practice"]), detail=detail)
             email = str(row["email_sealed"] or "")
@@ -183,9 +185,9 @@ class Answers:
                 payload = sealing.seal_json(self.settings.secret_key, PURPOSE,
                                             {"lang": row["lang"], "practice": row["practice"]},
                                             reference.encode())
-                self.store.enqueue(MAIL_KIND, reference,
-                                   [sealed_recipient(self.settings, address, reference)],
-                                   payload, str(row["form_id"]))
+                self.store.outbox.enqueue(MAIL_KIND, reference,
+                                          [sealed_recipient(self.settings, address, reference)],
+                                          payload, str(row["form_id"]))
 
     # -- the patient --------------------------------------------------------------------
     def read(self, reference: str, code: str, ip: str = "") -> letter.Letter:
@@ -194,7 +196,7 @@ class Answers:
 
     def can_reply(self, reference: str) -> bool:
         reference = reference.strip().upper()
-        row = self.store.reply(reference) if REFERENCE.match(reference) else None
+        row = self.store.replies.get(reference) if REFERENCE.match(reference) else None
         return bool(row and row["state"] == "answered" and not row["replied_at"])
 
     def patient_reply(self, relay: Relay, reference: str, code: str, text: str,
@@ -215,7 +217,7 @@ class Answers:
             # as that form's submission would reach the other practice's recipients
             raise UserError("This answer can no longer be replied to here. Please call "
                             "the practice.", status=410)
-        if not self.store.claim_patient_reply(reference, self.clock()):
+        if not self.store.replies.claim(reference, self.clock()):
             raise UserError("You have already replied to this answer.", status=409)
         lang = str(row["lang"])
         sub = Submission(reference=new_reference(), form_id=spec.id,
@@ -226,49 +228,50 @@ class Answers:
         try:
             receipt = relay.deliver(sub, ip=ip)
         except BaseException:
-            self.store.claim_patient_reply(reference, None)
+            self.store.replies.claim(reference, None)
             raise
-        self.store.audit(AuditAction.REPLY_PATIENT, actor="patient", ip=ip,
-                         reference=reference, form_id=spec.id, practice=str(row["practice"]),
-                         detail=f"delivered as {receipt.reference}")
+        self.store.audit.append(AuditAction.REPLY_PATIENT, actor="patient", ip=ip,
+                                reference=reference, form_id=spec.id, practice=str(row["practice"]),
+                                detail=f"delivered as {receipt.reference}")
         return receipt.reference
 
     def _open(self, reference: str, code: str, ip: str) -> tuple[letter.Letter, dict[str, Any]]:
         reference = reference.strip().upper()
         # only a well-formed reference is looked up (PostgreSQL refuses a NUL outright)
-        row = self.store.reply(reference) if REFERENCE.match(reference) else None
+        row = self.store.replies.get(reference) if REFERENCE.match(reference) else None
         if row is not None and row["state"] in ("waiting", "answered") and \
                 self.clock() >= parse_iso(row["expires_at"]):
             self.expire()
-            row = self.store.reply(reference)
+            row = self.store.replies.get(reference)
         if row is None or row["state"] not in ("waiting", "answered"):
             raise ReplyRefused(ReplyState.NONE)
         practice, form_id = str(row["practice"]), str(row["form_id"])
         wrapped, salt = bytes(row["wrapped_key"]), bytes(row["salt"])
         # the try is counted before the hash: tries from many addresses at once still
         # get MAX_FAILURES checks in all; a right code gives its try back
-        if not self.store.take_reply_try(reference, MAX_FAILURES):
+        if not self.store.replies.take_try(reference, MAX_FAILURES):
             raise ReplyRefused(ReplyState.BUSY, practice=practice)
         try:
             key = self._slow_key(code, salt, reference, practice)
         except ReplyRefused:
-            self.store.give_back_reply_try(reference)  # not checked: does not count
+            self.store.replies.give_back_try(reference)  # not checked: does not count
             raise
         if key and secret.key_opens(key, wrapped, reference):
-            self.store.give_back_reply_try(reference)
-            row = self.store.reply(reference)  # locked meanwhile by other tries?
+            self.store.replies.give_back_try(reference)
+            row = self.store.replies.get(reference)  # locked meanwhile by other tries?
             if row is None or row["state"] not in ("waiting", "answered"):
                 raise ReplyRefused(ReplyState.NONE)
         else:
             with self.store.transaction():
-                failures, locked = self.store.reply_wrong_code(reference, MAX_FAILURES,
-                                                               self.clock())
-                self.store.audit(AuditAction.REPLY_WRONG_CODE, "refused", actor="patient",
-                                 ip=ip, reference=reference, form_id=form_id,
-                                 practice=practice, detail=f"attempt {failures} of "
-                                                           f"{MAX_FAILURES}")
+                failures, locked = self.store.replies.wrong_code(reference, MAX_FAILURES,
+                                                                 self.clock())
+                self.store.audit.append(AuditAction.REPLY_WRONG_CODE, "refused", actor="patient",
+                                        ip=ip, reference=reference, form_id=form_id,
+                                        practice=practice, detail=f"attempt {failures} of "
+                                                                  f"{MAX_FAILURES}")
                 if locked:
-                    self.store.audit(AuditAction.REPLY_LOCKED, "refused", reference=reference,
+                    self.store.audit.append(AuditAction.REPLY_LOCKED, "refused",
+                                            reference=reference,
                                      form_id=form_id, practice=practice,
                                      detail=f"{MAX_FAILURES} wrong codes: key and answer "
                                             "deleted")
@@ -286,11 +289,12 @@ class Answers:
                 opened = letter.open_letter(secret.unwrap(key, wrapped, reference), answer)
         except (InvalidTag, ValueError):  # pysequoia raises ValueError on a bad message
             raise ReplyRefused(ReplyState.NONE, practice=practice) from None
-        self.store.audit(AuditAction.REPLY_OPENED, actor="patient", ip=ip, reference=reference,
-                         form_id=form_id, practice=practice,
-                         detail=f"{len(opened.files)} files" + (
-                             f", {opened.refused} refused (type or size)" if opened.refused
-                             else ""))
+        self.store.audit.append(AuditAction.REPLY_OPENED, actor="patient", ip=ip,
+                                reference=reference,
+                                form_id=form_id, practice=practice,
+                                detail=f"{len(opened.files)} files" + (
+                                    f", {opened.refused} refused (type or size)" if opened.refused
+                                    else ""))
         return opened, row
 
     def _slow_key(self, code: str, salt: bytes, reference: str, practice: str) -> bytes:
@@ -309,11 +313,11 @@ class Answers:
             raise ReplyRefused(ReplyState.BUSY, practice=practice) from None
 
     def expire(self) -> int:
-        rows = self.store.expire_replies(self.clock())
+        rows = self.store.replies.expire(self.clock())
         for r in rows:
-            self.store.audit(AuditAction.REPLY_EXPIRED, reference=r["reference"],
-                             form_id=r["form_id"], practice=r["practice"],
-                             detail=f"{r['state']}: key and answer deleted")
+            self.store.audit.append(AuditAction.REPLY_EXPIRED, reference=r["reference"],
+                                    form_id=r["form_id"], practice=r["practice"],
+                                    detail=f"{r['state']}: key and answer deleted")
         return len(rows)
 
 
@@ -345,8 +349,8 @@ def build_mail(mail: OutboxMail, settings: Settings, store: Store) -> bytes:
 
 
 def mail_sent(mail: OutboxMail, store: Store) -> None:
-    store.audit(AuditAction.REPLY_MAIL_SENT, reference=mail.reference, form_id=mail.form_id,
-                detail="answer notice to the patient")
+    store.audit.append(AuditAction.REPLY_MAIL_SENT, reference=mail.reference, form_id=mail.form_id,
+                       detail="answer notice to the patient")
 
 
 NOTICE_MAIL = MailKind(MAIL_KIND, build_mail, on_sent=mail_sent)

@@ -118,7 +118,7 @@ def check_sealed(certificate: bytes, ciphertext: bytes) -> bytes:
 
 def open_letter(private: bytes, ciphertext: bytes) -> Letter:
     """The answer, decrypted with the reply key's private half (in this memory only)."""
-    from ..crypto.inprocess import pysequoia
+    import pysequoia
 
     key = pysequoia.Tsk.from_bytes(private)
     plain = pysequoia.decrypt(dearmor(ciphertext), decryptor=key.decryptor(None)).bytes or b""

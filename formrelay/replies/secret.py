@@ -95,7 +95,7 @@ def make_pair(code: str) -> NewPair:
     """A new OpenPGP key pair for `code` (one Argon2id run): a v4 Curve25519 key that
     gpg, rnp, Sequoia and OpenPGP.js read; the public half is an armoured certificate,
     the private half its secret key packets (binary), kept only wrapped."""
-    from ..crypto.inprocess import pysequoia
+    import pysequoia
 
     tsk = pysequoia.Tsk.generate(user_id="formrelay reply key",
                                  profile=pysequoia.Profile.RFC4880)

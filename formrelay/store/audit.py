@@ -16,12 +16,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Iterator
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..audit_actions import AuditAction
-from .base import StoreBase, iso
+from ..localtime import iso
+from .base import Concern
+
+if TYPE_CHECKING:
+    from . import Store
 
 GENESIS = "0" * 64
 AUDIT_FIELDS = ("at", "action", "outcome", "actor", "ip", "reference", "form_id", "detail")
@@ -46,22 +51,19 @@ _AUDIT_INSERT = (f"INSERT INTO audit ({', '.join(_AUDIT_COLUMNS)}) "  # noqa: S6
                  f"VALUES ({', '.join('?' * len(_AUDIT_COLUMNS))})")
 
 
-def _no_forms(form_id: str) -> str | None:
-    return None
-
-
-class AuditLog(StoreBase):
+class AuditLog(Concern):
     """Append events, read them back, purge the oldest behind an anchor."""
 
-    # The practice a configured form belongs to (None: not configured). The composition
-    # root (services.py) sets it from the configuration in force, again on every reload.
-    practice_of_form: Callable[[str], str | None] = staticmethod(_no_forms)
+    def __init__(self, store: Store):
+        super().__init__(store)
+        self._local = threading.local()  # this thread's transaction's events, not yet written
 
-    def audit(self, action: str, outcome: str = "ok", *, actor: str = "system", ip: str = "",
-              reference: str = "", form_id: str = "", detail: str = "",
-              practice: str | None = None) -> None:
+    def append(self, action: str, outcome: str = "ok", *, actor: str = "system", ip: str = "",
+               reference: str = "", form_id: str = "", detail: str = "",
+               practice: str | None = None) -> None:
         """Append one event to a practice's hash-chained audit log (metadata only, never
-        content): to `practice` if given, else to the chain `chain_of` derives.
+        content): to `practice` if given (an event about a form: its practice by
+        `Settings.practice_of`), else to the chain `recorded_practice` finds.
 
         `action` must be an `AuditAction` (or its string): an action nobody documented
         cannot enter the log."""
@@ -78,11 +80,11 @@ class AuditLog(StoreBase):
 
         def append() -> None:
             with self.transaction():
-                row["practice"] = practice or self.chain_of(form_id=form_id,
-                                                            reference=reference, actor=actor)
+                row["practice"] = practice or self.recorded_practice(
+                    form_id=form_id, reference=reference, actor=actor)
                 self._pending_audit().append(row)
 
-        self.retried(append)
+        self.store.retried(append)
 
     def _pending_audit(self) -> list[dict[str, Any]]:
         pending: list[dict[str, Any]] | None = getattr(self._local, "audit", None)
@@ -90,11 +92,11 @@ class AuditLog(StoreBase):
             pending = self._local.audit = []
         return pending
 
-    def _transaction_ended(self) -> None:
+    def _drop(self) -> None:
+        """The outermost transaction ended: its events were written or rolled back."""
         self._local.audit = []
-        super()._transaction_ended()
 
-    def _before_commit(self) -> None:
+    def _flush(self) -> None:
         """Append the transaction's events, chain by chain in the order of the practices'
         names, just before COMMIT. Each chain's head row is locked while its rows are
         added (on PostgreSQL `SELECT ... FOR UPDATE`), so concurrent appenders of one
@@ -103,12 +105,11 @@ class AuditLog(StoreBase):
         delivery pass marking mails of noord and zuid sent while another marked zuid's
         and noord's), and a head is held only for the commit, not the whole
         transaction."""
-        super()._before_commit()
         pending = self._pending_audit()
         if not pending:
             return
         self._local.audit = []
-        lock = " FOR UPDATE" if self.engine == "postgresql" else ""
+        lock = self.engine.for_update
         head_sql = f"SELECT last_id, last_hash FROM audit_head WHERE practice = ?{lock}"  # noqa: S608 - fixed text
         conn = self.conn
         for practice in sorted({r["practice"] for r in pending}):
@@ -130,25 +131,21 @@ class AuditLog(StoreBase):
             conn.execute("UPDATE audit_head SET last_id = ?, last_hash = ? WHERE practice = ?",
                          (last_id, prev, practice))
 
-    def chain_of(self, *, form_id: str = "", reference: str = "", actor: str = "") -> str:
-        """The practice whose chain an event goes to when the caller names none (the
-        README's "Audit log" says the same): an event about a form goes to
-        the form's practice; one about a form no longer configured to the chain that
-        already holds that submission's events; a clinician's own event (`user:<name>`)
-        to the account's practice (so also one about a form gone without a trace);
-        anything else (the operator's, unknown names, the system's) to `default`.
-        An event about a stored submission goes to the practice recorded with it, never
-        to the one its form belongs to now (a reload may have moved the form)."""
+    def recorded_practice(self, *, form_id: str = "", reference: str = "",
+                          actor: str = "") -> str:
+        """The practice whose chain an event goes to when the caller names none, from
+        what is recorded, never from the configuration (callers that know an event's
+        form pass `practice=`, by `Settings.practice_of`; the README's "Audit log" says
+        the same): an event about a stored submission goes to the practice recorded with
+        it; one about a submission no longer stored to the chain that already holds its
+        events; a clinician's own event (`user:<name>`) to the account's practice;
+        anything else (the operator's, unknown names, the system's) to `default`."""
         if reference:
             row = self.conn.execute("SELECT practice FROM submissions WHERE reference = ?",
                                     (reference,)).fetchone()
             if row and row[0]:
                 return str(row[0])
-        if form_id:
-            found = self.practice_of_form(form_id)
-            if found:
-                return found
-            if reference:
+            if form_id:
                 for pending in self._pending_audit():  # this transaction's, not yet written
                     if pending["reference"] == reference and pending["form_id"] == form_id:
                         return str(pending["practice"])
@@ -164,8 +161,8 @@ class AuditLog(StoreBase):
                 return str(row[0])
         return DEFAULT_PRACTICE
 
-    def audit_rows(self, reference: str | None = None,
-                   practice: str | None = None) -> list[dict[str, Any]]:
+    def rows(self, reference: str | None = None,
+             practice: str | None = None) -> list[dict[str, Any]]:
         """Events of one reference (or all), of one practice (or all), chain by chain."""
         sql, args = "SELECT * FROM audit WHERE 1=1", []
         if reference:
@@ -176,24 +173,24 @@ class AuditLog(StoreBase):
             args.append(practice)
         return [dict(r) for r in self.conn.execute(sql + " ORDER BY practice, id", args)]
 
-    def audit_practices(self) -> list[str]:
+    def practices(self) -> list[str]:
         """The practices that have an audit chain (the default one always)."""
         names = {r[0] for r in self.conn.execute("SELECT practice FROM audit_head")}
         return sorted(names | {DEFAULT_PRACTICE})
 
     # the chain of one practice: head, anchors, streaming read, retention purge
-    def audit_head(self, practice: str = DEFAULT_PRACTICE) -> tuple[int, str]:
+    def head(self, practice: str = DEFAULT_PRACTICE) -> tuple[int, str]:
         row = self.conn.execute("SELECT last_id, last_hash FROM audit_head WHERE practice = ?",
                                 (practice,)).fetchone()
         return (int(row[0]), str(row[1])) if row else (0, GENESIS)
 
-    def audit_anchor(self, practice: str = DEFAULT_PRACTICE) -> dict[str, Any] | None:
+    def anchor(self, practice: str = DEFAULT_PRACTICE) -> dict[str, Any] | None:
         row = self.conn.execute("SELECT * FROM audit_anchor WHERE practice = ? "
                                 "ORDER BY upto_id DESC LIMIT 1", (practice,)).fetchone()
         return dict(row) if row else None
 
-    def iter_audit(self, after: int = -1,
-                   practice: str = DEFAULT_PRACTICE) -> Iterator[dict[str, Any]]:
+    def iter(self, after: int = -1,
+             practice: str = DEFAULT_PRACTICE) -> Iterator[dict[str, Any]]:
         """A practice's audit rows (after id `after`) in id order, read in pages (a log
         of years stays small in RAM)."""
         while True:
@@ -205,26 +202,26 @@ class AuditLog(StoreBase):
                 yield dict(r)
             after = rows[-1]["id"]
 
-    def audit_row(self, row_id: int, practice: str = DEFAULT_PRACTICE) -> dict[str, Any] | None:
+    def row(self, row_id: int, practice: str = DEFAULT_PRACTICE) -> dict[str, Any] | None:
         row = self.conn.execute("SELECT * FROM audit WHERE practice = ? AND id = ?",
                                 (practice, row_id)).fetchone()
         return dict(row) if row else None
 
-    def audit_count(self, after: int, upto: int, practice: str = DEFAULT_PRACTICE) -> int:
+    def count(self, after: int, upto: int, practice: str = DEFAULT_PRACTICE) -> int:
         """How many of a practice's rows have an id in (after, upto]."""
         return int(self.conn.execute("SELECT COUNT(*) FROM audit WHERE practice = ? AND "
                                      "id > ? AND id <= ?", (practice, after, upto)).fetchone()[0])
 
     # how far a chain was verified (formrelay.ops.audit.verify, incremental)
-    def audit_verified(self, practice: str = DEFAULT_PRACTICE) -> dict[str, Any] | None:
+    def verified(self, practice: str = DEFAULT_PRACTICE) -> dict[str, Any] | None:
         row = self.conn.execute("SELECT upto_id, upto_hash, anchor_id, at FROM audit_verified "
                                 "WHERE practice = ?", (practice,)).fetchone()
         return dict(row) if row else None
 
-    def record_audit_verified(self, upto_id: int, upto_hash: str, anchor_id: int,
-                              practice: str = DEFAULT_PRACTICE) -> None:
+    def record_verified(self, upto_id: int, upto_hash: str, anchor_id: int,
+                        practice: str = DEFAULT_PRACTICE) -> None:
         """Remember that the chain verified up to row `upto_id`; never moves back."""
-        with self._relaxed() as conn:
+        with self.transaction(relaxed=True) as conn:
             conn.execute(
                 "INSERT INTO audit_verified (practice, upto_id, upto_hash, anchor_id, at) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT (practice) DO UPDATE SET "
@@ -233,15 +230,15 @@ class AuditLog(StoreBase):
                 "WHERE excluded.upto_id >= audit_verified.upto_id",
                 (practice, upto_id, upto_hash, anchor_id, iso(self.clock())))
 
-    def purge_audit(self, before: datetime) -> tuple[int, int, str]:
+    def purge(self, before: datetime) -> tuple[int, int, str]:
         """Delete audit rows older than `before`, in every practice's chain first
         recording an anchor (the last deleted id and hash) so the remaining chain still
         verifies, and logging the purge as an event of that chain. Returns (rows deleted
         in all, and the default practice's anchor id and hash, or 0 and "")."""
         total, anchor = 0, (0, "")
-        for practice in self.audit_practices():
+        for practice in self.practices():
             with self.transaction() as conn:
-                self.lock(f"audit {practice}")
+                self.store.lock(f"audit {practice}")
                 row = conn.execute("SELECT id, hash FROM audit WHERE practice = ? AND at < ? "
                                    "ORDER BY id DESC LIMIT 1", (practice, iso(before))).fetchone()
                 if row is None:
@@ -252,7 +249,7 @@ class AuditLog(StoreBase):
                                                      practice))
                 n = conn.execute("DELETE FROM audit WHERE practice = ? AND id <= ?",
                                  (practice, upto_id)).rowcount
-                self.audit(AuditAction.AUDIT_PURGED, practice=practice,
+                self.append(AuditAction.AUDIT_PURGED, practice=practice,
                            detail=f"{n} rows up to #{upto_id} older than {iso(before)[:10]}; "
                                   f"anchor {upto_hash}")
             total += n

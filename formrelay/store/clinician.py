@@ -16,7 +16,8 @@ import json
 from datetime import datetime
 from typing import Any
 
-from .base import StoreBase, iso
+from ..localtime import iso
+from .base import Concern
 
 
 def client_network(ip: str) -> str:
@@ -35,14 +36,14 @@ def client_network(ip: str) -> str:
     return str(addr)
 
 
-class Clinicians(StoreBase):
+class Clinicians(Concern):
     """Read and change accounts, their second factors, sessions and API tokens."""
 
     _USER_COLUMNS = ("email", "password_hash", "totp_secret", "totp_last_step", "recipients",
                      "forms", "disabled_at", "last_login_at")
 
-    def user_add(self, username: str, password_hash: str, *, email: str,
-                 recipients: list[str], forms: list[str], practice: str = "default") -> int:
+    def add(self, username: str, password_hash: str, *, email: str,
+            recipients: list[str], forms: list[str], practice: str = "default") -> int:
         now = iso(self.clock())
         with self.transaction() as conn:
             cur = conn.execute(
@@ -52,8 +53,8 @@ class Clinicians(StoreBase):
                  practice, now, now))
             return int(cur.fetchone()[0])
 
-    def user_row(self, *, username: str | None = None,
-                 user_id: int | None = None) -> dict[str, Any] | None:
+    def get(self, *, username: str | None = None,
+            user_id: int | None = None) -> dict[str, Any] | None:
         if username is not None:
             row = self.conn.execute("SELECT * FROM users WHERE username = ?",
                                     (username,)).fetchone()
@@ -61,10 +62,10 @@ class Clinicians(StoreBase):
             row = self.conn.execute("SELECT * FROM users WHERE id = ?", (user_id,)).fetchone()
         return dict(row) if row else None
 
-    def user_rows(self) -> list[dict[str, Any]]:
+    def rows(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self.conn.execute("SELECT * FROM users ORDER BY username")]
 
-    def user_update(self, user_id: int, **fields: Any) -> None:
+    def update(self, user_id: int, **fields: Any) -> None:
         bad = set(fields) - set(self._USER_COLUMNS)
         if bad:
             raise ValueError(f"not a user column: {', '.join(sorted(bad))}")
@@ -73,7 +74,7 @@ class Clinicians(StoreBase):
             conn.execute(f"UPDATE users SET {sets}, changed_at = ? WHERE id = ?",  # noqa: S608 - column names checked above
                          (*fields.values(), iso(self.clock()), user_id))
 
-    def user_remove(self, user_id: int) -> None:
+    def remove(self, user_id: int) -> None:
         """Delete a user; sessions, tokens and recovery codes go with it (cascade)."""
         with self.transaction() as conn:
             conn.execute("DELETE FROM users WHERE id = ?", (user_id,))
@@ -131,7 +132,7 @@ class Clinicians(StoreBase):
             conn.execute("DELETE FROM login_failures WHERE username = ?", (username,))
 
     # server-side sessions (the cookie holds a random id; only its hash is stored)
-    def session_row(self, sid_hash: str) -> dict[str, Any] | None:
+    def session(self, sid_hash: str) -> dict[str, Any] | None:
         row = self.conn.execute("SELECT * FROM sessions WHERE sid_hash = ?",
                                 (sid_hash,)).fetchone()
         return dict(row) if row else None
@@ -161,7 +162,7 @@ class Clinicians(StoreBase):
                                (user_id, name, token_hash, hint, iso(self.clock())))
             return int(cur.fetchone()[0])
 
-    def token_rows(self, user_id: int) -> list[dict[str, Any]]:
+    def tokens(self, user_id: int) -> list[dict[str, Any]]:
         cur = self.conn.execute("SELECT id, name, hint, created_at, last_used_at, revoked_at "
                                 "FROM api_tokens WHERE user_id = ? ORDER BY id", (user_id,))
         return [dict(r) for r in cur]
@@ -187,8 +188,8 @@ class Clinicians(StoreBase):
         with self.transaction() as conn:
             return conn.execute(sql, args).rowcount
 
-    def purge_sessions_and_failures(self, idle_before: datetime,
-                                    failures_before: datetime) -> int:
+    def purge(self, idle_before: datetime,
+              failures_before: datetime) -> int:
         with self.transaction() as conn:
             n = conn.execute("DELETE FROM sessions WHERE seen_at < ?",
                              (iso(idle_before),)).rowcount

@@ -12,13 +12,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from .base import Connection, StoreBase, iso
+from ..localtime import iso
+from .base import Concern, Connection
 
 
-class PatientCopies(StoreBase):
+class PatientCopies(Concern):
     """Store, count down, hand out and delete patient copies."""
 
-    def add_copy(self, row: dict[str, Any]) -> None:
+    def add(self, row: dict[str, Any]) -> None:
         """Store a new copy (joins the submission's transaction); `practice` is the one it
         was made for, whatever the configuration says later."""
         with self.transaction() as conn:
@@ -30,7 +31,7 @@ class PatientCopies(StoreBase):
                 ":max_downloads, :ciphertext, :size, :practice)",
                 {**row, "size": len(row["ciphertext"])})
 
-    def copy_row(self, copy_id: str) -> dict[str, Any] | None:
+    def get(self, copy_id: str) -> dict[str, Any] | None:
         """A copy's metadata (never its ciphertext)."""
         row = self.conn.execute("SELECT * FROM copy_meta WHERE id = ?", (copy_id,)).fetchone()
         return dict(row) if row else None
@@ -40,7 +41,7 @@ class PatientCopies(StoreBase):
         conn.execute("UPDATE copies SET state = ?, ciphertext = NULL, deleted_at = ? "
                      "WHERE id = ?", (state, iso(now), copy_id))
 
-    def take_copy(self, copy_id: str, now: datetime) -> tuple[bytes, int, bool] | None:
+    def take(self, copy_id: str, now: datetime) -> tuple[bytes, int, bool] | None:
         """Count one download and return (ciphertext, downloads so far, used up); the
         last allowed download deletes the ciphertext. None if nothing is left."""
         with self.transaction() as conn:
@@ -55,8 +56,8 @@ class PatientCopies(StoreBase):
                 self._drop_copy(conn, copy_id, "used_up", now)
             return bytes(row[0]), int(row[1]), used_up
 
-    def copy_wrong_code(self, copy_id: str, max_failures: int,
-                        now: datetime) -> tuple[int, bool]:
+    def wrong_code(self, copy_id: str, max_failures: int,
+                   now: datetime) -> tuple[int, bool]:
         """Count a wrong pickup code; at `max_failures` the copy is locked and its
         ciphertext deleted. Returns (failures, locked)."""
         with self.transaction() as conn:
@@ -69,7 +70,7 @@ class PatientCopies(StoreBase):
                 self._drop_copy(conn, copy_id, "locked", now)
             return int(row[0]), locked
 
-    def expire_copies(self, now: datetime, copy_id: str | None = None) -> list[dict[str, Any]]:
+    def expire(self, now: datetime, copy_id: str | None = None) -> list[dict[str, Any]]:
         """Delete the ciphertext of active copies past their expiry; returns their rows."""
         with self.transaction() as conn:
             sql = "SELECT * FROM copy_meta WHERE state = 'active' AND expires_at <= ?"
@@ -82,7 +83,7 @@ class PatientCopies(StoreBase):
                 self._drop_copy(conn, r["id"], "expired", now)
         return rows
 
-    def forget_copies(self, before: datetime) -> int:
+    def forget(self, before: datetime) -> int:
         """Remove the rows of copies deleted before `before` (they hold no content)."""
         with self.transaction() as conn:
             cur = conn.execute("DELETE FROM copies WHERE state != 'active' AND deleted_at < ?",

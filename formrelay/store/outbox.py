@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from ..audit_actions import AuditAction
-from .audit import AuditLog
-from .base import iso, parse_iso
+from ..localtime import iso, parse_iso
+from .base import Concern
 
 PURGE_BATCH = 500  # outbox rows deleted per transaction
 
@@ -55,7 +55,7 @@ def _outbox_mail(row: Any, attempts: int) -> OutboxMail:
                       error_class=row["error_class"] or "")
 
 
-class Outbox(AuditLog):
+class Outbox(Concern):
     """Queue, lease, mark and list mails; purge finished ones."""
 
     def enqueue(self, kind: str, reference: str, recipients: list[str] | tuple[str, ...],
@@ -64,8 +64,9 @@ class Outbox(AuditLog):
         """Queue one mail; joins the caller's transaction if there is one. `payload` is
         opaque here (the kind's builder reads it). Without `message_id` a random token
         is stored and mail.outbox.message_id() turns it into a fixed Message-ID.
-        `practice` is whose mail it is (by default its submission's recorded practice,
-        else its form's): its audit chain, for good. `context` is opaque here too: the
+        `practice` is whose mail it is (callers know it: a form's by
+        `Settings.practice_of`; by default what `audit.recorded_practice` finds): its
+        audit chain, for good. `context` is opaque here too: the
         sender's details as the kind recorded them, sealed (mail/kinds.py)."""
         if not recipients:
             raise ValueError("a mail needs at least one recipient")
@@ -73,7 +74,8 @@ class Outbox(AuditLog):
         mid = message_id or f"{kind}.{secrets.token_hex(12)}"
         with self.transaction() as conn:
             # the row records whose mail it is (its submission's practice), for good
-            practice = practice or self.chain_of(form_id=form_id, reference=reference)
+            practice = practice or self.store.audit.recorded_practice(form_id=form_id,
+                                                                      reference=reference)
             cur = conn.execute(
                 "INSERT INTO outbox (kind, reference, form_id, recipients, payload, message_id, "
                 "created_at, next_attempt_at, practice, context) "
@@ -81,20 +83,20 @@ class Outbox(AuditLog):
                 (kind, reference, form_id, json.dumps(list(recipients)), payload, mid, now, now,
                  practice, context))
             mail_id = int(cur.fetchone()[0])
-            self.audit(AuditAction.QUEUED, reference=reference, form_id=form_id,
+            self.store.audit.append(AuditAction.QUEUED, reference=reference, form_id=form_id,
                        practice=practice or None,
                        detail=f"{kind} mail to {len(recipients)} recipient(s)")
         return mail_id
 
-    def claim_mails(self, owner: str, lease_seconds: int, limit: int = 1) -> list[OutboxMail]:
+    def claim(self, owner: str, lease_seconds: int, limit: int = 1) -> list[OutboxMail]:
         """Lease up to `limit` due mails to `owner`, oldest first. The attempt is counted
         now, so a process killed mid-send still moves the backoff on. No fsync: a claim
         lost to a power cut only means a mail may be sent again. On PostgreSQL the rows
         are locked with `FOR UPDATE SKIP LOCKED`: workers claiming at once each get other
         mails, none waits for another (SQLite has one writer at a time)."""
         now = self.clock()
-        skip = " FOR UPDATE SKIP LOCKED" if self.engine == "postgresql" else ""
-        with self._relaxed() as conn:
+        skip = self.engine.skip_locked
+        with self.transaction(relaxed=True) as conn:
             rows = conn.execute(
                 "SELECT * FROM outbox WHERE status = 'queued' AND next_attempt_at <= ? "  # noqa: S608 - fixed text
                 "AND (lease_until IS NULL OR lease_until <= ?) AND accepted IS NULL "
@@ -106,7 +108,7 @@ class Outbox(AuditLog):
                                row["id"]) for row in rows])
         return [_outbox_mail(row, attempts=row["attempts"] + 1) for row in rows]
 
-    def mails_accepted(self, owner: str, accepted: list[tuple[int, str]]) -> None:
+    def accepted(self, owner: str, accepted: list[tuple[int, str]]) -> None:
         """Record that the relay accepted these mails ((outbox id, where) pairs), in a
         short transaction of its own that touches nothing but the leased rows, before the
         bookkeeping of `mail_done`: should that be rolled back, no claim sends them
@@ -114,7 +116,7 @@ class Outbox(AuditLog):
         this to a power cut only means a mail may be sent again."""
         if not accepted:
             return
-        with self._relaxed() as conn:
+        with self.transaction(relaxed=True) as conn:
             conn.executemany("UPDATE outbox SET accepted = ? WHERE id = ? AND lease_owner = ? "
                              "AND status = 'queued'",
                              [(where, mail_id, owner) for mail_id, where in accepted])
@@ -125,8 +127,8 @@ class Outbox(AuditLog):
         (its transaction failed, or the process died right after), with where they were
         accepted: they are to be marked sent, never sent again."""
         now = self.clock()
-        skip = " FOR UPDATE SKIP LOCKED" if self.engine == "postgresql" else ""
-        with self._relaxed() as conn:
+        skip = self.engine.skip_locked
+        with self.transaction(relaxed=True) as conn:
             rows = conn.execute(
                 "SELECT * FROM outbox WHERE status = 'queued' AND accepted IS NOT NULL "  # noqa: S608 - fixed text
                 f"AND (lease_until IS NULL OR lease_until <= ?) ORDER BY id LIMIT ?{skip}",
@@ -140,13 +142,13 @@ class Outbox(AuditLog):
     def renew_leases(self, owner: str, lease_seconds: int) -> int:
         """Extend every lease `owner` holds (during a long send); returns how many."""
         until = iso(self.clock() + timedelta(seconds=lease_seconds))
-        with self._relaxed() as conn:
+        with self.transaction(relaxed=True) as conn:
             cur = conn.execute("UPDATE outbox SET lease_until = ? WHERE lease_owner = ? AND "
                                "status = 'queued'", (until, owner))
         return cur.rowcount
 
-    def mail_deferred(self, mail: OutboxMail, owner: str, next_at: datetime, error_class: str,
-                      error: str) -> None:
+    def deferred(self, mail: OutboxMail, owner: str, next_at: datetime, error_class: str,
+                 error: str) -> None:
         """Give the lease back and schedule the next try (a temporary failure)."""
         with self.transaction() as conn:
             cur = conn.execute(
@@ -154,16 +156,16 @@ class Outbox(AuditLog):
                 "error_class = ?, error = ? WHERE id = ? AND lease_owner = ? "
                 "AND status = 'queued'", (iso(next_at), error_class, error, mail.id, owner))
             if cur.rowcount:
-                self.audit(AuditAction.DEFERRED, "retry", reference=mail.reference,
+                self.store.audit.append(AuditAction.DEFERRED, "retry", reference=mail.reference,
                            form_id=mail.form_id, practice=mail.practice or None,
                            detail=f"{mail.kind} mail, attempt {mail.attempts}: {error}; "
                                   f"next try {iso(next_at)}")
 
-    def mail_done(self, mail: OutboxMail, status: str, detail: str, *, error_class: str = "",
-                  also: Callable[[], None] | None = None) -> None:
+    def done(self, mail: OutboxMail, status: str, detail: str, *,
+             error_class: str = "") -> None:
         """Mark a mail `sent` (its payload and addresses are dropped) or `failed` (kept
-        for a retry), audit it, and run `also` (the kind's own bookkeeping) in the same
-        transaction."""
+        for a retry), and audit it; joins the caller's transaction, where the caller
+        does the kind's own bookkeeping."""
         if status not in ("sent", "failed"):
             raise ValueError(f"unknown final status {status!r}")
         with self.transaction() as conn:
@@ -177,13 +179,12 @@ class Outbox(AuditLog):
                 conn.execute("UPDATE outbox SET payload = NULL, recipients = ?, context = '' "
                              "WHERE id = ?",
                              (f"{n} recipient{'' if n == 1 else 's'}", mail.id))
-            self.audit(status, "ok" if status == "sent" else "failed", reference=mail.reference,
+            self.store.audit.append(status, "ok" if status == "sent" else "failed",
+                                    reference=mail.reference,
                        form_id=mail.form_id, practice=mail.practice or None,
                        detail=f"{mail.kind} mail, attempt {mail.attempts}: {detail}")
-            if also:
-                also()
 
-    def retry_mail(self, ident: str | None) -> list[OutboxMail]:
+    def retry(self, ident: str | None) -> list[OutboxMail]:
         """Queue failed mails again, due now: by outbox id or reference, or (None) every
         failed mail."""
         with self.transaction() as conn:
@@ -203,28 +204,29 @@ class Outbox(AuditLog):
                 conn.execute("UPDATE outbox SET status = 'queued', next_attempt_at = ?, "
                              "created_at = ?, attempts = 0, done_at = NULL WHERE id = ?",
                              (now, now, row["id"]))
-                mail = self.outbox_mail(row["id"])
-                self.audit(AuditAction.QUEUED, actor="operator", reference=mail.reference,
+                mail = self.mail(row["id"])
+                self.store.audit.append(AuditAction.QUEUED, actor="operator",
+                                        reference=mail.reference,
                            form_id=mail.form_id, practice=mail.practice or None,
                            detail=f"{mail.kind} mail #{mail.id} queued again{how}")
                 out.append(mail)
         return out
 
-    def mail_waiting(self, message_id_prefix: str) -> bool:
+    def waiting(self, message_id_prefix: str) -> bool:
         """Is a mail whose stored message id starts with this still queued?"""
         row = self.conn.execute("SELECT 1 FROM outbox WHERE status = 'queued' AND "
                                 "substr(message_id, 1, ?) = ? LIMIT 1",
                                 (len(message_id_prefix), message_id_prefix)).fetchone()
         return row is not None
 
-    def outbox_mail(self, mail_id: int) -> OutboxMail:
+    def mail(self, mail_id: int) -> OutboxMail:
         row = self.conn.execute("SELECT * FROM outbox WHERE id = ?", (mail_id,)).fetchone()
         if row is None:
             raise KeyError(mail_id)
         return _outbox_mail(row, attempts=row["attempts"])
 
-    def outbox_rows(self, statuses: tuple[str, ...] = ("queued", "failed"),
-                    limit: int = 500) -> list[dict[str, Any]]:
+    def rows(self, statuses: tuple[str, ...] = ("queued", "failed"),
+             limit: int = 500) -> list[dict[str, Any]]:
         """Metadata of outbox rows (never the payload), oldest first."""
         marks = ", ".join("?" * len(statuses))
         cur = self.conn.execute(
@@ -234,7 +236,7 @@ class Outbox(AuditLog):
             "ORDER BY id LIMIT ?", (*statuses, limit))
         return [dict(r) for r in cur]
 
-    def outbox_state(self, failed_since: datetime) -> dict[str, Any]:
+    def state(self, failed_since: datetime) -> dict[str, Any]:
         """What health checks report: queue length, oldest queued, latest error, failures."""
         conn = self.conn
         queued, oldest = conn.execute("SELECT COUNT(*), MIN(created_at) FROM outbox "
@@ -249,26 +251,23 @@ class Outbox(AuditLog):
                 "error": err[1] if err else "",
                 "error_at": parse_iso(err[2]) if err and err[2] else None}
 
-    def first_key_reminder(self, fingerprint: str, expires: str, days: int,
-                           also: Callable[[], None]) -> bool:
-        """Record the `days`-before reminder for a key and run `also` (queue the mail) in
-        one transaction; False, doing nothing, if it was recorded before."""
+    def first_key_reminder(self, fingerprint: str, expires: str, days: int) -> bool:
+        """Record the `days`-before reminder for a key; False, doing nothing, if it was
+        recorded before. Joins the caller's transaction, where the caller queues the
+        mail when this says True."""
         with self.transaction() as conn:
             cur = conn.execute("INSERT INTO key_reminders (fingerprint, expires, days, "
                                "sent_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
                                (fingerprint, expires, days, iso(self.clock())))
-            if cur.rowcount:
-                also()
         return bool(cur.rowcount)
 
-    def purge_mails(self, cutoffs: Mapping[str, datetime],
-                    default: datetime) -> list[dict[str, Any]]:
+    def purge(self, cutoffs: Mapping[str, datetime],
+              default: datetime) -> list[dict[str, Any]]:
         """Delete sent and failed mails finished before their form's cutoff (`default`
         for mail of no configured form, such as the operator's), each deletion audited;
         returns what was deleted. Works in batches so intake is not held up long."""
         cuts = json.dumps({form_id: iso(at) for form_id, at in cutoffs.items()})
-        pairs = "json_each_text(CAST(? AS json))" if self.engine == "postgresql" else \
-            "json_each(?)"
+        pairs = self.engine.json_pairs()
         gone: list[dict[str, Any]] = []
         while True:
             with self.transaction() as conn:
@@ -282,7 +281,8 @@ class Outbox(AuditLog):
                     (cuts, iso(default), PURGE_BATCH))]
                 for r in rows:
                     conn.execute("DELETE FROM outbox WHERE id = ?", (r["id"],))
-                    self.audit(AuditAction.DELETED, reference=r["reference"], form_id=r["form_id"],
+                    self.store.audit.append(AuditAction.DELETED, reference=r["reference"],
+                                            form_id=r["form_id"],
                                practice=r["practice"] or None,
                                detail=f"retention: record of {r['status']} {r['kind']} mail "
                                       f"#{r['id']} (done {r['done_at'][:10]}) deleted")

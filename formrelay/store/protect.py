@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from .base import StoreBase
+from .base import Concern
 
 # A counter's hit when no live window was found: a new window, or (another process just
 # started one) a hit on it. One statement decides, so concurrent first hits all count.
@@ -23,10 +23,10 @@ _UPSERT = ("INSERT INTO rate_limits (key, count, expires_at) VALUES (?, ?, ?) "
            "THEN rate_limits.expires_at ELSE excluded.expires_at END RETURNING count")
 
 
-class FormProtection(StoreBase):
+class FormProtection(Concern):
     """Replay protection for form tokens; fixed-window counters."""
 
-    def use_form_token(self, token_id: str, expires_at: datetime) -> bool:
+    def use_token(self, token_id: str, expires_at: datetime) -> bool:
         """Record that a form token was posted; False if it was posted before (a replay).
         One INSERT decides, so two processes cannot both accept the same token. Called
         inside the submission's transaction, it commits with it (one fsync a post)."""
@@ -38,19 +38,19 @@ class FormProtection(StoreBase):
                                (token_id, expires_at.timestamp()))
         return cur.rowcount == 1
 
-    def form_token_used(self, token_id: str) -> bool:
+    def token_used(self, token_id: str) -> bool:
         """Was this form token posted before? A read only: the post's own transaction
         records it (`use_form_token`), and that INSERT is what decides."""
         row = self.conn.execute("SELECT 1 FROM used_form_tokens WHERE id = ?",
                                 (token_id,)).fetchone()
         return row is not None
 
-    def hit_counter(self, key: str, expiry: float, amount: int = 1) -> int:
+    def hit(self, key: str, expiry: float, amount: int = 1) -> int:
         """Add `amount` to a fixed-window counter that expires `expiry` seconds after its
         first hit; returns the new count. One statement decides (an expired window
         starts again), so processes hitting at once on any engine count every hit."""
         now = self.clock().timestamp()
-        with self._relaxed() as conn:
+        with self.transaction(relaxed=True) as conn:
             row = conn.execute("UPDATE rate_limits SET count = count + ? WHERE key = ? AND "
                                "expires_at > ? RETURNING count", (amount, key, now)).fetchone()
             if row is not None:
@@ -72,7 +72,7 @@ class FormProtection(StoreBase):
 
         def hit() -> tuple[int, float] | None:
             now = self.clock().timestamp()
-            with self._relaxed() as conn:
+            with self.transaction(relaxed=True) as conn:
                 for i, (key, expiry, amount) in enumerate(hits):
                     row = conn.execute("UPDATE rate_limits SET count = count + 1 WHERE "
                                        "key = ? AND expires_at > ? RETURNING count, expires_at",
@@ -85,7 +85,7 @@ class FormProtection(StoreBase):
                         return i, float(row[1])
             return None
 
-        return self.retried(hit)
+        return self.store.retried(hit)
 
     def counter(self, key: str) -> tuple[int, float]:
         """A counter's value and expiry (Unix seconds); (0, now) when it has none."""
@@ -96,7 +96,7 @@ class FormProtection(StoreBase):
 
     def clear_counters(self, key: str | None = None) -> int:
         """Drop one counter, or all of them; returns how many were dropped."""
-        with self._relaxed() as conn:
+        with self.transaction(relaxed=True) as conn:
             if key is None:
                 cur = conn.execute("DELETE FROM rate_limits")
             else:

@@ -17,15 +17,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from .base import StoreBase, iso
+from ..localtime import iso
+from .base import Concern
 
 
-class Readers(StoreBase):
+class Readers(Concern):
     """Invitations and browser-made reader keys (new tables: 0110-0129), and the
     readers a practice owner added to or took off a form (0220)."""
 
     # -- invitations ------------------------------------------------------------------
-    def invitation_add(self, user_id: int, token_hash: str, expires_at: datetime) -> int:
+    def add_invitation(self, user_id: int, token_hash: str, expires_at: datetime) -> int:
         with self.transaction() as conn:
             cur = conn.execute(
                 "INSERT INTO invitations (user_id, token_hash, created_at, expires_at) "
@@ -33,27 +34,27 @@ class Readers(StoreBase):
                 (user_id, token_hash, iso(self.clock()), iso(expires_at)))
             return int(cur.fetchone()[0])
 
-    def invitation_row(self, token_hash: str) -> dict[str, Any] | None:
+    def invitation(self, token_hash: str) -> dict[str, Any] | None:
         row = self.conn.execute("SELECT * FROM invitations WHERE token_hash = ?",
                                 (token_hash,)).fetchone()
         return dict(row) if row else None
 
-    def invitation_use(self, invitation_id: int) -> bool:
+    def use_invitation(self, invitation_id: int) -> bool:
         """Mark an invitation used: False if it was used before (by another request)."""
         with self.transaction() as conn:
             cur = conn.execute("UPDATE invitations SET used_at = ? WHERE id = ? AND "
                                "used_at IS NULL", (iso(self.clock()), invitation_id))
         return cur.rowcount == 1
 
-    def invitations_end(self, user_id: int) -> int:
+    def end_invitations(self, user_id: int) -> int:
         """Every open invitation of a user stops working (a new one was sent)."""
         with self.transaction() as conn:
             return conn.execute("UPDATE invitations SET used_at = ? WHERE user_id = ? AND "
                                 "used_at IS NULL", (iso(self.clock()), user_id)).rowcount
 
     # -- reader keys ------------------------------------------------------------------
-    def reader_key_add(self, user_id: int, fingerprint: str, public_key: str,
-                       locked_key: str, recovery_locked_key: str) -> int:
+    def add_key(self, user_id: int, fingerprint: str, public_key: str,
+                locked_key: str, recovery_locked_key: str) -> int:
         with self.transaction() as conn:
             cur = conn.execute(
                 "INSERT INTO reader_keys (user_id, fingerprint, public_key, locked_key, "
@@ -63,13 +64,13 @@ class Readers(StoreBase):
                  iso(self.clock())))
             return int(cur.fetchone()[0])
 
-    def reader_keys(self, user_id: int) -> list[dict[str, Any]]:
+    def keys(self, user_id: int) -> list[dict[str, Any]]:
         """A user's keys, newest first."""
         cur = self.conn.execute("SELECT * FROM reader_keys WHERE user_id = ? ORDER BY id DESC",
                                 (user_id,))
         return [dict(r) for r in cur]
 
-    def reader_key_set_state(self, key_id: int, state: str, *, was: str) -> bool:
+    def set_key_state(self, key_id: int, state: str, *, was: str) -> bool:
         column = {"active": "activated_at", "retired": "retired_at"}[state]
         with self.transaction() as conn:
             cur = conn.execute(
@@ -77,14 +78,14 @@ class Readers(StoreBase):
                 "AND state = ?", (state, iso(self.clock()), key_id, was))
         return cur.rowcount == 1
 
-    def reader_key_relock(self, key_id: int, locked_key: str) -> None:
+    def relock_key(self, key_id: int, locked_key: str) -> None:
         """A new passphrase: the private key locked again in the browser replaces the
         old locked copy (the recovery copy stays)."""
         with self.transaction() as conn:
             conn.execute("UPDATE reader_keys SET locked_key = ? WHERE id = ?",
                          (locked_key, key_id))
 
-    def reader_keys_active(self) -> list[dict[str, Any]]:
+    def active_keys(self) -> list[dict[str, Any]]:
         """Every active key with its user's recipients (the relay pins these)."""
         cur = self.conn.execute(
             "SELECT k.id, k.user_id, k.fingerprint, k.public_key, u.recipients, u.username, "
@@ -93,7 +94,7 @@ class Readers(StoreBase):
         return [dict(r) for r in cur]
 
     # -- a form's readers, as the practice owner chose them --------------------------------
-    def form_readers(self, practice: str) -> list[dict[str, Any]]:
+    def of_forms(self, practice: str) -> list[dict[str, Any]]:
         """The owner's changes to the readers of the practice's forms: rows of
         (form_id, recipient, kind "add" | "remove", changed_by, changed_at)."""
         cur = self.conn.execute("SELECT form_id, recipient, kind, changed_by, changed_at "
@@ -101,7 +102,7 @@ class Readers(StoreBase):
                                 "recipient", (practice,))
         return [dict(r) for r in cur]
 
-    def form_reader_set(self, practice: str, form_id: str, recipient: str, kind: str | None,
+    def set_form_reader(self, practice: str, form_id: str, recipient: str, kind: str | None,
                         changed_by: str) -> None:
         """Record `kind` for this recipient of the form; None: back to the configuration."""
         with self.transaction() as conn:
@@ -120,14 +121,14 @@ class Readers(StoreBase):
                                 (user_id,)).fetchone()
         return str(row[0]) if row else "reader"
 
-    def role_set(self, user_id: int, role: str) -> None:
+    def set_role(self, user_id: int, role: str) -> None:
         with self.transaction() as conn:
             conn.execute("DELETE FROM user_roles WHERE user_id = ?", (user_id,))
             if role != "reader":
                 conn.execute("INSERT INTO user_roles (user_id, role) VALUES (?, ?)",
                              (user_id, role))
 
-    def triage_set(self, reference: str, handler: str, noted_by: str) -> None:
+    def set_triage(self, reference: str, handler: str, noted_by: str) -> None:
         with self.transaction() as conn:
             conn.execute("DELETE FROM triage WHERE reference = ?", (reference,))
             if handler:

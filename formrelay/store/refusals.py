@@ -14,15 +14,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from .base import StoreBase, iso
+from ..localtime import iso
+from .base import Concern
 
 REFUSALS_KEPT_DAYS = 30
 
 
-class Refusals(StoreBase):
+class Refusals(Concern):
     """Count refused anonymous attempts per address and minute; read and purge them."""
 
-    def count_refusal(self, ip: str, what: str) -> int:
+    def count(self, ip: str, what: str) -> int:
         """Count one refused attempt of kind `what` from `ip` in the current minute;
         returns the minute's count so far (1: the first, which the caller audits).
         Joins the caller's transaction if there is one."""
@@ -35,14 +36,14 @@ class Refusals(StoreBase):
                 (ip, minute, what)).fetchone()
         return int(row[0])
 
-    def refusal_counts(self, since: datetime | None = None) -> list[dict[str, Any]]:
+    def counts(self, since: datetime | None = None) -> list[dict[str, Any]]:
         """The counters (of minutes from `since` on), oldest first."""
         start = iso(since)[:16] if since else ""
         return [dict(r) for r in self.conn.execute(
             "SELECT ip, minute, what, count FROM refused_attempts WHERE minute >= ? "
             "ORDER BY minute, ip, what", (start,))]
 
-    def purge_refusals(self, before: datetime) -> int:
+    def purge(self, before: datetime) -> int:
         """Delete the counters of minutes before `before`; returns how many."""
         with self.transaction() as conn:
             return int(conn.execute("DELETE FROM refused_attempts WHERE minute < ?",

@@ -12,21 +12,22 @@ import json
 from datetime import datetime
 from typing import Any
 
-from .base import StoreBase, iso
+from ..localtime import iso
+from .base import Concern
 
 COLUMNS = ("reference", "practice", "form_id", "recipients", "recipient_ids", "lang", "salt",
            "public_key", "wrapped_key", "email_sealed", "created_at", "expires_at")
 
 
-class Replies(StoreBase):
-    def add_reply(self, row: dict[str, Any]) -> None:
+class Replies(Concern):
+    def add(self, row: dict[str, Any]) -> None:
         values = {**row, "recipients": json.dumps(list(row["recipients"])),
                   "recipient_ids": json.dumps(list(row.get("recipient_ids", ())))}
         with self.transaction() as conn:
             conn.execute(f"INSERT INTO replies ({', '.join(COLUMNS)}) VALUES "  # noqa: S608 - fixed names
                          f"({', '.join(':' + c for c in COLUMNS)})", values)
 
-    def reply(self, reference: str) -> dict[str, Any] | None:
+    def get(self, reference: str) -> dict[str, Any] | None:
         row = self.conn.execute("SELECT * FROM replies WHERE reference = ?",
                                 (reference,)).fetchone()
         if row is None:
@@ -46,7 +47,7 @@ class Replies(StoreBase):
                                (answer, by, iso(now), reference))
             return bool(cur.rowcount)
 
-    def claim_patient_reply(self, reference: str, now: datetime | None) -> bool:
+    def claim(self, reference: str, now: datetime | None) -> bool:
         """Mark that the patient replied (once); `now=None` gives the claim back (the
         delivery failed). False when it was taken already."""
         with self.transaction() as conn:
@@ -59,7 +60,7 @@ class Replies(StoreBase):
                                (iso(now), reference))
             return bool(cur.rowcount)
 
-    def take_reply_try(self, reference: str, max_failures: int) -> bool:
+    def take_try(self, reference: str, max_failures: int) -> bool:
         """Count one try of a reply code before it is checked (False: none is left, or
         the answer is gone), so tries checked in parallel cannot pass the limit."""
         with self.transaction() as conn:
@@ -68,14 +69,14 @@ class Replies(StoreBase):
                                "RETURNING failures", (reference, max_failures)).fetchone()
             return row is not None
 
-    def give_back_reply_try(self, reference: str) -> None:
+    def give_back_try(self, reference: str) -> None:
         """The code was right (or was not checked): its try does not count."""
         with self.transaction() as conn:
             conn.execute("UPDATE replies SET failures = failures - 1 WHERE reference = ? "
                          "AND failures > 0", (reference,))
 
-    def reply_wrong_code(self, reference: str, max_failures: int,
-                         now: datetime) -> tuple[int, bool]:
+    def wrong_code(self, reference: str, max_failures: int,
+                   now: datetime) -> tuple[int, bool]:
         """A taken try's code was wrong: (tries counted, locked now?)."""
         with self.transaction() as conn:
             row = conn.execute("SELECT failures FROM replies WHERE reference = ? "
@@ -93,7 +94,7 @@ class Replies(StoreBase):
                      "email_sealed = '', deleted_at = ? WHERE reference = ?",
                      (state, iso(now), reference))
 
-    def expire_replies(self, now: datetime) -> list[dict[str, Any]]:
+    def expire(self, now: datetime) -> list[dict[str, Any]]:
         with self.transaction() as conn:
             rows = [dict(r) for r in conn.execute(
                 "SELECT reference, practice, form_id, state FROM replies WHERE state IN "

@@ -540,7 +540,7 @@ def _audit_practice(db: sqlite_utils.Database) -> None:
 def _outbox_practice(db: sqlite_utils.Database) -> None:
     # The practice a mail that names no form belongs to (a key-expiry reminder to a
     # practice's operator), so its queued/sent/failed events go to that practice's
-    # audit chain; '' = by its form (store/audit.py `chain_of`).
+    # audit chain; '' = by its form (store/audit.py `recorded_practice` now).
     db.conn.execute("ALTER TABLE outbox ADD COLUMN practice TEXT NOT NULL DEFAULT ''")
 
 
@@ -559,7 +559,7 @@ def _execute_all(conn: Any, statements: str | tuple[str, ...]) -> None:
 # are decided from that record, never from today's configuration: a reload may have
 # moved the form to another practice. Existing rows take the practice of the audit
 # chain their submission's "received" event is in; the rest are filled from the
-# configuration when the store is first opened with one (Store.fill_ownership).
+# configuration when the store is first opened with one (store.submissions.fill_ownership).
 _OWNERSHIP = (
     "ALTER TABLE submissions ADD COLUMN practice TEXT NOT NULL DEFAULT ''",
     "ALTER TABLE submissions ADD COLUMN recipients TEXT NOT NULL DEFAULT ''",

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
-from .base import CHUNK, StoreBase, iso, parse_iso
+from ..localtime import iso, parse_iso
+from .base import Concern
 
 # what reads give back: metadata and the ownership record, never the ciphertext
 _COLUMNS = ("reference, form_id, received_at, delivery, status, size, file_count, deleted_at, "
@@ -34,70 +34,30 @@ def _source(ciphertext: Path | bytes) -> IO[bytes]:
     return io.BytesIO(ciphertext) if isinstance(ciphertext, bytes) else ciphertext.open("rb")
 
 
-class Submissions(StoreBase):
+class Submissions(Concern):
     """Store, read, stream and delete submissions; queue and batch held notices."""
 
-    def add_submission(self, row: dict[str, Any], ciphertext: Path | bytes,
-                       also: Callable[[], None] | None = None) -> None:
+    def add(self, row: dict[str, Any], ciphertext: Path | bytes) -> None:
         """Commit a submission row and its ciphertext (copied from the file gpg wrote, or
-        the bytes of a small one encrypted in process), plus whatever `also` writes
-        (outbox, audit, the form token), in one transaction. On PostgreSQL a transaction
-        given up in a conflict with another is run again (`also` too), so a busy moment
-        does not turn the patient away."""
+        the bytes of a small one encrypted in process), streamed in, never whole in
+        memory. Joins the caller's transaction, where the caller writes what belongs
+        with it (outbox, audit, the form token) and runs the whole under
+        `store.retried`."""
         size = len(ciphertext) if isinstance(ciphertext, bytes) else ciphertext.stat().st_size
-        if self.engine == "postgresql":
-            self.retried(lambda: self._add_chunked(row, ciphertext, size, also))
-            return
-        with self.transaction() as conn:
-            # the row with a zero-filled blob of the right size, then the ciphertext streamed in
+        with self.transaction() as conn, _source(ciphertext) as src:
             cols = ", ".join(_quote(c) for c in row)
             marks = ", ".join("?" * len(row))
-            cur = conn.execute(
-                f"INSERT INTO submissions ({cols}, size, ciphertext) "  # noqa: S608 - quoted names
-                f"VALUES ({marks}, ?, zeroblob(?))", [*row.values(), size, size])
-            with conn.blobopen("submissions", "ciphertext", cur.lastrowid or 0) as blob, \
-                    _source(ciphertext) as src:
-                shutil.copyfileobj(src, blob, CHUNK)
-            if also:
-                also()
+            self.engine.put_ciphertext(
+                conn, f"INSERT INTO submissions ({cols}, size, ciphertext) "  # noqa: S608 - quoted names
+                      f"VALUES ({marks}, ?, ", [*row.values(), size], row["reference"], src, size)
 
-    def _add_chunked(self, row: dict[str, Any], ciphertext: Path | bytes, size: int,
-                     also: Callable[[], None] | None) -> None:
-        """PostgreSQL: the row (an empty marker in `ciphertext`), then the file in rows of
-        `CHUNK` bytes, one read at a time."""
-        with self.transaction() as conn:
-            cols = ", ".join(_quote(c) for c in row)
-            marks = ", ".join("?" * len(row))
-            conn.execute(f"INSERT INTO submissions ({cols}, size, ciphertext) "  # noqa: S608 - quoted names
-                         f"VALUES ({marks}, ?, ?)", [*row.values(), size, b""])
-            with _source(ciphertext) as src:
-                n = 0
-                while chunk := src.read(CHUNK):
-                    conn.execute("INSERT INTO submission_chunks (reference, n, data) "
-                                 "VALUES (?, ?, ?)", (row["reference"], n, chunk))
-                    n += 1
-                    del chunk
-            if also:
-                also()
-
-    def _chunks(self, reference: str) -> Iterator[bytes]:
-        """PostgreSQL: a stored ciphertext's chunks in order, one query each."""
-        n = 0
-        while True:
-            row = self.conn.execute("SELECT data FROM submission_chunks WHERE reference = ? "
-                                    "AND n = ?", (reference, n)).fetchone()
-            if row is None:
-                return
-            yield bytes(row[0])
-            n += 1
-
-    def submission(self, reference: str) -> dict[str, Any] | None:
+    def get(self, reference: str) -> dict[str, Any] | None:
         row = self.conn.execute(f"SELECT {_COLUMNS} FROM submissions "  # noqa: S608 - fixed names
                                 "WHERE reference = ?", (reference,)).fetchone()
         return dict(row) if row else None
 
-    def submissions(self, form_ids: list[str] | None = None, status: str | None = None,
-                    practice: str | None = None) -> list[dict[str, Any]]:
+    def rows(self, form_ids: list[str] | None = None, status: str | None = None,
+             practice: str | None = None) -> list[dict[str, Any]]:
         sql = f"SELECT {_COLUMNS} FROM submissions WHERE 1=1"  # noqa: S608 - fixed names
         args: list[Any] = []
         if practice is not None:
@@ -111,30 +71,25 @@ class Submissions(StoreBase):
             args.append(status)
         return [dict(r) for r in self.conn.execute(sql + " ORDER BY received_at DESC", args)]
 
-    def _ciphertext_row(self, reference: str) -> tuple[int, int]:
-        """(rowid, size) of a submission that still has its ciphertext; KeyError if not."""
-        rowid = "0" if self.engine == "postgresql" else "rowid"
-        row = self.conn.execute(f"SELECT {rowid}, size FROM submissions WHERE reference = ? "  # noqa: S608 - fixed text
+    def _size(self, reference: str) -> int:
+        """The size of a submission that still has its ciphertext; KeyError if not."""
+        row = self.conn.execute("SELECT size FROM submissions WHERE reference = ? "
                                 "AND ciphertext IS NOT NULL AND size > 0",
                                 (reference,)).fetchone()
         if not row:
             raise KeyError(reference)
-        return int(row[0]), int(row[1])
+        return int(row[0])
 
-    def copy_ciphertext(self, reference: str, dest: IO[bytes]) -> int:
+    def copy_to(self, reference: str, dest: IO[bytes]) -> int:
         """Stream a submission's ciphertext into `dest`; returns bytes written."""
-        rowid, size = self._ciphertext_row(reference)
-        if self.engine == "postgresql":
-            for chunk in self._chunks(reference):
-                dest.write(chunk)
-            return size
-        with self.conn.blobopen("submissions", "ciphertext", rowid, readonly=True) as blob:
-            shutil.copyfileobj(blob, dest, CHUNK)
+        size = self._size(reference)
+        for chunk in self.engine.ciphertext(reference):
+            dest.write(chunk)
         return size
 
     def ciphertext(self, reference: str) -> bytes:
         buf = io.BytesIO()
-        self.copy_ciphertext(reference, buf)
+        self.copy_to(reference, buf)
         return buf.getvalue()
 
     def set_status(self, reference: str, status: str, *, drop_ciphertext: bool = False) -> None:
@@ -143,25 +98,18 @@ class Submissions(StoreBase):
                 conn.execute("UPDATE submissions SET status = ?, ciphertext = NULL, "
                              "deleted_at = ? WHERE reference = ?",
                              (status, iso(self.clock()), reference))
-                if self.engine == "postgresql":
-                    conn.execute("DELETE FROM submission_chunks WHERE reference = ?",
-                                 (reference,))
+                self.engine.drop_ciphertext(conn, reference)
             else:
                 conn.execute("UPDATE submissions SET status = ? WHERE reference = ?",
                              (status, reference))
 
-    def stream_ciphertext(self, reference: str) -> Iterator[bytes]:
+    def stream(self, reference: str) -> Iterator[bytes]:
         """The ciphertext in chunks (for a download response), never whole in memory."""
-        rowid, _size = self._ciphertext_row(reference)
-        if self.engine == "postgresql":
-            yield from self._chunks(reference)
-            return
-        with self.conn.blobopen("submissions", "ciphertext", rowid, readonly=True) as blob:
-            while chunk := blob.read(CHUNK):
-                yield chunk
+        self._size(reference)
+        yield from self.engine.ciphertext(reference)
 
     # batched notifications of held submissions
-    def notice_add(self, reference: str, form_id: str, received_at: datetime,
+    def add_notice(self, reference: str, form_id: str, received_at: datetime,
                    practice: str) -> None:
         with self.transaction() as conn:
             conn.execute("INSERT INTO held_notices (reference, form_id, received_at, practice) "
@@ -175,7 +123,7 @@ class Submissions(StoreBase):
         inside a transaction with the enqueue, so a batch is mailed exactly once."""
         now = self.clock()
         with self.transaction() as conn:
-            self.lock(f"notices {form_id}")  # one batch at a time per form, in every process
+            self.store.lock(f"notices {form_id}")  # one batch at a time per form, in every process
             last = conn.execute("SELECT last_at FROM notice_batches WHERE form_id = ?",
                                 (form_id,)).fetchone()
             if last and parse_iso(last[0]) + timedelta(minutes=batch_minutes) > now:

@@ -16,7 +16,8 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from .base import StoreBase, iso
+from ..localtime import iso
+from .base import Concern
 
 LINK_COLUMNS = ("id", "check_hash", "practice", "form_id", "reference", "recipients",
                 "recipient_ids", "lang", "asked_by", "created_at", "expires_at", "note_sealed")
@@ -37,31 +38,31 @@ def _values(row: dict[str, Any]) -> dict[str, Any]:
             "recipient_ids": json.dumps(list(row.get("recipient_ids", ())))}
 
 
-class Uploads(StoreBase):
+class Uploads(Concern):
     """Store upload links, their files and the files' ciphertext chunks."""
 
     # -- links ----------------------------------------------------------------------
-    def add_upload_link(self, row: dict[str, Any]) -> None:
+    def add_link(self, row: dict[str, Any]) -> None:
         values = _values(row)
         with self.transaction() as conn:
             conn.execute(f"INSERT INTO upload_links ({', '.join(LINK_COLUMNS)}) VALUES "  # noqa: S608 - fixed names
                          f"({', '.join(':' + c for c in LINK_COLUMNS)})", values)
 
-    def upload_link(self, link_id: str) -> dict[str, Any] | None:
+    def link(self, link_id: str) -> dict[str, Any] | None:
         row = self.conn.execute("SELECT * FROM upload_links WHERE id = ?",
                                 (link_id,)).fetchone()
         return _row(row) if row else None
 
-    def upload_links_of(self, reference: str) -> list[dict[str, Any]]:
+    def links_of(self, reference: str) -> list[dict[str, Any]]:
         return [_row(r) for r in self.conn.execute(
             "SELECT * FROM upload_links WHERE reference = ? ORDER BY created_at", (reference,))]
 
-    def start_upload_session(self, link_id: str, now: datetime) -> None:
+    def start_session(self, link_id: str, now: datetime) -> None:
         with self.transaction() as conn:
             conn.execute("UPDATE upload_links SET started_at = ? WHERE id = ? AND "
                          "started_at IS NULL", (iso(now), link_id))
 
-    def close_upload_link(self, link_id: str, state: str, now: datetime) -> bool:
+    def close_link(self, link_id: str, state: str, now: datetime) -> bool:
         """End an open link's session ('closed' by the patient, or 'expired'); False if it
         was not open any more."""
         with self.transaction() as conn:
@@ -69,38 +70,38 @@ class Uploads(StoreBase):
                                "AND state = 'open'", (state, iso(now), link_id))
             return bool(cur.rowcount)
 
-    def due_upload_links(self, now: datetime) -> list[dict[str, Any]]:
+    def due_links(self, now: datetime) -> list[dict[str, Any]]:
         return [_row(r) for r in self.conn.execute(
             "SELECT * FROM upload_links WHERE state = 'open' AND expires_at <= ?", (iso(now),))]
 
     # -- files ----------------------------------------------------------------------
-    def add_upload_file(self, row: dict[str, Any]) -> None:
+    def add_file(self, row: dict[str, Any]) -> None:
         values = _values(row)
         with self.transaction() as conn:
             conn.execute(f"INSERT INTO upload_files ({', '.join(FILE_COLUMNS)}) VALUES "  # noqa: S608 - fixed names
                          f"({', '.join(':' + c for c in FILE_COLUMNS)})", values)
 
-    def upload_file(self, file_id: str) -> dict[str, Any] | None:
+    def file(self, file_id: str) -> dict[str, Any] | None:
         row = self.conn.execute("SELECT * FROM upload_files WHERE id = ?",
                                 (file_id,)).fetchone()
         return _row(row) if row else None
 
-    def upload_files_of(self, *, link_id: str = "", practice: str = "",
-                        state: str = "complete") -> list[dict[str, Any]]:
+    def files_of(self, *, link_id: str = "", practice: str = "",
+                 state: str = "complete") -> list[dict[str, Any]]:
         """The files of one link, or of one practice, in one state, oldest first."""
         column, value = ("link_id", link_id) if link_id else ("practice", practice)
         return [_row(r) for r in self.conn.execute(
             f"SELECT * FROM upload_files WHERE {column} = ? AND state = ? "  # noqa: S608 - fixed names
             "ORDER BY created_at, id", (value, state))]
 
-    def count_upload_files(self, link_id: str) -> int:
+    def count_files(self, link_id: str) -> int:
         """Files started through a link, in any state."""
         row = self.conn.execute("SELECT COUNT(*) FROM upload_files WHERE link_id = ?",
                                 (link_id,)).fetchone()
         return int(row[0])
 
-    def append_upload_chunk(self, file_id: str, offset: int, data: bytes,
-                            limit: int) -> tuple[str, int]:
+    def append_chunk(self, file_id: str, offset: int, data: bytes,
+                     limit: int) -> tuple[str, int]:
         """Append `data` at `offset` of a receiving file. Returns ("ok", new size),
         ("offset", stored size) when `offset` is not where the file ends (a retry of a
         chunk already stored, or one missed), ("limit", used bytes) when the session
@@ -125,20 +126,20 @@ class Uploads(StoreBase):
                          "WHERE id = ?", (len(data), file_id))
             return "ok", size + len(data)
 
-    def complete_upload_file(self, file_id: str, sha256: str, now: datetime) -> bool:
+    def complete_file(self, file_id: str, sha256: str, now: datetime) -> bool:
         with self.transaction() as conn:
             cur = conn.execute("UPDATE upload_files SET state = 'complete', sha256 = ?, "
                                "completed_at = ? WHERE id = ? AND state = 'receiving'",
                                (sha256, iso(now), file_id))
             return bool(cur.rowcount)
 
-    def old_upload_files(self, before: datetime) -> list[dict[str, Any]]:
+    def old_files(self, before: datetime) -> list[dict[str, Any]]:
         """Complete files received before `before`, with their link's form (retention)."""
         return [_row(r) for r in self.conn.execute(
             "SELECT f.*, l.form_id FROM upload_files f JOIN upload_links l ON l.id = f.link_id "
             "WHERE f.state = 'complete' AND f.completed_at < ?", (iso(before),))]
 
-    def upload_chunks(self, file_id: str) -> Iterator[bytes]:
+    def chunks(self, file_id: str) -> Iterator[bytes]:
         """The file's ciphertext, one stored chunk at a time (never whole in memory)."""
         n = 0
         while True:
@@ -149,7 +150,7 @@ class Uploads(StoreBase):
             yield bytes(row[0])
             n += 1
 
-    def delete_upload_file(self, file_id: str, now: datetime, *, give_back: bool) -> bool:
+    def delete_file(self, file_id: str, now: datetime, *, give_back: bool) -> bool:
         """Delete a file's ciphertext (its content-free row stays for the audit trail);
         `give_back` returns its bytes to the session's limit (a refused file)."""
         with self.transaction() as conn:

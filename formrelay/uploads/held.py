@@ -17,8 +17,9 @@ from datetime import datetime, timedelta
 from ..audit_actions import AuditAction
 from ..clinician.user import User
 from ..errors import UserError
+from ..localtime import parse_iso
 from ..settings import Settings
-from ..store import Store, parse_iso
+from ..store import Store
 from .receive import FILE_ID
 
 
@@ -57,24 +58,24 @@ class HeldUploads:
 
     def items(self, user: User) -> list[HeldUpload]:
         """The user's received files, newest reference first."""
-        rows = [r for r in self.store.upload_files_of(practice=user.practice)
+        rows = [r for r in self.store.uploads.files_of(practice=user.practice)
                 if self._mine(user, r)]
         return sorted((self._item(r) for r in rows), key=lambda i: str(i.received_at),
                       reverse=True)
 
     def download(self, user: User, file_id: str, ip: str) -> tuple[HeldUpload, Iterator[bytes]]:
-        row = self.store.upload_file(file_id) if FILE_ID.fullmatch(file_id) else None
+        row = self.store.uploads.file(file_id) if FILE_ID.fullmatch(file_id) else None
         if row is None or row["state"] != "complete" or not self._mine(user, row):
-            self.store.audit(AuditAction.UPLOAD_DOWNLOADED, "refused",
-                             actor=f"user:{user.username}", ip=ip, practice=user.practice,
-                             detail=f"file {file_id[:8]}" if FILE_ID.fullmatch(file_id)
-                             else "malformed file id")
+            self.store.audit.append(AuditAction.UPLOAD_DOWNLOADED, "refused",
+                                    actor=f"user:{user.username}", ip=ip, practice=user.practice,
+                                    detail=f"file {file_id[:8]}" if FILE_ID.fullmatch(file_id)
+                                    else "malformed file id")
             raise UserError("No such document.", status=404)
         item = self._item(row)
-        self.store.audit(AuditAction.UPLOAD_DOWNLOADED, actor=f"user:{user.username}", ip=ip,
-                         reference=item.reference, practice=str(row["practice"]),
-                         detail=f"file {file_id[:8]} ({item.size} bytes)")
-        return item, self.store.upload_chunks(file_id)
+        self.store.audit.append(AuditAction.UPLOAD_DOWNLOADED, actor=f"user:{user.username}", ip=ip,
+                                reference=item.reference, practice=str(row["practice"]),
+                                detail=f"file {file_id[:8]} ({item.size} bytes)")
+        return item, self.store.uploads.chunks(file_id)
 
 
 def purge(settings: Settings, store: Store, now: datetime) -> int:
@@ -83,14 +84,14 @@ def purge(settings: Settings, store: Store, now: datetime) -> int:
     shortest = min([settings.retention_days(f) for f in settings.forms] +
                    [settings.retention_days("")])
     gone = 0
-    for row in store.old_upload_files(now - timedelta(days=shortest)):
+    for row in store.uploads.old_files(now - timedelta(days=shortest)):
         days = settings.retention_days(str(row["form_id"]))
         if parse_iso(str(row["completed_at"])) > now - timedelta(days=days):
             continue
         with store.transaction():
-            if store.delete_upload_file(str(row["id"]), now, give_back=False):
-                store.audit(AuditAction.UPLOAD_DELETED, reference=str(row["reference"]),
-                            form_id=str(row["form_id"]), practice=str(row["practice"]),
-                            detail=f"file {str(row['id'])[:8]}: past {days} days' retention")
+            if store.uploads.delete_file(str(row["id"]), now, give_back=False):
+                store.audit.append(AuditAction.UPLOAD_DELETED, reference=str(row["reference"]),
+                                   form_id=str(row["form_id"]), practice=str(row["practice"]),
+                                   detail=f"file {str(row['id'])[:8]}: past {days} days' retention")
                 gone += 1
     return gone

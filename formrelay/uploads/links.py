@@ -35,9 +35,10 @@ from ..errors import UserError
 from ..i18n import gettext
 from ..intake.addresses import header_problem
 from ..intake.submission import new_reference
+from ..localtime import iso, parse_iso
 from ..mail.kinds import BuildError, MailKind, sealed_recipient
 from ..settings import UPLOAD_MAX_EXPIRY_DAYS, PracticeSettings, Settings
-from ..store import OutboxMail, Store, iso, parse_iso
+from ..store import OutboxMail, Store
 
 MAIL_KIND = "upload_link"
 NOTICE_KIND = "upload_notice"
@@ -162,7 +163,7 @@ class UploadLinks:
         for the practice recorded with the submission: a form id another practice
         reuses after a reload sends no patient's documents to that practice's keys."""
         reference = reference.strip().upper()
-        row = self.store.submission(reference)
+        row = self.store.submissions.get(reference)
         spec = self.settings.form(row["form_id"]) if row else None
         if row is None or spec is None or not row["practice"] or \
                 spec.practice != row["practice"]:
@@ -186,13 +187,13 @@ class UploadLinks:
         fingerprints = [self.settings.recipients[r].fingerprint for r in practice.recipients
                         if r in self.settings.recipients]
         reference = new_reference()
-        while self.store.submission(reference) or self.store.upload_links_of(reference):
+        while self.store.submissions.get(reference) or self.store.uploads.links_of(reference):
             reference = new_reference()
         return self._make(practice, "", reference, fingerprints, email, lang, actor, ip, note)
 
     def asked_already(self, reference: str) -> bool:
         """Did the patient already ask for a link for this submission (thank-you page)?"""
-        return any(r["asked_by"] == "patient" for r in self.store.upload_links_of(reference))
+        return any(r["asked_by"] == "patient" for r in self.store.uploads.links_of(reference))
 
     def _make(self, practice: PracticeSettings, form_id: str, reference: str,
               fingerprints: list[str], email: str, lang: str, actor: str,
@@ -211,28 +212,28 @@ class UploadLinks:
         ids = [r.id for r in self.settings.recipients.values()
                if r.practice == practice.id and r.fingerprint in fingerprints]
         with self.store.transaction():
-            self.store.add_upload_link({
+            self.store.uploads.add_link({
                 "id": link_id, "check_hash": _check_hash(secret), "practice": practice.id,
                 "form_id": form_id, "reference": reference, "recipients": fingerprints,
                 "recipient_ids": ids,
                 "lang": lang, "asked_by": actor, "created_at": iso(now),
                 "expires_at": iso(expires), "note_sealed": note_sealed})
-            self.store.audit(AuditAction.UPLOAD_INVITED, actor=actor, ip=ip,
-                             reference=reference, form_id=form_id, practice=practice.id,
-                             detail=f"to {len(fingerprints)} recipient key(s), until "
-                                    f"{iso(expires)[:16]}Z")
+            self.store.audit.append(AuditAction.UPLOAD_INVITED, actor=actor, ip=ip,
+                                    reference=reference, form_id=form_id, practice=practice.id,
+                                    detail=f"to {len(fingerprints)} recipient key(s), until "
+                                           f"{iso(expires)[:16]}Z")
             payload = seal(self.settings, {"link": link, "expires": iso(expires), "lang": lang,
                                            "practice": practice.id, "note": note}, reference)
-            self.store.enqueue(MAIL_KIND, reference,
-                               [sealed_recipient(self.settings, address, reference)],
-                               payload, form_id, practice=practice.id)
+            self.store.outbox.enqueue(MAIL_KIND, reference,
+                                      [sealed_recipient(self.settings, address, reference)],
+                                      payload, form_id, practice=practice.id)
         return Invitation(reference, expires, link)
 
     # -- using one ------------------------------------------------------------------------
     def open(self, token: str) -> UploadLink:
         """The open link a token names; LinkRefused when it is forged, closed or expired."""
         m = re.fullmatch(r"([A-Za-z0-9_-]{16,32})\.([A-Za-z0-9_-]{32,64})", token or "")
-        row = self.store.upload_link(m.group(1)) if m else None
+        row = self.store.uploads.link(m.group(1)) if m else None
         if m is None or row is None or not hmac.compare_digest(
                 _check_hash(m.group(2)), row["check_hash"]):
             raise LinkRefused(LinkState.ALTERED)
@@ -261,43 +262,44 @@ class UploadLinks:
         """The patient is done: the session ends, the link answers 'used' from now on.
         Returns how many files it delivered; when there are any, the link's recipients
         get a notice (reference and count only) through the outbox."""
-        files = self.store.upload_files_of(link_id=link.id)
+        files = self.store.uploads.files_of(link_id=link.id)
         by_fpr = {r.fingerprint: r.email for r in self.settings.recipients.values()}
         to = [by_fpr[f] for f in link.recipients if f in by_fpr]
         with self.store.transaction():
-            if not self.store.close_upload_link(link.id, "closed", self.clock()):
+            if not self.store.uploads.close_link(link.id, "closed", self.clock()):
                 raise LinkRefused(LinkState.CLOSED, lang=link.lang, practice=link.practice)
             # unfinished files of this session can never be finished now
-            for f in self.store.upload_files_of(link_id=link.id, state="receiving"):
-                self.store.delete_upload_file(f["id"], self.clock(), give_back=True)
-            self.store.audit(AuditAction.UPLOAD_CLOSED, actor="patient", ip=ip,
-                             reference=link.reference, form_id=link.form_id,
-                             practice=link.practice, detail=f"{len(files)} file(s)")
+            for f in self.store.uploads.files_of(link_id=link.id, state="receiving"):
+                self.store.uploads.delete_file(f["id"], self.clock(), give_back=True)
+            self.store.audit.append(AuditAction.UPLOAD_CLOSED, actor="patient", ip=ip,
+                                    reference=link.reference, form_id=link.form_id,
+                                    practice=link.practice, detail=f"{len(files)} file(s)")
             if files and to:
                 body = json.dumps({"practice": link.practice, "files": len(files)}).encode()
-                self.store.enqueue(NOTICE_KIND, link.reference, to, body, link.form_id,
-                                   practice=link.practice)
+                self.store.outbox.enqueue(NOTICE_KIND, link.reference, to, body, link.form_id,
+                                          practice=link.practice)
         return len(files)
 
     def expire(self, link_id: str | None = None) -> int:
         """End the sessions of links past their date (one, or all due); their unfinished
         files are deleted, finished ones stay for the clinician."""
         now = self.clock()
-        rows = self.store.due_upload_links(now)
+        rows = self.store.uploads.due_links(now)
         if link_id is not None:
             rows = [r for r in rows if r["id"] == link_id]
         for row in rows:
             with self.store.transaction():
-                if not self.store.close_upload_link(row["id"], "expired", now):
+                if not self.store.uploads.close_link(row["id"], "expired", now):
                     continue
-                self.store.audit(AuditAction.UPLOAD_EXPIRED, reference=row["reference"],
-                                 form_id=row["form_id"], practice=row["practice"],
-                                 detail="link expired")
-                for f in self.store.upload_files_of(link_id=row["id"], state="receiving"):
-                    self.store.delete_upload_file(f["id"], now, give_back=False)
-                    self.store.audit(AuditAction.UPLOAD_DELETED, reference=row["reference"],
-                                     form_id=row["form_id"], practice=row["practice"],
-                                     detail=f"unfinished file {f['id'][:8]} ({f['size']} bytes)")
+                self.store.audit.append(AuditAction.UPLOAD_EXPIRED, reference=row["reference"],
+                                        form_id=row["form_id"], practice=row["practice"],
+                                        detail="link expired")
+                for f in self.store.uploads.files_of(link_id=row["id"], state="receiving"):
+                    self.store.uploads.delete_file(f["id"], now, give_back=False)
+                    self.store.audit.append(
+                        AuditAction.UPLOAD_DELETED, reference=row["reference"],
+                        form_id=row["form_id"], practice=row["practice"],
+                        detail=f"unfinished file {f['id'][:8]} ({f['size']} bytes)")
         return len(rows)
 
 
@@ -330,8 +332,8 @@ def build_mail(mail: OutboxMail, settings: Settings, store: Store) -> bytes:
 
 
 def link_mail_sent(mail: OutboxMail, store: Store) -> None:
-    store.audit(AuditAction.UPLOAD_MAIL_SENT, reference=mail.reference, form_id=mail.form_id,
-                practice=mail.practice or None, detail="upload link to the patient")
+    store.audit.append(AuditAction.UPLOAD_MAIL_SENT, reference=mail.reference, form_id=mail.form_id,
+                       practice=mail.practice or None, detail="upload link to the patient")
 
 
 def build_notice(mail: OutboxMail, settings: Settings, store: Store) -> bytes:

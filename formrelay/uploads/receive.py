@@ -43,8 +43,9 @@ from ..crypto.keyring import Keyring
 from ..crypto.packets import PacketError, encryption_packet, pkesk_key_ids
 from ..errors import UserError
 from ..intake.forms import sniff_upload
+from ..localtime import iso
 from ..settings import UPLOAD_TYPES, Settings
-from ..store import CHUNK, Store, iso
+from ..store import CHUNK, Store
 from .links import UploadLink, UploadLinks, b64e
 
 MAX_CHUNK = 4 * CHUNK  # the browser sends 1 MB; a little room, never a whole file
@@ -108,7 +109,7 @@ class Receiver:
         return found or list(DEFAULT_TYPES)
 
     def left(self, link: UploadLink) -> int:
-        row = self.store.upload_link(link.id) or {"used_bytes": 0}
+        row = self.store.uploads.link(link.id) or {"used_bytes": 0}
         return max(0, self.links.limit_bytes(link.practice) - int(row["used_bytes"]))
 
     def check_reserve(self, incoming: int = 0) -> None:
@@ -149,7 +150,7 @@ class Receiver:
         plaintext's size: the ciphertext is a little larger)."""
         if size < 0:
             raise UploadRefused("The file size is missing.")
-        if self.store.count_upload_files(link.id) >= MAX_FILES:
+        if self.store.uploads.count_files(link.id) >= MAX_FILES:
             raise TooManyFiles("This upload session cannot take more files. Call the "
                                "practice if you need to send more.")
         if size > self.left(link):
@@ -160,19 +161,19 @@ class Receiver:
         self.check_reserve(size)
         file_id = b64e(secrets.token_bytes(16))
         with self.store.transaction():
-            self.store.add_upload_file({
+            self.store.uploads.add_file({
                 "id": file_id, "link_id": link.id, "practice": link.practice,
                 "reference": link.reference, "recipients": list(link.recipients),
                 "recipient_ids": list(link.recipient_ids), "how": how,
                 "created_at": iso(self.clock())})
-            self.store.start_upload_session(link.id, self.clock())
-            self.store.audit(AuditAction.UPLOAD_STARTED, actor="patient", ip=ip,
-                             reference=link.reference, form_id=link.form_id,
-                             practice=link.practice, detail=f"file {file_id[:8]} ({how})")
+            self.store.uploads.start_session(link.id, self.clock())
+            self.store.audit.append(AuditAction.UPLOAD_STARTED, actor="patient", ip=ip,
+                                    reference=link.reference, form_id=link.form_id,
+                                    practice=link.practice, detail=f"file {file_id[:8]} ({how})")
         return file_id
 
     def _file(self, link: UploadLink, file_id: str) -> dict[str, object]:
-        row = self.store.upload_file(file_id) if FILE_ID.fullmatch(file_id) else None
+        row = self.store.uploads.file(file_id) if FILE_ID.fullmatch(file_id) else None
         if row is None or row["link_id"] != link.id or row["state"] != "receiving":
             raise UploadRefused("This upload is not (or no longer) open.", status=404)
         return row
@@ -195,7 +196,7 @@ class Receiver:
         if offset == 0 and not made_here:
             self._check_message(link, file_id, data, ip)
         self.check_reserve(len(data))
-        outcome, value = self.store.append_upload_chunk(
+        outcome, value = self.store.uploads.append_chunk(
             file_id, offset, data, self.links.limit_bytes(link.practice))
         if outcome == "offset":
             raise OffsetMismatch(value)
@@ -239,15 +240,15 @@ class Receiver:
             raise UploadRefused("The parts of this file do not add up; it was deleted. "
                                 "Please send it again.", status=422)
         digest = hashlib.sha256()
-        for chunk in self.store.upload_chunks(file_id):
+        for chunk in self.store.uploads.chunks(file_id):
             digest.update(chunk)
         with self.store.transaction():
-            if not self.store.complete_upload_file(file_id, digest.hexdigest(), self.clock()):
+            if not self.store.uploads.complete_file(file_id, digest.hexdigest(), self.clock()):
                 raise UploadRefused("This upload is not (or no longer) open.", status=404)
-            self.store.audit(AuditAction.UPLOAD_RECEIVED, actor="patient", ip=ip,
-                             reference=link.reference, form_id=link.form_id,
-                             practice=link.practice,
-                             detail=f"file {file_id[:8]}: {length} bytes of ciphertext")
+            self.store.audit.append(AuditAction.UPLOAD_RECEIVED, actor="patient", ip=ip,
+                                    reference=link.reference, form_id=link.form_id,
+                                    practice=link.practice,
+                                    detail=f"file {file_id[:8]}: {length} bytes of ciphertext")
         return Received(file_id, length)
 
     # -- the plain form post --------------------------------------------------------------
@@ -295,21 +296,21 @@ class Receiver:
         a file still receiving; a finished one is the practice's."""
         self._file(link, file_id)
         with self.store.transaction():
-            self.store.delete_upload_file(file_id, self.clock(), give_back=True)
-            self.store.audit(AuditAction.UPLOAD_DELETED, actor="patient", ip=ip,
-                             reference=link.reference, form_id=link.form_id,
-                             practice=link.practice,
-                             detail=f"file {file_id[:8]}: unfinished, sent again from its "
-                                    "start after a page reload")
+            self.store.uploads.delete_file(file_id, self.clock(), give_back=True)
+            self.store.audit.append(AuditAction.UPLOAD_DELETED, actor="patient", ip=ip,
+                                    reference=link.reference, form_id=link.form_id,
+                                    practice=link.practice,
+                                    detail=f"file {file_id[:8]}: unfinished, sent again from its "
+                                           "start after a page reload")
 
     # -- refusing -----------------------------------------------------------------------
     def _drop(self, link: UploadLink, file_id: str, ip: str, why: str) -> None:
         with self.store.transaction():
-            self.store.delete_upload_file(file_id, self.clock(), give_back=True)
+            self.store.uploads.delete_file(file_id, self.clock(), give_back=True)
             self._refused(link, file_id, ip, why)
 
     def _refused(self, link: UploadLink, file_id: str, ip: str, why: str) -> None:
         what = f"file {file_id[:8]}: " if file_id else ""
-        self.store.audit(AuditAction.UPLOAD_REFUSED, "refused", actor="patient", ip=ip,
-                         reference=link.reference, form_id=link.form_id,
-                         practice=link.practice, detail=what + why)
+        self.store.audit.append(AuditAction.UPLOAD_REFUSED, "refused", actor="patient", ip=ip,
+                                reference=link.reference, form_id=link.form_id,
+                                practice=link.practice, detail=what + why)

@@ -16,10 +16,10 @@ from typing import Any
 from flask import Flask
 
 from ..config import ConfigError, load_config, parse_config
+from ..localtime import utcnow
 from ..reload import Live, serving_settings
 from ..services import Services, build
 from ..settings import CONFIG_ENV, Settings
-from ..store import utcnow
 from . import (
     clinician,
     clinician_uploads,

@@ -69,7 +69,7 @@ def invite() -> Any:
     actor = f"user:{user.username}"
     try:
         if reference:
-            row = s.store.submission(reference) if REFERENCE.match(reference) else None
+            row = s.store.submissions.get(reference) if REFERENCE.match(reference) else None
             spec = s.settings.form(row["form_id"]) if row else None
             # the practice recorded with the submission, not the form id's owner today
             if spec is None or row is None or row["practice"] != user.practice or \

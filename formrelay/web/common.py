@@ -11,11 +11,10 @@ from ..i18n import DEFAULT_LANG, pick_language, translations
 from ..intake.forms import field_attrs
 from ..intake.relay import Relay
 from ..intake.texts import text
-from ..localtime import answer_date, local_date, shown
+from ..localtime import answer_date, local_date, parse_iso, shown
 from ..reload import Live
 from ..services import Services
 from ..settings import DEFAULT_PRACTICE, LANGUAGES, PracticeSettings
-from ..store import parse_iso
 
 
 def services() -> Services:

@@ -59,7 +59,7 @@ def _practice(form_id: str) -> PracticeSettings:
     settings = relay().settings
     token = str((request.view_args or {}).get("token", "")).partition("#")[0]
     try:
-        row = copies().store.copy_row(copies().copy_id(token)) if token else None
+        row = copies().store.copies.get(copies().copy_id(token)) if token else None
     except CopyRefused:  # an altered link: no row to ask
         row = None
     recorded = settings.practice(str(row["practice"])) if row and row["practice"] else None

@@ -134,14 +134,14 @@ def check_post(spec: FormSpec) -> FormToken:
         log.info("form %s: refused a post with the honeypot filled", spec.id)
         raise SendAgain("honeypot", None)
     try:
-        return p.tokens.check(token, spec.id, relay().store.form_token_used)
+        return p.tokens.check(token, spec.id, relay().store.protection.token_used)
     except TokenProblem as exc:
         raise send_again(spec, exc) from None
 
 
 def first_use(ft: FormToken) -> Callable[[], None]:
     """For Relay.submit: records the token inside the submission's transaction."""
-    return protection().tokens.first_use(ft, relay().store.use_form_token)
+    return protection().tokens.first_use(ft, relay().store.protection.use_token)
 
 
 def send_again(spec: FormSpec, exc: TokenProblem) -> SendAgain:
@@ -219,7 +219,7 @@ def _counted(view: Callable[..., Any], limits: list[_Limit]) -> Callable[..., An
         hits = [(lim.item.key_for(KEY_PREFIX, keys.get(lim.key) or keys.setdefault(
                     lim.key, lim.key()), lim.scope), lim.item.get_expiry(), lim.item.amount)
                 for lim in limits]
-        over = r.store.hit_limits(hits)
+        over = r.store.protection.hit_limits(hits)
         if over is None:
             return view(*args, **kwargs)
         index, ends = over

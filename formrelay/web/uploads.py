@@ -82,7 +82,7 @@ def ask() -> Any:
     except (BadSignature, UnicodeDecodeError):
         return gone_page(LinkRefused(LinkState.ALTERED, lang=lang))
     s = services()
-    row = s.store.submission(reference)
+    row = s.store.submissions.get(reference)
     spec = s.settings.form(row["form_id"]) if row else None
     if row is None or spec is None or not spec.upload_link or \
             spec.practice != row["practice"]:  # its form id now another practice's

@@ -31,7 +31,7 @@ def _page(status: int = 200, **ctx: Any) -> tuple[str, int]:
     accounts = area().accounts
     return page("clinician/account.html", status, tokens=accounts.tokens(user),
                 recovery_left=accounts.recovery_codes_left(user),
-                owner=area().store.role_of(user.id) == OWNER, **ctx)
+                owner=area().store.readers.role_of(user.id) == OWNER, **ctx)
 
 
 @bp.get("/")

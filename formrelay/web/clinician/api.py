@@ -19,7 +19,7 @@ from ...audit_actions import AuditAction
 from ...clinician.login import FAILURE_WINDOW
 from ...clinician.user import User
 from ...errors import UserError
-from ...store import iso
+from ...localtime import iso
 from ..common import relay
 from .views import area, client_ip, download_response, secure_enough
 
@@ -37,7 +37,7 @@ def authenticate() -> None:
     store = relay().store
     ip = client_ip()
     limit = relay().settings.server.login_max_failures_ip
-    if store.login_failures(store.clock() - FAILURE_WINDOW, ip=ip) >= limit:
+    if store.clinicians.login_failures(store.clock() - FAILURE_WINDOW, ip=ip) >= limit:
         # paused: refused without writing anything (a flood must not grow the audit log)
         raise ApiError("Too many failed attempts. Please wait and try again.", status=429)
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
@@ -45,7 +45,7 @@ def authenticate() -> None:
         else None
     if found is None:
         with store.transaction():
-            store.login_failure("", ip)
+            store.clinicians.login_failure("", ip)
             area().accounts.refused_anonymously(
                 AuditAction.API_ACCESS, ip, "api token",
                 f"{request.path}: missing, unknown or revoked API token")

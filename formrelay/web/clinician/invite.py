@@ -13,7 +13,7 @@ from flask import Blueprint, redirect, request, session, url_for
 
 from ...clinician.accounts import AccountError
 from ...clinician.invitations import InvitationRefused
-from ...store import iso
+from ...localtime import iso
 from ..common import relay
 from .views import area, client_ip, guard, page, sess, t
 

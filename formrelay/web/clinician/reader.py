@@ -136,9 +136,9 @@ def ciphertext(reference: str) -> Any:
     user = _user()
     box = area().inbox
     item = box.get(user, reference, action=AuditAction.READ, ip=client_ip())
-    area().store.audit(AuditAction.READ, actor=user.actor, ip=client_ip(),
-                       reference=item.reference, form_id=item.form_id,
-                       detail="ciphertext fetched to decrypt in the browser")
+    area().store.audit.append(AuditAction.READ, actor=user.actor, ip=client_ip(),
+                              reference=item.reference, form_id=item.form_id,
+                              detail="ciphertext fetched to decrypt in the browser")
     resp = Response(box.asc_chunks(item), mimetype="application/pgp-encrypted")
     resp.headers["Content-Length"] = str(item.size)
     return resp
@@ -151,8 +151,8 @@ def failed(reference: str) -> Any:
     user = _user()
     why = READ_FAILURES.get(request.form.get("why", ""), "unknown failure")
     item = area().inbox.get(user, reference, action=AuditAction.READ, ip=client_ip())
-    area().store.audit(AuditAction.READ, "failed", actor=user.actor, ip=client_ip(),
-                       reference=item.reference, form_id=item.form_id, detail=why)
+    area().store.audit.append(AuditAction.READ, "failed", actor=user.actor, ip=client_ip(),
+                              reference=item.reference, form_id=item.form_id, detail=why)
     return jsonify(ok=True)
 
 

@@ -26,7 +26,8 @@ from itsdangerous import BadSignature, URLSafeSerializer
 from werkzeug.datastructures import CallbackDict
 
 from ...audit_actions import AuditAction
-from ...store import Store, parse_iso
+from ...localtime import parse_iso
+from ...store import Store
 from ..common import services
 
 COOKIE = "__Host-formrelay"
@@ -98,7 +99,7 @@ class ClinicianSessionInterface(SessionInterface):
         sid = request.cookies.get(COOKIE, "")
         if "." in sid:  # a signed pre-login state; a random id has no dot
             return self._open_pre_login(app, sid, now, server.session_idle_minutes)
-        row = store.session_row(_hash(sid)) if 20 <= len(sid) <= 100 else None
+        row = store.clinicians.session(_hash(sid)) if 20 <= len(sid) <= 100 else None
         if row is None:
             return ClinicianSession()
         created, seen = parse_iso(row["created_at"]), parse_iso(row["seen_at"])
@@ -108,12 +109,12 @@ class ClinicianSessionInterface(SessionInterface):
         if not why:
             return ClinicianSession(data, sid, created)
         with store.transaction():
-            store.session_delete(_hash(sid))
+            store.clinicians.session_delete(_hash(sid))
             if data.get("uid"):
-                store.audit(AuditAction.SESSION_EXPIRED, actor=data.get("actor", ""),
-                            ip=request.remote_addr or "",
-                            detail=f"{why}: idle {_minutes(now - seen)} min, "
-                                   f"age {_minutes(now - created)} min")
+                store.audit.append(AuditAction.SESSION_EXPIRED, actor=data.get("actor", ""),
+                                   ip=request.remote_addr or "",
+                                   detail=f"{why}: idle {_minutes(now - seen)} min, "
+                                          f"age {_minutes(now - created)} min")
         fresh = ClinicianSession()
         if data.get("uid") or data.get("pending"):
             fresh["notice"] = "expired"
@@ -141,7 +142,7 @@ class ClinicianSessionInterface(SessionInterface):
         response.vary.add("Cookie")
         if session.destroy:
             if session.sid:
-                store.session_delete(_hash(session.sid))
+                store.clinicians.session_delete(_hash(session.sid))
             response.delete_cookie(COOKIE, path="/", secure=True, httponly=True,
                                    samesite="Strict")
             return
@@ -150,15 +151,15 @@ class ClinicianSessionInterface(SessionInterface):
             return
         now = store.clock()
         if session.rotate and session.sid:
-            store.session_delete(_hash(session.sid))
+            store.clinicians.session_delete(_hash(session.sid))
         if session.rotate or session.new:
             session.sid, session.created_at = secrets.token_urlsafe(32), now
         # Every request counts as activity (seen_at), so this is written every time.
         # Tied to the user also half-way through the login, so disabling or removing
         # the account ends that too.
         uid = session.get("uid") or (session.get("pending") or {}).get("uid")
-        store.session_save(_hash(session.sid), uid, session.created_at or now, now,
-                           dict(session))
+        store.clinicians.session_save(_hash(session.sid), uid, session.created_at or now, now,
+                                      dict(session))
         if session.rotate or session.new:
             response.set_cookie(COOKIE, session.sid, path="/", secure=True, httponly=True,
                                 samesite="Strict")
@@ -170,7 +171,7 @@ class ClinicianSessionInterface(SessionInterface):
         anonymous requests costs the database nothing."""
         store = _store(app)
         if session.sid:  # a row that fell back to anonymous (its login step expired)
-            store.session_delete(_hash(session.sid))
+            store.clinicians.session_delete(_hash(session.sid))
         if not session:
             return  # nothing to remember: no cookie at all
         value = _signed(app).dumps({"d": dict(session), "t": store.clock().timestamp()})

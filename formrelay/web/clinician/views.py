@@ -36,11 +36,11 @@ from ...clinician.second_factor import qr_data_uri
 from ...clinician.user import LoginFailure, LoginRefused, User
 from ...errors import UserError
 from ...i18n import gettext
+from ...localtime import iso, parse_iso
 from ...logs import redact_path
 from ...mail.mime import Streamed
 from ...services import Services
 from ...settings import LANGUAGES, is_loopback
-from ...store import iso, parse_iso
 from ..common import relay, render, services
 from ..widget import openpgp_file
 from .session import ClinicianSession
@@ -97,8 +97,8 @@ def refuse_request(detail: str) -> UserError:
     if user is None:  # nobody known: counted, the first of each minute audited
         area().accounts.refused_anonymously(AuditAction.REQUEST, client_ip(), "request", what)
     else:
-        relay().store.audit(AuditAction.REQUEST, "refused", actor=user.actor, ip=client_ip(),
-                            detail=what)
+        relay().store.audit.append(AuditAction.REQUEST, "refused", actor=user.actor, ip=client_ip(),
+                                   detail=what)
     return UserError("This page was open too long or did not come from this site. "
                      "Please go back, reload the page and try again.", status=400)
 
@@ -259,7 +259,7 @@ def enrol() -> Any:
 def logout() -> Any:
     user = current_user()
     if user is not None:
-        relay().store.audit(AuditAction.LOGOUT, actor=user.actor, ip=client_ip())
+        relay().store.audit.append(AuditAction.LOGOUT, actor=user.actor, ip=client_ip())
     sess().end()
     return redirect(url_for("clinician.login"))
 
@@ -276,7 +276,7 @@ def inbox() -> Any:
     items = area().inbox.items(user)
     left = area().accounts.recovery_codes_left(user)
     readers = {i.form_id: keys.readers_of(i.form_id) for i in items}
-    assistant = relay().store.role_of(user.id) == ASSISTANT
+    assistant = relay().store.readers.role_of(user.id) == ASSISTANT
     return page("clinician/inbox.html", items=items, recovery_left=left,
                 forms=area().accounts.forms_of(user), readers=readers,
                 reads=bool(keys.keys(user)) and not assistant, assistant=assistant,

@@ -1,7 +1,7 @@
-"""The PostgreSQL engine under `Store`: a connection pool and a connection-like adapter.
+"""The PostgreSQL engine under `Store`: a connection pool, a connection-like adapter.
 
 Chosen by `server.database_url = "postgresql://..."` (or FORMRELAY_DATABASE_URL). The
-parts of `Store` write their SQL once, with `?` placeholders as SQLite takes them;
+concerns of `Store` write their SQL once, with `?` placeholders as SQLite takes them;
 `PgConnection` turns those into psycopg's and gives back rows that read like
 `sqlite3.Row` (by index, by name, `dict(row)`), so no caller knows which engine it
 talks to. Connections come from a psycopg_pool pool: a transaction holds one until it
@@ -16,9 +16,10 @@ from __future__ import annotations
 import atexit
 import re
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 from urllib.parse import urlsplit
 
 try:  # the optional extra: pip install formrelay[postgres]
@@ -28,8 +29,9 @@ except ImportError:  # pragma: no cover - reported by open_pool
     psycopg = None  # type: ignore[assignment]
     psycopg_pool = None  # type: ignore[assignment]
 
-from ..settings import database_url_problem
-from .errors import StoreError
+from ...settings import database_url_problem
+from ..errors import StoreConflict, StoreContended, StoreError, StoreNotWritable
+from . import CHUNK, Connection, Migration
 
 POOL_MAX = 10  # connections per process; a gunicorn worker uses one per thread at most
 CONNECT_SECONDS = 10
@@ -231,3 +233,139 @@ class PgConnection:
         if not self.pool.closed:
             self.pool.close()
             atexit.unregister(self.close)
+
+
+def _problem(exc: BaseException) -> str | None:
+    """Why PostgreSQL refused a write (server gone, disk full, read-only), or None."""
+    if psycopg is None or psycopg_pool is None:  # pragma: no cover - no engine installed
+        return None
+    if isinstance(exc, psycopg_pool.PoolTimeout):
+        return "no database connection (server unreachable or every connection busy)"
+    if isinstance(exc, psycopg.errors.DiskFull | psycopg.errors.InsufficientResources):
+        return "disk full"
+    if isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):
+        return "read-only"
+    if isinstance(exc, psycopg.OperationalError):
+        return "connection lost"
+    return None
+
+
+class PostgresEngine:
+    """PostgreSQL at `url`: a pool, the database's own locks, chunked ciphertexts."""
+
+    name = "postgresql"
+    folder: Path | None = None  # nothing on local disk
+    for_update = " FOR UPDATE"
+    skip_locked = " FOR UPDATE SKIP LOCKED"  # workers claiming at once get other rows
+
+    def __init__(self, url: str):
+        self.url = url
+        self.where = redact(url)
+        self.pg = PgConnection(open_pool(url))
+        self.errors: tuple[type[Exception], ...] = (StoreError, psycopg.Error,
+                                                    psycopg_pool.PoolTimeout)
+
+    @property
+    def conn(self) -> PgConnection:
+        return self.pg
+
+    def close(self) -> None:
+        self.pg.close()
+
+    @contextmanager
+    def transaction(self, before_commit: Callable[[], None], *,
+                    relaxed: bool = False) -> Iterator[PgConnection]:
+        """One transaction (READ COMMITTED) on a pooled connection; what must happen once
+        takes a row or advisory lock (`lock`). `relaxed`: synchronous_commit off."""
+        with self.pg.transaction(relaxed=relaxed) as pg:
+            yield pg
+            before_commit()
+
+    @contextmanager
+    def snapshot(self) -> Iterator[PgConnection]:
+        with self.pg.transaction(isolation="REPEATABLE READ") as pg:
+            yield pg
+
+    def lock(self, key: str) -> None:
+        """An advisory transaction lock, valid across every process on the database."""
+        self.pg.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (key,))
+
+    def failure(self, exc: BaseException) -> StoreError | None:
+        if psycopg is None:  # pragma: no cover
+            return None
+        if isinstance(exc, psycopg.errors.UniqueViolation):
+            return StoreConflict(str(exc).splitlines()[0])
+        # before _problem: these are OperationalErrors too
+        if isinstance(exc, psycopg.errors.DeadlockDetected | psycopg.errors.SerializationFailure):
+            return StoreContended(f"database {self.where}: transaction rolled back in a "
+                                  f"conflict with another ({type(exc).__name__}); "
+                                  "it can be run again")
+        why = _problem(exc)
+        if why is None:
+            return None
+        return StoreNotWritable(f"database {self.where} cannot be written ({why}); "
+                                "check that PostgreSQL is running and has free disk "
+                                "space - forms answer \"temporarily unavailable\" "
+                                "until then")
+
+    def migrate(self, conn: Connection, steps: Sequence[tuple[str, Migration]],
+                forms: dict[str, str | Migration], now: Callable[[], str]) -> list[str]:
+        """Each step in its PostgreSQL form (a script, or a function given the
+        connection), else its SQLite form; instances starting at once take turns (an
+        advisory lock), so each step runs once."""
+        applied: list[str] = []
+        self.lock("formrelay migrations")
+        conn.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, "
+                     "applied_at TEXT)")
+        done = {r[0] for r in conn.execute("SELECT name FROM _migrations")}
+        for name, step in steps:
+            if name in done:
+                continue
+            form = forms.get(name, step)
+            if isinstance(form, str):
+                conn.executescript(form)
+            else:
+                form(conn)
+            conn.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, ?)",
+                         (name, now()))
+            applied.append(name)
+        return applied
+
+    def json_pairs(self) -> str:
+        return "json_each_text(CAST(? AS json))"
+
+    # -- ciphertexts: rows of CHUNK bytes in submission_chunks -------------------------
+    def put_ciphertext(self, conn: Connection, insert: str, params: list[Any],
+                       reference: str, source: IO[bytes], size: int) -> None:
+        """The row (an empty marker in `ciphertext`), then the file in rows of `CHUNK`
+        bytes, one read at a time."""
+        conn.execute(insert + "?)", [*params, b""])
+        n = 0
+        while chunk := source.read(CHUNK):
+            conn.execute("INSERT INTO submission_chunks (reference, n, data) "
+                         "VALUES (?, ?, ?)", (reference, n, chunk))
+            n += 1
+            del chunk
+
+    def ciphertext(self, reference: str) -> Iterator[bytes]:
+        """The chunks in order, one query each."""
+        n = 0
+        while True:
+            row = self.pg.execute("SELECT data FROM submission_chunks WHERE reference = ? "
+                                  "AND n = ?", (reference, n)).fetchone()
+            if row is None:
+                return
+            yield bytes(row[0])
+            n += 1
+
+    def drop_ciphertext(self, conn: Connection, reference: str) -> None:
+        conn.execute("DELETE FROM submission_chunks WHERE reference = ?", (reference,))
+
+    def backup(self, dest: Path) -> dict[str, int]:
+        raise StoreError(f"formrelay backup copies the SQLite file; this deployment keeps "
+                         f"its data in PostgreSQL ({self.where}): back it up with "
+                         "pg_dump (e.g. pg_dump --format=custom --file=formrelay.dump "
+                         "DBNAME), see the README's \"Backups\"")
+
+    def truncate_wal(self) -> None:
+        """PostgreSQL: its own WAL and vacuum; nothing to do here."""
