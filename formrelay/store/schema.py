@@ -808,3 +808,14 @@ def _recipient_ids(db: sqlite_utils.Database) -> None:
     # recipient, so rotating dr-a's key does not hide the documents received before or
     # the questions still open. Rows from before keep '[]' and the fingerprint rule.
     _execute_all(db.conn, _RECIPIENT_IDS)
+
+
+# -- large submissions in chunks on SQLite too (issue 17; migrations 0210-0219) ---------------
+@migration("0210_submission_chunks", postgres="")
+def _submission_chunks(db: sqlite_utils.Database) -> None:
+    # A ciphertext over 1 MB (a post with files) goes into rows of 1 MB, as on PostgreSQL
+    # (store/submissions.py says why not the row's own BLOB); smaller ones stay in the row.
+    db.conn.execute("CREATE TABLE submission_chunks ("
+                    "reference TEXT NOT NULL REFERENCES submissions (reference) "
+                    "ON DELETE CASCADE, n INTEGER NOT NULL, data BLOB NOT NULL, "
+                    "PRIMARY KEY (reference, n))")

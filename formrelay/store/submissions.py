@@ -1,9 +1,12 @@
 """Submissions: their metadata and ciphertext, and the notices of held ones.
 
 A submission row holds what gpg wrote (ASCII-armoured ciphertext) and metadata only:
-reference, form, time, delivery, status, size. Large ciphertexts are streamed into and
-out of the BLOB with SQLite's incremental blob I/O (on PostgreSQL: into and out of rows
-of `submission_chunks`, 1 MB each), so they are never whole in memory.
+reference, form, time, delivery, status, size. A ciphertext of up to `CHUNK` (1 MB) is
+in the row's BLOB; a larger one (a post with files) is streamed into and out of rows of
+`submission_chunks`, 1 MB each, so it is never whole in memory (on PostgreSQL every
+ciphertext is). Not SQLite's incremental blob I/O for those: columns added later follow
+`ciphertext` in the row, and SQLite then builds the whole record in memory, the
+zeroblob written out in full, ~2.7x the ciphertext (75 MB for a 20 MB upload).
 Held submissions also wait here for their batched notification mail (mail/notify.py), and
 the retention purge forgets rows whose ciphertext is long gone.
 """
@@ -48,23 +51,22 @@ class Submissions(StoreBase):
         if self.engine == "postgresql":
             self.retried(lambda: self._add_chunked(row, ciphertext, size, also))
             return
+        if size > CHUNK:
+            self._add_chunked(row, ciphertext, size, also)
+            return
+        data = ciphertext if isinstance(ciphertext, bytes) else ciphertext.read_bytes()
         with self.transaction() as conn:
-            # the row with a zero-filled blob of the right size, then the ciphertext streamed in
             cols = ", ".join(_quote(c) for c in row)
             marks = ", ".join("?" * len(row))
-            cur = conn.execute(
-                f"INSERT INTO submissions ({cols}, size, ciphertext) "  # noqa: S608 - quoted names
-                f"VALUES ({marks}, ?, zeroblob(?))", [*row.values(), size, size])
-            with conn.blobopen("submissions", "ciphertext", cur.lastrowid or 0) as blob, \
-                    _source(ciphertext) as src:
-                shutil.copyfileobj(src, blob, CHUNK)
+            conn.execute(f"INSERT INTO submissions ({cols}, size, ciphertext) "  # noqa: S608 - quoted names
+                         f"VALUES ({marks}, ?, ?)", [*row.values(), size, data])
             if also:
                 also()
 
     def _add_chunked(self, row: dict[str, Any], ciphertext: Path | bytes, size: int,
                      also: Callable[[], None] | None) -> None:
-        """PostgreSQL: the row (an empty marker in `ciphertext`), then the file in rows of
-        `CHUNK` bytes, one read at a time."""
+        """The row (an empty marker in `ciphertext`), then the file in rows of `CHUNK`
+        bytes, one read at a time."""
         with self.transaction() as conn:
             cols = ", ".join(_quote(c) for c in row)
             marks = ", ".join("?" * len(row))
@@ -81,7 +83,7 @@ class Submissions(StoreBase):
                 also()
 
     def _chunks(self, reference: str) -> Iterator[bytes]:
-        """PostgreSQL: a stored ciphertext's chunks in order, one query each."""
+        """A chunked ciphertext's chunks in order, one query each."""
         n = 0
         while True:
             row = self.conn.execute("SELECT data FROM submission_chunks WHERE reference = ? "
@@ -112,8 +114,11 @@ class Submissions(StoreBase):
         return [dict(r) for r in self.conn.execute(sql + " ORDER BY received_at DESC", args)]
 
     def _ciphertext_row(self, reference: str) -> tuple[int, int]:
-        """(rowid, size) of a submission that still has its ciphertext; KeyError if not."""
-        rowid = "0" if self.engine == "postgresql" else "rowid"
+        """(rowid, size) of a submission that still has its ciphertext, rowid 0 when the
+        ciphertext is in `submission_chunks` (the row holds an empty marker); KeyError if
+        there is none."""
+        rowid = "0" if self.engine == "postgresql" else \
+            "CASE WHEN length(ciphertext) = 0 THEN 0 ELSE rowid END"
         row = self.conn.execute(f"SELECT {rowid}, size FROM submissions WHERE reference = ? "  # noqa: S608 - fixed text
                                 "AND ciphertext IS NOT NULL AND size > 0",
                                 (reference,)).fetchone()
@@ -124,7 +129,7 @@ class Submissions(StoreBase):
     def copy_ciphertext(self, reference: str, dest: IO[bytes]) -> int:
         """Stream a submission's ciphertext into `dest`; returns bytes written."""
         rowid, size = self._ciphertext_row(reference)
-        if self.engine == "postgresql":
+        if not rowid:
             for chunk in self._chunks(reference):
                 dest.write(chunk)
             return size
@@ -143,9 +148,8 @@ class Submissions(StoreBase):
                 conn.execute("UPDATE submissions SET status = ?, ciphertext = NULL, "
                              "deleted_at = ? WHERE reference = ?",
                              (status, iso(self.clock()), reference))
-                if self.engine == "postgresql":
-                    conn.execute("DELETE FROM submission_chunks WHERE reference = ?",
-                                 (reference,))
+                conn.execute("DELETE FROM submission_chunks WHERE reference = ?",
+                             (reference,))
             else:
                 conn.execute("UPDATE submissions SET status = ? WHERE reference = ?",
                              (status, reference))
@@ -153,7 +157,7 @@ class Submissions(StoreBase):
     def stream_ciphertext(self, reference: str) -> Iterator[bytes]:
         """The ciphertext in chunks (for a download response), never whole in memory."""
         rowid, _size = self._ciphertext_row(reference)
-        if self.engine == "postgresql":
+        if not rowid:
             yield from self._chunks(reference)
             return
         with self.conn.blobopen("submissions", "ciphertext", rowid, readonly=True) as blob:
