@@ -6,9 +6,9 @@ several gunicorn workers and the delivery worker can share the file; PostgreSQL,
 `server.database_url` names one: a psycopg pool, see postgres.py) and every read and
 write; no caller knows which engine it talks to. It stores ciphertext and metadata
 only; callers hand it what gpg wrote. Built on sqlite-utils; large ciphertexts are
-streamed into and out of BLOBs with SQLite's incremental blob I/O (on PostgreSQL: rows
-of 1 MB chunks) so they are never held whole in memory. Each job is one module
-here, a part of `Store`: base (connections, transactions, migrations, time helpers),
+streamed into and out of rows of 1 MB chunks (either engine) so they are never held
+whole in memory. Each job is one module here, a part of `Store`: base (connections,
+transactions, migrations, time helpers),
 submissions, audit, outbox, clinician, protect (form tokens, rate limits), copies
 (patient copies), refusals (refused anonymous attempts, counted), uploads (documents
 from patients), replies (answers to patients), readers (invitations, browser-made keys)
