@@ -135,7 +135,7 @@ class Readers:
     def _change(self, owner: User, form_id: str, recipient: str, kind: str | None, ip: str,
                 what: str, key: str) -> None:
         with self.store.transaction():
-            self.store.readers.set_form_reader(owner.practice, form_id, recipient, kind,
+            self.store.readers.set_on_form(owner.practice, form_id, recipient, kind,
                                                owner.actor)
             readers = self.relay.form(form_id).recipients
             pinned = f" with key {key.replace(' ', '')}" if key else ""

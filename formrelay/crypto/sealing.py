@@ -13,6 +13,7 @@ cannot be opened any more (`Unsealable`); callers say what to do then.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import secrets
 from typing import Any
@@ -33,7 +34,9 @@ class Unsealable(OperatorError, ValueError):
     """A sealed value cannot be opened: damaged, moved, or FORMRELAY_SECRET_KEY changed."""
 
 
+@functools.lru_cache(maxsize=64)
 def _key(secret_key: str, purpose: bytes) -> bytes:
+    # derived once per key and purpose: every submission seals its mail's context
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
                 info=purpose).derive(secret_key.encode())
 

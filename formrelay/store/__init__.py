@@ -16,7 +16,8 @@ named, ordered migrations, and engines/ the one `Engine` interface with SQLite (
 connection per thread, WAL, a file shared by every process) and PostgreSQL (a psycopg
 pool, when `server.database_url` names one) behind it; no concern and no caller asks
 which engine it has. The store keeps ciphertext and metadata only; callers hand it what
-gpg wrote, and large ciphertexts are streamed in and out, never whole in memory.
+gpg wrote, and ciphertexts over 1 MB are streamed in and out of 1 MB rows on either
+engine, never whole in memory.
 Import everything from `formrelay.store`.
 """
 

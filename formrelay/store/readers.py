@@ -102,7 +102,7 @@ class Readers(Concern):
                                 "recipient", (practice,))
         return [dict(r) for r in cur]
 
-    def set_form_reader(self, practice: str, form_id: str, recipient: str, kind: str | None,
+    def set_on_form(self, practice: str, form_id: str, recipient: str, kind: str | None,
                         changed_by: str) -> None:
         """Record `kind` for this recipient of the form; None: back to the configuration."""
         with self.transaction() as conn:

@@ -832,3 +832,14 @@ def _form_readers(db: sqlite_utils.Database) -> None:
     # encrypts to the same readers at once; a reload applies the rows to the new
     # configuration.
     _execute_all(db.conn, _FORM_READERS)
+
+
+# -- large submissions in chunks on SQLite too (issue 17; migrations 0210-0219) ---------------
+@migration("0210_submission_chunks", postgres="")
+def _submission_chunks(db: sqlite_utils.Database) -> None:
+    # A ciphertext over 1 MB (a post with files) goes into rows of 1 MB, as on PostgreSQL
+    # (store/engines/sqlite.py says why not the row's own BLOB); smaller ones stay in the row.
+    db.conn.execute("CREATE TABLE submission_chunks ("
+                    "reference TEXT NOT NULL REFERENCES submissions (reference) "
+                    "ON DELETE CASCADE, n INTEGER NOT NULL, data BLOB NOT NULL, "
+                    "PRIMARY KEY (reference, n))")
