@@ -247,8 +247,8 @@ def test_canary_is_nowhere_on_the_upload_and_answer_paths(
     the documents, a document's name, the answer and the reply) are then in no database
     file or WAL, data folder, temp file, log line, request line or mail."""
     from .conftest import encode_multipart
-    from .test_replies import read, write_answer
-    from .test_uploads import encrypt_binary, send_file
+    from .helpers.replies import read, write_answer
+    from .helpers.uploads import encrypt_binary, send_file
 
     cheap_hashing(monkeypatch)
     since = start_clock()

@@ -25,9 +25,9 @@ from pathlib import Path
 from formrelay.store import Store
 
 from .conftest import make_config_dict, open_store, write_config
+from .helpers.processes import _process, _wait_up
 from .keys import TestKey
 from .smtpd import free_port
-from .test_postgres import _process, _wait_up
 
 MAX_PER_NETWORK = 5  # server.login_max_failures_ip, small so the test stays short
 HOUSEHOLD = "2001:db8:7:42"  # one /64: the attacker's own addresses

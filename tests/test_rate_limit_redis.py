@@ -27,9 +27,9 @@ from formrelay.cli import cli
 from formrelay.config import REDIS_PASSWORD_ENV, ConfigError
 
 from .conftest import ENV, SECRET, form_token, make_config_dict, valid_answers, write_config
+from .helpers.protect import hidden, send, stored
 from .keys import TestKey
 from .redisd import RedisServer, free_port
-from .test_protect import hidden, send, stored
 
 SITE = "https://www.praktijk.example"
 TOO_MANY_NL = "Te veel pogingen"

@@ -29,9 +29,9 @@ from formrelay.replies.answers import Answers
 from formrelay.store import Store, utcnow
 
 from .conftest import ENV, make_config_dict, write_config
+from .helpers.processes import _process, _wait_up
 from .keys import TestKey
 from .smtpd import free_port
-from .test_postgres import _process, _wait_up
 
 PARALLEL = 32
 ATTACK_SECONDS = 8

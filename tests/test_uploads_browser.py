@@ -29,10 +29,10 @@ from formrelay.mail import outbox
 
 from .area import Browser, Clock, add_user, totp_at
 from .conftest import ENV, make_config_dict, write_config
+from .helpers.copies import smtp_cfg
+from .helpers.servers import ARGS, CHROMIUM, _free_port
 from .keys import TestKey, gpg_decrypt, rnp_decrypt
 from .smtpd import TlsFiles, smtp_server
-from .test_copy import smtp_cfg
-from .test_widget_browser import ARGS, CHROMIUM, _free_port
 
 FIELDS = [{"name": "name", "type": "text", "label": "Naam", "required": True},
           {"name": "scan", "type": "file", "label": "Scan", "accept": ["pdf", "png", "txt"]}]

@@ -1,0 +1,59 @@
+"""No test module imports another: what tests share lives in tests/helpers/ (or the
+helper modules beside the tests, such as keys.py and smtpd.py). Importing a test module
+runs its module-level code and pulls its tests' names into another module, and a
+helper hidden in one test file is found by nobody looking for helpers.
+
+Checked statically (ast over tests/**/*.py), imports inside functions included: a lazy
+`from .test_x import y` is the same dependency, only later."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+TESTS = Path(__file__).parent
+
+
+def imports_of_test_modules(source: str, path: Path) -> list[str]:
+    """The test modules (test_*.py under tests/) that the code in `path` imports."""
+    package = ["tests", *path.parent.relative_to(TESTS).parts]
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package[:len(package) - node.level + 1] if node.level else []
+            module = [*base, *(node.module.split(".") if node.module else [])]
+            # `from . import test_x` names a module; `from .test_x import y` names one too
+            names = [".".join(module)] + [".".join([*module, a.name]) for a in node.names]
+        else:
+            continue
+        for name in names:
+            last = name.rpartition(".")[2]
+            if last.startswith("test_") and (name.startswith("tests.") or "." not in name):
+                found.append(f"{path.relative_to(TESTS.parent)}:{node.lineno} imports {name}")
+    return found
+
+
+def test_no_test_module_imports_another() -> None:
+    offences = []
+    for path in sorted(TESTS.rglob("*.py")):
+        offences += imports_of_test_modules(path.read_text(encoding="utf-8"), path)
+    assert not offences, "move what is shared into tests/helpers/:\n" + "\n".join(offences)
+
+
+def test_the_check_sees_each_way_of_importing_a_test_module() -> None:
+    here = TESTS / "test_x.py"
+    helper = TESTS / "helpers" / "y.py"
+    for source, path in [("from .test_copy import pdf_text", here),
+                         ("def f():\n    from .test_copy import pdf_text\n", here),
+                         ("from . import test_copy", here),
+                         ("import tests.test_copy", here),
+                         ("from tests.test_copy import pdf_text", here),
+                         ("from ..test_copy import pdf_text", helper)]:
+        assert imports_of_test_modules(source, path), source
+    for source, path in [("from .helpers.copies import pdf_text", here),
+                         ("from .conftest import post_form", here),
+                         ("from .copies import pdf_text", helper),
+                         ("import pytest", here)]:
+        assert not imports_of_test_modules(source, path), source
