@@ -21,6 +21,8 @@ from .conftest import ENV, open_store, post_form
 from .helpers.practices import make, practices_with_clinicians, two_practices, valid_answers
 from .keys import TestKey
 
+pytestmark = pytest.mark.usefixtures("database")  # builds its own configs and stores
+
 
 @pytest.fixture(autouse=True)
 def _cheap_hashes(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -38,6 +38,8 @@ from .conftest import ENV, canary, make_config_dict, post_form, write_config
 from .keys import TestKey, gpg_decrypt
 from .smtpd import TlsFiles, smtp_config, smtp_server
 
+pytestmark = pytest.mark.usefixtures("database")  # builds its own configs and stores
+
 
 def random_bsn() -> str:
     rng = random.Random()  # noqa: S311 - test data

@@ -20,6 +20,8 @@ from .conftest import post_form, valid_answers
 from .keys import TestKey, gpg_decrypt
 from .smtpd import free_port
 
+pytestmark = pytest.mark.sqlite_only  # Chromium; the store is checked elsewhere
+
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--no-first-run"]

@@ -15,6 +15,8 @@ from formrelay.config import SECRET_KEY_ENV, ConfigError, load_config
 from .conftest import ENV, make_config_dict, write_config
 from .keys import TestKey
 
+pytestmark = pytest.mark.no_store  # configs are parsed and checked, never opened
+
 
 @pytest.fixture
 def base(tmp_path: Path, keys: dict[str, TestKey]) -> dict[str, Any]:

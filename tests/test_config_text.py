@@ -19,6 +19,8 @@ from .conftest import ENV, make_config_dict, post_form, write_config
 from .helpers.practices import noord, valid_answers
 from .keys import TestKey
 
+pytestmark = pytest.mark.usefixtures("database")  # builds its own configs and stores
+
 
 def _practice_file(tmp_path: Path, keys: dict[str, TestKey], **change: Any) -> Path:
     """config.toml with practices_dir, and practices/noord.toml holding `change`."""

@@ -32,6 +32,8 @@ from .helpers.servers import DEPLOY
 from .keys import TestKey
 from .smtpd import TlsFiles, free_port
 
+pytestmark = pytest.mark.usefixtures("database")  # builds its own configs and stores
+
 ATTACKER, PATIENT = "127.0.0.5", "127.0.0.2"
 IDLE, SLOW = 200, 100
 PROBE_SECONDS = 8

@@ -37,6 +37,8 @@ from .helpers.copies import pdf_text
 from .keys import TestKey
 from .smtpd import free_port
 
+pytestmark = pytest.mark.sqlite_only  # Chromium; the store is checked elsewhere
+
 FIELDS: list[dict[str, Any]] = [
     {"name": "name", "type": "text", "label": "Naam", "required": True,
      "autocomplete": "name"},

@@ -28,6 +28,8 @@ from .helpers.servers import DEPLOY, ROOT, _hidden, _http, _wait, caddyfile, gun
 from .keys import TestKey
 from .smtpd import TlsFiles, free_port
 
+pytestmark = pytest.mark.sqlite_only  # the deployment files, not the store
+
 VENV_BIN = Path(sys.executable).parent
 UNITS = ("formrelay.service", "formrelay-worker.service")
 

@@ -34,6 +34,8 @@ from .helpers.servers import _hidden, _http, gunicorn
 from .keys import TestKey
 from .smtpd import free_port
 
+pytestmark = pytest.mark.usefixtures("database")  # builds its own configs and stores
+
 BOUNDARY = "frtestboundary"
 
 

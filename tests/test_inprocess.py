@@ -22,6 +22,8 @@ from .conftest import post_form, valid_answers
 from .helpers.submit import answers_json, inner
 from .keys import TestKey, _gpg, gpg_decrypt, make_key, packet_tags, rnp_decrypt
 
+pytestmark = pytest.mark.usefixtures("database")  # builds its own configs and stores
+
 
 def _stored(app: Flask, reference: str) -> bytes:
     return bytes(app.extensions["formrelay"].store.ciphertext(reference))

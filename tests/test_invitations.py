@@ -21,6 +21,8 @@ from .helpers.practices import two_practices
 from .keys import TestKey
 from .smtpd import TlsFiles, smtp_config, smtp_server
 
+pytestmark = pytest.mark.usefixtures("database")  # builds its own configs and stores
+
 BASE = "https://forms.praktijk.test"
 
 

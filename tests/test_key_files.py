@@ -27,6 +27,8 @@ from .conftest import ENV, HEALTH_AUTH, make_config_dict, post_form, write_confi
 from .helpers.practices import FIELDS, valid_answers
 from .keys import TestKey
 
+pytestmark = pytest.mark.usefixtures("database")  # builds its own configs and stores
+
 
 def zuid(key_file: str, fingerprint: str) -> dict[str, Any]:
     return {"name": "Praktijk Zuid", "phone": "040 222 2222",

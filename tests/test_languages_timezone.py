@@ -24,6 +24,8 @@ from .area import Clock
 from .conftest import ALL_FIELDS, ENV, make_config_dict, post_form, valid_answers, write_config
 from .keys import TestKey, gpg_decrypt
 
+pytestmark = pytest.mark.usefixtures("database")  # builds its own configs and stores
+
 WINTER = datetime(2026, 1, 15, 12, 5, tzinfo=UTC)
 SUMMER = datetime(2026, 7, 15, 12, 5, tzinfo=UTC)
 

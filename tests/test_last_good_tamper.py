@@ -18,6 +18,8 @@ from .conftest import ENV
 from .helpers.recycle import configure, practice
 from .keys import TestKey
 
+pytestmark = pytest.mark.usefixtures("database")  # builds its own configs and stores
+
 
 def broken_after_a_good_start(tmp_path: Path, keys: dict[str, TestKey],
                               monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:

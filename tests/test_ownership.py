@@ -40,6 +40,8 @@ from .keys import TestKey, gpg_decrypt
 from .pg import PgServer
 from .smtpd import TlsFiles, smtp_config, smtp_server
 
+pytestmark = pytest.mark.usefixtures("database")  # builds its own configs and stores
+
 API = "/clinician/api/submissions"
 
 

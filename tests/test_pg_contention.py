@@ -36,6 +36,8 @@ from .helpers.processes import _http, _process, _wait_for, _wait_up
 from .keys import TestKey
 from .smtpd import TlsFiles, free_port, smtp_config, smtp_server
 
+pytestmark = pytest.mark.usefixtures("database")  # builds its own configs and stores
+
 LOAD_SECONDS = 20  # bounded: the 60 s, shorter
 CLIENTS = 16
 

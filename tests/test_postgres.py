@@ -35,6 +35,8 @@ from .helpers.processes import _http, _process, _wait_for, _wait_up
 from .keys import TestKey
 from .smtpd import TlsFiles, free_port, smtp_config, smtp_server
 
+pytestmark = pytest.mark.usefixtures("database")  # builds its own configs and stores
+
 
 @pytest.fixture
 def store(pg_url: str, tmp_path: Path) -> Iterator[Store]:

@@ -33,6 +33,8 @@ from .helpers.practices import (
 )
 from .keys import TestKey, gpg_decrypt
 
+pytestmark = pytest.mark.usefixtures("database")  # builds its own configs and stores
+
 API = "/clinician/api/submissions"
 DEFAULT_NAME, DEFAULT_PHONE = "Praktijk Test", "020 555 0101"
 

@@ -19,6 +19,8 @@ from formrelay.intake.tokens import FormTokens
 from .conftest import SECRET, encode_multipart, form_token, valid_answers
 from .helpers.protect import hidden, send, stored
 
+pytestmark = pytest.mark.usefixtures("database")  # builds its own configs and stores
+
 
 class Clock:
     """An injected clock the test moves forward (no sleeping, no timed assertions)."""

@@ -31,6 +31,8 @@ from .helpers.protect import hidden, send, stored
 from .keys import TestKey
 from .redisd import RedisServer, free_port
 
+pytestmark = pytest.mark.usefixtures("database")  # builds its own configs and stores
+
 SITE = "https://www.praktijk.example"
 TOO_MANY_NL = "Te veel pogingen"
 UNAVAILABLE_NL = "Dit formulier is tijdelijk niet beschikbaar. Bel de praktijk op 020 555 0101."

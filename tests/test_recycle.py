@@ -40,6 +40,8 @@ from .helpers.servers import DEPLOY, _hidden, _http
 from .keys import TestKey, gpg_decrypt
 from .smtpd import free_port
 
+pytestmark = pytest.mark.usefixtures("database")  # builds its own configs and stores
+
 Server = Callable[[Path, Path, int], AbstractContextManager[tuple[subprocess.Popen[bytes], Path]]]
 
 

@@ -28,6 +28,8 @@ from .helpers.servers import _http
 from .keys import TestKey
 from .smtpd import free_port
 
+pytestmark = pytest.mark.usefixtures("database")  # builds its own configs and stores
+
 
 def test_serve_reloads_practices_without_a_restart(tmp_path: Path,
                                                    keys: dict[str, TestKey]) -> None:

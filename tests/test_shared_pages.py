@@ -16,6 +16,8 @@ from .conftest import ENV, make_config_dict, write_config
 from .helpers.practices import NOORD_NAME, NOORD_PHONE, noord
 from .keys import TestKey
 
+pytestmark = pytest.mark.usefixtures("database")  # builds its own configs and stores
+
 ZUID_NAME, ZUID_PHONE = "Gezondheidscentrum Zuid", "040 123 9876"
 
 

@@ -29,6 +29,8 @@ from .helpers.servers import _hidden, _wait, caddyfile, gunicorn
 from .keys import TestKey, gpg_decrypt
 from .smtpd import free_port
 
+pytestmark = pytest.mark.usefixtures("database")  # builds its own configs and stores
+
 SLOW = 16  # connections trickling a body
 IDLE = 8  # connections that send nothing
 DECLARED = 1_000_000  # the body size the slow clients announce

@@ -15,6 +15,8 @@ from formrelay.store import Store, base
 
 from .conftest import open_store
 
+pytestmark = pytest.mark.usefixtures("database")  # builds its own configs and stores
+
 THREADS, EVENTS = 4, 15
 
 

@@ -27,6 +27,8 @@ from .conftest import ENV, make_config_dict, write_config
 from .helpers.servers import _free_port, serve
 from .keys import TestKey, gpg_decrypt
 
+pytestmark = pytest.mark.usefixtures("database")  # builds its own configs and stores
+
 KB = 1 << 10
 MAX_FILES = 100  # files one upload session may start (uploads/receive.py)
 

@@ -9,6 +9,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from formrelay.uploads.links import LinkRefused, LinkState, UploadLinks
 
 from .area import cli_run
@@ -17,6 +19,8 @@ from .conftest import canary, post_form
 from .helpers.copies import Clock, smtp_cfg
 from .helpers.uploads import deliver, link_in, links_of, submit
 from .smtpd import TlsFiles, smtp_server
+
+pytestmark = pytest.mark.usefixtures("database")  # builds its own configs and stores
 
 
 def test_thank_you_page_sends_a_content_free_link_once(make_app: Any, tls: TlsFiles,

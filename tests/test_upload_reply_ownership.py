@@ -20,6 +20,8 @@ from .conftest import ORIGIN, encode_multipart, post_form, write_config
 from .helpers.ownership import FIELDS, make, practice_file, reload, two_practice_files
 from .keys import TestKey, gpg_decrypt
 
+pytestmark = pytest.mark.usefixtures("database")  # builds its own configs and stores
+
 EXTRA = {"upload_link": True, "replies": True}
 
 

@@ -12,6 +12,8 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from .area import Clock, audit, cheap_hashing
 from .canary import leaks, start_clock
 from .conftest import ENV, encode_multipart, make_config_dict, write_config
@@ -26,6 +28,8 @@ from .helpers.uploads import (
     send_file,
 )
 from .keys import TestKey, gpg_decrypt, packet_tags, rnp_decrypt
+
+pytestmark = pytest.mark.usefixtures("database")  # builds its own configs and stores
 
 
 def test_page_carries_the_keys_types_and_limit(make_app: Any,

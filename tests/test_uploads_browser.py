@@ -34,6 +34,8 @@ from .helpers.servers import ARGS, CHROMIUM, _free_port
 from .keys import TestKey, gpg_decrypt, rnp_decrypt
 from .smtpd import TlsFiles, smtp_server
 
+pytestmark = pytest.mark.usefixtures("database")  # builds its own configs and stores
+
 FIELDS = [{"name": "name", "type": "text", "label": "Naam", "required": True},
           {"name": "scan", "type": "file", "label": "Scan", "accept": ["pdf", "png", "txt"]}]
 

@@ -13,6 +13,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from formrelay.config import load_config
 from formrelay.store import Store, utcnow
 from formrelay.uploads.links import UploadLinks
@@ -21,6 +23,8 @@ from .canary import leaks
 from .conftest import ENV, make_config_dict, write_config
 from .helpers.servers import _free_port, serve
 from .keys import TestKey, gpg_decrypt
+
+pytestmark = pytest.mark.usefixtures("database")  # builds its own configs and stores
 
 MB = 1 << 20
 

@@ -33,6 +33,8 @@ from .conftest import ENV, make_config_dict, write_config
 from .helpers.servers import ARGS, CHROMIUM, _free_port
 from .keys import TestKey, gpg_decrypt
 
+pytestmark = pytest.mark.sqlite_only  # Chromium; the store is checked elsewhere
+
 SANDBOX = {"allow-forms", "allow-scripts", "allow-same-origin", "allow-popups",
            "allow-popups-to-escape-sandbox", "allow-downloads"}
 FORM_LIMIT = 5  # posts per form per minute: low enough to reach the 429 page quickly
