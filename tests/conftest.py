@@ -1,9 +1,16 @@
 """Shared fixtures: real gpg keys, a temp data folder, the app, its client and CLI runner.
 
-With FORMRELAY_TEST_DATABASE=postgresql every test config (make_config_dict) names a
-fresh PostgreSQL database of its own (tests/pg.py starts the server once per session),
-so the same tests check the store on both engines; scripts/test.sh runs them that way
-too. Tests that open a `Store` themselves use `open_store`, which follows the mode."""
+Tests that use the store request the `database` fixture (make_app does, so every test
+with `app`, `client` or `make_app` has it). With FORMRELAY_TEST_DATABASE=postgresql only
+those tests run, each on a fresh PostgreSQL database of its own (tests/pg.py starts the
+server once per session) that its configs (make_config_dict) and stores (`open_store`)
+name, so the same tests check the store on both engines; scripts/test.sh runs both
+passes. The rest are deselected there: they do not touch the store, or are marked
+`sqlite_only` (they read the SQLite file itself, or drive a browser or proxy whose
+store the first pass already checked). A test that builds a config or opens a store
+without requesting `database` fails on either engine, so none drops out of the
+PostgreSQL pass unnoticed; one whose config never opens a store says so with the
+`no_store` mark."""
 
 from __future__ import annotations
 
@@ -76,21 +83,62 @@ def pg_url(postgres: PgServer) -> Iterator[str]:
     postgres.drop(url)
 
 
-@pytest.fixture(autouse=ON_POSTGRES)
-def _database(request: pytest.FixtureRequest) -> Iterator[None]:
-    """PostgreSQL mode: this test's configs and stores use a database of its own."""
-    if not ON_POSTGRES or request.node.get_closest_marker("sqlite_only"):
+# Whether the running test may build a config or open a store ("" between tests).
+USES_STORE: dict[str, str] = {"test": ""}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """PostgreSQL mode: run only the tests that use the store (see the module docstring)."""
+    if not ON_POSTGRES:
+        return
+    keep, drop = [], []
+    for item in items:
+        on_postgres = ("database" in getattr(item, "fixturenames", ())
+                       and not item.get_closest_marker("sqlite_only"))
+        (keep if on_postgres else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+@pytest.fixture(autouse=True)
+def _store_use(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Note whether this test declared its store use, for make_config_dict and open_store."""
+    declared = "database" in request.fixturenames or any(
+        request.node.get_closest_marker(mark) for mark in ("no_store", "sqlite_only"))
+    USES_STORE["test"] = "declared" if declared else request.node.nodeid
+    try:
         yield
+    finally:
+        USES_STORE["test"] = ""
+
+
+def _store_use_declared(what: str) -> None:
+    test = USES_STORE["test"]
+    if test and test != "declared":
+        raise AssertionError(
+            f"{test} calls {what} but does not request the `database` fixture, so the "
+            "PostgreSQL pass would leave it out: add `database` to its fixtures (or mark "
+            "it `no_store` if its configs never open a store)")
+
+
+@pytest.fixture
+def database(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The database this test's configs and stores name: "" (the SQLite file in data_dir),
+    or with FORMRELAY_TEST_DATABASE=postgresql a fresh PostgreSQL database of its own."""
+    if not ON_POSTGRES or request.node.get_closest_marker("sqlite_only"):
+        yield ""
         return
     DATABASE["url"] = request.getfixturevalue("pg_url")
     try:
-        yield
+        yield DATABASE["url"]
     finally:
         DATABASE["url"] = ""
 
 
 def open_store(path: Path, clock: Callable[..., Any] | None = None) -> Store:
     """A Store at `path` (SQLite), or on this test's PostgreSQL database in that mode."""
+    _store_use_declared("open_store")
     return Store(path, clock or utcnow, url=DATABASE["url"])
 
 
@@ -141,6 +189,7 @@ ALL_FIELDS: list[dict[str, Any]] = [
 def make_config_dict(data_dir: Path, keys: dict[str, TestKey], *, recipients: tuple[str, ...]
                      = ("alice",), fields: list[dict[str, Any]] | None = None,
                      delivery: str = "hold", **form: Any) -> dict[str, Any]:
+    _store_use_declared("make_config_dict")
     server = {"data_dir": str(data_dir), "practice_name": "Praktijk Test",
               "practice_phone": "020 555 0101", "min_fill_seconds": 0,
               "base_url": "http://localhost"}
@@ -166,7 +215,7 @@ def write_config(path: Path, cfg: dict[str, Any]) -> Path:
 
 
 @pytest.fixture
-def make_app(tmp_path: Path, keys: dict[str, TestKey]) -> Callable[..., Flask]:
+def make_app(tmp_path: Path, keys: dict[str, TestKey], database: str) -> Callable[..., Flask]:
     def factory(**kw: Any) -> Flask:
         clock = kw.pop("clock", None)
         extra_steps = kw.pop("extra_steps", ())

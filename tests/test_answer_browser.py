@@ -21,11 +21,15 @@ from playwright.sync_api import sync_playwright
 
 from .area import Browser, Clock, add_user, audit, cheap_hashing, totp_at
 from .conftest import canary, post_form
+from .helpers.answers import decrypt_with_tools, parts, private_key
+from .helpers.browser import _first_login, _live
+from .helpers.replies import FIELDS, read, send_form
+from .helpers.servers import ARGS, CHROMIUM
+from .helpers.uploads import encrypt_binary
 from .keys import TestKey
-from .test_answer_files import decrypt_with_tools, parts, private_key
-from .test_clinician_browser import ARGS, CHROMIUM, _first_login, _live
-from .test_replies import FIELDS, read, send_form
-from .test_uploads import encrypt_binary
+
+# Chromium; answers are stored on PostgreSQL in test_replies and test_answer_files
+pytestmark = pytest.mark.sqlite_only
 
 
 @pytest.fixture

@@ -18,8 +18,10 @@ from formrelay.store import Store
 
 from .area import Browser, Clock, cheap_hashing, cli_run, totp_at
 from .conftest import ENV, open_store, post_form
+from .helpers.practices import make, practices_with_clinicians, two_practices, valid_answers
 from .keys import TestKey
-from .test_practices import make, practices_with_clinicians, two_practices, valid_answers
+
+pytestmark = pytest.mark.usefixtures("database")  # builds its own configs and stores
 
 
 @pytest.fixture(autouse=True)
@@ -161,7 +163,8 @@ def test_a_practice_added_by_reload_gets_its_own_chain(tmp_path: Path,
                                                       keys: dict[str, TestKey]) -> None:
     from formrelay import create_app
 
-    from .test_reload import _config, noord
+    from .helpers.practices import noord
+    from .helpers.reload import _config
 
     config = _config(tmp_path, keys)
     app = create_app(config, environ=ENV)

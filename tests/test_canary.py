@@ -38,6 +38,8 @@ from .conftest import ENV, canary, make_config_dict, post_form, write_config
 from .keys import TestKey, gpg_decrypt
 from .smtpd import TlsFiles, smtp_config, smtp_server
 
+pytestmark = pytest.mark.usefixtures("database")  # builds its own configs and stores
+
 
 def random_bsn() -> str:
     rng = random.Random()  # noqa: S311 - test data
@@ -248,9 +250,9 @@ def test_canary_is_nowhere_on_the_upload_and_answer_paths(
     the documents, a document's name, the answer and the reply) are then in no database
     file or WAL, data folder, temp file, log line, request line or mail."""
     from .conftest import encode_multipart
-    from .test_answer_files import post_answer
-    from .test_replies import read
-    from .test_uploads import encrypt_binary, send_file
+    from .helpers.answers import post_answer
+    from .helpers.replies import read
+    from .helpers.uploads import encrypt_binary, send_file
 
     cheap_hashing(monkeypatch)
     since = start_clock()

@@ -31,6 +31,8 @@ from .conftest import (
 from .keys import TestKey
 from .smtpd import TlsFiles, smtp_config, smtp_server
 
+pytestmark = pytest.mark.usefixtures("database")  # builds its own configs and stores
+
 
 def run_check(tmp_path: Path, keys: dict[str, TestKey], *args: str, **cfg: Any) -> Result:
     data = cfg.pop("data_dir", tmp_path / "data")

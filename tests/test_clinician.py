@@ -35,6 +35,8 @@ from .conftest import ENV, canary, make_config_dict, post_form, valid_answers, w
 from .keys import TestKey, gpg_decrypt, rnp_decrypt
 from .smtpd import TlsFiles, smtp_config, smtp_server
 
+pytestmark = pytest.mark.usefixtures("database")  # builds its own configs and stores
+
 
 @pytest.fixture(autouse=True)
 def _cheap_hashes(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,24 +5,22 @@ with nothing the CSP had to block."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pyotp
 import pytest
 from flask import Flask
-from playwright.sync_api import Page, sync_playwright
-from werkzeug.serving import make_server
+from playwright.sync_api import sync_playwright
 
-from .area import COOKIE, PASSWORD, add_user, answers, cheap_hashing
+from .area import COOKIE, PASSWORD, add_user, answers
 from .conftest import post_form, valid_answers
+from .helpers.browser import _first_login, _live
+from .helpers.servers import ARGS, CHROMIUM
 from .keys import TestKey, gpg_decrypt
-from .smtpd import free_port
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run"]
+pytestmark = pytest.mark.sqlite_only  # Chromium; the store is checked elsewhere
+
 
 
 @pytest.fixture
@@ -39,22 +37,6 @@ LONG_TITLE = "Arbeidsongeschiktheidsverzekeringsaanvraagformulier voor nieuwe pa
 def live_long_title(make_app: Callable[..., Flask],
                     monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Flask, str]]:
     yield from _live(make_app, monkeypatch, title=LONG_TITLE)
-
-
-def _live(make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch,
-          **form: object) -> Iterator[tuple[Flask, str]]:
-    cheap_hashing(monkeypatch)
-    port = free_port()
-    base = f"http://localhost:{port}"
-    app = make_app(server={"base_url": base}, **form)
-    server = make_server("127.0.0.1", port, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield app, base
-    finally:
-        server.shutdown()
-        thread.join(10)
 
 
 def test_first_login_download_and_processed_in_chromium(live: tuple[Flask, str],
@@ -107,18 +89,6 @@ def test_first_login_download_and_processed_in_chromium(live: tuple[Flask, str],
         browser.close()
     assert problems == []
     assert app.extensions["formrelay"].store.submissions.get(ref)["status"] == "processed"
-
-
-def _first_login(page: Page, base: str) -> None:
-    page.goto(f"{base}/clinician/login")
-    page.get_by_label("Gebruikersnaam").fill("anna")
-    page.get_by_label("Wachtwoord").fill(PASSWORD)
-    page.get_by_role("button", name="Volgende").click()
-    page.wait_for_url("**/clinician/enrol")
-    secret = page.locator("#secret").inner_text().replace(" ", "")
-    page.get_by_label("Code", exact=True).fill(pyotp.TOTP(secret).now())
-    page.get_by_role("button", name="Bevestigen").click()
-    page.get_by_role("link", name="Ik heb ze bewaard, verder").click()
 
 
 def test_inbox_does_not_scroll_sideways_on_a_360_px_phone(

@@ -16,6 +16,8 @@ from formrelay.settings import SECRET_KEY_ENV
 from .conftest import ENV, make_config_dict, write_config
 from .keys import TestKey
 
+pytestmark = pytest.mark.no_store  # configs are parsed and checked, never opened
+
 
 @pytest.fixture
 def base(tmp_path: Path, keys: dict[str, TestKey]) -> dict[str, Any]:

@@ -16,8 +16,10 @@ from formrelay.config import ConfigError, load_config
 from formrelay.reload import Live
 
 from .conftest import ENV, make_config_dict, post_form, write_config
+from .helpers.practices import noord, valid_answers
 from .keys import TestKey
-from .test_practices import noord, valid_answers
+
+pytestmark = pytest.mark.usefixtures("database")  # builds its own configs and stores
 
 
 def _practice_file(tmp_path: Path, keys: dict[str, TestKey], **change: Any) -> Path:

@@ -27,10 +27,12 @@ import pytest
 from formrelay.ops.gworker import CONNECTIONS_PER_ADDRESS, HEADER_SECONDS, PER_ADDRESS_ENV
 
 from .conftest import ENV, make_config_dict, write_config
+from .helpers.processes import _wait_up
+from .helpers.servers import DEPLOY
 from .keys import TestKey
 from .smtpd import TlsFiles, free_port
-from .test_deploy import DEPLOY
-from .test_postgres import _wait_up
+
+pytestmark = pytest.mark.usefixtures("database")  # builds its own configs and stores
 
 ATTACKER, PATIENT = "127.0.0.5", "127.0.0.2"
 IDLE, SLOW = 200, 100

@@ -19,8 +19,8 @@ from formrelay.mail import outbox
 from formrelay.patient_copy.pdf import Practice, copy_pdf
 
 from .conftest import canary, post_form
+from .helpers.copies import FIELDS, answers, pdf_text, thanks
 from .keys import TestKey, gpg_decrypt, rnp_decrypt
-from .test_copy import FIELDS, answers, pdf_text, thanks
 
 
 def make_sub(*answers: Answer, uploads: list[Upload] | None = None,

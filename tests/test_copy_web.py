@@ -33,9 +33,11 @@ from formrelay.mail import outbox
 from formrelay.store import Store
 
 from .conftest import ENV, canary, encode_multipart, make_config_dict, write_config
+from .helpers.copies import pdf_text
 from .keys import TestKey
 from .smtpd import free_port
-from .test_copy import pdf_text
+
+pytestmark = pytest.mark.sqlite_only  # Chromium; the store is checked elsewhere
 
 FIELDS: list[dict[str, Any]] = [
     {"name": "name", "type": "text", "label": "Naam", "required": True,

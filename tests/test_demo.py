@@ -29,6 +29,8 @@ from formrelay.cli import cli
 from .conftest import ENV, make_config_dict, write_config
 from .keys import TestKey
 
+pytestmark = pytest.mark.sqlite_only  # the demo keeps its own SQLite file
+
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--no-first-run"]

@@ -10,15 +10,11 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,61 +24,14 @@ import yaml
 from formrelay.ops.server import gunicorn_options, options_from_env
 
 from .conftest import ENV, canary, make_config_dict, open_store, write_config
+from .helpers.servers import DEPLOY, ROOT, _hidden, _http, _wait, caddyfile, gunicorn
 from .keys import TestKey
 from .smtpd import TlsFiles, free_port
 
-ROOT = Path(__file__).parent.parent
-DEPLOY = ROOT / "deploy"
+pytestmark = pytest.mark.sqlite_only  # the deployment files, not the store
+
 VENV_BIN = Path(sys.executable).parent
 UNITS = ("formrelay.service", "formrelay-worker.service")
-
-
-def _http(url: str, data: bytes | None = None, headers: dict[str, str] | None = None,
-          ) -> tuple[int, bytes, str]:
-    req = urllib.request.Request(url, data=data, headers=headers or {})  # noqa: S310
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310 - loopback
-            return r.status, r.read(), r.headers.get("Content-Type", "")
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read(), exc.headers.get("Content-Type", "")
-
-
-def _wait(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    end = time.monotonic() + 60
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise AssertionError(f"gunicorn exited:\n{log.read_text()}")
-        try:
-            urllib.request.urlopen(url, timeout=2)  # noqa: S310 - loopback
-            return
-        except urllib.error.HTTPError:
-            return  # it answers
-        except OSError:
-            time.sleep(0.2)
-    raise AssertionError(f"{url} did not answer:\n{log.read_text()}")
-
-
-@contextmanager
-def gunicorn(tmp_path: Path, config: Path, port: int) -> Iterator[Path]:
-    """deploy/gunicorn.conf.py running the app on 127.0.0.1:port; yields its log file."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FORMRELAY_")}
-    env.update(ENV, FORMRELAY_CONFIG=str(config), FORMRELAY_BIND=f"127.0.0.1:{port}",
-               FORMRELAY_WORKERS="2", FORMRELAY_CONNECTIONS="50")
-    log = tmp_path / "gunicorn.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "--config",
-                                 str(DEPLOY / "gunicorn.conf.py")], cwd=tmp_path, env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
-    try:
-        _wait(f"http://127.0.0.1:{port}/healthz", proc, log)
-        yield log
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
-
-
-def _hidden(page: bytes) -> dict[str, str]:
-    return dict(re.findall(r'name="(_[a-z]+)"[^>]*value="([^"]*)"', page.decode()))
 
 
 def test_gunicorn_conf_serves_a_submission_and_logs_no_secret(
@@ -255,23 +204,6 @@ def test_compose_wires_proxy_service_worker_and_secrets() -> None:
     assert re.findall(r"^(FORMRELAY_\w+)=$", example, re.M) == [
         "FORMRELAY_SECRET_KEY", "FORMRELAY_SMTP_PASSWORD", "FORMRELAY_HEALTH_TOKEN",
         "FORMRELAY_REDIS_PASSWORD", "FORMRELAY_DATABASE_URL"]
-
-
-def caddyfile(caddy: str, tmp_path: Path, *, admin: bool = True) -> Path:
-    """deploy/Caddyfile as the installed Caddy reads it: Debian 12's Caddy 2.6 spells
-    request buffering `buffer_requests` (deploy/README.md says so); `admin=False` turns
-    the admin endpoint off, for a Caddy that a test runs beside others."""
-    text = (DEPLOY / "Caddyfile").read_text()
-    version = subprocess.run([caddy, "version"], capture_output=True, text=True, timeout=30)
-    if re.match(r"v?2\.[0-6]\.", version.stdout):
-        assert "request_buffers 32MB" in text
-        text = text.replace("request_buffers 32MB", "buffer_requests")
-    if not admin:
-        assert "\n{\n" in text, "deploy/Caddyfile has no global options block"
-        text = text.replace("\n{\n", "\n{\n\tadmin off\n", 1)
-    path = tmp_path / "Caddyfile"
-    path.write_text(text)
-    return path
 
 
 def test_caddyfile_is_valid_and_proxies_to_formrelay(tmp_path: Path) -> None:

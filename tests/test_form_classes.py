@@ -20,6 +20,8 @@ from formrelay.settings import FormSpec
 from .conftest import ENV, make_config_dict, post_form, valid_answers, write_config
 from .keys import TestKey
 
+pytestmark = pytest.mark.usefixtures("database")  # builds its own configs and stores
+
 
 def _spec(tmp_path: Path, keys: dict[str, TestKey], **kw: Any) -> FormSpec:
     cfg = make_config_dict(tmp_path / "data", keys, **kw)

@@ -30,9 +30,11 @@ from .conftest import (
     valid_answers,
     write_config,
 )
+from .helpers.servers import _hidden, _http, gunicorn
 from .keys import TestKey
 from .smtpd import free_port
-from .test_deploy import _hidden, _http, gunicorn
+
+pytestmark = pytest.mark.usefixtures("database")  # builds its own configs and stores
 
 BOUNDARY = "frtestboundary"
 
@@ -202,8 +204,8 @@ def test_required_select_left_on_choose_is_refused(make_app: Callable[..., Flask
 
 def test_optional_select_left_empty_stores_no_answer(make_app: Callable[..., Flask],
                                                      keys: Any) -> None:
+    from .helpers.submit import answers_json, inner
     from .keys import gpg_decrypt
-    from .test_submit import answers_json, inner
 
     app = make_app(fields=SELECTS)
     r = post_form(app.test_client(), {"name": "Jan", "insurer": "VGZ", "floor": ""},

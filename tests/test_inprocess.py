@@ -19,8 +19,10 @@ from formrelay.crypto.inprocess import InProcess
 from formrelay.crypto.packets import encryption_packet
 
 from .conftest import post_form, valid_answers
+from .helpers.submit import answers_json, inner
 from .keys import TestKey, _gpg, gpg_decrypt, make_key, packet_tags, rnp_decrypt
-from .test_submit import answers_json, inner
+
+pytestmark = pytest.mark.usefixtures("database")  # builds its own configs and stores
 
 
 def _stored(app: Flask, reference: str) -> bytes:

@@ -17,9 +17,11 @@ from formrelay.mail import outbox
 
 from .area import PASSWORD, Browser, Clock, add_user, audit, cheap_hashing, cli_run, totp_at
 from .conftest import ENV, write_config
+from .helpers.practices import two_practices
 from .keys import TestKey
 from .smtpd import TlsFiles, smtp_config, smtp_server
-from .test_practices import two_practices
+
+pytestmark = pytest.mark.usefixtures("database")  # builds its own configs and stores
 
 BASE = "https://forms.praktijk.test"
 

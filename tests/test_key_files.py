@@ -24,8 +24,10 @@ from formrelay.intake import relay as relay_module
 from formrelay.reload import LAST_GOOD, Live, serving_settings
 
 from .conftest import ENV, HEALTH_AUTH, make_config_dict, post_form, write_config
+from .helpers.practices import FIELDS, valid_answers
 from .keys import TestKey
-from .test_practices import FIELDS, valid_answers
+
+pytestmark = pytest.mark.usefixtures("database")  # builds its own configs and stores
 
 
 def zuid(key_file: str, fingerprint: str) -> dict[str, Any]:

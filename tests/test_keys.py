@@ -19,6 +19,8 @@ from formrelay.settings import Recipient
 from .conftest import ENV, make_config_dict, post_form, valid_answers, write_config
 from .keys import TestKey
 
+pytestmark = pytest.mark.usefixtures("database")  # builds its own configs and stores
+
 
 def recipient(key: TestKey, **kw: Any) -> Recipient:
     return Recipient(id=kw.pop("id", "dr-test"), email="dr@praktijk.test",

@@ -24,6 +24,8 @@ from .area import Clock
 from .conftest import ALL_FIELDS, ENV, make_config_dict, post_form, valid_answers, write_config
 from .keys import TestKey, gpg_decrypt
 
+pytestmark = pytest.mark.usefixtures("database")  # builds its own configs and stores
+
 WINTER = datetime(2026, 1, 15, 12, 5, tzinfo=UTC)
 SUMMER = datetime(2026, 7, 15, 12, 5, tzinfo=UTC)
 
@@ -167,7 +169,7 @@ def test_one_date_rule_per_language_everywhere(make_app: Any, keys: dict[str, Te
                                               lang: str, born: str, date_rule: str) -> None:
     """The clinician's text, the patient's PDF and the copy page write a date the same
     way for one language; the JSON part keeps ISO 8601."""
-    from .test_copy import pdf_text, pick, thanks
+    from .helpers.copies import pdf_text, pick, thanks
 
     app = make_app(fields=english_fields(), title_en="Physiotherapy intake", lang=lang,
                    patient_copy=True)

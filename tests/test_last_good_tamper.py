@@ -15,8 +15,10 @@ from formrelay.config import ConfigError
 from formrelay.reload import LAST_GOOD, serving_settings
 
 from .conftest import ENV
+from .helpers.recycle import configure, practice
 from .keys import TestKey
-from .test_recycle import configure, practice
+
+pytestmark = pytest.mark.usefixtures("database")  # builds its own configs and stores
 
 
 def broken_after_a_good_start(tmp_path: Path, keys: dict[str, TestKey],

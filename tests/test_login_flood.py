@@ -22,12 +22,16 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 from formrelay.store import Store
 
 from .conftest import make_config_dict, open_store, write_config
+from .helpers.processes import _process, _wait_up
 from .keys import TestKey
 from .smtpd import free_port
-from .test_postgres import _process, _wait_up
+
+pytestmark = pytest.mark.usefixtures("database")  # builds its own configs and stores
 
 MAX_PER_NETWORK = 5  # server.login_max_failures_ip, small so the test stays short
 HOUSEHOLD = "2001:db8:7:42"  # one /64: the attacker's own addresses

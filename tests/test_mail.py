@@ -14,9 +14,8 @@ import warnings
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
-from email.message import EmailMessage, Message
+from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -30,67 +29,12 @@ from formrelay.mail import outbox, reminders, transport
 from formrelay.mail.kinds import tell_operator
 
 from .conftest import ENV, HEALTH_AUTH, canary, post_form
+from .helpers.mail import FIELDS, OPERATOR, Clock, attachment, deliver, mail_app, store_of, submit
 from .keys import TestKey, gpg_decrypt, rnp_decrypt
 from .smtpd import HOST, Recorder, TlsFiles, free_port, smtp_config, smtp_server
 
-FIELDS: list[dict[str, Any]] = [
-    {"name": "volledige_naam", "type": "text", "label": "Volledige naam", "required": True},
-    {"name": "klachtomschrijving", "type": "textarea", "label": "Omschrijving van de klacht",
-     "required": True},
-    {"name": "verwijsbrief", "type": "file", "label": "Verwijsbrief", "accept": ["pdf"]},
-    {"name": "knie_foto", "type": "file", "label": "Foto van de knie", "accept": ["png"]},
-]
-OPERATOR = "beheer@praktijk.test"
 PDF = b"%PDF-1.7\n" + os.urandom(300_000) + b"\n.\n.leading dot line\n%%EOF\n"
 PNG = b"\x89PNG\r\n\x1a\n" + os.urandom(50_000)
-
-
-class Clock:
-    """A clock the test moves forward (backoff and leases without sleeping); it also
-    ticks 10 ms per reading, like a real one."""
-
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        self.now += timedelta(milliseconds=10)
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
-
-
-def mail_app(make_app: Callable[..., Flask], tls: TlsFiles, port: int, *,
-             smtp: dict[str, Any] | None = None, **kw: Any) -> Flask:
-    return make_app(delivery="email", fields=kw.pop("fields", FIELDS),
-                    smtp=smtp or smtp_config(tls, port),
-                    server={"operator_email": OPERATOR, "rate_limit_ip": "1000/minute",
-                            **kw.pop("server", {})}, **kw)
-
-
-def submit(app: Flask, mark: str = "", **files: tuple[bytes, str]) -> str:
-    data: dict[str, Any] = {"volledige_naam": f"Jeroen Brünhilde {mark}".strip(),
-                            "klachtomschrijving": f"Pijn in de knie 🦵, ça va {mark}".strip()}
-    data.update({k: (io.BytesIO(v[0]), v[1]) for k, v in files.items()})
-    r = post_form(app.test_client(), data, json_answer=True)
-    assert r.status_code == 200, r.get_data(as_text=True)
-    return str(r.get_json()["reference"])
-
-
-def deliver(app: Flask) -> outbox.PassResult:
-    relay = app.extensions["formrelay"]
-    return outbox.deliver_pending(relay.settings, relay.store, kinds=services.mail_kinds())
-
-
-def store_of(app: Flask) -> Any:
-    return app.extensions["formrelay"].store
-
-
-def attachment(msg: Message, filename: str) -> bytes:
-    part = next(p for p in msg.walk() if p.get_filename() == filename)
-    data = part.get_payload(decode=True)
-    assert isinstance(data, bytes)
-    return data
 
 
 def test_submission_arrives_as_rfc3156_pgp_mime(make_app: Callable[..., Flask], tls: TlsFiles,

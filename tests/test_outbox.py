@@ -33,11 +33,11 @@ from formrelay.patient_copy import link_mail
 from formrelay.store import Store
 
 from .conftest import ENV, canary, open_store, post_form
+from .helpers.copies import ENCODED, answers, thanks
+from .helpers.copies import FIELDS as COPY_FIELDS
+from .helpers.mail import Clock, attachment, deliver, mail_app, store_of, submit
 from .keys import TestKey, gpg_decrypt
 from .smtpd import TlsFiles, free_port, smtp_config, smtp_server
-from .test_copy import ENCODED, answers, thanks
-from .test_copy import FIELDS as COPY_FIELDS
-from .test_mail import Clock, attachment, deliver, mail_app, store_of, submit
 
 ROOT = Path(__file__).parent.parent
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 from .area import Clock
-from .test_replies import FIELDS, read, send_form
-from .test_upload_links import submit
+from .helpers.replies import FIELDS, read, send_form
+from .helpers.uploads import submit
 
 
 def test_reading_answers_is_limited_per_address(make_app: Any) -> None:

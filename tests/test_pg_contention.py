@@ -30,11 +30,13 @@ from formrelay.store import OutboxMail, Store, StoreContended, StoreNotWritable
 from formrelay.store.base import CONTENDED_TRIES
 
 from .conftest import make_config_dict, write_config
+from .helpers.mail import Clock, mail_app, store_of, submit
+from .helpers.practices import FIELDS, noord, valid_answers
+from .helpers.processes import _http, _process, _wait_for, _wait_up
 from .keys import TestKey
 from .smtpd import TlsFiles, free_port, smtp_config, smtp_server
-from .test_mail import Clock, mail_app, store_of, submit
-from .test_postgres import _http, _process, _wait_for, _wait_up
-from .test_practices import FIELDS, noord, valid_answers
+
+pytestmark = pytest.mark.usefixtures("database")  # builds its own configs and stores
 
 LOAD_SECONDS = 20  # bounded: the 60 s, shorter
 CLIENTS = 16

@@ -6,7 +6,6 @@ the JSON body), what happens to what they typed, and that nothing was stored.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,7 +16,10 @@ from flask.testing import FlaskClient
 
 from formrelay.intake.tokens import FormTokens
 
-from .conftest import ORIGIN, SECRET, encode_multipart, form_token, valid_answers
+from .conftest import SECRET, encode_multipart, form_token, valid_answers
+from .helpers.protect import hidden, send, stored
+
+pytestmark = pytest.mark.usefixtures("database")  # builds its own configs and stores
 
 
 class Clock:
@@ -31,26 +33,6 @@ class Clock:
 
     def advance(self, **kw: float) -> None:
         self.now += timedelta(**kw)
-
-
-def send(client: FlaskClient, body: dict[str, Any], *, origin: str | None = ORIGIN,
-         json_answer: bool = False, query: str = "", ip: str = "127.0.0.1",
-         headers: dict[str, str] | None = None) -> Any:
-    hdrs = {"Accept": "application/json"} if json_answer else {}
-    if origin is not None:
-        hdrs["Origin"] = origin
-    hdrs.update(headers or {})
-    return client.post(f"/f/intake{query}", data=encode_multipart(body), headers=hdrs,
-                       content_type="multipart/form-data; boundary=frtestboundary",
-                       environ_base={"REMOTE_ADDR": ip})
-
-
-def hidden(html: str) -> dict[str, str]:
-    return dict(re.findall(r'<input type="hidden" name="(_[a-z]+)" value="([^"]*)"', html))
-
-
-def stored(app: Flask) -> int:
-    return len(app.extensions["formrelay"].store.submissions.rows())
 
 
 def kept_and_sendable(app: Flask, client: FlaskClient, r: Any, message: str,

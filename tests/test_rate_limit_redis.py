@@ -28,9 +28,11 @@ from formrelay.config import ConfigError
 from formrelay.settings import REDIS_PASSWORD_ENV
 
 from .conftest import ENV, SECRET, form_token, make_config_dict, valid_answers, write_config
+from .helpers.protect import hidden, send, stored
 from .keys import TestKey
 from .redisd import RedisServer, free_port
-from .test_protect import hidden, send, stored
+
+pytestmark = pytest.mark.usefixtures("database")  # builds its own configs and stores
 
 SITE = "https://www.praktijk.example"
 TOO_MANY_NL = "Te veel pogingen"

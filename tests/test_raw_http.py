@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 
 from .conftest import encode_multipart, make_config_dict, open_store, write_config
+from .helpers.reload import serving
+from .helpers.servers import _hidden, _http
 from .keys import TestKey
 from .smtpd import free_port
-from .test_deploy import _hidden, _http
-from .test_reload import serving
 
 pytestmark = pytest.mark.sqlite_only  # about HTTP parsing; the store is only looked at
 

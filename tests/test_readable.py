@@ -20,7 +20,7 @@ from formrelay.patient_copy.pdf import Practice, copy_pdf
 
 from .area import Browser, Clock, add_user, cheap_hashing, totp_at
 from .conftest import encode_multipart, form_token, post_form
-from .test_copy import pdf_text
+from .helpers.copies import pdf_text
 
 FIELDS = [
     {"name": "name", "type": "text", "label": "Naam", "required": True},

@@ -39,6 +39,8 @@ from .reader import (
     serve,
 )
 
+pytestmark = pytest.mark.usefixtures("database")  # builds its own configs and stores
+
 
 @pytest.fixture
 def live(tmp_path: Path, keys: dict[str, TestKey],

@@ -32,6 +32,10 @@ from .keys import TestKey
 from .reader import ARGS, CHROMIUM, PASSPHRASE, accept_invitation, make_key, open_in_page
 from .smtpd import free_port
 
+# Chromium; the reader's store is checked on PostgreSQL by test_reader_browser and
+# test_form_readers
+pytestmark = pytest.mark.sqlite_only
+
 SECOND = "de leeszin van de tweede lezer"  # noqa: S105 - a test value
 
 

@@ -31,6 +31,8 @@ from .reader import (
     rnp_with_locked_key,
 )
 
+pytestmark = pytest.mark.usefixtures("database")  # builds its own configs and stores
+
 BASE = "https://localhost"
 
 

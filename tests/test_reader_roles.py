@@ -18,6 +18,8 @@ from .conftest import ENV, post_form, valid_answers
 from .keys import TestKey
 from .reader import reader_config
 
+pytestmark = pytest.mark.usefixtures("database")  # builds its own configs and stores
+
 BASE = "https://forms.praktijk.test"
 
 

@@ -21,34 +21,10 @@ from formrelay.replies import letter, secret
 from .area import Browser, Clock, add_user, audit, cheap_hashing, totp_at
 from .canary import leaks, start_clock
 from .conftest import ON_POSTGRES, canary, post_form
+from .helpers.copies import smtp_cfg
+from .helpers.replies import FIELDS, read, send_form, write_answer
+from .helpers.uploads import deliver
 from .smtpd import TlsFiles, smtp_server
-from .test_copy import smtp_cfg
-from .test_upload_links import deliver
-
-FIELDS = [{"name": "name", "type": "text", "label": "Naam", "required": True},
-          {"name": "email", "type": "email", "label": "E-mail"},
-          {"name": "question", "type": "textarea", "label": "Vraag"}]
-
-
-def send_form(client: Any, email: str = "zoe@example.nl") -> tuple[str, str]:
-    r = post_form(client, {"name": "Zoë", "email": email, "question": "Mag ik sporten?"})
-    html = r.get_data(as_text=True)
-    assert r.status_code == 200, html
-    ref = re.search(r'id="reference">([^<]+)<', html)
-    code = re.search(r'id="reply-code">([^<]+)<', html)
-    assert ref and code, html
-    return ref.group(1), code.group(1)
-
-
-def write_answer(b: Browser, reference: str, text: str) -> None:
-    page = b.get(f"/clinician/answer/{reference}")
-    assert page.status_code == 200, page.get_data(as_text=True)
-    r = b.post(f"/clinician/answer/{reference}", {"answer": text})
-    assert r.status_code == 302, r.get_data(as_text=True)
-
-
-def read(client: Any, reference: str, code: str) -> Any:
-    return client.post("/r/?lang=en", data={"reference": reference, "code": code})
 
 
 def test_answer_reaches_only_the_code(make_app: Any, tls: TlsFiles, tmp_path: Path,
@@ -267,7 +243,7 @@ def test_copy_pdf_prints_the_reply_code_that_opens_the_answer(
     all follow the reference as stored."""
     from formrelay.intake import relay as relay_module
 
-    from .test_copy import pdf_text, pick, thanks
+    from .helpers.copies import pdf_text, pick, thanks
 
     cheap_hashing(monkeypatch)
     app = make_app(fields=FIELDS, replies=True, patient_copy=True)
@@ -294,7 +270,7 @@ def test_copy_pdf_prints_the_reply_code_that_opens_the_answer(
 
 def test_copy_pdf_without_replies_or_without_a_code_prints_none(
         make_app: Any, monkeypatch: Any) -> None:
-    from .test_copy import pdf_text, pick, thanks
+    from .helpers.copies import pdf_text, pick, thanks
 
     for replies in (False, True):
         app = make_app(fields=FIELDS, replies=replies, patient_copy=True)
@@ -313,7 +289,7 @@ def test_inbox_row_links_to_its_documents_and_the_answer(
         make_app: Any, tmp_path: Path, keys: dict[str, Any], monkeypatch: Any) -> None:
     from formrelay.uploads.links import UploadLinks
 
-    from .test_uploads import encrypt_binary, send_file
+    from .helpers.uploads import encrypt_binary, send_file
 
     cheap_hashing(monkeypatch)
     clock = Clock()

@@ -23,6 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 from formrelay.config import load_config
 from formrelay.intake.submission import new_reference
 from formrelay.localtime import utcnow
@@ -30,9 +32,11 @@ from formrelay.replies.answers import Answers
 from formrelay.store import Store
 
 from .conftest import ENV, make_config_dict, write_config
+from .helpers.processes import _process, _wait_up
 from .keys import TestKey
 from .smtpd import free_port
-from .test_postgres import _process, _wait_up
+
+pytestmark = pytest.mark.usefixtures("database")  # builds its own configs and stores
 
 PARALLEL = 32
 ATTACK_SECONDS = 8

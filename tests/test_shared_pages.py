@@ -13,8 +13,10 @@ from flask import Flask
 from formrelay import create_app
 
 from .conftest import ENV, make_config_dict, write_config
+from .helpers.practices import NOORD_NAME, NOORD_PHONE, noord
 from .keys import TestKey
-from .test_practices import NOORD_NAME, NOORD_PHONE, noord
+
+pytestmark = pytest.mark.usefixtures("database")  # builds its own configs and stores
 
 ZUID_NAME, ZUID_PHONE = "Gezondheidscentrum Zuid", "040 123 9876"
 

@@ -25,9 +25,11 @@ from pathlib import Path
 import pytest
 
 from .conftest import encode_multipart, make_config_dict, open_store, write_config
+from .helpers.servers import _hidden, _wait, caddyfile, gunicorn
 from .keys import TestKey, gpg_decrypt
 from .smtpd import free_port
-from .test_deploy import _hidden, _wait, caddyfile, gunicorn
+
+pytestmark = pytest.mark.usefixtures("database")  # builds its own configs and stores
 
 SLOW = 16  # connections trickling a body
 IDLE = 8  # connections that send nothing

@@ -16,6 +16,8 @@ from formrelay.store import CHUNK, Store, StoreConflict
 
 from .conftest import open_store
 
+pytestmark = pytest.mark.usefixtures("database")  # opens its own stores
+
 
 def _row(reference: str) -> dict[str, object]:
     return {"reference": reference, "form_id": "intake",

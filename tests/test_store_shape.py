@@ -14,6 +14,8 @@ from formrelay.store.base import Concern
 
 from .conftest import open_store
 
+pytestmark = pytest.mark.usefixtures("database")  # opens its own stores
+
 PACKAGE = Path(store_package.__file__).parent.parent
 CONCERNS = ("submissions", "outbox", "audit", "clinicians", "protection", "copies",
             "uploads", "replies", "refusals", "readers", "backups")

@@ -16,6 +16,8 @@ from formrelay.store.engines import sqlite as sqlite_engine
 
 from .conftest import open_store
 
+pytestmark = pytest.mark.usefixtures("database")  # builds its own configs and stores
+
 THREADS, EVENTS = 4, 15
 
 

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import io
-import json
 import re
-from email import message_from_bytes, policy
-from email.message import Message
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +12,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from .conftest import ORIGIN, form_token, post_form, valid_answers
+from .helpers.submit import answers_json, inner
 from .keys import TestKey, gpg_decrypt, packet_tags, rnp_decrypt
 
 post = post_form
@@ -22,17 +20,6 @@ post = post_form
 
 def stored(app: Flask, reference: str) -> bytes:
     return app.extensions["formrelay"].store.submissions.ciphertext(reference)
-
-
-def inner(plaintext: bytes) -> Message:
-    return message_from_bytes(plaintext, policy=policy.default)
-
-
-def answers_json(msg: Message) -> dict[str, Any]:
-    for part in msg.walk():
-        if part.get_filename() == "answers.json":
-            return json.loads(part.get_payload(decode=True))
-    raise AssertionError("no answers.json")
 
 
 def count_rows(app: Flask) -> int:

@@ -26,9 +26,10 @@ from formrelay.store import Store
 from formrelay.uploads.links import UploadLinks
 
 from .conftest import ENV, make_config_dict, write_config
+from .helpers.servers import _free_port, serve
 from .keys import TestKey, gpg_decrypt
-from .test_uploads_crash import serve
-from .test_widget_browser import _free_port
+
+pytestmark = pytest.mark.usefixtures("database")  # builds its own configs and stores
 
 KB = 1 << 10
 MAX_FILES = 100  # files one upload session may start (uploads/receive.py)
@@ -251,9 +252,9 @@ def test_an_upload_goes_on_through_recycled_workers_and_a_reload(
     """Workers recycled every 15 requests (the chunks themselves recycle them), every
     worker replaced half-way, then SIGHUP with a changed practice file: each chunk
     lands once, in order, and the file decrypts to the bytes sent."""
-    from .test_recycle import _booted, configure, practice, recycle_every_worker
-    from .test_recycle import serve as serve_recycling
-    from .test_reload import until
+    from .helpers.recycle import _booted, configure, practice, recycle_every_worker
+    from .helpers.recycle import serve as serve_recycling
+    from .helpers.reload import until
 
     port = _free_port()
     base = f"http://127.0.0.1:{port}"

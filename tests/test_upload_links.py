@@ -9,45 +9,18 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from flask import Flask
+import pytest
 
-from formrelay import services
-from formrelay.mail import outbox
 from formrelay.uploads.links import LinkRefused, LinkState, UploadLinks
 
 from .area import cli_run
 from .canary import leaks
 from .conftest import canary, post_form
+from .helpers.copies import Clock, smtp_cfg
+from .helpers.uploads import deliver, link_in, links_of, submit
 from .smtpd import TlsFiles, smtp_server
-from .test_copy import Clock, smtp_cfg
 
-
-def deliver(app: Flask) -> None:
-    s = app.extensions["formrelay"]
-    outbox.deliver_pending(s.settings, s.store, kinds=services.mail_kinds())
-
-
-def links_of(app: Flask, clock: Any = None) -> UploadLinks:
-    s = app.extensions["formrelay"]
-    return UploadLinks(s.settings, s.store, clock or s.clock)
-
-
-def submit(client: Any, mark: str) -> tuple[str, str]:
-    """Send the form; the thank-you page's reference and upload offer token."""
-    r = post_form(client, {"name": f"Jan {mark}", "complaint": f"Knie {mark}", "consent": "y"})
-    html = r.get_data(as_text=True)
-    assert r.status_code == 200, html
-    ref = re.search(r'id="reference">([^<]+)<', html)
-    offer = re.search(r'name="offer" value="([^"]+)"', html)
-    assert ref and offer, html
-    assert "Send me a link to upload documents" in html or "uploaden" in html
-    return ref.group(1), offer.group(1)
-
-
-def link_in(body: str) -> str:
-    m = re.search(r"http://localhost(/u/[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)", body)
-    assert m, body
-    return m.group(1)
+pytestmark = pytest.mark.usefixtures("database")  # builds its own configs and stores
 
 
 def test_thank_you_page_sends_a_content_free_link_once(make_app: Any, tls: TlsFiles,

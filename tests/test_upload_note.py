@@ -17,9 +17,9 @@ from formrelay.uploads.links import MAX_NOTE
 
 from .area import Browser, Clock, add_user, cheap_hashing, cli_run, totp_at
 from .conftest import ON_POSTGRES, post_form
+from .helpers.copies import smtp_cfg
+from .helpers.uploads import deliver, link_in
 from .smtpd import TlsFiles, smtp_server
-from .test_copy import smtp_cfg
-from .test_upload_links import deliver, link_in
 
 NOTE = "Graag de brief van de dermatoloog – Anna"
 
@@ -73,7 +73,7 @@ def test_note_from_the_browser_and_the_cli_reaches_page_and_mail(
 def test_link_without_a_note_shows_none(make_app: Any, tls: TlsFiles) -> None:
     with smtp_server(tls) as (smtp, port):
         app = make_app(smtp=smtp_cfg(tls, port))
-        from .test_upload_links import links_of
+        from .helpers.uploads import links_of
         links_of(app).for_practice("default", "zoe@example.nl", "nl", actor="operator")
         deliver(app)
         [mail] = [m for m in smtp.messages if m.rcpt_tos == ["zoe@example.nl"]]

@@ -14,8 +14,8 @@ import pytest
 
 from .area import Clock, cheap_hashing
 from .conftest import ORIGIN, encode_multipart, post_form
-from .test_replies import FIELDS, send_form, write_answer
-from .test_uploads import clinician, new_link
+from .helpers.replies import FIELDS, send_form, write_answer
+from .helpers.uploads import clinician, new_link
 
 
 @pytest.mark.parametrize("bad", ["Mijn rug\x00 is stijf", "Mijn rug \ufffd is stijf"],

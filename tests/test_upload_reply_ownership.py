@@ -17,8 +17,10 @@ from formrelay.uploads.links import UploadLinks
 
 from .area import Browser, Clock, add_user, cheap_hashing, totp_at
 from .conftest import ORIGIN, encode_multipart, post_form, write_config
+from .helpers.ownership import FIELDS, make, practice_file, reload, two_practice_files
 from .keys import TestKey, gpg_decrypt
-from .test_ownership import FIELDS, make, practice_file, reload, two_practice_files
+
+pytestmark = pytest.mark.usefixtures("database")  # builds its own configs and stores
 
 EXTRA = {"upload_link": True, "replies": True}
 

@@ -12,69 +12,25 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from flask import Flask
+import pytest
 
-from formrelay.uploads.links import UploadLinks
-
-from .area import Browser, Clock, add_user, audit, cheap_hashing, totp_at
+from .area import Clock, audit, cheap_hashing
 from .canary import leaks, start_clock
 from .conftest import ENV, encode_multipart, make_config_dict, write_config
+from .helpers.answers import sq_decrypt
+from .helpers.uploads import (
+    MB,
+    clinician,
+    create,
+    deliver,
+    encrypt_binary,
+    new_link,
+    patch,
+    send_file,
+)
 from .keys import TestKey, gpg_decrypt, packet_tags, rnp_decrypt
-from .test_answer_files import sq_decrypt
-from .test_upload_links import deliver
 
-MB = 1024 * 1024
-
-
-def new_link(app: Flask, email: str = "zoe@example.nl") -> str:
-    s = app.extensions["formrelay"]
-    made = UploadLinks(s.settings, s.store, s.clock).for_practice("default", email, "nl",
-                                                                   actor="operator")
-    return made.link.rsplit("/u/", 1)[1]
-
-
-def encrypt_binary(app: Flask, data: bytes, fingerprints: list[str]) -> bytes:
-    """What the browser sends: a binary OpenPGP message (SEIPD v1) to the keys."""
-    gpg = app.extensions["formrelay"].keyring.gpg
-    out = gpg.encrypt(data, fingerprints, armor=False, always_trust=True,
-                      extra_args=["--rfc4880", "--compress-algo", "none"])
-    assert out.ok, out.status
-    return bytes(out.data)
-
-
-def create(client: Any, token: str, size: int) -> str:
-    r = client.post(f"/u/{token}/files", json={"size": size})
-    assert r.status_code == 201, r.get_data(as_text=True)
-    return str(r.get_json()["id"])
-
-
-def patch(client: Any, token: str, fid: str, offset: int, chunk: bytes,
-          checksum: str | None = None) -> Any:
-    digest = hashlib.sha256(chunk).hexdigest() if checksum is None else checksum
-    return client.patch(f"/u/{token}/files/{fid}", data=chunk,
-                        headers={"Upload-Offset": str(offset),
-                                 "Upload-Checksum": f"sha256 {digest}"})
-
-
-def send_file(client: Any, token: str, ciphertext: bytes, chunk: int = MB) -> str:
-    fid = create(client, token, len(ciphertext))
-    n = 0
-    for off in range(0, len(ciphertext), chunk):
-        r = patch(client, token, fid, off, ciphertext[off:off + chunk])
-        assert r.status_code == 204, r.get_data(as_text=True)
-        n += 1
-    r = client.post(f"/u/{token}/files/{fid}/done", json={"length": len(ciphertext),
-                                                          "chunks": n})
-    assert r.status_code == 200, r.get_data(as_text=True)
-    return fid
-
-
-def clinician(app: Flask, tmp_path: Path, clock: Clock) -> Browser:
-    add_user(tmp_path, "anna", "--recipient", "alice")
-    b = Browser(app)
-    r = b.enrol("anna", totp_at(clock))
-    assert r.status_code in (200, 302)
-    return b
+pytestmark = pytest.mark.usefixtures("database")  # builds its own configs and stores
 
 
 def test_page_carries_the_keys_types_and_limit(make_app: Any,

@@ -10,10 +10,10 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from formrelay.config import load_config
 from formrelay.localtime import utcnow
@@ -22,32 +22,12 @@ from formrelay.uploads.links import UploadLinks
 
 from .canary import leaks
 from .conftest import ENV, make_config_dict, write_config
+from .helpers.servers import _free_port, serve
 from .keys import TestKey, gpg_decrypt
-from .test_widget_browser import _free_port
+
+pytestmark = pytest.mark.usefixtures("database")  # builds its own configs and stores
 
 MB = 1 << 20
-
-
-def serve(path: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "formrelay", "--config", str(path), "serve", "--bind",
-             f"127.0.0.1:{port}", "--workers", "1", "--connections", "20"],
-            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **ENV},
-            start_new_session=True)
-    for _ in range(300):  # bounded wait until it answers
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            try:
-                conn.request("GET", "/healthz")
-                conn.getresponse().read()
-            finally:
-                conn.close()
-            return proc
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise AssertionError(log.read_text())
 
 
 def call(port: int, method: str, path: str, body: bytes = b"",

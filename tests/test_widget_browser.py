@@ -30,11 +30,11 @@ from formrelay import create_app
 from formrelay.ops.hostpage import example_page, serve_pages
 
 from .conftest import ENV, make_config_dict, write_config
+from .helpers.servers import ARGS, CHROMIUM, _free_port
 from .keys import TestKey, gpg_decrypt
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run", "--test-third-party-cookie-phaseout"]
+pytestmark = pytest.mark.sqlite_only  # Chromium; the store is checked elsewhere
+
 SANDBOX = {"allow-forms", "allow-scripts", "allow-same-origin", "allow-popups",
            "allow-popups-to-escape-sandbox", "allow-downloads"}
 FORM_LIMIT = 5  # posts per form per minute: low enough to reach the 429 page quickly
@@ -56,14 +56,6 @@ class Site:
     @property
     def store(self) -> Any:
         return self.app.extensions["formrelay"].store
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 TWO_FORMS = """<!doctype html><html lang="nl"><head><meta charset="utf-8"><title>Twee</title>
