@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import formrelay.store as store_package
+from formrelay.intake.relay import Relay
 from formrelay.store.base import Concern
 
 from .conftest import open_store
@@ -64,6 +65,9 @@ def test_the_store_calls_no_callback_of_its_callers() -> None:
         for method in (m for n, m in vars(concern).items()
                        if callable(m) and not n.startswith("_")):
             assert "also" not in inspect.signature(method).parameters, method
+    # nor does the relay: the form token is data it records in its own transaction
+    params = inspect.signature(Relay.submit).parameters
+    assert "also" not in params and "token" in params
 
 
 def test_time_helpers_live_in_localtime() -> None:

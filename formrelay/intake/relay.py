@@ -39,6 +39,7 @@ from . import forms
 from .payload import IterStream, encrypted_size, payload_parts
 from .pipeline import CopyReceipt, Posted, Step, Stored
 from .submission import Submission, new_reference
+from .tokens import TokenProblem, TokenReason, TokenUse
 
 log = logging.getLogger("formrelay.relay")
 
@@ -189,9 +190,10 @@ class Relay:
     # -- the use case -----------------------------------------------------------------
     def submit(self, form_id: str, lang: str, formdata: forms.Fields,
                files: forms.Files | None = None, *, ip: str = "",
-               also: Callable[[], None] | None = None) -> Receipt:
-        """Validate, encrypt, store. `also` runs inside the submission's transaction
-        (the form token's first use): what it raises rolls the submission back."""
+               token: TokenUse | None = None) -> Receipt:
+        """Validate, encrypt, store. `token` (the form's anti-replay token) is recorded in
+        the submission's transaction: when another post recorded it first, TokenProblem
+        rolls this submission back."""
         spec = self.form(form_id)
         self.require_available(spec)
         result = forms.validate(spec, lang, formdata, files or {})
@@ -207,7 +209,7 @@ class Relay:
         except GpgTimeout as exc:  # the patient's copy runs gpg too
             self._gpg_failed(spec, exc, ip)
             raise self.unavailable(spec.id) from None
-        size, delivery, copy = self._encrypt_and_store(sub, spec, prepared, ip, also)
+        size, delivery, copy = self._encrypt_and_store(sub, spec, prepared, ip, token)
         log.info("form %s: received %s (%d bytes ciphertext, %d files)", spec.id,
                  sub.reference, size, len(sub.uploads))
         return Receipt(sub.reference, spec.id, sub.received_at, delivery, size, copy,
@@ -225,7 +227,7 @@ class Relay:
         return Receipt(sub.reference, spec.id, sub.received_at, delivery, size, copy)
 
     def _encrypt_and_store(self, sub: Submission, spec: FormSpec, prepared: list[Any],
-                           ip: str, first: Callable[[], None] | None = None
+                           ip: str, token: TokenUse | None = None
                            ) -> tuple[int, str, CopyReceipt | None]:
         try:
             fprs = self.fingerprints(spec)
@@ -269,8 +271,9 @@ class Relay:
                     answers.clear()  # run again when the store retries the transaction
                     with self.store.transaction():
                         self.store.submissions.add(row, ciphertext)
-                        if first is not None:
-                            first()
+                        if token is not None and not self.store.protection.use_token(
+                                token.token.id, token.keep_until):
+                            raise TokenProblem(TokenReason.REPLAYED, token.token)
                         self.store.audit.append(AuditAction.RECEIVED, actor="patient", ip=ip,
                                                 reference=sub.reference, form_id=spec.id,
                                                 detail=f"{stored.delivery}, "

@@ -56,6 +56,15 @@ class FormToken:
         return (now - self.shown_at).total_seconds()
 
 
+@dataclass(frozen=True)
+class TokenUse:
+    """A checked form token to record with the post: the submission's transaction stores
+    `token.id` as used until `keep_until`, or rolls back with TokenProblem(REPLAYED) when
+    another post recorded it first."""
+    token: FormToken
+    keep_until: datetime
+
+
 class FormTokens:
     """Issues and checks form tokens for one secret key and clock."""
 
@@ -105,12 +114,8 @@ class FormTokens:
             raise TokenProblem(TokenReason.REPLAYED, ft)
         return ft
 
-    def first_use(self, ft: FormToken, use: Callable[[str, datetime], bool]) -> \
-            Callable[[], None]:
-        """What the submission's transaction runs: record the token (store.protection.use_token)
-        or raise TokenProblem(REPLAYED) when another post recorded it first, which rolls
-        the whole submission back."""
-        def record() -> None:
-            if not use(ft.id, ft.shown_at + self.max_age):
-                raise TokenProblem(TokenReason.REPLAYED, ft)
-        return record
+    def first_use(self, ft: FormToken) -> TokenUse:
+        """The token's first use, for the relay to record inside the submission's
+        transaction (Relay.submit(token=...)): kept as used until it could no longer be
+        accepted anyway."""
+        return TokenUse(ft, ft.shown_at + self.max_age)

@@ -38,7 +38,7 @@ from ..errors import UserError
 from ..i18n import gettext
 from ..intake import ratelimit
 from ..intake.relay import Relay
-from ..intake.tokens import FormToken, FormTokens, TokenProblem, TokenReason
+from ..intake.tokens import FormToken, FormTokens, TokenProblem, TokenReason, TokenUse
 from ..settings import FormSpec
 from ..store.clinician import client_network
 from .common import language, relay
@@ -139,9 +139,9 @@ def check_post(spec: FormSpec) -> FormToken:
         raise send_again(spec, exc) from None
 
 
-def first_use(ft: FormToken) -> Callable[[], None]:
-    """For Relay.submit: records the token inside the submission's transaction."""
-    return protection().tokens.first_use(ft, relay().store.protection.use_token)
+def first_use(ft: FormToken) -> TokenUse:
+    """For Relay.submit, which records the token inside the submission's transaction."""
+    return protection().tokens.first_use(ft)
 
 
 def send_again(spec: FormSpec, exc: TokenProblem) -> SendAgain:

@@ -73,7 +73,7 @@ def submit(form_id: str) -> Any:
             # the core takes plain mappings of lists; a FileStorage is a forms.PostedFile
             receipt = r.submit(form_id, lang, request.form.to_dict(flat=False),
                                request.files.to_dict(flat=False), ip=request.remote_addr or "",
-                               also=protect.first_use(token))
+                               token=protect.first_use(token))
         except TokenProblem as exc:  # another post of this token was stored meanwhile
             raise protect.send_again(spec, exc) from None
     except protect.SendAgain as exc:
