@@ -187,6 +187,29 @@ def test_a_reload_changes_the_clinician_session_timeouts(
     assert expired["detail"].startswith("idle: idle 20 min")
 
 
+def test_a_reload_changes_the_rate_limits(tmp_path: Path, keys: dict[str, TestKey]) -> None:
+    """rate_limit_ip set from 100 to 2 posts a minute: the third post after the reload
+    gets 429 with Retry-After, without a restart; the posts within the limit are stored."""
+    _reloaded(tmp_path, keys, rate_limit_ip="100/minute", rate_limit_form="100/minute")
+    app = create_app(tmp_path / "config.toml", environ=ENV)
+    live: Live = app.extensions["formrelay.live"]
+    client = app.test_client()
+    codes = [post_form(client, {**valid_answers(f"voor {i}"), "consent": "y"},
+                       json_answer=True).status_code
+             for i in range(3)]
+    assert codes == [200, 200, 200]
+    _reloaded(tmp_path, keys, rate_limit_ip="2/minute", rate_limit_form="100/minute")
+    live.ask()
+    r = [post_form(client, {**valid_answers(f"na {i}"), "consent": "y"}, json_answer=True)
+         for i in range(3)]
+    # a changed limit counts from zero (its counter's key names the limit, as
+    # flask-limiter's does): two more, then refused
+    assert [x.status_code for x in r] == [200, 200, 429]
+    assert int(r[2].headers["Retry-After"]) >= 1
+    store = app.extensions["formrelay"].store
+    assert len(store.submissions.rows()) == 5
+
+
 def _zuid(keys: dict[str, TestKey]) -> dict[str, Any]:
     """A third practice, whose recipient's key no process has imported yet (a reload
     imports it: the reload takes a while)."""

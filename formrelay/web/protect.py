@@ -39,7 +39,7 @@ from ..i18n import gettext
 from ..intake import ratelimit
 from ..intake.relay import Relay
 from ..intake.tokens import FormToken, FormTokens, TokenProblem, TokenReason, TokenUse
-from ..settings import FormSpec
+from ..settings import FormSpec, ServerSettings
 from ..store.clinician import client_network
 from .common import language, relay
 
@@ -203,18 +203,32 @@ class _Limit:
     scope: str
 
 
-def _counted(view: Callable[..., Any], limits: list[_Limit]) -> Callable[..., Any]:
+@functools.lru_cache(maxsize=32)
+def _limits(ip_rate: str, form_rate: str, scope: str) -> tuple[_Limit, ...]:
+    """The limits of these settings' texts, parsed once per text (a reload that changes
+    `rate_limit_ip` or `rate_limit_form` gives new ones): the address's counted in
+    `scope`, the form's (if any) in "form"; shortest window first, the address's before
+    the form's at the same window."""
+    limits = [*(_Limit(i, client_key, scope) for i in parse_many(ip_rate)),
+              *(_Limit(i, form_key, "form") for i in (parse_many(form_rate) if form_rate else ()))]
+    return tuple(sorted(limits, key=lambda lim: lim.item))
+
+
+def _counted(view: Callable[..., Any],
+             limits_of: Callable[[ServerSettings], tuple[_Limit, ...]]) -> Callable[..., Any]:
     """`view` behind the posting limits, counted in the database in one transaction
     (store hit_limits), before anything else of the post is looked at: a post refused
     later (token, validation, a key) has been counted. flask-limiter took one transaction
     per limit (three with the defaults) and its own bookkeeping around each. The keys are
     its; the order is the shortest window first, the address's limits before the form's
     at the same window (`register` sorts them), up to the first one exceeded: posts a
-    flooding address is refused do not use up the form's limit for every patient."""
+    flooding address is refused do not use up the form's limit for every patient.
+    `limits_of` reads them from the settings in force, so a reload changes them."""
 
     @functools.wraps(view)
     def counted(*args: Any, **kwargs: Any) -> Any:
         r = relay()
+        limits = limits_of(r.settings.server)
         keys: dict[Callable[[], str], str] = {}  # the address is parsed once, not per limit
         hits = [(lim.item.key_for(KEY_PREFIX, keys.get(lim.key) or keys.setdefault(
                     lim.key, lim.key()), lim.scope), lim.item.get_expiry(), lim.item.amount)
@@ -239,10 +253,8 @@ def register(app: Flask, r: Relay) -> None:
     if not s.rate_limit_storage:
         # The database: counted by the project, every limit in one transaction. No
         # flask-limiter on the app: its hooks ran on every request of every route.
-        limits = sorted([*(_Limit(i, client_key, "ip") for i in parse_many(s.rate_limit_ip)),
-                         *(_Limit(i, form_key, "form") for i in parse_many(s.rate_limit_form))],
-                        key=lambda lim: lim.item)
-        app.view_functions["public.submit"] = _counted(view, limits)
+        app.view_functions["public.submit"] = _counted(
+            view, lambda now: _limits(now.rate_limit_ip, now.rate_limit_form, "ip"))
         storage = ratelimit.open_storage(r.settings, r.store)
         app.extensions["formrelay.protect"] = Protection(own, storage, None)
         app.register_error_handler(StorageError, _counters_down)
@@ -257,9 +269,12 @@ def register(app: Flask, r: Relay) -> None:
     if why:
         log.error("%s", ratelimit.unreachable(r.settings, why))
     app.extensions["formrelay.protect"] = Protection(own, limiter.storage, limiter)
-    per_form = limiter.limit(s.rate_limit_form, key_func=form_key, methods=["POST"],
-                             scope="form")
-    per_ip = limiter.limit(s.rate_limit_ip, methods=["POST"], scope="ip")
+    # the limits as callables: flask-limiter reads them at each request, so a reload
+    # changes them
+    per_form = limiter.limit(lambda: relay().settings.server.rate_limit_form,
+                             key_func=form_key, methods=["POST"], scope="form")
+    per_ip = limiter.limit(lambda: relay().settings.server.rate_limit_ip, methods=["POST"],
+                           scope="ip")
     # the one applied first is counted first at the same window: the address's
     app.view_functions["public.submit"] = per_form(per_ip(view))  # type: ignore[assignment]
     app.register_error_handler(RateLimitExceeded, _too_many)
@@ -279,17 +294,20 @@ def limit_patient_posts(app: Flask, r: Relay) -> None:
     Over the limit: the same 429 page with Retry-After as the form's, before the view
     reads the body."""
     limiter = app.extensions["formrelay.protect"].limiter
-    rate = r.settings.server.rate_limit_ip
     if limiter is None:  # counters in the database, counted like the form's posts
         for endpoint, scope in PATIENT_POSTS.items():
-            limits = sorted((_Limit(i, client_key, scope) for i in parse_many(rate)),
-                            key=lambda lim: lim.item)
-            app.view_functions[endpoint] = _counted(app.view_functions[endpoint], limits)
+            app.view_functions[endpoint] = _counted(app.view_functions[endpoint],
+                                                    _address_limits(scope))
         return
-    per_ip = {scope: limiter.shared_limit(rate, scope, methods=["POST"])
+    per_ip = {scope: limiter.shared_limit(lambda: relay().settings.server.rate_limit_ip,
+                                          scope, methods=["POST"])
               for scope in set(PATIENT_POSTS.values())}
     for endpoint, scope in PATIENT_POSTS.items():
         app.view_functions[endpoint] = per_ip[scope](app.view_functions[endpoint])
+
+
+def _address_limits(scope: str) -> Callable[[ServerSettings], tuple[_Limit, ...]]:
+    return lambda now: _limits(now.rate_limit_ip, "", scope)
 
 
 def _counters_down(exc: StorageError) -> Any:
