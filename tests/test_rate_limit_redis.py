@@ -102,6 +102,22 @@ def test_an_address_over_its_limit_does_not_use_up_the_form_in_redis(
             ] == [200, 200, 429]
 
 
+def test_a_reload_changes_the_limits_counted_in_redis(
+        tmp_path: Path, keys: dict[str, TestKey], redis_url: str) -> None:
+    """rate_limit_ip set from 100 to 2 an hour by a reload: flask-limiter reads the limit
+    at each post, so the third post after it is refused without a restart."""
+    app = instance(tmp_path, keys, "one", redis_url, rate_limit_ip="100/hour",
+                   reload_seconds=1)
+    assert [post(app, ip="192.0.2.40").status_code for _ in range(2)] == [200, 200]
+    cfg = make_config_dict(tmp_path / "one" / "data", keys, allowed_origins=[SITE], server={
+        "rate_limit_storage": redis_url, "rate_limit_ip": "2/hour", "reload_seconds": 1})
+    write_config(tmp_path / "one" / "config.toml", cfg)
+    app.extensions["formrelay.live"].ask()
+    codes = [post(app, ip="192.0.2.40").status_code for _ in range(3)]
+    assert codes == [200, 200, 429]  # a changed limit counts from zero
+    assert stored(app) == 4
+
+
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A redis-server of this test alone, which it may stop and start again."""
