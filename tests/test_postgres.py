@@ -74,7 +74,7 @@ def test_unreachable_database_stops_start_up_clearly(
         postgres: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     # the pool retries a refused connection until its timeout: 1 s tells the same story
     # as the shipped 10 s, twice (the app, then `check`), without the wait
-    monkeypatch.setattr("formrelay.store.postgres.CONNECT_SECONDS", 1)
+    monkeypatch.setattr("formrelay.store.engines.postgres.CONNECT_SECONDS", 1)
     port = free_port()  # nothing listens there
     url = f"postgresql://formrelay:s3cret-pw@127.0.0.1:{port}/formrelay"
     cfg = make_config_dict(tmp_path / "data", keys)

@@ -88,8 +88,9 @@ def test_a_refused_transaction_leaves_no_chunk_and_no_row(store: Store,
     def refuse() -> None:  # e.g. the form token was used meanwhile
         raise RuntimeError("token already used")
 
-    with pytest.raises(RuntimeError, match="token already used"):
-        store.submissions.add(_row("FR-GONE-AAAA"), src, refuse)
+    with pytest.raises(RuntimeError, match="token already used"), store.transaction():
+        store.submissions.add(_row("FR-GONE-AAAA"), src)
+        refuse()
     assert store.submissions.get("FR-GONE-AAAA") is None
     assert store.conn.execute("SELECT COUNT(*) FROM submission_chunks").fetchone()[0] == 0
 

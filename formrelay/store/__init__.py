@@ -31,22 +31,12 @@ from ..localtime import utcnow
 from . import schema as schema  # registers the migrations, in their order
 from .audit import AUDIT_FIELDS, DEFAULT_PRACTICE, GENESIS, AuditLog, audit_hash
 from .backup import Backups
-from .base import (
-    CHUNK,
-    MIGRATIONS,
-    PG_MIGRATIONS,
-    Migration,
-    StoreBase,
-    StoreConflict,
-    StoreContended,
-    StoreError,
-    StoreNotWritable,
-    disk_problem,
-    migration,
-)
+from .base import MIGRATIONS, PG_MIGRATIONS, StoreBase, migration
 from .clinician import Clinicians
 from .copies import PatientCopies
-from .engines import Engine
+from .engines import CHUNK, Engine, Migration
+from .engines.sqlite import disk_problem
+from .errors import StoreConflict, StoreContended, StoreError, StoreNotWritable
 from .outbox import Outbox, OutboxMail
 from .protect import FormProtection
 from .readers import Readers

@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, TypeVar
 import sqlite_utils
 
 from ..localtime import iso, utcnow
-from .engines import CHUNK, Connection, Engine, Migration
-from .engines.sqlite import SqliteEngine, disk_problem
-from .errors import StoreConflict, StoreContended, StoreError, StoreNotWritable
+from .engines import Connection, Engine, Migration
+from .engines.sqlite import SqliteEngine
+from .errors import StoreContended, StoreError
 
 if TYPE_CHECKING:
     from . import Store
@@ -222,6 +222,5 @@ class Concern:
         return self.store.transaction(relaxed=relaxed)
 
 
-__all__ = ["CHUNK", "CONTENDED_TRIES", "MIGRATIONS", "PG_MIGRATIONS", "Concern", "Connection",
-           "Migration", "StoreBase", "StoreConflict", "StoreContended", "StoreError",
-           "StoreNotWritable", "disk_problem", "migration"]
+__all__ = ["CONTENDED_TRIES", "MIGRATIONS", "PG_MIGRATIONS", "Concern", "StoreBase",
+           "migration"]

@@ -13,7 +13,8 @@ from datetime import datetime
 from typing import Any
 
 from ..localtime import iso
-from .base import Concern, Connection
+from .base import Concern
+from .engines import Connection
 
 
 class PatientCopies(Concern):
