@@ -22,6 +22,8 @@ from .conftest import ENV, post_form, valid_answers
 from .keys import TestKey
 from .reader import PASSPHRASE, gpg_with_locked_key, node_key, reader_config
 
+pytestmark = pytest.mark.usefixtures("database")  # builds its own configs and stores
+
 BASE = "https://localhost"
 OTHER = "een andere leeswachtzin"  # noqa: S105 - a test value
 
