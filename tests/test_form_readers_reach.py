@@ -105,6 +105,12 @@ def opens(ciphertext: bytes, key: dict[str, str], passphrase: str, data: bytes) 
     return done.returncode == 0 and done.stdout == data
 
 
+def can_read(inbox: str, reference: str) -> str:
+    m = re.search(rf'id="row-{reference}".*?<td class="readers"[^>]*>([^<]*)<', inbox, re.S)
+    assert m, inbox
+    return m.group(1)
+
+
 def answer(b: Browser, reference: str, text: str) -> int:
     """The answer page and the post without JavaScript: the status of the post (302
     done; 404 this clinician may not answer it)."""
@@ -137,6 +143,10 @@ def test_a_reader_added_to_a_form_gets_its_later_documents_and_answers_and_loses
     assert noticed(app, after) == ["reader@praktijk.test", "second@praktijk.test"]
     assert noticed(app, before) == ["reader@praktijk.test"]
     assert download(bram, file_of(app, early)).status_code == 404
+    # the inbox says who can read each one: the readers it was encrypted to
+    inbox = anna.get("/clinician/").get_data(as_text=True)
+    assert can_read(inbox, before) == "anna (reader)"
+    assert can_read(inbox, after) == "anna (reader); bram (second)"
     # a new patient of the practice: a link to everyone who reads one of its forms
     new_link, new_data, new_ref = documents(app, practice="default")
     assert app.extensions["formrelay"].store.uploads.link(new_link)["recipient_ids"] == [
