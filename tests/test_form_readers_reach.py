@@ -20,6 +20,7 @@ import tomli_w
 from flask import Flask
 
 from formrelay import create_app
+from formrelay.mail import notify
 from formrelay.uploads.links import UploadLinks
 
 from .area import Browser, Clock, cheap_hashing
@@ -179,6 +180,38 @@ def test_a_reader_added_to_a_form_gets_its_later_documents_and_answers_and_loses
     _, _, other_ref = documents(app, practice="default")
     assert noticed(app, other_ref) == ["reader@praktijk.test"]
     assert download(bram, fid).status_code == 200  # recorded when he read the form
+
+
+def test_a_batched_notice_goes_to_the_readers_the_owner_chose(
+        tmp_path: Path, keys: dict[str, TestKey], made: list[dict[str, str]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    cheap_hashing(monkeypatch)
+    clock = Clock()
+    path = practice(tmp_path, keys, notify_batch_minutes=10)
+    app = create_app(path, environ=ENV, clock=clock)
+    app.testing = True
+    anna = member(app, tmp_path, clock, "anna", "reader", "127.0.0.1")
+    s = app.extensions["formrelay"]
+    s.store.readers.set_role(s.store.clinicians.get(username="anna")["id"], "owner")
+    with_key(anna, made[0])
+    bram = member(app, tmp_path, clock, "bram", "second", "127.0.0.8")
+    with_key(bram, made[1])
+
+    def batch(mark: str) -> list[str]:
+        r = post_form(app.test_client(), valid_answers(mark), headers={"Origin": BASE})
+        ref = re.search(r'id="reference">([^<]+)<', r.get_data(as_text=True))
+        assert r.status_code == 200 and ref
+        clock.advance(minutes=11)
+        assert notify.flush(s.settings, s.store, clock()) == 1
+        [row] = s.store.conn.execute("SELECT recipients FROM outbox WHERE kind = "
+                                     "'held-notice' AND reference = ?",
+                                     (ref.group(1),)).fetchall()
+        return sorted(json.loads(row["recipients"]))
+
+    assert change(anna, "add", "second")[0] == 200
+    assert batch("samen") == ["reader@praktijk.test", "second@praktijk.test"]
+    assert change(anna, "remove", "reader")[0] == 200
+    assert batch("alleen bram") == ["second@praktijk.test"]
 
 
 def test_owner_rows_naming_a_recipient_a_reload_removed_fall_back_as_the_relay_does(
