@@ -23,7 +23,7 @@ from formrelay import create_app
 from formrelay.mail import notify
 from formrelay.uploads.links import UploadLinks
 
-from .area import Browser, Clock, cheap_hashing
+from .area import Browser, Clock, audit, cheap_hashing
 from .conftest import ENV, post_form, valid_answers
 from .helpers.form_readers import BASE, OTHER, change, member, practice, with_key
 from .helpers.replies import read
@@ -171,6 +171,7 @@ def test_a_reader_added_to_a_form_gets_its_later_documents_and_answers_and_loses
     assert fid_gone not in bram.get("/clinician/uploads/").get_data(as_text=True)
     refused = download(bram, fid_gone)
     assert refused.status_code == 404 and gone_data not in refused.data
+    assert audit(app, "upload downloaded", "refused")[-1]["actor"] == "user:bram"
     ciphertext = b"".join(app.extensions["formrelay"].store.uploads.chunks(fid_gone))
     assert not opens(ciphertext, made[1], OTHER, gone_data)
     assert opens(ciphertext, made[0], PASSPHRASE, gone_data)
