@@ -13,75 +13,21 @@ from pathlib import Path
 
 import pytest
 import tomli_w
-from flask import Flask
 
 from formrelay import create_app
 
-from .area import Browser, Clock, add_user, answers, audit, cheap_hashing, totp_at
-from .conftest import ENV, post_form, valid_answers
+from .area import Clock, audit, cheap_hashing
+from .conftest import ENV
+from .helpers.form_readers import OTHER, change, member, opens, practice, submit, with_key
 from .keys import TestKey
-from .reader import PASSPHRASE, gpg_with_locked_key, node_key, reader_config
+from .reader import PASSPHRASE, node_key
 
 pytestmark = pytest.mark.usefixtures("database")  # builds its own configs and stores
-
-BASE = "https://localhost"
-OTHER = "een andere leeswachtzin"  # noqa: S105 - a test value
 
 
 @pytest.fixture(scope="module")
 def made() -> list[dict[str, str]]:
     return [node_key(), node_key(OTHER)]
-
-
-def practice(tmp_path: Path, keys: dict[str, TestKey]) -> Path:
-    """The form goes to anna's browser recipient `reader`; bram's, `second`, reads no
-    form yet; alice reads with a key file, on no form."""
-    path = reader_config(tmp_path, keys, BASE,
-                         server={"base_url": BASE, "operator_email": "beheer@praktijk.test"},
-                         smtp={"from_address": "forms@praktijk.test",
-                               "sink_dir": str(tmp_path / "mail")})
-    cfg = tomllib.loads(path.read_text())
-    cfg["recipients"]["second"] = {"email": "second@praktijk.test", "key_source": "browser"}
-    cfg["recipients"]["alice"] = {"email": "alice@praktijk.test", "fingerprint":
-                                  keys["alice"].fingerprint,
-                                  "key_file": str(keys["alice"].public)}
-    path.write_text(tomli_w.dumps(cfg))
-    return path
-
-
-def member(app: Flask, tmp_path: Path, clock: Clock, name: str, rid: str, ip: str) -> Browser:
-    add_user(tmp_path, name, "--recipient", rid)
-    b = Browser(app, ip=ip)
-    b.enrol(name, totp_at(clock))
-    return b
-
-
-def with_key(b: Browser, key: dict[str, str]) -> None:
-    b.get("/clinician/key/")
-    made = b.post("/clinician/key/", {k: key[k] for k in ("fingerprint", "public_key",
-                                                          "locked_key", "recovery_locked_key")})
-    assert b.post(made.get_json()["activate"]).status_code == 302
-
-
-def submit(app: Flask) -> str:
-    r = post_form(app.test_client(), valid_answers("lezers"), json_answer=True,
-                  headers={"Origin": BASE})
-    assert r.status_code == 200, r.get_data(as_text=True)
-    return str(r.get_json()["reference"])
-
-
-def opens(app: Flask, ref: str, key: dict[str, str], passphrase: str) -> bool:
-    ciphertext = b"".join(app.extensions["formrelay"].store.submissions.stream(ref))
-    done = gpg_with_locked_key(key["locked_key"], passphrase, ciphertext)
-    if done.returncode != 0:
-        return False
-    return answers(done.stdout)["answers"]["name"] == "Jeroen Brünhilde lezers"
-
-
-def change(owner: Browser, how: str, rid: str, form: str = "intake") -> tuple[int, str]:
-    owner.get("/clinician/members/")
-    r = owner.post(f"/clinician/members/readers/{how}", {"form": form, "recipient": rid})
-    return r.status_code, r.get_data(as_text=True)
 
 
 def test_owner_adds_a_members_key_then_takes_a_reader_off_but_never_the_last(

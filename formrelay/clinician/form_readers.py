@@ -4,9 +4,11 @@ The configuration names each form's recipients (the operator's). On top of that,
 practice owner adds a member's key to a form, or takes a reader off it: the change is
 a row in the store (`form_readers`), and `crypto.pins.with_readers` applies it at every
 submission, so every later submission of the form is encrypted to every reader of it,
-in every process at once. Only the practice's browser recipients (a member's key made
-in the browser) can be added or taken off; a member is added only with an active key,
-whose fingerprint is audited and mailed to the operator (content-free), as a key change
+in every process at once; the same rule gives the readers of what follows a
+submission (upload links and their notices, reply keys: who may answer, batched
+notices). Only the practice's browser recipients (a member's key made in the browser)
+can be added or taken off; a member is added only with an active key, whose
+fingerprint is audited and mailed to the operator (content-free), as a key change
 is. A form is never left without a reader: that removal is refused. No Flask here.
 """
 

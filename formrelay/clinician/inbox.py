@@ -49,6 +49,7 @@ class HeldItem:
     delete_after: datetime
     downloads: tuple[tuple[str, datetime], ...]
     handler: str = ""  # who handles it (triage), a name the practice typed
+    readers: tuple[str, ...] = ()  # the recipients it was encrypted to, as recorded
 
 
 def may_see(user: User, row: dict[str, Any]) -> bool:
@@ -78,7 +79,8 @@ class Inbox:
                         size=int(row["size"] or 0), file_count=int(row["file_count"] or 0),
                         delete_after=received + timedelta(days=days),
                         downloads=tuple((who, parse_iso(at)) for who, at in downloads),
-                        handler=handler)
+                        handler=handler,
+                        readers=tuple(json.loads(row.get("recipients") or "[]")))
 
     def _spec(self, row: dict[str, Any]) -> FormSpec | None:
         """The form as configured now, if it is still the recorded practice's."""

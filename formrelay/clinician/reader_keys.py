@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import re
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -94,16 +95,13 @@ class ReaderKeys:
     def get(self, user: User, key_id: int) -> ReaderKey | None:
         return next((k for k in self.keys(user) if k.id == key_id), None)
 
-    def readers_of(self, form_id: str) -> list[str]:
-        """Who can read the submissions of `form_id`: each recipient, with the accounts
-        tied to it ("anna (dr-jansen)"), for the inbox and "ask ..." messages."""
-        spec = self.settings.form(form_id)
-        if spec is None:
-            return []
-        spec = pins.with_readers(self.store, self.settings.recipients, spec)
+    def readers_of(self, recipients: Iterable[str]) -> list[str]:
+        """Who can read a submission encrypted to `recipients` (as recorded with it: the
+        readers its form had then): each recipient, with the accounts tied to it
+        ("anna (dr-jansen)"), for the inbox and "ask ..." messages."""
         users = self.store.clinicians.rows()
         out = []
-        for rid in spec.recipients:
+        for rid in recipients:
             names = [str(u["username"]) for u in users if rid in json.loads(u["recipients"])
                      and not u["disabled_at"]]
             out.append(f"{', '.join(names)} ({rid})" if names else rid)

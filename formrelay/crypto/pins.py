@@ -17,13 +17,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 
 from ..settings import FormSpec, Recipient
 from ..store import Store
-from .keyring import KeyRefused, Keyring, KeyStatus
+from .keyring import CryptoError, KeyRefused, Keyring, KeyStatus
 
 BROWSER = "browser"
 NO_KEY_YET = ("no key yet: the invited clinician makes it in the clinician area "
@@ -71,6 +71,21 @@ def with_readers(store: Store, recipients: Mapping[str, Recipient], spec: FormSp
     if not readers or readers == list(spec.recipients):
         return spec
     return dataclasses.replace(spec, recipients=readers)
+
+
+def fingerprints(store: Store, recipients: Mapping[str, Recipient],
+                 readers: Sequence[str]) -> list[str]:
+    """The keys to encrypt to for `readers` (recipient ids, e.g. a form's as
+    `with_readers` gives them), in their order: a key file's pinned fingerprint, a
+    browser recipient's read from the database now, so a key change is in force at once.
+    CryptoError when a browser recipient has no active key (its key was retired since
+    the last check): never encrypt to fewer than the readers."""
+    mine = {rid: recipients[rid] for rid in readers}
+    active = active_pins(store, mine)
+    missing = [rid for rid, r in mine.items() if r.key_source == BROWSER and rid not in active]
+    if missing:
+        raise CryptoError(NO_KEY_YET.format(rid=", ".join(missing)))
+    return [active[rid][0] if rid in active else r.fingerprint for rid, r in mine.items()]
 
 
 def pinned(recipient: Recipient, fingerprint: str) -> Recipient:

@@ -72,6 +72,7 @@ class Stored:
     spec: FormSpec
     delivery: str  # the effective delivery: "email", or "hold" (also for oversize mail)
     ip: str
+    fingerprints: tuple[str, ...] = ()  # the keys it was encrypted to, in spec.recipients' order
 
 
 class Step(Protocol[T]):

@@ -138,16 +138,9 @@ class Relay:
         self.engine.admit(exported, passed)
 
     def fingerprints(self, spec: FormSpec) -> list[str]:
-        """The keys a submission of `spec` is encrypted to: each recipient's pinned
-        fingerprint; a browser recipient's is read from the database now, so a key
-        change is in force at once (one without a key fails closed in gpg)."""
-        mine = {rid: self.settings.recipients[rid] for rid in spec.recipients}
-        pinned = pins.active_pins(self.store, mine)
-        missing = [rid for rid, r in mine.items()
-                   if r.key_source == pins.BROWSER and rid not in pinned]
-        if missing:  # its key was retired since the last check: never encrypt to fewer
-            raise CryptoError(pins.NO_KEY_YET.format(rid=", ".join(missing)))
-        return [pinned[rid][0] if rid in pinned else r.fingerprint for rid, r in mine.items()]
+        """The keys a submission of `spec` (as `form` gives it) is encrypted to: each
+        reader's pinned fingerprint (crypto/pins.py; one without a key fails closed)."""
+        return pins.fingerprints(self.store, self.settings.recipients, spec.recipients)
 
     def keys_failed(self, recipients: Iterable[str], problem: str) -> None:
         """gpg failed for these recipients' keys: their forms show themselves unavailable
@@ -263,7 +256,7 @@ class Relay:
                        "practice": spec.practice, "recipients": json.dumps(spec.recipients),
                        "fingerprints": json.dumps(fprs), "keep_days": spec.retention_days}
                 answers: list[CopyReceipt] = []
-                stored = Stored(sub, spec, delivery, ip)
+                stored = Stored(sub, spec, delivery, ip, tuple(fprs))
 
                 def store_it(stored: Stored = stored, answers: list[CopyReceipt] = answers,
                              row: dict[str, Any] = row,

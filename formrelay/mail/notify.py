@@ -15,6 +15,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from ..crypto import pins
 from ..i18n import gettext
 from ..intake.pipeline import RecordOnly, Stored
 from ..localtime import iso, local_date, parse_iso, shown
@@ -80,6 +81,9 @@ def flush(settings: Settings, store: Store, now: datetime | None = None) -> int:
                 log.warning("form %s: held notices of practice %s wait, the form now "
                             "belongs to practice %s", form_id, practice, spec.practice)
             continue
+        # to the form's readers now, with the practice owner's changes, as the relay
+        # encrypts to them (a reader taken off is told of no later batch)
+        spec = pins.with_readers(store, settings.recipients, spec)
         with store.transaction():
             rows = store.submissions.notices_due(form_id, spec.notify_batch_minutes, practice)
             if rows:

@@ -16,7 +16,7 @@ audited; no message tells whether a reference exists.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -27,14 +27,14 @@ from ..audit_actions import AuditAction
 from ..clinician import hashing
 from ..clinician.inbox import REFERENCE
 from ..clinician.user import User
-from ..crypto import sealing
+from ..crypto import pins, sealing
 from ..errors import UserError
 from ..i18n import gettext
 from ..intake.relay import Relay
 from ..intake.submission import Answer, Submission, new_reference
 from ..localtime import iso, parse_iso
 from ..mail.kinds import BuildError, MailKind, sealed_recipient
-from ..settings import Settings
+from ..settings import FormSpec, Settings
 from ..store import OutboxMail, Store
 from . import letter, secret
 
@@ -69,10 +69,16 @@ class Answers:
         self.expiry = timedelta(days=max(1, settings.server.reply_expiry_days))
 
     def issue(self, reference: str, form_id: str, email: str, lang: str) -> str:
-        """Make the submission's reply key; returns the code, shown once. hashing.Busy
-        when this worker's hashing slots stay taken (a flood of posts or checks)."""
+        """Make the submission's reply key, for the form's readers now; returns the code,
+        shown once. hashing.Busy when this worker's hashing slots stay taken (a flood of
+        posts or checks); CryptoError when a reader has no key."""
+        spec = self.settings.form(form_id)
+        if spec is None:
+            raise UserError("No such form.")
+        spec = pins.with_readers(self.store, self.settings.recipients, spec)
+        fprs = pins.fingerprints(self.store, self.settings.recipients, spec.recipients)
         pair = self.new_pair()
-        self.record_pair(reference, form_id, email, lang, pair)
+        self.record_pair(reference, spec, fprs, email, lang, pair)
         return pair.code
 
     def new_pair(self) -> secret.NewPair:
@@ -84,13 +90,13 @@ class Answers:
         with hashing.slot():
             return hashing.run(secret.make_pair, code)
 
-    def record_pair(self, reference: str, form_id: str, email: str, lang: str,
-                    pair: secret.NewPair) -> None:
+    def record_pair(self, reference: str, spec: FormSpec, fingerprints: Sequence[str],
+                    email: str, lang: str, pair: secret.NewPair) -> None:
         """Store the reply key made by `new_pair` for the submission stored as
-        `reference` (inside the submission's transaction, when the relay runs it)."""
-        spec = self.settings.form(form_id)
-        if spec is None:
-            raise UserError("No such form.")
+        `reference` (inside the submission's transaction, when the relay runs it). Who
+        may answer is who the submission was encrypted to: `spec` as the relay used it
+        (with the readers its practice owner chose) and the keys, as pinned then."""
+        form_id = spec.id
         now = self.clock()
         sealed = sealing.seal_text(self.settings.secret_key, EMAIL_PURPOSE, email,
                                    reference.encode()) if email else ""
@@ -98,7 +104,7 @@ class Answers:
         with self.store.transaction():
             self.store.replies.add({
                 "reference": reference, "practice": practice, "form_id": form_id,
-                "recipients": self.settings.recipient_fingerprints(spec),
+                "recipients": list(fingerprints),
                 "recipient_ids": list(spec.recipients), "lang": lang,
                 "salt": pair.salt, "public_key": pair.public,
                 "wrapped_key": pair.wrapped(self.settings.secret_key, reference),
@@ -115,8 +121,10 @@ class Answers:
             return None
         if set(user.recipients) & set(row["recipient_ids"]):  # as recorded: a key rotates
             return row
+        # a row from before ids were recorded: by a key file's fingerprint (a browser
+        # recipient has none configured, and "" matches nothing)
         fprs = {self.settings.recipients[r].fingerprint for r in user.recipients
-                if r in self.settings.recipients}
+                if r in self.settings.recipients} - {""}
         return row if fprs & set(row["recipients"]) else None
 
     def answer(self, user: User, reference: str, text: str,

@@ -49,6 +49,6 @@ class ReplyStep:
 
     def record(self, stored: Stored, prepared: PendingReply | None) -> CopyReceipt | None:
         if prepared is not None:  # the reference as stored: the key is bound to it
-            self.answers.record_pair(stored.sub.reference, stored.spec.id, prepared.email,
-                                     prepared.lang, prepared.pair)
+            self.answers.record_pair(stored.sub.reference, stored.spec, stored.fingerprints,
+                                     prepared.email, prepared.lang, prepared.pair)
         return None

@@ -49,7 +49,7 @@ class HeldUploads:
         if set(user.recipients) & set(row.get("recipient_ids") or ()):  # type: ignore[call-overload]
             return True
         fprs = {self.settings.recipients[r].fingerprint for r in user.recipients
-                if r in self.settings.recipients}
+                if r in self.settings.recipients} - {""}  # a browser recipient's: none
         return bool(fprs & set(row["recipients"]))  # type: ignore[call-overload]
 
     def _item(self, row: dict[str, object]) -> HeldUpload:

@@ -6,13 +6,17 @@ copy link the secret is in the path, not the fragment, because the no-JavaScript
 upload (an ordinary form post) must reach it; a link only lets its holder *send*
 documents to the practice, never read anything, and it serves one session.
 
-A link is bound when it is made to one practice and the fingerprints of the recipients
-it encrypts to (the form's, for a link after a submission; the practice's, for one a
-clinician sends to a new patient), so a reload that changes the configuration never
-sends a patient's documents to anyone else. It works for server.upload_expiry_days
-(default 7), for one upload session: the patient's "done" closes it. The mail holds the
-practice name, the expiry and the link; the outbox keeps the link and the address only
-sealed with a key from FORMRELAY_SECRET_KEY, as for copy links.
+A link is bound when it is made to one practice and the recipients it encrypts to, by
+id and pinned fingerprint (crypto/pins.py), so a reload that changes the configuration
+never sends a patient's documents to anyone else. The recipients are the readers as the
+relay encrypts a submission to them (`pins.with_readers`: the configuration with the
+readers the practice owner added or took off): the form's, for a link after a
+submission; for one a clinician sends to a new patient, everyone who reads one of the
+practice's forms (its configured recipients when it has no form). It works for
+server.upload_expiry_days (default 7), for one upload session: the patient's "done"
+closes it. The mail holds the practice name, the expiry and the link; the outbox keeps
+the link and the address only sealed with a key from FORMRELAY_SECRET_KEY, as for copy
+links.
 """
 
 from __future__ import annotations
@@ -30,14 +34,15 @@ from enum import StrEnum
 from typing import Any
 
 from ..audit_actions import AuditAction
-from ..crypto import sealing
+from ..crypto import pins, sealing
+from ..crypto.keyring import CryptoError
 from ..errors import UserError
 from ..i18n import gettext
 from ..intake.addresses import header_problem
 from ..intake.submission import new_reference
 from ..localtime import iso, parse_iso
 from ..mail.kinds import BuildError, MailKind, sealed_recipient
-from ..settings import UPLOAD_MAX_EXPIRY_DAYS, PracticeSettings, Settings
+from ..settings import UPLOAD_MAX_EXPIRY_DAYS, PracticeSettings, Recipient, Settings
 from ..store import OutboxMail, Store
 
 MAIL_KIND = "upload_link"
@@ -171,9 +176,9 @@ class UploadLinks:
                             "or send the link with --practice for a patient without one.",
                             reference=reference)
         practice = self.settings.practice_of(spec.id)
-        return self._make(practice, spec.id, reference,
-                          self.settings.recipient_fingerprints(spec), email, lang, actor, ip,
-                          note)
+        spec = pins.with_readers(self.store, self.settings.recipients, spec)
+        return self._make(practice, spec.id, reference, list(spec.recipients), email, lang,
+                          actor, ip, note)
 
     def for_practice(self, practice_id: str, email: str, lang: str, *, actor: str,
                      ip: str = "", note: str = "") -> Invitation:
@@ -184,23 +189,34 @@ class UploadLinks:
             known = ", ".join(sorted(self.settings.practices)) or self.settings.default_practice.id
             raise UserError("No practice %(practice)s is configured (known: %(known)s).",
                             practice=practice_id, known=known)
-        fingerprints = [self.settings.recipients[r].fingerprint for r in practice.recipients
-                        if r in self.settings.recipients]
+        readers: list[str] = []
+        for fid in practice.forms:
+            spec = self.settings.form(fid)
+            if spec is not None:
+                spec = pins.with_readers(self.store, self.settings.recipients, spec)
+                readers += [r for r in spec.recipients if r not in readers]
+        if not practice.forms:  # nothing for an owner to change: the configuration's
+            readers = [r for r in practice.recipients if r in self.settings.recipients]
         reference = new_reference()
         while self.store.submissions.get(reference) or self.store.uploads.links_of(reference):
             reference = new_reference()
-        return self._make(practice, "", reference, fingerprints, email, lang, actor, ip, note)
+        return self._make(practice, "", reference, readers, email, lang, actor, ip, note)
 
     def asked_already(self, reference: str) -> bool:
         """Did the patient already ask for a link for this submission (thank-you page)?"""
         return any(r["asked_by"] == "patient" for r in self.store.uploads.links_of(reference))
 
     def _make(self, practice: PracticeSettings, form_id: str, reference: str,
-              fingerprints: list[str], email: str, lang: str, actor: str,
+              ids: list[str], email: str, lang: str, actor: str,
               ip: str, note: str = "") -> Invitation:
-        if not fingerprints:
+        if not ids:
             raise UserError("Practice %(practice)s has no recipients to encrypt documents to: "
                             "add one to its configuration first.", practice=practice.id)
+        try:  # pinned as for a submission: a reader without a key fails closed
+            fingerprints = pins.fingerprints(self.store, self.settings.recipients, ids)
+        except CryptoError:
+            raise UserError("No link can be sent now: a reader of %(practice)s has no usable "
+                            "key yet (see `formrelay check`).", practice=practice.id) from None
         address = check_address(email, lang)
         note = check_note(note, lang)
         now = self.clock()
@@ -209,8 +225,6 @@ class UploadLinks:
                                         _note_aad(link_id)) if note else ""
         expires = now + self.expiry
         link = f"{self.settings.server.base_url.rstrip('/')}/u/{link_id}.{secret}"
-        ids = [r.id for r in self.settings.recipients.values()
-               if r.practice == practice.id and r.fingerprint in fingerprints]
         with self.store.transaction():
             self.store.uploads.add_link({
                 "id": link_id, "check_hash": _check_hash(secret), "practice": practice.id,
@@ -263,8 +277,7 @@ class UploadLinks:
         Returns how many files it delivered; when there are any, the link's recipients
         get a notice (reference and count only) through the outbox."""
         files = self.store.uploads.files_of(link_id=link.id)
-        by_fpr = {r.fingerprint: r.email for r in self.settings.recipients.values()}
-        to = [by_fpr[f] for f in link.recipients if f in by_fpr]
+        to = [r.email for r in link_recipients(self.settings, self.store, link).values()]
         with self.store.transaction():
             if not self.store.uploads.close_link(link.id, "closed", self.clock()):
                 raise LinkRefused(LinkState.CLOSED, lang=link.lang, practice=link.practice)
@@ -301,6 +314,27 @@ class UploadLinks:
                         form_id=row["form_id"], practice=row["practice"],
                         detail=f"unfinished file {f['id'][:8]} ({f['size']} bytes)")
         return len(rows)
+
+
+def link_recipients(settings: Settings, store: Store,
+                    link: UploadLink) -> dict[str, Recipient]:
+    """fingerprint -> the recipient (pinned to it) each of the link's keys was made for,
+    while that is still the recipient's key in the link's practice: a key changed since
+    (a new key file, a new key made in the browser) or a recipient a reload moved or
+    removed is left out, so the page fails closed rather than encrypt to an old key. By
+    the ids recorded beside the fingerprints (a browser recipient has no fingerprint in
+    the configuration); for a link from before ids were recorded, by a key file's."""
+    configured = settings.recipients
+    if len(link.recipient_ids) != len(link.recipients):
+        by_fpr = {r.fingerprint: r for r in pins.file_recipients(configured).values()}
+        return {fpr: by_fpr[fpr] for fpr in link.recipients if fpr in by_fpr}
+    mine = {rid: configured[rid] for rid in link.recipient_ids
+            if rid in configured and configured[rid].practice == link.practice}
+    now = {rid: fpr for rid, (fpr, _) in pins.active_pins(store, mine).items()}
+    now.update((rid, r.fingerprint) for rid, r in pins.file_recipients(mine).items())
+    return {fpr: pins.pinned(mine[rid], fpr)
+            for fpr, rid in zip(link.recipients, link.recipient_ids, strict=True)
+            if now.get(rid) == fpr}
 
 
 # -- the mail ---------------------------------------------------------------------------

@@ -46,7 +46,7 @@ from ..intake.forms import sniff_upload
 from ..localtime import iso
 from ..settings import UPLOAD_TYPES, Settings
 from ..store import CHUNK, Store
-from .links import UploadLink, UploadLinks, b64e
+from .links import UploadLink, UploadLinks, b64e, link_recipients
 
 MAX_CHUNK = 4 * CHUNK  # the browser sends 1 MB; a little room, never a whole file
 # files one session may start, refused ones included: each is a row and an audit entry,
@@ -123,7 +123,7 @@ class Receiver:
     def public_keys(self, link: UploadLink) -> list[str]:
         """The armoured public keys of the link's recipients, for the browser to encrypt
         to; UploadUnavailable when one is not usable (fail closed)."""
-        by_fpr = {r.fingerprint: r for r in self.settings.recipients.values()}
+        by_fpr = link_recipients(self.settings, self.store, link)
         out = []
         for fpr in link.recipients:
             r = by_fpr.get(fpr)

@@ -275,7 +275,7 @@ def inbox() -> Any:
         return redirect(url_for("clinician_reader.key"))  # no key yet: make it first
     items = area().inbox.items(user)
     left = area().accounts.recovery_codes_left(user)
-    readers = {i.form_id: keys.readers_of(i.form_id) for i in items}
+    readers = {i.reference: keys.readers_of(i.readers) for i in items}
     assistant = relay().store.readers.role_of(user.id) == ASSISTANT
     return page("clinician/inbox.html", items=items, recovery_left=left,
                 forms=area().accounts.forms_of(user), readers=readers,
