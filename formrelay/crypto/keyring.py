@@ -10,7 +10,9 @@ hold a request forever). No Flask here: the CLI, the worker and tests use it.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import io
 import logging
 import os
@@ -19,7 +21,7 @@ import signal
 import stat
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -223,13 +225,26 @@ class Keyring:
         if len(found) > 1:
             raise KeyRefused(f"{rid}: {key_path} holds {len(found)} keys; export only the "
                              f"clinician's key ({fpr})")
-        with self._lock:
+        with self._lock, self._across_processes():
             result = self.gpg.import_keys(key_path.read_bytes())
             self._private()
         self.check_timeout(f"importing the key of {rid}")
         if not result.fingerprints and not result.unchanged:
             raise KeyRefused(f"{rid}: gpg could not import {key_path}: {_gpg_reason(result)}")
         return self.status(recipient, now)
+
+    @contextlib.contextmanager
+    def _across_processes(self) -> Iterator[None]:
+        """One import at a time in this GnuPG home, across processes: two workers that
+        reload at once and both import a new key made gpg fail one of them ("unknown
+        error" on the keybox), and that worker then refused the form until its next key
+        check. Imports are rare (a reload, `keys import`), so the wait is short."""
+        with open(self.home / ".formrelay-import.lock", "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     def _private(self) -> None:
         """gpg makes its files (pubring.kbx...) with the umask's mode, often 0644: make
