@@ -63,7 +63,7 @@ class Outbox(Concern):
                 practice: str = "", context: str = "") -> int:
         """Queue one mail; joins the caller's transaction if there is one. `payload` is
         opaque here (the kind's builder reads it). Without `message_id` a random token
-        is stored and mail.outbox.message_id() turns it into a fixed Message-ID.
+        is stored and mail.kinds.message_id() turns it into a fixed Message-ID.
         `practice` is whose mail it is (callers know it: a form's by
         `Settings.practice_of`; by default what `audit.recorded_practice` finds): its
         audit chain, for good. `context` is opaque here too: the
@@ -111,7 +111,7 @@ class Outbox(Concern):
     def accepted(self, owner: str, accepted: list[tuple[int, str]]) -> None:
         """Record that the relay accepted these mails ((outbox id, where) pairs), in a
         short transaction of its own that touches nothing but the leased rows, before the
-        bookkeeping of `mail_done`: should that be rolled back, no claim sends them
+        bookkeeping of `done`: should that be rolled back, no claim sends them
         again (`claim_accepted` finishes them instead). No fsync, like a claim: losing
         this to a power cut only means a mail may be sent again."""
         if not accepted:
