@@ -304,8 +304,8 @@ def _lines(info: DemoInfo, secret_file: Path) -> list[str]:
         f"    sed -n '/^-----BEGIN PGP MESSAGE/,/^-----END PGP MESSAGE/p' "
         f"{q(str(mail))}/FR-XXXX-XXXX.eml | rnp --keyfile {q(str(key))} --decrypt",
         f"    sed -n '/^-----BEGIN PGP MESSAGE/,/^-----END PGP MESSAGE/p' "
-        f"{q(str(mail))}/FR-XXXX-XXXX.eml | sq decrypt --recipient-file {q(str(key))} -"
-        "  # sq 0.40 or later (sq 0.27 in Debian 12: --recipient-key)",
+        f"{q(str(mail))}/FR-XXXX-XXXX.eml | sq decrypt --recipient-key {q(str(key))}"
+        "  # Debian 12's sq 0.27; sq 0.40 and later: --recipient-file",
         "  the command line, in another terminal:",
         f"    export {SECRET_KEY_ENV}=\"$(cat {q(str(secret_file))})\"",
         f"    {fr} check --offline",
