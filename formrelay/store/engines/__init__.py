@@ -28,6 +28,29 @@ Connection = Any
 Migration = Callable[[Any], None]
 
 
+
+def put_chunks(conn: Connection, insert: str, params: list[Any], reference: str,
+               source: IO[bytes]) -> None:
+    """Inside a transaction, on either engine: the submission's row with an empty marker
+    in `ciphertext`, then the ciphertext in rows of `CHUNK` bytes of `submission_chunks`,
+    one read at a time."""
+    conn.execute(insert + "?)", [*params, b""])
+    n = 0
+    while chunk := source.read(CHUNK):
+        conn.execute("INSERT INTO submission_chunks (reference, n, data) VALUES (?, ?, ?)",
+                     (reference, n, chunk))
+        n += 1
+        del chunk
+
+
+def read_chunks(conn: Connection, reference: str) -> Iterator[bytes]:
+    """A chunked ciphertext's rows in order, one query each."""
+    n = 0
+    while (row := conn.execute("SELECT data FROM submission_chunks WHERE reference = ? "
+                               "AND n = ?", (reference, n)).fetchone()) is not None:
+        yield bytes(row[0])
+        n += 1
+
 class Engine(Protocol):
     """What the store needs from a database engine."""
 
@@ -87,4 +110,4 @@ class Engine(Protocol):
         """Close this process's connections."""
 
 
-__all__ = ["CHUNK", "Connection", "Engine", "Migration"]
+__all__ = ["CHUNK", "Connection", "Engine", "Migration", "put_chunks", "read_chunks"]

@@ -31,7 +31,7 @@ except ImportError:  # pragma: no cover - reported by open_pool
 
 from ...settings import database_url_problem
 from ..errors import StoreConflict, StoreContended, StoreError, StoreNotWritable
-from . import CHUNK, Connection, Migration
+from . import Connection, Migration, put_chunks, read_chunks
 
 POOL_MAX = 10  # connections per process; a gunicorn worker uses one per thread at most
 CONNECT_SECONDS = 10
@@ -337,26 +337,11 @@ class PostgresEngine:
     # -- ciphertexts: rows of CHUNK bytes in submission_chunks -------------------------
     def put_ciphertext(self, conn: Connection, insert: str, params: list[Any],
                        reference: str, source: IO[bytes], size: int) -> None:
-        """The row (an empty marker in `ciphertext`), then the file in rows of `CHUNK`
-        bytes, one read at a time."""
-        conn.execute(insert + "?)", [*params, b""])
-        n = 0
-        while chunk := source.read(CHUNK):
-            conn.execute("INSERT INTO submission_chunks (reference, n, data) "
-                         "VALUES (?, ?, ?)", (reference, n, chunk))
-            n += 1
-            del chunk
+        """The row and the file in rows of `CHUNK` bytes, whatever its size."""
+        put_chunks(conn, insert, params, reference, source)
 
     def ciphertext(self, reference: str) -> Iterator[bytes]:
-        """The chunks in order, one query each."""
-        n = 0
-        while True:
-            row = self.pg.execute("SELECT data FROM submission_chunks WHERE reference = ? "
-                                  "AND n = ?", (reference, n)).fetchone()
-            if row is None:
-                return
-            yield bytes(row[0])
-            n += 1
+        return read_chunks(self.pg, reference)
 
     def drop_ciphertext(self, conn: Connection, reference: str) -> None:
         conn.execute("DELETE FROM submission_chunks WHERE reference = ?", (reference,))

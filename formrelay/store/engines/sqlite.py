@@ -25,7 +25,7 @@ from typing import IO, Any
 import sqlite_utils
 
 from ..errors import StoreConflict, StoreError, StoreNotWritable
-from . import CHUNK, Connection, Migration
+from . import CHUNK, Connection, Migration, put_chunks, read_chunks
 
 BUSY_SECONDS = 30
 # Connections kept for the next greenlets of a gevent worker (more are closed).
@@ -320,13 +320,7 @@ class SqliteEngine:
         if size <= CHUNK:
             conn.execute(insert + "?)", [*params, source.read()])
             return
-        conn.execute(insert + "?)", [*params, b""])
-        n = 0
-        while chunk := source.read(CHUNK):
-            conn.execute("INSERT INTO submission_chunks (reference, n, data) "
-                         "VALUES (?, ?, ?)", (reference, n, chunk))
-            n += 1
-            del chunk
+        put_chunks(conn, insert, params, reference, source)
 
     def ciphertext(self, reference: str) -> Iterator[bytes]:
         row = self.conn.execute("SELECT rowid, length(ciphertext) FROM submissions "
@@ -334,12 +328,7 @@ class SqliteEngine:
         if row is None:
             raise KeyError(reference)
         if not row[1]:  # the marker: the ciphertext is in submission_chunks
-            n = 0
-            while (chunk := self.conn.execute(
-                    "SELECT data FROM submission_chunks WHERE reference = ? AND n = ?",
-                    (reference, n)).fetchone()) is not None:
-                yield bytes(chunk[0])
-                n += 1
+            yield from read_chunks(self.conn, reference)
             return
         with self.conn.blobopen("submissions", "ciphertext", int(row[0]),
                                 readonly=True) as blob:
