@@ -7,7 +7,6 @@ import json
 import re
 import subprocess
 import tempfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,12 +14,12 @@ from typing import Any
 import pyotp
 from flask import Flask
 from playwright.sync_api import Page
-from werkzeug.serving import make_server
 
 from formrelay import create_app
 
 from .area import PASSWORD, cli_run
 from .conftest import ENV, make_config_dict, write_config
+from .helpers.browser import serving_in_thread
 from .keys import TestKey
 from .smtpd import free_port
 
@@ -48,14 +47,8 @@ def serve(tmp_path: Path, keys: dict[str, TestKey], **form: Any) -> Iterator[tup
     base = f"http://localhost:{port}"
     app = create_app(reader_config(tmp_path, keys, base, **form), environ=ENV)
     app.testing = True
-    server = make_server("127.0.0.1", port, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving_in_thread(app, port):
         yield app, base
-    finally:
-        server.shutdown()
-        thread.join(10)
 
 
 def invite(tmp_path: Path, name: str = "anna") -> str:
@@ -65,8 +58,9 @@ def invite(tmp_path: Path, name: str = "anna") -> str:
     return re.search(r"http://\S+/clinician/invite/\S+", out).group(0)  # type: ignore[union-attr]
 
 
-def accept_invitation(page: Page, link: str) -> None:
-    """Link, password, authenticator app, recovery codes: on to the key page."""
+def accept_invitation(page: Page, link: str, then: str = "**/clinician/key/") -> None:
+    """Link, password, authenticator app, recovery codes: on to the key page (`then`:
+    where the account goes next; an assistant makes no key and goes to the list)."""
     page.goto(link)
     page.get_by_label("Nieuw wachtwoord", exact=True).fill(PASSWORD)
     page.get_by_label("Nieuw wachtwoord nogmaals").fill(PASSWORD)
@@ -76,7 +70,7 @@ def accept_invitation(page: Page, link: str) -> None:
     page.get_by_label("Code", exact=True).fill(pyotp.TOTP(secret).now())
     page.get_by_role("button", name="Bevestigen").click()
     page.get_by_role("link", name="Ik heb ze bewaard, verder").click()
-    page.wait_for_url("**/clinician/key/")
+    page.wait_for_url(then)
 
 
 def make_key(page: Page, passphrase: str = PASSPHRASE) -> tuple[str, str]:

@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyotp
 import pytest
 from flask import Flask
 from playwright.sync_api import Browser, BrowserContext, Page, Route, sync_playwright
@@ -25,7 +24,7 @@ from werkzeug.serving import make_server
 from formrelay import create_app
 from formrelay.ops.hostpage import example_page, serve_pages
 
-from .area import PASSWORD, audit, cli_run
+from .area import audit, cli_run
 from .canary import leaks
 from .conftest import ENV, canary, make_config_dict, write_config
 from .keys import TestKey
@@ -67,20 +66,6 @@ def _context(browser: Browser) -> BrowserContext:
     context = browser.new_context(viewport={"width": 1024, "height": 900})
     context.set_default_timeout(30_000)
     return context
-
-
-def _accept_as_assistant(page: Page, link: str) -> None:
-    """The invitation's steps, ending in the list (an assistant makes no key)."""
-    page.goto(link)
-    page.get_by_label("Nieuw wachtwoord", exact=True).fill(PASSWORD)
-    page.get_by_label("Nieuw wachtwoord nogmaals").fill(PASSWORD)
-    page.get_by_role("button", name="Volgende").click()
-    page.wait_for_url("**/clinician/enrol")
-    secret = page.locator("#secret").inner_text().replace(" ", "")
-    page.get_by_label("Code", exact=True).fill(pyotp.TOTP(secret).now())
-    page.get_by_role("button", name="Bevestigen").click()
-    page.get_by_role("link", name="Ik heb ze bewaard, verder").click()
-    page.wait_for_url("**/clinician/")
 
 
 def _invite(owner: Page, name: str, role: str, link: str) -> str:
@@ -125,7 +110,7 @@ def practice(tmp_path_factory: pytest.TempPathFactory,
             accept_invitation(second, second_link)
             make_key(second, passphrase=SECOND)
             assistant = _context(browser).new_page()
-            _accept_as_assistant(assistant, assistant_link)
+            accept_invitation(assistant, assistant_link, then="**/clinician/")
             # the owner adds the second reader's key to the form, in the browser
             owner.goto(f"{base}/clinician/members/")
             readers = owner.locator("#readers-intake")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pyotp
 import pytest
@@ -22,11 +23,19 @@ def _live(make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch,
     port = free_port()
     base = f"http://localhost:{port}"
     app = make_app(server={"base_url": base}, **form)
+    with serving_in_thread(app, port):
+        yield app, base
+
+
+@contextmanager
+def serving_in_thread(app: Flask, port: int) -> Iterator[None]:
+    """The app on 127.0.0.1:`port` in a thread of the test (werkzeug, threaded), stopped
+    at the end."""
     server = make_server("127.0.0.1", port, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield app, base
+        yield
     finally:
         server.shutdown()
         thread.join(10)
